@@ -1,0 +1,64 @@
+"""tidegate: a Dagster-style orchestrator whose execution runs on Celery.
+
+The public API mirrors Dagster's names: ``import tidegate as tg`` (or ``as dg``).
+"""
+
+from tidegate.definitions.asset import AssetIn, AssetsDefinition, asset
+from tidegate.definitions.context import AssetExecutionContext, MaterializeResult
+from tidegate.definitions.defs import Definitions
+from tidegate.definitions.job import define_asset_job
+from tidegate.definitions.key import AssetKey
+from tidegate.definitions.resource import ConfigurableResource
+from tidegate.definitions.retry import Backoff, Jitter, RetryPolicy
+from tidegate.definitions.selection import AssetSelection
+from tidegate.errors import (
+    DefinitionError,
+    DefinitionsLoadError,
+    DependencyCycleError,
+    DuplicateDefinitionError,
+    EmptySelectionError,
+    InvalidDefinitionError,
+    InvalidSelectionError,
+    MissingResourceError,
+    TidegateError,
+    UnknownDependencyError,
+    UnknownJobError,
+)
+from tidegate.workers.io import FilesystemIOManager, InMemoryIOManager, InputContext, IOManager, OutputContext
+from tidegate.workers.inprocess import ExecuteInProcessResult, materialize
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AssetExecutionContext",
+    "AssetIn",
+    "AssetKey",
+    "AssetSelection",
+    "AssetsDefinition",
+    "Backoff",
+    "ConfigurableResource",
+    "DefinitionError",
+    "Definitions",
+    "DefinitionsLoadError",
+    "DependencyCycleError",
+    "DuplicateDefinitionError",
+    "EmptySelectionError",
+    "ExecuteInProcessResult",
+    "FilesystemIOManager",
+    "IOManager",
+    "InMemoryIOManager",
+    "InputContext",
+    "InvalidDefinitionError",
+    "InvalidSelectionError",
+    "Jitter",
+    "MaterializeResult",
+    "MissingResourceError",
+    "OutputContext",
+    "RetryPolicy",
+    "TidegateError",
+    "UnknownDependencyError",
+    "UnknownJobError",
+    "asset",
+    "define_asset_job",
+    "materialize",
+]

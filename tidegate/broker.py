@@ -1,0 +1,101 @@
+"""The Celery app's configuration and step publishing, shared by the beat and the workers.
+
+Publishing lives here rather than in ``workers`` so that the beat can send steps without
+importing worker code (DESIGN.md's dependency direction).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Sequence
+
+from celery import Celery
+
+from tidegate.config import Settings
+from tidegate.definitions.asset import DEFAULT_QUEUE
+from tidegate.names import EXECUTE_STEP_TASK
+from tidegate.storage.api import Storage
+from tidegate.storage.records import StepRef
+
+log = logging.getLogger("tidegate.broker")
+
+_app: Celery | None = None
+_app_lock = threading.Lock()
+
+
+def make_celery_app(broker_url: str, *, visibility_timeout: int = 21600) -> Celery:
+    """A Celery app with the settings DESIGN.md relies on."""
+    app = Celery("tidegate", broker=broker_url, set_as_current=False)
+    app.conf.update(
+        task_serializer="json",
+        accept_content=["json"],  # never unpickle what comes over the broker
+        result_serializer="json",
+        task_ignore_result=True,  # status lives in SQL
+        result_backend=None,
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,
+        task_default_queue=DEFAULT_QUEUE,
+        task_create_missing_queues=True,
+        worker_send_task_events=True,  # Flower sees every step
+        task_send_sent_event=True,
+        broker_connection_retry_on_startup=True,
+        broker_transport_options={"visibility_timeout": visibility_timeout},
+        worker_hijack_root_logger=False,
+        broker_pool_limit=10,
+    )
+    return app
+
+
+def get_app() -> Celery:
+    """The process's Celery app, configured from the environment on first use."""
+    global _app
+    with _app_lock:
+        if _app is None:
+            settings = Settings.from_env()
+            _app = make_celery_app(settings.broker_url, visibility_timeout=settings.visibility_timeout)
+        return _app
+
+
+def reset_app() -> None:
+    """Forget the process's app (tests and ``tidegate dev`` switch brokers)."""
+    global _app
+    with _app_lock:
+        _app = None
+
+
+def step_task_name(ref: StepRef) -> str:
+    """What Flower shows for a step: the asset (and partition) and the run."""
+    return f"{ref.display_name} · run {ref.run_id[:8]}"
+
+
+class CeleryPublisher:
+    """Sends READY steps to the broker, then marks them ENQUEUED (an outbox).
+
+    If the broker is unreachable the steps stay READY in SQL and are sent later by whoever
+    runs ``steps_to_publish`` (the beat, the launching CLI command, ``tidegate dev``).
+    """
+
+    def __init__(self, app: Celery, storage: Storage) -> None:
+        self.app = app
+        self.storage = storage
+
+    def __call__(self, refs: Sequence[StepRef]) -> None:
+        sent: list[StepRef] = []
+        for ref in refs:
+            try:
+                self.app.send_task(
+                    EXECUTE_STEP_TASK,
+                    args=[ref.run_id, ref.step_key, ref.attempt],
+                    queue=ref.queue,
+                    shadow=step_task_name(ref),
+                    ignore_result=True,
+                    retry=True,
+                    retry_policy={"max_retries": 2, "interval_start": 0.1, "interval_step": 0.5},
+                )
+            except Exception:
+                log.warning("broker unreachable: step %s of run %s stays READY", ref.step_key, ref.run_id, exc_info=True)
+                break
+            sent.append(ref)
+        self.storage.mark_enqueued(sent)

@@ -1,0 +1,268 @@
+"""Software-defined assets: the ``@asset`` decorator and what it builds."""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import re
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, overload
+
+from tidegate.definitions.key import AssetKey, CoercibleToAssetKey
+from tidegate.definitions.resource import ConfigurableResource
+from tidegate.definitions.retry import RetryPolicy
+from tidegate.errors import InvalidDefinitionError
+
+DEFAULT_GROUP = "default"
+DEFAULT_QUEUE = "tidegate"
+DEFAULT_IO_MANAGER_KEY = "io_manager"
+_QUEUE_NAME = re.compile(r"^[A-Za-z0-9_.\-]+$")
+
+
+@dataclass(frozen=True)
+class AssetIn:
+    """Maps a parameter to an upstream asset whose key differs from the parameter's name."""
+
+    key: CoercibleToAssetKey
+
+
+@dataclass(frozen=True)
+class AssetsDefinition:
+    """One asset: its key, the function that computes it, and how it is executed.
+
+    ``inputs`` maps parameter names to upstream keys whose values are loaded;
+    ``deps`` are upstream keys that must be materialized first but are not loaded;
+    ``ambiguous_params`` are parameters resolved when Definitions knows the resources: a
+    resource of that name, else the asset of that name.
+    """
+
+    key: AssetKey
+    fn: Callable[..., Any]
+    inputs: Mapping[str, AssetKey]
+    deps: tuple[AssetKey, ...]
+    resource_params: frozenset[str]
+    ambiguous_params: tuple[str, ...]
+    context_param: str | None
+    group_name: str = DEFAULT_GROUP
+    tags: Mapping[str, str] = field(default_factory=dict)
+    metadata: Mapping[str, Any] = field(default_factory=dict)
+    description: str | None = None
+    retry_policy: RetryPolicy | None = None
+    queue: str = DEFAULT_QUEUE
+    io_manager_key: str = DEFAULT_IO_MANAGER_KEY
+
+    @property
+    def name(self) -> str:
+        return self.key.path[-1]
+
+    def resolve_params(
+        self, resource_keys: Iterable[str], asset_keys: Iterable[AssetKey]
+    ) -> AssetsDefinition:
+        """Return a copy whose ambiguous parameters are sorted into resources and inputs."""
+        if not self.ambiguous_params:
+            return self
+        available = set(resource_keys)
+        assets = set(asset_keys)
+        inputs = dict(self.inputs)
+        resources = set(self.resource_params)
+        for param in self.ambiguous_params:
+            if param in available and AssetKey(param) in assets:
+                raise InvalidDefinitionError(
+                    f"asset '{self.key}': parameter {param!r} names both a resource and an asset; "
+                    f"use ins={{{param!r}: AssetIn(...)}} or required_resource_keys"
+                )
+            if param in available:
+                resources.add(param)
+            else:
+                inputs[param] = AssetKey(param)
+        return _replace(self, inputs=inputs, resource_params=frozenset(resources), ambiguous_params=())
+
+    @property
+    def upstream_keys(self) -> tuple[AssetKey, ...]:
+        """Every asset that must be materialized before this one, loaded or not."""
+        seen = dict.fromkeys([*self.inputs.values(), *self.deps])
+        return tuple(seen)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        """Call the underlying function directly, as in a plain unit test."""
+        return self.fn(*args, **kwargs)
+
+
+def _replace(asset: AssetsDefinition, **changes: Any) -> AssetsDefinition:
+    return dataclasses.replace(asset, **changes)
+
+
+@overload
+def asset(fn: Callable[..., Any], /) -> AssetsDefinition: ...
+
+
+@overload
+def asset(
+    *,
+    name: str | None = None,
+    key: CoercibleToAssetKey | None = None,
+    key_prefix: str | Sequence[str] | None = None,
+    ins: Mapping[str, AssetIn | CoercibleToAssetKey] | None = None,
+    deps: Sequence[AssetsDefinition | CoercibleToAssetKey] | None = None,
+    group_name: str | None = None,
+    tags: Mapping[str, str] | None = None,
+    metadata: Mapping[str, Any] | None = None,
+    description: str | None = None,
+    retry_policy: RetryPolicy | None = None,
+    queue: str | None = None,
+    io_manager_key: str | None = None,
+    required_resource_keys: Iterable[str] | None = None,
+) -> Callable[[Callable[..., Any]], AssetsDefinition]: ...
+
+
+def asset(
+    fn: Callable[..., Any] | None = None,
+    /,
+    *,
+    name: str | None = None,
+    key: CoercibleToAssetKey | None = None,
+    key_prefix: str | Sequence[str] | None = None,
+    ins: Mapping[str, AssetIn | CoercibleToAssetKey] | None = None,
+    deps: Sequence[AssetsDefinition | CoercibleToAssetKey] | None = None,
+    group_name: str | None = None,
+    tags: Mapping[str, str] | None = None,
+    metadata: Mapping[str, Any] | None = None,
+    description: str | None = None,
+    retry_policy: RetryPolicy | None = None,
+    queue: str | None = None,
+    io_manager_key: str | None = None,
+    required_resource_keys: Iterable[str] | None = None,
+) -> AssetsDefinition | Callable[[Callable[..., Any]], AssetsDefinition]:
+    """Define an asset from a function, validating every argument at once.
+
+    Parameters are classified by name: ``context`` (or one annotated with
+    ``AssetExecutionContext``) receives the execution context; names in ``ins`` are loaded
+    from those upstream assets; names in ``required_resource_keys`` or annotated with a
+    ``ConfigurableResource`` subclass are resources; any other name is a resource if
+    Definitions provides one of that name, else the upstream asset of that name.
+    """
+
+    def build(func: Callable[..., Any]) -> AssetsDefinition:
+        return _build_asset(
+            func,
+            name=name,
+            key=key,
+            key_prefix=key_prefix,
+            ins=ins or {},
+            deps=deps or (),
+            group_name=group_name,
+            tags=tags or {},
+            metadata=metadata or {},
+            description=description,
+            retry_policy=retry_policy,
+            queue=queue,
+            io_manager_key=io_manager_key,
+            required_resource_keys=set(required_resource_keys or ()),
+        )
+
+    return build(fn) if fn is not None else build
+
+
+def _build_asset(
+    func: Callable[..., Any],
+    *,
+    name: str | None,
+    key: CoercibleToAssetKey | None,
+    key_prefix: str | Sequence[str] | None,
+    ins: Mapping[str, AssetIn | CoercibleToAssetKey],
+    deps: Sequence[AssetsDefinition | CoercibleToAssetKey],
+    group_name: str | None,
+    tags: Mapping[str, str],
+    metadata: Mapping[str, Any],
+    description: str | None,
+    retry_policy: RetryPolicy | None,
+    queue: str | None,
+    io_manager_key: str | None,
+    required_resource_keys: set[str],
+) -> AssetsDefinition:
+    fn_name = getattr(func, "__name__", repr(func))
+    label = f"asset {name or fn_name!r}"
+    if not callable(func):
+        raise InvalidDefinitionError(f"{label}: @asset decorates a function, got {func!r}")
+    if key is not None and (name is not None or key_prefix is not None):
+        raise InvalidDefinitionError(f"{label}: give either key= or name=/key_prefix=, not both")
+    try:
+        asset_key = AssetKey.from_coercible(key) if key is not None else AssetKey(name or fn_name)
+        if key_prefix is not None:
+            asset_key = asset_key.with_prefix(key_prefix)
+    except InvalidDefinitionError as exc:
+        raise InvalidDefinitionError(f"{label}: {exc}") from None
+    label = f"asset '{asset_key}'"
+
+    for tag_key, tag_value in tags.items():
+        if not isinstance(tag_key, str) or not isinstance(tag_value, str):
+            raise InvalidDefinitionError(f"{label}: tags must map str to str, got {tag_key!r}: {tag_value!r}")
+    if queue is not None and not _QUEUE_NAME.match(queue):
+        raise InvalidDefinitionError(f"{label}: invalid queue name {queue!r}")
+    if retry_policy is not None and not isinstance(retry_policy, RetryPolicy):
+        raise InvalidDefinitionError(f"{label}: retry_policy must be a RetryPolicy, got {retry_policy!r}")
+
+    params, context_param, annotated_resources = _classify_params(func, label)
+    inputs: dict[str, AssetKey] = {}
+    for param, target in ins.items():
+        if param not in params:
+            raise InvalidDefinitionError(f"{label}: ins names {param!r}, which is not a parameter")
+        inputs[param] = AssetKey.from_coercible(target.key if isinstance(target, AssetIn) else target)
+    resource_params = (required_resource_keys & set(params)) | annotated_resources
+    ambiguous = tuple(p for p in params if p not in inputs and p not in resource_params)
+    extra_required = required_resource_keys - set(params)
+
+    dep_keys: list[AssetKey] = []
+    for dep in deps:
+        try:
+            dep_keys.append(AssetKey.from_coercible(dep))
+        except (InvalidDefinitionError, TypeError) as exc:
+            raise InvalidDefinitionError(f"{label}: invalid entry in deps: {dep!r} ({exc})") from None
+
+    return AssetsDefinition(
+        key=asset_key,
+        fn=func,
+        inputs=inputs,
+        deps=tuple(dep_keys),
+        resource_params=frozenset(resource_params | extra_required),
+        ambiguous_params=ambiguous,
+        context_param=context_param,
+        group_name=group_name or DEFAULT_GROUP,
+        tags=dict(tags),
+        metadata=dict(metadata),
+        description=description if description is not None else inspect.getdoc(func),
+        retry_policy=retry_policy,
+        queue=queue or DEFAULT_QUEUE,
+        io_manager_key=io_manager_key or DEFAULT_IO_MANAGER_KEY,
+    )
+
+
+def _classify_params(func: Callable[..., Any], label: str) -> tuple[list[str], str | None, set[str]]:
+    """Return (data-or-resource params, the context param, params typed as resources)."""
+    from tidegate.definitions.context import AssetExecutionContext
+
+    signature = inspect.signature(func)
+    try:
+        annotations = inspect.get_annotations(func, eval_str=True)
+    except Exception:  # unresolvable string annotations: classify by name only
+        annotations = {}
+    params: list[str] = []
+    context_param: str | None = None
+    resources: set[str] = set()
+    for param in signature.parameters.values():
+        if param.kind in (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD):
+            raise InvalidDefinitionError(f"{label}: *args and **kwargs are not supported")
+        annotation = annotations.get(param.name)
+        is_context = annotation is AssetExecutionContext or (
+            isinstance(annotation, type) and issubclass(annotation, AssetExecutionContext)
+        )
+        if is_context or (param.name == "context" and context_param is None):
+            if context_param is not None:
+                raise InvalidDefinitionError(f"{label}: two context parameters")
+            context_param = param.name
+            continue
+        if isinstance(annotation, type) and issubclass(annotation, ConfigurableResource):
+            resources.add(param.name)
+        params.append(param.name)
+    return params, context_param, resources

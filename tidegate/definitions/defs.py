@@ -1,0 +1,135 @@
+"""``Definitions``: everything a code location defines, validated as one whole."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from tidegate.definitions.asset import DEFAULT_IO_MANAGER_KEY, AssetsDefinition
+from tidegate.definitions.graph import AssetGraph
+from tidegate.definitions.job import (
+    IMPLICIT_ASSET_JOB,
+    JobDefinition,
+    RunPlan,
+    UnresolvedAssetJob,
+    define_asset_job,
+    plan_run,
+)
+from tidegate.definitions.key import AssetKey
+from tidegate.definitions.selection import CoercibleToAssetSelection, coerce_selection
+from tidegate.errors import (
+    DefinitionError,
+    DuplicateDefinitionError,
+    EmptySelectionError,
+    InvalidDefinitionError,
+    MissingResourceError,
+    UnknownJobError,
+)
+
+
+class Definitions:
+    """Assets, jobs, schedules, sensors and resources of one code location.
+
+    Building it validates the whole: duplicate keys and names, unknown dependencies,
+    dependency cycles, jobs that select nothing and resources that are missing each raise a
+    :class:`~tidegate.errors.DefinitionError` naming the definition.
+    """
+
+    def __init__(
+        self,
+        assets: Iterable[AssetsDefinition] | None = None,
+        jobs: Iterable[UnresolvedAssetJob] | None = None,
+        schedules: Iterable[Any] | None = None,
+        sensors: Iterable[Any] | None = None,
+        resources: Mapping[str, Any] | None = None,
+    ) -> None:
+        self.resources: dict[str, Any] = dict(resources or {})
+        asset_list = list(assets or ())
+        seen: dict[AssetKey, AssetsDefinition] = {}
+        for a in asset_list:
+            if not isinstance(a, AssetsDefinition):
+                raise InvalidDefinitionError(f"Definitions: assets= holds {a!r}, not an @asset")
+            if a.key in seen:
+                raise DuplicateDefinitionError(
+                    f"asset '{a.key}': defined twice ({_where(seen[a.key])} and {_where(a)})"
+                )
+            seen[a.key] = a
+        resolved = [a.resolve_params(self.resources, seen) for a in asset_list]
+        self.graph = AssetGraph.build(resolved)
+        self._check_resources(resolved)
+
+        self.jobs: dict[str, JobDefinition] = {}
+        for job in jobs or ():
+            if not isinstance(job, UnresolvedAssetJob):
+                raise InvalidDefinitionError(f"Definitions: jobs= holds {job!r}, not define_asset_job(...)")
+            if job.name in self.jobs or job.name == IMPLICIT_ASSET_JOB:
+                raise DuplicateDefinitionError(f"job '{job.name}': defined twice")
+            self.jobs[job.name] = job.resolve(self.graph)
+        if self.graph.assets:
+            implicit = define_asset_job(IMPLICIT_ASSET_JOB, "*")
+            self.jobs[IMPLICIT_ASSET_JOB] = implicit.resolve(self.graph)
+
+        self.schedules = _unique_by_name(schedules or (), "schedule")
+        self.sensors = _unique_by_name(sensors or (), "sensor")
+
+    # -- look-ups ------------------------------------------------------------------------
+
+    @property
+    def assets(self) -> Mapping[AssetKey, AssetsDefinition]:
+        return self.graph.assets
+
+    def get_asset(self, key: str | AssetKey) -> AssetsDefinition:
+        asset_key = AssetKey.from_coercible(key)
+        try:
+            return self.graph.assets[asset_key]
+        except KeyError:
+            raise DefinitionError(f"asset '{asset_key}': not defined in the loaded code") from None
+
+    def get_job(self, name: str) -> JobDefinition:
+        try:
+            return self.jobs[name]
+        except KeyError:
+            known = ", ".join(sorted(n for n in self.jobs if n != IMPLICIT_ASSET_JOB)) or "none"
+            raise UnknownJobError(f"job '{name}': not defined in the loaded code (jobs: {known})") from None
+
+    def plan(self, job_name: str, selection: CoercibleToAssetSelection | None = None) -> RunPlan:
+        """The steps of a run of ``job_name``, or of the ``selection`` subset of it."""
+        job = self.get_job(job_name)
+        if selection is None:
+            return plan_run(self.graph, job)
+        keys = coerce_selection(selection).resolve(self.graph) & set(job.asset_keys)
+        if not keys:
+            raise EmptySelectionError(f"job '{job_name}': selection {selection!r} matches no asset")
+        return plan_run(self.graph, job, keys)
+
+    # -- validation ----------------------------------------------------------------------
+
+    def _check_resources(self, assets: Sequence[AssetsDefinition]) -> None:
+        for a in assets:
+            for param in sorted(a.resource_params):
+                if param not in self.resources:
+                    raise MissingResourceError(
+                        f"asset '{a.key}': missing resource '{param}' "
+                        f"(Definitions(resources=...) has: {sorted(self.resources) or 'none'})"
+                    )
+            if a.io_manager_key != DEFAULT_IO_MANAGER_KEY and a.io_manager_key not in self.resources:
+                raise MissingResourceError(
+                    f"asset '{a.key}': missing resource '{a.io_manager_key}' named by io_manager_key"
+                )
+
+
+def _where(asset: AssetsDefinition) -> str:
+    code = getattr(asset.fn, "__code__", None)
+    return f"{code.co_filename}:{code.co_firstlineno}" if code else repr(asset.fn)
+
+
+def _unique_by_name(items: Iterable[Any], kind: str) -> dict[str, Any]:
+    found: dict[str, Any] = {}
+    for item in items:
+        name = getattr(item, "name", None)
+        if not isinstance(name, str):
+            raise InvalidDefinitionError(f"Definitions: {kind}s= holds {item!r}, which has no name")
+        if name in found:
+            raise DuplicateDefinitionError(f"{kind} '{name}': defined twice")
+        found[name] = item
+    return found

@@ -1,0 +1,98 @@
+"""The asset graph: upstream/downstream maps, a deterministic topological order, cycles."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+from tidegate.definitions.asset import AssetsDefinition
+from tidegate.definitions.key import AssetKey
+from tidegate.errors import DependencyCycleError, UnknownDependencyError
+
+
+@dataclass(frozen=True)
+class AssetGraph:
+    assets: Mapping[AssetKey, AssetsDefinition]
+    upstream: Mapping[AssetKey, frozenset[AssetKey]]
+    downstream: Mapping[AssetKey, frozenset[AssetKey]]
+    order: tuple[AssetKey, ...]  # topological; ties broken by key
+
+    @classmethod
+    def build(cls, assets: Iterable[AssetsDefinition]) -> AssetGraph:
+        by_key = {a.key: a for a in assets}
+        upstream: dict[AssetKey, frozenset[AssetKey]] = {}
+        downstream: dict[AssetKey, set[AssetKey]] = {k: set() for k in by_key}
+        for key, definition in by_key.items():
+            for up in definition.upstream_keys:
+                if up not in by_key:
+                    known = ", ".join(sorted(str(k) for k in by_key)) or "none"
+                    raise UnknownDependencyError(
+                        f"asset '{key}': unknown dependency '{up}' "
+                        f"(no asset or resource has that name; assets: {known})"
+                    )
+                downstream[up].add(key)
+            upstream[key] = frozenset(definition.upstream_keys)
+        order = _topological_order(by_key, upstream)
+        return cls(
+            assets=by_key,
+            upstream=upstream,
+            downstream={k: frozenset(v) for k, v in downstream.items()},
+            order=order,
+        )
+
+    def ancestors(self, keys: Iterable[AssetKey], depth: int | None = None) -> set[AssetKey]:
+        return _walk(keys, self.upstream, depth)
+
+    def descendants(self, keys: Iterable[AssetKey], depth: int | None = None) -> set[AssetKey]:
+        return _walk(keys, self.downstream, depth)
+
+
+def _walk(
+    start: Iterable[AssetKey], edges: Mapping[AssetKey, frozenset[AssetKey]], depth: int | None
+) -> set[AssetKey]:
+    """Keys reachable from ``start`` within ``depth`` hops (all if None), ``start`` excluded."""
+    frontier = set(start)
+    found: set[AssetKey] = set()
+    hops = 0
+    while frontier and (depth is None or hops < depth):
+        frontier = {n for k in frontier for n in edges.get(k, ())} - found
+        found |= frontier
+        hops += 1
+    return found
+
+
+def _topological_order(
+    assets: Mapping[AssetKey, AssetsDefinition], upstream: Mapping[AssetKey, frozenset[AssetKey]]
+) -> tuple[AssetKey, ...]:
+    remaining = {k: set(v) for k, v in upstream.items()}
+    order: list[AssetKey] = []
+    ready = sorted(k for k, ups in remaining.items() if not ups)
+    while ready:
+        key = ready.pop(0)
+        order.append(key)
+        del remaining[key]
+        freed = [k for k, ups in remaining.items() if key in ups]
+        for k in freed:
+            remaining[k].discard(key)
+        ready = sorted(set(ready) | {k for k in freed if not remaining[k]})
+    if remaining:
+        cycle = _find_cycle(remaining)
+        text = " -> ".join(cycle)
+        raise DependencyCycleError(f"asset '{cycle[0]}': dependency cycle {text}", cycle)
+    return tuple(order)
+
+
+def _find_cycle(remaining: Mapping[AssetKey, set[AssetKey]]) -> list[str]:
+    """Follow upstream edges among the keys left over by Kahn's algorithm until one repeats."""
+    start = min(remaining)
+    path: list[AssetKey] = [start]
+    index = {start: 0}
+    node = start
+    while True:
+        node = min(k for k in remaining[node] if k in remaining)
+        if node in index:
+            cycle = path[index[node] :] + [node]
+            cycle.reverse()  # print in data-flow order: upstream -> downstream
+            return [str(k) for k in cycle]
+        index[node] = len(path)
+        path.append(node)

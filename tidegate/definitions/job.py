@@ -1,0 +1,105 @@
+"""Jobs: a named selection of assets, and the plan of steps a run of it executes."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from tidegate.definitions.graph import AssetGraph
+from tidegate.definitions.key import AssetKey
+from tidegate.definitions.selection import AssetSelection, CoercibleToAssetSelection, coerce_selection
+from tidegate.errors import EmptySelectionError, InvalidDefinitionError, InvalidSelectionError
+
+IMPLICIT_ASSET_JOB = "__ASSET_JOB"
+_JOB_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_\-]*$")
+
+
+@dataclass(frozen=True)
+class UnresolvedAssetJob:
+    """What ``define_asset_job`` returns; resolved against the asset graph by Definitions."""
+
+    name: str
+    selection: AssetSelection
+    selection_text: str
+    tags: Mapping[str, str] = field(default_factory=dict)
+    description: str | None = None
+
+    def resolve(self, graph: AssetGraph) -> JobDefinition:
+        try:
+            keys = self.selection.resolve(graph)
+        except InvalidSelectionError as exc:
+            raise InvalidSelectionError(f"job '{self.name}': {exc}") from None
+        if not keys:
+            raise EmptySelectionError(
+                f"job '{self.name}': selection {self.selection_text} matches no asset"
+            )
+        ordered = tuple(k for k in graph.order if k in keys)
+        return JobDefinition(self.name, ordered, dict(self.tags), self.description)
+
+
+def define_asset_job(
+    name: str,
+    selection: CoercibleToAssetSelection | None = None,
+    tags: Mapping[str, str] | None = None,
+    description: str | None = None,
+) -> UnresolvedAssetJob:
+    """A job that materializes ``selection`` (all assets if None) in dependency order."""
+    if not isinstance(name, str) or not _JOB_NAME.match(name):
+        raise InvalidDefinitionError(f"job {name!r}: invalid name (letters, digits, '_', '-')")
+    try:
+        resolved_selection = coerce_selection(selection)
+    except InvalidSelectionError as exc:
+        raise InvalidSelectionError(f"job '{name}': {exc}") from None
+    for k, v in (tags or {}).items():
+        if not isinstance(k, str) or not isinstance(v, str):
+            raise InvalidDefinitionError(f"job '{name}': tags must map str to str, got {k!r}: {v!r}")
+    text = repr(selection) if selection is not None else "'*'"
+    return UnresolvedAssetJob(name, resolved_selection, text, dict(tags or {}), description)
+
+
+@dataclass(frozen=True)
+class JobDefinition:
+    name: str
+    asset_keys: tuple[AssetKey, ...]  # topological order
+    tags: Mapping[str, str]
+    description: str | None
+
+
+@dataclass(frozen=True)
+class StepPlan:
+    """One step of a run: materialize one asset after its upstream steps in the same run."""
+
+    step_key: str
+    asset_key: str
+    queue: str
+    upstream: tuple[str, ...]
+    downstream: tuple[str, ...]
+    display_name: str
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    job_name: str
+    steps: tuple[StepPlan, ...]  # topological order
+    tags: Mapping[str, str]
+    asset_selection: tuple[str, ...] | None  # the subset, when not the whole job
+
+
+def plan_run(
+    graph: AssetGraph, job: JobDefinition, selection: set[AssetKey] | None = None
+) -> RunPlan:
+    """Steps for ``job`` (or the ``selection`` subset of it); edges only within the run.
+
+    An upstream asset outside the run is read from its IO manager as last materialized.
+    """
+    keys = [k for k in job.asset_keys if selection is None or k in selection]
+    chosen = set(keys)
+    steps = []
+    for key in keys:
+        ups = tuple(str(u) for u in sorted(graph.upstream[key]) if u in chosen)
+        downs = tuple(str(d) for d in sorted(graph.downstream[key]) if d in chosen)
+        asset = graph.assets[key]
+        steps.append(StepPlan(str(key), str(key), asset.queue, ups, downs, str(key)))
+    subset = tuple(str(k) for k in keys) if selection is not None else None
+    return RunPlan(job.name, tuple(steps), dict(job.tags), subset)

@@ -1,0 +1,75 @@
+"""Asset keys: a path of names, written ``a/b`` on the command line and in storage."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from typing import Union
+
+from tidegate.errors import InvalidDefinitionError
+
+_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_\-]*$")
+
+
+class AssetKey:
+    """The identity of an asset: ``AssetKey("orders")`` or ``AssetKey(["sales", "orders"])``."""
+
+    __slots__ = ("path",)
+
+    path: tuple[str, ...]
+
+    def __init__(self, path: str | Sequence[str]) -> None:
+        parts = (path,) if isinstance(path, str) else tuple(path)
+        if not parts:
+            raise InvalidDefinitionError("AssetKey: the path is empty")
+        for part in parts:
+            if not isinstance(part, str) or not _NAME.match(part):
+                raise InvalidDefinitionError(
+                    f"AssetKey {list(parts)!r}: invalid part {part!r} "
+                    "(letters, digits, '_' and '-', not starting with a digit)"
+                )
+        object.__setattr__(self, "path", parts)
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError("AssetKey is immutable")
+
+    @classmethod
+    def from_user_string(cls, text: str) -> AssetKey:
+        """Parse the ``a/b`` form used on the command line and in storage."""
+        return cls(text.strip().split("/"))
+
+    @classmethod
+    def from_coercible(cls, value: CoercibleToAssetKey) -> AssetKey:
+        if isinstance(value, AssetKey):
+            return value
+        if isinstance(value, str):
+            return cls.from_user_string(value)
+        key = getattr(value, "key", None)  # an AssetsDefinition
+        if isinstance(key, AssetKey):
+            return key
+        return cls(value)  # type: ignore[arg-type]
+
+    def to_user_string(self) -> str:
+        return "/".join(self.path)
+
+    def with_prefix(self, prefix: str | Sequence[str]) -> AssetKey:
+        head = (prefix,) if isinstance(prefix, str) else tuple(prefix)
+        return AssetKey(head + self.path)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, AssetKey) and other.path == self.path
+
+    def __hash__(self) -> int:
+        return hash(self.path)
+
+    def __lt__(self, other: AssetKey) -> bool:
+        return self.path < other.path
+
+    def __repr__(self) -> str:
+        return f"AssetKey({list(self.path)!r})"
+
+    def __str__(self) -> str:
+        return self.to_user_string()
+
+
+CoercibleToAssetKey = Union[AssetKey, str, Sequence[str]]

@@ -1,0 +1,122 @@
+"""Find the ``Definitions`` object of user code, the same way in every process.
+
+A code location is ``-m package.module`` or ``-f path/to/file.py``, optionally followed by
+``:attribute``. Processes that get neither read ``TIDEGATE_DEFINITIONS`` (same syntax; a
+value ending in ``.py`` or containing a ``/`` is a file). Every tidegate process sets that
+variable for its children, so a Celery prefork child loads what its parent loaded.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+
+from tidegate.definitions.defs import Definitions
+from tidegate.errors import DefinitionError, DefinitionsLoadError
+
+ENV_VAR = "TIDEGATE_DEFINITIONS"
+
+
+@dataclass(frozen=True)
+class CodeLocation:
+    """Where user code lives: a module name or a file path, and an optional attribute."""
+
+    module: str | None = None
+    file: str | None = None
+    attribute: str | None = None
+
+    def __post_init__(self) -> None:
+        if (self.module is None) == (self.file is None):
+            raise DefinitionsLoadError("give exactly one of a module (-m) or a file (-f)")
+
+    @classmethod
+    def parse(cls, text: str) -> CodeLocation:
+        target, _, attribute = text.partition(":")
+        if target.endswith(".py") or "/" in target or os.sep in target:
+            return cls(file=target, attribute=attribute or None)
+        return cls(module=target, attribute=attribute or None)
+
+    @classmethod
+    def from_env(cls) -> CodeLocation:
+        value = os.environ.get(ENV_VAR)
+        if not value:
+            raise DefinitionsLoadError(
+                f"no code location: pass -m package.module or -f file.py, or set {ENV_VAR}"
+            )
+        return cls.parse(value)
+
+    def __str__(self) -> str:
+        target = self.module if self.module is not None else str(Path(self.file or "").resolve())
+        return f"{target}:{self.attribute}" if self.attribute else target
+
+    def export(self) -> None:
+        """Set ``TIDEGATE_DEFINITIONS`` so that child processes load the same code."""
+        os.environ[ENV_VAR] = str(self)
+
+    def load(self) -> Definitions:
+        module = self._import()
+        return find_definitions(module, self.attribute, str(self))
+
+    def _import(self) -> ModuleType:
+        if self.module is not None:
+            if "" not in sys.path and os.getcwd() not in sys.path:
+                sys.path.insert(0, os.getcwd())
+            try:
+                return importlib.import_module(self.module)
+            except DefinitionError:
+                raise
+            except ModuleNotFoundError as exc:
+                if exc.name and self.module.startswith(exc.name):
+                    raise DefinitionsLoadError(f"code location '{self.module}': no such module") from exc
+                raise DefinitionsLoadError(f"code location '{self.module}': import failed: {exc!r}") from exc
+            except Exception as exc:
+                raise DefinitionsLoadError(f"code location '{self.module}': import failed: {exc!r}") from exc
+        path = Path(self.file or "").resolve()
+        if not path.is_file():
+            raise DefinitionsLoadError(f"code location '{self.file}': no such file")
+        name = f"tidegate_user_code.{path.stem}_{abs(hash(str(path))):x}"
+        if name in sys.modules:
+            return sys.modules[name]
+        spec = importlib.util.spec_from_file_location(name, path)
+        if spec is None or spec.loader is None:
+            raise DefinitionsLoadError(f"code location '{self.file}': not importable")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        sys.path.insert(0, str(path.parent))  # let the file import its neighbours
+        try:
+            spec.loader.exec_module(module)
+        except DefinitionError:
+            del sys.modules[name]
+            raise
+        except Exception as exc:
+            del sys.modules[name]
+            raise DefinitionsLoadError(f"code location '{self.file}': import failed: {exc!r}") from exc
+        return module
+
+
+def find_definitions(module: ModuleType, attribute: str | None, label: str) -> Definitions:
+    if attribute is not None:
+        value = getattr(module, attribute, None)
+        if not isinstance(value, Definitions):
+            raise DefinitionsLoadError(f"code location '{label}': {attribute!r} is not a Definitions object")
+        return value
+    found = {name: v for name, v in vars(module).items() if isinstance(v, Definitions)}
+    if len(found) == 1:
+        return next(iter(found.values()))
+    if "defs" in found:
+        return found["defs"]
+    if not found:
+        raise DefinitionsLoadError(f"code location '{label}': holds no Definitions object")
+    raise DefinitionsLoadError(
+        f"code location '{label}': several Definitions objects ({', '.join(sorted(found))}); "
+        "name one with ':attribute'"
+    )
+
+
+def load_definitions(location: CodeLocation | None = None) -> Definitions:
+    return (location or CodeLocation.from_env()).load()

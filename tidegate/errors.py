@@ -1,0 +1,74 @@
+"""Every error tidegate raises on purpose, in one tree under :class:`TidegateError`.
+
+Messages name the offending definition first, then what is wrong, then (where there is one)
+the fix: ``asset 'daily_report': unknown dependency 'cleaned' (no asset or resource has that
+name)``.
+"""
+
+from __future__ import annotations
+
+
+class TidegateError(Exception):
+    """Base class of every error tidegate raises on purpose."""
+
+
+# -- definitions: raised when user code is imported or Definitions is built ----------------
+
+
+class DefinitionError(TidegateError):
+    """A definition is invalid; raised at import or load time, never in the beat at 3 a.m."""
+
+
+class InvalidDefinitionError(DefinitionError):
+    """An argument of a definition is malformed (a bad name, a negative retry count, ...)."""
+
+
+class DuplicateDefinitionError(DefinitionError):
+    """Two definitions share one key or name."""
+
+
+class UnknownDependencyError(DefinitionError):
+    """An asset depends on an asset that is not defined."""
+
+
+class DependencyCycleError(DefinitionError):
+    """The asset graph has a cycle; ``cycle`` lists it, first key repeated at the end."""
+
+    def __init__(self, message: str, cycle: list[str]) -> None:
+        super().__init__(message)
+        self.cycle = cycle
+
+
+class InvalidSelectionError(DefinitionError):
+    """An asset selection string cannot be parsed."""
+
+
+class EmptySelectionError(DefinitionError):
+    """A job's selection matches no asset."""
+
+
+class MissingResourceError(DefinitionError):
+    """An asset needs a resource that Definitions does not provide."""
+
+
+class DefinitionsLoadError(TidegateError):
+    """User code could not be imported, or holds no (or more than one) Definitions object."""
+
+
+# -- runtime ----------------------------------------------------------------------------------
+
+
+class UnknownJobError(TidegateError):
+    """A run was requested for a job the loaded code does not define."""
+
+
+class RunNotFoundError(TidegateError):
+    """No run has the given id."""
+
+
+class StorageError(TidegateError):
+    """The database is not usable as it is (e.g. its schema is older than this code)."""
+
+
+class RunFailedError(TidegateError):
+    """An in-process run (``tidegate.materialize``) failed; the message holds the traceback."""

@@ -1,0 +1,1 @@
+"""The beat: deciding when work runs, starting queued runs, publishing due steps."""

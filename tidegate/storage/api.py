@@ -1,0 +1,612 @@
+"""The one storage API used by every process: instigators, the beat, workers and the CLI.
+
+Each method's docstring says what it does in one transaction. The same contract tests run
+on SQLite and PostgreSQL (tests/test_storage_contract.py).
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+import uuid
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+from sqlalchemy import Connection, Engine, and_, case, exists, func, insert, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError, OperationalError
+
+from tidegate.definitions.job import RunPlan
+from tidegate.errors import RunNotFoundError, StorageError
+from tidegate.names import RunStatus, StepStatus
+from tidegate.storage import migrate
+from tidegate.storage.engine import make_engine, normalize_url
+from tidegate.storage.records import (
+    ClaimedStep,
+    EventRecord,
+    MaterializationRecord,
+    NewEvent,
+    RunRecord,
+    StepRecord,
+    StepRef,
+    SubmitResult,
+)
+from tidegate.storage.schema import events, materializations, runs, steps
+
+
+_TRANSIENT_PG_CODES = {"40P01", "40001"}  # deadlock detected, serialization failure
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def _retry_transient(method: _F) -> _F:
+    """Re-run a write transaction that failed for a passing reason: a deadlock, a
+    serialization failure, a dropped connection, a SQLite lock held past the busy timeout.
+    Nothing of a rolled-back transaction was committed, so running it again is safe."""
+
+    @functools.wraps(method)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        for attempt in range(6):
+            try:
+                return method(*args, **kwargs)
+            except DBAPIError as exc:
+                if attempt == 5 or not _is_transient(exc):
+                    raise
+                time.sleep(min(2.0, 0.05 * 2**attempt))
+        raise AssertionError("unreachable")
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _is_transient(exc: DBAPIError) -> bool:
+    if exc.connection_invalidated:
+        return True
+    code = getattr(exc.orig, "sqlstate", None)
+    if code in _TRANSIENT_PG_CODES or (code or "").startswith("08"):  # 08xxx: connection errors
+        return True
+    return isinstance(exc, OperationalError) and "locked" in str(exc.orig)
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def _aware(value: datetime | None) -> datetime | None:
+    """SQLite hands back naive datetimes; everything we store is UTC."""
+    if value is None or value.tzinfo is not None:
+        return value
+    return value.replace(tzinfo=UTC)
+
+
+class Storage:
+    """Runs, steps, events and materializations in one SQL database."""
+
+    def __init__(self, url: str, *, engine: Engine | None = None) -> None:
+        self.url = normalize_url(url)
+        self.engine = engine or make_engine(self.url)
+        self.dialect = make_url(self.url).get_backend_name()
+
+    @classmethod
+    def open(cls, url: str, *, upgrade: bool | None = None) -> Storage:
+        """Open the database, checking that its schema is current.
+
+        ``upgrade=None`` upgrades a SQLite database (the embedded default) automatically and
+        asks for ``tidegate db upgrade`` elsewhere.
+        """
+        storage = cls(url)
+        if upgrade is None:
+            upgrade = storage.dialect == "sqlite"
+        current = migrate.current_revision(storage.engine)
+        if current != migrate.head_revision():
+            if not upgrade:
+                raise StorageError(
+                    f"database {storage.safe_url}: schema is at {current or 'nothing'}, this code "
+                    f"needs {migrate.head_revision()}; run `tidegate db upgrade`"
+                )
+            migrate.upgrade(storage.engine)
+        return storage
+
+    @property
+    def safe_url(self) -> str:
+        return make_url(self.url).render_as_string(hide_password=True)
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+    # -- submission ------------------------------------------------------------------------
+
+    @_retry_transient
+    def submit_run(
+        self,
+        plan: RunPlan,
+        *,
+        origin: str,
+        run_key: str | None = None,
+        tags: Mapping[str, str] | None = None,
+        priority: int = 0,
+        parent_run_id: str | None = None,
+        extra: Callable[[Connection], None] | None = None,
+    ) -> SubmitResult:
+        """Insert a QUEUED run and all its planned steps, in one transaction.
+
+        ``UNIQUE(origin, run_key)`` makes a repeated request a no-op that returns the existing
+        run (``created=False``). ``extra(connection)`` runs inside the same transaction, so an
+        instigator can commit its tick record and cursor together with the run.
+        """
+        run_id = uuid.uuid4().hex
+        now = utcnow()
+        merged_tags = {**plan.tags, **(tags or {})}
+        with self.engine.begin() as conn:
+            values = {
+                "run_id": run_id,
+                "job_name": plan.job_name,
+                "status": RunStatus.QUEUED,
+                "origin": origin,
+                "run_key": run_key,
+                "priority": priority,
+                "tags": merged_tags,
+                "asset_selection": list(plan.asset_selection) if plan.asset_selection else None,
+                "parent_run_id": parent_run_id,
+                "steps_remaining": len(plan.steps),
+                "created_at": now,
+            }
+            inserted = conn.execute(self._insert_ignore(runs, values, ["origin", "run_key"])).rowcount
+            if inserted != 1:
+                existing = conn.execute(
+                    select(runs.c.run_id).where(runs.c.origin == origin, runs.c.run_key == run_key)
+                ).scalar_one()
+                if extra is not None:
+                    extra(conn)
+                return SubmitResult(existing, created=False)
+            conn.execute(
+                insert(steps),
+                [
+                    {
+                        "run_id": run_id,
+                        "step_key": s.step_key,
+                        "asset_key": s.asset_key,
+                        "display_name": s.display_name,
+                        "status": StepStatus.PLANNED,
+                        "attempt": 1,
+                        "queue": s.queue,
+                        "downstream": list(s.downstream),
+                        "pending_upstream": len(s.upstream),
+                    }
+                    for s in plan.steps
+                ],
+            )
+            self._append_events(conn, run_id, None, [NewEvent("RUN_QUEUED", f"origin {origin}")], now)
+            if extra is not None:
+                extra(conn)
+        return SubmitResult(run_id, created=True)
+
+    def _insert_ignore(self, table: Any, values: Mapping[str, Any], conflict: Sequence[str]) -> Any:
+        dialect_insert = postgresql.insert if self.dialect == "postgresql" else sqlite.insert
+        return dialect_insert(table).values(**values).on_conflict_do_nothing(index_elements=list(conflict))
+
+    # -- starting runs and publishing steps ------------------------------------------------
+
+    @_retry_transient
+    def start_run(self, run_id: str) -> list[StepRef]:
+        """QUEUED -> STARTED and its root steps PLANNED -> READY, in one transaction.
+
+        Returns the READY steps to publish; empty if the run was not QUEUED.
+        """
+        now = utcnow()
+        with self.engine.begin() as conn:
+            started = conn.execute(
+                update(runs)
+                .where(runs.c.run_id == run_id, runs.c.status == RunStatus.QUEUED)
+                .values(status=RunStatus.STARTED, started_at=now)
+            ).rowcount
+            if started != 1:
+                return []
+            ready = conn.execute(
+                update(steps)
+                .where(
+                    steps.c.run_id == run_id,
+                    steps.c.status == StepStatus.PLANNED,
+                    steps.c.pending_upstream == 0,
+                )
+                .values(status=StepStatus.READY, ready_at=now)
+                .returning(steps.c.step_key, steps.c.attempt, steps.c.queue, steps.c.display_name)
+            ).all()
+            self._append_events(conn, run_id, None, [NewEvent("RUN_STARTED")], now)
+            if not conn.execute(select(runs.c.steps_remaining).where(runs.c.run_id == run_id)).scalar():
+                self._close_run(conn, run_id, now)  # a run with no steps
+        return [StepRef(run_id, r.step_key, r.attempt, r.queue, r.display_name) for r in ready]
+
+    def queued_run_ids(self, limit: int | None = None) -> list[str]:
+        """QUEUED runs, highest priority first, then oldest."""
+        query = (
+            select(runs.c.run_id)
+            .where(runs.c.status == RunStatus.QUEUED)
+            .order_by(runs.c.priority.desc(), runs.c.created_at, runs.c.run_id)
+            .limit(limit)
+        )
+        with self.engine.connect() as conn:
+            return list(conn.execute(query).scalars())
+
+    def steps_to_publish(self, *, now: datetime | None = None, grace_seconds: float = 2.0) -> list[StepRef]:
+        """READY steps nobody has published: first attempts READY for over ``grace_seconds``
+        (their publisher died or the broker was down) and retries whose due time has come."""
+        now = now or utcnow()
+        cutoff = datetime.fromtimestamp(now.timestamp() - grace_seconds, UTC)
+        query = select(
+            steps.c.run_id, steps.c.step_key, steps.c.attempt, steps.c.queue, steps.c.display_name
+        ).where(
+            steps.c.status == StepStatus.READY,
+            ((steps.c.attempt == 1) & (steps.c.ready_at <= cutoff))
+            | ((steps.c.attempt > 1) & (steps.c.ready_at <= now)),
+        )
+        with self.engine.connect() as conn:
+            rows = conn.execute(query.order_by(steps.c.ready_at)).all()
+        return [StepRef(r.run_id, r.step_key, r.attempt, r.queue, r.display_name) for r in rows]
+
+    @_retry_transient
+    def mark_enqueued(self, refs: Iterable[StepRef]) -> None:
+        """READY -> ENQUEUED for each attempt still READY, in one transaction."""
+        refs = list(refs)
+        if not refs:
+            return
+        now = utcnow()
+        with self.engine.begin() as conn:
+            for ref in refs:
+                conn.execute(
+                    update(steps)
+                    .where(*self._attempt(ref.run_id, ref.step_key, ref.attempt), steps.c.status == StepStatus.READY)
+                    .values(status=StepStatus.ENQUEUED, enqueued_at=now)
+                )
+
+    # -- executing steps -------------------------------------------------------------------
+
+    @_retry_transient
+    def claim_step(self, run_id: str, step_key: str, attempt: int, worker: str) -> ClaimedStep | None:
+        """Compare-and-set READY|ENQUEUED -> RUNNING for this attempt of a STARTED run.
+
+        Returns None when the step is anything else (a duplicate delivery, an old attempt, a
+        finished or canceled run): the caller must then do nothing.
+        """
+        now = utcnow()
+        with self.engine.begin() as conn:
+            claimed = conn.execute(
+                update(steps)
+                .where(
+                    *self._attempt(run_id, step_key, attempt),
+                    steps.c.status.in_([StepStatus.READY, StepStatus.ENQUEUED]),
+                    exists().where(runs.c.run_id == run_id, runs.c.status == RunStatus.STARTED),
+                )
+                .values(status=StepStatus.RUNNING, worker=worker, started_at=now, heartbeat_at=now, ended_at=None)
+            ).rowcount
+            if claimed != 1:
+                return None
+            self._append_events(
+                conn, run_id, step_key, [NewEvent("STEP_STARTED", f"attempt {attempt} on {worker}", {"attempt": attempt})], now
+            )
+            run = self._run_record(conn.execute(select(runs).where(runs.c.run_id == run_id)).one())
+            step = self._step_record(
+                conn.execute(select(steps).where(steps.c.run_id == run_id, steps.c.step_key == step_key)).one()
+            )
+        return ClaimedStep(run, step)
+
+    @_retry_transient
+    def heartbeat(self, run_id: str, step_key: str, attempt: int) -> bool:
+        """Record that this attempt is alive; False if it no longer owns the step."""
+        with self.engine.begin() as conn:
+            return (
+                conn.execute(
+                    update(steps)
+                    .where(*self._attempt(run_id, step_key, attempt), steps.c.status == StepStatus.RUNNING)
+                    .values(heartbeat_at=utcnow())
+                ).rowcount
+                == 1
+            )
+
+    @_retry_transient
+    def complete_step(
+        self,
+        run_id: str,
+        step_key: str,
+        attempt: int,
+        *,
+        asset_key: str,
+        metadata: Mapping[str, Any] | None,
+        events_: Sequence[NewEvent] = (),
+        partition_key: str | None = None,
+    ) -> list[StepRef] | None:
+        """Record success, in one transaction: the materialization (unless ``metadata`` is
+        None), the events, RUNNING -> SUCCEEDED, each child's pending-upstream counter minus
+        one (children reaching 0 become READY) and, for the last step, the run's end.
+
+        Returns the children to publish, or None if this attempt no longer owned the step
+        (its outcome was already recorded, or it was given up as dead): nothing is written.
+        """
+        now = utcnow()
+        with self.engine.begin() as conn:
+            done = conn.execute(
+                update(steps)
+                .where(*self._attempt(run_id, step_key, attempt), steps.c.status == StepStatus.RUNNING)
+                .values(status=StepStatus.SUCCEEDED, ended_at=now, error=None)
+                .returning(steps.c.downstream)
+            ).one_or_none()
+            if done is None:
+                return None
+            new_events = list(events_)
+            if metadata is not None:
+                conn.execute(
+                    insert(materializations).values(
+                        asset_key=asset_key,
+                        partition_key=partition_key,
+                        run_id=run_id,
+                        step_key=step_key,
+                        metadata=dict(metadata),
+                        timestamp=now,
+                    )
+                )
+                new_events.append(NewEvent("ASSET_MATERIALIZATION", asset_key, {"metadata": dict(metadata)}))
+            new_events.append(NewEvent("STEP_SUCCESS", None, {"attempt": attempt}))
+            self._append_events(conn, run_id, step_key, new_events, now)
+            ready = self._release_children(conn, run_id, list(done.downstream or ()), now)
+            self._finish_steps(conn, run_id, 1, now)
+        return ready
+
+    @_retry_transient
+    def fail_step(
+        self,
+        run_id: str,
+        step_key: str,
+        attempt: int,
+        *,
+        error: str,
+        retry_at: datetime | None,
+        events_: Sequence[NewEvent] = (),
+    ) -> list[StepRef] | None:
+        """Record a failed attempt, in one transaction.
+
+        With ``retry_at``: the step becomes READY again as attempt + 1, due at ``retry_at``;
+        returned for publishing now if already due. Without: RUNNING -> FAILED, every PLANNED
+        descendant -> SKIPPED, and the run ends if nothing else is left.
+        Returns None if this attempt no longer owned the step.
+        """
+        now = utcnow()
+        with self.engine.begin() as conn:
+            owned = self._attempt(run_id, step_key, attempt)
+            if retry_at is not None:
+                row = conn.execute(
+                    update(steps)
+                    .where(*owned, steps.c.status == StepStatus.RUNNING)
+                    .values(
+                        status=StepStatus.READY,
+                        attempt=attempt + 1,
+                        ready_at=retry_at,
+                        error=error,
+                        worker=None,
+                        ended_at=now,
+                    )
+                    .returning(steps.c.queue, steps.c.display_name)
+                ).one_or_none()
+                if row is None:
+                    return None
+                retry_event = NewEvent(
+                    "STEP_UP_FOR_RETRY",
+                    error.strip().splitlines()[-1] if error.strip() else None,
+                    {"attempt": attempt, "retry_at": retry_at.isoformat(), "error": error},
+                )
+                self._append_events(conn, run_id, step_key, [*events_, retry_event], now)
+                due = retry_at <= now
+                return [StepRef(run_id, step_key, attempt + 1, row.queue, row.display_name)] if due else []
+            row = conn.execute(
+                update(steps)
+                .where(*owned, steps.c.status == StepStatus.RUNNING)
+                .values(status=StepStatus.FAILED, ended_at=now, error=error)
+                .returning(steps.c.step_key)
+            ).one_or_none()
+            if row is None:
+                return None
+            failure = NewEvent("STEP_FAILURE", error.strip().splitlines()[-1] if error.strip() else None, {"error": error})
+            self._append_events(conn, run_id, step_key, [*events_, failure], now)
+            skipped = self._skip_descendants(conn, run_id, step_key, now)
+            self._finish_steps(conn, run_id, 1 + skipped, now)
+        return []
+
+    # -- reading ---------------------------------------------------------------------------
+
+    def get_run(self, run_id: str) -> RunRecord:
+        with self.engine.connect() as conn:
+            row = conn.execute(select(runs).where(runs.c.run_id == run_id)).one_or_none()
+        if row is None:
+            raise RunNotFoundError(f"run '{run_id}': not found")
+        return self._run_record(row)
+
+    def find_run_id(self, prefix: str) -> str:
+        """Resolve a run id or a unique prefix of one (as printed by the CLI)."""
+        with self.engine.connect() as conn:
+            found = list(conn.execute(select(runs.c.run_id).where(runs.c.run_id.startswith(prefix)).limit(2)).scalars())
+        if len(found) != 1:
+            raise RunNotFoundError(f"run '{prefix}': {'not found' if not found else 'ambiguous prefix'}")
+        return found[0]
+
+    def list_runs(self, *, status: str | None = None, limit: int = 50) -> list[RunRecord]:
+        query = select(runs).order_by(runs.c.created_at.desc(), runs.c.run_id).limit(limit)
+        if status:
+            query = query.where(runs.c.status == status)
+        with self.engine.connect() as conn:
+            return [self._run_record(r) for r in conn.execute(query)]
+
+    def get_steps(self, run_id: str) -> list[StepRecord]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(steps).where(steps.c.run_id == run_id).order_by(steps.c.id)).all()
+        return [self._step_record(r) for r in rows]
+
+    def get_events(self, run_id: str, *, after_id: int = 0) -> list[EventRecord]:
+        query = select(events).where(events.c.run_id == run_id, events.c.id > after_id).order_by(events.c.id)
+        with self.engine.connect() as conn:
+            return [
+                EventRecord(r.id, r.run_id, r.step_key, r.event_type, _aware(r.timestamp), r.message, r.data)  # type: ignore[arg-type]
+                for r in conn.execute(query)
+            ]
+
+    def get_materializations(
+        self, asset_key: str | None = None, *, after_id: int = 0, limit: int | None = None
+    ) -> list[MaterializationRecord]:
+        """Materializations in id order; ``after_id`` makes the id usable as a cursor."""
+        query = select(materializations).where(materializations.c.id > after_id).order_by(materializations.c.id)
+        if asset_key is not None:
+            query = query.where(materializations.c.asset_key == asset_key)
+        with self.engine.connect() as conn:
+            return [self._materialization_record(r) for r in conn.execute(query.limit(limit))]
+
+    def latest_materializations(self) -> dict[str, MaterializationRecord]:
+        """The newest materialization of every asset key."""
+        newest = (
+            select(func.max(materializations.c.id).label("id")).group_by(materializations.c.asset_key).subquery()
+        )
+        query = select(materializations).join(newest, materializations.c.id == newest.c.id)
+        with self.engine.connect() as conn:
+            return {r.asset_key: self._materialization_record(r) for r in conn.execute(query)}
+
+    # -- internals -------------------------------------------------------------------------
+
+    @staticmethod
+    def _attempt(run_id: str, step_key: str, attempt: int) -> tuple[Any, ...]:
+        return (steps.c.run_id == run_id, steps.c.step_key == step_key, steps.c.attempt == attempt)
+
+    def _release_children(self, conn: Connection, run_id: str, children: list[str], now: datetime) -> list[StepRef]:
+        if not children:
+            return []
+        becomes_ready = and_(steps.c.pending_upstream == 1, steps.c.status == StepStatus.PLANNED)
+        rows = conn.execute(
+            update(steps)
+            .where(steps.c.run_id == run_id, steps.c.step_key.in_(children))
+            .values(
+                pending_upstream=steps.c.pending_upstream - 1,
+                status=case((becomes_ready, StepStatus.READY), else_=steps.c.status),
+                ready_at=case((becomes_ready, now), else_=steps.c.ready_at),
+            )
+            .returning(steps.c.step_key, steps.c.status, steps.c.attempt, steps.c.queue, steps.c.display_name)
+        ).all()
+        # A child can only be READY here if this update made it so: it had pending upstreams.
+        return [StepRef(run_id, r.step_key, r.attempt, r.queue, r.display_name) for r in rows if r.status == StepStatus.READY]
+
+    def _skip_descendants(self, conn: Connection, run_id: str, step_key: str, now: datetime) -> int:
+        graph = dict(conn.execute(select(steps.c.step_key, steps.c.downstream).where(steps.c.run_id == run_id)).tuples().all())
+        found: set[str] = set()
+        frontier = list(graph.get(step_key) or ())
+        while frontier:
+            key = frontier.pop()
+            if key not in found:
+                found.add(key)
+                frontier.extend(graph.get(key) or ())
+        if not found:
+            return 0
+        skipped = conn.execute(
+            update(steps)
+            .where(steps.c.run_id == run_id, steps.c.step_key.in_(sorted(found)), steps.c.status == StepStatus.PLANNED)
+            .values(status=StepStatus.SKIPPED, ended_at=now)
+            .returning(steps.c.step_key)
+        ).scalars().all()
+        self._append_events(
+            conn, run_id, None, [NewEvent("STEP_SKIPPED", f"upstream '{step_key}' failed", {"step_key": k}) for k in skipped], now
+        )
+        return len(skipped)
+
+    def _finish_steps(self, conn: Connection, run_id: str, count: int, now: datetime) -> None:
+        """Count ``count`` steps as terminal; the transaction that reaches 0 closes the run.
+
+        The UPDATE takes the run row's lock, so completions of one run's steps serialize here
+        and exactly one of them sees 0, after every other step's outcome has committed.
+        """
+        remaining = conn.execute(
+            update(runs)
+            .where(runs.c.run_id == run_id)
+            .values(steps_remaining=runs.c.steps_remaining - count)
+            .returning(runs.c.steps_remaining)
+        ).scalar_one()
+        if remaining == 0:
+            self._close_run(conn, run_id, now)
+
+    def _close_run(self, conn: Connection, run_id: str, now: datetime) -> None:
+        failed = conn.execute(
+            select(func.count()).where(steps.c.run_id == run_id, steps.c.status != StepStatus.SUCCEEDED)
+        ).scalar_one()
+        status = RunStatus.FAILURE if failed else RunStatus.SUCCESS
+        conn.execute(
+            update(runs)
+            .where(runs.c.run_id == run_id, runs.c.status == RunStatus.STARTED)
+            .values(status=status, ended_at=now)
+        )
+        self._append_events(conn, run_id, None, [NewEvent(f"RUN_{status}")], now)
+
+    @staticmethod
+    def _append_events(
+        conn: Connection, run_id: str, step_key: str | None, new: Sequence[NewEvent], now: datetime
+    ) -> None:
+        if not new:
+            return
+        conn.execute(
+            insert(events),
+            [
+                {
+                    "run_id": run_id,
+                    "step_key": step_key if step_key is not None else (e.data or {}).get("step_key"),
+                    "event_type": e.event_type,
+                    "timestamp": now,
+                    "message": e.message,
+                    "data": dict(e.data) if e.data is not None else None,
+                }
+                for e in new
+            ],
+        )
+
+    @staticmethod
+    def _run_record(row: Any) -> RunRecord:
+        return RunRecord(
+            run_id=row.run_id,
+            job_name=row.job_name,
+            status=row.status,
+            origin=row.origin,
+            run_key=row.run_key,
+            priority=row.priority,
+            tags=dict(row.tags or {}),
+            asset_selection=tuple(row.asset_selection) if row.asset_selection else None,
+            parent_run_id=row.parent_run_id,
+            steps_remaining=row.steps_remaining,
+            created_at=_aware(row.created_at),  # type: ignore[arg-type]
+            started_at=_aware(row.started_at),
+            ended_at=_aware(row.ended_at),
+        )
+
+    @staticmethod
+    def _step_record(row: Any) -> StepRecord:
+        return StepRecord(
+            run_id=row.run_id,
+            step_key=row.step_key,
+            asset_key=row.asset_key,
+            display_name=row.display_name,
+            status=row.status,
+            attempt=row.attempt,
+            queue=row.queue,
+            downstream=tuple(row.downstream or ()),
+            pending_upstream=row.pending_upstream,
+            worker=row.worker,
+            ready_at=_aware(row.ready_at),
+            enqueued_at=_aware(row.enqueued_at),
+            started_at=_aware(row.started_at),
+            ended_at=_aware(row.ended_at),
+            heartbeat_at=_aware(row.heartbeat_at),
+            error=row.error,
+        )
+
+    @staticmethod
+    def _materialization_record(row: Any) -> MaterializationRecord:
+        return MaterializationRecord(
+            id=row.id,
+            asset_key=row.asset_key,
+            partition_key=row.partition_key,
+            run_id=row.run_id,
+            step_key=row.step_key,
+            metadata=dict(row.metadata or {}),
+            timestamp=_aware(row.timestamp),  # type: ignore[arg-type]
+        )
+

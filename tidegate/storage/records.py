@@ -1,0 +1,105 @@
+"""Plain records returned by the storage API (never live ORM rows)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+
+@dataclass(frozen=True)
+class StepRef:
+    """Enough to publish one attempt of one step."""
+
+    run_id: str
+    step_key: str
+    attempt: int
+    queue: str
+    display_name: str
+
+
+@dataclass(frozen=True)
+class SubmitResult:
+    run_id: str
+    created: bool  # False when (origin, run_key) already named a run
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    run_id: str
+    job_name: str
+    status: str
+    origin: str
+    run_key: str | None
+    priority: int
+    tags: Mapping[str, str]
+    asset_selection: tuple[str, ...] | None
+    parent_run_id: str | None
+    steps_remaining: int
+    created_at: datetime
+    started_at: datetime | None
+    ended_at: datetime | None
+
+
+@dataclass(frozen=True)
+class StepRecord:
+    run_id: str
+    step_key: str
+    asset_key: str
+    display_name: str
+    status: str
+    attempt: int
+    queue: str
+    downstream: tuple[str, ...]
+    pending_upstream: int
+    worker: str | None
+    ready_at: datetime | None
+    enqueued_at: datetime | None
+    started_at: datetime | None
+    ended_at: datetime | None
+    heartbeat_at: datetime | None
+    error: str | None
+
+    @property
+    def duration(self) -> float | None:
+        if self.started_at and self.ended_at:
+            return (self.ended_at - self.started_at).total_seconds()
+        return None
+
+
+@dataclass(frozen=True)
+class EventRecord:
+    id: int
+    run_id: str
+    step_key: str | None
+    event_type: str
+    timestamp: datetime
+    message: str | None
+    data: Mapping[str, Any] | None
+
+
+@dataclass(frozen=True)
+class MaterializationRecord:
+    id: int  # monotonically increasing: usable as a cursor
+    asset_key: str
+    partition_key: str | None
+    run_id: str
+    step_key: str
+    metadata: Mapping[str, Any]
+    timestamp: datetime
+
+
+@dataclass(frozen=True)
+class ClaimedStep:
+    run: RunRecord
+    step: StepRecord
+
+
+@dataclass(frozen=True)
+class NewEvent:
+    """An event to append in the same transaction as a step's outcome."""
+
+    event_type: str
+    message: str | None = None
+    data: Mapping[str, Any] | None = None

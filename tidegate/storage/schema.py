@@ -1,0 +1,93 @@
+"""The SQL schema. Migrations in ``migrations/versions`` create exactly these tables."""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Column,
+    DateTime,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+
+# SQLite only auto-increments an INTEGER PRIMARY KEY; PostgreSQL gets a BIGINT identity.
+Id = BigInteger().with_variant(Integer(), "sqlite")
+
+metadata = MetaData()
+
+runs = Table(
+    "runs",
+    metadata,
+    Column("run_id", String(64), primary_key=True),
+    Column("job_name", String(255), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("origin", String(255), nullable=False),
+    Column("run_key", String(1024), nullable=True),
+    Column("priority", Integer, nullable=False, default=0),
+    Column("tags", JSON, nullable=False),
+    Column("asset_selection", JSON, nullable=True),
+    Column("parent_run_id", String(64), nullable=True),
+    Column("steps_remaining", Integer, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("started_at", DateTime(timezone=True), nullable=True),
+    Column("ended_at", DateTime(timezone=True), nullable=True),
+    UniqueConstraint("origin", "run_key", name="uq_runs_origin_run_key"),
+)
+Index("ix_runs_status_priority", runs.c.status, runs.c.priority, runs.c.created_at)
+Index("ix_runs_created_at", runs.c.created_at)
+
+steps = Table(
+    "steps",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("run_id", String(64), nullable=False),
+    Column("step_key", String(512), nullable=False),
+    Column("asset_key", String(512), nullable=False),
+    Column("display_name", String(512), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("attempt", Integer, nullable=False),
+    Column("queue", String(255), nullable=False),
+    Column("downstream", JSON, nullable=False),
+    Column("pending_upstream", Integer, nullable=False),
+    Column("worker", String(255), nullable=True),
+    Column("ready_at", DateTime(timezone=True), nullable=True),
+    Column("enqueued_at", DateTime(timezone=True), nullable=True),
+    Column("started_at", DateTime(timezone=True), nullable=True),
+    Column("ended_at", DateTime(timezone=True), nullable=True),
+    Column("heartbeat_at", DateTime(timezone=True), nullable=True),
+    Column("error", Text, nullable=True),
+    UniqueConstraint("run_id", "step_key", name="uq_steps_run_step"),
+)
+Index("ix_steps_status_ready_at", steps.c.status, steps.c.ready_at)
+
+events = Table(
+    "events",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("run_id", String(64), nullable=False),
+    Column("step_key", String(512), nullable=True),
+    Column("event_type", String(64), nullable=False),
+    Column("timestamp", DateTime(timezone=True), nullable=False),
+    Column("message", Text, nullable=True),
+    Column("data", JSON, nullable=True),
+)
+Index("ix_events_run_id", events.c.run_id, events.c.id)
+
+materializations = Table(
+    "materializations",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("asset_key", String(512), nullable=False),
+    Column("partition_key", String(255), nullable=True),
+    Column("run_id", String(64), nullable=False),
+    Column("step_key", String(512), nullable=False),
+    Column("metadata", JSON, nullable=False),
+    Column("timestamp", DateTime(timezone=True), nullable=False),
+)
+Index("ix_materializations_asset", materializations.c.asset_key, materializations.c.id)

@@ -1,0 +1,1 @@
+"""Execution: the Celery app's tasks, step execution, IO managers."""

@@ -1,0 +1,186 @@
+"""Executing one attempt of one step, the same way on a Celery worker and in-process.
+
+claim (compare-and-set) -> load inputs through IO managers -> run the asset function under
+a heartbeat -> record the outcome in one transaction -> publish the steps it made READY.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import traceback
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from tidegate.definitions.asset import DEFAULT_IO_MANAGER_KEY, AssetsDefinition
+from tidegate.definitions.context import AssetExecutionContext, MaterializeResult, Resources
+from tidegate.definitions.defs import Definitions
+from tidegate.definitions.key import AssetKey
+from tidegate.errors import TidegateError
+from tidegate.storage.api import Storage
+from tidegate.storage.records import ClaimedStep, NewEvent, StepRef
+from tidegate.workers.io import FilesystemIOManager, InputContext, IOManager, OutputContext
+
+log = logging.getLogger("tidegate.worker")
+asset_log = logging.getLogger("tidegate.asset")
+
+Publish = Callable[[Sequence[StepRef]], None]
+
+
+class Outcome:
+    DUPLICATE = "duplicate"  # not claimed: another delivery owns or finished it
+    SUCCEEDED = "succeeded"
+    RETRYING = "retrying"
+    FAILED = "failed"
+    LOST = "lost"  # finished, but the step had been taken away meanwhile: nothing recorded
+
+
+@dataclass
+class StepExecutor:
+    """Runs steps of one code location against one storage; safe to share between threads."""
+
+    defs: Definitions
+    storage: Storage
+    publish: Publish
+    worker_name: str
+    heartbeat_seconds: float = 10.0
+    default_io_manager: IOManager | None = None
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def execute(self, run_id: str, step_key: str, attempt: int) -> str:
+        claimed = self.storage.claim_step(run_id, step_key, attempt, self.worker_name)
+        if claimed is None:
+            log.info("step %s of run %s attempt %d: not claimable, ignoring this delivery", step_key, run_id, attempt)
+            return Outcome.DUPLICATE
+        captured = _CapturedLog()
+        try:
+            asset = self.defs.get_asset(claimed.step.asset_key)
+        except TidegateError as exc:
+            # The code changed under the run: no point retrying.
+            return self._record_failure(claimed, f"{exc}\n", None, captured)
+        try:
+            with self._heartbeat(claimed):
+                metadata = self._run_asset(claimed, asset, captured)
+        except Exception:
+            return self._record_failure(claimed, traceback.format_exc(), asset, captured)
+        ready = self.storage.complete_step(
+            run_id, step_key, attempt, asset_key=claimed.step.asset_key, metadata=metadata, events_=captured.events
+        )
+        if ready is None:
+            log.warning("step %s of run %s attempt %d: finished after losing ownership; outcome not recorded", step_key, run_id, attempt)
+            return Outcome.LOST
+        self.publish(ready)
+        return Outcome.SUCCEEDED
+
+    # -- the asset call --------------------------------------------------------------------
+
+    def _run_asset(self, claimed: ClaimedStep, asset: AssetsDefinition, captured: _CapturedLog) -> dict[str, Any] | None:
+        run, step = claimed.run, claimed.step
+        resources = {k: v for k, v in self.defs.resources.items()}
+        kwargs: dict[str, Any] = {}
+        for param, upstream_key in asset.inputs.items():
+            upstream = self.defs.assets.get(upstream_key)
+            manager = self._io_manager(upstream.io_manager_key if upstream else DEFAULT_IO_MANAGER_KEY)
+            kwargs[param] = manager.load_input(InputContext(upstream_key, run.run_id, step.step_key))
+        for param in asset.resource_params:
+            if param in resources:
+                kwargs[param] = resources[param]
+        context = AssetExecutionContext(
+            run_id=run.run_id,
+            asset_key=asset.key,
+            job_name=run.job_name,
+            tags=dict(run.tags),
+            resources=Resources(resources),
+            log=captured.logger(asset.key),
+            attempt=step.attempt,
+        )
+        if asset.context_param is not None:
+            kwargs[asset.context_param] = context
+        result = asset.fn(**kwargs)
+        if isinstance(result, MaterializeResult):
+            return _jsonable({**context.metadata, **result.metadata})
+        if result is None:
+            return _jsonable(context.metadata)
+        out = OutputContext(asset.key, run.run_id, step.step_key)
+        self._io_manager(asset.io_manager_key).handle_output(out, result)
+        return _jsonable({**context.metadata, **out.metadata})
+
+    def _io_manager(self, key: str) -> IOManager:
+        manager = self.defs.resources.get(key)
+        if manager is not None:
+            return manager  # type: ignore[no-any-return]
+        if key != DEFAULT_IO_MANAGER_KEY:
+            raise TidegateError(f"io manager '{key}': no resource of that name")
+        with self._lock:
+            if self.default_io_manager is None:
+                self.default_io_manager = FilesystemIOManager()
+            return self.default_io_manager
+
+    # -- failure and retry -----------------------------------------------------------------
+
+    def _record_failure(
+        self, claimed: ClaimedStep, error: str, asset: AssetsDefinition | None, captured: _CapturedLog
+    ) -> str:
+        step = claimed.step
+        policy = asset.retry_policy if asset is not None else None
+        retry_at = None
+        if policy is not None and step.attempt <= policy.max_retries:
+            delay = policy.delay_before(step.attempt)
+            retry_at = datetime.now(UTC) + timedelta(seconds=delay)
+        ready = self.storage.fail_step(
+            step.run_id, step.step_key, step.attempt, error=error, retry_at=retry_at, events_=captured.events
+        )
+        if ready is None:
+            return Outcome.LOST
+        self.publish(ready)
+        return Outcome.RETRYING if retry_at is not None else Outcome.FAILED
+
+    # -- heartbeat -------------------------------------------------------------------------
+
+    @contextmanager
+    def _heartbeat(self, claimed: ClaimedStep) -> Iterator[None]:
+        stop = threading.Event()
+        step = claimed.step
+
+        def beat() -> None:
+            while not stop.wait(self.heartbeat_seconds):
+                try:
+                    self.storage.heartbeat(step.run_id, step.step_key, step.attempt)
+                except Exception:  # the database may be briefly away; the next beat retries
+                    log.warning("heartbeat for %s failed", step.step_key, exc_info=True)
+
+        thread = threading.Thread(target=beat, name=f"heartbeat-{step.step_key}", daemon=True)
+        thread.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            thread.join()
+
+
+class _CapturedLog(logging.Handler):
+    """Collects what an asset logs through ``context.log`` as events of its step."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.events: list[NewEvent] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.events.append(NewEvent("LOG", record.getMessage(), {"level": record.levelname}))
+
+    def logger(self, key: AssetKey) -> logging.Logger:
+        # A logger outside the registry (so none leaks per step) that still propagates.
+        logger = logging.Logger(f"tidegate.asset.{key}")
+        logger.parent = asset_log
+        logger.setLevel(logging.DEBUG)
+        logger.addHandler(self)
+        return logger
+
+
+def _jsonable(metadata: Mapping[str, Any]) -> dict[str, Any]:
+    """Metadata is stored as JSON: values JSON cannot hold are stored as their str()."""
+    return json.loads(json.dumps(dict(metadata), default=str))  # type: ignore[no-any-return]

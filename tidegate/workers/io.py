@@ -1,0 +1,113 @@
+"""IO managers: how a step's output is stored and how a downstream step loads it.
+
+The protocol is Dagster's: ``handle_output(context, obj)`` and ``load_input(context)``.
+An asset picks one with ``io_manager_key`` (default ``"io_manager"``); without such a
+resource, outputs go to the filesystem default under ``TIDEGATE_IO_BASE_DIR``.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import tempfile
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tidegate.definitions.key import AssetKey
+
+
+@dataclass
+class OutputContext:
+    asset_key: AssetKey
+    run_id: str
+    step_key: str
+    partition_key: str | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    def add_output_metadata(self, metadata: dict[str, Any]) -> None:
+        self.metadata.update(metadata)
+
+
+@dataclass
+class InputContext:
+    asset_key: AssetKey  # the upstream asset being loaded
+    run_id: str
+    step_key: str  # the step that loads it
+    partition_key: str | None = None
+
+
+class IOManager:
+    """Base class: subclass and implement both methods."""
+
+    def handle_output(self, context: OutputContext, obj: Any) -> None:
+        raise NotImplementedError
+
+    def load_input(self, context: InputContext) -> Any:
+        raise NotImplementedError
+
+
+class FilesystemIOManager(IOManager):
+    """Pickles each output to ``base_dir/<asset key path>[/<partition>]``.
+
+    Writes go to a temporary file renamed into place, so a reader never sees half an
+    output and a re-run replaces the previous value atomically. Workers share outputs when
+    they share ``base_dir`` (one machine, or a shared volume).
+    """
+
+    def __init__(self, base_dir: str | os.PathLike[str] | None = None) -> None:
+        if base_dir is None:
+            from tidegate.config import Settings
+
+            base_dir = Settings.from_env().io_base_dir
+        self.base_dir = Path(base_dir)
+
+    def path_for(self, asset_key: AssetKey, partition_key: str | None = None) -> Path:
+        path = self.base_dir.joinpath(*asset_key.path)
+        return path / partition_key if partition_key is not None else path
+
+    def handle_output(self, context: OutputContext, obj: Any) -> None:
+        path = self.path_for(context.asset_key, context.partition_key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                pickle.dump(obj, handle, protocol=pickle.HIGHEST_PROTOCOL)
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        context.add_output_metadata({"path": str(path)})
+
+    def load_input(self, context: InputContext) -> Any:
+        path = self.path_for(context.asset_key, context.partition_key)
+        if not path.exists():
+            raise FileNotFoundError(
+                f"asset '{context.asset_key}' has no stored output at {path}: "
+                "materialize it first (or it returned None)"
+            )
+        with path.open("rb") as handle:
+            return pickle.load(handle)
+
+    def __repr__(self) -> str:
+        return f"FilesystemIOManager(base_dir={str(self.base_dir)!r})"
+
+
+class InMemoryIOManager(IOManager):
+    """Keeps outputs in this process only: for ``tidegate.materialize`` and tests."""
+
+    def __init__(self) -> None:
+        self.values: dict[tuple[AssetKey, str | None], Any] = {}
+        self._lock = threading.Lock()
+
+    def handle_output(self, context: OutputContext, obj: Any) -> None:
+        with self._lock:
+            self.values[(context.asset_key, context.partition_key)] = obj
+
+    def load_input(self, context: InputContext) -> Any:
+        with self._lock:
+            try:
+                return self.values[(context.asset_key, context.partition_key)]
+            except KeyError:
+                raise KeyError(f"asset '{context.asset_key}' has no value in memory") from None
