@@ -151,8 +151,8 @@ class Storage:
                 "steps_remaining": len(plan.steps),
                 "created_at": now,
             }
-            inserted = conn.execute(self._insert_ignore(runs, values, ["origin", "run_key"])).rowcount
-            if inserted != 1:
+            statement = self._insert_ignore(runs, values, ["origin", "run_key"]).returning(runs.c.run_id)
+            if conn.execute(statement).first() is None:
                 existing = conn.execute(
                     select(runs.c.run_id).where(runs.c.origin == origin, runs.c.run_key == run_key)
                 ).scalar_one()

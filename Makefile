@@ -1,0 +1,36 @@
+# The commands the README names. Each creates the virtualenv itself.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: run test lint format typecheck bench clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+# The example ETL job on embedded defaults: SQLite, in-memory broker, a worker thread.
+run: $(STAMP)
+	TIDEGATE_BROKER_URL=memory://localhost/ $(BIN)/tidegate job launch etl_job -f examples/etl/definitions.py --wait
+	$(BIN)/tidegate assets list -f examples/etl/definitions.py
+
+test: $(STAMP)
+	$(BIN)/pytest
+
+lint: $(STAMP)
+	$(BIN)/ruff check tidegate tests bench examples
+	$(BIN)/ruff format --check tidegate tests bench examples
+	$(BIN)/mypy
+
+format: $(STAMP)
+	$(BIN)/ruff format tidegate tests bench examples
+	$(BIN)/ruff check --fix tidegate tests bench examples
+
+bench: $(STAMP)
+	$(BIN)/python bench/steps.py
+
+clean:
+	rm -rf $(VENV) .tidegate .pytest_cache .mypy_cache .ruff_cache

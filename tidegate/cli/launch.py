@@ -1,0 +1,136 @@
+"""Submitting runs from the command line and following them live."""
+
+from __future__ import annotations
+
+import sys
+import time
+from contextlib import nullcontext
+
+import click
+
+from tidegate.broker import CeleryPublisher, get_app
+from tidegate.cli.common import (
+    code_location_options,
+    embedded_worker,
+    handle_errors,
+    is_embedded_broker,
+    load,
+    open_storage,
+    parse_tags,
+)
+from tidegate.definitions.defs import Definitions
+from tidegate.definitions.job import IMPLICIT_ASSET_JOB, RunPlan
+from tidegate.names import PRIORITY_TAG, RunStatus, StepStatus
+from tidegate.scheduler.launcher import Launcher
+from tidegate.storage.api import Storage
+
+_COLORS = {
+    StepStatus.SUCCEEDED: "green",
+    StepStatus.FAILED: "red",
+    StepStatus.SKIPPED: "yellow",
+    StepStatus.RUNNING: "cyan",
+    RunStatus.SUCCESS: "green",
+    RunStatus.FAILURE: "red",
+}
+
+
+def submit_and_follow(
+    defs: Definitions,
+    plan: RunPlan,
+    *,
+    origin: str,
+    tags: dict[str, str],
+    run_key: str | None,
+    priority: int,
+    wait: bool,
+) -> None:
+    """Submit a run, start it (the beat's job until it runs), and optionally follow it."""
+    storage = open_storage()
+    app = get_app()
+    embedded = is_embedded_broker()
+    if embedded:
+        wait = True  # nothing outside this process can reach an in-memory broker
+    launcher = Launcher(storage, CeleryPublisher(app, storage))
+    with embedded_worker(defs) if embedded else nullcontext():
+        result = storage.submit_run(plan, origin=origin, run_key=run_key, tags=tags, priority=priority)
+        if not result.created:
+            click.echo(f"run {result.run_id} already exists for run key {run_key!r}; nothing submitted")
+        else:
+            click.echo(f"run {result.run_id} submitted: job {plan.job_name}, {len(plan.steps)} step(s)")
+        launcher.tick()
+        if not wait:
+            return
+        status = follow_run(storage, launcher, result.run_id)
+    sys.exit(0 if status == RunStatus.SUCCESS else 1)
+
+
+def follow_run(storage: Storage, launcher: Launcher, run_id: str, poll: float = 0.2) -> str:
+    """Print each step's transitions until the run ends; keep publishing due steps."""
+    seen: dict[str, tuple[str, int]] = {}
+    while True:
+        launcher.tick()
+        for step in storage.get_steps(run_id):
+            state = (step.status, step.attempt)
+            if seen.get(step.step_key) == state or step.status == StepStatus.PLANNED:
+                continue
+            seen[step.step_key] = state
+            detail = ""
+            if step.status == StepStatus.RUNNING:
+                detail = f" attempt {step.attempt} on {step.worker}"
+            elif step.status == StepStatus.SUCCEEDED and step.duration is not None:
+                detail = f" in {step.duration:.2f}s"
+            elif step.status in (StepStatus.READY, StepStatus.FAILED) and step.error:
+                last = step.error.strip().splitlines()[-1]
+                detail = f" ({last})" + (f"; retry as attempt {step.attempt}" if step.status == StepStatus.READY else "")
+            click.echo(f"  {step.step_key:<32} " + click.style(step.status, fg=_COLORS.get(step.status)) + detail)
+        run = storage.get_run(run_id)
+        if run.status in RunStatus.TERMINAL:
+            elapsed = (run.ended_at - run.started_at).total_seconds() if run.ended_at and run.started_at else 0.0
+            click.echo(f"run {run_id} " + click.style(run.status, fg=_COLORS.get(run.status), bold=True) + f" in {elapsed:.2f}s")
+            return run.status
+        time.sleep(poll)
+
+
+@click.command()
+@code_location_options
+@click.option("--select", "selection", default="*", show_default=True, help='Assets, e.g. "raw_orders+".')
+@click.option("--tag", "tags", multiple=True, metavar="KEY=VALUE", help="Tag the run (repeatable).")
+@click.option("--wait/--no-wait", default=True, show_default=True, help="Follow the run until it ends.")
+@handle_errors
+def materialize(module: str | None, file_: str | None, selection: str, tags: tuple[str, ...], wait: bool) -> None:
+    """Materialize a selection of assets on the workers; exit code 0 if the run succeeds."""
+    defs = load(module, file_)
+    plan = defs.plan(IMPLICIT_ASSET_JOB, selection)
+    submit_and_follow(defs, plan, origin="cli", tags=parse_tags(tags), run_key=None, priority=0, wait=wait)
+
+
+@click.group()
+def job() -> None:
+    """Launch jobs."""
+
+
+@job.command("launch")
+@click.argument("name")
+@code_location_options
+@click.option("--tag", "tags", multiple=True, metavar="KEY=VALUE", help="Tag the run (repeatable).")
+@click.option("--run-key", default=None, help="Idempotency key: a second launch with it is a no-op.")
+@click.option("--priority", type=int, default=None, help=f"Run priority (the {PRIORITY_TAG} tag).")
+@click.option("--wait/--no-wait", default=False, show_default=True, help="Follow the run until it ends.")
+@handle_errors
+def launch(
+    name: str,
+    module: str | None,
+    file_: str | None,
+    tags: tuple[str, ...],
+    run_key: str | None,
+    priority: int | None,
+    wait: bool,
+) -> None:
+    """Launch a run of job NAME."""
+    defs = load(module, file_)
+    plan = defs.plan(name)
+    run_tags = parse_tags(tags)
+    if priority is None:
+        priority = int(run_tags.get(PRIORITY_TAG, "0"))
+    run_tags[PRIORITY_TAG] = str(priority)
+    submit_and_follow(defs, plan, origin="cli", tags=run_tags, run_key=run_key, priority=priority, wait=wait)
