@@ -62,6 +62,7 @@ def db_upgrade() -> None:
 @click.option("-P", "--pool", type=click.Choice(["prefork", "threads", "solo"]), default="prefork", show_default=True)
 @click.option("-n", "--hostname", default=None, help="Worker node name (default: tidegate@%h).")
 @click.option("-l", "--loglevel", default="INFO", show_default=True)
+@click.argument("celery_args", nargs=-1, type=click.UNPROCESSED)
 @handle_errors
 def worker(
     module: str | None,
@@ -71,8 +72,12 @@ def worker(
     pool: str,
     hostname: str | None,
     loglevel: str,
+    celery_args: tuple[str, ...],
 ) -> None:
-    """Run a Celery worker that executes steps (a real `celery worker` with tidegate's app)."""
+    """Run a Celery worker that executes steps (a real `celery worker` with tidegate's app).
+
+    Arguments after ``--`` go to ``celery worker`` as they are (e.g. ``-- --without-mingle``).
+    """
     defs = load(module, file_)  # fail fast on broken definitions, before forking children
     open_storage()  # and on an unreachable or outdated database
     from tidegate.workers.app import app
@@ -82,7 +87,7 @@ def worker(
     argv += ["-n", hostname or f"tidegate-{os.getpid()}@%h"]
     if concurrency:
         argv += ["-c", str(concurrency)]
-    app.worker_main(argv)
+    app.worker_main([*argv, *celery_args])
 
 
 @main.command()

@@ -1,0 +1,101 @@
+"""Real services for the tests: Redis, PostgreSQL, SQLite files and Celery worker processes.
+
+A test that needs a service that is not running skips with the reason on a laptop and fails
+under CI (``CI=true``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.support import (
+    PG_ADMIN_URL,
+    PG_TEST_DB,
+    REDIS_HOST,
+    REDIS_PORT,
+    REDIS_TEST_DB,
+    WorkerProcess,
+    require_service,
+    start_worker,
+    truncate_all,
+)
+
+# -- Redis -------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> str:
+    import redis
+
+    client = redis.Redis(host=REDIS_HOST, port=REDIS_PORT, db=REDIS_TEST_DB, socket_connect_timeout=2)
+    try:
+        client.ping()
+    except redis.RedisError as exc:
+        require_service("Redis", f"{REDIS_HOST}:{REDIS_PORT}: {exc}")
+    client.flushdb()
+    client.close()
+    return f"redis://{REDIS_HOST}:{REDIS_PORT}/{REDIS_TEST_DB}"
+
+
+# -- PostgreSQL --------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def pg_url() -> str:
+    """A dedicated database, migrated once; tests truncate what they use."""
+    import psycopg
+
+    try:
+        with psycopg.connect(
+            PG_ADMIN_URL.replace("postgresql+psycopg", "postgresql"), autocommit=True, connect_timeout=3
+        ) as conn:
+            exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (PG_TEST_DB,)).fetchone()
+            if not exists:
+                conn.execute(f'CREATE DATABASE "{PG_TEST_DB}"')
+    except psycopg.Error as exc:
+        require_service("PostgreSQL", f"{PG_ADMIN_URL}: {exc}")
+    url = PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{PG_TEST_DB}"
+    from tidegate.storage.api import Storage
+
+    storage = Storage.open(url, upgrade=True)
+    storage.dispose()
+    return url
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """Each storage test runs once on SQLite and once on PostgreSQL."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'tidegate.db'}"
+    url: str = request.getfixturevalue("pg_url")
+    truncate_all(url)
+    return url
+
+
+@pytest.fixture
+def storage(database_url: str) -> Iterator[object]:
+    from tidegate.storage.api import Storage
+
+    store = Storage.open(database_url, upgrade=True)
+    yield store
+    store.dispose()
+
+
+# -- worker processes --------------------------------------------------------------------------
+
+
+@pytest.fixture
+def worker_factory(tmp_path: Path) -> Iterator[Callable[..., WorkerProcess]]:
+    started: list[WorkerProcess] = []
+
+    def factory(env: dict[str, str], **kwargs: object) -> WorkerProcess:
+        worker = start_worker(env, log_dir=tmp_path, **kwargs)  # type: ignore[arg-type]
+        started.append(worker)
+        return worker
+
+    yield factory
+    for worker in started:
+        worker.stop()

@@ -1,0 +1,109 @@
+"""Helpers shared by the tests: service addresses, worker processes, environments."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+REDIS_HOST, REDIS_PORT = "127.0.0.1", 6379
+REDIS_TEST_DB = int(os.environ.get("TIDEGATE_TEST_REDIS_DB", "11"))
+PG_ADMIN_URL = os.environ.get("TIDEGATE_TEST_PG_ADMIN", "postgresql://postgres@127.0.0.1:5432/test")
+PG_TEST_DB = "tidegate_test"
+TIDEGATE = str(Path(sys.executable).with_name("tidegate"))
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def require_service(name: str, reason: str) -> None:
+    message = f"{name} is not available: {reason}"
+    if IN_CI:
+        pytest.fail(message + " (CI=true: services are required)")
+    pytest.skip(message)
+
+
+def truncate_all(url: str) -> None:
+    from sqlalchemy import text
+
+    from tidegate.storage.api import Storage
+    from tidegate.storage.schema import metadata
+
+    storage = Storage(url)
+    with storage.engine.begin() as conn:
+        names = ", ".join(t.name for t in metadata.sorted_tables)
+        conn.execute(text(f"TRUNCATE {names} RESTART IDENTITY"))
+    storage.dispose()
+
+
+@dataclass
+class WorkerProcess:
+    name: str
+    process: subprocess.Popen[bytes]
+    log_path: Path
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait(timeout=5)
+
+
+def start_worker(
+    env: dict[str, str],
+    *,
+    name: str,
+    log_dir: Path,
+    queues: str | None = None,
+    concurrency: int = 2,
+    pool: str = "prefork",
+    timeout: float = 30.0,
+) -> WorkerProcess:
+    """Start ``tidegate worker`` as a real process and wait until Celery says it is ready."""
+    log_path = log_dir / f"worker-{name}.log"
+    argv = [TIDEGATE, "worker", "-c", str(concurrency), "-P", pool, "-n", f"{name}@%h", "-l", "INFO"]
+    if queues:
+        argv += ["-Q", queues]
+    argv += ["--", "--without-mingle", "--without-gossip"]
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            argv, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, start_new_session=True
+        )
+    worker = WorkerProcess(name, process, log_path)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"worker {name} exited with {process.returncode}:\n{worker.log()}")
+        if " ready." in worker.log():
+            return worker
+        time.sleep(0.1)
+    worker.stop()
+    raise RuntimeError(f"worker {name} not ready after {timeout}s:\n{worker.log()}")
+
+
+def tidegate_env(
+    *, database_url: str, broker_url: str, definitions: Path, io_dir: Path, **extra: str
+) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TIDEGATE_")}
+    env.update(
+        TIDEGATE_DATABASE_URL=database_url,
+        TIDEGATE_BROKER_URL=broker_url,
+        TIDEGATE_DEFINITIONS=str(definitions),
+        TIDEGATE_IO_BASE_DIR=str(io_dir),
+        TIDEGATE_HOME=str(io_dir.parent / "home"),
+        TIDEGATE_HEARTBEAT_SECONDS="1",
+        PYTHONUNBUFFERED="1",
+        **extra,
+    )
+    return env
