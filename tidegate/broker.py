@@ -98,7 +98,9 @@ class CeleryPublisher:
                     retry_policy={"max_retries": 2, "interval_start": 0.1, "interval_step": 0.5},
                 )
             except Exception:
-                log.warning("broker unreachable: step %s of run %s stays READY", ref.step_key, ref.run_id, exc_info=True)
+                log.warning(
+                    "broker unreachable: step %s of run %s stays READY", ref.step_key, ref.run_id, exc_info=True
+                )
                 break
             sent.append(ref)
         self.storage.mark_enqueued(sent)

@@ -81,12 +81,18 @@ def follow_run(storage: Storage, launcher: Launcher, run_id: str, poll: float = 
                 detail = f" in {step.duration:.2f}s"
             elif step.status in (StepStatus.READY, StepStatus.FAILED) and step.error:
                 last = step.error.strip().splitlines()[-1]
-                detail = f" ({last})" + (f"; retry as attempt {step.attempt}" if step.status == StepStatus.READY else "")
+                detail = f" ({last})" + (
+                    f"; retry as attempt {step.attempt}" if step.status == StepStatus.READY else ""
+                )
             click.echo(f"  {step.step_key:<32} " + click.style(step.status, fg=_COLORS.get(step.status)) + detail)
         run = storage.get_run(run_id)
         if run.status in RunStatus.TERMINAL:
             elapsed = (run.ended_at - run.started_at).total_seconds() if run.ended_at and run.started_at else 0.0
-            click.echo(f"run {run_id} " + click.style(run.status, fg=_COLORS.get(run.status), bold=True) + f" in {elapsed:.2f}s")
+            click.echo(
+                f"run {run_id} "
+                + click.style(run.status, fg=_COLORS.get(run.status), bold=True)
+                + f" in {elapsed:.2f}s"
+            )
             return run.status
         time.sleep(poll)
 

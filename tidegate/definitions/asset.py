@@ -56,9 +56,7 @@ class AssetsDefinition:
     def name(self) -> str:
         return self.key.path[-1]
 
-    def resolve_params(
-        self, resource_keys: Iterable[str], asset_keys: Iterable[AssetKey]
-    ) -> AssetsDefinition:
+    def resolve_params(self, resource_keys: Iterable[str], asset_keys: Iterable[AssetKey]) -> AssetsDefinition:
         """Return a copy whose ambiguous parameters are sorted into resources and inputs."""
         if not self.ambiguous_params:
             return self

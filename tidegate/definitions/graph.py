@@ -47,9 +47,7 @@ class AssetGraph:
         return _walk(keys, self.downstream, depth)
 
 
-def _walk(
-    start: Iterable[AssetKey], edges: Mapping[AssetKey, frozenset[AssetKey]], depth: int | None
-) -> set[AssetKey]:
+def _walk(start: Iterable[AssetKey], edges: Mapping[AssetKey, frozenset[AssetKey]], depth: int | None) -> set[AssetKey]:
     """Keys reachable from ``start`` within ``depth`` hops (all if None), ``start`` excluded."""
     frontier = set(start)
     found: set[AssetKey] = set()

@@ -31,9 +31,7 @@ class UnresolvedAssetJob:
         except InvalidSelectionError as exc:
             raise InvalidSelectionError(f"job '{self.name}': {exc}") from None
         if not keys:
-            raise EmptySelectionError(
-                f"job '{self.name}': selection {self.selection_text} matches no asset"
-            )
+            raise EmptySelectionError(f"job '{self.name}': selection {self.selection_text} matches no asset")
         ordered = tuple(k for k in graph.order if k in keys)
         return JobDefinition(self.name, ordered, dict(self.tags), self.description)
 
@@ -86,9 +84,7 @@ class RunPlan:
     asset_selection: tuple[str, ...] | None  # the subset, when not the whole job
 
 
-def plan_run(
-    graph: AssetGraph, job: JobDefinition, selection: set[AssetKey] | None = None
-) -> RunPlan:
+def plan_run(graph: AssetGraph, job: JobDefinition, selection: set[AssetKey] | None = None) -> RunPlan:
     """Steps for ``job`` (or the ``selection`` subset of it); edges only within the run.
 
     An upstream asset outside the run is read from its IO manager as last materialized.

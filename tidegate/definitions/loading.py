@@ -45,9 +45,7 @@ class CodeLocation:
     def from_env(cls) -> CodeLocation:
         value = os.environ.get(ENV_VAR)
         if not value:
-            raise DefinitionsLoadError(
-                f"no code location: pass -m package.module or -f file.py, or set {ENV_VAR}"
-            )
+            raise DefinitionsLoadError(f"no code location: pass -m package.module or -f file.py, or set {ENV_VAR}")
         return cls.parse(value)
 
     def __str__(self) -> str:
@@ -113,8 +111,7 @@ def find_definitions(module: ModuleType, attribute: str | None, label: str) -> D
     if not found:
         raise DefinitionsLoadError(f"code location '{label}': holds no Definitions object")
     raise DefinitionsLoadError(
-        f"code location '{label}': several Definitions objects ({', '.join(sorted(found))}); "
-        "name one with ':attribute'"
+        f"code location '{label}': several Definitions objects ({', '.join(sorted(found))}); name one with ':attribute'"
     )
 
 

@@ -34,9 +34,7 @@ class RetryPolicy:
 
     def __post_init__(self) -> None:
         if not isinstance(self.max_retries, int) or self.max_retries < 0:
-            raise InvalidDefinitionError(
-                f"RetryPolicy: max_retries must be an integer >= 0, got {self.max_retries!r}"
-            )
+            raise InvalidDefinitionError(f"RetryPolicy: max_retries must be an integer >= 0, got {self.max_retries!r}")
         if self.delay is not None and self.delay < 0:
             raise InvalidDefinitionError(f"RetryPolicy: delay must be >= 0, got {self.delay!r}")
         if self.backoff is not None and self.delay is None:

@@ -233,9 +233,7 @@ class Storage:
         (their publisher died or the broker was down) and retries whose due time has come."""
         now = now or utcnow()
         cutoff = datetime.fromtimestamp(now.timestamp() - grace_seconds, UTC)
-        query = select(
-            steps.c.run_id, steps.c.step_key, steps.c.attempt, steps.c.queue, steps.c.display_name
-        ).where(
+        query = select(steps.c.run_id, steps.c.step_key, steps.c.attempt, steps.c.queue, steps.c.display_name).where(
             steps.c.status == StepStatus.READY,
             ((steps.c.attempt == 1) & (steps.c.ready_at <= cutoff))
             | ((steps.c.attempt > 1) & (steps.c.ready_at <= now)),
@@ -282,7 +280,11 @@ class Storage:
             if claimed != 1:
                 return None
             self._append_events(
-                conn, run_id, step_key, [NewEvent("STEP_STARTED", f"attempt {attempt} on {worker}", {"attempt": attempt})], now
+                conn,
+                run_id,
+                step_key,
+                [NewEvent("STEP_STARTED", f"attempt {attempt} on {worker}", {"attempt": attempt})],
+                now,
             )
             run = self._run_record(conn.execute(select(runs).where(runs.c.run_id == run_id)).one())
             step = self._step_record(
@@ -404,7 +406,9 @@ class Storage:
             ).one_or_none()
             if row is None:
                 return None
-            failure = NewEvent("STEP_FAILURE", error.strip().splitlines()[-1] if error.strip() else None, {"error": error})
+            failure = NewEvent(
+                "STEP_FAILURE", error.strip().splitlines()[-1] if error.strip() else None, {"error": error}
+            )
             self._append_events(conn, run_id, step_key, [*events_, failure], now)
             skipped = self._skip_descendants(conn, run_id, step_key, now)
             self._finish_steps(conn, run_id, 1 + skipped, now)
@@ -459,9 +463,7 @@ class Storage:
 
     def latest_materializations(self) -> dict[str, MaterializationRecord]:
         """The newest materialization of every asset key."""
-        newest = (
-            select(func.max(materializations.c.id).label("id")).group_by(materializations.c.asset_key).subquery()
-        )
+        newest = select(func.max(materializations.c.id).label("id")).group_by(materializations.c.asset_key).subquery()
         query = select(materializations).join(newest, materializations.c.id == newest.c.id)
         with self.engine.connect() as conn:
             return {r.asset_key: self._materialization_record(r) for r in conn.execute(query)}
@@ -487,10 +489,15 @@ class Storage:
             .returning(steps.c.step_key, steps.c.status, steps.c.attempt, steps.c.queue, steps.c.display_name)
         ).all()
         # A child can only be READY here if this update made it so: it had pending upstreams.
-        return [StepRef(run_id, r.step_key, r.attempt, r.queue, r.display_name) for r in rows if r.status == StepStatus.READY]
+        return [
+            StepRef(run_id, r.step_key, r.attempt, r.queue, r.display_name)
+            for r in rows
+            if r.status == StepStatus.READY
+        ]
 
     def _skip_descendants(self, conn: Connection, run_id: str, step_key: str, now: datetime) -> int:
-        graph = dict(conn.execute(select(steps.c.step_key, steps.c.downstream).where(steps.c.run_id == run_id)).tuples().all())
+        rows = conn.execute(select(steps.c.step_key, steps.c.downstream).where(steps.c.run_id == run_id)).all()
+        graph = {r.step_key: r.downstream for r in rows}
         found: set[str] = set()
         frontier = list(graph.get(step_key) or ())
         while frontier:
@@ -500,14 +507,24 @@ class Storage:
                 frontier.extend(graph.get(key) or ())
         if not found:
             return 0
-        skipped = conn.execute(
-            update(steps)
-            .where(steps.c.run_id == run_id, steps.c.step_key.in_(sorted(found)), steps.c.status == StepStatus.PLANNED)
-            .values(status=StepStatus.SKIPPED, ended_at=now)
-            .returning(steps.c.step_key)
-        ).scalars().all()
+        skipped = (
+            conn.execute(
+                update(steps)
+                .where(
+                    steps.c.run_id == run_id, steps.c.step_key.in_(sorted(found)), steps.c.status == StepStatus.PLANNED
+                )
+                .values(status=StepStatus.SKIPPED, ended_at=now)
+                .returning(steps.c.step_key)
+            )
+            .scalars()
+            .all()
+        )
         self._append_events(
-            conn, run_id, None, [NewEvent("STEP_SKIPPED", f"upstream '{step_key}' failed", {"step_key": k}) for k in skipped], now
+            conn,
+            run_id,
+            None,
+            [NewEvent("STEP_SKIPPED", f"upstream '{step_key}' failed", {"step_key": k}) for k in skipped],
+            now,
         )
         return len(skipped)
 
@@ -609,4 +626,3 @@ class Storage:
             metadata=dict(row.metadata or {}),
             timestamp=_aware(row.timestamp),  # type: ignore[arg-type]
         )
-

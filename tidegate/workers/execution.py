@@ -71,14 +71,21 @@ class StepExecutor:
             run_id, step_key, attempt, asset_key=claimed.step.asset_key, metadata=metadata, events_=captured.events
         )
         if ready is None:
-            log.warning("step %s of run %s attempt %d: finished after losing ownership; outcome not recorded", step_key, run_id, attempt)
+            log.warning(
+                "step %s of run %s attempt %d: finished after losing ownership; outcome not recorded",
+                step_key,
+                run_id,
+                attempt,
+            )
             return Outcome.LOST
         self.publish(ready)
         return Outcome.SUCCEEDED
 
     # -- the asset call --------------------------------------------------------------------
 
-    def _run_asset(self, claimed: ClaimedStep, asset: AssetsDefinition, captured: _CapturedLog) -> dict[str, Any] | None:
+    def _run_asset(
+        self, claimed: ClaimedStep, asset: AssetsDefinition, captured: _CapturedLog
+    ) -> dict[str, Any] | None:
         run, step = claimed.run, claimed.step
         resources = {k: v for k, v in self.defs.resources.items()}
         kwargs: dict[str, Any] = {}

@@ -1,0 +1,304 @@
+"""One storage contract, run on SQLite and on PostgreSQL (the ``storage`` fixture)."""
+
+from __future__ import annotations
+
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+import tidegate as tg
+from tidegate.definitions.job import IMPLICIT_ASSET_JOB
+from tidegate.errors import RunNotFoundError, StorageError
+from tidegate.names import RunStatus, StepStatus
+from tidegate.storage.api import Storage
+from tidegate.storage.records import NewEvent
+
+
+def _diamond() -> tg.Definitions:
+    @tg.asset
+    def top() -> int:
+        return 1
+
+    @tg.asset
+    def left(top: int) -> int:
+        return top
+
+    @tg.asset
+    def right(top: int) -> int:
+        return top
+
+    @tg.asset
+    def bottom(left: int, right: int) -> int:
+        return left + right
+
+    @tg.asset
+    def tail(bottom: int) -> int:
+        return bottom
+
+    return tg.Definitions(assets=[top, left, right, bottom, tail], jobs=[tg.define_asset_job("diamond", "*")])
+
+
+DEFS = _diamond()
+
+
+def _run(storage: Storage, **kwargs: Any) -> str:
+    return storage.submit_run(DEFS.plan("diamond"), origin=kwargs.pop("origin", "test"), **kwargs).run_id
+
+
+def _succeed(storage: Storage, run_id: str, step_key: str, attempt: int = 1) -> list[str]:
+    assert storage.claim_step(run_id, step_key, attempt, "w") is not None
+    ready = storage.complete_step(run_id, step_key, attempt, asset_key=step_key, metadata={"k": step_key})
+    assert ready is not None
+    return sorted(r.step_key for r in ready)
+
+
+def test_submit_inserts_a_queued_run_with_planned_steps(storage: Storage) -> None:
+    run_id = _run(storage, tags={"team": "finance"}, priority=3)
+    run = storage.get_run(run_id)
+    assert (run.status, run.job_name, run.priority, run.tags["team"]) == (
+        RunStatus.QUEUED,
+        "diamond",
+        3,
+        "finance",
+    )
+    steps = {s.step_key: s for s in storage.get_steps(run_id)}
+    assert set(steps) == {"top", "left", "right", "bottom", "tail"}
+    assert all(s.status == StepStatus.PLANNED and s.attempt == 1 for s in steps.values())
+    assert steps["bottom"].pending_upstream == 2
+    assert sorted(steps["top"].downstream) == ["left", "right"]
+
+
+def test_run_key_makes_a_repeated_request_a_no_op(storage: Storage) -> None:
+    first = storage.submit_run(DEFS.plan("diamond"), origin="sensor:files", run_key="a.csv")
+    again = storage.submit_run(DEFS.plan("diamond"), origin="sensor:files", run_key="a.csv")
+    other_origin = storage.submit_run(DEFS.plan("diamond"), origin="sensor:other", run_key="a.csv")
+    assert first.created and not again.created and other_origin.created
+    assert again.run_id == first.run_id
+    assert len(storage.list_runs()) == 2
+    assert len(storage.get_steps(first.run_id)) == 5
+
+
+def test_concurrent_submissions_of_one_run_key_create_one_run(storage: Storage) -> None:
+    barrier = threading.Barrier(8)
+
+    def submit(_: int) -> tuple[str, bool]:
+        barrier.wait()
+        result = storage.submit_run(DEFS.plan("diamond"), origin="schedule:daily", run_key="2024-01-22")
+        return result.run_id, result.created
+
+    with ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(submit, range(8)))
+    assert len({run_id for run_id, _ in results}) == 1
+    assert sum(created for _, created in results) == 1
+    assert len(storage.list_runs()) == 1
+
+
+def test_extra_writes_commit_with_the_run_or_not_at_all(storage: Storage) -> None:
+    def explode(_conn: Any) -> None:
+        raise RuntimeError("instigator failed after the run insert")
+
+    with pytest.raises(RuntimeError):
+        storage.submit_run(DEFS.plan("diamond"), origin="sensor:x", run_key="k", extra=explode)
+    assert storage.list_runs() == []
+
+
+def test_start_run_readies_roots_once(storage: Storage) -> None:
+    run_id = _run(storage)
+    ready = storage.start_run(run_id)
+    assert [r.step_key for r in ready] == ["top"]
+    assert storage.start_run(run_id) == []  # no longer QUEUED
+    assert storage.get_run(run_id).status == RunStatus.STARTED
+
+
+def test_queued_runs_order_by_priority_then_age(storage: Storage) -> None:
+    low = _run(storage, priority=0)
+    high = _run(storage, priority=5)
+    low_later = _run(storage, priority=0)
+    assert storage.queued_run_ids() == [high, low, low_later]
+
+
+def test_claim_is_a_compare_and_set(storage: Storage) -> None:
+    run_id = _run(storage)
+    assert storage.claim_step(run_id, "top", 1, "w") is None  # run not started
+    storage.start_run(run_id)
+    assert storage.claim_step(run_id, "top", 2, "w") is None  # wrong attempt
+    assert storage.claim_step(run_id, "left", 1, "w") is None  # not ready
+    claimed = storage.claim_step(run_id, "top", 1, "w1")
+    assert claimed is not None and claimed.step.status == StepStatus.RUNNING and claimed.step.worker == "w1"
+    assert storage.claim_step(run_id, "top", 1, "w2") is None  # duplicate delivery
+
+
+def test_exactly_one_of_many_concurrent_claims_wins(storage: Storage) -> None:
+    run_id = _run(storage)
+    storage.start_run(run_id)
+    barrier = threading.Barrier(8)
+
+    def claim(i: int) -> bool:
+        barrier.wait()
+        return storage.claim_step(run_id, "top", 1, f"w{i}") is not None
+
+    with ThreadPoolExecutor(8) as pool:
+        assert sum(pool.map(claim, range(8))) == 1
+
+
+def test_mark_enqueued_never_overrides_a_claim(storage: Storage) -> None:
+    run_id = _run(storage)
+    ready = storage.start_run(run_id)
+    storage.claim_step(run_id, "top", 1, "w")  # the worker was faster than the publisher
+    storage.mark_enqueued(ready)
+    assert storage.get_steps(run_id)[0].status == StepStatus.RUNNING
+
+
+def test_success_readies_children_when_all_parents_are_done(storage: Storage) -> None:
+    run_id = _run(storage)
+    storage.start_run(run_id)
+    assert _succeed(storage, run_id, "top") == ["left", "right"]
+    assert _succeed(storage, run_id, "left") == []  # bottom still waits for right
+    assert _succeed(storage, run_id, "right") == ["bottom"]
+    assert _succeed(storage, run_id, "bottom") == ["tail"]
+    assert storage.get_run(run_id).status == RunStatus.STARTED
+    assert _succeed(storage, run_id, "tail") == []
+    run = storage.get_run(run_id)
+    assert run.status == RunStatus.SUCCESS and run.ended_at is not None
+    assert [m.asset_key for m in storage.get_materializations()] == ["top", "left", "right", "bottom", "tail"]
+    types = [e.event_type for e in storage.get_events(run_id)]
+    assert types[0] == "RUN_QUEUED" and types[-1] == "RUN_SUCCESS" and types.count("STEP_SUCCESS") == 5
+
+
+def test_concurrent_parent_completions_ready_the_child_once_and_close_the_run_once(storage: Storage) -> None:
+    for _ in range(3):
+        run_id = _run(storage)
+        storage.start_run(run_id)
+        _succeed(storage, run_id, "top")
+        for key in ("left", "right"):
+            assert storage.claim_step(run_id, key, 1, key) is not None
+        barrier = threading.Barrier(2)
+
+        def complete(key: str, run_id: str = run_id, barrier: threading.Barrier = barrier) -> list[str]:
+            barrier.wait()
+            ready = storage.complete_step(run_id, key, 1, asset_key=key, metadata={})
+            return [r.step_key for r in ready or []]
+
+        with ThreadPoolExecutor(2) as pool:
+            released = list(pool.map(complete, ["left", "right"]))
+        assert sorted(key for keys in released for key in keys) == ["bottom"]
+        _succeed(storage, run_id, "bottom")
+        _succeed(storage, run_id, "tail")
+        assert [e.event_type for e in storage.get_events(run_id)].count("RUN_SUCCESS") == 1
+
+
+def test_outcome_is_recorded_once(storage: Storage) -> None:
+    run_id = _run(storage)
+    storage.start_run(run_id)
+    _succeed(storage, run_id, "top")
+    assert storage.complete_step(run_id, "top", 1, asset_key="top", metadata={}) is None
+    assert storage.fail_step(run_id, "top", 1, error="late", retry_at=None) is None
+    assert len(storage.get_materializations("top")) == 1
+
+
+def test_failure_skips_descendants_and_fails_the_run(storage: Storage) -> None:
+    run_id = _run(storage)
+    storage.start_run(run_id)
+    _succeed(storage, run_id, "top")
+    storage.claim_step(run_id, "left", 1, "w")
+    assert storage.fail_step(run_id, "left", 1, error="Traceback...\nValueError: bad", retry_at=None) == []
+    steps = {s.step_key: s for s in storage.get_steps(run_id)}
+    assert steps["left"].status == StepStatus.FAILED and "ValueError: bad" in (steps["left"].error or "")
+    assert steps["bottom"].status == StepStatus.SKIPPED and steps["tail"].status == StepStatus.SKIPPED
+    assert storage.get_run(run_id).status == RunStatus.STARTED  # right still runs
+    assert _succeed(storage, run_id, "right") == []  # bottom stays SKIPPED
+    assert storage.get_run(run_id).status == RunStatus.FAILURE
+
+
+def test_retry_is_due_in_sql_not_before(storage: Storage) -> None:
+    run_id = _run(storage)
+    storage.start_run(run_id)
+    storage.claim_step(run_id, "top", 1, "w")
+    later = datetime.now(UTC) + timedelta(seconds=30)
+    assert storage.fail_step(run_id, "top", 1, error="boom", retry_at=later) == []
+    step = storage.get_steps(run_id)[0]
+    assert (step.status, step.attempt) == (StepStatus.READY, 2)
+    assert storage.steps_to_publish() == []
+    due = storage.steps_to_publish(now=later + timedelta(seconds=1))
+    assert [(r.step_key, r.attempt) for r in due] == [("top", 2)]
+    assert storage.claim_step(run_id, "top", 1, "w") is None  # the old attempt is gone
+    assert storage.claim_step(run_id, "top", 2, "w") is not None
+
+
+def test_retry_due_now_is_returned_for_publishing(storage: Storage) -> None:
+    run_id = _run(storage)
+    storage.start_run(run_id)
+    storage.claim_step(run_id, "top", 1, "w")
+    ready = storage.fail_step(run_id, "top", 1, error="boom", retry_at=datetime.now(UTC) - timedelta(seconds=1))
+    assert [(r.step_key, r.attempt) for r in ready or []] == [("top", 2)]
+
+
+def test_unsent_ready_steps_are_republished_after_a_grace_period(storage: Storage) -> None:
+    run_id = _run(storage)
+    storage.start_run(run_id)  # its publisher "died" before sending
+    assert storage.steps_to_publish(grace_seconds=60) == []
+    later = datetime.now(UTC) + timedelta(seconds=61)
+    assert [r.step_key for r in storage.steps_to_publish(now=later, grace_seconds=60)] == ["top"]
+
+
+def test_events_and_logs_are_appended_with_the_outcome(storage: Storage) -> None:
+    run_id = _run(storage)
+    storage.start_run(run_id)
+    storage.claim_step(run_id, "top", 1, "w")
+    storage.complete_step(
+        run_id,
+        "top",
+        1,
+        asset_key="top",
+        metadata={"rows": 3},
+        events_=[NewEvent("LOG", "hello", {"level": "INFO"})],
+    )
+    events = storage.get_events(run_id)
+    log = [e for e in events if e.event_type == "LOG"]
+    assert log[0].message == "hello" and log[0].step_key == "top"
+    ids = [e.id for e in events]
+    assert ids == sorted(ids)
+    after = storage.get_events(run_id, after_id=ids[2])
+    assert [e.id for e in after] == ids[3:]
+
+
+def test_materialization_ids_serve_as_a_cursor(storage: Storage) -> None:
+    run_a, run_b = _run(storage), _run(storage)
+    for run_id in (run_a, run_b):
+        storage.start_run(run_id)
+        _succeed(storage, run_id, "top")
+    records = storage.get_materializations("top")
+    assert [r.run_id for r in records] == [run_a, run_b]
+    assert [r.run_id for r in storage.get_materializations("top", after_id=records[0].id)] == [run_b]
+    latest = storage.latest_materializations()
+    assert latest["top"].run_id == run_b and latest["top"].metadata == {"k": "top"}
+
+
+def test_run_lookups(storage: Storage) -> None:
+    run_id = _run(storage)
+    assert storage.find_run_id(run_id[:12]) == run_id
+    with pytest.raises(RunNotFoundError, match="not found"):
+        storage.get_run("nope")
+    with pytest.raises(RunNotFoundError):
+        storage.find_run_id("zzzz")
+    assert [r.run_id for r in storage.list_runs(status=RunStatus.QUEUED)] == [run_id]
+    assert storage.list_runs(status=RunStatus.SUCCESS) == []
+
+
+def test_subset_plan_counts_only_its_steps(storage: Storage) -> None:
+    plan = DEFS.plan(IMPLICIT_ASSET_JOB, "bottom+")
+    run_id = storage.submit_run(plan, origin="cli").run_id
+    ready = storage.start_run(run_id)
+    assert [r.step_key for r in ready] == ["bottom"]  # its parents are outside the run
+    assert storage.get_run(run_id).asset_selection == ("bottom", "tail")
+
+
+def test_outdated_schema_is_refused_unless_upgrading(tmp_path: Any) -> None:
+    url = f"sqlite:///{tmp_path / 'empty.db'}"
+    with pytest.raises(StorageError, match="tidegate db upgrade"):
+        Storage.open(url, upgrade=False)
+    Storage.open(url).dispose()  # SQLite upgrades itself by default
+    Storage.open(url, upgrade=False).dispose()
