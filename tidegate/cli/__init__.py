@@ -114,7 +114,10 @@ def dev(module: str | None, file_: str | None, threads: int) -> None:
     click.echo(f"tidegate dev: {location}")
     click.echo(f"  database {settings.database_url}")
     click.echo(f"  broker   {settings.broker_url}")
-    click.echo("  launch runs from another shell: tidegate job launch JOB (same TIDEGATE_HOME)")
+    click.echo(
+        "  queue runs from another shell (same directory or TIDEGATE_HOME):\n"
+        f"    TIDEGATE_BROKER_URL={settings.broker_url} tidegate job launch JOB"
+    )
     stop = _stop_on_signal()
     with embedded_worker(defs, concurrency=threads):
         _launch_loop(0.5, stop)

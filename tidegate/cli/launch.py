@@ -23,6 +23,7 @@ from tidegate.definitions.job import IMPLICIT_ASSET_JOB, RunPlan
 from tidegate.names import PRIORITY_TAG, RunStatus, StepStatus
 from tidegate.scheduler.launcher import Launcher
 from tidegate.storage.api import Storage
+from tidegate.storage.records import StepRecord
 
 _COLORS = {
     StepStatus.SUCCEEDED: "green",
@@ -46,10 +47,14 @@ def submit_and_follow(
 ) -> None:
     """Submit a run, start it (the beat's job until it runs), and optionally follow it."""
     storage = open_storage()
-    app = get_app()
     embedded = is_embedded_broker()
-    if embedded:
-        wait = True  # nothing outside this process can reach an in-memory broker
+    if embedded and not wait:
+        # Nothing outside this process reaches an in-memory broker: leave the run QUEUED for
+        # the `tidegate dev` process that shares this database.
+        result = storage.submit_run(plan, origin=origin, run_key=run_key, tags=tags, priority=priority)
+        click.echo(f"run {result.run_id} queued: a running `tidegate dev` on {storage.safe_url} starts it")
+        return
+    app = get_app()
     launcher = Launcher(storage, CeleryPublisher(app, storage))
     with embedded_worker(defs) if embedded else nullcontext():
         result = storage.submit_run(plan, origin=origin, run_key=run_key, tags=tags, priority=priority)
@@ -69,32 +74,33 @@ def follow_run(storage: Storage, launcher: Launcher, run_id: str, poll: float = 
     seen: dict[str, tuple[str, int]] = {}
     while True:
         launcher.tick()
+        run = storage.get_run(run_id)  # read before the steps: a terminal run's steps are final
         for step in storage.get_steps(run_id):
             state = (step.status, step.attempt)
             if seen.get(step.step_key) == state or step.status == StepStatus.PLANNED:
                 continue
             seen[step.step_key] = state
-            detail = ""
-            if step.status == StepStatus.RUNNING:
-                detail = f" attempt {step.attempt} on {step.worker}"
-            elif step.status == StepStatus.SUCCEEDED and step.duration is not None:
-                detail = f" in {step.duration:.2f}s"
-            elif step.status in (StepStatus.READY, StepStatus.FAILED) and step.error:
-                last = step.error.strip().splitlines()[-1]
-                detail = f" ({last})" + (
-                    f"; retry as attempt {step.attempt}" if step.status == StepStatus.READY else ""
-                )
-            click.echo(f"  {step.step_key:<32} " + click.style(step.status, fg=_COLORS.get(step.status)) + detail)
-        run = storage.get_run(run_id)
+            click.echo(
+                f"  {step.step_key:<32} " + click.style(step.status, fg=_COLORS.get(step.status)) + _detail(step)
+            )
         if run.status in RunStatus.TERMINAL:
             elapsed = (run.ended_at - run.started_at).total_seconds() if run.ended_at and run.started_at else 0.0
-            click.echo(
-                f"run {run_id} "
-                + click.style(run.status, fg=_COLORS.get(run.status), bold=True)
-                + f" in {elapsed:.2f}s"
-            )
+            status = click.style(run.status, fg=_COLORS.get(run.status), bold=True)
+            click.echo(f"run {run_id} {status} in {elapsed:.2f}s")
             return run.status
         time.sleep(poll)
+
+
+def _detail(step: StepRecord) -> str:
+    if step.status == StepStatus.RUNNING:
+        return f" attempt {step.attempt} on {step.worker}"
+    if step.status == StepStatus.SUCCEEDED and step.duration is not None:
+        return f" in {step.duration:.2f}s"
+    if step.status in (StepStatus.READY, StepStatus.FAILED) and step.error:
+        last = step.error.strip().splitlines()[-1]
+        retry = f"; retry as attempt {step.attempt}" if step.status == StepStatus.READY else ""
+        return f" ({last}){retry}"
+    return ""
 
 
 @click.command()
