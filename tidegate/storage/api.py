@@ -35,7 +35,6 @@ from tidegate.storage.records import (
 )
 from tidegate.storage.schema import events, materializations, runs, steps
 
-
 _TRANSIENT_PG_CODES = {"40P01", "40001"}  # deadlock detected, serialization failure
 _F = TypeVar("_F", bound=Callable[..., Any])
 
@@ -429,7 +428,7 @@ class Storage:
             found = list(conn.execute(select(runs.c.run_id).where(runs.c.run_id.startswith(prefix)).limit(2)).scalars())
         if len(found) != 1:
             raise RunNotFoundError(f"run '{prefix}': {'not found' if not found else 'ambiguous prefix'}")
-        return found[0]
+        return str(found[0])
 
     def list_runs(self, *, status: str | None = None, limit: int = 50) -> list[RunRecord]:
         query = select(runs).order_by(runs.c.created_at.desc(), runs.c.run_id).limit(limit)

@@ -42,7 +42,13 @@ def make_engine(url: str) -> Engine:
     # A pooled connection must never be shared by a parent and its forked child (Celery
     # prefork): the child starts with an empty pool.
     ref = weakref.ref(engine)
-    os.register_at_fork(after_in_child=lambda: (e := ref()) is not None and e.dispose(close=False))
+
+    def _forget_parent_connections() -> None:
+        alive = ref()
+        if alive is not None:
+            alive.dispose(close=False)
+
+    os.register_at_fork(after_in_child=_forget_parent_connections)
     return engine
 
 

@@ -55,7 +55,9 @@ def reset_runtime() -> None:
 
 
 def register_tasks(celery_app: Celery) -> None:
-    @celery_app.task(name=EXECUTE_STEP_TASK, bind=True, acks_late=True, ignore_result=True)
+    @celery_app.task(  # type: ignore[untyped-decorator]
+        name=EXECUTE_STEP_TASK, bind=True, acks_late=True, ignore_result=True
+    )
     def execute_step(self: Task, run_id: str, step_key: str, attempt: int) -> str:
         return runtime(self.request.hostname or "worker").execute(run_id, step_key, attempt)
 
