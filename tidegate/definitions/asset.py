@@ -18,6 +18,7 @@ DEFAULT_GROUP = "default"
 DEFAULT_QUEUE = "tidegate"
 DEFAULT_IO_MANAGER_KEY = "io_manager"
 _QUEUE_NAME = re.compile(r"^[A-Za-z0-9_.\-]+$")
+_GROUP_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_\-]*$")  # selectable as "group:<name>"
 
 
 @dataclass(frozen=True)
@@ -34,7 +35,9 @@ class AssetsDefinition:
     ``inputs`` maps parameter names to upstream keys whose values are loaded;
     ``deps`` are upstream keys that must be materialized first but are not loaded;
     ``ambiguous_params`` are parameters resolved when Definitions knows the resources: a
-    resource of that name, else the asset of that name.
+    resource of that name, else the asset of that name. ``resource_params`` are parameters
+    that receive a resource; ``context_resource_keys`` are resources required through
+    ``required_resource_keys`` that are not parameters (reached as ``context.resources.x``).
     """
 
     key: AssetKey
@@ -51,6 +54,7 @@ class AssetsDefinition:
     retry_policy: RetryPolicy | None = None
     queue: str = DEFAULT_QUEUE
     io_manager_key: str = DEFAULT_IO_MANAGER_KEY
+    context_resource_keys: frozenset[str] = frozenset()
 
     @property
     def name(self) -> str:
@@ -75,6 +79,11 @@ class AssetsDefinition:
             else:
                 inputs[param] = AssetKey(param)
         return _replace(self, inputs=inputs, resource_params=frozenset(resources), ambiguous_params=())
+
+    @property
+    def required_resource_keys(self) -> frozenset[str]:
+        """Every resource this asset needs, as a parameter or through its context."""
+        return self.resource_params | self.context_resource_keys
 
     @property
     def upstream_keys(self) -> tuple[AssetKey, ...]:
@@ -196,6 +205,10 @@ def _build_asset(
     for tag_key, tag_value in tags.items():
         if not isinstance(tag_key, str) or not isinstance(tag_value, str):
             raise InvalidDefinitionError(f"{label}: tags must map str to str, got {tag_key!r}: {tag_value!r}")
+    if group_name is not None and not _GROUP_NAME.match(group_name):
+        raise InvalidDefinitionError(
+            f"{label}: invalid group name {group_name!r} (letters, digits, '_' and '-', not starting with a digit)"
+        )
     if queue is not None and not _QUEUE_NAME.match(queue):
         raise InvalidDefinitionError(f"{label}: invalid queue name {queue!r}")
     if retry_policy is not None and not isinstance(retry_policy, RetryPolicy):
@@ -206,7 +219,10 @@ def _build_asset(
     for param, target in ins.items():
         if param not in params:
             raise InvalidDefinitionError(f"{label}: ins names {param!r}, which is not a parameter")
-        inputs[param] = AssetKey.from_coercible(target.key if isinstance(target, AssetIn) else target)
+        try:
+            inputs[param] = AssetKey.from_coercible(target.key if isinstance(target, AssetIn) else target)
+        except (InvalidDefinitionError, TypeError) as exc:
+            raise InvalidDefinitionError(f"{label}: invalid key for ins {param!r}: {target!r} ({exc})") from None
     resource_params = (required_resource_keys & set(params)) | annotated_resources
     ambiguous = tuple(p for p in params if p not in inputs and p not in resource_params)
     extra_required = required_resource_keys - set(params)
@@ -223,7 +239,7 @@ def _build_asset(
         fn=func,
         inputs=inputs,
         deps=tuple(dep_keys),
-        resource_params=frozenset(resource_params | extra_required),
+        resource_params=frozenset(resource_params),
         ambiguous_params=ambiguous,
         context_param=context_param,
         group_name=group_name or DEFAULT_GROUP,
@@ -233,6 +249,7 @@ def _build_asset(
         retry_policy=retry_policy,
         queue=queue or DEFAULT_QUEUE,
         io_manager_key=io_manager_key or DEFAULT_IO_MANAGER_KEY,
+        context_resource_keys=frozenset(extra_required),
     )
 
 
@@ -241,10 +258,7 @@ def _classify_params(func: Callable[..., Any], label: str) -> tuple[list[str], s
     from tidegate.definitions.context import AssetExecutionContext
 
     signature = inspect.signature(func)
-    try:
-        annotations = inspect.get_annotations(func, eval_str=True)
-    except Exception:  # unresolvable string annotations: classify by name only
-        annotations = {}
+    annotations = _resolved_annotations(func)
     params: list[str] = []
     context_param: str | None = None
     resources: set[str] = set()
@@ -264,3 +278,25 @@ def _classify_params(func: Callable[..., Any], label: str) -> tuple[list[str], s
             resources.add(param.name)
         params.append(param.name)
     return params, context_param, resources
+
+
+def _resolved_annotations(func: Callable[..., Any]) -> dict[str, Any]:
+    """The function's annotations, string ones evaluated one by one.
+
+    One annotation that cannot be evaluated (a name imported under ``TYPE_CHECKING``) is left
+    out on its own; the others, such as ``context: AssetExecutionContext``, still count.
+    """
+    try:
+        raw = inspect.get_annotations(func)
+    except Exception:
+        return {}
+    namespace = getattr(inspect.unwrap(func), "__globals__", {})
+    resolved: dict[str, Any] = {}
+    for name, annotation in raw.items():
+        if isinstance(annotation, str):
+            try:
+                annotation = eval(annotation, namespace)
+            except Exception:  # unresolvable: classify this parameter by name only
+                continue
+        resolved[name] = annotation
+    return resolved

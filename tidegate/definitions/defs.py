@@ -106,7 +106,7 @@ class Definitions:
 
     def _check_resources(self, assets: Sequence[AssetsDefinition]) -> None:
         for a in assets:
-            for param in sorted(a.resource_params):
+            for param in sorted(a.required_resource_keys):
                 if param not in self.resources:
                     raise MissingResourceError(
                         f"asset '{a.key}': missing resource '{param}' "

@@ -89,8 +89,10 @@ def _find_cycle(remaining: Mapping[AssetKey, set[AssetKey]]) -> list[str]:
     while True:
         node = min(k for k in remaining[node] if k in remaining)
         if node in index:
-            cycle = path[index[node] :] + [node]
-            cycle.reverse()  # print in data-flow order: upstream -> downstream
-            return [str(k) for k in cycle]
+            ring = path[index[node] :]
+            ring.reverse()  # data-flow order: upstream -> downstream
+            first = ring.index(min(ring))  # start at the smallest key, whichever path found it
+            ring = ring[first:] + ring[:first]
+            return [str(k) for k in [*ring, ring[0]]]
         index[node] = len(path)
         path.append(node)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from functools import total_ordering
 from typing import Union
 
 from tidegate.errors import InvalidDefinitionError
@@ -11,6 +12,7 @@ from tidegate.errors import InvalidDefinitionError
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_\-]*$")
 
 
+@total_ordering
 class AssetKey:
     """The identity of an asset: ``AssetKey("orders")`` or ``AssetKey(["sales", "orders"])``."""
 
@@ -39,7 +41,8 @@ class AssetKey:
         return cls(text.strip().split("/"))
 
     @classmethod
-    def from_coercible(cls, value: CoercibleToAssetKey) -> AssetKey:
+    def from_coercible(cls, value: object) -> AssetKey:
+        """An AssetKey from a key, its ``a/b`` string, a path, or an asset definition."""
         if isinstance(value, AssetKey):
             return value
         if isinstance(value, str):
@@ -47,7 +50,9 @@ class AssetKey:
         key = getattr(value, "key", None)  # an AssetsDefinition
         if isinstance(key, AssetKey):
             return key
-        return cls(value)  # type: ignore[arg-type]
+        if isinstance(value, (list, tuple)):
+            return cls(value)
+        raise InvalidDefinitionError(f"cannot make an AssetKey of {value!r}")
 
     def to_user_string(self) -> str:
         return "/".join(self.path)
@@ -62,8 +67,15 @@ class AssetKey:
     def __hash__(self) -> int:
         return hash(self.path)
 
-    def __lt__(self, other: AssetKey) -> bool:
+    def __lt__(self, other: object) -> bool:
+        if not isinstance(other, AssetKey):
+            return NotImplemented
         return self.path < other.path
+
+    def __reduce__(self) -> tuple[type[AssetKey], tuple[tuple[str, ...]]]:
+        # Rebuild through __init__: the default reduction sets ``path`` by setattr, which
+        # __setattr__ refuses, so copy.copy, deepcopy and pickle would all fail.
+        return (AssetKey, (self.path,))
 
     def __repr__(self) -> str:
         return f"AssetKey({list(self.path)!r})"

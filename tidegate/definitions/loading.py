@@ -69,7 +69,7 @@ class CodeLocation:
             except DefinitionError:
                 raise
             except ModuleNotFoundError as exc:
-                if exc.name and self.module.startswith(exc.name):
+                if exc.name and (exc.name == self.module or self.module.startswith(exc.name + ".")):
                     raise DefinitionsLoadError(f"code location '{self.module}': no such module") from exc
                 raise DefinitionsLoadError(f"code location '{self.module}': import failed: {exc!r}") from exc
             except Exception as exc:

@@ -21,7 +21,8 @@ class ConfigurableResource:
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         if "__dataclass_fields__" not in cls.__dict__:
-            dataclasses.dataclass(kw_only=True)(cls)
+            # repr=False: a generated __repr__ would replace the one below and print secrets.
+            dataclasses.dataclass(kw_only=True, repr=False)(cls)
 
     def __repr__(self) -> str:
         # Field values may hold secrets (passwords in DSNs); name only the fields.

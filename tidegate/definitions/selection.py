@@ -166,10 +166,15 @@ def _parse_clause(clause: str, text: str) -> AssetSelection:
     core = match["core"].strip()
     base: AssetSelection
     if core.startswith("group:"):
-        base = _Groups((core[len("group:") :],))
+        group = core[len("group:") :].strip()
+        if not group:
+            raise InvalidSelectionError(f"selection {text!r}: clause {clause!r} names no group")
+        base = _Groups((group,))
     elif core.startswith("tag:"):
         tag_key, _, tag_value = core[len("tag:") :].partition("=")
-        base = _Tag(tag_key, tag_value if "=" in core else None)
+        if not tag_key.strip():
+            raise InvalidSelectionError(f"selection {text!r}: clause {clause!r} names no tag key")
+        base = _Tag(tag_key.strip(), tag_value.strip() if "=" in core else None)
     else:
         name = core[len("key:") :] if core.startswith("key:") else core
         try:
@@ -177,11 +182,15 @@ def _parse_clause(clause: str, text: str) -> AssetSelection:
         except InvalidDefinitionError as exc:
             raise InvalidSelectionError(f"selection {text!r}: {exc}") from None
     up, down = match["up"], match["down"]
+    # Both sides start from the clause's own assets, as in Dagster: "+a+" is a, its parents
+    # and its children, not the children of a's parents too.
+    result: AssetSelection = base
     if up:
-        base = base.upstream(None if up == "*" else len(up))
+        result = base.upstream(None if up == "*" else len(up))
     if down:
-        base = base.downstream(None if down == "*" else len(down))
-    return base
+        downstream = base.downstream(None if down == "*" else len(down))
+        result = result | downstream if up else downstream
+    return result
 
 
 def coerce_selection(value: CoercibleToAssetSelection | None) -> AssetSelection:
