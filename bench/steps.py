@@ -1,0 +1,600 @@
+"""Per-step overhead of tidegate on real workers, against plain Celery: ``make bench``.
+
+Runs, in one process and one go (well under 3 minutes):
+
+1. tidegate: 2 real ``tidegate worker -f bench/steps_defs.py -c 1 -P prefork`` processes on
+   Redis and PostgreSQL; a 50-step chain (5 runs) and a 1 -> 200 -> 1 fan-out (3 runs),
+   each submitted with ``Storage.submit_run``, started with ``Launcher.tick`` and followed
+   by polling ``Storage.get_run`` every 5 ms; wall time from submit to the run's end.
+2. baseline: 2 real ``celery -A bench.raw_celery worker -c 1 -P prefork`` processes on the
+   same broker; no-op round trips (apply_async + result.get), then the same chain and
+   fan-out where each task sends the next ones.
+
+It prints the conditions, a table of wall times, the ratios and the peak RSS of every
+process (read from /proc just before the workers are stopped). See bench/README.md.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import importlib.metadata
+import os
+import platform
+import resource
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import redis
+from celery import Celery
+from sqlalchemy import text
+
+from tidegate.broker import CeleryPublisher, make_celery_app
+from tidegate.definitions.defs import Definitions
+from tidegate.definitions.loading import CodeLocation
+from tidegate.names import RunStatus
+from tidegate.scheduler.launcher import Launcher
+from tidegate.storage.api import Storage
+
+BENCH_DIR = Path(__file__).resolve().parent
+ROOT = BENCH_DIR.parent
+VENV_BIN = Path(sys.executable).parent
+DEFS_FILE = "bench/steps_defs.py"
+
+REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/13")  # flushed first
+RESULT_URL = os.environ.get("BENCH_RESULT_URL", "redis://127.0.0.1:6379/14")  # flushed first
+PG_ADMIN_URL = os.environ.get("BENCH_PG_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/test")
+PG_DATABASE = "tidegate_bench"
+
+WORKERS = 2
+CONCURRENCY = 1
+POOL = "prefork"
+POLL_SECONDS = 0.005
+CHAIN_STEPS = 50
+FANOUT_WIDTH = 200
+FANOUT_STEPS = FANOUT_WIDTH + 2
+CHAIN_RUNS = int(os.environ.get("BENCH_CHAIN_RUNS", "5"))
+FANOUT_RUNS = int(os.environ.get("BENCH_FANOUT_RUNS", "3"))
+ROUND_TRIPS = int(os.environ.get("BENCH_ROUND_TRIPS", "200"))
+WARMUP_ROUND_TRIPS = 20
+RUN_TIMEOUT = 60.0
+READY_TIMEOUT = 60.0
+TABLES = "runs, steps, events, materializations"
+
+
+# -- worker processes -------------------------------------------------------------------------
+
+
+@dataclass
+class Worker:
+    name: str
+    proc: subprocess.Popen[bytes]
+    log_path: Path
+    children: list[int] = field(default_factory=list)
+
+    def tail(self, lines: int = 30) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return "(no log)"
+
+
+def start_workers(kind: str, argv: Callable[[str], list[str]], env: dict[str, str], logs: Path) -> list[Worker]:
+    workers = []
+    for i in range(1, WORKERS + 1):
+        name = f"bench-{kind}-{i}@bench"
+        log_path = logs / f"{kind}-{i}.log"
+        with log_path.open("wb") as log:
+            proc = subprocess.Popen(
+                argv(name),
+                cwd=ROOT,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,  # a Ctrl-C reaches the bench only; it stops them
+            )
+        workers.append(Worker(name, proc, log_path))
+    return workers
+
+
+def wait_ready(app: Celery, workers: Sequence[Worker]) -> float:
+    """Until every worker answers a control ping; returns the seconds it took."""
+    names = {w.name for w in workers}
+    start = time.perf_counter()
+    while True:
+        for w in workers:
+            if w.proc.poll() is not None:
+                raise RuntimeError(f"worker {w.name} exited with {w.proc.returncode}:\n{w.tail()}")
+        replies = app.control.ping(destination=sorted(names), timeout=0.5)
+        answered = {node for reply in replies for node in reply}
+        if names <= answered:
+            return time.perf_counter() - start
+        if time.perf_counter() - start > READY_TIMEOUT:
+            tails = "\n".join(f"--- {w.name}\n{w.tail()}" for w in workers)
+            raise RuntimeError(f"workers not ready after {READY_TIMEOUT:.0f}s (answered: {answered}):\n{tails}")
+
+
+def child_pids(pid: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        # pid (comm) state ppid ...: comm may hold spaces, so split after its closing ')'.
+        if int(stat.rpartition(")")[2].split()[1]) == pid:
+            found.append(int(entry.name))
+    return sorted(found)
+
+
+def vm_hwm_kib(pid: int) -> int | None:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    except OSError:
+        return None
+    return None
+
+
+@dataclass
+class RssRow:
+    process: str
+    pid: int
+    kib: int | None
+
+
+def worker_rss(kind: str, workers: Sequence[Worker]) -> list[RssRow]:
+    rows = []
+    for w in workers:
+        w.children = child_pids(w.proc.pid)
+        rows.append(RssRow(f"{kind} {w.name} main", w.proc.pid, vm_hwm_kib(w.proc.pid)))
+        rows.extend(RssRow(f"{kind} {w.name} pool child", c, vm_hwm_kib(c)) for c in w.children)
+    return rows
+
+
+def stop_workers(workers: Sequence[Worker], grace: float = 10.0) -> None:
+    """SIGTERM (warm shutdown), then SIGKILL whatever is left: mains, then their children."""
+    for w in workers:
+        if not w.children and w.proc.poll() is None:
+            w.children = child_pids(w.proc.pid)
+        if w.proc.poll() is None:
+            w.proc.terminate()
+    deadline = time.monotonic() + grace
+    for w in workers:
+        try:
+            w.proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            w.proc.kill()
+            w.proc.wait(timeout=5)
+    for w in workers:
+        for pid in w.children:  # orphaned pool children of a killed main, if any
+            with contextlib.suppress(OSError):
+                if Path(f"/proc/{pid}").exists() and "celery" in _cmdline(pid) + _comm(pid):
+                    os.kill(pid, signal.SIGKILL)
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
+
+
+def _comm(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/comm").read_text()
+    except OSError:
+        return ""
+
+
+@contextlib.contextmanager
+def running_workers(
+    kind: str,
+    argv: Callable[[str], list[str]],
+    env: dict[str, str],
+    logs: Path,
+    app: Celery,
+    rss: list[RssRow],
+) -> Iterator[tuple[list[Worker], float]]:
+    workers = start_workers(kind, argv, env, logs)
+    try:
+        ready = wait_ready(app, workers)
+        yield workers, ready
+        rss.extend(worker_rss(kind, workers))
+    finally:
+        stop_workers(workers)
+
+
+# -- backing services ------------------------------------------------------------------------
+
+
+def prepare_redis() -> str:
+    version = "?"
+    for url in (REDIS_URL, RESULT_URL):
+        r = redis.Redis.from_url(url)
+        r.flushdb()
+        version = str(r.info("server").get("redis_version", "?"))
+        r.close()
+    return version
+
+
+def prepare_postgres() -> tuple[str, str]:
+    """Create the bench database if missing; return its URL and the server version."""
+    with psycopg.connect(PG_ADMIN_URL, autocommit=True, connect_timeout=5) as conn:
+        exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (PG_DATABASE,)).fetchone()
+        if not exists:
+            conn.execute(f'CREATE DATABASE "{PG_DATABASE}"')
+        version = str(conn.execute("SHOW server_version").fetchone()[0])  # type: ignore[index]
+    admin = PG_ADMIN_URL.rsplit("/", 1)[0]
+    return f"{admin}/{PG_DATABASE}", version
+
+
+def truncate(storage: Storage) -> None:
+    with storage.engine.begin() as conn:
+        conn.execute(text(f"TRUNCATE {TABLES} RESTART IDENTITY"))
+
+
+# -- tidegate runs ---------------------------------------------------------------------------
+
+
+@dataclass
+class RunTiming:
+    wall: float  # submit_run called -> the poll that saw the run terminal
+    run_id: str
+
+
+def run_job(storage: Storage, launcher: Launcher, defs: Definitions, job: str) -> RunTiming:
+    plan = defs.plan(job)
+    start = time.perf_counter()
+    run_id = storage.submit_run(plan, origin="bench").run_id
+    launcher.tick()
+    while True:
+        run = storage.get_run(run_id)
+        if run.status in RunStatus.TERMINAL:
+            break
+        if time.perf_counter() - start > RUN_TIMEOUT:
+            raise RuntimeError(f"{job}: run {run_id} still {run.status} after {RUN_TIMEOUT:.0f}s")
+        time.sleep(POLL_SECONDS)
+    wall = time.perf_counter() - start
+    if run.status != RunStatus.SUCCESS:
+        failed = [s for s in storage.get_steps(run_id) if s.status != "SUCCEEDED"]
+        detail = "\n".join(f"  {s.step_key}: {s.status} {(s.error or '').strip()[-500:]}" for s in failed[:5])
+        raise RuntimeError(f"{job}: run {run_id} ended {run.status}\n{detail}")
+    return RunTiming(wall, run_id)
+
+
+def step_phases(storage: Storage, run_ids: Sequence[str]) -> tuple[float, float]:
+    """Median seconds per step of READY -> RUNNING and RUNNING -> SUCCEEDED (SQL timestamps)."""
+    waits, bodies = [], []
+    for run_id in run_ids:
+        for s in storage.get_steps(run_id):
+            if s.ready_at and s.started_at and s.ended_at:
+                waits.append((s.started_at - s.ready_at).total_seconds())
+                bodies.append((s.ended_at - s.started_at).total_seconds())
+    return statistics.median(waits), statistics.median(bodies)
+
+
+# -- raw Celery runs -------------------------------------------------------------------------
+
+
+def raw_until_done(r: redis.Redis, token: str, label: str, start: float) -> float:
+    while not r.exists(f"{token}:done"):
+        if time.perf_counter() - start > RUN_TIMEOUT:
+            raise RuntimeError(f"raw {label} {token} not done after {RUN_TIMEOUT:.0f}s")
+        time.sleep(POLL_SECONDS)
+    return time.perf_counter() - start
+
+
+def raw_chain(raw: Any, r: redis.Redis) -> float:
+    token = f"chain-{uuid.uuid4().hex}"
+    start = time.perf_counter()
+    raw.hop.apply_async((token, CHAIN_STEPS))
+    return raw_until_done(r, token, "chain", start)
+
+
+def raw_fanout(raw: Any, r: redis.Redis) -> float:
+    token = f"fan-{uuid.uuid4().hex}"
+    start = time.perf_counter()
+    raw.fan_root.apply_async((token, FANOUT_WIDTH))
+    return raw_until_done(r, token, "fan-out", start)
+
+
+def raw_round_trips(raw: Any, count: int) -> list[float]:
+    times = []
+    for _ in range(count):
+        start = time.perf_counter()
+        raw.noop.apply_async().get(timeout=10)
+        times.append(time.perf_counter() - start)
+    return times
+
+
+# -- output ----------------------------------------------------------------------------------
+
+
+def ms(seconds: float) -> str:
+    return f"{seconds * 1000:,.2f} ms"
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[str]], right: Sequence[bool]) -> str:
+    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(headers)]
+
+    def line(cells: Sequence[str]) -> str:
+        return "  ".join(c.rjust(w) if ra else c.ljust(w) for c, w, ra in zip(cells, widths, right, strict=True))
+
+    rule = "  ".join("-" * w for w in widths)
+    return "\n".join([line(headers), rule, *(line(r) for r in rows)])
+
+
+def version(dist: str) -> str:
+    try:
+        return importlib.metadata.version(dist)
+    except importlib.metadata.PackageNotFoundError:
+        return "?"
+
+
+def cpu_model() -> str:
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or "?"
+
+
+@dataclass
+class Row:
+    scenario: str
+    samples: list[float]
+    steps: int
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.samples)
+
+    @property
+    def per_step(self) -> float:
+        return self.median / self.steps
+
+    def cells(self) -> list[str]:
+        return [
+            self.scenario,
+            str(len(self.samples)),
+            str(self.steps),
+            ms(self.median),
+            ms(min(self.samples)),
+            ms(max(self.samples)),
+            ms(self.per_step),
+        ]
+
+
+# -- main ------------------------------------------------------------------------------------
+
+
+@dataclass
+class Results:
+    database_url: str = ""
+    redis_version: str = "?"
+    pg_version: str = "?"
+    rows: dict[str, Row] = field(default_factory=dict)
+    rss: list[RssRow] = field(default_factory=list)
+    ready: dict[str, float] = field(default_factory=dict)
+    phases: tuple[float, float] | None = None
+    load: list[str] = field(default_factory=list)
+    total: float = 0.0
+    bench_cpu: dict[str, tuple[float, float]] = field(default_factory=dict)  # phase: (cpu s, wall s)
+
+
+def worker_options(name: str) -> list[str]:
+    return ["-c", str(CONCURRENCY), "-P", POOL, "-l", "WARNING", "-n", name]
+
+
+def load_avg() -> str:
+    return "/".join(f"{x:.2f}" for x in os.getloadavg())
+
+
+def main() -> int:
+    began = time.perf_counter()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # run the finally blocks
+    sys.path.insert(0, str(ROOT))  # bench.raw_celery, as the raw workers import it
+    raw = importlib.import_module("bench.raw_celery")
+    res = Results(load=[load_avg()])
+
+    res.redis_version = prepare_redis()
+    res.database_url, res.pg_version = prepare_postgres()
+    storage = Storage.open(res.database_url, upgrade=True)
+    truncate(storage)
+
+    scratch = Path(tempfile.mkdtemp(prefix="tidegate-bench-"))
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("TIDEGATE_", "BENCH_"))}
+    env.update(
+        TIDEGATE_BROKER_URL=REDIS_URL,
+        TIDEGATE_DATABASE_URL=res.database_url,
+        TIDEGATE_HOME=str(scratch / "home"),
+        TIDEGATE_IO_BASE_DIR=str(scratch / "io"),
+        BENCH_BROKER_URL=REDIS_URL,
+        BENCH_RESULT_URL=RESULT_URL,
+        PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
+    )
+    defs = CodeLocation(file=str(ROOT / DEFS_FILE)).load()
+    for job, expected in (("chain_job", CHAIN_STEPS), ("fanout_job", FANOUT_STEPS)):
+        if len(defs.plan(job).steps) != expected:
+            raise RuntimeError(f"{DEFS_FILE}: {job} has {len(defs.plan(job).steps)} steps, expected {expected}")
+    app = make_celery_app(REDIS_URL)
+    launcher = Launcher(storage, CeleryPublisher(app, storage))
+
+    def tidegate_worker(name: str) -> list[str]:
+        return [str(VENV_BIN / "tidegate"), "worker", "-f", DEFS_FILE, *worker_options(name)]
+
+    def raw_worker(name: str) -> list[str]:
+        celery = str(VENV_BIN / "celery")
+        return [celery, "-A", "bench.raw_celery", "worker", "-E", "-Q", raw.QUEUE, *worker_options(name)]
+
+    ok = False
+    rows = res.rows
+    try:
+        progress(f"starting {WORKERS} tidegate workers")
+        mark = cpu_and_wall()
+        with running_workers("tidegate", tidegate_worker, env, scratch, app, res.rss) as (_, ready):
+            res.ready["tidegate"] = ready
+            for job, runs, steps, label in (
+                ("chain_job", CHAIN_RUNS, CHAIN_STEPS, f"tidegate chain {CHAIN_STEPS}"),
+                ("fanout_job", FANOUT_RUNS, FANOUT_STEPS, f"tidegate fan-out 1->{FANOUT_WIDTH}->1"),
+            ):
+                run_job(storage, launcher, defs, job)  # warm-up: pool children load code and connect
+                timings = [run_job(storage, launcher, defs, job) for _ in range(runs)]
+                rows[job] = Row(label, [t.wall for t in timings], steps)
+                if job == "chain_job":
+                    res.phases = step_phases(storage, [t.run_id for t in timings])
+                truncate(storage)
+                progress(f"{label}: done")
+
+        res.bench_cpu["tidegate"] = since(mark)
+        progress(f"starting {WORKERS} raw Celery workers")
+        mark = cpu_and_wall()
+        r = redis.Redis.from_url(REDIS_URL)
+        with running_workers("raw", raw_worker, env, scratch, raw.app, res.rss) as (_, ready):
+            res.ready["raw"] = ready
+            raw_round_trips(raw, WARMUP_ROUND_TRIPS)
+            rows["rt"] = Row("raw round trip (apply_async+get)", raw_round_trips(raw, ROUND_TRIPS), 1)
+            raw_chain(raw, r)
+            rows["raw_chain"] = Row(
+                f"raw chain {CHAIN_STEPS}", [raw_chain(raw, r) for _ in range(CHAIN_RUNS)], CHAIN_STEPS
+            )
+            raw_fanout(raw, r)
+            rows["raw_fanout"] = Row(
+                f"raw fan-out 1->{FANOUT_WIDTH}->1",
+                [raw_fanout(raw, r) for _ in range(FANOUT_RUNS)],
+                FANOUT_STEPS,
+            )
+            progress("raw: done")
+        r.close()
+        res.bench_cpu["raw"] = since(mark)
+        ok = True
+    finally:
+        storage.dispose()
+        if ok:
+            shutil.rmtree(scratch, ignore_errors=True)
+        else:
+            progress(f"bench failed; worker logs kept in {scratch}")
+
+    bench_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
+    res.rss.append(RssRow("bench process (submit, publish roots, poll)", os.getpid(), bench_kib))
+    res.load.append(load_avg())
+    res.total = time.perf_counter() - began
+    report(res)
+    return 0
+
+
+def cpu_and_wall() -> tuple[float, float]:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime, time.perf_counter()
+
+
+def since(mark: tuple[float, float]) -> tuple[float, float]:
+    cpu, wall = cpu_and_wall()
+    return cpu - mark[0], wall - mark[1]
+
+
+def progress(message: str) -> None:
+    print(f"[bench] {message}", file=sys.stderr, flush=True)
+
+
+def report(res: Results) -> None:
+    affinity = len(os.sched_getaffinity(0))
+    dists = ("celery", "kombu", "billiard", "redis", "sqlalchemy", "psycopg", "tidegate")
+    python = f"{platform.python_version()} ({platform.python_implementation()}), {platform.platform()}"
+    tidegate_cmd = f"tidegate worker -f {DEFS_FILE} " + " ".join(worker_options("bench-tidegate-N@bench"))
+    raw_cmd = "celery -A bench.raw_celery worker -E -Q bench_raw " + " ".join(worker_options("bench-raw-N@bench"))
+    conditions = [
+        ("cpu", f"{os.cpu_count()} CPUs ({affinity} usable), {cpu_model()}"),
+        ("python", python),
+        ("packages", ", ".join(f"{d} {version(d)}" for d in dists)),
+        ("broker", f"{REDIS_URL} (Redis {res.redis_version}), the same db for tidegate and raw"),
+        ("", f"raw result backend {RESULT_URL}"),
+        ("database", f"{Storage(res.database_url).safe_url} (PostgreSQL {res.pg_version})"),
+        ("workers", f"{WORKERS} worker processes x concurrency {CONCURRENCY}, pool {POOL}, task events on"),
+        ("", f"tidegate: {tidegate_cmd}"),
+        ("", f"raw:      {raw_cmd}"),
+        ("", f"ping answered {res.ready['tidegate']:.2f} s (tidegate), {res.ready['raw']:.2f} s (raw) after start"),
+        ("assets", "no-op bodies, deps= edges, return None: no IO manager, empty materialization"),
+        ("method", "wall = submit_run + Launcher.tick until get_run is seen terminal, polled every 5 ms"),
+        ("", "one unmeasured warm-up run per scenario first; tables truncated between scenarios"),
+        ("", "raw: tidegate's Celery settings (json, acks_late, prefetch 1, events), ignore_result;"),
+        ("", "each task sends the next, the last sets a Redis flag polled every 5 ms"),
+        ("load avg", f"{res.load[0]} at start, {res.load[-1]} at end (1/5/15 min)"),
+    ]
+    print("tidegate step benchmark (bench/steps.py)")
+    print()
+    print("conditions")
+    for label, value in conditions:
+        print(f"  {label:<10} {value}")
+    print()
+
+    rows = res.rows
+    print("wall times (median over runs; per step = median / steps)")
+    print(
+        table(
+            ["scenario", "runs", "steps", "median", "min", "max", "per step"],
+            [row.cells() for row in rows.values()],
+            [False, True, True, True, True, True, True],
+        )
+    )
+    rt = rows["rt"]
+    print(f"  raw round trip p90: {ms(statistics.quantiles(rt.samples, n=10)[-1])}")
+    if res.phases is not None:
+        wait, body = res.phases
+        print("  tidegate chain, median per step from the steps table's timestamps:")
+        print(f"    READY->RUNNING     {ms(wait):>9}  previous step's complete txn, publish, broker, pickup")
+        print(f"    RUNNING->SUCCEEDED {ms(body):>9}  claim txn, heartbeat thread, the no-op call")
+    for phase, (cpu, wall) in res.bench_cpu.items():
+        print(f"  bench process CPU during the {phase} phase: {cpu:.2f} s of {wall:.2f} s wall (polling)")
+    print()
+
+    chain, fan, raw_chain, raw_fan = rows["chain_job"], rows["fanout_job"], rows["raw_chain"], rows["raw_fanout"]
+    aim = chain.per_step / rt.median
+    print("ratios")
+    print(
+        table(
+            ["ratio", "value", ""],
+            [
+                [
+                    "tidegate chain step / raw round trip",
+                    f"{aim:.2f}x",
+                    f"aim <= 5x: {'met' if aim <= 5 else 'NOT met'}",
+                ],
+                ["tidegate chain step / raw chain step", f"{chain.per_step / raw_chain.per_step:.2f}x", ""],
+                ["tidegate fan-out step / raw fan-out step", f"{fan.per_step / raw_fan.per_step:.2f}x", ""],
+                ["tidegate fan-out step / raw round trip", f"{fan.per_step / rt.median:.2f}x", ""],
+            ],
+            [False, True, False],
+        )
+    )
+    print()
+    print("peak RSS (VmHWM from /proc just before the workers stop; ru_maxrss for the bench)")
+    print(
+        table(
+            ["process", "pid", "peak RSS"],
+            [[row.process, str(row.pid), f"{row.kib / 1024:,.1f} MiB" if row.kib else "?"] for row in res.rss],
+            [False, True, True],
+        )
+    )
+    print()
+    print(f"total bench time {res.total:.1f} s")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
