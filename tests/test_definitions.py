@@ -802,12 +802,17 @@ class TestDefinitionsValidation:
             tg.Definitions(jobs=["daily"])  # type: ignore[list-item]
 
     def test_duplicate_schedule_and_sensor_names(self) -> None:
-        first, second = types.SimpleNamespace(name="hourly"), types.SimpleNamespace(name="hourly")
+        job = tg.define_asset_job("orders_job")
+        asset = tg.asset(name="orders")(_source)
+        first = tg.ScheduleDefinition(name="hourly", cron_schedule="0 * * * *", target=job)
+        second = tg.ScheduleDefinition(name="hourly", cron_schedule="30 * * * *", target=job)
         with pytest.raises(tg.DuplicateDefinitionError, match=exact("schedule 'hourly': defined twice")):
-            tg.Definitions(schedules=[first, second])
+            tg.Definitions(assets=[asset], schedules=[first, second])
+        one = tg.sensor(target=job, name="hourly")(lambda context: None)
+        two = tg.sensor(target=job, name="hourly")(lambda context: None)
         with pytest.raises(tg.DuplicateDefinitionError, match=exact("sensor 'hourly': defined twice")):
-            tg.Definitions(sensors=[first, second])
-        with pytest.raises(tg.InvalidDefinitionError, match="which has no name"):
+            tg.Definitions(assets=[asset], sensors=[one, two])
+        with pytest.raises(tg.InvalidDefinitionError, match="not a SensorDefinition"):
             tg.Definitions(sensors=[object()])
 
     def test_get_asset_and_get_job_name_what_is_missing(self) -> None:

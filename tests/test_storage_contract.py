@@ -96,12 +96,10 @@ def test_concurrent_submissions_of_one_run_key_create_one_run(storage: Storage) 
     assert len(storage.list_runs()) == 1
 
 
-def test_extra_writes_commit_with_the_run_or_not_at_all(storage: Storage) -> None:
-    def explode(_conn: Any) -> None:
+def test_submit_in_commits_with_the_callers_transaction_or_not_at_all(storage: Storage) -> None:
+    with pytest.raises(RuntimeError), storage.engine.begin() as conn:
+        storage.submit_in(conn, DEFS.plan("diamond"), origin="sensor:x", run_key="k")
         raise RuntimeError("instigator failed after the run insert")
-
-    with pytest.raises(RuntimeError):
-        storage.submit_run(DEFS.plan("diamond"), origin="sensor:x", run_key="k", extra=explode)
     assert storage.list_runs() == []
 
 

@@ -10,7 +10,11 @@ from tidegate.definitions.job import define_asset_job
 from tidegate.definitions.key import AssetKey
 from tidegate.definitions.resource import ConfigurableResource
 from tidegate.definitions.retry import Backoff, Jitter, RetryPolicy
+from tidegate.definitions.instigator import DefaultScheduleStatus, DefaultSensorStatus
+from tidegate.definitions.run_request import RunRequest, SensorResult, SkipReason
+from tidegate.definitions.schedule import ScheduleDefinition, ScheduleEvaluationContext, schedule
 from tidegate.definitions.selection import AssetSelection
+from tidegate.definitions.sensor import SensorDefinition, SensorEvaluationContext, sensor
 from tidegate.errors import (
     DefinitionError,
     DefinitionsLoadError,
@@ -24,8 +28,8 @@ from tidegate.errors import (
     UnknownDependencyError,
     UnknownJobError,
 )
-from tidegate.workers.io import FilesystemIOManager, InMemoryIOManager, InputContext, IOManager, OutputContext
 from tidegate.workers.inprocess import ExecuteInProcessResult, materialize
+from tidegate.workers.io import FilesystemIOManager, InMemoryIOManager, InputContext, IOManager, OutputContext
 
 __version__ = "0.1.0"
 
@@ -35,6 +39,17 @@ __all__ = [
     "AssetKey",
     "AssetSelection",
     "AssetsDefinition",
+    "DefaultScheduleStatus",
+    "DefaultSensorStatus",
+    "RunRequest",
+    "ScheduleDefinition",
+    "ScheduleEvaluationContext",
+    "SensorDefinition",
+    "SensorEvaluationContext",
+    "SensorResult",
+    "SkipReason",
+    "schedule",
+    "sensor",
     "Backoff",
     "ConfigurableResource",
     "DefinitionError",

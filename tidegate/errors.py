@@ -70,5 +70,9 @@ class StorageError(TidegateError):
     """The database is not usable as it is (e.g. its schema is older than this code)."""
 
 
+class InstigatorEvaluationError(TidegateError):
+    """A schedule or sensor function returned something it may not (recorded on its tick)."""
+
+
 class RunFailedError(TidegateError):
     """An in-process run (``tidegate.materialize``) failed; the message holds the traceback."""

@@ -15,7 +15,11 @@ from tidegate.definitions.job import (
     define_asset_job,
     plan_run,
 )
+from tidegate.definitions.instigator import Target
 from tidegate.definitions.key import AssetKey
+from tidegate.definitions.run_request import RunRequest
+from tidegate.definitions.schedule import ScheduleDefinition
+from tidegate.definitions.sensor import SensorDefinition
 from tidegate.definitions.selection import CoercibleToAssetSelection, coerce_selection
 from tidegate.errors import (
     DefinitionError,
@@ -69,8 +73,10 @@ class Definitions:
             implicit = define_asset_job(IMPLICIT_ASSET_JOB, "*")
             self.jobs[IMPLICIT_ASSET_JOB] = implicit.resolve(self.graph)
 
-        self.schedules = _unique_by_name(schedules or (), "schedule")
-        self.sensors = _unique_by_name(sensors or (), "sensor")
+        self.schedules: dict[str, ScheduleDefinition] = _unique_by_name(schedules or (), "schedule", ScheduleDefinition)
+        self.sensors: dict[str, SensorDefinition] = _unique_by_name(sensors or (), "sensor", SensorDefinition)
+        for instigator in [*self.schedules.values(), *self.sensors.values()]:
+            self._check_instigator(instigator)
 
     # -- look-ups ------------------------------------------------------------------------
 
@@ -102,7 +108,40 @@ class Definitions:
             raise EmptySelectionError(f"job '{job_name}': selection {selection!r} matches no asset")
         return plan_run(self.graph, job, keys)
 
+    def plan_request(self, target: Target, request: RunRequest, label: str) -> RunPlan:
+        """The plan for a schedule's or sensor's RunRequest (its job_name and
+        asset_selection override the instigator's target)."""
+        job_name = request.job_name or target.job_name or IMPLICIT_ASSET_JOB
+        if request.job_name and request.job_name not in self.jobs:
+            raise UnknownJobError(f"{label}: RunRequest names job '{request.job_name}', which is not defined")
+        if request.asset_selection is not None:
+            return self.plan(job_name, list(request.asset_selection))
+        if target.selection is not None and not request.job_name:
+            return self.plan(job_name, target.selection)
+        return self.plan(job_name)
+
     # -- validation ----------------------------------------------------------------------
+
+    def _check_instigator(self, instigator: ScheduleDefinition | SensorDefinition) -> None:
+        target = instigator.target
+        if target.job is not None and target.job.name not in self.jobs:
+            self.jobs[target.job.name] = target.job.resolve(self.graph)  # as Dagster: targeted jobs join
+        if target.job_name is not None and target.job_name not in self.jobs:
+            raise InvalidDefinitionError(f"{instigator.label}: targets job '{target.job_name}', which is not defined")
+        if target.selection is not None:
+            try:
+                keys = target.selection.resolve(self.graph)
+            except DefinitionError as exc:
+                raise InvalidDefinitionError(f"{instigator.label}: {exc}") from None
+            if not keys:
+                raise EmptySelectionError(f"{instigator.label}: its target selects no asset")
+        for key in instigator.resource_keys:
+            if key not in self.resources:
+                raise MissingResourceError(
+                    f"{instigator.label}: missing resource '{key}' "
+                    f"(Definitions(resources=...) has: {sorted(self.resources) or 'none'})"
+                )
+
 
     def _check_resources(self, assets: Sequence[AssetsDefinition]) -> None:
         for a in assets:
@@ -123,12 +162,12 @@ def _where(asset: AssetsDefinition) -> str:
     return f"{code.co_filename}:{code.co_firstlineno}" if code else repr(asset.fn)
 
 
-def _unique_by_name(items: Iterable[Any], kind: str) -> dict[str, Any]:
+def _unique_by_name(items: Iterable[Any], kind: str, cls: type) -> dict[str, Any]:
     found: dict[str, Any] = {}
     for item in items:
-        name = getattr(item, "name", None)
-        if not isinstance(name, str):
-            raise InvalidDefinitionError(f"Definitions: {kind}s= holds {item!r}, which has no name")
+        if not isinstance(item, cls):
+            raise InvalidDefinitionError(f"Definitions: {kind}s= holds {item!r}, not a {cls.__name__}")
+        name = item.name
         if name in found:
             raise DuplicateDefinitionError(f"{kind} '{name}': defined twice")
         found[name] = item

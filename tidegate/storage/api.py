@@ -23,6 +23,7 @@ from tidegate.errors import RunNotFoundError, StorageError
 from tidegate.names import RunStatus, StepStatus
 from tidegate.storage import migrate
 from tidegate.storage.engine import make_engine, normalize_url
+from tidegate.storage.instigators import InstigatorStorage
 from tidegate.storage.records import (
     ClaimedStep,
     EventRecord,
@@ -78,7 +79,7 @@ def _aware(value: datetime | None) -> datetime | None:
     return value.replace(tzinfo=UTC)
 
 
-class Storage:
+class Storage(InstigatorStorage):
     """Runs, steps, events and materializations in one SQL database."""
 
     def __init__(self, url: str, *, engine: Engine | None = None) -> None:
@@ -125,39 +126,52 @@ class Storage:
         tags: Mapping[str, str] | None = None,
         priority: int = 0,
         parent_run_id: str | None = None,
-        extra: Callable[[Connection], None] | None = None,
     ) -> SubmitResult:
         """Insert a QUEUED run and all its planned steps, in one transaction.
 
         ``UNIQUE(origin, run_key)`` makes a repeated request a no-op that returns the existing
-        run (``created=False``). ``extra(connection)`` runs inside the same transaction, so an
-        instigator can commit its tick record and cursor together with the run.
+        run (``created=False``). Instigators use ``submit_in`` to add their tick and cursor to
+        the same transaction.
         """
+        with self.engine.begin() as conn:
+            return self.submit_in(
+                conn, plan, origin=origin, run_key=run_key, tags=tags, priority=priority, parent_run_id=parent_run_id
+            )
+
+    def submit_in(
+        self,
+        conn: Connection,
+        plan: RunPlan,
+        *,
+        origin: str,
+        run_key: str | None = None,
+        tags: Mapping[str, str] | None = None,
+        priority: int = 0,
+        parent_run_id: str | None = None,
+    ) -> SubmitResult:
+        """``submit_run`` inside the caller's transaction."""
         run_id = uuid.uuid4().hex
         now = utcnow()
-        merged_tags = {**plan.tags, **(tags or {})}
-        with self.engine.begin() as conn:
-            values = {
-                "run_id": run_id,
-                "job_name": plan.job_name,
-                "status": RunStatus.QUEUED,
-                "origin": origin,
-                "run_key": run_key,
-                "priority": priority,
-                "tags": merged_tags,
-                "asset_selection": list(plan.asset_selection) if plan.asset_selection else None,
-                "parent_run_id": parent_run_id,
-                "steps_remaining": len(plan.steps),
-                "created_at": now,
-            }
-            statement = self._insert_ignore(runs, values, ["origin", "run_key"]).returning(runs.c.run_id)
-            if conn.execute(statement).first() is None:
-                existing = conn.execute(
-                    select(runs.c.run_id).where(runs.c.origin == origin, runs.c.run_key == run_key)
-                ).scalar_one()
-                if extra is not None:
-                    extra(conn)
-                return SubmitResult(existing, created=False)
+        values = {
+            "run_id": run_id,
+            "job_name": plan.job_name,
+            "status": RunStatus.QUEUED,
+            "origin": origin,
+            "run_key": run_key,
+            "priority": priority,
+            "tags": {**plan.tags, **(tags or {})},
+            "asset_selection": list(plan.asset_selection) if plan.asset_selection else None,
+            "parent_run_id": parent_run_id,
+            "steps_remaining": len(plan.steps),
+            "created_at": now,
+        }
+        statement = self._insert_ignore(runs, values, ["origin", "run_key"]).returning(runs.c.run_id)
+        if conn.execute(statement).first() is None:
+            existing = conn.execute(
+                select(runs.c.run_id).where(runs.c.origin == origin, runs.c.run_key == run_key)
+            ).scalar_one()
+            return SubmitResult(existing, created=False)
+        if plan.steps:
             conn.execute(
                 insert(steps),
                 [
@@ -175,9 +189,7 @@ class Storage:
                     for s in plan.steps
                 ],
             )
-            self._append_events(conn, run_id, None, [NewEvent("RUN_QUEUED", f"origin {origin}")], now)
-            if extra is not None:
-                extra(conn)
+        self._append_events(conn, run_id, None, [NewEvent("RUN_QUEUED", f"origin {origin}")], now)
         return SubmitResult(run_id, created=True)
 
     def _insert_ignore(self, table: Any, values: Mapping[str, Any], conflict: Sequence[str]) -> Any:

@@ -91,3 +91,48 @@ materializations = Table(
     Column("timestamp", DateTime(timezone=True), nullable=False),
 )
 Index("ix_materializations_asset", materializations.c.asset_key, materializations.c.id)
+
+instigators = Table(
+    "instigators",
+    metadata,
+    Column("name", String(255), primary_key=True),
+    Column("kind", String(16), nullable=False),  # schedule | sensor
+    Column("status", String(16), nullable=True),  # RUNNING | STOPPED; NULL: the code's default
+    Column("cursor", Text, nullable=True),
+    Column("version", Integer, nullable=False),  # compare-and-set token for tick commits
+    Column("cron", String(255), nullable=True),  # the cron the last schedule tick used
+    Column("running_since", DateTime(timezone=True), nullable=True),
+    Column("last_tick_at", DateTime(timezone=True), nullable=True),
+    Column("next_tick_at", DateTime(timezone=True), nullable=True),
+    Column("last_run_key", String(1024), nullable=True),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+)
+Index("ix_instigators_updated_at", instigators.c.updated_at)
+
+ticks = Table(
+    "ticks",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("instigator", String(255), nullable=False),
+    Column("kind", String(16), nullable=False),
+    Column("tick_time", DateTime(timezone=True), nullable=False),
+    Column("status", String(16), nullable=False),  # SUCCESS | SKIPPED | FAILURE
+    Column("run_ids", JSON, nullable=False),
+    Column("new_run_keys", JSON, nullable=False),
+    Column("skipped_run_keys", JSON, nullable=False),
+    Column("skip_reason", Text, nullable=True),
+    Column("error", Text, nullable=True),
+    Column("cursor", Text, nullable=True),
+    Column("started_at", DateTime(timezone=True), nullable=False),
+    Column("ended_at", DateTime(timezone=True), nullable=False),
+    UniqueConstraint("instigator", "tick_time", name="uq_ticks_instigator_time"),
+)
+Index("ix_ticks_instigator_id", ticks.c.instigator, ticks.c.id)
+
+leases = Table(
+    "leases",
+    metadata,
+    Column("name", String(255), primary_key=True),
+    Column("holder", String(255), nullable=False),
+    Column("expires_at", DateTime(timezone=True), nullable=False),
+)

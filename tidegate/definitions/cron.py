@@ -1,0 +1,103 @@
+"""Cron schedules in a timezone, with explicit daylight-saving rules.
+
+Ticks are computed on local wall-clock time (croniter over naive datetimes), then placed on
+the time line:
+
+* A wall time that does not exist (spring forward, e.g. 02:30 in Europe/Berlin on the last
+  Sunday of March) fires at the first instant after the gap (03:00 local) — unless the
+  schedule fires every hour (hour field ``*``), whose missing hour is simply absent.
+* A wall time that happens twice (fall back, e.g. 02:30 in Europe/Berlin on the last Sunday
+  of October) fires once, at its first occurrence — unless the schedule fires every hour,
+  which then fires in both occurrences, so it keeps one tick per elapsed hour.
+* Zones without DST (Asia/Kolkata, +05:30) have neither case; half-hour offsets are just
+  offsets.
+
+Each tick is identified by its UTC instant, which is what the database keys on.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from croniter import CroniterBadCronError, croniter
+
+from tidegate.errors import InvalidDefinitionError
+
+
+def validate_cron(label: str, cron: str) -> str:
+    if not isinstance(cron, str):
+        raise InvalidDefinitionError(f"{label}: cron_schedule must be a string, got {cron!r}")
+    fields = cron.split()
+    if len(fields) != 5:
+        raise InvalidDefinitionError(f"{label}: invalid cron {cron!r} (expected 5 fields, got {len(fields)})")
+    try:
+        croniter(cron)
+    except (CroniterBadCronError, ValueError, KeyError) as exc:
+        raise InvalidDefinitionError(f"{label}: invalid cron {cron!r} ({exc})") from None
+    return cron
+
+
+def validate_timezone(label: str, name: str | None) -> ZoneInfo:
+    try:
+        return ZoneInfo(name or "UTC")
+    except (ZoneInfoNotFoundError, ValueError):
+        raise InvalidDefinitionError(
+            f"{label}: unknown timezone {name!r} (expected an IANA name such as 'Europe/Berlin')"
+        ) from None
+
+
+def _exists(wall: datetime, tz: ZoneInfo) -> bool:
+    aware = wall.replace(tzinfo=tz)
+    return aware.astimezone(UTC).astimezone(tz).replace(tzinfo=None) == wall
+
+
+def _ambiguous(wall: datetime, tz: ZoneInfo) -> bool:
+    return wall.replace(tzinfo=tz, fold=0).utcoffset() != wall.replace(tzinfo=tz, fold=1).utcoffset()
+
+
+def _instants(wall: datetime, tz: ZoneInfo, hourly: bool) -> list[datetime]:
+    """The UTC instants at which the wall time ``wall`` fires."""
+    if not _exists(wall, tz):
+        if hourly:
+            return []
+        # fold=0 reads the wall time with the offset before the gap; the transition instant
+        # is the first existing minute at or after it.
+        probe = wall
+        while not _exists(probe, tz):
+            probe += timedelta(minutes=1)
+        return [probe.replace(tzinfo=tz).astimezone(UTC)]
+    first = wall.replace(tzinfo=tz, fold=0).astimezone(UTC)
+    if hourly and _ambiguous(wall, tz):
+        return [first, wall.replace(tzinfo=tz, fold=1).astimezone(UTC)]
+    return [first]
+
+
+def cron_ticks(cron: str, tz: ZoneInfo, after: datetime) -> Iterator[datetime]:
+    """Tick instants (aware, UTC) strictly after ``after``, in order, forever."""
+    hourly = cron.split()[1] == "*"
+    # Start a day early in wall time so no DST shift between zones can skip a tick.
+    local_after = after.astimezone(tz).replace(tzinfo=None) - timedelta(days=1)
+    walls = croniter(cron, local_after)
+    last: datetime | None = None
+    while True:
+        wall = walls.get_next(datetime)
+        for instant in _instants(wall, tz, hourly):
+            if instant > after and (last is None or instant > last):
+                last = instant
+                yield instant
+
+
+def next_tick(cron: str, tz: ZoneInfo, after: datetime) -> datetime:
+    return next(cron_ticks(cron, tz, after))
+
+
+def ticks_between(cron: str, tz: ZoneInfo, after: datetime, until: datetime) -> list[datetime]:
+    """Ticks in ``(after, until]``."""
+    found = []
+    for instant in cron_ticks(cron, tz, after):
+        if instant > until:
+            break
+        found.append(instant)
+    return found

@@ -1,0 +1,107 @@
+"""What schedules and sensors return: ``RunRequest``, ``SkipReason``, ``SensorResult``."""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from tidegate.definitions.key import AssetKey
+from tidegate.errors import InvalidDefinitionError, InstigatorEvaluationError
+
+
+@dataclass(frozen=True)
+class RunRequest:
+    """Ask for one run. ``run_key`` makes the request idempotent for the life of the
+    instigator: a key it has used before never creates a second run."""
+
+    run_key: str | None = None
+    tags: Mapping[str, str] = field(default_factory=dict)
+    job_name: str | None = None
+    asset_selection: Sequence[AssetKey] | None = None
+    partition_key: str | None = None
+    priority: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.run_key is not None and not isinstance(self.run_key, str):
+            raise InvalidDefinitionError(f"RunRequest: run_key must be a string, got {self.run_key!r}")
+        for k, v in (self.tags or {}).items():
+            if not isinstance(k, str) or not isinstance(v, str):
+                raise InvalidDefinitionError(f"RunRequest: tags must map str to str, got {k!r}: {v!r}")
+        if self.asset_selection is not None:
+            object.__setattr__(
+                self, "asset_selection", tuple(AssetKey.from_coercible(k) for k in self.asset_selection)
+            )
+
+
+@dataclass(frozen=True)
+class SkipReason:
+    """Return this to record why a tick requested nothing."""
+
+    skip_message: str | None = None
+
+
+@dataclass(frozen=True)
+class SensorResult:
+    run_requests: Sequence[RunRequest] | None = None
+    cursor: str | None = None
+    skip_reason: SkipReason | str | None = None
+    dynamic_partitions_requests: Sequence[Any] | None = None
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """A schedule's or sensor's return value, normalized and checked."""
+
+    run_requests: tuple[RunRequest, ...]
+    skip_reason: str | None
+    cursor: str | None  # None: leave the cursor as it was
+    cursor_set: bool
+    dynamic_partitions_requests: tuple[Any, ...] = ()
+
+
+def normalize(label: str, value: Any, *, cursor: str | None = None, cursor_set: bool = False) -> Evaluation:
+    """Turn what user code returned (or yielded) into an Evaluation; a wrong type raises
+    InstigatorEvaluationError naming the instigator and the type."""
+    if inspect.isgenerator(value):
+        value = list(value)
+    if isinstance(value, SensorResult):
+        if value.cursor is not None and cursor_set:
+            raise InstigatorEvaluationError(f"{label}: set the cursor either with update_cursor() or in SensorResult")
+        requests = list(value.run_requests or ())
+        skip = value.skip_reason
+        skip_text = skip.skip_message if isinstance(skip, SkipReason) else skip
+        _check_requests(label, requests)
+        return Evaluation(
+            tuple(requests),
+            skip_text,
+            value.cursor if value.cursor is not None else cursor,
+            cursor_set or value.cursor is not None,
+            tuple(value.dynamic_partitions_requests or ()),
+        )
+    if value is None:
+        return Evaluation((), None, cursor, cursor_set)
+    if isinstance(value, SkipReason):
+        return Evaluation((), value.skip_message, cursor, cursor_set)
+    if isinstance(value, RunRequest):
+        return Evaluation((value,), None, cursor, cursor_set)
+    if isinstance(value, list | tuple):
+        skips = [v for v in value if isinstance(v, SkipReason)]
+        requests = [v for v in value if not isinstance(v, SkipReason)]
+        _check_requests(label, requests)
+        if skips and requests:
+            raise InstigatorEvaluationError(f"{label}: returned both RunRequests and a SkipReason")
+        return Evaluation(tuple(requests), skips[0].skip_message if skips else None, cursor, cursor_set)
+    raise InstigatorEvaluationError(
+        f"{label}: returned {type(value).__name__} ({value!r:.80}); expected RunRequest, a list of them, "
+        "SkipReason, SensorResult or None"
+    )
+
+
+def _check_requests(label: str, requests: list[Any]) -> None:
+    for item in requests:
+        if not isinstance(item, RunRequest):
+            raise InstigatorEvaluationError(
+                f"{label}: returned {type(item).__name__} ({item!r:.80}) among its run requests; expected RunRequest"
+            )

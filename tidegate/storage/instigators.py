@@ -1,0 +1,336 @@
+"""Storage of schedule and sensor state, tick history and the beat's leader lease.
+
+Mixed into :class:`tidegate.storage.api.Storage`; every method says what it does in one
+transaction.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import Connection, delete, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+
+from tidegate.definitions.job import RunPlan
+from tidegate.storage.schema import instigators, leases, ticks
+
+if TYPE_CHECKING:
+    from tidegate.storage.api import Storage
+
+
+class TickStatus:
+    SUCCESS = "SUCCESS"
+    SKIPPED = "SKIPPED"
+    FAILURE = "FAILURE"
+
+
+class InstigatorStatus:
+    RUNNING = "RUNNING"
+    STOPPED = "STOPPED"
+
+
+@dataclass(frozen=True)
+class InstigatorState:
+    name: str
+    kind: str
+    status: str | None  # None: the definition's default_status applies
+    cursor: str | None
+    version: int
+    cron: str | None
+    running_since: datetime | None
+    last_tick_at: datetime | None
+    next_tick_at: datetime | None
+    last_run_key: str | None
+    updated_at: datetime
+
+
+@dataclass(frozen=True)
+class TickRecord:
+    id: int
+    instigator: str
+    kind: str
+    tick_time: datetime
+    status: str
+    run_ids: tuple[str, ...]
+    new_run_keys: tuple[str, ...]
+    skipped_run_keys: tuple[str, ...]
+    skip_reason: str | None
+    error: str | None
+    cursor: str | None
+    started_at: datetime
+    ended_at: datetime
+
+
+@dataclass(frozen=True)
+class PlannedRun:
+    """One run a tick requests, already planned against the definitions."""
+
+    plan: RunPlan
+    run_key: str | None
+    tags: Mapping[str, str] = field(default_factory=dict)
+    priority: int = 0
+
+
+@dataclass(frozen=True)
+class TickOutcome:
+    """What a tick decided; committed as a whole by ``commit_tick``."""
+
+    status: str
+    runs: Sequence[PlannedRun] = ()
+    skip_reason: str | None = None
+    error: str | None = None
+    cursor_set: bool = False
+    cursor: str | None = None
+
+
+class _TickTaken(Exception):
+    """This tick time was committed already: roll the whole transaction back."""
+
+
+class InstigatorStorage:
+    """The instigator half of the storage API (a mixin of Storage)."""
+
+    def get_instigator(self: Storage, name: str) -> InstigatorState | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(select(instigators).where(instigators.c.name == name)).one_or_none()
+        return _state(row) if row is not None else None
+
+    def instigator_states(self: Storage, *, changed_after: datetime | None = None) -> dict[str, InstigatorState]:
+        """All states, or only those changed after ``changed_after`` (the beat's cheap refresh)."""
+        query = select(instigators)
+        if changed_after is not None:
+            query = query.where(instigators.c.updated_at > changed_after)
+        with self.engine.connect() as conn:
+            return {r.name: _state(r) for r in conn.execute(query)}
+
+    def _ensure_instigator(self: Storage, conn: Connection, name: str, kind: str, now: datetime) -> None:
+        dialect_insert = postgresql.insert if self.dialect == "postgresql" else sqlite.insert
+        conn.execute(
+            dialect_insert(instigators)
+            .values(name=name, kind=kind, version=0, updated_at=now)
+            .on_conflict_do_nothing(index_elements=["name"])
+        )
+
+    def set_instigator_status(self: Storage, name: str, kind: str, status: str, now: datetime) -> None:
+        """Start or stop a schedule or sensor, in one transaction. Starting sets
+        ``running_since`` so no tick from before the start is ever run."""
+        with self.engine.begin() as conn:
+            self._ensure_instigator(conn, name, kind, now)
+            values: dict[str, Any] = {"status": status, "updated_at": now, "version": instigators.c.version + 1}
+            if status == InstigatorStatus.RUNNING:
+                current = conn.execute(select(instigators.c.status).where(instigators.c.name == name)).scalar()
+                if current != InstigatorStatus.RUNNING:
+                    values.update(running_since=now, last_tick_at=now, next_tick_at=None)
+            conn.execute(update(instigators).where(instigators.c.name == name).values(**values))
+
+    def initialize_instigator(self: Storage, name: str, kind: str, now: datetime) -> InstigatorState:
+        """Create the row of an instigator running by default (first seen by a beat at ``now``)."""
+        with self.engine.begin() as conn:
+            self._ensure_instigator(conn, name, kind, now)
+            conn.execute(
+                update(instigators)
+                .where(instigators.c.name == name, instigators.c.running_since.is_(None))
+                .values(running_since=now, last_tick_at=now, updated_at=now)
+            )
+            row = conn.execute(select(instigators).where(instigators.c.name == name)).one()
+        return _state(row)
+
+    def set_cursor(self: Storage, name: str, kind: str, cursor: str | None, now: datetime) -> None:
+        """Replace a sensor's cursor (operator action); bumps the version so a tick evaluated
+        against the old cursor cannot commit."""
+        with self.engine.begin() as conn:
+            self._ensure_instigator(conn, name, kind, now)
+            conn.execute(
+                update(instigators)
+                .where(instigators.c.name == name)
+                .values(cursor=cursor, version=instigators.c.version + 1, updated_at=now)
+            )
+
+    def commit_tick(
+        self: Storage,
+        name: str,
+        kind: str,
+        *,
+        expected_version: int,
+        tick_time: datetime,
+        started_at: datetime,
+        outcome: TickOutcome,
+        origin: str,
+        next_tick_at: datetime | None,
+        cron: str | None = None,
+    ) -> TickRecord | None:
+        """Commit a tick in ONE transaction: the instigator's new cursor and times
+        (compare-and-set on ``expected_version``), the tick record and every requested run.
+
+        Returns None, committing nothing, when the version moved (another beat committed
+        this tick, or an operator reset the cursor) or the tick time was recorded already.
+        A run key already used by this instigator creates no run; it is listed as skipped.
+        """
+        try:
+            return self._commit_tick(
+                name, kind, expected_version, tick_time, started_at, outcome, origin, next_tick_at, cron
+            )
+        except _TickTaken:
+            return None
+
+    def _commit_tick(
+        self: Storage,
+        name: str,
+        kind: str,
+        expected_version: int,
+        tick_time: datetime,
+        started_at: datetime,
+        outcome: TickOutcome,
+        origin: str,
+        next_tick_at: datetime | None,
+        cron: str | None,
+    ) -> TickRecord | None:
+        with self.engine.begin() as conn:
+            values: dict[str, Any] = {
+                "version": expected_version + 1,
+                "last_tick_at": tick_time,
+                "next_tick_at": next_tick_at,
+                "updated_at": started_at,
+            }
+            if cron is not None:
+                values["cron"] = cron
+            if outcome.cursor_set:
+                values["cursor"] = outcome.cursor
+            moved = conn.execute(
+                update(instigators)
+                .where(instigators.c.name == name, instigators.c.version == expected_version)
+                .values(**values)
+            ).rowcount
+            if moved != 1:
+                return None
+            dialect_insert = postgresql.insert if self.dialect == "postgresql" else sqlite.insert
+            tick_id = conn.execute(
+                dialect_insert(ticks)
+                .values(
+                    instigator=name,
+                    kind=kind,
+                    tick_time=tick_time,
+                    status=outcome.status,
+                    run_ids=[],
+                    new_run_keys=[],
+                    skipped_run_keys=[],
+                    started_at=started_at,
+                    ended_at=started_at,
+                )
+                .on_conflict_do_nothing(index_elements=["instigator", "tick_time"])
+                .returning(ticks.c.id)
+            ).scalar()
+            if tick_id is None:
+                raise _TickTaken
+            run_ids, new_keys, skipped_keys = [], [], []
+            for run in outcome.runs:
+                result = self.submit_in(
+                    conn, run.plan, origin=origin, run_key=run.run_key, tags=run.tags, priority=run.priority
+                )
+                if result.created:
+                    run_ids.append(result.run_id)
+                    if run.run_key is not None:
+                        new_keys.append(run.run_key)
+                elif run.run_key is not None:
+                    skipped_keys.append(run.run_key)
+            status = outcome.status
+            if status == TickStatus.SUCCESS and not run_ids:
+                status = TickStatus.SKIPPED
+            skip_reason = outcome.skip_reason
+            if status == TickStatus.SKIPPED and skip_reason is None and skipped_keys:
+                skip_reason = f"every run key was used before ({len(skipped_keys)})"
+            conn.execute(
+                update(ticks)
+                .where(ticks.c.id == tick_id)
+                .values(
+                    status=status,
+                    run_ids=run_ids,
+                    new_run_keys=new_keys,
+                    skipped_run_keys=skipped_keys,
+                    skip_reason=skip_reason,
+                    error=outcome.error,
+                    cursor=outcome.cursor if outcome.cursor_set else None,
+                    ended_at=datetime.now(UTC),
+                )
+            )
+            if new_keys:
+                conn.execute(update(instigators).where(instigators.c.name == name).values(last_run_key=new_keys[-1]))
+            row = conn.execute(select(ticks).where(ticks.c.id == tick_id)).one()
+        return _tick(row)
+
+    def get_ticks(self: Storage, name: str, *, limit: int = 20, status: str | None = None) -> list[TickRecord]:
+        """Newest first."""
+        query = select(ticks).where(ticks.c.instigator == name).order_by(ticks.c.id.desc()).limit(limit)
+        if status:
+            query = query.where(ticks.c.status == status)
+        with self.engine.connect() as conn:
+            return [_tick(r) for r in conn.execute(query)]
+
+    def purge_ticks(self: Storage, *, status: str, before: datetime) -> int:
+        """Delete ticks of ``status`` that ended before ``before`` (retention of SKIPPED ticks)."""
+        with self.engine.begin() as conn:
+            return conn.execute(delete(ticks).where(ticks.c.status == status, ticks.c.ended_at < before)).rowcount
+
+    def acquire_lease(self: Storage, name: str, holder: str, *, now: datetime, ttl_seconds: float) -> bool:
+        """Take or renew the lease ``name`` for ``holder`` unless another holder's lease is
+        still valid; one statement, so two contenders cannot both win."""
+        expires = now + timedelta(seconds=ttl_seconds)
+        dialect_insert = postgresql.insert if self.dialect == "postgresql" else sqlite.insert
+        statement = dialect_insert(leases).values(name=name, holder=holder, expires_at=expires)
+        statement = statement.on_conflict_do_update(
+            index_elements=["name"],
+            set_={"holder": holder, "expires_at": expires},
+            where=(leases.c.holder == holder) | (leases.c.expires_at < now),
+        )
+        with self.engine.begin() as conn:
+            conn.execute(statement)
+            current = conn.execute(select(leases.c.holder).where(leases.c.name == name)).scalar()
+        return bool(current == holder)
+
+    def release_lease(self: Storage, name: str, holder: str) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(delete(leases).where(leases.c.name == name, leases.c.holder == holder))
+
+
+def _aware(value: datetime | None) -> datetime | None:
+    if value is None or value.tzinfo is not None:
+        return value
+    return value.replace(tzinfo=UTC)
+
+
+def _state(row: Any) -> InstigatorState:
+    return InstigatorState(
+        name=row.name,
+        kind=row.kind,
+        status=row.status,
+        cursor=row.cursor,
+        version=row.version,
+        cron=row.cron,
+        running_since=_aware(row.running_since),
+        last_tick_at=_aware(row.last_tick_at),
+        next_tick_at=_aware(row.next_tick_at),
+        last_run_key=row.last_run_key,
+        updated_at=_aware(row.updated_at),  # type: ignore[arg-type]
+    )
+
+
+def _tick(row: Any) -> TickRecord:
+    return TickRecord(
+        id=row.id,
+        instigator=row.instigator,
+        kind=row.kind,
+        tick_time=_aware(row.tick_time),  # type: ignore[arg-type]
+        status=row.status,
+        run_ids=tuple(row.run_ids or ()),
+        new_run_keys=tuple(row.new_run_keys or ()),
+        skipped_run_keys=tuple(row.skipped_run_keys or ()),
+        skip_reason=row.skip_reason,
+        error=row.error,
+        cursor=row.cursor,
+        started_at=_aware(row.started_at),  # type: ignore[arg-type]
+        ended_at=_aware(row.ended_at),  # type: ignore[arg-type]
+    )
+
