@@ -10,6 +10,7 @@ from pathlib import Path
 
 from tests.support import ROOT, TIDEGATE
 from tidegate.names import RunStatus
+from tidegate.storage import migrate
 from tidegate.storage.api import Storage
 
 PROJECT = ROOT / "tests" / "projects" / "core_project.py"
@@ -95,7 +96,7 @@ def test_invalid_definitions_give_one_clear_line_and_exit_two(tmp_path: Path) ->
 
 def test_db_upgrade_and_assets_list(tmp_path: Path) -> None:
     upgraded = _tidegate(tmp_path, "db", "upgrade")
-    assert upgraded.returncode == 0 and "at revision 0001" in upgraded.stdout
+    assert upgraded.returncode == 0 and f"at revision {migrate.head_revision()}" in upgraded.stdout
     before = _tidegate(tmp_path, "assets", "list", "-f", str(EXAMPLE))
     assert "sales_report" in before.stdout and "never" in before.stdout
     launched = _tidegate(tmp_path, "job", "launch", "etl_job", "-f", str(EXAMPLE), "--wait")

@@ -6,11 +6,12 @@ The public API mirrors Dagster's names: ``import tidegate as tg`` (or ``as dg``)
 from tidegate.definitions.asset import AssetIn, AssetsDefinition, asset
 from tidegate.definitions.context import AssetExecutionContext, MaterializeResult
 from tidegate.definitions.defs import Definitions
+from tidegate.definitions.file_sensor import file_sensor
+from tidegate.definitions.instigator import DefaultScheduleStatus, DefaultSensorStatus
 from tidegate.definitions.job import define_asset_job
 from tidegate.definitions.key import AssetKey
 from tidegate.definitions.resource import ConfigurableResource
 from tidegate.definitions.retry import Backoff, Jitter, RetryPolicy
-from tidegate.definitions.instigator import DefaultScheduleStatus, DefaultSensorStatus
 from tidegate.definitions.run_request import RunRequest, SensorResult, SkipReason
 from tidegate.definitions.schedule import ScheduleDefinition, ScheduleEvaluationContext, schedule
 from tidegate.definitions.selection import AssetSelection
@@ -39,19 +40,10 @@ __all__ = [
     "AssetKey",
     "AssetSelection",
     "AssetsDefinition",
-    "DefaultScheduleStatus",
-    "DefaultSensorStatus",
-    "RunRequest",
-    "ScheduleDefinition",
-    "ScheduleEvaluationContext",
-    "SensorDefinition",
-    "SensorEvaluationContext",
-    "SensorResult",
-    "SkipReason",
-    "schedule",
-    "sensor",
     "Backoff",
     "ConfigurableResource",
+    "DefaultScheduleStatus",
+    "DefaultSensorStatus",
     "DefinitionError",
     "Definitions",
     "DefinitionsLoadError",
@@ -70,10 +62,20 @@ __all__ = [
     "MissingResourceError",
     "OutputContext",
     "RetryPolicy",
+    "RunRequest",
+    "ScheduleDefinition",
+    "ScheduleEvaluationContext",
+    "SensorDefinition",
+    "SensorEvaluationContext",
+    "SensorResult",
+    "SkipReason",
     "TidegateError",
     "UnknownDependencyError",
     "UnknownJobError",
     "asset",
     "define_asset_job",
+    "file_sensor",
     "materialize",
+    "schedule",
+    "sensor",
 ]

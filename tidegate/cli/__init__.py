@@ -6,10 +6,10 @@ import logging
 import os
 import signal
 import threading
-import time
 
 import click
 
+from tidegate.cli.automation import schedule, sensor, ticks
 from tidegate.cli.common import (
     code_location_options,
     embedded_worker,
@@ -21,6 +21,7 @@ from tidegate.cli.common import (
 from tidegate.cli.inspect_ import assets, runs
 from tidegate.cli.launch import job, materialize
 from tidegate.config import Settings
+from tidegate.definitions.defs import Definitions
 
 
 @click.group()
@@ -38,6 +39,9 @@ main.add_command(materialize)
 main.add_command(job)
 main.add_command(runs)
 main.add_command(assets)
+main.add_command(schedule)
+main.add_command(sensor)
+main.add_command(ticks)
 
 
 @main.group()
@@ -92,12 +96,16 @@ def worker(
 
 @main.command()
 @code_location_options
-@click.option("--interval", type=float, default=0.5, show_default=True, help="Seconds between launcher ticks.")
+@click.option("--lease-seconds", type=float, default=20.0, show_default=True, help="Leader lease length.")
 @handle_errors
-def beat(module: str | None, file_: str | None, interval: float) -> None:
-    """Start queued runs and publish due steps (retries, unsent steps) in a loop."""
-    load(module, file_)
-    _launch_loop(interval, stop=_stop_on_signal())
+def beat(module: str | None, file_: str | None, lease_seconds: float) -> None:
+    """Evaluate schedules and sensors, start queued runs, publish due steps.
+
+    Several beats may run: one holds the lease in the database and works, the others stand
+    by and take over within a few lease periods if it dies.
+    """
+    defs = load(module, file_)
+    _run_beat(defs, stop=_stop_on_signal(), lease_seconds=lease_seconds)
 
 
 @main.command()
@@ -120,7 +128,7 @@ def dev(module: str | None, file_: str | None, threads: int) -> None:
     )
     stop = _stop_on_signal()
     with embedded_worker(defs, concurrency=threads):
-        _launch_loop(0.5, stop)
+        _run_beat(defs, stop)
 
 
 def _stop_on_signal() -> threading.Event:
@@ -130,17 +138,9 @@ def _stop_on_signal() -> threading.Event:
     return stop
 
 
-def _launch_loop(interval: float, stop: threading.Event) -> None:
+def _run_beat(defs: Definitions, stop: threading.Event, lease_seconds: float = 20.0) -> None:
     from tidegate.broker import CeleryPublisher, get_app
-    from tidegate.scheduler.launcher import Launcher
+    from tidegate.scheduler.beat import Beat
 
     storage = open_storage()
-    launcher = Launcher(storage, CeleryPublisher(get_app(), storage))
-    log = logging.getLogger("tidegate.beat")
-    while not stop.is_set():
-        try:
-            launcher.tick()
-        except Exception:  # the database or broker may be briefly away; keep going
-            log.exception("launcher tick failed")
-        stop.wait(interval)
-    time.sleep(0)
+    Beat(defs, storage, CeleryPublisher(get_app(), storage), lease_seconds=lease_seconds).run_forever(stop)

@@ -7,6 +7,7 @@ from typing import Any
 
 from tidegate.definitions.asset import DEFAULT_IO_MANAGER_KEY, AssetsDefinition
 from tidegate.definitions.graph import AssetGraph
+from tidegate.definitions.instigator import Target
 from tidegate.definitions.job import (
     IMPLICIT_ASSET_JOB,
     JobDefinition,
@@ -15,12 +16,11 @@ from tidegate.definitions.job import (
     define_asset_job,
     plan_run,
 )
-from tidegate.definitions.instigator import Target
 from tidegate.definitions.key import AssetKey
 from tidegate.definitions.run_request import RunRequest
 from tidegate.definitions.schedule import ScheduleDefinition
-from tidegate.definitions.sensor import SensorDefinition
 from tidegate.definitions.selection import CoercibleToAssetSelection, coerce_selection
+from tidegate.definitions.sensor import SensorDefinition
 from tidegate.errors import (
     DefinitionError,
     DuplicateDefinitionError,
@@ -141,7 +141,6 @@ class Definitions:
                     f"{instigator.label}: missing resource '{key}' "
                     f"(Definitions(resources=...) has: {sorted(self.resources) or 'none'})"
                 )
-
 
     def _check_resources(self, assets: Sequence[AssetsDefinition]) -> None:
         for a in assets:

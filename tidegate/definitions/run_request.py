@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tidegate.definitions.key import AssetKey
-from tidegate.errors import InvalidDefinitionError, InstigatorEvaluationError
+from tidegate.errors import InstigatorEvaluationError, InvalidDefinitionError
 
 
 @dataclass(frozen=True)
@@ -30,9 +30,7 @@ class RunRequest:
             if not isinstance(k, str) or not isinstance(v, str):
                 raise InvalidDefinitionError(f"RunRequest: tags must map str to str, got {k!r}: {v!r}")
         if self.asset_selection is not None:
-            object.__setattr__(
-                self, "asset_selection", tuple(AssetKey.from_coercible(k) for k in self.asset_selection)
-            )
+            object.__setattr__(self, "asset_selection", tuple(AssetKey.from_coercible(k) for k in self.asset_selection))
 
 
 @dataclass(frozen=True)

@@ -123,17 +123,22 @@ class InstigatorStorage:
             if status == InstigatorStatus.RUNNING:
                 current = conn.execute(select(instigators.c.status).where(instigators.c.name == name)).scalar()
                 if current != InstigatorStatus.RUNNING:
-                    values.update(running_since=now, last_tick_at=now, next_tick_at=None)
+                    values.update(running_since=now, next_tick_at=None)
+                    if kind == "schedule":
+                        values["last_tick_at"] = now  # no tick from before the start
             conn.execute(update(instigators).where(instigators.c.name == name).values(**values))
 
     def initialize_instigator(self: Storage, name: str, kind: str, now: datetime) -> InstigatorState:
         """Create the row of an instigator running by default (first seen by a beat at ``now``)."""
         with self.engine.begin() as conn:
             self._ensure_instigator(conn, name, kind, now)
+            values: dict[str, Any] = {"running_since": now, "updated_at": now}
+            if kind == "schedule":
+                values["last_tick_at"] = now  # no tick from before the first start
             conn.execute(
                 update(instigators)
                 .where(instigators.c.name == name, instigators.c.running_since.is_(None))
-                .values(running_since=now, last_tick_at=now, updated_at=now)
+                .values(**values)
             )
             row = conn.execute(select(instigators).where(instigators.c.name == name)).one()
         return _state(row)
@@ -333,4 +338,3 @@ def _tick(row: Any) -> TickRecord:
         started_at=_aware(row.started_at),  # type: ignore[arg-type]
         ended_at=_aware(row.ended_at),  # type: ignore[arg-type]
     )
-

@@ -1,0 +1,192 @@
+"""Schedules, sensors and their ticks from the command line."""
+
+from __future__ import annotations
+
+import json
+import logging
+from datetime import UTC, datetime
+
+import click
+
+from tidegate.cli.common import code_location_options, handle_errors, load, open_storage
+from tidegate.definitions.context import Resources
+from tidegate.definitions.cron import cron_ticks
+from tidegate.definitions.defs import Definitions
+from tidegate.definitions.instigator import DefaultScheduleStatus
+from tidegate.definitions.schedule import ScheduleDefinition, ScheduleEvaluationContext
+from tidegate.definitions.sensor import SensorDefinition, SensorEvaluationContext
+from tidegate.errors import TidegateError
+from tidegate.storage.instigators import InstigatorStatus
+
+
+def _status(defs_default: DefaultScheduleStatus, stored: str | None) -> str:
+    return stored or defs_default.value + " (default)"
+
+
+def _get(defs: Definitions, kind: str, name: str) -> ScheduleDefinition | SensorDefinition:
+    found = (defs.schedules if kind == "schedule" else defs.sensors).get(name)
+    if found is None:
+        known = ", ".join(sorted(defs.schedules if kind == "schedule" else defs.sensors)) or "none"
+        raise TidegateError(f"{kind} '{name}': not defined in the loaded code ({kind}s: {known})")
+    return found
+
+
+@click.group()
+def schedule() -> None:
+    """List, start, stop and preview schedules."""
+
+
+@schedule.command("list")
+@code_location_options
+@handle_errors
+def schedule_list(module: str | None, file_: str | None) -> None:
+    defs = load(module, file_)
+    storage = open_storage()
+    click.echo(f"{'SCHEDULE':<28}{'CRON':<16}{'TIMEZONE':<20}{'STATUS':<20}{'LAST TICK':<27}TARGET")
+    for name, s in sorted(defs.schedules.items()):
+        state = storage.get_instigator(name)
+        last = state.last_tick_at.isoformat(timespec="seconds") if state and state.last_tick_at else "-"
+        status = _status(s.default_status, state.status if state else None)
+        click.echo(
+            f"{name:<28}{s.cron_schedule:<16}{s.execution_timezone:<20}{status:<20}{last:<27}{s.target.describe}"
+        )
+
+
+@schedule.command("preview")
+@click.argument("name")
+@code_location_options
+@click.option("--ticks", type=int, default=5, show_default=True, help="How many upcoming ticks.")
+@handle_errors
+def schedule_preview(name: str, module: str | None, file_: str | None, ticks: int) -> None:
+    """Show the next ticks and what each would request (commits nothing)."""
+    defs = load(module, file_)
+    s = _get(defs, "schedule", name)
+    assert isinstance(s, ScheduleDefinition)
+    upcoming = cron_ticks(s.cron_schedule, s.timezone, datetime.now(UTC))
+    for _ in range(ticks):
+        when = next(upcoming)
+        context = ScheduleEvaluationContext(
+            when.astimezone(s.timezone), s.name, Resources(defs.resources), logging.getLogger("tidegate.preview")
+        )
+        try:
+            evaluation = s.evaluate(context, defs.resources)
+            what = ", ".join(f"run_key={r.run_key!r} tags={dict(r.tags)}" for r in evaluation.run_requests)
+            what = what or f"skip ({evaluation.skip_reason})"
+        except Exception as exc:
+            what = f"FAILURE: {exc!r}"
+        click.echo(f"{when.astimezone(s.timezone).isoformat()}  {what}")
+
+
+@click.group()
+def sensor() -> None:
+    """List, start, stop, preview sensors and manage their cursors."""
+
+
+@sensor.command("list")
+@code_location_options
+@handle_errors
+def sensor_list(module: str | None, file_: str | None) -> None:
+    defs = load(module, file_)
+    storage = open_storage()
+    click.echo(f"{'SENSOR':<28}{'INTERVAL':>9}  {'STATUS':<20}{'LAST TICK':<27}{'CURSOR':<24}TARGET")
+    for name, s in sorted(defs.sensors.items()):
+        state = storage.get_instigator(name)
+        last = state.last_tick_at.isoformat(timespec="seconds") if state and state.last_tick_at else "-"
+        cursor = (state.cursor or "-") if state else "-"
+        status = _status(s.default_status, state.status if state else None)
+        click.echo(
+            f"{name:<28}{s.minimum_interval_seconds:>8g}s  {status:<20}{last:<27}{cursor[:22]:<24}{s.target.describe}"
+        )
+
+
+@sensor.command("preview")
+@click.argument("name")
+@code_location_options
+@click.option("--cursor", default=None, help="Evaluate from this cursor instead of the stored one.")
+@handle_errors
+def sensor_preview(name: str, module: str | None, file_: str | None, cursor: str | None) -> None:
+    """Evaluate once and print the requests and the cursor it would store (commits nothing)."""
+    defs = load(module, file_)
+    s = _get(defs, "sensor", name)
+    assert isinstance(s, SensorDefinition)
+    state = open_storage().get_instigator(name)
+    context = SensorEvaluationContext(
+        sensor_name=name,
+        cursor=cursor if cursor is not None else (state.cursor if state else None),
+        last_tick_completion_time=state.last_tick_at if state else None,
+        last_run_key=state.last_run_key if state else None,
+        resources=Resources(defs.resources),
+        log=logging.getLogger("tidegate.preview"),
+    )
+    evaluation = s.evaluate(context, defs.resources)
+    for r in evaluation.run_requests:
+        click.echo(f"RunRequest run_key={r.run_key!r} tags={json.dumps(dict(r.tags))}")
+    if not evaluation.run_requests:
+        click.echo(f"skip: {evaluation.skip_reason or 'no run requested'}")
+    click.echo(f"cursor: {evaluation.cursor!r}" if evaluation.cursor_set else "cursor: unchanged")
+
+
+@sensor.command("cursor")
+@click.argument("name")
+@code_location_options
+@click.option("--set", "value", default=None, help="Store this cursor.")
+@click.option("--reset", is_flag=True, help="Clear the cursor.")
+@handle_errors
+def sensor_cursor(name: str, module: str | None, file_: str | None, value: str | None, reset: bool) -> None:
+    """Show, set or reset a sensor's cursor."""
+    defs = load(module, file_)
+    _get(defs, "sensor", name)
+    storage = open_storage()
+    if value is not None and reset:
+        raise click.UsageError("give --set or --reset, not both")
+    if value is not None or reset:
+        storage.set_cursor(name, "sensor", None if reset else value, datetime.now(UTC))
+    state = storage.get_instigator(name)
+    click.echo(f"{name}: cursor {state.cursor if state and state.cursor is not None else '(none)'}")
+
+
+def _start_stop(kind: str, status: str) -> click.Command:
+    @click.command(status.lower().replace("running", "start").replace("stopped", "stop"))
+    @click.argument("names", nargs=-1, required=True)
+    @code_location_options
+    @handle_errors
+    def command(names: tuple[str, ...], module: str | None, file_: str | None) -> None:
+        defs = load(module, file_)
+        storage = open_storage()
+        for name in names:
+            _get(defs, kind, name)
+            storage.set_instigator_status(name, kind, status, datetime.now(UTC))
+            click.echo(f"{kind} {name}: {status}")
+
+    command.help = f"{'Start' if status == InstigatorStatus.RUNNING else 'Stop'} {kind}s by name."
+    return command
+
+
+for _group, _kind in ((schedule, "schedule"), (sensor, "sensor")):
+    _group.add_command(_start_stop(_kind, InstigatorStatus.RUNNING))
+    _group.add_command(_start_stop(_kind, InstigatorStatus.STOPPED))
+
+
+@click.command()
+@click.argument("name")
+@click.option("--limit", type=int, default=20, show_default=True)
+@handle_errors
+def ticks(name: str, limit: int) -> None:
+    """Tick history of a schedule or sensor, newest first."""
+    records = open_storage().get_ticks(name, limit=limit)
+    if not records:
+        click.echo(f"no ticks for {name}")
+        return
+    for t in records:
+        detail = ""
+        if t.run_ids:
+            detail += f" runs={','.join(r[:8] for r in t.run_ids)}"
+        if t.new_run_keys:
+            detail += f" new_keys={list(t.new_run_keys)[:5]}{'...' if len(t.new_run_keys) > 5 else ''}"
+        if t.skipped_run_keys:
+            detail += f" skipped_keys={len(t.skipped_run_keys)}"
+        if t.skip_reason:
+            detail += f" ({t.skip_reason})"
+        if t.error:
+            detail += f" error: {t.error.strip().splitlines()[-1]}"
+        click.echo(f"{t.tick_time.isoformat(timespec='seconds')}  {t.status:<8}{detail}")
