@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test lint format typecheck bench clean
+.PHONY: run dev test lint format typecheck bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -16,6 +16,14 @@ $(STAMP): pyproject.toml
 run: $(STAMP)
 	TIDEGATE_BROKER_URL=memory://localhost/ $(BIN)/tidegate job launch etl_job -f examples/etl/definitions.py --wait
 	$(BIN)/tidegate assets list -f examples/etl/definitions.py
+	$(BIN)/tidegate schedule list -f examples/etl/definitions.py
+	$(BIN)/tidegate sensor list -f examples/etl/definitions.py
+	@echo "make dev runs the schedule and the file sensor live: drop orders_*.csv into .tidegate/inbox"
+
+# The example with its schedule and file sensor running, until Ctrl-C.
+dev: $(STAMP)
+	mkdir -p .tidegate/inbox
+	$(BIN)/tidegate dev -f examples/etl/definitions.py
 
 test: $(STAMP)
 	$(BIN)/pytest

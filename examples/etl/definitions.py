@@ -1,6 +1,10 @@
 """An ETL example: ingest CSV files, clean them, join, aggregate and write a report.
 
     tidegate job launch etl_job -f examples/etl/definitions.py --wait
+    tidegate dev -f examples/etl/definitions.py      # schedule + file sensor, live
+
+Dropping ``orders_*.csv`` files into ``.tidegate/inbox`` while ``tidegate dev`` runs makes
+one run per file (the ``orders_inbox`` sensor); ``daily_etl`` runs the job at 06:00 Berlin.
 
 The data directory and the report directory are resources, so tests and deployments point
 them elsewhere without touching the assets.
@@ -16,6 +20,7 @@ from pathlib import Path
 import tidegate as tg
 
 HERE = Path(__file__).parent
+INBOX = Path(".tidegate") / "inbox"
 
 
 class CsvSource(tg.ConfigurableResource):
@@ -48,6 +53,9 @@ class ReportDestination(tg.ConfigurableResource):
 def raw_orders(context: tg.AssetExecutionContext, source: CsvSource) -> list[dict[str, str]]:
     """Every order row of every landed orders_*.csv file."""
     rows = source.read("orders_*.csv")
+    landed = context.tags.get("tidegate/file")  # set when the orders_inbox sensor asked for this run
+    if landed:
+        rows += CsvSource(directory=str(Path(landed).parent)).read(Path(landed).name)
     context.log.info("read %d order rows", len(rows))
     context.add_output_metadata({"rows": len(rows)})
     return rows
@@ -152,6 +160,22 @@ def sales_report(
 etl_job = tg.define_asset_job("etl_job", selection="*", description="The whole pipeline.")
 finance_job = tg.define_asset_job("finance_job", selection="tag:team=finance")
 
+daily_etl = tg.ScheduleDefinition(
+    name="daily_etl",
+    cron_schedule="0 6 * * *",
+    execution_timezone="Europe/Berlin",
+    target=etl_job,
+    default_status=tg.DefaultScheduleStatus.RUNNING,
+)
+orders_inbox = tg.file_sensor(
+    "orders_inbox",
+    directory=INBOX,
+    pattern="orders_*.csv",
+    target=etl_job,
+    minimum_interval_seconds=5,
+    default_status=tg.DefaultSensorStatus.RUNNING,
+)
+
 defs = tg.Definitions(
     assets=[
         raw_orders,
@@ -165,6 +189,8 @@ defs = tg.Definitions(
         sales_report,
     ],
     jobs=[etl_job, finance_job],
+    schedules=[daily_etl],
+    sensors=[orders_inbox],
     resources={
         "source": CsvSource(directory=str(HERE / "data")),
         "reports": ReportDestination(directory=str(Path(".tidegate") / "reports")),

@@ -126,6 +126,10 @@ def dev(module: str | None, file_: str | None, threads: int) -> None:
         "  queue runs from another shell (same directory or TIDEGATE_HOME):\n"
         f"    TIDEGATE_BROKER_URL={settings.broker_url} tidegate job launch JOB"
     )
+    for schedule_def in defs.schedules.values():
+        click.echo(f"  schedule {schedule_def.name}: {schedule_def.cron_schedule} ({schedule_def.execution_timezone})")
+    for sensor_def in defs.sensors.values():
+        click.echo(f"  sensor   {sensor_def.name}: {sensor_def.description or ''}")
     stop = _stop_on_signal()
     with embedded_worker(defs, concurrency=threads):
         _run_beat(defs, stop)
