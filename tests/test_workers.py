@@ -75,9 +75,7 @@ def harness(database_url: str, redis_url: str, tmp_path: Path) -> Harness:
     h.close()
 
 
-def test_big_job_respects_every_dependency(
-    harness: Harness, worker_factory: Callable[..., WorkerProcess]
-) -> None:
+def test_big_job_respects_every_dependency(harness: Harness, worker_factory: Callable[..., WorkerProcess]) -> None:
     worker_factory(harness.env, name="w1", concurrency=2)
     worker_factory(harness.env, name="w2", concurrency=2)
     run_id = harness.run("big_job")
@@ -108,9 +106,7 @@ def test_big_job_respects_every_dependency(
     assert "summary of {'sum': 45, 'count': 10}" in logs
 
 
-def test_failure_retries_then_skips_descendants(
-    harness: Harness, worker_factory: Callable[..., WorkerProcess]
-) -> None:
+def test_failure_retries_then_skips_descendants(harness: Harness, worker_factory: Callable[..., WorkerProcess]) -> None:
     worker_factory(harness.env, name="w1", concurrency=2)
     run_id = harness.run("failing_job")
 
@@ -148,9 +144,7 @@ def test_failure_retries_then_skips_descendants(
     assert "SKIPPED" in shown.stdout
 
 
-def test_duplicate_delivery_runs_the_asset_once(
-    harness: Harness, worker_factory: Callable[..., WorkerProcess]
-) -> None:
+def test_duplicate_delivery_runs_the_asset_once(harness: Harness, worker_factory: Callable[..., WorkerProcess]) -> None:
     worker_factory(harness.env, name="w1", concurrency=1)
     run_id = harness.submit("once_job")
     ready = harness.storage.start_run(run_id)
@@ -169,6 +163,16 @@ def test_duplicate_delivery_runs_the_asset_once(
     assert len(started) == 1
     materializations = [m for m in harness.storage.get_materializations("once") if m.run_id == run_id]
     assert len(materializations) == 1
+
+
+def test_a_running_step_records_heartbeats(harness: Harness, worker_factory: Callable[..., WorkerProcess]) -> None:
+    worker_factory(harness.env, name="w1", concurrency=1)
+    run_id = harness.run("slow_job")
+    (step,) = harness.storage.get_steps(run_id)
+    assert step.status == StepStatus.SUCCEEDED
+    # Written every second while the 2.3 s body ran, never after the step ended.
+    assert 1.5 <= (step.heartbeat_at - step.started_at).total_seconds() <= 2.5
+    assert step.heartbeat_at <= step.ended_at
 
 
 def test_steps_run_on_workers_serving_their_queue(

@@ -97,9 +97,7 @@ def before_flaky(context: tg.AssetExecutionContext) -> int:
     return 1
 
 
-@tg.asset(
-    group_name="failing", retry_policy=tg.RetryPolicy(max_retries=2, delay=0.3, backoff=tg.Backoff.LINEAR)
-)
+@tg.asset(group_name="failing", retry_policy=tg.RetryPolicy(max_retries=2, delay=0.3, backoff=tg.Backoff.LINEAR))
 def flaky(context: tg.AssetExecutionContext, before_flaky: int) -> int:
     effect(context)
     raise RuntimeError(f"warehouse unreachable (attempt {context.attempt})")
@@ -162,6 +160,12 @@ def sentinel(context: tg.AssetExecutionContext) -> None:
     effect(context)
 
 
+@tg.asset(group_name="slow")
+def slow(context: tg.AssetExecutionContext) -> None:
+    effect(context)
+    time.sleep(2.3)  # more than two heartbeats at TIDEGATE_HEARTBEAT_SECONDS=1
+
+
 defs = tg.Definitions(
     assets=[
         source,
@@ -184,6 +188,7 @@ defs = tg.Definitions(
         light_c,
         once,
         sentinel,
+        slow,
     ],
     jobs=[
         tg.define_asset_job("big_job", "group:big"),
@@ -191,5 +196,6 @@ defs = tg.Definitions(
         tg.define_asset_job("routing_job", "group:routing"),
         tg.define_asset_job("once_job", "once"),
         tg.define_asset_job("sentinel_job", "sentinel"),
+        tg.define_asset_job("slow_job", "slow"),
     ],
 )

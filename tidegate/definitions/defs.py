@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 from tidegate.definitions.asset import DEFAULT_IO_MANAGER_KEY, AssetsDefinition
 from tidegate.definitions.graph import AssetGraph
@@ -75,7 +75,8 @@ class Definitions:
 
         self.schedules: dict[str, ScheduleDefinition] = _unique_by_name(schedules or (), "schedule", ScheduleDefinition)
         self.sensors: dict[str, SensorDefinition] = _unique_by_name(sensors or (), "sensor", SensorDefinition)
-        for instigator in [*self.schedules.values(), *self.sensors.values()]:
+        instigators: list[ScheduleDefinition | SensorDefinition] = [*self.schedules.values(), *self.sensors.values()]
+        for instigator in instigators:
             self._check_instigator(instigator)
 
     # -- look-ups ------------------------------------------------------------------------
@@ -161,8 +162,11 @@ def _where(asset: AssetsDefinition) -> str:
     return f"{code.co_filename}:{code.co_firstlineno}" if code else repr(asset.fn)
 
 
-def _unique_by_name(items: Iterable[Any], kind: str, cls: type) -> dict[str, Any]:
-    found: dict[str, Any] = {}
+_I = TypeVar("_I", ScheduleDefinition, SensorDefinition)
+
+
+def _unique_by_name(items: Iterable[Any], kind: str, cls: type[_I]) -> dict[str, _I]:
+    found: dict[str, _I] = {}
     for item in items:
         if not isinstance(item, cls):
             raise InvalidDefinitionError(f"Definitions: {kind}s= holds {item!r}, not a {cls.__name__}")
