@@ -6,23 +6,20 @@ on SQLite and PostgreSQL (tests/test_storage_contract.py).
 
 from __future__ import annotations
 
-import functools
-import time
 import uuid
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import Any
 
 from sqlalchemy import Connection, Engine, and_, case, exists, func, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import DBAPIError, OperationalError
 
 from tidegate.definitions.job import RunPlan
 from tidegate.errors import RunNotFoundError, StorageError
 from tidegate.names import RunStatus, StepStatus
 from tidegate.storage import migrate
-from tidegate.storage.engine import make_engine, normalize_url
+from tidegate.storage.engine import make_engine, normalize_url, retry_transient
 from tidegate.storage.instigators import InstigatorStorage
 from tidegate.storage.records import (
     ClaimedStep,
@@ -33,50 +30,13 @@ from tidegate.storage.records import (
     StepRecord,
     StepRef,
     SubmitResult,
+    from_row,
 )
 from tidegate.storage.schema import events, materializations, runs, steps
-
-_TRANSIENT_PG_CODES = {"40P01", "40001"}  # deadlock detected, serialization failure
-_F = TypeVar("_F", bound=Callable[..., Any])
-
-
-def _retry_transient(method: _F) -> _F:
-    """Re-run a write transaction that failed for a passing reason: a deadlock, a
-    serialization failure, a dropped connection, a SQLite lock held past the busy timeout.
-    Nothing of a rolled-back transaction was committed, so running it again is safe."""
-
-    @functools.wraps(method)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        for attempt in range(6):
-            try:
-                return method(*args, **kwargs)
-            except DBAPIError as exc:
-                if attempt == 5 or not _is_transient(exc):
-                    raise
-                time.sleep(min(2.0, 0.05 * 2**attempt))
-        raise AssertionError("unreachable")
-
-    return wrapper  # type: ignore[return-value]
-
-
-def _is_transient(exc: DBAPIError) -> bool:
-    if exc.connection_invalidated:
-        return True
-    code = getattr(exc.orig, "sqlstate", None)
-    if code in _TRANSIENT_PG_CODES or (code or "").startswith("08"):  # 08xxx: connection errors
-        return True
-    return isinstance(exc, OperationalError) and "locked" in str(exc.orig)
 
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
-
-
-def _aware(value: datetime | None) -> datetime | None:
-    """SQLite hands back naive datetimes; everything we store is UTC."""
-    if value is None or value.tzinfo is not None:
-        return value
-    return value.replace(tzinfo=UTC)
 
 
 class Storage(InstigatorStorage):
@@ -116,7 +76,7 @@ class Storage(InstigatorStorage):
 
     # -- submission ------------------------------------------------------------------------
 
-    @_retry_transient
+    @retry_transient
     def submit_run(
         self,
         plan: RunPlan,
@@ -198,7 +158,7 @@ class Storage(InstigatorStorage):
 
     # -- starting runs and publishing steps ------------------------------------------------
 
-    @_retry_transient
+    @retry_transient
     def start_run(self, run_id: str) -> list[StepRef]:
         """QUEUED -> STARTED and its root steps PLANNED -> READY, in one transaction.
 
@@ -253,7 +213,7 @@ class Storage(InstigatorStorage):
             rows = conn.execute(query.order_by(steps.c.ready_at)).all()
         return [StepRef(r.run_id, r.step_key, r.attempt, r.queue, r.display_name) for r in rows]
 
-    @_retry_transient
+    @retry_transient
     def mark_enqueued(self, refs: Iterable[StepRef]) -> None:
         """READY -> ENQUEUED for each attempt still READY, in one transaction (one UPDATE per
         run and attempt, so a fan-out of hundreds of children costs one statement)."""
@@ -278,7 +238,7 @@ class Storage(InstigatorStorage):
 
     # -- executing steps -------------------------------------------------------------------
 
-    @_retry_transient
+    @retry_transient
     def claim_step(self, run_id: str, step_key: str, attempt: int, worker: str) -> ClaimedStep | None:
         """Compare-and-set READY|ENQUEUED -> RUNNING for this attempt of a STARTED run.
 
@@ -305,13 +265,14 @@ class Storage(InstigatorStorage):
                 [NewEvent("STEP_STARTED", f"attempt {attempt} on {worker}", {"attempt": attempt})],
                 now,
             )
-            run = self._run_record(conn.execute(select(runs).where(runs.c.run_id == run_id)).one())
-            step = self._step_record(
-                conn.execute(select(steps).where(steps.c.run_id == run_id, steps.c.step_key == step_key)).one()
+            run = from_row(RunRecord, conn.execute(select(runs).where(runs.c.run_id == run_id)).one())
+            step = from_row(
+                StepRecord,
+                conn.execute(select(steps).where(steps.c.run_id == run_id, steps.c.step_key == step_key)).one(),
             )
         return ClaimedStep(run, step)
 
-    @_retry_transient
+    @retry_transient
     def heartbeat(self, run_id: str, step_key: str, attempt: int) -> bool:
         """Record that this attempt is alive; False if it no longer owns the step."""
         with self.engine.begin() as conn:
@@ -324,7 +285,7 @@ class Storage(InstigatorStorage):
                 == 1
             )
 
-    @_retry_transient
+    @retry_transient
     def complete_step(
         self,
         run_id: str,
@@ -372,7 +333,7 @@ class Storage(InstigatorStorage):
             self._finish_steps(conn, run_id, 1, now)
         return ready
 
-    @_retry_transient
+    @retry_transient
     def fail_step(
         self,
         run_id: str,
@@ -440,7 +401,7 @@ class Storage(InstigatorStorage):
             row = conn.execute(select(runs).where(runs.c.run_id == run_id)).one_or_none()
         if row is None:
             raise RunNotFoundError(f"run '{run_id}': not found")
-        return self._run_record(row)
+        return from_row(RunRecord, row)
 
     def find_run_id(self, prefix: str) -> str:
         """Resolve a run id or a unique prefix of one (as printed by the CLI)."""
@@ -455,20 +416,17 @@ class Storage(InstigatorStorage):
         if status:
             query = query.where(runs.c.status == status)
         with self.engine.connect() as conn:
-            return [self._run_record(r) for r in conn.execute(query)]
+            return [from_row(RunRecord, r) for r in conn.execute(query)]
 
     def get_steps(self, run_id: str) -> list[StepRecord]:
         with self.engine.connect() as conn:
             rows = conn.execute(select(steps).where(steps.c.run_id == run_id).order_by(steps.c.id)).all()
-        return [self._step_record(r) for r in rows]
+        return [from_row(StepRecord, r) for r in rows]
 
     def get_events(self, run_id: str, *, after_id: int = 0) -> list[EventRecord]:
         query = select(events).where(events.c.run_id == run_id, events.c.id > after_id).order_by(events.c.id)
         with self.engine.connect() as conn:
-            return [
-                EventRecord(r.id, r.run_id, r.step_key, r.event_type, _aware(r.timestamp), r.message, r.data)  # type: ignore[arg-type]
-                for r in conn.execute(query)
-            ]
+            return [from_row(EventRecord, r) for r in conn.execute(query)]
 
     def get_materializations(
         self, asset_key: str | None = None, *, after_id: int = 0, limit: int | None = None
@@ -478,14 +436,14 @@ class Storage(InstigatorStorage):
         if asset_key is not None:
             query = query.where(materializations.c.asset_key == asset_key)
         with self.engine.connect() as conn:
-            return [self._materialization_record(r) for r in conn.execute(query.limit(limit))]
+            return [from_row(MaterializationRecord, r) for r in conn.execute(query.limit(limit))]
 
     def latest_materializations(self) -> dict[str, MaterializationRecord]:
         """The newest materialization of every asset key."""
         newest = select(func.max(materializations.c.id).label("id")).group_by(materializations.c.asset_key).subquery()
         query = select(materializations).join(newest, materializations.c.id == newest.c.id)
         with self.engine.connect() as conn:
-            return {r.asset_key: self._materialization_record(r) for r in conn.execute(query)}
+            return {r.asset_key: from_row(MaterializationRecord, r) for r in conn.execute(query)}
 
     # -- internals -------------------------------------------------------------------------
 
@@ -593,55 +551,4 @@ class Storage(InstigatorStorage):
                 }
                 for e in new
             ],
-        )
-
-    @staticmethod
-    def _run_record(row: Any) -> RunRecord:
-        return RunRecord(
-            run_id=row.run_id,
-            job_name=row.job_name,
-            status=row.status,
-            origin=row.origin,
-            run_key=row.run_key,
-            priority=row.priority,
-            tags=dict(row.tags or {}),
-            asset_selection=tuple(row.asset_selection) if row.asset_selection else None,
-            parent_run_id=row.parent_run_id,
-            steps_remaining=row.steps_remaining,
-            created_at=_aware(row.created_at),  # type: ignore[arg-type]
-            started_at=_aware(row.started_at),
-            ended_at=_aware(row.ended_at),
-        )
-
-    @staticmethod
-    def _step_record(row: Any) -> StepRecord:
-        return StepRecord(
-            run_id=row.run_id,
-            step_key=row.step_key,
-            asset_key=row.asset_key,
-            display_name=row.display_name,
-            status=row.status,
-            attempt=row.attempt,
-            queue=row.queue,
-            downstream=tuple(row.downstream or ()),
-            pending_upstream=row.pending_upstream,
-            worker=row.worker,
-            ready_at=_aware(row.ready_at),
-            enqueued_at=_aware(row.enqueued_at),
-            started_at=_aware(row.started_at),
-            ended_at=_aware(row.ended_at),
-            heartbeat_at=_aware(row.heartbeat_at),
-            error=row.error,
-        )
-
-    @staticmethod
-    def _materialization_record(row: Any) -> MaterializationRecord:
-        return MaterializationRecord(
-            id=row.id,
-            asset_key=row.asset_key,
-            partition_key=row.partition_key,
-            run_id=row.run_id,
-            step_key=row.step_key,
-            metadata=dict(row.metadata or {}),
-            timestamp=_aware(row.timestamp),  # type: ignore[arg-type]
         )

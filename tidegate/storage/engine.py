@@ -8,13 +8,17 @@ then write can interleave and one of them silently works from stale data.
 
 from __future__ import annotations
 
+import functools
 import os
+import time
 import weakref
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.pool import NullPool
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
@@ -74,3 +78,35 @@ def _sqlite_engine(url: str) -> Engine:
         connection.exec_driver_sql("BEGIN IMMEDIATE")
 
     return engine
+
+
+_TRANSIENT_PG_CODES = {"40P01", "40001"}  # deadlock detected, serialization failure
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def retry_transient(method: _F) -> _F:
+    """Re-run a write transaction that failed for a passing reason: a deadlock, a
+    serialization failure, a dropped connection, a SQLite lock held past the busy timeout.
+    Nothing of a rolled-back transaction was committed, so running it again is safe."""
+
+    @functools.wraps(method)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        for attempt in range(6):
+            try:
+                return method(*args, **kwargs)
+            except DBAPIError as exc:
+                if attempt == 5 or not _is_transient(exc):
+                    raise
+                time.sleep(min(2.0, 0.05 * 2**attempt))
+        raise AssertionError("unreachable")
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _is_transient(exc: DBAPIError) -> bool:
+    if exc.connection_invalidated:
+        return True
+    code = getattr(exc.orig, "sqlstate", None)
+    if code in _TRANSIENT_PG_CODES or (code or "").startswith("08"):  # 08xxx: connection errors
+        return True
+    return isinstance(exc, OperationalError) and "locked" in str(exc.orig)
