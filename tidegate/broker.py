@@ -14,11 +14,13 @@ from celery import Celery
 
 from tidegate.config import Settings
 from tidegate.definitions.asset import DEFAULT_QUEUE
-from tidegate.names import EXECUTE_STEP_TASK
+from tidegate.names import EXECUTE_STEP_TASK, step_task_id
 from tidegate.storage.api import Storage
 from tidegate.storage.records import StepRef
 
 log = logging.getLogger("tidegate.broker")
+
+HARD_LIMIT_GRACE = 10.0  # seconds between a step's soft and hard time limit
 
 _app: Celery | None = None
 _app_lock = threading.Lock()
@@ -88,14 +90,21 @@ class CeleryPublisher:
         sent: list[StepRef] = []
         for ref in refs:
             try:
+                limits = {}
+                if ref.timeout is not None:
+                    # Prefork workers raise SoftTimeLimitExceeded in the step at the timeout
+                    # (recorded as its failure) and kill it a little later if it ignores that.
+                    limits = {"soft_time_limit": ref.timeout, "time_limit": ref.timeout + HARD_LIMIT_GRACE}
                 self.app.send_task(
                     EXECUTE_STEP_TASK,
                     args=[ref.run_id, ref.step_key, ref.attempt],
+                    task_id=step_task_id(ref.run_id, ref.step_key, ref.attempt),
                     queue=ref.queue,
                     shadow=step_task_name(ref),
                     ignore_result=True,
                     retry=True,
                     retry_policy={"max_retries": 2, "interval_start": 0.1, "interval_step": 0.5},
+                    **limits,
                 )
             except Exception:
                 log.warning(
@@ -104,3 +113,25 @@ class CeleryPublisher:
                 break
             sent.append(ref)
         self.storage.mark_enqueued(sent)
+
+    def revoke(self, refs: Sequence[StepRef]) -> None:
+        """Stop running steps: Celery terminates the prefork child executing each task (a
+        threads-pool worker cannot be interrupted; its outcome is simply not recorded)."""
+        for ref in refs:
+            task_id = step_task_id(ref.run_id, ref.step_key, ref.attempt)
+            try:
+                self.app.control.revoke(task_id, terminate=True, signal="SIGTERM")
+            except Exception:
+                log.warning("could not revoke %s", task_id, exc_info=True)
+
+    def broker_identity(self) -> str | None:
+        """The Redis server's run id: it changes when Redis restarts, which may have emptied
+        it of the steps we had sent. None for other brokers or when unreachable."""
+        try:
+            with self.app.connection_for_write() as conn:
+                client = getattr(conn.default_channel, "client", None)
+                if client is None:
+                    return None
+                return str(client.info("server").get("run_id"))
+        except Exception:
+            return None

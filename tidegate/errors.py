@@ -76,3 +76,7 @@ class InstigatorEvaluationError(TidegateError):
 
 class RunFailedError(TidegateError):
     """An in-process run (``tidegate.materialize``) failed; the message holds the traceback."""
+
+
+class ConfigError(TidegateError):
+    """``tidegate.toml`` (or a TIDEGATE_* variable) holds an invalid setting."""

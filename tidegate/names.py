@@ -4,6 +4,16 @@ EXECUTE_STEP_TASK = "tidegate.execute_step"
 
 TAG_PREFIX = "tidegate/"
 PRIORITY_TAG = "tidegate/priority"
+MAX_RETRIES_TAG = "tidegate/max_retries"
+RETRY_NUMBER_TAG = "tidegate/retry_number"
+PARENT_RUN_TAG = "tidegate/parent_run_id"
+ROOT_RUN_TAG = "tidegate/root_run_id"
+
+
+def step_task_id(run_id: str, step_key: str, attempt: int) -> str:
+    """The Celery task id of one attempt of one step: known without asking the broker, so a
+    running step can be revoked by whoever cancels its run."""
+    return f"{run_id}.{step_key}.{attempt}"
 
 
 class RunStatus:
@@ -17,6 +27,7 @@ class RunStatus:
 
 class StepStatus:
     PLANNED = "PLANNED"  # waiting for upstream steps
+    WAITING = "WAITING"  # upstream done; waiting for a slot of its concurrency pool
     READY = "READY"  # may run; not yet handed to the broker (or due for a retry)
     ENQUEUED = "ENQUEUED"  # published to the broker
     RUNNING = "RUNNING"  # claimed by a worker for the current attempt

@@ -18,7 +18,7 @@ from tidegate.cli.common import (
     open_storage,
     resolve_location,
 )
-from tidegate.cli.inspect_ import assets, runs
+from tidegate.cli.inspect_ import assets, pool, queue, runs
 from tidegate.cli.launch import job, materialize
 from tidegate.config import Settings
 from tidegate.definitions.defs import Definitions
@@ -42,6 +42,8 @@ main.add_command(assets)
 main.add_command(schedule)
 main.add_command(sensor)
 main.add_command(ticks)
+main.add_command(queue)
+main.add_command(pool)
 
 
 @main.group()

@@ -6,7 +6,8 @@ from datetime import datetime
 
 import click
 
-from tidegate.cli.common import code_location_options, handle_errors, load, open_storage
+from tidegate.cli.common import code_location_options, handle_errors, is_embedded_broker, load, open_storage
+from tidegate.errors import TidegateError
 from tidegate.names import RunStatus
 
 
@@ -88,3 +89,90 @@ def list_assets(module: str | None, file_: str | None) -> None:
         when = _when(record.timestamp) if record else "never"
         run = record.run_id if record else "-"
         click.echo(f"{key!s:<32}{defs.assets[key].group_name:<16}{when:<21}  {run}")
+
+
+@runs.command("cancel")
+@click.argument("run_id")
+@handle_errors
+def cancel_run(run_id: str) -> None:
+    """Cancel a run: steps not started never start, running steps are terminated."""
+    from tidegate.broker import CeleryPublisher, get_app
+
+    storage = open_storage()
+    full_id = storage.find_run_id(run_id)
+    result = storage.cancel_run(full_id)
+    if not result.canceled:
+        raise TidegateError(f"run '{full_id}': already {storage.get_run(full_id).status}; nothing to cancel")
+    CeleryPublisher(get_app(), storage).revoke(result.running)
+    click.echo(f"run {full_id} CANCELED ({len(result.running)} running step(s) terminated)")
+
+
+@runs.command("reexecute")
+@click.argument("run_id")
+@code_location_options
+@click.option("--from-failure", is_flag=True, help="Only the steps that did not succeed.")
+@handle_errors
+def reexecute_run(run_id: str, module: str | None, file_: str | None, from_failure: bool) -> None:
+    """Submit a new run of RUN_ID's steps (all, or only failed and skipped ones)."""
+    from tidegate.broker import CeleryPublisher, get_app
+    from tidegate.scheduler.launcher import Launcher
+    from tidegate.scheduler.reexecution import submit_reexecution
+
+    defs = load(module, file_)
+    storage = open_storage()
+    full_id = storage.find_run_id(run_id)
+    result = submit_reexecution(defs, storage, full_id, from_failure=from_failure)
+    steps = storage.get_steps(result.run_id)
+    click.echo(f"run {result.run_id} submitted: re-execution of {full_id}, {len(steps)} step(s)")
+    if not is_embedded_broker():
+        Launcher(storage, CeleryPublisher(get_app(), storage), defs=defs).tick()
+
+
+@click.command("queue")
+@handle_errors
+def queue() -> None:
+    """What is queued, in start order, and why each run waits."""
+    from tidegate.instance_config import InstanceConfig
+    from tidegate.scheduler.run_queue import decide
+
+    storage = open_storage()
+    config = InstanceConfig.load()
+    in_progress = storage.started_runs()
+    limit = config.run_queue.max_concurrent_runs
+    click.echo(f"config {config.source}: max_concurrent_runs={limit if limit is not None else 'unlimited'}")
+    for tag_limit in config.run_queue.tag_concurrency_limits:
+        click.echo(f"  tag limit {tag_limit.describe}: {tag_limit.limit}")
+    click.echo(f"{len(in_progress)} run(s) in progress")
+    decisions = decide(config.run_queue, storage.queued_runs(), in_progress)
+    if not decisions:
+        click.echo("nothing queued")
+        return
+    click.echo(f"{'RUN ID':<34}{'JOB':<24}{'PRIORITY':>8}  WAITS FOR")
+    for d in decisions:
+        click.echo(f"{d.run.run_id:<34}{d.run.job_name:<24}{d.run.priority:>8}  {d.reason or 'starts next tick'}")
+
+
+@click.group()
+def pool() -> None:
+    """Concurrency pools: at most N steps of a pool run at once, across all workers."""
+
+
+@pool.command("set")
+@click.argument("name")
+@click.argument("slots", type=click.IntRange(min=0))
+@handle_errors
+def pool_set(name: str, slots: int) -> None:
+    promoted = open_storage().set_pool_limit(name, slots)
+    click.echo(f"pool {name}: {slots} slot(s)" + (f"; {len(promoted)} waiting step(s) released" if promoted else ""))
+
+
+@pool.command("list")
+@handle_errors
+def pool_list() -> None:
+    overview = open_storage().pools_overview()
+    if not overview:
+        click.echo("no pools")
+        return
+    click.echo(f"{'POOL':<24}{'SLOTS':>9}{'ACTIVE':>8}{'WAITING':>9}")
+    for p in overview:
+        click.echo(f"{p.name:<24}{p.slots if p.slots is not None else 'no limit':>9}{p.active:>8}{p.waiting:>9}")

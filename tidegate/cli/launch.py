@@ -20,6 +20,7 @@ from tidegate.cli.common import (
 )
 from tidegate.definitions.defs import Definitions
 from tidegate.definitions.job import IMPLICIT_ASSET_JOB, RunPlan
+from tidegate.instance_config import InstanceConfig
 from tidegate.names import PRIORITY_TAG, RunStatus, StepStatus
 from tidegate.scheduler.launcher import Launcher
 from tidegate.storage.api import Storage
@@ -55,7 +56,7 @@ def submit_and_follow(
         click.echo(f"run {result.run_id} queued: a running `tidegate dev` on {storage.safe_url} starts it")
         return
     app = get_app()
-    launcher = Launcher(storage, CeleryPublisher(app, storage))
+    launcher = Launcher(storage, CeleryPublisher(app, storage), defs=defs, config=InstanceConfig.load())
     with embedded_worker(defs) if embedded else nullcontext():
         result = storage.submit_run(plan, origin=origin, run_key=run_key, tags=tags, priority=priority)
         if not result.created:

@@ -53,6 +53,8 @@ class AssetsDefinition:
     description: str | None = None
     retry_policy: RetryPolicy | None = None
     queue: str = DEFAULT_QUEUE
+    pool: str | None = None
+    timeout: float | None = None
     io_manager_key: str = DEFAULT_IO_MANAGER_KEY
     context_resource_keys: frozenset[str] = frozenset()
 
@@ -118,6 +120,8 @@ def asset(
     description: str | None = None,
     retry_policy: RetryPolicy | None = None,
     queue: str | None = None,
+    pool: str | None = None,
+    timeout: float | None = None,
     io_manager_key: str | None = None,
     required_resource_keys: Iterable[str] | None = None,
 ) -> Callable[[Callable[..., Any]], AssetsDefinition]: ...
@@ -138,6 +142,8 @@ def asset(
     description: str | None = None,
     retry_policy: RetryPolicy | None = None,
     queue: str | None = None,
+    pool: str | None = None,
+    timeout: float | None = None,
     io_manager_key: str | None = None,
     required_resource_keys: Iterable[str] | None = None,
 ) -> AssetsDefinition | Callable[[Callable[..., Any]], AssetsDefinition]:
@@ -164,6 +170,8 @@ def asset(
             description=description,
             retry_policy=retry_policy,
             queue=queue,
+            pool=pool,
+            timeout=timeout,
             io_manager_key=io_manager_key,
             required_resource_keys=set(required_resource_keys or ()),
         )
@@ -185,6 +193,8 @@ def _build_asset(
     description: str | None,
     retry_policy: RetryPolicy | None,
     queue: str | None,
+    pool: str | None,
+    timeout: float | None,
     io_manager_key: str | None,
     required_resource_keys: set[str],
 ) -> AssetsDefinition:
@@ -211,6 +221,10 @@ def _build_asset(
         )
     if queue is not None and not _QUEUE_NAME.match(queue):
         raise InvalidDefinitionError(f"{label}: invalid queue name {queue!r}")
+    if pool is not None and not _QUEUE_NAME.match(pool):
+        raise InvalidDefinitionError(f"{label}: invalid pool name {pool!r}")
+    if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout <= 0):
+        raise InvalidDefinitionError(f"{label}: timeout must be a number of seconds > 0, got {timeout!r}")
     if retry_policy is not None and not isinstance(retry_policy, RetryPolicy):
         raise InvalidDefinitionError(f"{label}: retry_policy must be a RetryPolicy, got {retry_policy!r}")
 
@@ -248,6 +262,8 @@ def _build_asset(
         description=description if description is not None else inspect.getdoc(func),
         retry_policy=retry_policy,
         queue=queue or DEFAULT_QUEUE,
+        pool=pool,
+        timeout=float(timeout) if timeout is not None else None,
         io_manager_key=io_manager_key or DEFAULT_IO_MANAGER_KEY,
         context_resource_keys=frozenset(extra_required),
     )

@@ -74,6 +74,8 @@ class StepPlan:
     upstream: tuple[str, ...]
     downstream: tuple[str, ...]
     display_name: str
+    pool: str | None = None
+    timeout: float | None = None
 
 
 @dataclass(frozen=True)
@@ -96,6 +98,6 @@ def plan_run(graph: AssetGraph, job: JobDefinition, selection: set[AssetKey] | N
         ups = tuple(str(u) for u in sorted(graph.upstream[key]) if u in chosen)
         downs = tuple(str(d) for d in sorted(graph.downstream[key]) if d in chosen)
         asset = graph.assets[key]
-        steps.append(StepPlan(str(key), str(key), asset.queue, ups, downs, str(key)))
+        steps.append(StepPlan(str(key), str(key), asset.queue, ups, downs, str(key), asset.pool, asset.timeout))
     subset = tuple(str(k) for k in keys) if selection is not None else None
     return RunPlan(job.name, tuple(steps), dict(job.tags), subset)

@@ -1,16 +1,19 @@
-"""Starts QUEUED runs and publishes steps that are due but unsent.
-
-This is the simple launcher of the core issue: every QUEUED run starts at once (highest
-priority first). The beat calls ``tick()``; until it runs, the launching CLI command and
-``tidegate dev`` call it themselves.
+"""Starts QUEUED runs within the run queue's limits, publishes steps that are due but
+unsent, and runs the run monitor. The beat calls ``tick()`` every round; so do the launching
+CLI command and ``tidegate dev``.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
+from tidegate.definitions.defs import Definitions
+from tidegate.instance_config import InstanceConfig
+from tidegate.scheduler.monitor import RunMonitor
+from tidegate.scheduler.run_queue import QueueDecision, decide
 from tidegate.storage.api import Storage
 from tidegate.storage.records import StepRef
 
@@ -22,18 +25,41 @@ class Launcher:
     storage: Storage
     publish: Callable[[Sequence[StepRef]], None]
     republish_grace_seconds: float = 2.0
+    defs: Definitions | None = None
+    config: InstanceConfig = field(default_factory=InstanceConfig)
+    monitor: RunMonitor | None = None
+
+    def __post_init__(self) -> None:
+        if self.monitor is None:
+            publisher: Any = self.publish if hasattr(self.publish, "revoke") else None
+            self.monitor = RunMonitor(self.storage, self.publish, self.defs, self.config.run_monitor, publisher)
+
+    def queue_decisions(self) -> list[QueueDecision]:
+        return decide(self.config.run_queue, self.storage.queued_runs(), self.storage.started_runs())
 
     def tick(self) -> int:
-        """Start queued runs and publish due steps; returns how many steps were published."""
+        """Start what the run queue allows, publish due steps, run the monitor; returns how
+        many steps were published."""
         published = 0
-        for run_id in self.storage.queued_run_ids():
-            ready = self.storage.start_run(run_id)
+        for decision in self.queue_decisions():
+            if not decision.start:
+                continue
+            run = decision.run
+            if self.defs is not None and run.job_name not in self.defs.jobs:
+                message = f"job '{run.job_name}' is not defined in the loaded code (was it renamed or removed?)"
+                self.storage.fail_run(run.run_id, message)
+                log.warning("run %s failed: %s", run.run_id, message)
+                continue
+            ready = self.storage.start_run(run.run_id)
             if ready:
-                log.info("run %s started: %d root step(s)", run_id, len(ready))
+                log.info("run %s started: %d step(s) ready", run.run_id, len(ready))
             self.publish(ready)
             published += len(ready)
         due = self.storage.steps_to_publish(grace_seconds=self.republish_grace_seconds)
+        due += self.storage.fill_all_pools()
         if due:
             self.publish(due)
             published += len(due)
+        assert self.monitor is not None
+        self.monitor.check()
         return published

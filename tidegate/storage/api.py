@@ -19,6 +19,7 @@ from tidegate.definitions.job import RunPlan
 from tidegate.errors import RunNotFoundError, StorageError
 from tidegate.names import RunStatus, StepStatus
 from tidegate.storage import migrate
+from tidegate.storage.control import RunControl
 from tidegate.storage.engine import make_engine, normalize_url, retry_transient
 from tidegate.storage.instigators import InstigatorStorage
 from tidegate.storage.records import (
@@ -32,14 +33,23 @@ from tidegate.storage.records import (
     SubmitResult,
     from_row,
 )
-from tidegate.storage.schema import events, materializations, runs, steps
+from tidegate.storage.schema import events, materializations, pools, runs, steps
 
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-class Storage(InstigatorStorage):
+_REF = (steps.c.run_id, steps.c.step_key, steps.c.attempt, steps.c.queue, steps.c.display_name, steps.c.timeout)
+_READY_OR_WAITING = case((steps.c.pool.is_(None), StepStatus.READY), else_=StepStatus.WAITING)
+_HOLDS_SLOT = (StepStatus.READY, StepStatus.ENQUEUED, StepStatus.RUNNING)
+
+
+def _ref(row: Any) -> StepRef:
+    return StepRef(row.run_id, row.step_key, row.attempt, row.queue, row.display_name, row.timeout)
+
+
+class Storage(RunControl, InstigatorStorage):
     """Runs, steps, events and materializations in one SQL database."""
 
     def __init__(self, url: str, *, engine: Engine | None = None) -> None:
@@ -145,6 +155,8 @@ class Storage(InstigatorStorage):
                         "queue": s.queue,
                         "downstream": list(s.downstream),
                         "pending_upstream": len(s.upstream),
+                        "pool": s.pool,
+                        "timeout": s.timeout,
                     }
                     for s in plan.steps
                 ],
@@ -173,20 +185,21 @@ class Storage(InstigatorStorage):
             ).rowcount
             if started != 1:
                 return []
-            ready = conn.execute(
+            rows = conn.execute(
                 update(steps)
                 .where(
                     steps.c.run_id == run_id,
                     steps.c.status == StepStatus.PLANNED,
                     steps.c.pending_upstream == 0,
                 )
-                .values(status=StepStatus.READY, ready_at=now)
-                .returning(steps.c.step_key, steps.c.attempt, steps.c.queue, steps.c.display_name)
+                .values(status=_READY_OR_WAITING, ready_at=now)
+                .returning(*_REF, steps.c.status, steps.c.pool)
             ).all()
+            ready = self._ready_refs(conn, rows, now)
             self._append_events(conn, run_id, None, [NewEvent("RUN_STARTED")], now)
             if not conn.execute(select(runs.c.steps_remaining).where(runs.c.run_id == run_id)).scalar():
                 self._close_run(conn, run_id, now)  # a run with no steps
-        return [StepRef(run_id, r.step_key, r.attempt, r.queue, r.display_name) for r in ready]
+        return ready
 
     def queued_run_ids(self, limit: int | None = None) -> list[str]:
         """QUEUED runs, highest priority first, then oldest."""
@@ -204,14 +217,14 @@ class Storage(InstigatorStorage):
         (their publisher died or the broker was down) and retries whose due time has come."""
         now = now or utcnow()
         cutoff = datetime.fromtimestamp(now.timestamp() - grace_seconds, UTC)
-        query = select(steps.c.run_id, steps.c.step_key, steps.c.attempt, steps.c.queue, steps.c.display_name).where(
+        query = select(*_REF).where(
             steps.c.status == StepStatus.READY,
             ((steps.c.attempt == 1) & (steps.c.ready_at <= cutoff))
             | ((steps.c.attempt > 1) & (steps.c.ready_at <= now)),
         )
         with self.engine.connect() as conn:
             rows = conn.execute(query.order_by(steps.c.ready_at)).all()
-        return [StepRef(r.run_id, r.step_key, r.attempt, r.queue, r.display_name) for r in rows]
+        return [_ref(r) for r in rows]
 
     @retry_transient
     def mark_enqueued(self, refs: Iterable[StepRef]) -> None:
@@ -310,7 +323,7 @@ class Storage(InstigatorStorage):
                 update(steps)
                 .where(*self._attempt(run_id, step_key, attempt), steps.c.status == StepStatus.RUNNING)
                 .values(status=StepStatus.SUCCEEDED, ended_at=now, error=None)
-                .returning(steps.c.downstream)
+                .returning(steps.c.downstream, steps.c.pool)
             ).one_or_none()
             if done is None:
                 return None
@@ -330,6 +343,8 @@ class Storage(InstigatorStorage):
             new_events.append(NewEvent("STEP_SUCCESS", None, {"attempt": attempt}))
             self._append_events(conn, run_id, step_key, new_events, now)
             ready = self._release_children(conn, run_id, list(done.downstream or ()), now)
+            if done.pool is not None:
+                ready += self._fill_pools(conn, {done.pool}, now)  # hand the slot over
             self._finish_steps(conn, run_id, 1, now)
         return ready
 
@@ -366,7 +381,7 @@ class Storage(InstigatorStorage):
                         worker=None,
                         ended_at=now,
                     )
-                    .returning(steps.c.queue, steps.c.display_name)
+                    .returning(*_REF)
                 ).one_or_none()
                 if row is None:
                     return None
@@ -377,12 +392,12 @@ class Storage(InstigatorStorage):
                 )
                 self._append_events(conn, run_id, step_key, [*events_, retry_event], now)
                 due = retry_at <= now
-                return [StepRef(run_id, step_key, attempt + 1, row.queue, row.display_name)] if due else []
+                return [_ref(row)] if due else []
             row = conn.execute(
                 update(steps)
                 .where(*owned, steps.c.status == StepStatus.RUNNING)
                 .values(status=StepStatus.FAILED, ended_at=now, error=error)
-                .returning(steps.c.step_key)
+                .returning(steps.c.pool)
             ).one_or_none()
             if row is None:
                 return None
@@ -391,8 +406,9 @@ class Storage(InstigatorStorage):
             )
             self._append_events(conn, run_id, step_key, [*events_, failure], now)
             skipped = self._skip_descendants(conn, run_id, step_key, now)
+            handed_over = self._fill_pools(conn, {row.pool}, now) if row.pool is not None else []
             self._finish_steps(conn, run_id, 1 + skipped, now)
-        return []
+        return handed_over
 
     # -- reading ---------------------------------------------------------------------------
 
@@ -460,17 +476,52 @@ class Storage(InstigatorStorage):
             .where(steps.c.run_id == run_id, steps.c.step_key.in_(children))
             .values(
                 pending_upstream=steps.c.pending_upstream - 1,
-                status=case((becomes_ready, StepStatus.READY), else_=steps.c.status),
+                status=case((becomes_ready, _READY_OR_WAITING), else_=steps.c.status),
                 ready_at=case((becomes_ready, now), else_=steps.c.ready_at),
             )
-            .returning(steps.c.step_key, steps.c.status, steps.c.attempt, steps.c.queue, steps.c.display_name)
+            .returning(*_REF, steps.c.status, steps.c.pool)
         ).all()
-        # A child can only be READY here if this update made it so: it had pending upstreams.
-        return [
-            StepRef(run_id, r.step_key, r.attempt, r.queue, r.display_name)
-            for r in rows
-            if r.status == StepStatus.READY
-        ]
+        # A child can only be READY or WAITING here if this update made it so.
+        return self._ready_refs(conn, rows, now)
+
+    def _ready_refs(self, conn: Connection, rows: Sequence[Any], now: datetime) -> list[StepRef]:
+        """Refs of the rows that became READY, plus those of pools that got a free slot."""
+        ready = [_ref(r) for r in rows if r.status == StepStatus.READY]
+        waiting_pools = {r.pool for r in rows if r.status == StepStatus.WAITING}
+        return ready + self._fill_pools(conn, waiting_pools, now) if waiting_pools else ready
+
+    def _fill_pools(self, conn: Connection, names: set[str], now: datetime) -> list[StepRef]:
+        """WAITING -> READY, oldest first, while each pool has free slots.
+
+        The pool's row is locked first (PostgreSQL ``FOR UPDATE``; SQLite's write lock is
+        already held), so two transactions cannot both see the last slot free. A pool with no
+        configured limit has no limit.
+        """
+        promoted: list[StepRef] = []
+        for name in sorted(names):
+            slots_query = select(pools.c.slots).where(pools.c.name == name)
+            if self.dialect == "postgresql":
+                slots_query = slots_query.with_for_update()
+            slots = conn.execute(slots_query).scalar()
+            waiting = select(steps.c.id).where(steps.c.pool == name, steps.c.status == StepStatus.WAITING)
+            if slots is not None:
+                active = conn.execute(
+                    select(func.count()).where(steps.c.pool == name, steps.c.status.in_(_HOLDS_SLOT))
+                ).scalar_one()
+                free = slots - active
+                if free <= 0:
+                    continue
+                waiting = waiting.order_by(steps.c.ready_at, steps.c.id).limit(free)
+            ids = list(conn.execute(waiting).scalars())
+            if ids:
+                rows = conn.execute(
+                    update(steps)
+                    .where(steps.c.id.in_(ids), steps.c.status == StepStatus.WAITING)
+                    .values(status=StepStatus.READY, ready_at=now)
+                    .returning(*_REF)
+                ).all()
+                promoted += [_ref(r) for r in rows]
+        return promoted
 
     def _skip_descendants(self, conn: Connection, run_id: str, step_key: str, now: datetime) -> int:
         rows = conn.execute(select(steps.c.step_key, steps.c.downstream).where(steps.c.run_id == run_id)).all()

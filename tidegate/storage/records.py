@@ -33,6 +33,7 @@ class StepRef:
     attempt: int
     queue: str
     display_name: str
+    timeout: float | None = None  # seconds, passed to Celery as a soft time limit
 
 
 @dataclass(frozen=True)
@@ -76,6 +77,8 @@ class StepRecord:
     ended_at: datetime | None
     heartbeat_at: datetime | None
     error: str | None
+    pool: str | None
+    timeout: float | None
 
     @property
     def duration(self) -> float | None:

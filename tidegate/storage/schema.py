@@ -7,6 +7,7 @@ from sqlalchemy import (
     BigInteger,
     Column,
     DateTime,
+    Float,
     Index,
     Integer,
     MetaData,
@@ -62,9 +63,19 @@ steps = Table(
     Column("ended_at", DateTime(timezone=True), nullable=True),
     Column("heartbeat_at", DateTime(timezone=True), nullable=True),
     Column("error", Text, nullable=True),
+    Column("pool", String(255), nullable=True),
+    Column("timeout", Float, nullable=True),
     UniqueConstraint("run_id", "step_key", name="uq_steps_run_step"),
 )
 Index("ix_steps_status_ready_at", steps.c.status, steps.c.ready_at)
+Index("ix_steps_pool_status", steps.c.pool, steps.c.status)
+
+pools = Table(
+    "pools",
+    metadata,
+    Column("name", String(255), primary_key=True),
+    Column("slots", Integer, nullable=False),
+)
 
 events = Table(
     "events",

@@ -65,8 +65,11 @@ class StepExecutor:
         try:
             with self._heartbeat(claimed):
                 metadata = self._run_asset(claimed, asset, captured)
-        except Exception:
-            return self._record_failure(claimed, traceback.format_exc(), asset, captured)
+        except Exception as exc:
+            error = traceback.format_exc()
+            if type(exc).__name__ == "SoftTimeLimitExceeded":  # Celery enforcing @asset(timeout=)
+                error += f"TimeoutError: step '{step_key}' exceeded its timeout of {asset.timeout:g}s\n"
+            return self._record_failure(claimed, error, asset, captured)
         ready = self.storage.complete_step(
             run_id, step_key, attempt, asset_key=claimed.step.asset_key, metadata=metadata, events_=captured.events
         )

@@ -1,0 +1,142 @@
+"""The run monitor: nothing stays stuck because a process or the broker died.
+
+Each round (part of every launcher tick):
+- a RUNNING step whose heartbeat stopped lost its worker: it is retried (under its
+  RetryPolicy, or ``worker_lost_retries`` times if it has none) or failed — never left RUNNING;
+- a RUNNING step past its ``timeout`` (plus a grace) is failed and its task revoked, for
+  workers whose pool cannot enforce Celery's time limits;
+- when the Redis server's identity changes (it restarted, possibly empty) every ENQUEUED
+  step is sent again, and any step held by the broker longer than ``enqueued_timeout`` too;
+  duplicate deliveries are harmless (claims are compare-and-set);
+- a FAILURE run tagged ``tidegate/max_retries=N`` is re-executed from failure, up to N times.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from tidegate.definitions.defs import Definitions
+from tidegate.errors import TidegateError
+from tidegate.instance_config import MonitorConfig
+from tidegate.names import MAX_RETRIES_TAG, RETRY_NUMBER_TAG
+from tidegate.scheduler.reexecution import submit_reexecution
+from tidegate.storage.api import Storage
+from tidegate.storage.records import StepRecord, StepRef
+
+log = logging.getLogger("tidegate.monitor")
+
+RUN_RETRY_ORIGIN = "run_retry"
+
+
+@dataclass
+class RunMonitor:
+    storage: Storage
+    publish: Callable[[Sequence[StepRef]], None]
+    defs: Definitions | None = None
+    config: MonitorConfig = field(default_factory=MonitorConfig)
+    publisher: Any = None  # a CeleryPublisher, for revoke() and broker_identity()
+    _broker_id: str | None = None
+
+    def check(self, now: datetime | None = None) -> dict[str, int]:
+        now = now or datetime.now(UTC)
+        counts = {"lost": 0, "timed_out": 0, "republished": 0, "run_retries": 0}
+        for step in self.storage.running_steps():
+            outcome = self._check_running(step, now)
+            if outcome:
+                counts[outcome] += 1
+        counts["republished"] = self._check_broker(now)
+        counts["run_retries"] = self._retry_runs(now)
+        return counts
+
+    # -- running steps ---------------------------------------------------------------------
+
+    def _check_running(self, step: StepRecord, now: datetime) -> str:
+        if step.timeout is not None and step.started_at is not None:
+            deadline = step.started_at + timedelta(seconds=step.timeout + self.config.timeout_grace_seconds)
+            if now > deadline:
+                error = f"TimeoutError: step '{step.step_key}' exceeded its timeout of {step.timeout:g}s"
+                if self._give_up(step, error, now, lost=False):
+                    self._revoke(step)
+                    return "timed_out"
+                return ""
+        beat = step.heartbeat_at or step.started_at
+        if beat is not None and now - beat > timedelta(seconds=self.config.heartbeat_timeout_seconds):
+            error = (
+                f"WorkerLostError: no heartbeat from worker {step.worker} for step '{step.step_key}' "
+                f"since {beat.isoformat(timespec='seconds')} (the worker died or lost the database)"
+            )
+            return "lost" if self._give_up(step, error, now, lost=True) else ""
+        return ""
+
+    def _give_up(self, step: StepRecord, error: str, now: datetime, *, lost: bool) -> bool:
+        policy = None
+        if self.defs is not None and step.asset_key in {str(k) for k in self.defs.assets}:
+            policy = self.defs.get_asset(step.asset_key).retry_policy
+        allowed = policy.max_retries if policy is not None else (self.config.worker_lost_retries if lost else 0)
+        retry_at = None
+        if step.attempt <= allowed:
+            delay = policy.delay_before(step.attempt) if policy is not None else 0.0
+            retry_at = now + timedelta(seconds=delay)
+        ready = self.storage.fail_step(step.run_id, step.step_key, step.attempt, error=error, retry_at=retry_at)
+        if ready is None:
+            return False  # it finished (or was taken over) meanwhile
+        log.warning("%s; %s", error, "retrying" if retry_at else "failed")
+        self.publish(ready)
+        return True
+
+    def _revoke(self, step: StepRecord) -> None:
+        if self.publisher is not None:
+            self.publisher.revoke([StepRef(step.run_id, step.step_key, step.attempt, step.queue, step.display_name)])
+
+    # -- the broker ------------------------------------------------------------------------
+
+    def _check_broker(self, now: datetime) -> int:
+        identity = self.publisher.broker_identity() if self.publisher is not None else None
+        restarted = identity is not None and self._broker_id is not None and identity != self._broker_id
+        if identity is not None:
+            self._broker_id = identity
+        if restarted:
+            log.warning("the broker restarted: re-sending every ENQUEUED and READY step")
+            resend = self.storage.enqueued_steps() + self.storage.steps_to_publish(now=now, grace_seconds=0)
+        else:
+            resend = self.storage.enqueued_steps(before=now - timedelta(seconds=self.config.enqueued_timeout_seconds))
+        if resend:
+            self.publish(resend)
+            self.storage.touch_enqueued(resend)
+        return len(resend)
+
+    # -- run retries -----------------------------------------------------------------------
+
+    def _retry_runs(self, now: datetime) -> int:
+        if self.defs is None:
+            return 0
+        submitted = 0
+        for run in self.storage.recently_failed_runs(since=now - timedelta(days=1)):
+            try:
+                allowed = int(run.tags.get(MAX_RETRIES_TAG, "0"))
+                number = int(run.tags.get(RETRY_NUMBER_TAG, "0"))
+            except ValueError:
+                continue
+            if number >= allowed:
+                continue
+            try:
+                result = submit_reexecution(
+                    self.defs,
+                    self.storage,
+                    run.run_id,
+                    from_failure=True,
+                    origin=RUN_RETRY_ORIGIN,
+                    run_key=run.run_id,
+                    extra_tags={RETRY_NUMBER_TAG: str(number + 1)},
+                )
+            except TidegateError as exc:
+                log.warning("run %s: cannot retry: %s", run.run_id, exc)
+                continue
+            if result.created:
+                log.info("run %s failed: retry %d of %d is run %s", run.run_id, number + 1, allowed, result.run_id)
+                submitted += 1
+        return submitted

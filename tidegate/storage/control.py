@@ -1,0 +1,190 @@
+"""Storage for operating runs: the run queue's view, concurrency pools, cancellation and the
+run monitor's queries. Mixed into :class:`tidegate.storage.api.Storage`."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING
+
+from sqlalchemy import delete, func, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+
+from tidegate.names import RunStatus, StepStatus
+from tidegate.storage.engine import retry_transient
+from tidegate.storage.records import NewEvent, RunRecord, StepRecord, StepRef, from_row
+from tidegate.storage.schema import pools, runs, steps
+
+if TYPE_CHECKING:
+    from tidegate.storage.api import Storage
+
+_NOT_DONE = (StepStatus.PLANNED, StepStatus.WAITING, StepStatus.READY, StepStatus.ENQUEUED, StepStatus.RUNNING)
+
+
+@dataclass(frozen=True)
+class PoolInfo:
+    name: str
+    slots: int | None  # None: no limit configured
+    active: int  # READY, ENQUEUED or RUNNING
+    waiting: int
+
+
+@dataclass(frozen=True)
+class CancelResult:
+    canceled: bool  # False: the run had already ended
+    running: tuple[StepRef, ...]  # steps that were RUNNING: revoke their tasks
+
+
+class RunControl:
+    # -- the run queue ---------------------------------------------------------------------
+
+    def queued_runs(self: Storage, limit: int = 1000) -> list[RunRecord]:
+        """QUEUED runs, highest priority first, then oldest."""
+        query = (
+            select(runs)
+            .where(runs.c.status == RunStatus.QUEUED)
+            .order_by(runs.c.priority.desc(), runs.c.created_at, runs.c.run_id)
+            .limit(limit)
+        )
+        with self.engine.connect() as conn:
+            return [from_row(RunRecord, r) for r in conn.execute(query)]
+
+    def started_runs(self: Storage) -> list[RunRecord]:
+        with self.engine.connect() as conn:
+            return [
+                from_row(RunRecord, r) for r in conn.execute(select(runs).where(runs.c.status == RunStatus.STARTED))
+            ]
+
+    @retry_transient
+    def fail_run(self: Storage, run_id: str, message: str) -> bool:
+        """End a QUEUED or STARTED run FAILURE with ``message`` (e.g. its job is gone), its
+        unfinished steps CANCELED, in one transaction."""
+        return self._end_run(run_id, RunStatus.FAILURE, message).canceled
+
+    @retry_transient
+    def cancel_run(self: Storage, run_id: str) -> CancelResult:
+        """QUEUED/STARTED -> CANCELED and every unfinished step CANCELED, in one transaction.
+        Steps not yet started never start (claims need a STARTED run); RUNNING steps lose
+        ownership, so their outcome is not recorded; the caller revokes their tasks."""
+        return self._end_run(run_id, RunStatus.CANCELED, "canceled")
+
+    def _end_run(self: Storage, run_id: str, status: str, message: str) -> CancelResult:
+        now = datetime.now(UTC)
+        with self.engine.begin() as conn:
+            ended = conn.execute(
+                update(runs)
+                .where(runs.c.run_id == run_id, runs.c.status.in_([RunStatus.QUEUED, RunStatus.STARTED]))
+                .values(status=status, ended_at=now, steps_remaining=0)
+            ).rowcount
+            if ended != 1:
+                return CancelResult(False, ())
+            rows = conn.execute(
+                update(steps)
+                .where(steps.c.run_id == run_id, steps.c.status.in_(_NOT_DONE))
+                .values(status=StepStatus.CANCELED, ended_at=now)
+                .returning(
+                    steps.c.run_id,
+                    steps.c.step_key,
+                    steps.c.attempt,
+                    steps.c.queue,
+                    steps.c.display_name,
+                    steps.c.timeout,
+                    steps.c.started_at,
+                    steps.c.pool,
+                )
+            ).all()
+            running = tuple(
+                StepRef(r.run_id, r.step_key, r.attempt, r.queue, r.display_name, r.timeout)
+                for r in rows
+                if r.started_at is not None
+            )
+            self._append_events(conn, run_id, None, [NewEvent(f"RUN_{status}", message)], now)
+            self._fill_pools(conn, {r.pool for r in rows if r.pool is not None}, now)
+        return CancelResult(True, running)
+
+    # -- pools -----------------------------------------------------------------------------
+
+    def set_pool_limit(self: Storage, name: str, slots: int | None) -> list[StepRef]:
+        """Set (or with None remove) a pool's limit; returns steps promoted by a larger limit."""
+        now = datetime.now(UTC)
+        with self.engine.begin() as conn:
+            if slots is None:
+                conn.execute(delete(pools).where(pools.c.name == name))
+            else:
+                dialect_insert = postgresql.insert if self.dialect == "postgresql" else sqlite.insert
+                conn.execute(
+                    dialect_insert(pools)
+                    .values(name=name, slots=slots)
+                    .on_conflict_do_update(index_elements=["name"], set_={"slots": slots})
+                )
+            return self._fill_pools(conn, {name}, now)
+
+    def fill_all_pools(self: Storage) -> list[StepRef]:
+        """Promote WAITING steps of every pool with free slots (a safety net for the handover)."""
+        now = datetime.now(UTC)
+        with self.engine.connect() as conn:
+            names = set(
+                conn.execute(select(steps.c.pool).where(steps.c.status == StepStatus.WAITING).distinct()).scalars()
+            )
+        if not names:
+            return []
+        with self.engine.begin() as conn:
+            return self._fill_pools(conn, names, now)
+
+    def pools_overview(self: Storage) -> list[PoolInfo]:
+        with self.engine.connect() as conn:
+            limits = dict(conn.execute(select(pools.c.name, pools.c.slots)).all())
+            counts = conn.execute(
+                select(steps.c.pool, steps.c.status, func.count())
+                .where(
+                    steps.c.pool.is_not(None),
+                    steps.c.status.in_([StepStatus.WAITING, StepStatus.READY, StepStatus.ENQUEUED, StepStatus.RUNNING]),
+                )
+                .group_by(steps.c.pool, steps.c.status)
+            ).all()
+        active: dict[str, int] = {}
+        waiting: dict[str, int] = {}
+        for pool, status, count in counts:
+            target = waiting if status == StepStatus.WAITING else active
+            target[pool] = target.get(pool, 0) + count
+        names = sorted(set(limits) | set(active) | set(waiting))
+        return [PoolInfo(n, limits.get(n), active.get(n, 0), waiting.get(n, 0)) for n in names]
+
+    # -- the run monitor's queries ---------------------------------------------------------
+
+    def running_steps(self: Storage) -> list[StepRecord]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(steps).where(steps.c.status == StepStatus.RUNNING)).all()
+        return [from_row(StepRecord, r) for r in rows]
+
+    def enqueued_steps(self: Storage, *, before: datetime | None = None) -> list[StepRef]:
+        """ENQUEUED steps (sent before ``before``): candidates for re-publishing."""
+        query = select(
+            steps.c.run_id, steps.c.step_key, steps.c.attempt, steps.c.queue, steps.c.display_name, steps.c.timeout
+        ).where(steps.c.status == StepStatus.ENQUEUED)
+        if before is not None:
+            query = query.where(steps.c.enqueued_at < before)
+        with self.engine.connect() as conn:
+            return [StepRef(*r) for r in conn.execute(query.order_by(steps.c.enqueued_at)).all()]
+
+    def touch_enqueued(self: Storage, refs: Sequence[StepRef]) -> None:
+        """Record that these ENQUEUED steps were sent again now."""
+        now = datetime.now(UTC)
+        with self.engine.begin() as conn:
+            for ref in refs:
+                conn.execute(
+                    update(steps)
+                    .where(*self._attempt(ref.run_id, ref.step_key, ref.attempt), steps.c.status == StepStatus.ENQUEUED)
+                    .values(enqueued_at=now)
+                )
+
+    def recently_failed_runs(self: Storage, *, since: datetime) -> list[RunRecord]:
+        query = select(runs).where(runs.c.status == RunStatus.FAILURE, runs.c.ended_at >= since)
+        with self.engine.connect() as conn:
+            return [from_row(RunRecord, r) for r in conn.execute(query)]
+
+    def child_runs(self: Storage, parent_run_id: str) -> list[RunRecord]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(runs).where(runs.c.parent_run_id == parent_run_id)).all()
+        return [from_row(RunRecord, r) for r in rows]
