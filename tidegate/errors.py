@@ -62,6 +62,10 @@ class UnknownJobError(TidegateError):
     """A run was requested for a job the loaded code does not define."""
 
 
+class PartitionKeyError(TidegateError):
+    """A partition key the partitions definition does not have, or a malformed one."""
+
+
 class RunNotFoundError(TidegateError):
     """No run has the given id."""
 

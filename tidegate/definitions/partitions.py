@@ -1,0 +1,409 @@
+"""Partitions: time windows, static keys and dynamic keys (kept in SQL), and how a
+downstream partition maps to upstream partitions.
+
+A time-window partition's key is its window's start, formatted with ``fmt``; the partition
+exists once its window has ended (``end_offset`` > 0 also admits that many windows after the
+last ended one, e.g. the one in progress). Windows follow the cron schedule on local wall
+time, with the DST rules of :mod:`tidegate.definitions.cron`.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from zoneinfo import ZoneInfo
+
+from tidegate.definitions.cron import cron_ticks, validate_cron, validate_timezone
+from tidegate.errors import InvalidDefinitionError, PartitionKeyError, TidegateError
+
+_KEY = re.compile(r"^[^\x00-\x1f,/\\\[\]]+$")  # printable, no commas, slashes or brackets
+
+
+@dataclass(frozen=True)
+class TimeWindow:
+    start: datetime  # timezone-aware, in the definition's timezone
+    end: datetime
+
+
+@dataclass(frozen=True)
+class PartitionKeyRange:
+    start: str
+    end: str
+
+
+DynamicKeys = Callable[[str], Sequence[str]]  # dynamic partitions name -> its keys
+
+
+class PartitionsDefinition:
+    """Base of every partitions definition."""
+
+    def get_partition_keys(
+        self, current_time: datetime | None = None, dynamic_keys: DynamicKeys | None = None
+    ) -> list[str]:
+        raise NotImplementedError
+
+    def validate_key(
+        self, key: str, current_time: datetime | None = None, dynamic_keys: DynamicKeys | None = None
+    ) -> str:
+        if not isinstance(key, str) or key not in self.get_partition_keys(current_time, dynamic_keys):
+            raise PartitionKeyError(f"{self.describe()}: unknown partition key {key!r}")
+        return key
+
+    def keys_in_range(
+        self, start: str, end: str, current_time: datetime | None = None, dynamic_keys: DynamicKeys | None = None
+    ) -> list[str]:
+        keys = self.get_partition_keys(current_time, dynamic_keys)
+        for key in (start, end):
+            if key not in keys:
+                raise PartitionKeyError(f"{self.describe()}: unknown partition key {key!r}")
+        first, last = keys.index(start), keys.index(end)
+        if first > last:
+            raise PartitionKeyError(f"{self.describe()}: range {start!r}..{end!r} is reversed")
+        return keys[first : last + 1]
+
+    def describe(self) -> str:
+        return type(self).__name__
+
+
+# -- time windows -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, eq=True)
+class TimeWindowPartitionsDefinition(PartitionsDefinition):
+    cron_schedule: str
+    start: datetime | str
+    fmt: str
+    timezone: str | None = None
+    end_offset: int = 0
+    end: datetime | str | None = None
+    _tz: ZoneInfo = field(init=False, repr=False, compare=False)
+    _start: datetime = field(init=False, repr=False, compare=False)
+    _end: datetime | None = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        label = f"{type(self).__name__}(start={self.start!r})"
+        validate_cron(label, self.cron_schedule)
+        tz = validate_timezone(label, self.timezone)
+        object.__setattr__(self, "_tz", tz)
+        object.__setattr__(self, "_start", self._parse_bound(label, self.start))
+        object.__setattr__(self, "_end", self._parse_bound(label, self.end) if self.end is not None else None)
+        if not isinstance(self.end_offset, int):
+            raise InvalidDefinitionError(f"{label}: end_offset must be an integer, got {self.end_offset!r}")
+        try:
+            datetime(2024, 1, 2, 3, 4).strftime(self.fmt)
+        except ValueError as exc:
+            raise InvalidDefinitionError(f"{label}: invalid fmt {self.fmt!r} ({exc})") from None
+
+    def _parse_bound(self, label: str, value: datetime | str) -> datetime:
+        if isinstance(value, datetime):
+            return value if value.tzinfo is not None else value.replace(tzinfo=self._tz)
+        if isinstance(value, date):
+            return datetime(value.year, value.month, value.day, tzinfo=self._tz)
+        for fmt in (self.fmt, "%Y-%m-%d", "%Y-%m-%d %H:%M", "%Y-%m-%dT%H:%M:%S"):
+            try:
+                return datetime.strptime(value, fmt).replace(tzinfo=self._tz)
+            except (ValueError, TypeError):
+                continue
+        raise InvalidDefinitionError(f"{label}: cannot parse {value!r} with fmt {self.fmt!r}")
+
+    @property
+    def tz(self) -> ZoneInfo:
+        return self._tz
+
+    def describe(self) -> str:
+        return f"{type(self).__name__}(cron={self.cron_schedule!r}, start={self.fmt_key(self._start)!r})"
+
+    def fmt_key(self, start: datetime) -> str:
+        return start.astimezone(self._tz).strftime(self.fmt)
+
+    def windows(self, current_time: datetime | None = None) -> list[TimeWindow]:
+        """Every window that exists at ``current_time``, oldest first."""
+        now = current_time or datetime.now(UTC)
+        ticks = cron_ticks(self.cron_schedule, self._tz, self._first_tick_floor())
+        found: list[TimeWindow] = []
+        previous = next(ticks)
+        pending_extra = self.end_offset
+        for tick in ticks:
+            window = TimeWindow(previous.astimezone(self._tz), tick.astimezone(self._tz))
+            if self._end is not None and window.start >= self._end:
+                break
+            if tick > now:
+                if pending_extra <= 0:
+                    break
+                pending_extra -= 1
+            found.append(window)
+            previous = tick
+        if self.end_offset < 0:
+            found = found[: len(found) + self.end_offset]
+        return found
+
+    def _first_tick_floor(self) -> datetime:
+        # The first window starts at the first tick at or after ``start``.
+        return self._start - timedelta(microseconds=1)
+
+    def get_partition_keys(
+        self, current_time: datetime | None = None, dynamic_keys: DynamicKeys | None = None
+    ) -> list[str]:
+        return [self.fmt_key(w.start) for w in self.windows(current_time)]
+
+    def time_window_for_key(self, key: str) -> TimeWindow:
+        try:
+            start = datetime.strptime(key, self.fmt).replace(tzinfo=self._tz)
+        except ValueError:
+            raise PartitionKeyError(
+                f"{self.describe()}: malformed partition key {key!r} (expected {self.fmt})"
+            ) from None
+        following = next(cron_ticks(self.cron_schedule, self._tz, start.astimezone(UTC)))
+        window = TimeWindow(start, following.astimezone(self._tz))
+        if self.fmt_key(window.start) != key or start < self._start:
+            raise PartitionKeyError(f"{self.describe()}: unknown partition key {key!r}")
+        return window
+
+    def last_ended_key(self, current_time: datetime) -> str | None:
+        """The most recent partition whose window has ended at ``current_time``."""
+        windows = [w for w in self.windows(current_time) if w.end <= current_time]
+        return self.fmt_key(windows[-1].start) if windows else None
+
+
+def _time_window(
+    cls_name: str,
+    cron: str,
+    start_date: datetime | str,
+    end_date: datetime | str | None,
+    timezone: str | None,
+    fmt: str,
+    end_offset: int,
+) -> TimeWindowPartitionsDefinition:
+    return TimeWindowPartitionsDefinition(
+        cron_schedule=cron, start=start_date, fmt=fmt, timezone=timezone, end_offset=end_offset, end=end_date
+    )
+
+
+def _offsets(label: str, minute_offset: int, hour_offset: int) -> None:
+    if not 0 <= minute_offset < 60 or not 0 <= hour_offset < 24:
+        raise InvalidDefinitionError(f"{label}: minute_offset must be 0-59 and hour_offset 0-23")
+
+
+def DailyPartitionsDefinition(
+    start_date: datetime | str,
+    end_date: datetime | str | None = None,
+    timezone: str | None = None,
+    fmt: str | None = None,
+    hour_offset: int = 0,
+    minute_offset: int = 0,
+    end_offset: int = 0,
+) -> TimeWindowPartitionsDefinition:
+    _offsets("DailyPartitionsDefinition", minute_offset, hour_offset)
+    cron = f"{minute_offset} {hour_offset} * * *"
+    return _time_window("Daily", cron, start_date, end_date, timezone, fmt or "%Y-%m-%d", end_offset)
+
+
+def HourlyPartitionsDefinition(
+    start_date: datetime | str,
+    end_date: datetime | str | None = None,
+    timezone: str | None = None,
+    fmt: str | None = None,
+    minute_offset: int = 0,
+    end_offset: int = 0,
+) -> TimeWindowPartitionsDefinition:
+    _offsets("HourlyPartitionsDefinition", minute_offset, 0)
+    cron = f"{minute_offset} * * * *"
+    return _time_window("Hourly", cron, start_date, end_date, timezone, fmt or "%Y-%m-%d-%H:%M", end_offset)
+
+
+def WeeklyPartitionsDefinition(
+    start_date: datetime | str,
+    end_date: datetime | str | None = None,
+    timezone: str | None = None,
+    fmt: str | None = None,
+    hour_offset: int = 0,
+    minute_offset: int = 0,
+    day_offset: int = 0,
+    end_offset: int = 0,
+) -> TimeWindowPartitionsDefinition:
+    _offsets("WeeklyPartitionsDefinition", minute_offset, hour_offset)
+    if not 0 <= day_offset <= 6:
+        raise InvalidDefinitionError("WeeklyPartitionsDefinition: day_offset must be 0 (Sunday) to 6")
+    cron = f"{minute_offset} {hour_offset} * * {day_offset}"
+    return _time_window("Weekly", cron, start_date, end_date, timezone, fmt or "%Y-%m-%d", end_offset)
+
+
+def MonthlyPartitionsDefinition(
+    start_date: datetime | str,
+    end_date: datetime | str | None = None,
+    timezone: str | None = None,
+    fmt: str | None = None,
+    hour_offset: int = 0,
+    minute_offset: int = 0,
+    day_offset: int = 1,
+    end_offset: int = 0,
+) -> TimeWindowPartitionsDefinition:
+    _offsets("MonthlyPartitionsDefinition", minute_offset, hour_offset)
+    if not 1 <= day_offset <= 28:
+        raise InvalidDefinitionError("MonthlyPartitionsDefinition: day_offset must be 1 to 28")
+    cron = f"{minute_offset} {hour_offset} {day_offset} * *"
+    return _time_window("Monthly", cron, start_date, end_date, timezone, fmt or "%Y-%m-%d", end_offset)
+
+
+# -- static and dynamic -----------------------------------------------------------------------
+
+
+def _check_keys(label: str, keys: Iterable[str]) -> tuple[str, ...]:
+    result = tuple(keys)
+    seen: set[str] = set()
+    for key in result:
+        if not isinstance(key, str) or not _KEY.match(key):
+            raise InvalidDefinitionError(f"{label}: invalid partition key {key!r} (no commas, slashes or brackets)")
+        if key in seen:
+            raise InvalidDefinitionError(f"{label}: duplicate partition key {key!r}")
+        seen.add(key)
+    return result
+
+
+@dataclass(frozen=True)
+class StaticPartitionsDefinition(PartitionsDefinition):
+    partition_keys: Sequence[str]
+
+    def __post_init__(self) -> None:
+        keys = _check_keys("StaticPartitionsDefinition", self.partition_keys)
+        if not keys:
+            raise InvalidDefinitionError("StaticPartitionsDefinition: no partition keys")
+        object.__setattr__(self, "partition_keys", keys)
+
+    def get_partition_keys(
+        self, current_time: datetime | None = None, dynamic_keys: DynamicKeys | None = None
+    ) -> list[str]:
+        return list(self.partition_keys)
+
+    def describe(self) -> str:
+        return f"StaticPartitionsDefinition({len(self.partition_keys)} keys)"
+
+
+@dataclass(frozen=True)
+class AddDynamicPartitionsRequest:
+    partitions_def_name: str
+    partition_keys: Sequence[str]
+
+
+@dataclass(frozen=True)
+class DeleteDynamicPartitionsRequest:
+    partitions_def_name: str
+    partition_keys: Sequence[str]
+
+
+@dataclass(frozen=True)
+class DynamicPartitionsDefinition(PartitionsDefinition):
+    """Keys added and deleted at run time (by sensors or the CLI), stored in SQL."""
+
+    name: str
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or not re.match(r"^[A-Za-z_][A-Za-z0-9_\-]*$", self.name):
+            raise InvalidDefinitionError(f"DynamicPartitionsDefinition: invalid name {self.name!r}")
+
+    def get_partition_keys(
+        self, current_time: datetime | None = None, dynamic_keys: DynamicKeys | None = None
+    ) -> list[str]:
+        if dynamic_keys is None:
+            raise TidegateError(f"{self.describe()}: its keys live in the database; pass dynamic_keys")
+        return list(dynamic_keys(self.name))
+
+    def build_add_request(self, partition_keys: Sequence[str]) -> AddDynamicPartitionsRequest:
+        keys = _check_keys(f"dynamic partitions '{self.name}'", partition_keys)
+        return AddDynamicPartitionsRequest(self.name, keys)
+
+    def build_delete_request(self, partition_keys: Sequence[str]) -> DeleteDynamicPartitionsRequest:
+        return DeleteDynamicPartitionsRequest(self.name, tuple(partition_keys))
+
+    def describe(self) -> str:
+        return f"DynamicPartitionsDefinition('{self.name}')"
+
+
+# -- mappings ----------------------------------------------------------------------------------
+
+
+class PartitionMapping:
+    def upstream_keys(
+        self,
+        downstream_key: str | None,
+        downstream: PartitionsDefinition | None,
+        upstream: PartitionsDefinition,
+        current_time: datetime | None = None,
+        dynamic_keys: DynamicKeys | None = None,
+    ) -> list[str]:
+        raise NotImplementedError
+
+
+@dataclass(frozen=True)
+class IdentityPartitionMapping(PartitionMapping):
+    def upstream_keys(
+        self,
+        downstream_key: str | None,
+        downstream: PartitionsDefinition | None,
+        upstream: PartitionsDefinition,
+        current_time: datetime | None = None,
+        dynamic_keys: DynamicKeys | None = None,
+    ) -> list[str]:
+        return [downstream_key] if downstream_key is not None else []
+
+
+@dataclass(frozen=True)
+class AllPartitionMapping(PartitionMapping):
+    def upstream_keys(
+        self,
+        downstream_key: str | None,
+        downstream: PartitionsDefinition | None,
+        upstream: PartitionsDefinition,
+        current_time: datetime | None = None,
+        dynamic_keys: DynamicKeys | None = None,
+    ) -> list[str]:
+        return upstream.get_partition_keys(current_time, dynamic_keys)
+
+
+@dataclass(frozen=True)
+class TimeWindowPartitionMapping(PartitionMapping):
+    """Upstream windows overlapping the downstream window, widened by offsets counted in
+    upstream windows: ``start_offset=-6`` reads a 7-day rolling window of daily partitions."""
+
+    start_offset: int = 0
+    end_offset: int = 0
+
+    def upstream_keys(
+        self,
+        downstream_key: str | None,
+        downstream: PartitionsDefinition | None,
+        upstream: PartitionsDefinition,
+        current_time: datetime | None = None,
+        dynamic_keys: DynamicKeys | None = None,
+    ) -> list[str]:
+        if not isinstance(upstream, TimeWindowPartitionsDefinition) or not isinstance(
+            downstream, TimeWindowPartitionsDefinition
+        ):
+            raise TidegateError("TimeWindowPartitionMapping needs time-window partitions on both sides")
+        if downstream_key is None:
+            return []
+        window = downstream.time_window_for_key(downstream_key)
+        all_windows = upstream.windows(datetime.max.replace(tzinfo=UTC) if upstream._end else window.end)
+        overlapping = [i for i, w in enumerate(all_windows) if w.start < window.end and w.end > window.start]
+        if not overlapping:
+            return []
+        first = max(0, overlapping[0] + self.start_offset)
+        last = overlapping[-1] + self.end_offset
+        return [upstream.fmt_key(w.start) for w in all_windows[first : last + 1]]
+
+
+@dataclass(frozen=True)
+class BackfillPolicy:
+    max_partitions_per_run: int | None = 1
+
+    @classmethod
+    def single_run(cls) -> BackfillPolicy:
+        return cls(max_partitions_per_run=None)
+
+    @classmethod
+    def multi_run(cls, max_partitions_per_run: int = 1) -> BackfillPolicy:
+        if max_partitions_per_run < 1:
+            raise InvalidDefinitionError("BackfillPolicy.multi_run: max_partitions_per_run must be >= 1")
+        return cls(max_partitions_per_run=max_partitions_per_run)
