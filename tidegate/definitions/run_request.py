@@ -10,6 +10,9 @@ from typing import Any
 from tidegate.definitions.key import AssetKey
 from tidegate.errors import InstigatorEvaluationError, InvalidDefinitionError
 
+# runs.run_key is VARCHAR(1024); a schedule prefixes its tick time (up to 33 characters)
+MAX_RUN_KEY_LENGTH = 960
+
 
 @dataclass(frozen=True)
 class RunRequest:
@@ -26,6 +29,11 @@ class RunRequest:
     def __post_init__(self) -> None:
         if self.run_key is not None and not isinstance(self.run_key, str):
             raise InvalidDefinitionError(f"RunRequest: run_key must be a string, got {self.run_key!r}")
+        if self.run_key is not None and len(self.run_key) > MAX_RUN_KEY_LENGTH:
+            raise InvalidDefinitionError(
+                f"RunRequest: run_key {self.run_key[:40]!r}... is {len(self.run_key)} characters long; "
+                f"at most {MAX_RUN_KEY_LENGTH} (hash a longer key)"
+            )
         for k, v in (self.tags or {}).items():
             if not isinstance(k, str) or not isinstance(v, str):
                 raise InvalidDefinitionError(f"RunRequest: tags must map str to str, got {k!r}: {v!r}")

@@ -36,8 +36,8 @@ class ScheduleDefinition:
     """Request a run of ``target`` at every tick of ``cron_schedule`` in ``execution_timezone``.
 
     Without ``execution_fn`` each tick requests one run. Missed ticks (no beat was running)
-    are caught up per ``max_catchup_ticks``: by default only the latest missed tick runs;
-    ``N`` runs up to the N most recent; ``0`` runs none of them.
+    are caught up per ``max_catchup_ticks`` (at least 1): by default only the latest missed
+    tick runs; ``N`` runs up to the N most recent.
     """
 
     def __init__(
@@ -66,9 +66,11 @@ class ScheduleDefinition:
         self.cron_schedule: str = validate_cron(label, cron_schedule)
         self.timezone: ZoneInfo = validate_timezone(label, execution_timezone)
         self.execution_timezone: str = self.timezone.key
-        if not isinstance(max_catchup_ticks, int) or max_catchup_ticks < 0:
+        # 0 cannot work: the tick being evaluated is itself in the past by the time the beat
+        # evaluates it, so "none of the missed ticks" would mean "never".
+        if not isinstance(max_catchup_ticks, int) or isinstance(max_catchup_ticks, bool) or max_catchup_ticks < 1:
             raise InvalidDefinitionError(
-                f"{label}: max_catchup_ticks must be an integer >= 0, got {max_catchup_ticks!r}"
+                f"{label}: max_catchup_ticks must be an integer >= 1, got {max_catchup_ticks!r}"
             )
         self.max_catchup_ticks: int = max_catchup_ticks
         if not isinstance(default_status, DefaultScheduleStatus):

@@ -10,6 +10,7 @@ tick (started, stopped or reset from the CLI).
 
 from __future__ import annotations
 
+import functools
 import heapq
 import logging
 import os
@@ -34,7 +35,14 @@ from tidegate.names import PRIORITY_TAG
 from tidegate.scheduler.clock import Clock, SystemClock
 from tidegate.scheduler.launcher import Launcher
 from tidegate.storage.api import Storage
-from tidegate.storage.instigators import InstigatorState, InstigatorStatus, PlannedRun, TickOutcome, TickStatus
+from tidegate.storage.instigators import (
+    InstigatorState,
+    InstigatorStatus,
+    PlannedRun,
+    TickOutcome,
+    TickRecord,
+    TickStatus,
+)
 from tidegate.storage.records import StepRef
 
 log = logging.getLogger("tidegate.beat")
@@ -93,6 +101,7 @@ class Beat:
         self._due: dict[str, datetime] = {}
         self._inflight: dict[str, _Inflight] = {}
         self._last_purge: datetime | None = None
+        self._cron_seen: dict[str, datetime] = {}  # schedule -> when this beat first saw its changed cron
 
     # -- the loop --------------------------------------------------------------------------
 
@@ -129,12 +138,18 @@ class Beat:
         while self._heap and self._heap[0][0] <= now:
             when, kind, name = heapq.heappop(self._heap)
             if self._due.get(name) == when:
+                del self._due[name]  # the heap may hold this entry twice: evaluate it once
                 due.append((kind, name))
         for kind, name in due:
-            if kind == "schedule":
-                self._run_schedule(self.defs.schedules[name], now, report)
-            else:
-                self._start_sensor(self.defs.sensors[name], now)
+            try:
+                if kind == "schedule":
+                    self._run_schedule(self.defs.schedules[name], now, report)
+                else:
+                    self._start_sensor(self.defs.sensors[name], now)
+            except Exception as exc:  # the database refused or went away: retry at the next tick
+                log.exception("%s '%s': tick not recorded", kind, name)
+                report.failures.append(f"{kind} '{name}': tick not recorded: {exc!r:.200}")
+                self._push(name, kind, now)
         self._collect_sensors(now, report, wait_until=now)
         report.published = self.launcher.tick()
         self._purge(now)
@@ -188,13 +203,14 @@ class Beat:
 
     # -- schedules -------------------------------------------------------------------------
 
-    @staticmethod
-    def _schedule_floor(schedule: ScheduleDefinition, state: InstigatorState, now: datetime) -> datetime:
+    def _schedule_floor(self, schedule: ScheduleDefinition, state: InstigatorState, now: datetime) -> datetime:
         """Ticks strictly after this instant may run: never before the schedule was started,
-        never one already done, and never an old one of a cron that has since changed."""
+        never one already done, and never an old one of a cron that has since changed (a new
+        cron counts from when this beat first saw it, so its first tick runs even if late)."""
         floor = max(t for t in (state.last_tick_at, state.running_since) if t is not None)
         if state.cron is not None and state.cron != schedule.cron_schedule:
-            floor = max(floor, state.updated_at, now - timedelta(seconds=1))
+            seen = self._cron_seen.setdefault(schedule.name, now - timedelta(seconds=1))
+            floor = max(floor, state.updated_at, seen)
         return floor
 
     def _run_schedule(self, schedule: ScheduleDefinition, now: datetime, report: TickReport) -> None:
@@ -205,16 +221,19 @@ class Beat:
         for tick_time in missed[-schedule.max_catchup_ticks :]:
             outcome = self._evaluate_schedule(schedule, tick_time)
             following = next_tick(schedule.cron_schedule, schedule.timezone, max(tick_time, now))
-            record = self.storage.commit_tick(
-                schedule.name,
-                "schedule",
-                expected_version=version,
-                tick_time=tick_time,
-                started_at=now,
-                outcome=outcome,
-                origin=f"schedule:{schedule.name}",
-                next_tick_at=following,
-                cron=schedule.cron_schedule,
+            record = self._commit(
+                outcome,
+                functools.partial(
+                    self.storage.commit_tick,
+                    schedule.name,
+                    "schedule",
+                    expected_version=version,
+                    tick_time=tick_time,
+                    started_at=now,
+                    origin=f"schedule:{schedule.name}",
+                    next_tick_at=following,
+                    cron=schedule.cron_schedule,
+                ),
             )
             if record is None:  # another beat committed it: reload and carry on from there
                 state = self.storage.get_instigator(schedule.name) or state
@@ -248,7 +267,9 @@ class Beat:
 
     def _start_sensor(self, sensor: SensorDefinition, now: datetime) -> None:
         if sensor.name in self._inflight:
-            return  # the previous evaluation is still running (or hung): never two at once
+            # the previous evaluation is still running (or hung): never two at once; try again later
+            self._push(sensor.name, "sensor", now + timedelta(seconds=sensor.minimum_interval_seconds))
+            return
         state = self.storage.get_instigator(sensor.name) or self._state(sensor.name, "sensor", now)
         context = SensorEvaluationContext(
             sensor_name=sensor.name,
@@ -293,7 +314,12 @@ class Beat:
             else:
                 outcome = flight.result["outcome"]
                 del self._inflight[name]
-            self._commit_sensor(sensor, flight, outcome, report)
+            try:
+                self._commit_sensor(sensor, flight, outcome, report)
+            except Exception as exc:  # the database went away: evaluate again at the next interval
+                log.exception("%s: tick not recorded", sensor.label)
+                report.failures.append(f"{sensor.label}: tick not recorded: {exc!r:.200}")
+                self._push(name, "sensor", flight.started_at + timedelta(seconds=sensor.minimum_interval_seconds))
 
     def _commit_sensor(
         self, sensor: SensorDefinition, flight: _Inflight, outcome: TickOutcome, report: TickReport
@@ -301,15 +327,18 @@ class Beat:
         if outcome.status == TickStatus.FAILURE:
             outcome = TickOutcome(TickStatus.FAILURE, error=outcome.error)  # the cursor does not move
         when = flight.started_at
-        record = self.storage.commit_tick(
-            sensor.name,
-            "sensor",
-            expected_version=flight.state.version,
-            tick_time=when,
-            started_at=when,
-            outcome=outcome,
-            origin=f"sensor:{sensor.name}",
-            next_tick_at=when + timedelta(seconds=sensor.minimum_interval_seconds),
+        record = self._commit(
+            outcome,
+            functools.partial(
+                self.storage.commit_tick,
+                sensor.name,
+                "sensor",
+                expected_version=flight.state.version,
+                tick_time=when,
+                started_at=when,
+                origin=f"sensor:{sensor.name}",
+                next_tick_at=when + timedelta(seconds=sensor.minimum_interval_seconds),
+            ),
         )
         if record is None:
             log.info("%s: tick at %s superseded (another beat or a cursor reset)", sensor.label, when)
@@ -325,6 +354,18 @@ class Beat:
             self._push(sensor.name, "sensor", when + timedelta(seconds=sensor.minimum_interval_seconds))
 
     # -- shared ----------------------------------------------------------------------------
+
+    @staticmethod
+    def _commit(outcome: TickOutcome, commit: Callable[..., TickRecord | None]) -> TickRecord | None:
+        """Commit ``outcome``; if the database refuses it (say a value too long for a column),
+        commit a FAILURE tick with the error instead: no run, the cursor does not move."""
+        try:
+            return commit(outcome=outcome)
+        except Exception:
+            if outcome.status == TickStatus.FAILURE:
+                raise
+            log.exception("tick commit failed; recording it as FAILURE")
+            return commit(outcome=TickOutcome(TickStatus.FAILURE, error=traceback.format_exc()))
 
     def _plan(
         self, instigator: ScheduleDefinition | SensorDefinition, evaluation: Evaluation, tick_time: datetime | None

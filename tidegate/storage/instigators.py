@@ -275,9 +275,10 @@ class InstigatorStorage:
             return [_tick(r) for r in conn.execute(query)]
 
     def purge_ticks(self: Storage, *, status: str, before: datetime) -> int:
-        """Delete ticks of ``status`` that ended before ``before`` (retention of SKIPPED ticks)."""
+        """Delete ticks of ``status`` that started before ``before`` (retention of SKIPPED
+        ticks), in one transaction. ``started_at`` is the beat's clock, as is ``before``."""
         with self.engine.begin() as conn:
-            return conn.execute(delete(ticks).where(ticks.c.status == status, ticks.c.ended_at < before)).rowcount
+            return conn.execute(delete(ticks).where(ticks.c.status == status, ticks.c.started_at < before)).rowcount
 
     def acquire_lease(self: Storage, name: str, holder: str, *, now: datetime, ttl_seconds: float) -> bool:
         """Take or renew the lease ``name`` for ``holder`` unless another holder's lease is
