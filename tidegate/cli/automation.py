@@ -118,7 +118,12 @@ def sensor_preview(name: str, module: str | None, file_: str | None, cursor: str
         resources=Resources(defs.resources),
         log=logging.getLogger("tidegate.preview"),
     )
-    evaluation = s.evaluate(context, defs.resources)
+    try:
+        evaluation = s.evaluate(context, defs.resources)
+    except TidegateError:
+        raise
+    except Exception as exc:
+        raise TidegateError(f"sensor '{name}': evaluation raised {exc!r}") from exc
     for r in evaluation.run_requests:
         click.echo(f"RunRequest run_key={r.run_key!r} tags={json.dumps(dict(r.tags))}")
     if not evaluation.run_requests:

@@ -25,10 +25,22 @@ from croniter import CroniterBadCronError, CroniterBadDateError, croniter
 
 from tidegate.errors import InvalidDefinitionError
 
+ALIASES = {
+    "@hourly": "0 * * * *",
+    "@daily": "0 0 * * *",
+    "@midnight": "0 0 * * *",
+    "@weekly": "0 0 * * 0",
+    "@monthly": "0 0 1 * *",
+    "@yearly": "0 0 1 1 *",
+    "@annually": "0 0 1 1 *",
+}
+
 
 def validate_cron(label: str, cron: str) -> str:
+    """Return the cron string (aliases such as ``@daily`` expanded) or raise naming ``label``."""
     if not isinstance(cron, str):
         raise InvalidDefinitionError(f"{label}: cron_schedule must be a string, got {cron!r}")
+    cron = ALIASES.get(cron.strip(), cron)
     fields = cron.split()
     if len(fields) != 5:
         raise InvalidDefinitionError(f"{label}: invalid cron {cron!r} (expected 5 fields, got {len(fields)})")

@@ -16,6 +16,7 @@ import logging
 import os
 import socket
 import threading
+import time
 import traceback
 import uuid
 from collections.abc import Callable, Sequence
@@ -71,6 +72,7 @@ class _Inflight:
     started_at: datetime
     state: InstigatorState
     context: SensorEvaluationContext
+    deadline: float  # time.monotonic() by which the evaluation must have returned
 
 
 class Beat:
@@ -289,7 +291,8 @@ class Beat:
                 result["outcome"] = TickOutcome(TickStatus.FAILURE, error=traceback.format_exc())
 
         thread = threading.Thread(target=evaluate, name=f"sensor-{sensor.name}", daemon=True)
-        self._inflight[sensor.name] = _Inflight(thread, result, now, state, context)
+        deadline = time.monotonic() + sensor.time_limit_seconds
+        self._inflight[sensor.name] = _Inflight(thread, result, now, state, context, deadline)
         thread.start()
 
     def _collect_sensors(self, now: datetime, report: TickReport, wait_until: datetime | None = None) -> None:
@@ -298,7 +301,9 @@ class Beat:
         for name, flight in list(self._inflight.items()):
             sensor = self.defs.sensors[name]
             if wait_until is not None and "committed" not in flight.result:
-                flight.thread.join(timeout=sensor.time_limit_seconds)
+                # Every evaluation of this tick runs concurrently: wait for each only until its
+                # own deadline, so hung sensors do not add up.
+                flight.thread.join(timeout=max(0.0, flight.deadline - time.monotonic()))
             if flight.result.get("committed"):
                 if not flight.thread.is_alive():
                     del self._inflight[name]  # a hung evaluation finally returned
@@ -308,7 +313,7 @@ class Beat:
                     continue
                 outcome = TickOutcome(
                     TickStatus.FAILURE,
-                    error=f"{sensor.label}: evaluation exceeded its time limit of {sensor.time_limit_seconds:g}s",
+                    error=f"TimeoutError: evaluation exceeded its time limit of {sensor.time_limit_seconds:g}s",
                 )
                 flight.result["committed"] = True  # keep it in flight until the thread ends
             else:
