@@ -41,8 +41,14 @@ class TagLimit:
         return self.per_value or self.value is None or tags[self.key] == self.value
 
     def bucket(self, tags: dict[str, str] | Any) -> str:
-        """Which counter a run with ``tags`` counts against."""
-        return f"{self.key}={tags[self.key]}" if self.per_value else self.describe
+        """Which counter a run with ``tags`` counts against; each kind of limit has its own
+        counters, so a value limit and a per-value limit on one key never share one."""
+        if self.per_value:
+            return f"per-value {self.key}={tags[self.key]}"
+        return f"value {self.key}={self.value}" if self.value is not None else f"key {self.key}"
+
+    def describe_for(self, tags: dict[str, str] | Any) -> str:
+        return f"{self.key}={tags[self.key]}" if self.per_value or self.value is not None else self.describe
 
     @property
     def describe(self) -> str:
@@ -91,17 +97,26 @@ class InstanceConfig:
         monitor = data.get("run_monitor", {})
         _only(source, "run_queue", queue, {"max_concurrent_runs", "tag_concurrency_limits"})
         _only(source, "run_monitor", monitor, set(MonitorConfig.__dataclass_fields__))
-        max_runs = os.environ.get("TIDEGATE_MAX_CONCURRENT_RUNS") or queue.get("max_concurrent_runs")
+        env_max = os.environ.get("TIDEGATE_MAX_CONCURRENT_RUNS")
+        if env_max:
+            try:
+                max_runs: int | None = _whole(f"TIDEGATE_MAX_CONCURRENT_RUNS={env_max!r}", "value", int(env_max))
+            except ValueError:
+                raise ConfigError(f"TIDEGATE_MAX_CONCURRENT_RUNS={env_max!r}: must be an integer >= 0") from None
+        else:
+            max_runs = _positive(source, "run_queue.max_concurrent_runs", queue.get("max_concurrent_runs"))
         limits = tuple(_tag_limit(source, i, item) for i, item in enumerate(queue.get("tag_concurrency_limits", [])))
-        try:
-            monitor_config = MonitorConfig(**{k: type(getattr(MonitorConfig(), k))(v) for k, v in monitor.items()})
-        except (TypeError, ValueError) as exc:
-            raise ConfigError(f"{source}: [run_monitor]: {exc}") from None
-        return cls(
-            RunQueueConfig(_positive(source, "run_queue.max_concurrent_runs", max_runs), limits),
-            monitor_config,
-            source,
-        )
+        defaults = MonitorConfig()
+        values: dict[str, Any] = {}
+        for key, value in monitor.items():
+            name = f"run_monitor.{key}"
+            if isinstance(getattr(defaults, key), int):
+                values[key] = _positive(source, name, value)
+            elif isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+                raise ConfigError(f"{source}: {name} must be a number of seconds > 0, got {value!r}")
+            else:
+                values[key] = float(value)
+        return cls(RunQueueConfig(max_runs, limits), MonitorConfig(**values), source)
 
 
 def _find() -> Path | None:
@@ -126,13 +141,15 @@ def _only(source: str, section: str, values: Any, allowed: set[str]) -> None:
 def _positive(source: str, name: str, value: Any) -> int | None:
     if value is None:
         return None
-    try:
-        number = int(value)
-    except (TypeError, ValueError):
-        raise ConfigError(f"{source}: {name} must be an integer, got {value!r}") from None
-    if number < 0:
-        raise ConfigError(f"{source}: {name} must be >= 0, got {number}")
-    return number
+    return _whole(source, name, value)
+
+
+def _whole(source: str, name: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ConfigError(f"{source}: {name} must be an integer, got {value!r}")
+    if value < 0:
+        raise ConfigError(f"{source}: {name} must be >= 0, got {value}")
+    return value
 
 
 def _tag_limit(source: str, index: int, item: Any) -> TagLimit:
@@ -146,4 +163,9 @@ def _tag_limit(source: str, index: int, item: Any) -> TagLimit:
         raise ConfigError(f"{where}: give value or per_value = true, not both")
     limit = _positive(source, f"tag_concurrency_limits[{index}].limit", item["limit"])
     assert limit is not None
-    return TagLimit(str(item["key"]), limit, item.get("value"), bool(item.get("per_value", False)))
+    value = item.get("value")
+    if (value is not None and not isinstance(value, str | int | float)) or isinstance(value, bool):
+        raise ConfigError(f"{where}: value must be a string, got {value!r}")
+    return TagLimit(
+        str(item["key"]), limit, str(value) if value is not None else None, bool(item.get("per_value", False))
+    )

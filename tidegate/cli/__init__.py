@@ -149,4 +149,8 @@ def _run_beat(defs: Definitions, stop: threading.Event, lease_seconds: float = 2
     from tidegate.scheduler.beat import Beat
 
     storage = open_storage()
-    Beat(defs, storage, CeleryPublisher(get_app(), storage), lease_seconds=lease_seconds).run_forever(stop)
+    from tidegate.instance_config import InstanceConfig
+
+    publisher = CeleryPublisher(get_app(), storage)
+    config = InstanceConfig.load()
+    Beat(defs, storage, publisher, lease_seconds=lease_seconds, config=config).run_forever(stop)

@@ -103,7 +103,9 @@ def cancel_run(run_id: str) -> None:
     result = storage.cancel_run(full_id)
     if not result.canceled:
         raise TidegateError(f"run '{full_id}': already {storage.get_run(full_id).status}; nothing to cancel")
-    CeleryPublisher(get_app(), storage).revoke(result.running)
+    publisher = CeleryPublisher(get_app(), storage)
+    publisher.revoke(result.running)
+    publisher(result.released)  # pool slots it freed went to other runs' waiting steps
     click.echo(f"run {full_id} CANCELED ({len(result.running)} running step(s) terminated)")
 
 
@@ -125,7 +127,9 @@ def reexecute_run(run_id: str, module: str | None, file_: str | None, from_failu
     steps = storage.get_steps(result.run_id)
     click.echo(f"run {result.run_id} submitted: re-execution of {full_id}, {len(steps)} step(s)")
     if not is_embedded_broker():
-        Launcher(storage, CeleryPublisher(get_app(), storage), defs=defs).tick()
+        from tidegate.instance_config import InstanceConfig
+
+        Launcher(storage, CeleryPublisher(get_app(), storage), defs=defs, config=InstanceConfig.load()).tick()
 
 
 @click.command("queue")

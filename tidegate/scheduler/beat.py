@@ -32,6 +32,7 @@ from tidegate.definitions.run_request import Evaluation, RunRequest
 from tidegate.definitions.schedule import ScheduleDefinition, ScheduleEvaluationContext
 from tidegate.definitions.sensor import SensorDefinition, SensorEvaluationContext
 from tidegate.errors import TidegateError
+from tidegate.instance_config import InstanceConfig
 from tidegate.names import PRIORITY_TAG
 from tidegate.scheduler.clock import Clock, SystemClock
 from tidegate.scheduler.launcher import Launcher
@@ -87,13 +88,14 @@ class Beat:
         lease_seconds: float = 20.0,
         launcher_interval: float = 1.0,
         skipped_tick_retention: timedelta | None = timedelta(days=7),
+        config: InstanceConfig | None = None,
     ) -> None:
         self.defs = defs
         self.storage = storage
         self.clock = clock or SystemClock()
         self.holder = holder or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         self.lease_seconds = lease_seconds
-        self.launcher = Launcher(storage, publish)
+        self.launcher = Launcher(storage, publish, defs=defs, config=config or InstanceConfig())
         self.launcher_interval = launcher_interval
         self.retention = skipped_tick_retention
         self.resources = Resources(defs.resources)

@@ -44,7 +44,7 @@ def decide(
         if blocking:
             limit = blocking[0]
             decisions.append(
-                QueueDecision(run, False, f"tag limit {limit.bucket(run.tags)}: {limit.limit} run(s) in progress")
+                QueueDecision(run, False, f"tag limit {limit.describe_for(run.tags)}: {limit.limit} run(s) in progress")
             )
             continue
         decisions.append(QueueDecision(run, True, ""))

@@ -34,6 +34,7 @@ class PoolInfo:
 class CancelResult:
     canceled: bool  # False: the run had already ended
     running: tuple[StepRef, ...]  # steps that were RUNNING: revoke their tasks
+    released: tuple[StepRef, ...] = ()  # other runs' steps that got the freed pool slots: publish
 
 
 class RunControl:
@@ -100,8 +101,8 @@ class RunControl:
                 if r.started_at is not None
             )
             self._append_events(conn, run_id, None, [NewEvent(f"RUN_{status}", message)], now)
-            self._fill_pools(conn, {r.pool for r in rows if r.pool is not None}, now)
-        return CancelResult(True, running)
+            released = self._fill_pools(conn, {r.pool for r in rows if r.pool is not None}, now)
+        return CancelResult(True, running, tuple(released))
 
     # -- pools -----------------------------------------------------------------------------
 
