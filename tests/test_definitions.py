@@ -4,7 +4,6 @@ import copy
 import pickle
 import random
 import re
-import types
 from typing import TYPE_CHECKING
 
 import pytest
