@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
@@ -17,7 +17,7 @@ from tidegate.storage.records import NewEvent, RunRecord, StepRecord, StepRef, f
 from tidegate.storage.schema import pools, runs, steps
 
 if TYPE_CHECKING:
-    from tidegate.storage.api import Storage
+    from sqlalchemy import Connection, Engine
 
 _NOT_DONE = (StepStatus.PLANNED, StepStatus.WAITING, StepStatus.READY, StepStatus.ENQUEUED, StepStatus.RUNNING)
 
@@ -38,9 +38,22 @@ class CancelResult:
 
 
 class RunControl:
+    if TYPE_CHECKING:  # provided by Storage, which mixes this class in
+        engine: Engine
+        dialect: str
+
+        def _append_events(
+            self, conn: Connection, run_id: str, step_key: str | None, new: Sequence[NewEvent], now: datetime
+        ) -> None: ...
+
+        def _fill_pools(self, conn: Connection, names: set[str], now: datetime) -> list[StepRef]: ...
+
+        @staticmethod
+        def _attempt(run_id: str, step_key: str, attempt: int) -> tuple[Any, ...]: ...
+
     # -- the run queue ---------------------------------------------------------------------
 
-    def queued_runs(self: Storage, limit: int = 1000) -> list[RunRecord]:
+    def queued_runs(self, limit: int = 1000) -> list[RunRecord]:
         """QUEUED runs, highest priority first, then oldest."""
         query = (
             select(runs)
@@ -51,26 +64,26 @@ class RunControl:
         with self.engine.connect() as conn:
             return [from_row(RunRecord, r) for r in conn.execute(query)]
 
-    def started_runs(self: Storage) -> list[RunRecord]:
+    def started_runs(self) -> list[RunRecord]:
         with self.engine.connect() as conn:
             return [
                 from_row(RunRecord, r) for r in conn.execute(select(runs).where(runs.c.status == RunStatus.STARTED))
             ]
 
     @retry_transient
-    def fail_run(self: Storage, run_id: str, message: str) -> bool:
+    def fail_run(self, run_id: str, message: str) -> bool:
         """End a QUEUED or STARTED run FAILURE with ``message`` (e.g. its job is gone), its
         unfinished steps CANCELED, in one transaction."""
         return self._end_run(run_id, RunStatus.FAILURE, message).canceled
 
     @retry_transient
-    def cancel_run(self: Storage, run_id: str) -> CancelResult:
+    def cancel_run(self, run_id: str) -> CancelResult:
         """QUEUED/STARTED -> CANCELED and every unfinished step CANCELED, in one transaction.
         Steps not yet started never start (claims need a STARTED run); RUNNING steps lose
         ownership, so their outcome is not recorded; the caller revokes their tasks."""
         return self._end_run(run_id, RunStatus.CANCELED, "canceled")
 
-    def _end_run(self: Storage, run_id: str, status: str, message: str) -> CancelResult:
+    def _end_run(self, run_id: str, status: str, message: str) -> CancelResult:
         now = datetime.now(UTC)
         with self.engine.begin() as conn:
             ended = conn.execute(
@@ -106,7 +119,7 @@ class RunControl:
 
     # -- pools -----------------------------------------------------------------------------
 
-    def set_pool_limit(self: Storage, name: str, slots: int | None) -> list[StepRef]:
+    def set_pool_limit(self, name: str, slots: int | None) -> list[StepRef]:
         """Set (or with None remove) a pool's limit; returns steps promoted by a larger limit."""
         now = datetime.now(UTC)
         with self.engine.begin() as conn:
@@ -121,7 +134,7 @@ class RunControl:
                 )
             return self._fill_pools(conn, {name}, now)
 
-    def fill_all_pools(self: Storage) -> list[StepRef]:
+    def fill_all_pools(self) -> list[StepRef]:
         """Promote WAITING steps of every pool with free slots (a safety net for the handover)."""
         now = datetime.now(UTC)
         with self.engine.connect() as conn:
@@ -133,7 +146,7 @@ class RunControl:
         with self.engine.begin() as conn:
             return self._fill_pools(conn, names, now)
 
-    def pools_overview(self: Storage) -> list[PoolInfo]:
+    def pools_overview(self) -> list[PoolInfo]:
         with self.engine.connect() as conn:
             limits = dict(conn.execute(select(pools.c.name, pools.c.slots)).all())
             counts = conn.execute(
@@ -154,12 +167,12 @@ class RunControl:
 
     # -- the run monitor's queries ---------------------------------------------------------
 
-    def running_steps(self: Storage) -> list[StepRecord]:
+    def running_steps(self) -> list[StepRecord]:
         with self.engine.connect() as conn:
             rows = conn.execute(select(steps).where(steps.c.status == StepStatus.RUNNING)).all()
         return [from_row(StepRecord, r) for r in rows]
 
-    def enqueued_steps(self: Storage, *, before: datetime | None = None) -> list[StepRef]:
+    def enqueued_steps(self, *, before: datetime | None = None) -> list[StepRef]:
         """ENQUEUED steps (sent before ``before``): candidates for re-publishing."""
         query = select(
             steps.c.run_id, steps.c.step_key, steps.c.attempt, steps.c.queue, steps.c.display_name, steps.c.timeout
@@ -169,7 +182,7 @@ class RunControl:
         with self.engine.connect() as conn:
             return [StepRef(*r) for r in conn.execute(query.order_by(steps.c.enqueued_at)).all()]
 
-    def touch_enqueued(self: Storage, refs: Sequence[StepRef]) -> None:
+    def touch_enqueued(self, refs: Sequence[StepRef]) -> None:
         """Record that these ENQUEUED steps were sent again now."""
         now = datetime.now(UTC)
         with self.engine.begin() as conn:
@@ -180,12 +193,12 @@ class RunControl:
                     .values(enqueued_at=now)
                 )
 
-    def recently_failed_runs(self: Storage, *, since: datetime) -> list[RunRecord]:
+    def recently_failed_runs(self, *, since: datetime) -> list[RunRecord]:
         query = select(runs).where(runs.c.status == RunStatus.FAILURE, runs.c.ended_at >= since)
         with self.engine.connect() as conn:
             return [from_row(RunRecord, r) for r in conn.execute(query)]
 
-    def child_runs(self: Storage, parent_run_id: str) -> list[RunRecord]:
+    def child_runs(self, parent_run_id: str) -> list[RunRecord]:
         with self.engine.connect() as conn:
             rows = conn.execute(select(runs).where(runs.c.parent_run_id == parent_run_id)).all()
         return [from_row(RunRecord, r) for r in rows]

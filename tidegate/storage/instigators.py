@@ -18,7 +18,9 @@ from tidegate.definitions.job import RunPlan
 from tidegate.storage.schema import instigators, leases, ticks
 
 if TYPE_CHECKING:
-    from tidegate.storage.api import Storage
+    from sqlalchemy import Engine
+
+    from tidegate.storage.records import SubmitResult
 
 
 class TickStatus:
@@ -91,14 +93,30 @@ class _TickTaken(Exception):
 
 
 class InstigatorStorage:
+    if TYPE_CHECKING:  # provided by Storage, which mixes this class in
+        engine: Engine
+        dialect: str
+
+        def submit_in(
+            self,
+            conn: Connection,
+            plan: RunPlan,
+            *,
+            origin: str,
+            run_key: str | None = None,
+            tags: Mapping[str, str] | None = None,
+            priority: int = 0,
+            parent_run_id: str | None = None,
+        ) -> SubmitResult: ...
+
     """The instigator half of the storage API (a mixin of Storage)."""
 
-    def get_instigator(self: Storage, name: str) -> InstigatorState | None:
+    def get_instigator(self, name: str) -> InstigatorState | None:
         with self.engine.connect() as conn:
             row = conn.execute(select(instigators).where(instigators.c.name == name)).one_or_none()
         return _state(row) if row is not None else None
 
-    def instigator_states(self: Storage, *, changed_after: datetime | None = None) -> dict[str, InstigatorState]:
+    def instigator_states(self, *, changed_after: datetime | None = None) -> dict[str, InstigatorState]:
         """All states, or only those changed after ``changed_after`` (the beat's cheap refresh)."""
         query = select(instigators)
         if changed_after is not None:
@@ -106,7 +124,7 @@ class InstigatorStorage:
         with self.engine.connect() as conn:
             return {r.name: _state(r) for r in conn.execute(query)}
 
-    def _ensure_instigator(self: Storage, conn: Connection, name: str, kind: str, now: datetime) -> None:
+    def _ensure_instigator(self, conn: Connection, name: str, kind: str, now: datetime) -> None:
         dialect_insert = postgresql.insert if self.dialect == "postgresql" else sqlite.insert
         conn.execute(
             dialect_insert(instigators)
@@ -114,7 +132,7 @@ class InstigatorStorage:
             .on_conflict_do_nothing(index_elements=["name"])
         )
 
-    def set_instigator_status(self: Storage, name: str, kind: str, status: str, now: datetime) -> None:
+    def set_instigator_status(self, name: str, kind: str, status: str, now: datetime) -> None:
         """Start or stop a schedule or sensor, in one transaction. Starting sets
         ``running_since`` so no tick from before the start is ever run."""
         with self.engine.begin() as conn:
@@ -128,7 +146,7 @@ class InstigatorStorage:
                         values["last_tick_at"] = now  # no tick from before the start
             conn.execute(update(instigators).where(instigators.c.name == name).values(**values))
 
-    def initialize_instigator(self: Storage, name: str, kind: str, now: datetime) -> InstigatorState:
+    def initialize_instigator(self, name: str, kind: str, now: datetime) -> InstigatorState:
         """Create the row of an instigator running by default (first seen by a beat at ``now``)."""
         with self.engine.begin() as conn:
             self._ensure_instigator(conn, name, kind, now)
@@ -143,7 +161,7 @@ class InstigatorStorage:
             row = conn.execute(select(instigators).where(instigators.c.name == name)).one()
         return _state(row)
 
-    def set_cursor(self: Storage, name: str, kind: str, cursor: str | None, now: datetime) -> None:
+    def set_cursor(self, name: str, kind: str, cursor: str | None, now: datetime) -> None:
         """Replace a sensor's cursor (operator action); bumps the version so a tick evaluated
         against the old cursor cannot commit."""
         with self.engine.begin() as conn:
@@ -155,7 +173,7 @@ class InstigatorStorage:
             )
 
     def commit_tick(
-        self: Storage,
+        self,
         name: str,
         kind: str,
         *,
@@ -182,7 +200,7 @@ class InstigatorStorage:
             return None
 
     def _commit_tick(
-        self: Storage,
+        self,
         name: str,
         kind: str,
         expected_version: int,
@@ -266,7 +284,7 @@ class InstigatorStorage:
             row = conn.execute(select(ticks).where(ticks.c.id == tick_id)).one()
         return _tick(row)
 
-    def get_ticks(self: Storage, name: str, *, limit: int = 20, status: str | None = None) -> list[TickRecord]:
+    def get_ticks(self, name: str, *, limit: int = 20, status: str | None = None) -> list[TickRecord]:
         """Newest first."""
         query = select(ticks).where(ticks.c.instigator == name).order_by(ticks.c.id.desc()).limit(limit)
         if status:
@@ -274,13 +292,13 @@ class InstigatorStorage:
         with self.engine.connect() as conn:
             return [_tick(r) for r in conn.execute(query)]
 
-    def purge_ticks(self: Storage, *, status: str, before: datetime) -> int:
+    def purge_ticks(self, *, status: str, before: datetime) -> int:
         """Delete ticks of ``status`` that started before ``before`` (retention of SKIPPED
         ticks), in one transaction. ``started_at`` is the beat's clock, as is ``before``."""
         with self.engine.begin() as conn:
             return conn.execute(delete(ticks).where(ticks.c.status == status, ticks.c.started_at < before)).rowcount
 
-    def acquire_lease(self: Storage, name: str, holder: str, *, now: datetime, ttl_seconds: float) -> bool:
+    def acquire_lease(self, name: str, holder: str, *, now: datetime, ttl_seconds: float) -> bool:
         """Take or renew the lease ``name`` for ``holder`` unless another holder's lease is
         still valid; one statement, so two contenders cannot both win."""
         expires = now + timedelta(seconds=ttl_seconds)
@@ -296,7 +314,7 @@ class InstigatorStorage:
             current = conn.execute(select(leases.c.holder).where(leases.c.name == name)).scalar()
         return bool(current == holder)
 
-    def release_lease(self: Storage, name: str, holder: str) -> None:
+    def release_lease(self, name: str, holder: str) -> None:
         with self.engine.begin() as conn:
             conn.execute(delete(leases).where(leases.c.name == name, leases.c.holder == holder))
 
