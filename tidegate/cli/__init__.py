@@ -18,7 +18,7 @@ from tidegate.cli.common import (
     open_storage,
     resolve_location,
 )
-from tidegate.cli.inspect_ import assets, pool, queue, runs
+from tidegate.cli.inspect_ import assets, partitions, pool, queue, runs
 from tidegate.cli.launch import job, materialize
 from tidegate.config import Settings
 from tidegate.definitions.defs import Definitions
@@ -44,6 +44,7 @@ main.add_command(sensor)
 main.add_command(ticks)
 main.add_command(queue)
 main.add_command(pool)
+main.add_command(partitions)
 
 
 @main.group()

@@ -180,3 +180,75 @@ def pool_list() -> None:
     click.echo(f"{'POOL':<24}{'SLOTS':>9}{'ACTIVE':>8}{'WAITING':>9}")
     for p in overview:
         click.echo(f"{p.name:<24}{p.slots if p.slots is not None else 'no limit':>9}{p.active:>8}{p.waiting:>9}")
+
+
+@click.group()
+def partitions() -> None:
+    """Dynamic partitions: list, add and delete keys."""
+
+
+def _dynamic(module: str | None, file_: str | None, name: str) -> None:
+    from tidegate.definitions.partitions import DynamicPartitionsDefinition
+
+    defs = load(module, file_)
+    known = {
+        a.partitions_def.name for a in defs.assets.values() if isinstance(a.partitions_def, DynamicPartitionsDefinition)
+    }
+    if name not in known:
+        raise TidegateError(f"dynamic partitions '{name}': not used by any asset (known: {sorted(known) or 'none'})")
+
+
+@partitions.command("list")
+@click.argument("name")
+@code_location_options
+@handle_errors
+def partitions_list(name: str, module: str | None, file_: str | None) -> None:
+    _dynamic(module, file_, name)
+    keys = open_storage().dynamic_partition_keys(name)
+    click.echo("\n".join(keys) if keys else f"no keys in dynamic partitions '{name}'")
+
+
+@partitions.command("add")
+@click.argument("name")
+@click.argument("keys", nargs=-1, required=True)
+@code_location_options
+@handle_errors
+def partitions_add(name: str, keys: tuple[str, ...], module: str | None, file_: str | None) -> None:
+    from tidegate.definitions.partitions import DynamicPartitionsDefinition
+
+    _dynamic(module, file_, name)
+    checked = DynamicPartitionsDefinition(name).build_add_request(list(keys)).partition_keys
+    added = open_storage().add_dynamic_partitions(name, list(checked))
+    click.echo(f"dynamic partitions '{name}': added {len(added)} of {len(keys)} key(s)")
+
+
+@partitions.command("delete")
+@click.argument("name")
+@click.argument("keys", nargs=-1, required=True)
+@code_location_options
+@handle_errors
+def partitions_delete(name: str, keys: tuple[str, ...], module: str | None, file_: str | None) -> None:
+    _dynamic(module, file_, name)
+    removed = open_storage().delete_dynamic_partitions(name, list(keys))
+    click.echo(f"dynamic partitions '{name}': deleted {removed} key(s)")
+
+
+@assets.command("partitions")
+@click.argument("asset")
+@code_location_options
+@click.option("--missing", is_flag=True, help="Only partitions never materialized.")
+@handle_errors
+def asset_partitions(asset: str, module: str | None, file_: str | None, missing: bool) -> None:
+    """Each partition of ASSET with its last materialization."""
+    defs = load(module, file_)
+    definition = defs.get_asset(asset)
+    if definition.partitions_def is None:
+        raise TidegateError(f"asset '{asset}': not partitioned")
+    storage = open_storage()
+    keys = definition.partitions_def.get_partition_keys(dynamic_keys=storage.dynamic_partition_keys)
+    done = {m.partition_key: m for m in storage.get_materializations(str(definition.key))}
+    for key in keys:
+        record = done.get(key)
+        if missing and record is not None:
+            continue
+        click.echo(f"{key:<28}{_when(record.timestamp) if record else 'missing'}")

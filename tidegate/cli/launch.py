@@ -128,6 +128,7 @@ def job() -> None:
 @click.option("--tag", "tags", multiple=True, metavar="KEY=VALUE", help="Tag the run (repeatable).")
 @click.option("--run-key", default=None, help="Idempotency key: a second launch with it is a no-op.")
 @click.option("--priority", type=int, default=None, help=f"Run priority (the {PRIORITY_TAG} tag).")
+@click.option("--partition", "partition_key", default=None, help="The partition key (partitioned jobs).")
 @click.option("--wait/--no-wait", default=False, show_default=True, help="Follow the run until it ends.")
 @handle_errors
 def launch(
@@ -137,11 +138,12 @@ def launch(
     tags: tuple[str, ...],
     run_key: str | None,
     priority: int | None,
+    partition_key: str | None,
     wait: bool,
 ) -> None:
-    """Launch a run of job NAME."""
+    """Launch a run of job NAME (of one partition with --partition)."""
     defs = load(module, file_)
-    plan = defs.plan(name)
+    plan = defs.plan(name, partition_key=partition_key, dynamic_keys=open_storage().dynamic_partition_keys)
     run_tags = parse_tags(tags)
     if priority is None:
         priority = int(run_tags.get(PRIORITY_TAG, "0"))

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any, overload
 
 from tidegate.definitions.key import AssetKey, CoercibleToAssetKey
+from tidegate.definitions.partitions import BackfillPolicy, PartitionMapping, PartitionsDefinition
 from tidegate.definitions.resource import ConfigurableResource
 from tidegate.definitions.retry import RetryPolicy
 from tidegate.errors import InvalidDefinitionError
@@ -23,9 +24,11 @@ _GROUP_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_\-]*$")  # selectable as "group:
 
 @dataclass(frozen=True)
 class AssetIn:
-    """Maps a parameter to an upstream asset whose key differs from the parameter's name."""
+    """How a parameter loads its upstream asset: a key other than the parameter's name,
+    and/or which upstream partitions one partition reads (``partition_mapping``)."""
 
-    key: CoercibleToAssetKey
+    key: CoercibleToAssetKey | None = None
+    partition_mapping: PartitionMapping | None = None
 
 
 @dataclass(frozen=True)
@@ -57,6 +60,9 @@ class AssetsDefinition:
     timeout: float | None = None
     io_manager_key: str = DEFAULT_IO_MANAGER_KEY
     context_resource_keys: frozenset[str] = frozenset()
+    partitions_def: PartitionsDefinition | None = None
+    partition_mappings: Mapping[AssetKey, PartitionMapping] = field(default_factory=dict)
+    backfill_policy: BackfillPolicy | None = None
 
     @property
     def name(self) -> str:
@@ -124,6 +130,8 @@ def asset(
     timeout: float | None = None,
     io_manager_key: str | None = None,
     required_resource_keys: Iterable[str] | None = None,
+    partitions_def: PartitionsDefinition | None = None,
+    backfill_policy: BackfillPolicy | None = None,
 ) -> Callable[[Callable[..., Any]], AssetsDefinition]: ...
 
 
@@ -146,6 +154,8 @@ def asset(
     timeout: float | None = None,
     io_manager_key: str | None = None,
     required_resource_keys: Iterable[str] | None = None,
+    partitions_def: PartitionsDefinition | None = None,
+    backfill_policy: BackfillPolicy | None = None,
 ) -> AssetsDefinition | Callable[[Callable[..., Any]], AssetsDefinition]:
     """Define an asset from a function, validating every argument at once.
 
@@ -174,6 +184,8 @@ def asset(
             timeout=timeout,
             io_manager_key=io_manager_key,
             required_resource_keys=set(required_resource_keys or ()),
+            partitions_def=partitions_def,
+            backfill_policy=backfill_policy,
         )
 
     return build(fn) if fn is not None else build
@@ -197,6 +209,8 @@ def _build_asset(
     timeout: float | None,
     io_manager_key: str | None,
     required_resource_keys: set[str],
+    partitions_def: PartitionsDefinition | None = None,
+    backfill_policy: BackfillPolicy | None = None,
 ) -> AssetsDefinition:
     fn_name = getattr(func, "__name__", repr(func))
     label = f"asset {name or fn_name!r}"
@@ -229,12 +243,20 @@ def _build_asset(
         raise InvalidDefinitionError(f"{label}: retry_policy must be a RetryPolicy, got {retry_policy!r}")
 
     params, context_param, annotated_resources = _classify_params(func, label)
+    if partitions_def is not None and not isinstance(partitions_def, PartitionsDefinition):
+        raise InvalidDefinitionError(f"{label}: partitions_def must be a PartitionsDefinition, got {partitions_def!r}")
     inputs: dict[str, AssetKey] = {}
+    mappings: dict[AssetKey, PartitionMapping] = {}
     for param, target in ins.items():
         if param not in params:
             raise InvalidDefinitionError(f"{label}: ins names {param!r}, which is not a parameter")
         try:
-            inputs[param] = AssetKey.from_coercible(target.key if isinstance(target, AssetIn) else target)
+            if isinstance(target, AssetIn):
+                inputs[param] = AssetKey.from_coercible(target.key if target.key is not None else param)
+                if target.partition_mapping is not None:
+                    mappings[inputs[param]] = target.partition_mapping
+                continue
+            inputs[param] = AssetKey.from_coercible(target)
         except (InvalidDefinitionError, TypeError) as exc:
             raise InvalidDefinitionError(f"{label}: invalid key for ins {param!r}: {target!r} ({exc})") from None
     resource_params = (required_resource_keys & set(params)) | annotated_resources
@@ -266,6 +288,9 @@ def _build_asset(
         timeout=float(timeout) if timeout is not None else None,
         io_manager_key=io_manager_key or DEFAULT_IO_MANAGER_KEY,
         context_resource_keys=frozenset(extra_required),
+        partitions_def=partitions_def,
+        partition_mappings=mappings,
+        backfill_policy=backfill_policy,
     )
 
 

@@ -44,6 +44,20 @@ class AssetExecutionContext:
     log: logging.Logger
     attempt: int = 1
     metadata: dict[str, Any] = field(default_factory=dict)
+    partition_key: str | None = None
+    partitions_def: Any = None
+
+    @property
+    def has_partition_key(self) -> bool:
+        return self.partition_key is not None
+
+    @property
+    def partition_time_window(self) -> Any:
+        """The (start, end) TimeWindow of this step's partition, timezone-aware."""
+        window = getattr(self.partitions_def, "time_window_for_key", None)
+        if self.partition_key is None or window is None:
+            raise AttributeError(f"asset '{self.asset_key}': not partitioned by time windows")
+        return window(self.partition_key)
 
     @property
     def retry_number(self) -> int:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
+from datetime import datetime
 from typing import Any, TypeVar
 
 from tidegate.definitions.asset import DEFAULT_IO_MANAGER_KEY, AssetsDefinition
@@ -17,6 +18,8 @@ from tidegate.definitions.job import (
     plan_run,
 )
 from tidegate.definitions.key import AssetKey
+from tidegate.definitions.partitioned_schedule import PartitionedJobSchedule
+from tidegate.definitions.partitions import DynamicKeys
 from tidegate.definitions.run_request import RunRequest
 from tidegate.definitions.schedule import ScheduleDefinition
 from tidegate.definitions.selection import CoercibleToAssetSelection, coerce_selection
@@ -27,6 +30,7 @@ from tidegate.errors import (
     EmptySelectionError,
     InvalidDefinitionError,
     MissingResourceError,
+    PartitionKeyError,
     UnknownJobError,
 )
 
@@ -61,6 +65,7 @@ class Definitions:
         resolved = [a.resolve_params(self.resources, seen) for a in asset_list]
         self.graph = AssetGraph.build(resolved)
         self._check_resources(resolved)
+        self._check_partitions(resolved)
 
         self.jobs: dict[str, JobDefinition] = {}
         for job in jobs or ():
@@ -75,6 +80,12 @@ class Definitions:
 
         self.schedules: dict[str, ScheduleDefinition] = _unique_by_name(schedules or (), "schedule", ScheduleDefinition)
         self.sensors: dict[str, SensorDefinition] = _unique_by_name(sensors or (), "sensor", SensorDefinition)
+        for name, schedule in list(self.schedules.items()):
+            if isinstance(schedule, PartitionedJobSchedule) and schedule.bound_partitions is None:
+                resolved_job = self.jobs.get(schedule.partitioned_job.name)
+                if resolved_job is None:
+                    resolved_job = schedule.partitioned_job.resolve(self.graph)
+                self.schedules[name] = schedule.bind(resolved_job.partitions_def)
         instigators: list[ScheduleDefinition | SensorDefinition] = [*self.schedules.values(), *self.sensors.values()]
         for instigator in instigators:
             self._check_instigator(instigator)
@@ -99,27 +110,67 @@ class Definitions:
             known = ", ".join(sorted(n for n in self.jobs if n != IMPLICIT_ASSET_JOB)) or "none"
             raise UnknownJobError(f"job '{name}': not defined in the loaded code (jobs: {known})") from None
 
-    def plan(self, job_name: str, selection: CoercibleToAssetSelection | None = None) -> RunPlan:
-        """The steps of a run of ``job_name``, or of the ``selection`` subset of it."""
+    def plan(
+        self,
+        job_name: str,
+        selection: CoercibleToAssetSelection | None = None,
+        *,
+        partition_key: str | None = None,
+        dynamic_keys: DynamicKeys | None = None,
+        current_time: datetime | None = None,
+    ) -> RunPlan:
+        """The steps of a run of ``job_name`` (or of the ``selection`` subset of it), for
+        ``partition_key`` when the job is partitioned; an unknown key raises PartitionKeyError."""
         job = self.get_job(job_name)
-        if selection is None:
-            return plan_run(self.graph, job)
-        keys = coerce_selection(selection).resolve(self.graph) & set(job.asset_keys)
-        if not keys:
-            raise EmptySelectionError(f"job '{job_name}': selection {selection!r} matches no asset")
-        return plan_run(self.graph, job, keys)
+        keys = None
+        if selection is not None:
+            keys = coerce_selection(selection).resolve(self.graph) & set(job.asset_keys)
+            if not keys:
+                raise EmptySelectionError(f"job '{job_name}': selection {selection!r} matches no asset")
+        chosen = [k for k in job.asset_keys if keys is None or k in keys]
+        partitions = {self.graph.assets[k].partitions_def for k in chosen} - {None}
+        if len(partitions) > 1:
+            raise InvalidDefinitionError(f"job '{job_name}': the selection spans different partitions definitions")
+        partitions_def = next(iter(partitions), None) or job.partitions_def
+        if partition_key is not None and partitions_def is None:
+            raise PartitionKeyError(f"job '{job_name}': not partitioned, but partition key {partition_key!r} given")
+        if partition_key is None and partitions_def is not None:
+            raise PartitionKeyError(
+                f"job '{job_name}': partitioned by {partitions_def.describe()}; give a partition key"
+            )
+        if partition_key is not None and partitions_def is not None:
+            try:
+                partitions_def.validate_key(partition_key, current_time, dynamic_keys)
+            except PartitionKeyError as exc:
+                raise PartitionKeyError(f"job '{job_name}': {exc}") from None
+        return plan_run(self.graph, job, keys, partition_key)
 
-    def plan_request(self, target: Target, request: RunRequest, label: str) -> RunPlan:
+    def plan_request(
+        self,
+        target: Target,
+        request: RunRequest,
+        label: str,
+        *,
+        dynamic_keys: DynamicKeys | None = None,
+        current_time: datetime | None = None,
+    ) -> RunPlan:
         """The plan for a schedule's or sensor's RunRequest (its job_name and
         asset_selection override the instigator's target)."""
         job_name = request.job_name or target.job_name or IMPLICIT_ASSET_JOB
         if request.job_name and request.job_name not in self.jobs:
             raise UnknownJobError(f"{label}: RunRequest names job '{request.job_name}', which is not defined")
+        selection: CoercibleToAssetSelection | None = None
         if request.asset_selection is not None:
-            return self.plan(job_name, list(request.asset_selection))
-        if target.selection is not None and not request.job_name:
-            return self.plan(job_name, target.selection)
-        return self.plan(job_name)
+            selection = list(request.asset_selection)
+        elif target.selection is not None and not request.job_name:
+            selection = target.selection
+        return self.plan(
+            job_name,
+            selection,
+            partition_key=request.partition_key,
+            dynamic_keys=dynamic_keys,
+            current_time=current_time,
+        )
 
     # -- validation ----------------------------------------------------------------------
 
@@ -142,6 +193,20 @@ class Definitions:
                     f"{instigator.label}: missing resource '{key}' "
                     f"(Definitions(resources=...) has: {sorted(self.resources) or 'none'})"
                 )
+
+    def _check_partitions(self, assets: Sequence[AssetsDefinition]) -> None:
+        by_key = {a.key: a for a in assets}
+        for a in assets:
+            for up_key in a.upstream_keys:
+                up = by_key[up_key]
+                if a.partitions_def is None or up.partitions_def is None or up_key in a.partition_mappings:
+                    continue  # unpartitioned on one side: all partitions, or the one value
+                if a.partitions_def != up.partitions_def:
+                    raise InvalidDefinitionError(
+                        f"asset '{a.key}': partitioned by {a.partitions_def.describe()} but its upstream "
+                        f"'{up_key}' by {up.partitions_def.describe()}; give ins={{'{up_key.path[-1]}': "
+                        "AssetIn(partition_mapping=...)} (e.g. TimeWindowPartitionMapping)"
+                    )
 
     def _check_resources(self, assets: Sequence[AssetsDefinition]) -> None:
         for a in assets:

@@ -8,10 +8,12 @@ from dataclasses import dataclass, field
 
 from tidegate.definitions.graph import AssetGraph
 from tidegate.definitions.key import AssetKey
+from tidegate.definitions.partitions import PartitionsDefinition
 from tidegate.definitions.selection import AssetSelection, CoercibleToAssetSelection, coerce_selection
 from tidegate.errors import EmptySelectionError, InvalidDefinitionError, InvalidSelectionError
 
 IMPLICIT_ASSET_JOB = "__ASSET_JOB"
+PARTITION_TAG = "tidegate/partition"
 _JOB_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_\-]*$")
 
 
@@ -24,6 +26,7 @@ class UnresolvedAssetJob:
     selection_text: str
     tags: Mapping[str, str] = field(default_factory=dict)
     description: str | None = None
+    partitions_def: PartitionsDefinition | None = None
 
     def resolve(self, graph: AssetGraph) -> JobDefinition:
         try:
@@ -33,7 +36,18 @@ class UnresolvedAssetJob:
         if not keys:
             raise EmptySelectionError(f"job '{self.name}': selection {self.selection_text} matches no asset")
         ordered = tuple(k for k in graph.order if k in keys)
-        return JobDefinition(self.name, ordered, dict(self.tags), self.description)
+        found = {graph.assets[k].partitions_def for k in ordered} - {None}
+        if self.partitions_def is not None and found - {self.partitions_def}:
+            raise InvalidDefinitionError(f"job '{self.name}': partitions_def differs from that of its selected assets")
+        if len(found) > 1 and self.name == IMPLICIT_ASSET_JOB:
+            found = set()  # ad-hoc runs of any assets: each plan checks its own selection
+        if len(found) > 1:
+            raise InvalidDefinitionError(
+                f"job '{self.name}': selects assets with different partitions definitions; a run has one "
+                "partition key, so split the job or give the assets one PartitionsDefinition"
+            )
+        partitions_def = self.partitions_def or (next(iter(found)) if found else None)
+        return JobDefinition(self.name, ordered, dict(self.tags), self.description, partitions_def)
 
 
 def define_asset_job(
@@ -41,6 +55,7 @@ def define_asset_job(
     selection: CoercibleToAssetSelection | None = None,
     tags: Mapping[str, str] | None = None,
     description: str | None = None,
+    partitions_def: PartitionsDefinition | None = None,
 ) -> UnresolvedAssetJob:
     """A job that materializes ``selection`` (all assets if None) in dependency order."""
     if not isinstance(name, str) or not _JOB_NAME.match(name):
@@ -53,7 +68,7 @@ def define_asset_job(
         if not isinstance(k, str) or not isinstance(v, str):
             raise InvalidDefinitionError(f"job '{name}': tags must map str to str, got {k!r}: {v!r}")
     text = repr(selection) if selection is not None else "'*'"
-    return UnresolvedAssetJob(name, resolved_selection, text, dict(tags or {}), description)
+    return UnresolvedAssetJob(name, resolved_selection, text, dict(tags or {}), description, partitions_def)
 
 
 @dataclass(frozen=True)
@@ -62,6 +77,7 @@ class JobDefinition:
     asset_keys: tuple[AssetKey, ...]  # topological order
     tags: Mapping[str, str]
     description: str | None
+    partitions_def: PartitionsDefinition | None = None
 
 
 @dataclass(frozen=True)
@@ -84,9 +100,12 @@ class RunPlan:
     steps: tuple[StepPlan, ...]  # topological order
     tags: Mapping[str, str]
     asset_selection: tuple[str, ...] | None  # the subset, when not the whole job
+    partition_key: str | None = None
 
 
-def plan_run(graph: AssetGraph, job: JobDefinition, selection: set[AssetKey] | None = None) -> RunPlan:
+def plan_run(
+    graph: AssetGraph, job: JobDefinition, selection: set[AssetKey] | None = None, partition_key: str | None = None
+) -> RunPlan:
     """Steps for ``job`` (or the ``selection`` subset of it); edges only within the run.
 
     An upstream asset outside the run is read from its IO manager as last materialized.
@@ -98,6 +117,10 @@ def plan_run(graph: AssetGraph, job: JobDefinition, selection: set[AssetKey] | N
         ups = tuple(str(u) for u in sorted(graph.upstream[key]) if u in chosen)
         downs = tuple(str(d) for d in sorted(graph.downstream[key]) if d in chosen)
         asset = graph.assets[key]
-        steps.append(StepPlan(str(key), str(key), asset.queue, ups, downs, str(key), asset.pool, asset.timeout))
+        shown = f"{key}[{partition_key}]" if partition_key is not None and asset.partitions_def else str(key)
+        steps.append(StepPlan(str(key), str(key), asset.queue, ups, downs, shown, asset.pool, asset.timeout))
     subset = tuple(str(k) for k in keys) if selection is not None else None
-    return RunPlan(job.name, tuple(steps), dict(job.tags), subset)
+    tags = dict(job.tags)
+    if partition_key is not None:
+        tags[PARTITION_TAG] = partition_key
+    return RunPlan(job.name, tuple(steps), tags, subset, partition_key)

@@ -28,6 +28,7 @@ from tidegate.definitions.context import Resources
 from tidegate.definitions.cron import next_tick, ticks_between
 from tidegate.definitions.defs import Definitions
 from tidegate.definitions.instigator import DefaultScheduleStatus
+from tidegate.definitions.partitions import AddDynamicPartitionsRequest, DeleteDynamicPartitionsRequest
 from tidegate.definitions.run_request import Evaluation, RunRequest
 from tidegate.definitions.schedule import ScheduleDefinition, ScheduleEvaluationContext
 from tidegate.definitions.sensor import SensorDefinition, SensorEvaluationContext
@@ -377,11 +378,27 @@ class Beat:
     def _plan(
         self, instigator: ScheduleDefinition | SensorDefinition, evaluation: Evaluation, tick_time: datetime | None
     ) -> list[PlannedRun]:
-        if evaluation.dynamic_partitions_requests:
-            raise TidegateError(f"{instigator.label}: dynamic_partitions_requests are not supported yet")
+        pending_add: dict[str, list[str]] = {}
+        pending_delete: dict[str, set[str]] = {}
+        for item in evaluation.dynamic_partitions_requests:
+            if isinstance(item, AddDynamicPartitionsRequest):
+                pending_add.setdefault(item.partitions_def_name, []).extend(item.partition_keys)
+            elif isinstance(item, DeleteDynamicPartitionsRequest):
+                pending_delete.setdefault(item.partitions_def_name, set()).update(item.partition_keys)
+            else:
+                raise TidegateError(f"{instigator.label}: {item!r} is not a dynamic partitions request")
+
+        def dynamic_keys(name: str) -> list[str]:
+            """The keys as they will be once this tick's requests are applied with its runs."""
+            keys = [*self.storage.dynamic_partition_keys(name), *pending_add.get(name, [])]
+            return [k for k in dict.fromkeys(keys) if k not in pending_delete.get(name, set())]
+
+        now = tick_time or self.clock.now()
         runs = []
         for index, request in enumerate(evaluation.run_requests):
-            plan = self.defs.plan_request(instigator.target, request, instigator.label)
+            plan = self.defs.plan_request(
+                instigator.target, request, instigator.label, dynamic_keys=dynamic_keys, current_time=now
+            )
             tags = dict(request.tags)
             run_key = request.run_key
             if isinstance(instigator, ScheduleDefinition):
@@ -423,11 +440,12 @@ def _priority(request: RunRequest, tags: dict[str, str]) -> int:
 
 
 def _outcome(evaluation: Evaluation, runs: list[PlannedRun]) -> TickOutcome:
-    status = TickStatus.SUCCESS if runs else TickStatus.SKIPPED
+    status = TickStatus.SUCCESS if runs or evaluation.dynamic_partitions_requests else TickStatus.SKIPPED
     return TickOutcome(
         status,
         runs=runs,
         skip_reason=evaluation.skip_reason,
         cursor_set=evaluation.cursor_set,
         cursor=evaluation.cursor,
+        dynamic_partitions_requests=tuple(evaluation.dynamic_partitions_requests),
     )

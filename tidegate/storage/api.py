@@ -22,6 +22,7 @@ from tidegate.storage import migrate
 from tidegate.storage.control import RunControl
 from tidegate.storage.engine import make_engine, normalize_url, retry_transient
 from tidegate.storage.instigators import InstigatorStorage
+from tidegate.storage.partitions import DynamicPartitionStorage
 from tidegate.storage.records import (
     ClaimedStep,
     EventRecord,
@@ -49,7 +50,7 @@ def _ref(row: Any) -> StepRef:
     return StepRef(row.run_id, row.step_key, row.attempt, row.queue, row.display_name, row.timeout)
 
 
-class Storage(RunControl, InstigatorStorage):
+class Storage(RunControl, InstigatorStorage, DynamicPartitionStorage):
     """Runs, steps, events and materializations in one SQL database."""
 
     def __init__(self, url: str, *, engine: Engine | None = None) -> None:

@@ -86,6 +86,7 @@ class TickOutcome:
     error: str | None = None
     cursor_set: bool = False
     cursor: str | None = None
+    dynamic_partitions_requests: Sequence[Any] = ()  # applied before the runs, in the same transaction
 
 
 class _TickTaken(Exception):
@@ -108,6 +109,10 @@ class InstigatorStorage:
             priority: int = 0,
             parent_run_id: str | None = None,
         ) -> SubmitResult: ...
+
+        def add_dynamic_partitions_in(self, conn: Connection, name: str, keys: Sequence[str]) -> list[str]: ...
+
+        def delete_dynamic_partitions_in(self, conn: Connection, name: str, keys: Sequence[str]) -> int: ...
 
     """The instigator half of the storage API (a mixin of Storage)."""
 
@@ -249,6 +254,12 @@ class InstigatorStorage:
             if tick_id is None:
                 raise _TickTaken
             run_ids, new_keys, skipped_keys = [], [], []
+            for request in outcome.dynamic_partitions_requests:
+                keys = list(request.partition_keys)
+                if type(request).__name__ == "AddDynamicPartitionsRequest":
+                    self.add_dynamic_partitions_in(conn, request.partitions_def_name, keys)
+                else:
+                    self.delete_dynamic_partitions_in(conn, request.partitions_def_name, keys)
             for run in outcome.runs:
                 result = self.submit_in(
                     conn, run.plan, origin=origin, run_key=run.run_key, tags=run.tags, priority=run.priority
@@ -260,7 +271,7 @@ class InstigatorStorage:
                 elif run.run_key is not None:
                     skipped_keys.append(run.run_key)
             status = outcome.status
-            if status == TickStatus.SUCCESS and not run_ids:
+            if status == TickStatus.SUCCESS and not run_ids and not outcome.dynamic_partitions_requests:
                 status = TickStatus.SKIPPED
             skip_reason = outcome.skip_reason
             if status == TickStatus.SKIPPED and skip_reason is None and skipped_keys:

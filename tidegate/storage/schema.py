@@ -147,3 +147,13 @@ leases = Table(
     Column("holder", String(255), nullable=False),
     Column("expires_at", DateTime(timezone=True), nullable=False),
 )
+
+dynamic_partitions = Table(
+    "dynamic_partitions",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("partitions_def", String(255), nullable=False),
+    Column("partition_key", String(255), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    UniqueConstraint("partitions_def", "partition_key", name="uq_dynamic_partitions_key"),
+)

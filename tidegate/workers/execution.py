@@ -19,7 +19,9 @@ from typing import Any
 from tidegate.definitions.asset import DEFAULT_IO_MANAGER_KEY, AssetsDefinition
 from tidegate.definitions.context import AssetExecutionContext, MaterializeResult, Resources
 from tidegate.definitions.defs import Definitions
+from tidegate.definitions.job import PARTITION_TAG
 from tidegate.definitions.key import AssetKey
+from tidegate.definitions.partitions import AllPartitionMapping
 from tidegate.errors import TidegateError
 from tidegate.storage.api import Storage
 from tidegate.storage.records import ClaimedStep, NewEvent, StepRef
@@ -70,8 +72,15 @@ class StepExecutor:
             if type(exc).__name__ == "SoftTimeLimitExceeded":  # Celery enforcing @asset(timeout=)
                 error += f"TimeoutError: step '{step_key}' exceeded its timeout of {asset.timeout:g}s\n"
             return self._record_failure(claimed, error, asset, captured)
+        partition = claimed.run.tags.get(PARTITION_TAG) if asset.partitions_def is not None else None
         ready = self.storage.complete_step(
-            run_id, step_key, attempt, asset_key=claimed.step.asset_key, metadata=metadata, events_=captured.events
+            run_id,
+            step_key,
+            attempt,
+            asset_key=claimed.step.asset_key,
+            metadata=metadata,
+            events_=captured.events,
+            partition_key=partition,
         )
         if ready is None:
             log.warning(
@@ -92,10 +101,10 @@ class StepExecutor:
         run, step = claimed.run, claimed.step
         resources = {k: v for k, v in self.defs.resources.items()}
         kwargs: dict[str, Any] = {}
+        run_partition = run.tags.get(PARTITION_TAG)
+        partition_key = run_partition if asset.partitions_def is not None else None
         for param, upstream_key in asset.inputs.items():
-            upstream = self.defs.assets.get(upstream_key)
-            manager = self._io_manager(upstream.io_manager_key if upstream else DEFAULT_IO_MANAGER_KEY)
-            kwargs[param] = manager.load_input(InputContext(upstream_key, run.run_id, step.step_key))
+            kwargs[param] = self._load_input(asset, upstream_key, partition_key, run.run_id, step.step_key)
         for param in asset.resource_params:
             if param in resources:
                 kwargs[param] = resources[param]
@@ -107,6 +116,8 @@ class StepExecutor:
             resources=Resources(resources),
             log=captured.logger(asset.key),
             attempt=step.attempt,
+            partition_key=partition_key,
+            partitions_def=asset.partitions_def,
         )
         if asset.context_param is not None:
             kwargs[asset.context_param] = context
@@ -115,9 +126,30 @@ class StepExecutor:
             return _jsonable({**context.metadata, **result.metadata})
         if result is None:
             return _jsonable(context.metadata)
-        out = OutputContext(asset.key, run.run_id, step.step_key)
+        out = OutputContext(asset.key, run.run_id, step.step_key, partition_key)
         self._io_manager(asset.io_manager_key).handle_output(out, result)
         return _jsonable({**context.metadata, **out.metadata})
+
+    def _load_input(
+        self, asset: AssetsDefinition, upstream_key: AssetKey, partition_key: str | None, run_id: str, step_key: str
+    ) -> Any:
+        """One value, or for a partitioned upstream read through a many-partition mapping
+        (time window, all partitions) a dict of partition key -> value."""
+        upstream = self.defs.assets.get(upstream_key)
+        manager = self._io_manager(upstream.io_manager_key if upstream else DEFAULT_IO_MANAGER_KEY)
+        if upstream is None or upstream.partitions_def is None:
+            return manager.load_input(InputContext(upstream_key, run_id, step_key))
+        mapping = asset.partition_mappings.get(upstream_key)
+        if mapping is None and asset.partitions_def is not None:
+            return manager.load_input(InputContext(upstream_key, run_id, step_key, partition_key))
+        mapping = mapping or AllPartitionMapping()
+        keys = mapping.upstream_keys(
+            partition_key,
+            asset.partitions_def,
+            upstream.partitions_def,
+            dynamic_keys=self.storage.dynamic_partition_keys,
+        )
+        return {k: manager.load_input(InputContext(upstream_key, run_id, step_key, k)) for k in keys}
 
     def _io_manager(self, key: str) -> IOManager:
         manager = self.defs.resources.get(key)

@@ -62,15 +62,18 @@ def materialize(
     *,
     tags: Mapping[str, str] | None = None,
     raise_on_error: bool = True,
+    partition_key: str | None = None,
 ) -> ExecuteInProcessResult:
     """Materialize ``assets`` (or the ``selection`` of them) in this process, in order."""
     all_resources = dict(resources or {})
     all_resources.setdefault(DEFAULT_IO_MANAGER_KEY, InMemoryIOManager())
     defs = Definitions(assets=list(assets), resources=all_resources)
-    plan = defs.plan(IMPLICIT_ASSET_JOB, selection)
     workdir = tempfile.mkdtemp(prefix="tidegate-materialize-")
     storage = Storage.open(f"sqlite:///{workdir}/tidegate.db", upgrade=True)
     try:
+        plan = defs.plan(
+            IMPLICIT_ASSET_JOB, selection, partition_key=partition_key, dynamic_keys=lambda name: [partition_key or ""]
+        )
         pending: deque[StepRef] = deque()
         executor = StepExecutor(defs, storage, publish=pending.extend, worker_name="in-process")
         run_id = storage.submit_run(plan, origin="materialize", tags=tags).run_id

@@ -1,0 +1,63 @@
+"""Storage of dynamic partition keys. Mixed into :class:`tidegate.storage.api.Storage`."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import Connection, delete, select
+from sqlalchemy.dialects import postgresql, sqlite
+
+from tidegate.storage.schema import dynamic_partitions
+
+if TYPE_CHECKING:
+    from sqlalchemy import Engine
+
+
+class DynamicPartitionStorage:
+    if TYPE_CHECKING:  # provided by Storage, which mixes this class in
+        engine: Engine
+        dialect: str
+
+    def dynamic_partition_keys(self, name: str) -> list[str]:
+        """The keys of dynamic partitions ``name``, in the order they were added."""
+        query = (
+            select(dynamic_partitions.c.partition_key)
+            .where(dynamic_partitions.c.partitions_def == name)
+            .order_by(dynamic_partitions.c.id)
+        )
+        with self.engine.connect() as conn:
+            return list(conn.execute(query).scalars())
+
+    def add_dynamic_partitions(self, name: str, keys: Sequence[str]) -> list[str]:
+        """Add keys (existing ones are kept as they are); returns those that were new."""
+        with self.engine.begin() as conn:
+            return self.add_dynamic_partitions_in(conn, name, keys)
+
+    def delete_dynamic_partitions(self, name: str, keys: Sequence[str]) -> int:
+        with self.engine.begin() as conn:
+            return self.delete_dynamic_partitions_in(conn, name, keys)
+
+    def add_dynamic_partitions_in(self, conn: Connection, name: str, keys: Sequence[str]) -> list[str]:
+        """``add_dynamic_partitions`` inside the caller's transaction (a sensor's tick)."""
+        dialect_insert: Any = postgresql.insert if self.dialect == "postgresql" else sqlite.insert
+        added = []
+        now = datetime.now(UTC)
+        for key in keys:
+            inserted = conn.execute(
+                dialect_insert(dynamic_partitions)
+                .values(partitions_def=name, partition_key=key, created_at=now)
+                .on_conflict_do_nothing(index_elements=["partitions_def", "partition_key"])
+                .returning(dynamic_partitions.c.id)
+            ).first()
+            if inserted is not None:
+                added.append(key)
+        return added
+
+    def delete_dynamic_partitions_in(self, conn: Connection, name: str, keys: Sequence[str]) -> int:
+        return conn.execute(
+            delete(dynamic_partitions).where(
+                dynamic_partitions.c.partitions_def == name, dynamic_partitions.c.partition_key.in_(list(keys))
+            )
+        ).rowcount
