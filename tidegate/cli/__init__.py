@@ -10,6 +10,7 @@ import threading
 import click
 
 from tidegate.cli.automation import schedule, sensor, ticks
+from tidegate.cli.backfill import backfill
 from tidegate.cli.common import (
     code_location_options,
     embedded_worker,
@@ -45,6 +46,7 @@ main.add_command(ticks)
 main.add_command(queue)
 main.add_command(pool)
 main.add_command(partitions)
+main.add_command(backfill)
 
 
 @main.group()

@@ -35,6 +35,7 @@ from tidegate.definitions.sensor import SensorDefinition, SensorEvaluationContex
 from tidegate.errors import TidegateError
 from tidegate.instance_config import InstanceConfig
 from tidegate.names import PRIORITY_TAG
+from tidegate.scheduler.backfill import BackfillDaemon
 from tidegate.scheduler.clock import Clock, SystemClock
 from tidegate.scheduler.launcher import Launcher
 from tidegate.storage.api import Storage
@@ -96,6 +97,7 @@ class Beat:
         self.clock = clock or SystemClock()
         self.holder = holder or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         self.lease_seconds = lease_seconds
+        self.backfills = BackfillDaemon(defs, storage)
         self.launcher = Launcher(storage, publish, defs=defs, config=config or InstanceConfig())
         self.launcher_interval = launcher_interval
         self.retention = skipped_tick_retention
@@ -156,6 +158,7 @@ class Beat:
                 report.failures.append(f"{kind} '{name}': tick not recorded: {exc!r:.200}")
                 self._push(name, kind, now)
         self._collect_sensors(now, report, wait_until=now)
+        self.backfills.tick(now)
         report.published = self.launcher.tick()
         self._purge(now)
         return report

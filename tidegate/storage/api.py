@@ -19,6 +19,7 @@ from tidegate.definitions.job import RunPlan
 from tidegate.errors import RunNotFoundError, StorageError
 from tidegate.names import RunStatus, StepStatus
 from tidegate.storage import migrate
+from tidegate.storage.backfills import BackfillStorage
 from tidegate.storage.control import RunControl
 from tidegate.storage.engine import make_engine, normalize_url, retry_transient
 from tidegate.storage.instigators import InstigatorStorage
@@ -50,7 +51,7 @@ def _ref(row: Any) -> StepRef:
     return StepRef(row.run_id, row.step_key, row.attempt, row.queue, row.display_name, row.timeout)
 
 
-class Storage(RunControl, InstigatorStorage, DynamicPartitionStorage):
+class Storage(RunControl, InstigatorStorage, DynamicPartitionStorage, BackfillStorage):
     """Runs, steps, events and materializations in one SQL database."""
 
     def __init__(self, url: str, *, engine: Engine | None = None) -> None:

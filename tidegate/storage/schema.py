@@ -157,3 +157,16 @@ dynamic_partitions = Table(
     Column("created_at", DateTime(timezone=True), nullable=False),
     UniqueConstraint("partitions_def", "partition_key", name="uq_dynamic_partitions_key"),
 )
+
+backfills = Table(
+    "backfills",
+    metadata,
+    Column("backfill_id", String(64), primary_key=True),
+    Column("job_name", String(255), nullable=False),
+    Column("partition_keys", JSON, nullable=False),
+    Column("status", String(16), nullable=False),  # REQUESTED | COMPLETED | CANCELED
+    Column("max_concurrent", Integer, nullable=True),
+    Column("tags", JSON, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("ended_at", DateTime(timezone=True), nullable=True),
+)

@@ -1,0 +1,166 @@
+"""``tidegate backfill``: run a job over many partitions, through the run queue."""
+
+from __future__ import annotations
+
+import sys
+import time
+from contextlib import nullcontext
+from typing import Any
+
+import click
+
+from tidegate.cli.common import (
+    code_location_options,
+    embedded_worker,
+    handle_errors,
+    is_embedded_broker,
+    load,
+    open_storage,
+)
+from tidegate.errors import TidegateError
+from tidegate.storage.api import Storage
+from tidegate.storage.backfills import BackfillRecord, BackfillStatus
+
+
+class _BackfillGroup(click.Group):
+    """``tidegate backfill JOB ...`` launches; ``list``, ``show`` and ``cancel`` inspect."""
+
+    def resolve_command(
+        self, ctx: click.Context, args: list[str]
+    ) -> tuple[str | None, click.Command | None, list[str]]:
+        if args and args[0] not in self.commands and not args[0].startswith("-"):
+            return "launch", self.commands["launch"], args
+        return super().resolve_command(ctx, args)
+
+
+@click.group(cls=_BackfillGroup)
+def backfill() -> None:
+    """Backfill a partitioned job: tidegate backfill JOB (--from K --to K | --partitions a,b | --all | --missing)."""
+
+
+@backfill.command("launch", hidden=True)
+@click.argument("job_name")
+@code_location_options
+@click.option("--from", "from_key", default=None, help="First partition key of a range.")
+@click.option("--to", "to_key", default=None, help="Last partition key of a range.")
+@click.option("--partitions", default=None, help="Comma-separated partition keys.")
+@click.option("--all", "all_keys", is_flag=True, help="Every partition.")
+@click.option("--missing", is_flag=True, help="Partitions of the job's assets never materialized.")
+@click.option("--max-concurrent", type=click.IntRange(min=1), default=None, help="Runs in flight at once.")
+@click.option("--wait/--no-wait", default=True, show_default=True, help="Show live progress until done.")
+@handle_errors
+def launch(
+    job_name: str,
+    module: str | None,
+    file_: str | None,
+    from_key: str | None,
+    to_key: str | None,
+    partitions: str | None,
+    all_keys: bool,
+    missing: bool,
+    max_concurrent: int | None,
+    wait: bool,
+) -> None:
+    defs = load(module, file_)
+    storage = open_storage()
+    job = defs.get_job(job_name)
+    if job.partitions_def is None:
+        raise TidegateError(f"job '{job_name}': not partitioned; nothing to backfill")
+    chosen = [bool(from_key or to_key), bool(partitions), all_keys, missing]
+    if sum(chosen) != 1:
+        raise click.UsageError("give exactly one of --from/--to, --partitions, --all or --missing")
+    keys_now = job.partitions_def.get_partition_keys(dynamic_keys=storage.dynamic_partition_keys)
+    if from_key or to_key:
+        keys = job.partitions_def.keys_in_range(
+            from_key or keys_now[0], to_key or keys_now[-1], dynamic_keys=storage.dynamic_partition_keys
+        )
+    elif partitions:
+        keys = [k.strip() for k in partitions.split(",") if k.strip()]
+        for key in keys:
+            job.partitions_def.validate_key(key, dynamic_keys=storage.dynamic_partition_keys)
+    elif all_keys:
+        keys = keys_now
+    else:
+        done: set[str | None] = set(keys_now)
+        for asset_key in job.asset_keys:
+            if defs.assets[asset_key].partitions_def is not None:
+                have = {m.partition_key for m in storage.get_materializations(str(asset_key))}
+                done &= have
+        keys = [k for k in keys_now if k not in done]
+    if not keys:
+        click.echo("no partitions to backfill")
+        return
+    record = storage.create_backfill(job_name, keys, max_concurrent=max_concurrent)
+    click.echo(f"backfill {record.backfill_id}: job {job_name}, {len(keys)} partition(s) ({keys[0]} .. {keys[-1]})")
+    if not wait:
+        if is_embedded_broker():
+            click.echo("a running `tidegate dev` on this database carries it out")
+        return
+    sys.exit(0 if _follow(defs, storage, record) == BackfillStatus.COMPLETED else 1)
+
+
+def _follow(defs: Any, storage: Storage, record: BackfillRecord) -> str:
+    """Act as the beat while showing progress: submit runs, start them, publish steps."""
+    from tidegate.broker import CeleryPublisher, get_app
+    from tidegate.instance_config import InstanceConfig
+    from tidegate.scheduler.backfill import BackfillDaemon
+    from tidegate.scheduler.launcher import Launcher
+
+    daemon = BackfillDaemon(defs, storage)
+    launcher = Launcher(storage, CeleryPublisher(get_app(), storage), defs=defs, config=InstanceConfig.load())
+    with embedded_worker(defs) if is_embedded_broker() else nullcontext():
+        while True:
+            daemon.tick()
+            launcher.tick()
+            current = storage.get_backfill(record.backfill_id)
+            progress = storage.backfill_progress(current)
+            width = 30
+            filled = int(width * progress.done / max(1, progress.total))
+            failed = progress.by_status.get("FAILURE", 0)
+            line = (
+                f"\r[{'#' * filled}{'.' * (width - filled)}] {progress.done}/{progress.total} done, "
+                f"{progress.in_flight} in flight, {failed} failed"
+            )
+            click.echo(line, nl=False)
+            if current.status != BackfillStatus.REQUESTED:
+                click.echo(f"\nbackfill {current.backfill_id} {current.status}")
+                return current.status
+            time.sleep(0.3)
+
+
+@backfill.command("list")
+@handle_errors
+def list_backfills() -> None:
+    storage = open_storage()
+    records = storage.list_backfills()
+    if not records:
+        click.echo("no backfills")
+        return
+    click.echo(f"{'BACKFILL':<14}{'JOB':<24}{'STATUS':<11}{'DONE':>9}  CREATED")
+    for b in records:
+        progress = storage.backfill_progress(b)
+        done = f"{progress.done}/{progress.total}"
+        click.echo(f"{b.backfill_id:<14}{b.job_name:<24}{b.status:<11}{done:>9}  {b.created_at:%Y-%m-%d %H:%M:%S}")
+
+
+@backfill.command("show")
+@click.argument("backfill_id")
+@handle_errors
+def show_backfill(backfill_id: str) -> None:
+    storage = open_storage()
+    b = storage.get_backfill(backfill_id)
+    progress = storage.backfill_progress(b)
+    click.echo(f"backfill {b.backfill_id}: job {b.job_name}, {b.status}")
+    click.echo(f"partitions {len(b.partition_keys)} ({b.partition_keys[0]} .. {b.partition_keys[-1]})")
+    click.echo(f"max concurrent {b.max_concurrent or 'unlimited'}")
+    click.echo("runs " + (", ".join(f"{k}={v}" for k, v in sorted(progress.by_status.items())) or "none yet"))
+
+
+@backfill.command("cancel")
+@click.argument("backfill_id")
+@handle_errors
+def cancel(backfill_id: str) -> None:
+    from tidegate.scheduler.backfill import cancel_backfill
+
+    run_ids = cancel_backfill(open_storage(), backfill_id)
+    click.echo(f"backfill {backfill_id} CANCELED ({len(run_ids)} unfinished run(s) canceled)")
