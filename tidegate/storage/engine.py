@@ -42,6 +42,15 @@ def make_engine(url: str) -> Engine:
         pool_size=5,
         max_overflow=10,
         pool_recycle=1800,
+        connect_args={
+            # A process frozen or cut off inside a transaction must not hold row locks for
+            # hours: the server ends its transaction, and waiters give up and retry.
+            "options": "-c lock_timeout=20s -c idle_in_transaction_session_timeout=60s",
+            "keepalives": 1,
+            "keepalives_idle": 30,
+            "keepalives_interval": 10,
+            "keepalives_count": 3,
+        },
     )
     # A pooled connection must never be shared by a parent and its forked child (Celery
     # prefork): the child starts with an empty pool.
@@ -80,7 +89,8 @@ def _sqlite_engine(url: str) -> Engine:
     return engine
 
 
-_TRANSIENT_PG_CODES = {"40P01", "40001"}  # deadlock detected, serialization failure
+# deadlock detected, serialization failure, lock timeout, idle-in-transaction timeout
+_TRANSIENT_PG_CODES = {"40P01", "40001", "55P03", "25P03"}
 _F = TypeVar("_F", bound=Callable[..., Any])
 
 

@@ -12,10 +12,12 @@ import threading
 from dataclasses import dataclass
 
 from celery import Celery, Task
+from sqlalchemy.exc import DBAPIError
 
 from tidegate.broker import CeleryPublisher, get_app
 from tidegate.config import Settings
 from tidegate.definitions.loading import load_definitions
+from tidegate.errors import TidegateError
 from tidegate.names import EXECUTE_STEP_TASK
 from tidegate.storage.api import Storage
 from tidegate.workers.execution import StepExecutor
@@ -59,7 +61,13 @@ def register_tasks(celery_app: Celery) -> None:
         name=EXECUTE_STEP_TASK, bind=True, acks_late=True, ignore_result=True
     )
     def execute_step(self: Task, run_id: str, step_key: str, attempt: int) -> str:
-        return runtime(self.request.hostname or "worker").execute(run_id, step_key, attempt)
+        try:
+            executor = runtime(self.request.hostname or "worker")
+        except (TidegateError, DBAPIError) as exc:
+            # The database is unreachable or not migrated yet: nothing was claimed, so ask the
+            # broker to deliver this step again shortly instead of dropping it.
+            raise self.retry(exc=exc, countdown=5, max_retries=None) from exc
+        return executor.execute(run_id, step_key, attempt)
 
 
 app = get_app()

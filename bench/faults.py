@@ -1,0 +1,333 @@
+"""Surviving faults, measured: ``python bench/faults.py`` (see bench/README.md).
+
+Injects each fault of tests/test_faults.py ``BENCH_FAULT_TRIALS`` times (default 5) into real
+``tidegate worker`` and ``tidegate beat`` processes on Redis and PostgreSQL, with the same
+machinery (tests/fault_injection.py), and prints the conditions, a table of runs submitted,
+completed, lost and duplicated with the median recovery time per fault, what went wrong in
+each failed trial, and the peak RSS of the processes.
+
+A fault whose trials keep losing runs is given up after ``MAX_FAILED_TRIALS`` such trials, so
+that a broken recovery costs a minute, not ten.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.metadata
+import os
+import platform
+import resource
+import shutil
+import signal
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import psycopg
+import redis
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # tests.fault_injection
+
+from tests.fault_injection import (  # noqa: E402
+    ENQUEUED_TIMEOUT_SECONDS,
+    HEARTBEAT_SECONDS,
+    HEARTBEAT_TIMEOUT_SECONDS,
+    RECOVERY_DEFINITION,
+    REDIS_OUTAGE_SECONDS,
+    WITHOUT_GONE_JOB,
+    WORKER_LOST_RETRIES,
+    Cluster,
+    PrivateRedis,
+    Process,
+    Scenario,
+    Trial,
+    trial_baseline,
+    trial_database_dropped,
+    trial_kill_pool_child,
+    trial_kill_worker,
+    trial_redis_restart,
+    trial_removed_job,
+    trial_stalled_heartbeat,
+)
+
+PG_ADMIN_URL = os.environ.get("BENCH_PG_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/test")
+PG_DATABASE = "tidegate_bench_faults"  # its connections are terminated by the database fault
+TRIALS = int(os.environ.get("BENCH_FAULT_TRIALS", "5"))
+STEP_SECONDS = float(os.environ.get("BENCH_FAULT_STEP_SECONDS", "2"))
+DEADLINE = 30.0  # per trial, from the fault to the end of every run
+MAX_FAILED_TRIALS = 2
+WORKERS = 2
+CONCURRENCY = 2
+
+
+@dataclass
+class Fault:
+    label: str
+    cluster: str  # which cluster it runs on: "shared", "redis" or "gone"
+    scenario: Scenario
+    trials: list[Trial] = field(default_factory=list)
+    gave_up: bool = False
+
+    def cells(self) -> list[str]:
+        recoveries = [t.recovery for t in self.trials if t.recovery is not None]
+        submitted = sum(t.submitted for t in self.trials)
+        completed = sum(t.completed for t in self.trials)
+        return [
+            self.label + (" (gave up)" if self.gave_up else ""),
+            str(len(self.trials)),
+            str(submitted),
+            str(completed),
+            str(submitted - completed),
+            str(sum(len(t.duplicated) for t in self.trials)),
+            str(sum(t.reruns for t in self.trials)),
+            f"{statistics.median(recoveries):.2f} s" if recoveries else "-",
+            f"{max(recoveries):.2f} s" if recoveries else "-",
+        ]
+
+
+@dataclass
+class RssRow:
+    process: str
+    kib: int
+
+
+def progress(message: str) -> None:
+    print(f"[bench] {message}", file=sys.stderr, flush=True)
+
+
+def prepare_postgres() -> tuple[str, str]:
+    with psycopg.connect(PG_ADMIN_URL, autocommit=True, connect_timeout=5) as conn:
+        if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (PG_DATABASE,)).fetchone():
+            conn.execute(f'CREATE DATABASE "{PG_DATABASE}"')
+        row = conn.execute("SHOW server_version").fetchone()
+    return f"{PG_ADMIN_URL.rsplit('/', 1)[0]}/{PG_DATABASE}", str(row[0]) if row else "?"
+
+
+def redis_version(url: str) -> str:
+    client = redis.Redis.from_url(url, socket_connect_timeout=3)
+    try:
+        return str(client.info("server").get("redis_version", "?"))
+    finally:
+        client.close()
+
+
+def children(pid: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError, IndexError, ValueError):
+                if int((entry / "stat").read_text().rpartition(")")[2].split()[1]) == pid:
+                    found.append(int(entry.name))
+    return found
+
+
+def vm_hwm_kib(pid: int) -> int | None:
+    with contextlib.suppress(OSError):
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    return None
+
+
+def peak_rss(processes: Sequence[Process], rows: dict[str, int]) -> None:
+    """The largest VmHWM seen per kind of process (worker main, pool child, beat, redis)."""
+
+    def keep(kind: str, pid: int) -> None:
+        kib = vm_hwm_kib(pid)
+        if kib is not None:
+            rows[kind] = max(rows.get(kind, 0), kib)
+
+    for process in processes:
+        if not process.alive():
+            continue
+        kind = "beat" if process.name == "beat" else "redis-server" if process.name.startswith("redis") else "worker"
+        keep(f"{kind} main process" if kind == "worker" else kind, process.pid)
+        if kind == "worker":
+            for child in children(process.pid):
+                keep("worker pool child", child)
+
+
+@contextlib.contextmanager
+def cluster_for(
+    kind: str, database_url: str, server: PrivateRedis, scratch: Path, rss: dict[str, int]
+) -> Iterator[Cluster]:
+    """A running cluster (2 workers x 2 pool processes and a beat), stopped on the way out."""
+    kwargs: dict[str, object] = {"step_seconds": STEP_SECONDS, "concurrency": CONCURRENCY}
+    if kind == "redis":
+        kwargs["concurrency"] = 1  # one slot per worker: some steps wait on Redis when it dies
+    if kind == "gone":
+        kwargs["definitions"] = WITHOUT_GONE_JOB
+    cluster = Cluster(database_url, server.url, scratch / kind, **kwargs)  # type: ignore[arg-type]
+    try:
+        cluster.start(workers=WORKERS)
+        yield cluster
+        peak_rss([*cluster.processes(), *([server.process] if server.process else [])], rss)
+    finally:
+        cluster.close()
+
+
+def run_fault(fault: Fault, cluster: Cluster) -> None:
+    scenario = fault.scenario
+    failed = 0
+    for number in range(1, TRIALS + 1):
+        trial = scenario(cluster, DEADLINE)
+        fault.trials.append(trial)
+        recovery = f"{trial.recovery:.2f} s" if trial.recovery is not None else "-"
+        verdict = "ok" if not trial.failures else f"{len(trial.failures)} problem(s)"
+        progress(
+            f"{fault.label}: trial {number}: {trial.completed}/{trial.submitted} runs, recovery {recovery}, {verdict}"
+        )
+        if trial.lost:
+            failed += 1
+            if failed >= MAX_FAILED_TRIALS and number < TRIALS:
+                fault.gave_up = True
+                progress(f"{fault.label}: {failed} trials lost runs; giving up on this fault")
+                return
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[str]], right: Sequence[bool]) -> str:
+    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(headers)]
+
+    def line(cells: Sequence[str]) -> str:
+        return "  ".join(c.rjust(w) if ra else c.ljust(w) for c, w, ra in zip(cells, widths, right, strict=True))
+
+    return "\n".join([line(headers), "  ".join("-" * w for w in widths), *(line(r) for r in rows)])
+
+
+def version(dist: str) -> str:
+    try:
+        return importlib.metadata.version(dist)
+    except importlib.metadata.PackageNotFoundError:
+        return "?"
+
+
+def load_avg() -> str:
+    return "/".join(f"{x:.2f}" for x in os.getloadavg())
+
+
+def wrap(text: str, width: int = 96, indent: str = "  ") -> list[str]:
+    lines, current = [], ""
+    for word in text.split():
+        if current and len(current) + 1 + len(word) > width:
+            lines.append(indent + current)
+            current = word
+        else:
+            current = f"{current} {word}" if current else word
+    return [*lines, indent + current] if current else lines
+
+
+def main() -> int:
+    began = time.perf_counter()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # run the finally blocks
+    load_start = load_avg()
+    database_url, pg_version = prepare_postgres()
+    scratch = Path(tempfile.mkdtemp(prefix="tidegate-bench-faults-"))
+    server = PrivateRedis(scratch)  # our own: no other user of a shared server sees our tasks
+    server.start()
+    redis_server_version = redis_version(server.url)
+    faults = [
+        Fault("none (baseline)", "shared", trial_baseline),
+        Fault("SIGKILL pool child", "shared", trial_kill_pool_child),
+        Fault("SIGKILL whole worker", "shared", trial_kill_worker),
+        Fault("heartbeat stops, max_retries=1", "shared", trial_stalled_heartbeat("guarded_job")),
+        Fault("heartbeat stops, max_retries=0", "shared", trial_stalled_heartbeat("fragile_job")),
+        Fault("DB connections terminated", "shared", trial_database_dropped),
+        Fault("Redis restarted empty", "redis", trial_redis_restart(server)),
+        Fault("job removed from code", "gone", trial_removed_job),
+    ]
+    rss: dict[str, int] = {}
+    ok = False
+    try:
+        for kind in ("shared", "redis", "gone"):
+            progress(f"starting the {kind} cluster")
+            with cluster_for(kind, database_url, server, scratch, rss) as cluster:
+                for fault in faults:
+                    if fault.cluster == kind:
+                        run_fault(fault, cluster)
+        ok = True
+    finally:
+        server.close()
+        if ok:
+            shutil.rmtree(scratch, ignore_errors=True)
+        else:
+            progress(f"bench failed; logs kept in {scratch}")
+    report(faults, database_url, server.url, pg_version, redis_server_version, rss, load_start, began)
+    return 0
+
+
+def report(
+    faults: Sequence[Fault],
+    database_url: str,
+    redis_url: str,
+    pg_version: str,
+    redis_server_version: str,
+    rss: dict[str, int],
+    load_start: str,
+    began: float,
+) -> None:
+    dists = ("celery", "kombu", "billiard", "redis", "sqlalchemy", "psycopg", "tidegate")
+    conditions = [
+        ("cpu", f"{os.cpu_count()} CPUs ({len(os.sched_getaffinity(0))} usable), {platform.machine()}"),
+        ("python", f"{platform.python_version()}, {platform.platform()}"),
+        ("packages", ", ".join(f"{d} {version(d)}" for d in dists)),
+        ("broker", f"{redis_url}: a private redis-server {redis_server_version} (--save '' --appendonly no);"),
+        ("", f"the Redis fault SIGKILLs it and starts it again empty {REDIS_OUTAGE_SECONDS:g} s later"),
+        ("database", f"{database_url} (PostgreSQL {pg_version})"),
+        ("workers", f"{WORKERS} x `tidegate worker -c {CONCURRENCY} -P prefork` (Redis fault: -c 1), heartbeat"),
+        ("", f"every {HEARTBEAT_SECONDS:g} s (TIDEGATE_HEARTBEAT_SECONDS)"),
+        ("beat", "tidegate -v beat -f tests/projects/fault_project.py --lease-seconds 3"),
+        ("config", f"tidegate.toml via TIDEGATE_CONFIG: heartbeat_timeout_seconds={HEARTBEAT_TIMEOUT_SECONDS:g},"),
+        ("", f"worker_lost_retries={WORKER_LOST_RETRIES}, enqueued_timeout_seconds={ENQUEUED_TIMEOUT_SECONDS:g}"),
+        ("runs", f"before -> slow step ({STEP_SECONDS:g} s sleep) -> after; 2 runs per trial (Redis: 3 + 2 during"),
+        ("", "the outage; DB: 2 + 1 submitted after; removed job: 1 of gone_job + 1 other)"),
+        ("trials", f"{TRIALS} per fault, deadline {DEADLINE:g} s each; a fault is given up after {MAX_FAILED_TRIALS}"),
+        ("", "trials that lost runs"),
+        ("load avg", f"{load_start} at start, {load_avg()} at end (1/5/15 min)"),
+    ]
+    print("tidegate fault benchmark (bench/faults.py)")
+    print()
+    print("conditions")
+    for label, value in conditions:
+        print(f"  {label:<10} {value}")
+    print()
+    print(
+        table(
+            ["fault", "trials", "runs", "completed", "lost", "duplicated", "re-runs", "median recovery", "max"],
+            [f.cells() for f in faults],
+            [False, True, True, True, True, True, True, True, True],
+        )
+    )
+    print()
+    print("columns")
+    for line in (
+        "runs: submitted; completed: ended as expected (SUCCESS; FAILURE for the fragile run whose heartbeat",
+        "stops and for the removed job's run); lost: not (still unfinished after the deadline, or ended",
+        "otherwise); duplicated: steps with more than one STEP_SUCCESS event or materialization; re-runs:",
+        "executions of a step's code beyond its first (counted from the assets' effect files).",
+    ):
+        print(f"  {line}")
+    print(*wrap(RECOVERY_DEFINITION), sep="\n")
+    problems = [(f.label, n, t) for f in faults for n, t in enumerate(f.trials, 1) if t.failures]
+    if problems:
+        print()
+        print("problems (first line of each)")
+        for label, number, trial in problems:
+            for failure in trial.failures:
+                print(f"  {label}, trial {number}: {failure.splitlines()[0][:150]}")
+    print()
+    print("peak RSS (largest VmHWM from /proc per kind of process, read before each cluster stops)")
+    bench_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    rows = [[kind, f"{kib / 1024:,.1f} MiB"] for kind, kib in sorted(rss.items())]
+    rows.append(["bench process (submit, inject, poll)", f"{bench_kib / 1024:,.1f} MiB"])
+    print(table(["process", "peak RSS"], rows, [False, True]))
+    print()
+    print(f"total bench time {time.perf_counter() - began:.1f} s")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
