@@ -235,3 +235,30 @@ def test_a_sensor_adds_dynamic_partitions_and_their_runs_in_one_tick(storage: St
     assert storage.dynamic_partition_keys("files") == ["b.csv", "c.csv"]
     with pytest.raises(tg.PartitionKeyError, match=r"unknown partition key 'a\.csv'"):
         defs.plan("import_job", partition_key="a.csv", dynamic_keys=storage.dynamic_partition_keys)
+
+
+@pytest.mark.parametrize(
+    ("key", "expected_first", "expected_last"),
+    [
+        ("2024-03-03", "2024-02-26", "2024-03-03"),  # across a month end in a leap year
+        ("2024-01-02", "2023-12-27", "2024-01-02"),  # across a year end
+        ("2023-03-01", "2023-02-23", "2023-03-01"),  # February of a common year
+    ],
+)
+def test_a_rolling_seven_day_window_reads_exactly_seven_upstream_partitions(
+    key: str, expected_first: str, expected_last: str
+) -> None:
+    daily = tg.DailyPartitionsDefinition(start_date="2023-01-01")
+    keys = tg.TimeWindowPartitionMapping(start_offset=-6).upstream_keys(key, daily, daily)
+    assert len(keys) == 7
+    assert (keys[0], keys[-1]) == (expected_first, expected_last)
+    assert keys == sorted(keys) and len(set(keys)) == 7
+
+
+def test_a_rolling_window_near_the_first_partition_is_cut_at_the_start() -> None:
+    daily = tg.DailyPartitionsDefinition(start_date="2024-01-01")
+    assert tg.TimeWindowPartitionMapping(start_offset=-6).upstream_keys("2024-01-03", daily, daily) == [
+        "2024-01-01",
+        "2024-01-02",
+        "2024-01-03",
+    ]
