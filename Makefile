@@ -39,6 +39,8 @@ format: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python bench/steps.py
+	$(BIN)/python bench/beat.py
+	$(BIN)/python bench/faults.py
 
 clean:
 	rm -rf $(VENV) .tidegate .pytest_cache .mypy_cache .ruff_cache

@@ -172,8 +172,20 @@ class Beat:
         self._refreshed_at = now - timedelta(seconds=1)  # overlap: rows written during this tick
         self._states.update(changed)
         names = set(self.defs.schedules) | set(self.defs.sensors) if first else set(changed)
+        if first:  # create the rows of instigators running by default that were never seen, at once
+            fresh = [
+                (name, "schedule" if name in self.defs.schedules else "sensor")
+                for name in sorted(names)
+                if (self._states.get(name) is None or self._states[name].running_since is None)
+                and self._running(name, self._default_status(name))
+            ]
+            self._states.update(self.storage.initialize_instigators(fresh, now))
         for name in names:
             self._reschedule(name, now)
+
+    def _default_status(self, name: str) -> DefaultScheduleStatus:
+        found = self.defs.schedules.get(name) or self.defs.sensors.get(name)
+        return found.default_status if found is not None else DefaultScheduleStatus.STOPPED
 
     def _running(self, name: str, default: DefaultScheduleStatus) -> bool:
         state = self._states.get(name)

@@ -166,6 +166,29 @@ class InstigatorStorage:
             row = conn.execute(select(instigators).where(instigators.c.name == name)).one()
         return _state(row)
 
+    def initialize_instigators(self, items: Sequence[tuple[str, str]], now: datetime) -> dict[str, InstigatorState]:
+        """``initialize_instigator`` for many (name, kind) pairs in ONE transaction (a beat's
+        first tick on a database that has never seen its schedules)."""
+        if not items:
+            return {}
+        with self.engine.begin() as conn:
+            for name, kind in items:
+                self._ensure_instigator(conn, name, kind, now)
+            for kind in ("schedule", "sensor"):
+                names = [n for n, k in items if k == kind]
+                if not names:
+                    continue
+                values: dict[str, Any] = {"running_since": now, "updated_at": now}
+                if kind == "schedule":
+                    values["last_tick_at"] = now
+                conn.execute(
+                    update(instigators)
+                    .where(instigators.c.name.in_(names), instigators.c.running_since.is_(None))
+                    .values(**values)
+                )
+            rows = conn.execute(select(instigators).where(instigators.c.name.in_([n for n, _ in items]))).all()
+        return {r.name: _state(r) for r in rows}
+
     def set_cursor(self, name: str, kind: str, cursor: str | None, now: datetime) -> None:
         """Replace a sensor's cursor (operator action); bumps the version so a tick evaluated
         against the old cursor cannot commit."""
