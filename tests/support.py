@@ -7,6 +7,8 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -107,3 +109,28 @@ def tidegate_env(
         **extra,
     )
     return env
+
+
+@contextmanager
+def dedicated_pg_database(prefix: str) -> Iterator[str]:
+    """A PostgreSQL database of this session alone, migrated, dropped afterwards: the shared
+    test database is truncated by other suites, possibly running at the same time."""
+    import psycopg
+
+    name = f"{prefix}_{os.getpid()}"
+    admin = PG_ADMIN_URL.replace("postgresql+psycopg", "postgresql")
+    try:
+        with psycopg.connect(admin, autocommit=True, connect_timeout=3) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            conn.execute(f'CREATE DATABASE "{name}"')
+    except psycopg.Error as exc:
+        require_service("PostgreSQL", f"{PG_ADMIN_URL}: {exc}")
+    url = PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
+    from tidegate.storage.api import Storage
+
+    Storage.open(url, upgrade=True).dispose()
+    try:
+        yield url
+    finally:
+        with psycopg.connect(admin, autocommit=True, connect_timeout=3) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

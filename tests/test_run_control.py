@@ -22,7 +22,6 @@ import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from itertools import pairwise
@@ -33,11 +32,11 @@ import pytest
 from sqlalchemy import delete, select
 
 from tests.support import (
-    PG_ADMIN_URL,
     REDIS_HOST,
     REDIS_PORT,
     TIDEGATE,
     WorkerProcess,
+    dedicated_pg_database,
     require_service,
     start_worker,
     tidegate_env,
@@ -82,29 +81,6 @@ THREADS_PER_WORKER = 4
 
 
 # -- the cluster: services and worker processes, once per backend ------------------------------
-
-
-@contextmanager
-def dedicated_pg_database(prefix: str) -> Iterator[str]:
-    """A PostgreSQL database of this session alone, migrated, dropped afterwards: the shared
-    test database is truncated by other suites, possibly running at the same time."""
-    import psycopg
-
-    name = f"{prefix}_{os.getpid()}"
-    admin = PG_ADMIN_URL.replace("postgresql+psycopg", "postgresql")
-    try:
-        with psycopg.connect(admin, autocommit=True, connect_timeout=3) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-            conn.execute(f'CREATE DATABASE "{name}"')
-    except psycopg.Error as exc:
-        require_service("PostgreSQL", f"{PG_ADMIN_URL}: {exc}")
-    url = PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
-    Storage.open(url, upgrade=True).dispose()
-    try:
-        yield url
-    finally:
-        with psycopg.connect(admin, autocommit=True, connect_timeout=3) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 @pytest.fixture(scope="module")

@@ -6,12 +6,10 @@ Real worker processes exercise the same features in tests/test_run_control.py.
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -20,7 +18,7 @@ import pytest
 from sqlalchemy import case, func, select
 
 import tidegate as tg
-from tests.support import PG_ADMIN_URL, require_service
+from tests.support import dedicated_pg_database
 from tidegate.definitions.loading import CodeLocation
 from tidegate.errors import ConfigError, TidegateError
 from tidegate.instance_config import InstanceConfig, MonitorConfig, RunQueueConfig, TagLimit
@@ -53,29 +51,6 @@ def pg_url() -> Iterator[str]:
     fixtures use it."""
     with dedicated_pg_database("tidegate_test_queue") as url:
         yield url
-
-
-@contextmanager
-def dedicated_pg_database(prefix: str) -> Iterator[str]:
-    """A PostgreSQL database of this session alone, migrated, dropped afterwards: the shared
-    test database is truncated by other suites, possibly running at the same time."""
-    import psycopg
-
-    name = f"{prefix}_{os.getpid()}"
-    admin = PG_ADMIN_URL.replace("postgresql+psycopg", "postgresql")
-    try:
-        with psycopg.connect(admin, autocommit=True, connect_timeout=3) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-            conn.execute(f'CREATE DATABASE "{name}"')
-    except psycopg.Error as exc:
-        require_service("PostgreSQL", f"{PG_ADMIN_URL}: {exc}")
-    url = PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
-    Storage.open(url, upgrade=True).dispose()
-    try:
-        yield url
-    finally:
-        with psycopg.connect(admin, autocommit=True, connect_timeout=3) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 # -- helpers -----------------------------------------------------------------------------------
