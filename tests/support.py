@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parent.parent
 REDIS_HOST, REDIS_PORT = "127.0.0.1", 6379
 REDIS_TEST_DB = int(os.environ.get("TIDEGATE_TEST_REDIS_DB", "11"))
 PG_ADMIN_URL = os.environ.get("TIDEGATE_TEST_PG_ADMIN", "postgresql://postgres@127.0.0.1:5432/test")
-PG_TEST_DB = "tidegate_test"
+PG_TEST_DB = os.environ.get("TIDEGATE_TEST_PG_DB", "tidegate_test")
 TIDEGATE = str(Path(sys.executable).with_name("tidegate"))
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
