@@ -1,0 +1,9 @@
+"""S3 support (the ``s3`` extra, which installs boto3): ``S3Resource`` and ``s3_sensor``.
+
+Importing this package does not import boto3; building a client does, and says how to
+install it when it is missing.
+"""
+
+from tidegate.s3.resource import S3DependencyError, S3Resource
+
+__all__ = ["S3DependencyError", "S3Resource"]
