@@ -60,10 +60,10 @@ import redis
 from sqlalchemy import insert, select, text
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))  # bench.steps, bench.beat_defs
+sys.path.insert(0, str(ROOT))  # bench.common, bench.beat_defs
 
 from bench.beat_defs import SLOTS, many_schedules  # noqa: E402
-from bench.steps import (  # noqa: E402
+from bench.common import (  # noqa: E402
     RssRow,
     Worker,
     child_pids,
@@ -557,7 +557,7 @@ def main() -> int:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # run the finally blocks
     res = Results(load=[load_avg()])
     res.redis_version = flush_redis()
-    res.pg_url, res.pg_version = prepare_postgres()
+    res.pg_url, res.pg_version = prepare_postgres("tidegate_bench")  # as bench/steps.py
     scratch = Path(tempfile.mkdtemp(prefix="tidegate-bench-beat-"))
     env = {k: v for k, v in os.environ.items() if not k.startswith(("TIDEGATE_", "BENCH_"))}
     env.update(

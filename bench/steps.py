@@ -16,34 +16,43 @@ process (read from /proc just before the workers are stopped). See bench/README.
 
 from __future__ import annotations
 
-import contextlib
 import importlib
-import importlib.metadata
 import os
 import platform
 import resource
 import shutil
 import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import psycopg
 import redis
-from celery import Celery
-from sqlalchemy import text
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # bench.common, bench.raw_celery
+
+from bench.common import (
+    RssRow,
+    cpu_and_wall,
+    cpu_model,
+    load_avg,
+    ms,
+    prepare_postgres,
+    progress,
+    run_job,
+    running_workers,
+    since,
+    table,
+    truncate,
+    version,
+)
 from tidegate.broker import CeleryPublisher, make_celery_app
-from tidegate.definitions.defs import Definitions
 from tidegate.definitions.loading import CodeLocation
-from tidegate.names import RunStatus
 from tidegate.scheduler.launcher import Launcher
 from tidegate.storage.api import Storage
 
@@ -69,155 +78,6 @@ FANOUT_RUNS = int(os.environ.get("BENCH_FANOUT_RUNS", "3"))
 ROUND_TRIPS = int(os.environ.get("BENCH_ROUND_TRIPS", "200"))
 WARMUP_ROUND_TRIPS = 20
 RUN_TIMEOUT = 60.0
-READY_TIMEOUT = 60.0
-TABLES = "runs, steps, events, materializations"
-
-
-# -- worker processes -------------------------------------------------------------------------
-
-
-@dataclass
-class Worker:
-    name: str
-    proc: subprocess.Popen[bytes]
-    log_path: Path
-    children: list[int] = field(default_factory=list)
-
-    def tail(self, lines: int = 30) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return "(no log)"
-
-
-def start_workers(kind: str, argv: Callable[[str], list[str]], env: dict[str, str], logs: Path) -> list[Worker]:
-    workers = []
-    for i in range(1, WORKERS + 1):
-        name = f"bench-{kind}-{i}@bench"
-        log_path = logs / f"{kind}-{i}.log"
-        with log_path.open("wb") as log:
-            proc = subprocess.Popen(
-                argv(name),
-                cwd=ROOT,
-                env=env,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,  # a Ctrl-C reaches the bench only; it stops them
-            )
-        workers.append(Worker(name, proc, log_path))
-    return workers
-
-
-def wait_ready(app: Celery, workers: Sequence[Worker]) -> float:
-    """Until every worker answers a control ping; returns the seconds it took."""
-    names = {w.name for w in workers}
-    start = time.perf_counter()
-    while True:
-        for w in workers:
-            if w.proc.poll() is not None:
-                raise RuntimeError(f"worker {w.name} exited with {w.proc.returncode}:\n{w.tail()}")
-        replies = app.control.ping(destination=sorted(names), timeout=0.5)
-        answered = {node for reply in replies for node in reply}
-        if names <= answered:
-            return time.perf_counter() - start
-        if time.perf_counter() - start > READY_TIMEOUT:
-            tails = "\n".join(f"--- {w.name}\n{w.tail()}" for w in workers)
-            raise RuntimeError(f"workers not ready after {READY_TIMEOUT:.0f}s (answered: {answered}):\n{tails}")
-
-
-def child_pids(pid: int) -> list[int]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        # pid (comm) state ppid ...: comm may hold spaces, so split after its closing ')'.
-        if int(stat.rpartition(")")[2].split()[1]) == pid:
-            found.append(int(entry.name))
-    return sorted(found)
-
-
-def vm_hwm_kib(pid: int) -> int | None:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1])
-    except OSError:
-        return None
-    return None
-
-
-@dataclass
-class RssRow:
-    process: str
-    pid: int
-    kib: int | None
-
-
-def worker_rss(kind: str, workers: Sequence[Worker]) -> list[RssRow]:
-    rows = []
-    for w in workers:
-        w.children = child_pids(w.proc.pid)
-        rows.append(RssRow(f"{kind} {w.name} main", w.proc.pid, vm_hwm_kib(w.proc.pid)))
-        rows.extend(RssRow(f"{kind} {w.name} pool child", c, vm_hwm_kib(c)) for c in w.children)
-    return rows
-
-
-def stop_workers(workers: Sequence[Worker], grace: float = 10.0) -> None:
-    """SIGTERM (warm shutdown), then SIGKILL whatever is left: mains, then their children."""
-    for w in workers:
-        if not w.children and w.proc.poll() is None:
-            w.children = child_pids(w.proc.pid)
-        if w.proc.poll() is None:
-            w.proc.terminate()
-    deadline = time.monotonic() + grace
-    for w in workers:
-        try:
-            w.proc.wait(timeout=max(0.1, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            w.proc.kill()
-            w.proc.wait(timeout=5)
-    for w in workers:
-        for pid in w.children:  # orphaned pool children of a killed main, if any
-            with contextlib.suppress(OSError):
-                if Path(f"/proc/{pid}").exists() and "celery" in _cmdline(pid) + _comm(pid):
-                    os.kill(pid, signal.SIGKILL)
-
-
-def _cmdline(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-    except OSError:
-        return ""
-
-
-def _comm(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/comm").read_text()
-    except OSError:
-        return ""
-
-
-@contextlib.contextmanager
-def running_workers(
-    kind: str,
-    argv: Callable[[str], list[str]],
-    env: dict[str, str],
-    logs: Path,
-    app: Celery,
-    rss: list[RssRow],
-) -> Iterator[tuple[list[Worker], float]]:
-    workers = start_workers(kind, argv, env, logs)
-    try:
-        ready = wait_ready(app, workers)
-        yield workers, ready
-        rss.extend(worker_rss(kind, workers))
-    finally:
-        stop_workers(workers)
 
 
 # -- backing services ------------------------------------------------------------------------
@@ -233,49 +93,7 @@ def prepare_redis() -> str:
     return version
 
 
-def prepare_postgres() -> tuple[str, str]:
-    """Create the bench database if missing; return its URL and the server version."""
-    with psycopg.connect(PG_ADMIN_URL, autocommit=True, connect_timeout=5) as conn:
-        exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (PG_DATABASE,)).fetchone()
-        if not exists:
-            conn.execute(f'CREATE DATABASE "{PG_DATABASE}"')
-        version = str(conn.execute("SHOW server_version").fetchone()[0])  # type: ignore[index]
-    admin = PG_ADMIN_URL.rsplit("/", 1)[0]
-    return f"{admin}/{PG_DATABASE}", version
-
-
-def truncate(storage: Storage) -> None:
-    with storage.engine.begin() as conn:
-        conn.execute(text(f"TRUNCATE {TABLES} RESTART IDENTITY"))
-
-
 # -- tidegate runs ---------------------------------------------------------------------------
-
-
-@dataclass
-class RunTiming:
-    wall: float  # submit_run called -> the poll that saw the run terminal
-    run_id: str
-
-
-def run_job(storage: Storage, launcher: Launcher, defs: Definitions, job: str) -> RunTiming:
-    plan = defs.plan(job)
-    start = time.perf_counter()
-    run_id = storage.submit_run(plan, origin="bench").run_id
-    launcher.tick()
-    while True:
-        run = storage.get_run(run_id)
-        if run.status in RunStatus.TERMINAL:
-            break
-        if time.perf_counter() - start > RUN_TIMEOUT:
-            raise RuntimeError(f"{job}: run {run_id} still {run.status} after {RUN_TIMEOUT:.0f}s")
-        time.sleep(POLL_SECONDS)
-    wall = time.perf_counter() - start
-    if run.status != RunStatus.SUCCESS:
-        failed = [s for s in storage.get_steps(run_id) if s.status != "SUCCEEDED"]
-        detail = "\n".join(f"  {s.step_key}: {s.status} {(s.error or '').strip()[-500:]}" for s in failed[:5])
-        raise RuntimeError(f"{job}: run {run_id} ended {run.status}\n{detail}")
-    return RunTiming(wall, run_id)
 
 
 def step_phases(storage: Storage, run_ids: Sequence[str]) -> tuple[float, float]:
@@ -326,35 +144,6 @@ def raw_round_trips(raw: Any, count: int) -> list[float]:
 # -- output ----------------------------------------------------------------------------------
 
 
-def ms(seconds: float) -> str:
-    return f"{seconds * 1000:,.2f} ms"
-
-
-def table(headers: Sequence[str], rows: Sequence[Sequence[str]], right: Sequence[bool]) -> str:
-    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(headers)]
-
-    def line(cells: Sequence[str]) -> str:
-        return "  ".join(c.rjust(w) if ra else c.ljust(w) for c, w, ra in zip(cells, widths, right, strict=True))
-
-    rule = "  ".join("-" * w for w in widths)
-    return "\n".join([line(headers), rule, *(line(r) for r in rows)])
-
-
-def version(dist: str) -> str:
-    try:
-        return importlib.metadata.version(dist)
-    except importlib.metadata.PackageNotFoundError:
-        return "?"
-
-
-def cpu_model() -> str:
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or "?"
-
-
 @dataclass
 class Row:
     scenario: str
@@ -402,10 +191,6 @@ def worker_options(name: str) -> list[str]:
     return ["-c", str(CONCURRENCY), "-P", POOL, "-l", "WARNING", "-n", name]
 
 
-def load_avg() -> str:
-    return "/".join(f"{x:.2f}" for x in os.getloadavg())
-
-
 def main() -> int:
     began = time.perf_counter()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # run the finally blocks
@@ -414,7 +199,7 @@ def main() -> int:
     res = Results(load=[load_avg()])
 
     res.redis_version = prepare_redis()
-    res.database_url, res.pg_version = prepare_postgres()
+    res.database_url, res.pg_version = prepare_postgres(PG_DATABASE, PG_ADMIN_URL)
     storage = Storage.open(res.database_url, upgrade=True)
     truncate(storage)
 
@@ -448,7 +233,7 @@ def main() -> int:
     try:
         progress(f"starting {WORKERS} tidegate workers")
         mark = cpu_and_wall()
-        with running_workers("tidegate", tidegate_worker, env, scratch, app, res.rss) as (_, ready):
+        with running_workers("tidegate", tidegate_worker, env, scratch, app, res.rss, WORKERS) as (_, ready):
             res.ready["tidegate"] = ready
             for job, runs, steps, label in (
                 ("chain_job", CHAIN_RUNS, CHAIN_STEPS, f"tidegate chain {CHAIN_STEPS}"),
@@ -466,7 +251,7 @@ def main() -> int:
         progress(f"starting {WORKERS} raw Celery workers")
         mark = cpu_and_wall()
         r = redis.Redis.from_url(REDIS_URL)
-        with running_workers("raw", raw_worker, env, scratch, raw.app, res.rss) as (_, ready):
+        with running_workers("raw", raw_worker, env, scratch, raw.app, res.rss, WORKERS) as (_, ready):
             res.ready["raw"] = ready
             raw_round_trips(raw, WARMUP_ROUND_TRIPS)
             rows["rt"] = Row("raw round trip (apply_async+get)", raw_round_trips(raw, ROUND_TRIPS), 1)
@@ -497,20 +282,6 @@ def main() -> int:
     res.total = time.perf_counter() - began
     report(res)
     return 0
-
-
-def cpu_and_wall() -> tuple[float, float]:
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime, time.perf_counter()
-
-
-def since(mark: tuple[float, float]) -> tuple[float, float]:
-    cpu, wall = cpu_and_wall()
-    return cpu - mark[0], wall - mark[1]
-
-
-def progress(message: str) -> None:
-    print(f"[bench] {message}", file=sys.stderr, flush=True)
 
 
 def report(res: Results) -> None:
