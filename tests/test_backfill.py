@@ -91,5 +91,5 @@ def test_backfill_cli_runs_a_range_then_the_missing_partitions(tmp_path: Path) -
     listed = _run(tmp_path, "backfill", "list")
     assert listed.stdout.count("COMPLETED") == 2
     bad = _run(tmp_path, "backfill", "daily_job", "-f", str(PROJECT), "--partitions", "2024-02-30")
-    assert bad.returncode == 2 and "unknown partition key '2024-02-30'" in bad.stderr
+    assert bad.returncode == 2 and "malformed partition key '2024-02-30'" in bad.stderr
     storage.dispose()

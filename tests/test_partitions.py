@@ -3,9 +3,12 @@ dynamic partitions added by a sensor in the same transaction as its runs."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import tidegate as dg  # the seed's import line, changed
 import tidegate as tg
@@ -47,7 +50,7 @@ def test_unknown_and_malformed_partition_keys_are_named() -> None:
     now = datetime(2024, 2, 1, tzinfo=UTC)
     with pytest.raises(tg.PartitionKeyError, match=r"job 'sales_job': .*unknown partition key '2023-12-31'"):
         defs.plan("sales_job", partition_key="2023-12-31", current_time=now)
-    with pytest.raises(tg.PartitionKeyError, match="unknown partition key 'yesterday'"):
+    with pytest.raises(tg.PartitionKeyError, match=r"malformed partition key 'yesterday' \(expected %Y-%m-%d\)"):
         defs.plan("sales_job", partition_key="yesterday", current_time=now)
     with pytest.raises(tg.PartitionKeyError, match="give a partition key"):
         defs.plan("sales_job")
@@ -262,3 +265,68 @@ def test_a_rolling_window_near_the_first_partition_is_cut_at_the_start() -> None
         "2024-01-02",
         "2024-01-03",
     ]
+
+
+# -- the fast paths agree with the slow ones ---------------------------------------------------
+
+_ZONES = ["UTC", "Europe/Berlin", "America/New_York", "Australia/Lord_Howe", "Asia/Kolkata"]
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    after=st.datetimes(min_value=datetime(2000, 1, 1), max_value=datetime(2030, 12, 31)),
+    minute=st.integers(0, 59),
+    hour=st.one_of(st.just("*"), st.integers(0, 23).map(str)),
+)
+def test_arithmetic_wall_times_match_croniter(after: datetime, minute: int, hour: str) -> None:
+    from croniter import croniter
+
+    from tidegate.definitions.cron import _wall_times
+
+    cron = f"{minute} {hour} * * *"
+    expected = croniter(cron, after)
+    fast = _wall_times(cron, after)
+    for _ in range(30):
+        assert next(fast) == expected.get_next(datetime)
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    zone=st.sampled_from(_ZONES),
+    hourly=st.booleans(),
+    start_days=st.integers(0, 3000),
+    spans=st.lists(st.integers(0, 400), min_size=1, max_size=4),
+    end_offset=st.integers(-1, 2),
+)
+def test_cached_windows_match_a_plain_cron_walk(
+    zone: str, hourly: bool, start_days: int, spans: list[int], end_offset: int
+) -> None:
+    """Keys, lookups and ranges from the tick cache equal a fresh walk of the cron, however the
+    cache was filled before (times asked in any order)."""
+    from tidegate.definitions.cron import cron_ticks
+
+    start = datetime(2015, 1, 1) + timedelta(days=start_days)
+    factory = tg.HourlyPartitionsDefinition if hourly else tg.DailyPartitionsDefinition
+    fmt = "%Y-%m-%d-%H:%M" if hourly else "%Y-%m-%d"
+    definition = factory(start_date=start.strftime(fmt), timezone=zone, end_offset=end_offset)
+    step = timedelta(hours=1 if hourly else 24)
+    for span in spans:
+        now = start.replace(tzinfo=ZoneInfo(zone)) + span * step + timedelta(minutes=7)
+        ticks = cron_ticks(
+            definition.cron_schedule, ZoneInfo(zone), start.replace(tzinfo=ZoneInfo(zone)) - timedelta(microseconds=1)
+        )
+        instants = [next(ticks)]
+        while instants[-1] <= now:
+            instants.append(next(ticks))
+        ended = len(instants) - 2  # the last instant is past ``now``
+        for _ in range(max(0, end_offset)):
+            instants.append(next(ticks))
+        expected = [definition.fmt_key(t) for t in instants[: max(0, ended + end_offset)]]
+        keys = definition.get_partition_keys(now)
+        assert keys == expected
+        for index in {0, len(keys) // 2, len(keys) - 1} if keys else set():
+            assert keys.index(keys[index]) == definition.partition_index(keys[index], now)
+            assert definition.keys_in_range(keys[0], keys[index], now) == keys[: index + 1]
+        if keys:
+            with pytest.raises(tg.PartitionKeyError, match="unknown partition key"):
+                definition.validate_key(definition.fmt_key(instants[len(keys)] + 100 * step), now)

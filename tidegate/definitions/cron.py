@@ -69,12 +69,12 @@ def _exists(wall: datetime, tz: ZoneInfo) -> bool:
     return aware.astimezone(UTC).astimezone(tz).replace(tzinfo=None) == wall
 
 
-def _ambiguous(wall: datetime, tz: ZoneInfo) -> bool:
-    return wall.replace(tzinfo=tz, fold=0).utcoffset() != wall.replace(tzinfo=tz, fold=1).utcoffset()
-
-
 def _instants(wall: datetime, tz: ZoneInfo, hourly: bool) -> list[datetime]:
     """The UTC instants at which the wall time ``wall`` fires."""
+    first = wall.replace(tzinfo=tz)
+    second = wall.replace(tzinfo=tz, fold=1)
+    if first.utcoffset() == second.utcoffset():  # neither in a gap nor repeated: the common case
+        return [first.astimezone(UTC)]
     if not _exists(wall, tz):
         if hourly:
             return []
@@ -84,10 +84,9 @@ def _instants(wall: datetime, tz: ZoneInfo, hourly: bool) -> list[datetime]:
         while not _exists(probe, tz):
             probe += timedelta(minutes=1)
         return [probe.replace(tzinfo=tz).astimezone(UTC)]
-    first = wall.replace(tzinfo=tz, fold=0).astimezone(UTC)
-    if hourly and _ambiguous(wall, tz):
-        return [first, wall.replace(tzinfo=tz, fold=1).astimezone(UTC)]
-    return [first]
+    if hourly:  # repeated: an hourly schedule fires in both occurrences
+        return [first.astimezone(UTC), second.astimezone(UTC)]
+    return [first.astimezone(UTC)]
 
 
 def cron_ticks(cron: str, tz: ZoneInfo, after: datetime) -> Iterator[datetime]:
@@ -98,14 +97,35 @@ def cron_ticks(cron: str, tz: ZoneInfo, after: datetime) -> Iterator[datetime]:
     # ``after``'s own. (Starting a whole day early costs 1,440 steps for '* * * * *'.)
     today = after.astimezone(tz).replace(tzinfo=None)
     tomorrow = (after + timedelta(days=1)).astimezone(tz).replace(tzinfo=None) - timedelta(days=1)
-    walls = croniter(cron, min(today, tomorrow) - timedelta(minutes=1))
     last: datetime | None = None
-    while True:
-        wall = walls.get_next(datetime)
+    for wall in _wall_times(cron, min(today, tomorrow) - timedelta(minutes=1)):
         for instant in _instants(wall, tz, hourly):
             if instant > after and (last is None or instant > last):
                 last = instant
                 yield instant
+
+
+def _wall_times(cron: str, after: datetime) -> Iterator[datetime]:
+    """Naive wall times matching ``cron`` strictly after ``after``, in order, forever.
+
+    Every hour at a fixed minute and every day at a fixed time (what the hourly and daily
+    partitions and schedules use) are arithmetic sequences of wall times, generated directly:
+    croniter costs ~30 microseconds a step, too much for 100,000 hourly partitions. Any other
+    cron goes through croniter."""
+    minute, hour, *rest = cron.split()
+    if minute.isdigit() and (hour == "*" or hour.isdigit()) and rest == ["*", "*", "*"]:
+        step = timedelta(hours=1) if hour == "*" else timedelta(days=1)
+        wall = after.replace(minute=int(minute), second=0, microsecond=0)
+        if hour != "*":
+            wall = wall.replace(hour=int(hour))
+        while wall > after:
+            wall -= step
+        while True:
+            wall += step
+            yield wall
+    walls = croniter(cron, after)
+    while True:
+        yield walls.get_next(datetime)
 
 
 def next_tick(cron: str, tz: ZoneInfo, after: datetime) -> datetime:

@@ -9,8 +9,10 @@ time, with the DST rules of :mod:`tidegate.definitions.cron`.
 
 from __future__ import annotations
 
+import bisect
 import re
-from collections.abc import Callable, Iterable, Sequence
+import threading
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from zoneinfo import ZoneInfo
@@ -120,33 +122,69 @@ class TimeWindowPartitionsDefinition(PartitionsDefinition):
 
     def windows(self, current_time: datetime | None = None) -> list[TimeWindow]:
         """Every window that exists at ``current_time``, oldest first."""
-        now = current_time or datetime.now(UTC)
-        ticks = cron_ticks(self.cron_schedule, self._tz, self._first_tick_floor())
-        found: list[TimeWindow] = []
-        previous = next(ticks)
-        pending_extra = self.end_offset
-        for tick in ticks:
-            window = TimeWindow(previous.astimezone(self._tz), tick.astimezone(self._tz))
-            if self._end is not None and window.start >= self._end:
-                break
-            if tick > now:
-                if pending_extra <= 0:
-                    break
-                pending_extra -= 1
-            found.append(window)
-            previous = tick
-        if self.end_offset < 0:
-            found = found[: len(found) + self.end_offset]
-        return found
+        count = self._count(current_time)
+        starts = self._ticks.instants
+        return [TimeWindow(starts[i].astimezone(self._tz), starts[i + 1].astimezone(self._tz)) for i in range(count)]
 
-    def _first_tick_floor(self) -> datetime:
-        # The first window starts at the first tick at or after ``start``.
-        return self._start - timedelta(microseconds=1)
+    def _count(self, current_time: datetime | None) -> int:
+        """How many windows exist at ``current_time``: those ended, plus ``end_offset``."""
+        now = current_time or datetime.now(UTC)
+        ticks = self._ticks
+        ended = ticks.count_through(now) - 1  # window i ends at tick i + 1
+        count = max(0, ended + self.end_offset)
+        ticks.ensure(count + 1)
+        if self._end is not None:
+            count = min(count, bisect.bisect_left(ticks.instants, self._end))
+        return count
+
+    @property
+    def _ticks(self) -> _Ticks:
+        ticks: _Ticks | None = self.__dict__.get("_tick_cache")
+        if ticks is None:  # the first tick at or after ``start`` opens the first window
+            ticks = _Ticks(cron_ticks(self.cron_schedule, self._tz, self._start - timedelta(microseconds=1)))
+            object.__setattr__(self, "_tick_cache", ticks)
+        return ticks
 
     def get_partition_keys(
         self, current_time: datetime | None = None, dynamic_keys: DynamicKeys | None = None
     ) -> list[str]:
-        return [self.fmt_key(w.start) for w in self.windows(current_time)]
+        count = self._count(current_time)
+        return self._ticks.keys(count, self.fmt_key)
+
+    def partition_index(self, key: str, current_time: datetime | None = None) -> int:
+        """The position of ``key`` among the partitions that exist at ``current_time``, found
+        without listing them; PartitionKeyError if it is malformed or does not exist."""
+        if not isinstance(key, str):
+            raise PartitionKeyError(f"{self.describe()}: partition key must be a string, got {key!r}")
+        try:
+            start = datetime.strptime(key, self.fmt).replace(tzinfo=self._tz)
+        except ValueError:
+            raise PartitionKeyError(
+                f"{self.describe()}: malformed partition key {key!r} (expected {self.fmt})"
+            ) from None
+        count = self._count(current_time)
+        starts = self._ticks.instants
+        # A key names a window start on the wall clock; a repeated wall time (fall back)
+        # names the first of its two instants.
+        index = bisect.bisect_left(starts, start.replace(fold=0).astimezone(UTC), 0, count)
+        for candidate in (index, index - 1, index + 1):
+            if 0 <= candidate < count and self.fmt_key(starts[candidate]) == key:
+                return candidate
+        raise PartitionKeyError(f"{self.describe()}: unknown partition key {key!r}")
+
+    def validate_key(
+        self, key: str, current_time: datetime | None = None, dynamic_keys: DynamicKeys | None = None
+    ) -> str:
+        self.partition_index(key, current_time)
+        return key
+
+    def keys_in_range(
+        self, start: str, end: str, current_time: datetime | None = None, dynamic_keys: DynamicKeys | None = None
+    ) -> list[str]:
+        first, last = self.partition_index(start, current_time), self.partition_index(end, current_time)
+        if first > last:
+            raise PartitionKeyError(f"{self.describe()}: range {start!r}..{end!r} is reversed")
+        return self._ticks.keys(last + 1, self.fmt_key)[first:]
 
     def time_window_for_key(self, key: str) -> TimeWindow:
         try:
@@ -163,8 +201,44 @@ class TimeWindowPartitionsDefinition(PartitionsDefinition):
 
     def last_ended_key(self, current_time: datetime) -> str | None:
         """The most recent partition whose window has ended at ``current_time``."""
-        windows = [w for w in self.windows(current_time) if w.end <= current_time]
-        return self.fmt_key(windows[-1].start) if windows else None
+        ended = self._ticks.count_through(current_time) - 1
+        if self._end is not None:
+            ended = min(ended, bisect.bisect_left(self._ticks.instants, self._end))
+        return self.fmt_key(self._ticks.instants[ended - 1]) if ended > 0 else None
+
+
+class _Ticks:
+    """The tick instants (UTC) of one time-window definition from its first window on,
+    computed once per process and extended as time goes on, with their keys: listing or
+    looking up 100,000 hourly partitions is then a slice or a bisection, not a cron walk."""
+
+    def __init__(self, source: Iterator[datetime]) -> None:
+        self._source = source
+        self.instants: list[datetime] = []
+        self._keys: list[str] = []
+        self._lock = threading.Lock()
+
+    def ensure(self, n: int) -> None:
+        """At least ``n`` instants computed."""
+        if len(self.instants) < n:
+            with self._lock:
+                while len(self.instants) < n:
+                    self.instants.append(next(self._source))
+
+    def count_through(self, moment: datetime) -> int:
+        """The number of ticks at or before ``moment`` (computing one past it)."""
+        with self._lock:
+            while not self.instants or self.instants[-1] <= moment:
+                self.instants.append(next(self._source))
+        return bisect.bisect_right(self.instants, moment)
+
+    def keys(self, n: int, fmt_key: Callable[[datetime], str]) -> list[str]:
+        """The first ``n`` window keys."""
+        self.ensure(n)
+        if len(self._keys) < n:
+            with self._lock:
+                self._keys.extend(fmt_key(t) for t in self.instants[len(self._keys) : n])
+        return self._keys[:n]
 
 
 def _time_window(
