@@ -9,8 +9,10 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Sequence
+from typing import Any
 
 from celery import Celery
+from celery.app.amqp import AMQP
 
 from tidegate.config import Settings
 from tidegate.definitions.asset import DEFAULT_QUEUE
@@ -22,13 +24,28 @@ log = logging.getLogger("tidegate.broker")
 
 HARD_LIMIT_GRACE = 10.0  # seconds between a step's soft and hard time limit
 
+LAUNCH_JOB_TASK = "tidegate.launch_job"  # launch a job from Flower: POST /api/task/async-apply/<this>
+
 _app: Celery | None = None
 _app_lock = threading.Lock()
 
 
+class _NamedSentEvents(AMQP):  # type: ignore[misc]
+    """Celery's ``task-sent`` event names the real task while the worker's events carry the
+    ``shadow`` name; a sent event that reaches Flower after the worker's ``task-received``
+    would put the real name back. This makes the sent event carry the shadow name too."""
+
+    def as_task_v2(self, *args: Any, **kwargs: Any) -> Any:
+        message = super().as_task_v2(*args, **kwargs)
+        shadow = message.headers.get("shadow")
+        if shadow and message.sent_event is not None:
+            message.sent_event["name"] = shadow
+        return message
+
+
 def make_celery_app(broker_url: str, *, visibility_timeout: int = 21600) -> Celery:
     """A Celery app with the settings DESIGN.md relies on."""
-    app = Celery("tidegate", broker=broker_url, set_as_current=False)
+    app = Celery("tidegate", broker=broker_url, set_as_current=False, amqp=_NamedSentEvents)
     app.conf.update(
         task_serializer="json",
         accept_content=["json"],  # never unpickle what comes over the broker

@@ -19,6 +19,7 @@ from tidegate.cli.common import (
     open_storage,
     resolve_location,
 )
+from tidegate.cli.flower import flower
 from tidegate.cli.inspect_ import assets, partitions, pool, queue, runs
 from tidegate.cli.launch import job, materialize
 from tidegate.config import Settings
@@ -47,6 +48,7 @@ main.add_command(queue)
 main.add_command(pool)
 main.add_command(partitions)
 main.add_command(backfill)
+main.add_command(flower)
 
 
 @main.group()

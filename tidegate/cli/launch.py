@@ -25,6 +25,7 @@ from tidegate.names import PRIORITY_TAG, RunStatus, StepStatus
 from tidegate.scheduler.launcher import Launcher
 from tidegate.storage.api import Storage
 from tidegate.storage.records import StepRecord
+from tidegate.submit import prepare_job_run
 
 _COLORS = {
     StepStatus.SUCCEEDED: "green",
@@ -143,9 +144,9 @@ def launch(
 ) -> None:
     """Launch a run of job NAME (of one partition with --partition)."""
     defs = load(module, file_)
-    plan = defs.plan(name, partition_key=partition_key, dynamic_keys=open_storage().dynamic_partition_keys)
-    run_tags = parse_tags(tags)
-    if priority is None:
-        priority = int(run_tags.get(PRIORITY_TAG, "0"))
-    run_tags[PRIORITY_TAG] = str(priority)
-    submit_and_follow(defs, plan, origin="cli", tags=run_tags, run_key=run_key, priority=priority, wait=wait)
+    request = prepare_job_run(
+        defs, open_storage(), name, partition_key=partition_key, tags=parse_tags(tags), priority=priority
+    )
+    submit_and_follow(
+        defs, request.plan, origin="cli", tags=request.tags, run_key=run_key, priority=request.priority, wait=wait
+    )

@@ -1,4 +1,8 @@
-"""The Celery app with tidegate's task registered: ``celery -A tidegate.workers.app worker``.
+"""The Celery app with tidegate's tasks registered: ``celery -A tidegate.workers.app worker``.
+
+``tidegate.execute_step`` runs one attempt of one step; ``tidegate.launch_job`` submits a run
+of a job (what Flower's "apply" calls) through the same validation and submit path as
+``tidegate job launch``.
 
 Each worker process loads the code location named by ``TIDEGATE_DEFINITIONS`` once, opens
 storage from ``TIDEGATE_DATABASE_URL``, and keeps them for its life (per process id, so a
@@ -14,12 +18,13 @@ from dataclasses import dataclass
 from celery import Celery, Task
 from sqlalchemy.exc import DBAPIError
 
-from tidegate.broker import CeleryPublisher, get_app
+from tidegate.broker import LAUNCH_JOB_TASK, CeleryPublisher, get_app
 from tidegate.config import Settings
 from tidegate.definitions.loading import load_definitions
 from tidegate.errors import TidegateError
 from tidegate.names import EXECUTE_STEP_TASK
 from tidegate.storage.api import Storage
+from tidegate.submit import FLOWER_ORIGIN, submit_job_run
 from tidegate.workers.execution import StepExecutor
 
 
@@ -68,6 +73,35 @@ def register_tasks(celery_app: Celery) -> None:
             # broker to deliver this step again shortly instead of dropping it.
             raise self.retry(exc=exc, countdown=5, max_retries=None) from exc
         return executor.execute(run_id, step_key, attempt)
+
+    @celery_app.task(  # type: ignore[untyped-decorator]
+        name=LAUNCH_JOB_TASK, bind=True, throws=(TidegateError,)
+    )
+    def launch_job(
+        self: Task,
+        job_name: str,
+        partition_key: str | None = None,
+        tags: dict[str, str] | None = None,
+        run_key: str | None = None,
+    ) -> str:
+        """Submit a QUEUED run of ``job_name`` and return its id; the beat starts it within the
+        run queue's limits. A second launch with the same ``run_key`` returns the first run.
+        An unknown job, a bad partition key or malformed tags fail the task with a typed error
+        (shown as the task's exception in Flower)."""
+        try:
+            executor = runtime(self.request.hostname or "worker")
+        except DBAPIError as exc:
+            raise self.retry(exc=exc, countdown=5, max_retries=12) from exc
+        result = submit_job_run(
+            executor.defs,
+            executor.storage,
+            job_name,
+            origin=FLOWER_ORIGIN,
+            partition_key=partition_key,
+            tags=tags,
+            run_key=run_key,
+        )
+        return result.run_id
 
 
 app = get_app()
