@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run dev test lint format typecheck bench clean
+.PHONY: run dev test lint format typecheck bench clean flower-screenshot
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -41,6 +41,12 @@ bench: $(STAMP)
 	$(BIN)/python bench/steps.py
 	$(BIN)/python bench/beat.py
 	$(BIN)/python bench/faults.py
+
+# docs/flower-tasks.png: Flower's tasks page with the example's step tasks, in headless Chromium
+# (Debian: apt-get install chromium). Needs Redis; uses and flushes database 13 (FLOWER_SCREENSHOT_REDIS=...).
+FLOWER_SCREENSHOT_REDIS ?= redis://127.0.0.1:6379/13
+flower-screenshot: $(STAMP)
+	$(BIN)/python scripts/flower_screenshot.py --redis-url $(FLOWER_SCREENSHOT_REDIS) --out docs/flower-tasks.png
 
 clean:
 	rm -rf $(VENV) .tidegate .pytest_cache .mypy_cache .ruff_cache
