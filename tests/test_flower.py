@@ -226,6 +226,21 @@ def test_a_job_launched_through_flower_runs_and_its_steps_show_in_flower(
             line = f'flower_events_total{{task="{asset}[2024-01-05] · run {short}",type="task-succeeded",worker="'
             assert line in metrics, f"no {line!r} in /metrics"
 
+        # The operator's controls reach the real worker: grow its pool, add a queue consumer.
+        worker_name = sales["worker"]
+        status, text = flower.request("POST", f"/api/worker/pool/grow/{worker_name}?n=1")
+        assert status == 200, text
+        status, text = flower.request("POST", f"/api/worker/queue/add-consumer/{worker_name}?queue=heavy")
+        assert status == 200, text
+
+        def grown_worker() -> dict[str, Any] | None:
+            status, text = flower.request("GET", f"/api/workers?workername={worker_name}&refresh=1")
+            info: dict[str, Any] = json.loads(text).get(worker_name, {}) if status == 200 else {}
+            return info if len(info.get("stats", {}).get("pool", {}).get("processes", [])) == 3 else None
+
+        info = wait_for(grown_worker, 20, "the worker's pool grows from 2 to 3 processes", logs)
+        assert "heavy" in {q["name"] for q in info["active_queues"]}
+
         # Bad requests fail the task in Flower with the typed error naming what is wrong.
         unknown_id = flower.launch("no_such_job")
         bad_partition_id = flower.launch("daily_job", partition_key="1999-01-01")
