@@ -43,8 +43,8 @@ bench: $(STAMP)
 	$(BIN)/python bench/faults.py
 
 # docs/flower-tasks.png: Flower's tasks page with the example's step tasks, in headless Chromium
-# (Debian: apt-get install chromium). Needs Redis; uses and flushes database 13 (FLOWER_SCREENSHOT_REDIS=...).
-FLOWER_SCREENSHOT_REDIS ?= redis://127.0.0.1:6379/13
+# (Debian: apt-get install chromium). Needs Redis; uses and flushes database 12 (FLOWER_SCREENSHOT_REDIS=...).
+FLOWER_SCREENSHOT_REDIS ?= redis://127.0.0.1:6379/12
 flower-screenshot: $(STAMP)
 	$(BIN)/python scripts/flower_screenshot.py --redis-url $(FLOWER_SCREENSHOT_REDIS) --out docs/flower-tasks.png
 

@@ -3,7 +3,7 @@
     make flower-screenshot        # or: .venv/bin/python scripts/flower_screenshot.py [--out PATH]
 
 Starts, in a temporary directory, a real ``tidegate worker``, ``tidegate beat`` and
-``tidegate flower`` on the example ETL project (SQLite, Redis database 13 by default, flushed
+``tidegate flower`` on the example ETL project (SQLite, Redis database 12 by default, flushed
 before and after), launches runs of ``etl_job`` and ``finance_job`` through Flower's API
 (``tidegate.launch_job``) and one launch of an unknown job (a failed task), waits for the runs
 to end, then has headless Chromium (Debian's ``chromium`` package) capture the tasks page.
@@ -40,7 +40,7 @@ T = TypeVar("T")
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default=str(ROOT / "docs" / "flower-tasks.png"))
-    parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/13", help="flushed before and after")
+    parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/12", help="flushed before and after")
     parser.add_argument("--size", default="1600,1000", help="window size WIDTH,HEIGHT")
     args = parser.parse_args()
 
