@@ -17,7 +17,6 @@ from tidegate.cli.common import (
     load,
     open_storage,
 )
-from tidegate.errors import TidegateError
 from tidegate.storage.api import Storage
 from tidegate.storage.backfills import BackfillRecord, BackfillStatus
 
@@ -61,42 +60,37 @@ def launch(
     max_concurrent: int | None,
     wait: bool,
 ) -> None:
+    from tidegate.scheduler.backfill import backfill_partitions, create_backfill
+
     defs = load(module, file_)
     storage = open_storage()
-    job = defs.get_job(job_name)
-    if job.partitions_def is None:
-        raise TidegateError(f"job '{job_name}': not partitioned; nothing to backfill")
-    chosen = [bool(from_key or to_key), bool(partitions), all_keys, missing]
-    if sum(chosen) != 1:
+    if sum([bool(from_key or to_key), partitions is not None, all_keys, missing]) != 1:
         raise click.UsageError("give exactly one of --from/--to, --partitions, --all or --missing")
-    keys_now = job.partitions_def.get_partition_keys(dynamic_keys=storage.dynamic_partition_keys)
-    if from_key or to_key:
-        keys = job.partitions_def.keys_in_range(
-            from_key or keys_now[0], to_key or keys_now[-1], dynamic_keys=storage.dynamic_partition_keys
-        )
-    elif partitions:
-        keys = [k.strip() for k in partitions.split(",") if k.strip()]
-        for key in keys:
-            job.partitions_def.validate_key(key, dynamic_keys=storage.dynamic_partition_keys)
-    elif all_keys:
-        keys = keys_now
-    else:
-        done: set[str | None] = set(keys_now)
-        for asset_key in job.asset_keys:
-            if defs.assets[asset_key].partitions_def is not None:
-                have = {m.partition_key for m in storage.get_materializations(str(asset_key))}
-                done &= have
-        keys = [k for k in keys_now if k not in done]
+    keys = backfill_partitions(
+        defs,
+        storage,
+        job_name,
+        from_key=from_key,
+        to_key=to_key,
+        partitions=[k.strip() for k in partitions.split(",") if k.strip()] if partitions is not None else None,
+        all_keys=all_keys,
+        missing=missing,
+    )
     if not keys:
         click.echo("no partitions to backfill")
         return
-    record = storage.create_backfill(job_name, keys, max_concurrent=max_concurrent)
-    click.echo(f"backfill {record.backfill_id}: job {job_name}, {len(keys)} partition(s) ({keys[0]} .. {keys[-1]})")
+    record = create_backfill(defs, storage, job_name, keys, max_concurrent=max_concurrent)
+    runs = f", {len(record.run_ranges)} run(s) over ranges" if record.run_ranges is not None else ""
+    click.echo(
+        f"backfill {record.backfill_id}: job {job_name}, {len(keys)} partition(s) ({keys[0]} .. {keys[-1]}){runs}"
+    )
     if not wait:
         if is_embedded_broker():
             click.echo("a running `tidegate dev` on this database carries it out")
         return
-    sys.exit(0 if _follow(defs, storage, record) == BackfillStatus.COMPLETED else 1)
+    status = _follow(defs, storage, record)
+    failed = storage.backfill_progress(storage.get_backfill(record.backfill_id)).by_status.get("FAILURE", 0)
+    sys.exit(0 if status == BackfillStatus.COMPLETED and not failed else 1)  # 1: a run failed or it was canceled
 
 
 def _follow(defs: Any, storage: Storage, record: BackfillRecord) -> str:

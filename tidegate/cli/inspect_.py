@@ -82,13 +82,23 @@ def assets() -> None:
 def list_assets(module: str | None, file_: str | None) -> None:
     """Every asset with its group and last materialization."""
     defs = load(module, file_)
-    latest = open_storage().latest_materializations()
-    click.echo(f"{'ASSET':<32}{'GROUP':<16}{'LAST MATERIALIZED':<21}  RUN")
+    storage = open_storage()
+    latest = storage.latest_materializations()
+    counts = storage.partition_status_counts()
+    dynamic = storage.dynamic_partition_keys
+    click.echo(f"{'ASSET':<32}{'GROUP':<16}{'LAST MATERIALIZED':<21}  {'RUN':<34}PARTITIONS")
     for key in defs.graph.order:
         record = latest.get(str(key))
         when = _when(record.timestamp) if record else "never"
         run = record.run_id if record else "-"
-        click.echo(f"{key!s:<32}{defs.assets[key].group_name:<16}{when:<21}  {run}")
+        partitions = "-"
+        partitions_def = defs.assets[key].partitions_def
+        if partitions_def is not None:
+            total = len(partitions_def.get_partition_keys(dynamic_keys=dynamic))
+            status = counts.get(str(key), {})
+            done, failed = status.get("MATERIALIZED", 0), status.get("FAILED", 0)
+            partitions = f"{done} materialized, {failed} failed, {max(0, total - done - failed)} missing of {total}"
+        click.echo(f"{key!s:<32}{defs.assets[key].group_name:<16}{when:<21}  {run:<34}{partitions}")
 
 
 @runs.command("cancel")
@@ -236,7 +246,7 @@ def partitions_delete(name: str, keys: tuple[str, ...], module: str | None, file
 @assets.command("partitions")
 @click.argument("asset")
 @code_location_options
-@click.option("--missing", is_flag=True, help="Only partitions never materialized.")
+@click.option("--missing", is_flag=True, help="Only partitions not materialized (never, or failed since).")
 @handle_errors
 def asset_partitions(asset: str, module: str | None, file_: str | None, missing: bool) -> None:
     """Each partition of ASSET with its last materialization."""
@@ -246,9 +256,9 @@ def asset_partitions(asset: str, module: str | None, file_: str | None, missing:
         raise TidegateError(f"asset '{asset}': not partitioned")
     storage = open_storage()
     keys = definition.partitions_def.get_partition_keys(dynamic_keys=storage.dynamic_partition_keys)
-    done = {m.partition_key: m for m in storage.get_materializations(str(definition.key))}
+    statuses = storage.partition_statuses(str(definition.key))
     for key in keys:
-        record = done.get(key)
-        if missing and record is not None:
+        status, when, run_id = statuses.get(key, ("MISSING", None, "-"))
+        if missing and status == "MATERIALIZED":
             continue
-        click.echo(f"{key:<28}{_when(record.timestamp) if record else 'missing'}")
+        click.echo(f"{key:<28}{status:<14}{_when(when) if when else '-':<21}  {run_id}")

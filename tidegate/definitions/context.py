@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tidegate.definitions.key import AssetKey
+from tidegate.definitions.partitions import PartitionKeyRange, TimeWindow
+from tidegate.errors import TidegateError
 
 
 class Resources:
@@ -44,20 +46,46 @@ class AssetExecutionContext:
     log: logging.Logger
     attempt: int = 1
     metadata: dict[str, Any] = field(default_factory=dict)
-    partition_key: str | None = None
+    partition_keys: tuple[str, ...] = ()  # one key, or a range's keys in a single-run backfill
     partitions_def: Any = None
 
     @property
-    def has_partition_key(self) -> bool:
-        return self.partition_key is not None
+    def partition_key(self) -> str | None:
+        """This step's partition; None when unpartitioned. A run over a range of partitions
+        (``BackfillPolicy.single_run()``) has no single key: use ``partition_keys``."""
+        if len(self.partition_keys) > 1:
+            raise TidegateError(
+                f"asset '{self.asset_key}': this run covers {len(self.partition_keys)} partitions "
+                f"({self.partition_keys[0]}..{self.partition_keys[-1]}); use context.partition_keys "
+                "or context.partition_key_range"
+            )
+        return self.partition_keys[0] if self.partition_keys else None
 
     @property
-    def partition_time_window(self) -> Any:
-        """The (start, end) TimeWindow of this step's partition, timezone-aware."""
+    def has_partition_key(self) -> bool:
+        return len(self.partition_keys) == 1
+
+    @property
+    def has_partition_key_range(self) -> bool:
+        return len(self.partition_keys) > 1
+
+    @property
+    def partition_key_range(self) -> PartitionKeyRange:
+        """First and last partition of this run (the same key twice for a single partition)."""
+        if not self.partition_keys:
+            raise AttributeError(f"asset '{self.asset_key}': not partitioned")
+        return PartitionKeyRange(self.partition_keys[0], self.partition_keys[-1])
+
+    @property
+    def partition_time_window(self) -> TimeWindow:
+        """The (start, end) time window of this step's partitions, timezone-aware: from the
+        start of the first to the end of the last."""
         window = getattr(self.partitions_def, "time_window_for_key", None)
-        if self.partition_key is None or window is None:
+        if not self.partition_keys or window is None:
             raise AttributeError(f"asset '{self.asset_key}': not partitioned by time windows")
-        return window(self.partition_key)
+        first: TimeWindow = window(self.partition_keys[0])
+        last: TimeWindow = window(self.partition_keys[-1]) if len(self.partition_keys) > 1 else first
+        return TimeWindow(first.start, last.end)
 
     @property
     def retry_number(self) -> int:

@@ -19,7 +19,7 @@ from tidegate.definitions.job import (
 )
 from tidegate.definitions.key import AssetKey
 from tidegate.definitions.partitioned_schedule import PartitionedJobSchedule
-from tidegate.definitions.partitions import DynamicKeys
+from tidegate.definitions.partitions import DynamicKeys, PartitionKeyRange
 from tidegate.definitions.run_request import RunRequest
 from tidegate.definitions.schedule import ScheduleDefinition
 from tidegate.definitions.selection import CoercibleToAssetSelection, coerce_selection
@@ -116,11 +116,13 @@ class Definitions:
         selection: CoercibleToAssetSelection | None = None,
         *,
         partition_key: str | None = None,
+        partition_range: PartitionKeyRange | None = None,
         dynamic_keys: DynamicKeys | None = None,
         current_time: datetime | None = None,
     ) -> RunPlan:
         """The steps of a run of ``job_name`` (or of the ``selection`` subset of it), for
-        ``partition_key`` when the job is partitioned; an unknown key raises PartitionKeyError."""
+        ``partition_key`` (or every partition of ``partition_range``, in one run) when the job
+        is partitioned; an unknown key raises PartitionKeyError."""
         job = self.get_job(job_name)
         keys = None
         if selection is not None:
@@ -132,6 +134,16 @@ class Definitions:
         if len(partitions) > 1:
             raise InvalidDefinitionError(f"job '{job_name}': the selection spans different partitions definitions")
         partitions_def = next(iter(partitions), None) or job.partitions_def
+        if partition_range is not None:
+            if partition_key is not None or partitions_def is None:
+                raise PartitionKeyError(
+                    f"job '{job_name}': a partition range needs a partitioned job and no single partition key"
+                )
+            try:
+                partitions_def.keys_in_range(partition_range.start, partition_range.end, current_time, dynamic_keys)
+            except PartitionKeyError as exc:
+                raise PartitionKeyError(f"job '{job_name}': {exc}") from None
+            return plan_run(self.graph, job, keys, partition_range=partition_range)
         if partition_key is not None and partitions_def is None:
             raise PartitionKeyError(f"job '{job_name}': not partitioned, but partition key {partition_key!r} given")
         if partition_key is None and partitions_def is not None:
@@ -144,6 +156,45 @@ class Definitions:
             except PartitionKeyError as exc:
                 raise PartitionKeyError(f"job '{job_name}': {exc}") from None
         return plan_run(self.graph, job, keys, partition_key)
+
+    def backfill_ranges(
+        self,
+        job_name: str,
+        partition_keys: Sequence[str],
+        *,
+        dynamic_keys: DynamicKeys | None = None,
+        current_time: datetime | None = None,
+    ) -> list[PartitionKeyRange] | None:
+        """How a backfill of ``job_name`` over ``partition_keys`` splits into runs: None for one
+        run per partition (the default, ``BackfillPolicy.multi_run(1)``), else ranges of
+        contiguous partitions, each at most the smallest ``max_partitions_per_run`` of the job's
+        partitioned assets (unlimited when every one is ``single_run()``)."""
+        job = self.get_job(job_name)
+        assets = [self.graph.assets[k] for k in job.asset_keys]
+        limits = [
+            a.backfill_policy.max_partitions_per_run if a.backfill_policy else 1 for a in assets if a.partitions_def
+        ]
+        if job.partitions_def is None or not limits or 1 in limits:
+            return None
+        bounded = [n for n in limits if n is not None]
+        limit = min(bounded) if bounded else None
+        position = {k: i for i, k in enumerate(job.partitions_def.get_partition_keys(current_time, dynamic_keys))}
+        unknown = [k for k in partition_keys if k not in position]
+        if unknown:
+            raise PartitionKeyError(f"job '{job_name}': unknown partition key {unknown[0]!r}")
+        ranges: list[PartitionKeyRange] = []
+        first = last = ""
+        size = 0
+        for key in sorted(set(partition_keys), key=position.__getitem__):
+            if size and (position[key] != position[last] + 1 or size == limit):
+                ranges.append(PartitionKeyRange(first, last))
+                size = 0
+            if not size:
+                first = key
+            last, size = key, size + 1
+        if size:
+            ranges.append(PartitionKeyRange(first, last))
+        return ranges
 
     def plan_request(
         self,

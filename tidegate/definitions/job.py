@@ -8,12 +8,15 @@ from dataclasses import dataclass, field
 
 from tidegate.definitions.graph import AssetGraph
 from tidegate.definitions.key import AssetKey
-from tidegate.definitions.partitions import PartitionsDefinition
+from tidegate.definitions.partitions import PartitionKeyRange, PartitionsDefinition
 from tidegate.definitions.selection import AssetSelection, CoercibleToAssetSelection, coerce_selection
 from tidegate.errors import EmptySelectionError, InvalidDefinitionError, InvalidSelectionError
 
 IMPLICIT_ASSET_JOB = "__ASSET_JOB"
 PARTITION_TAG = "tidegate/partition"
+# A run over a range of partitions (BackfillPolicy.single_run()) carries both ends instead.
+PARTITION_RANGE_START_TAG = "tidegate/partition_range_start"
+PARTITION_RANGE_END_TAG = "tidegate/partition_range_end"
 _JOB_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_\-]*$")
 
 
@@ -101,10 +104,15 @@ class RunPlan:
     tags: Mapping[str, str]
     asset_selection: tuple[str, ...] | None  # the subset, when not the whole job
     partition_key: str | None = None
+    partition_range: PartitionKeyRange | None = None
 
 
 def plan_run(
-    graph: AssetGraph, job: JobDefinition, selection: set[AssetKey] | None = None, partition_key: str | None = None
+    graph: AssetGraph,
+    job: JobDefinition,
+    selection: set[AssetKey] | None = None,
+    partition_key: str | None = None,
+    partition_range: PartitionKeyRange | None = None,
 ) -> RunPlan:
     """Steps for ``job`` (or the ``selection`` subset of it); edges only within the run.
 
@@ -117,10 +125,17 @@ def plan_run(
         ups = tuple(str(u) for u in sorted(graph.upstream[key]) if u in chosen)
         downs = tuple(str(d) for d in sorted(graph.downstream[key]) if d in chosen)
         asset = graph.assets[key]
-        shown = f"{key}[{partition_key}]" if partition_key is not None and asset.partitions_def else str(key)
+        shown = str(key)
+        if asset.partitions_def is not None and partition_key is not None:
+            shown = f"{key}[{partition_key}]"
+        elif asset.partitions_def is not None and partition_range is not None:
+            shown = f"{key}[{partition_range.start}...{partition_range.end}]"
         steps.append(StepPlan(str(key), str(key), asset.queue, ups, downs, shown, asset.pool, asset.timeout))
     subset = tuple(str(k) for k in keys) if selection is not None else None
     tags = dict(job.tags)
     if partition_key is not None:
         tags[PARTITION_TAG] = partition_key
-    return RunPlan(job.name, tuple(steps), tags, subset, partition_key)
+    if partition_range is not None:
+        tags[PARTITION_RANGE_START_TAG] = partition_range.start
+        tags[PARTITION_RANGE_END_TAG] = partition_range.end
+    return RunPlan(job.name, tuple(steps), tags, subset, partition_key, partition_range)

@@ -5,16 +5,22 @@ partition, so a beat restarted mid-backfill carries on without submitting anythi
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from tidegate.definitions.defs import Definitions
+from tidegate.definitions.partitions import PartitionKeyRange
 from tidegate.errors import TidegateError
 from tidegate.names import RunStatus
 from tidegate.storage.api import Storage
-from tidegate.storage.backfills import BACKFILL_TAG, BackfillRecord, BackfillStatus
+from tidegate.storage.backfills import BACKFILL_TAG, RANGE_SEPARATOR, BackfillRecord, BackfillStatus
 
 log = logging.getLogger("tidegate.backfill")
+
+# Runs one backfill submits per beat tick, so that a backfill of 100,000 partitions without a
+# concurrency limit does not hold the beat (each submission is one transaction).
+MAX_SUBMITTED_PER_TICK = 200
 
 
 @dataclass
@@ -32,7 +38,7 @@ class BackfillDaemon:
 
     def _advance(self, backfill: BackfillRecord, now: datetime) -> int:
         progress = self.storage.backfill_progress(backfill)
-        remaining = [k for k in backfill.partition_keys if k not in progress.submitted_keys]
+        remaining = [k for k in backfill.run_keys() if k not in progress.submitted_keys]
         if not remaining:
             if progress.in_flight == 0 and self.storage.set_backfill_status(
                 backfill.backfill_id, BackfillStatus.COMPLETED
@@ -41,21 +47,86 @@ class BackfillDaemon:
             return 0
         room = len(remaining) if backfill.max_concurrent is None else backfill.max_concurrent - progress.in_flight
         submitted = 0
-        for key in remaining[: max(0, room)]:
+        for run_key in remaining[: max(0, min(room, MAX_SUBMITTED_PER_TICK))]:
+            first, _, last = run_key.partition(RANGE_SEPARATOR) if backfill.run_ranges else (run_key, "", "")
             try:
                 plan = self.defs.plan(
                     backfill.job_name,
-                    partition_key=key,
+                    partition_key=None if last else first,
+                    partition_range=PartitionKeyRange(first, last) if last else None,
                     dynamic_keys=self.storage.dynamic_partition_keys,
                     current_time=now,
                 )
             except TidegateError as exc:
-                log.warning("backfill %s: partition %s cannot be planned: %s", backfill.backfill_id, key, exc)
+                log.warning("backfill %s: partition %s cannot be planned: %s", backfill.backfill_id, run_key, exc)
                 continue
             tags = {**backfill.tags, BACKFILL_TAG: backfill.backfill_id}
-            result = self.storage.submit_run(plan, origin=backfill.origin, run_key=key, tags=tags)
+            result = self.storage.submit_run(plan, origin=backfill.origin, run_key=run_key, tags=tags)
             submitted += int(result.created)
         return submitted
+
+
+def backfill_partitions(
+    defs: Definitions,
+    storage: Storage,
+    job_name: str,
+    *,
+    from_key: str | None = None,
+    to_key: str | None = None,
+    partitions: Sequence[str] | None = None,
+    all_keys: bool = False,
+    missing: bool = False,
+    current_time: datetime | None = None,
+) -> list[str]:
+    """The partitions a backfill of ``job_name`` covers, in partition order: a range, a list,
+    all, or those not materialized for every partitioned asset of the job (one query per
+    asset, however many partitions)."""
+    job = defs.get_job(job_name)
+    if job.partitions_def is None:
+        raise TidegateError(f"job '{job_name}': not partitioned; nothing to backfill")
+    if sum([bool(from_key or to_key), partitions is not None, all_keys, missing]) != 1:
+        raise TidegateError("give exactly one of --from/--to, --partitions, --all or --missing")
+    dynamic = storage.dynamic_partition_keys
+    keys_now = job.partitions_def.get_partition_keys(current_time, dynamic)
+    if partitions is not None:
+        for key in partitions:
+            job.partitions_def.validate_key(key, current_time, dynamic)
+        chosen = set(partitions)
+        return [k for k in keys_now if k in chosen]
+    if from_key or to_key:
+        if not keys_now:
+            raise TidegateError(f"job '{job_name}': no partitions exist yet")
+        return job.partitions_def.keys_in_range(from_key or keys_now[0], to_key or keys_now[-1], current_time, dynamic)
+    if all_keys:
+        return keys_now
+    done: set[str] | None = None
+    for asset_key in job.asset_keys:
+        if defs.assets[asset_key].partitions_def is not None:
+            have = storage.partitions_with_status(str(asset_key), "MATERIALIZED")
+            done = have if done is None else done & have
+    return [k for k in keys_now if k not in (done or set())]
+
+
+def create_backfill(
+    defs: Definitions,
+    storage: Storage,
+    job_name: str,
+    keys: Sequence[str],
+    *,
+    max_concurrent: int | None = None,
+    current_time: datetime | None = None,
+) -> BackfillRecord:
+    """Record a backfill (one row); the beat submits its runs. Assets with
+    ``BackfillPolicy.single_run()`` (or ``multi_run(n)``) get one run per range of partitions."""
+    ranges = defs.backfill_ranges(
+        job_name, keys, dynamic_keys=storage.dynamic_partition_keys, current_time=current_time
+    )
+    return storage.create_backfill(
+        job_name,
+        keys,
+        max_concurrent=max_concurrent,
+        run_ranges=[(r.start, r.end) for r in ranges] if ranges is not None else None,
+    )
 
 
 def cancel_backfill(storage: Storage, backfill_id: str) -> list[str]:

@@ -74,14 +74,19 @@ class RunMonitor:
 
     def _give_up(self, step: StepRecord, error: str, now: datetime, *, lost: bool) -> bool:
         policy = None
+        partition_keys: list[str] | None = None  # None: the run's partition, if any
         if self.defs is not None and step.asset_key in {str(k) for k in self.defs.assets}:
-            policy = self.defs.get_asset(step.asset_key).retry_policy
+            asset = self.defs.get_asset(step.asset_key)
+            policy = asset.retry_policy
+            partition_keys = None if asset.partitions_def is not None else []
         allowed = policy.max_retries if policy is not None else (self.config.worker_lost_retries if lost else 0)
         retry_at = None
         if step.attempt <= allowed:
             delay = policy.delay_before(step.attempt) if policy is not None else 0.0
             retry_at = now + timedelta(seconds=delay)
-        ready = self.storage.fail_step(step.run_id, step.step_key, step.attempt, error=error, retry_at=retry_at)
+        ready = self.storage.fail_step(
+            step.run_id, step.step_key, step.attempt, error=error, retry_at=retry_at, partition_keys=partition_keys
+        )
         if ready is None:
             return False  # it finished (or was taken over) meanwhile
         log.warning("%s; %s", error, "retrying" if retry_at else "failed")

@@ -15,7 +15,7 @@ from sqlalchemy import Connection, Engine, and_, case, exists, func, insert, sel
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 
-from tidegate.definitions.job import RunPlan
+from tidegate.definitions.job import PARTITION_TAG, RunPlan
 from tidegate.errors import RunNotFoundError, StorageError
 from tidegate.names import RunStatus, StepStatus
 from tidegate.storage import migrate
@@ -35,7 +35,7 @@ from tidegate.storage.records import (
     SubmitResult,
     from_row,
 )
-from tidegate.storage.schema import events, materializations, pools, runs, steps
+from tidegate.storage.schema import asset_partitions, events, materializations, pools, runs, steps
 
 
 def utcnow() -> datetime:
@@ -310,11 +310,12 @@ class Storage(RunControl, InstigatorStorage, DynamicPartitionStorage, BackfillSt
         asset_key: str,
         metadata: Mapping[str, Any] | None,
         events_: Sequence[NewEvent] = (),
-        partition_key: str | None = None,
+        partition_keys: Sequence[str] = (),
     ) -> list[StepRef] | None:
         """Record success, in one transaction: the materialization (unless ``metadata`` is
-        None), the events, RUNNING -> SUCCEEDED, each child's pending-upstream counter minus
-        one (children reaching 0 become READY) and, for the last step, the run's end.
+        None; one per partition of ``partition_keys``) and the partitions' status, the events,
+        RUNNING -> SUCCEEDED, each child's pending-upstream counter minus one (children reaching
+        0 become READY) and, for the last step, the run's end.
 
         Returns the children to publish, or None if this attempt no longer owned the step
         (its outcome was already recorded, or it was given up as dead): nothing is written.
@@ -332,15 +333,20 @@ class Storage(RunControl, InstigatorStorage, DynamicPartitionStorage, BackfillSt
             new_events = list(events_)
             if metadata is not None:
                 conn.execute(
-                    insert(materializations).values(
-                        asset_key=asset_key,
-                        partition_key=partition_key,
-                        run_id=run_id,
-                        step_key=step_key,
-                        metadata=dict(metadata),
-                        timestamp=now,
-                    )
+                    insert(materializations),
+                    [
+                        dict(
+                            asset_key=asset_key,
+                            partition_key=key,
+                            run_id=run_id,
+                            step_key=step_key,
+                            metadata=dict(metadata),
+                            timestamp=now,
+                        )
+                        for key in (list[str | None](partition_keys) or [None])
+                    ],
                 )
+                self._set_partition_status(conn, asset_key, partition_keys, "MATERIALIZED", run_id, now)
                 new_events.append(NewEvent("ASSET_MATERIALIZATION", asset_key, {"metadata": dict(metadata)}))
             new_events.append(NewEvent("STEP_SUCCESS", None, {"attempt": attempt}))
             self._append_events(conn, run_id, step_key, new_events, now)
@@ -360,8 +366,11 @@ class Storage(RunControl, InstigatorStorage, DynamicPartitionStorage, BackfillSt
         error: str,
         retry_at: datetime | None,
         events_: Sequence[NewEvent] = (),
+        asset_key: str | None = None,
+        partition_keys: Sequence[str] | None = None,
     ) -> list[StepRef] | None:
-        """Record a failed attempt, in one transaction.
+        """Record a failed attempt, in one transaction (a final failure of a partitioned step
+        also marks its ``partition_keys`` of ``asset_key`` FAILED; None: the run's partition).
 
         With ``retry_at``: the step becomes READY again as attempt + 1, due at ``retry_at``;
         returned for publishing now if already due. Without: RUNNING -> FAILED, every PLANNED
@@ -407,6 +416,12 @@ class Storage(RunControl, InstigatorStorage, DynamicPartitionStorage, BackfillSt
                 "STEP_FAILURE", error.strip().splitlines()[-1] if error.strip() else None, {"error": error}
             )
             self._append_events(conn, run_id, step_key, [*events_, failure], now)
+            if partition_keys is None:  # e.g. failed by the run monitor: the run's own partition, if any
+                tags = conn.execute(select(runs.c.tags).where(runs.c.run_id == run_id)).scalar() or {}
+                partition_keys = [tags[PARTITION_TAG]] if PARTITION_TAG in tags else []
+            if partition_keys:
+                asset_key = asset_key or conn.execute(select(steps.c.asset_key).where(*owned).limit(1)).scalar_one()
+                self._set_partition_status(conn, asset_key, partition_keys, "FAILED", run_id, now)
             skipped = self._skip_descendants(conn, run_id, step_key, now)
             handed_over = self._fill_pools(conn, {row.pool}, now) if row.pool is not None else []
             self._finish_steps(conn, run_id, 1 + skipped, now)
@@ -463,7 +478,58 @@ class Storage(RunControl, InstigatorStorage, DynamicPartitionStorage, BackfillSt
         with self.engine.connect() as conn:
             return {r.asset_key: from_row(MaterializationRecord, r) for r in conn.execute(query)}
 
+    def partition_status_counts(self) -> dict[str, dict[str, int]]:
+        """asset key -> {MATERIALIZED: n, FAILED: m}: each partition counted by its latest outcome."""
+        query = select(asset_partitions.c.asset_key, asset_partitions.c.status, func.count()).group_by(
+            asset_partitions.c.asset_key, asset_partitions.c.status
+        )
+        counts: dict[str, dict[str, int]] = {}
+        with self.engine.connect() as conn:
+            for asset_key, status, count in conn.execute(query):
+                counts.setdefault(asset_key, {})[status] = count
+        return counts
+
+    def partitions_with_status(self, asset_key: str, status: str = "MATERIALIZED") -> set[str]:
+        """The partitions of ``asset_key`` whose latest outcome is ``status``, in one query."""
+        query = select(asset_partitions.c.partition_key).where(
+            asset_partitions.c.asset_key == asset_key, asset_partitions.c.status == status
+        )
+        with self.engine.connect() as conn:
+            return set(conn.execute(query).scalars())
+
+    def partition_statuses(self, asset_key: str) -> dict[str, tuple[str, datetime, str]]:
+        """partition key -> (MATERIALIZED | FAILED, when, run id) of its latest outcome."""
+        query = select(
+            asset_partitions.c.partition_key,
+            asset_partitions.c.status,
+            asset_partitions.c.updated_at,
+            asset_partitions.c.run_id,
+        ).where(asset_partitions.c.asset_key == asset_key)
+        with self.engine.connect() as conn:
+            return {
+                row.partition_key: (
+                    row.status,
+                    row.updated_at if row.updated_at.tzinfo else row.updated_at.replace(tzinfo=UTC),
+                    row.run_id,
+                )
+                for row in conn.execute(query)
+            }
+
     # -- internals -------------------------------------------------------------------------
+
+    def _set_partition_status(
+        self, conn: Connection, asset_key: str, keys: Sequence[str], status: str, run_id: str, now: datetime
+    ) -> None:
+        if not keys:
+            return
+        dialect_insert: Any = postgresql.insert if self.dialect == "postgresql" else sqlite.insert
+        statement = dialect_insert(asset_partitions)
+        statement = statement.on_conflict_do_update(
+            index_elements=["asset_key", "partition_key"],
+            set_={"status": statement.excluded.status, "run_id": statement.excluded.run_id, "updated_at": now},
+        )
+        rows = [dict(asset_key=asset_key, partition_key=k, status=status, run_id=run_id, updated_at=now) for k in keys]
+        conn.execute(statement, rows)
 
     @staticmethod
     def _attempt(run_id: str, step_key: str, attempt: int) -> tuple[Any, ...]:

@@ -38,25 +38,53 @@ class BackfillRecord:
     tags: Mapping[str, str]
     created_at: datetime
     ended_at: datetime | None
+    run_ranges: tuple[tuple[str, str], ...] | None = None  # one run per range; None: per partition
 
     @property
     def origin(self) -> str:
         return backfill_origin(self.backfill_id)
 
+    def run_keys(self) -> list[str]:
+        """The run key of each run this backfill submits, in order."""
+        if self.run_ranges is None:
+            return list(self.partition_keys)
+        return [range_run_key(first, last) for first, last in self.run_ranges]
+
+    def partitions_of(self, run_key: str) -> int:
+        """How many of the backfill's partitions the run with ``run_key`` covers."""
+        if self.run_ranges is None or RANGE_SEPARATOR not in run_key:
+            return 1
+        first, last = run_key.split(RANGE_SEPARATOR, 1)
+        position = self._positions()
+        if first not in position or last not in position:
+            return 1
+        return abs(position[last] - position[first]) + 1
+
+    def _positions(self) -> dict[str, int]:
+        cached: dict[str, int] | None = self.__dict__.get("_position_cache")
+        if cached is None:
+            cached = {k: i for i, k in enumerate(self.partition_keys)}
+            object.__setattr__(self, "_position_cache", cached)
+        return cached
+
 
 @dataclass(frozen=True)
 class BackfillProgress:
-    total: int
-    by_status: Mapping[str, int]  # run status -> count (runs submitted so far)
-    submitted_keys: frozenset[str]
+    total: int  # partitions
+    by_status: Mapping[str, int]  # run status -> partitions in runs of that status (submitted so far)
+    submitted_keys: frozenset[str]  # run keys submitted
+    in_flight: int  # runs queued or started
 
     @property
     def done(self) -> int:
         return sum(self.by_status.get(s, 0) for s in RunStatus.TERMINAL)
 
-    @property
-    def in_flight(self) -> int:
-        return self.by_status.get(RunStatus.QUEUED, 0) + self.by_status.get(RunStatus.STARTED, 0)
+
+RANGE_SEPARATOR = "..."
+
+
+def range_run_key(first: str, last: str) -> str:
+    return f"{first}{RANGE_SEPARATOR}{last}"
 
 
 def backfill_origin(backfill_id: str) -> str:
@@ -75,7 +103,9 @@ class BackfillStorage:
         *,
         max_concurrent: int | None = None,
         tags: Mapping[str, str] | None = None,
+        run_ranges: Sequence[tuple[str, str]] | None = None,
     ) -> BackfillRecord:
+        """One row, however many partitions (they are a JSON list): one statement."""
         backfill_id = uuid.uuid4().hex[:12]
         with self.engine.begin() as conn:
             conn.execute(
@@ -87,6 +117,7 @@ class BackfillStorage:
                     max_concurrent=max_concurrent,
                     tags=dict(tags or {}),
                     created_at=datetime.now(UTC),
+                    run_ranges=[list(r) for r in run_ranges] if run_ranges is not None else None,
                 )
             )
         return self.get_backfill(backfill_id)
@@ -112,9 +143,11 @@ class BackfillStorage:
         with self.engine.connect() as conn:
             rows = conn.execute(query).all()
         counts: dict[str, int] = {}
+        in_flight = 0
         for row in rows:
-            counts[row.status] = counts.get(row.status, 0) + 1
-        return BackfillProgress(len(backfill.partition_keys), counts, frozenset(r.run_key for r in rows))
+            counts[row.status] = counts.get(row.status, 0) + backfill.partitions_of(row.run_key)
+            in_flight += row.status in (RunStatus.QUEUED, RunStatus.STARTED)
+        return BackfillProgress(len(backfill.partition_keys), counts, frozenset(r.run_key for r in rows), in_flight)
 
     def set_backfill_status(self, backfill_id: str, status: str) -> bool:
         """REQUESTED -> ``status``; False if it had already ended."""

@@ -169,4 +169,19 @@ backfills = Table(
     Column("tags", JSON, nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("ended_at", DateTime(timezone=True), nullable=True),
+    # [[first, last], ...]: one run per range (BackfillPolicy); NULL: one run per partition
+    Column("run_ranges", JSON, nullable=True),
 )
+
+# The latest outcome of every (asset, partition): what `assets list` counts and what a
+# --missing backfill leaves out, without reading every materialization.
+asset_partitions = Table(
+    "asset_partitions",
+    metadata,
+    Column("asset_key", String(512), primary_key=True),
+    Column("partition_key", String(255), primary_key=True),
+    Column("status", String(16), nullable=False),  # MATERIALIZED | FAILED
+    Column("run_id", String(64), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+)
+Index("ix_asset_partitions_status", asset_partitions.c.asset_key, asset_partitions.c.status)

@@ -19,7 +19,7 @@ from typing import Any
 from tidegate.definitions.asset import DEFAULT_IO_MANAGER_KEY, AssetsDefinition
 from tidegate.definitions.context import AssetExecutionContext, MaterializeResult, Resources
 from tidegate.definitions.defs import Definitions
-from tidegate.definitions.job import PARTITION_TAG
+from tidegate.definitions.job import PARTITION_RANGE_END_TAG, PARTITION_RANGE_START_TAG, PARTITION_TAG
 from tidegate.definitions.key import AssetKey
 from tidegate.definitions.partitions import AllPartitionMapping
 from tidegate.errors import TidegateError
@@ -64,15 +64,16 @@ class StepExecutor:
         except TidegateError as exc:
             # The code changed under the run: no point retrying.
             return self._record_failure(claimed, f"{exc}\n", None, captured)
+        partition_keys: list[str] = []
         try:
+            partition_keys = self._partition_keys(claimed, asset)
             with self._heartbeat(claimed):
-                metadata = self._run_asset(claimed, asset, captured)
+                metadata = self._run_asset(claimed, asset, captured, partition_keys)
         except Exception as exc:
             error = traceback.format_exc()
             if type(exc).__name__ == "SoftTimeLimitExceeded":  # Celery enforcing @asset(timeout=)
                 error += f"TimeoutError: step '{step_key}' exceeded its timeout of {asset.timeout:g}s\n"
-            return self._record_failure(claimed, error, asset, captured)
-        partition = claimed.run.tags.get(PARTITION_TAG) if asset.partitions_def is not None else None
+            return self._record_failure(claimed, error, asset, captured, partition_keys)
         ready = self.storage.complete_step(
             run_id,
             step_key,
@@ -80,7 +81,7 @@ class StepExecutor:
             asset_key=claimed.step.asset_key,
             metadata=metadata,
             events_=captured.events,
-            partition_key=partition,
+            partition_keys=partition_keys,
         )
         if ready is None:
             log.warning(
@@ -95,16 +96,30 @@ class StepExecutor:
 
     # -- the asset call --------------------------------------------------------------------
 
+    def _partition_keys(self, claimed: ClaimedStep, asset: AssetsDefinition) -> list[str]:
+        """The partitions this step materializes: the run's one key, or every key of the run's
+        range (a single-run backfill); none for an unpartitioned asset."""
+        tags = claimed.run.tags
+        if asset.partitions_def is None:
+            return []
+        if PARTITION_TAG in tags:
+            return [tags[PARTITION_TAG]]
+        if PARTITION_RANGE_START_TAG in tags and PARTITION_RANGE_END_TAG in tags:
+            return asset.partitions_def.keys_in_range(
+                tags[PARTITION_RANGE_START_TAG],
+                tags[PARTITION_RANGE_END_TAG],
+                dynamic_keys=self.storage.dynamic_partition_keys,
+            )
+        return []
+
     def _run_asset(
-        self, claimed: ClaimedStep, asset: AssetsDefinition, captured: _CapturedLog
+        self, claimed: ClaimedStep, asset: AssetsDefinition, captured: _CapturedLog, partition_keys: list[str]
     ) -> dict[str, Any] | None:
         run, step = claimed.run, claimed.step
         resources = {k: v for k, v in self.defs.resources.items()}
         kwargs: dict[str, Any] = {}
-        run_partition = run.tags.get(PARTITION_TAG)
-        partition_key = run_partition if asset.partitions_def is not None else None
         for param, upstream_key in asset.inputs.items():
-            kwargs[param] = self._load_input(asset, upstream_key, partition_key, run.run_id, step.step_key)
+            kwargs[param] = self._load_input(asset, upstream_key, partition_keys, run.run_id, step.step_key)
         for param in asset.resource_params:
             if param in resources:
                 kwargs[param] = resources[param]
@@ -116,7 +131,7 @@ class StepExecutor:
             resources=Resources(resources),
             log=captured.logger(asset.key),
             attempt=step.attempt,
-            partition_key=partition_key,
+            partition_keys=tuple(partition_keys),
             partitions_def=asset.partitions_def,
         )
         if asset.context_param is not None:
@@ -126,30 +141,54 @@ class StepExecutor:
             return _jsonable({**context.metadata, **result.metadata})
         if result is None:
             return _jsonable(context.metadata)
-        out = OutputContext(asset.key, run.run_id, step.step_key, partition_key)
-        self._io_manager(asset.io_manager_key).handle_output(out, result)
-        return _jsonable({**context.metadata, **out.metadata})
+        manager = self._io_manager(asset.io_manager_key)
+        if len(partition_keys) <= 1:
+            out = OutputContext(asset.key, run.run_id, step.step_key, partition_keys[0] if partition_keys else None)
+            manager.handle_output(out, result)
+            return _jsonable({**context.metadata, **out.metadata})
+        # A range of partitions in one run: the asset returns a value per partition.
+        if not isinstance(result, Mapping) or set(result) != set(partition_keys):
+            got = sorted(result)[:5] if isinstance(result, Mapping) else type(result).__name__
+            raise TidegateError(
+                f"asset '{asset.key}': a run over partitions {partition_keys[0]}..{partition_keys[-1]} must return "
+                f"a dict with one value per partition ({len(partition_keys)} keys), or None / MaterializeResult; "
+                f"got {got}"
+            )
+        for key in partition_keys:
+            manager.handle_output(OutputContext(asset.key, run.run_id, step.step_key, key), result[key])
+        return _jsonable({**context.metadata, "partitions": len(partition_keys)})
 
     def _load_input(
-        self, asset: AssetsDefinition, upstream_key: AssetKey, partition_key: str | None, run_id: str, step_key: str
+        self,
+        asset: AssetsDefinition,
+        upstream_key: AssetKey,
+        partition_keys: list[str],
+        run_id: str,
+        step_key: str,
     ) -> Any:
         """One value, or for a partitioned upstream read through a many-partition mapping
-        (time window, all partitions) a dict of partition key -> value."""
+        (time window, all partitions) or over a range of partitions, a dict of partition
+        key -> value."""
         upstream = self.defs.assets.get(upstream_key)
         manager = self._io_manager(upstream.io_manager_key if upstream else DEFAULT_IO_MANAGER_KEY)
         if upstream is None or upstream.partitions_def is None:
             return manager.load_input(InputContext(upstream_key, run_id, step_key))
         mapping = asset.partition_mappings.get(upstream_key)
         if mapping is None and asset.partitions_def is not None:
-            return manager.load_input(InputContext(upstream_key, run_id, step_key, partition_key))
+            if len(partition_keys) == 1:
+                return manager.load_input(InputContext(upstream_key, run_id, step_key, partition_keys[0]))
+            return {k: manager.load_input(InputContext(upstream_key, run_id, step_key, k)) for k in partition_keys}
         mapping = mapping or AllPartitionMapping()
-        keys = mapping.upstream_keys(
-            partition_key,
-            asset.partitions_def,
-            upstream.partitions_def,
-            dynamic_keys=self.storage.dynamic_partition_keys,
-        )
-        return {k: manager.load_input(InputContext(upstream_key, run_id, step_key, k)) for k in keys}
+        wanted: dict[str, None] = {}
+        for downstream_key in list[str | None](partition_keys) or [None]:
+            for key in mapping.upstream_keys(
+                downstream_key,
+                asset.partitions_def,
+                upstream.partitions_def,
+                dynamic_keys=self.storage.dynamic_partition_keys,
+            ):
+                wanted[key] = None
+        return {k: manager.load_input(InputContext(upstream_key, run_id, step_key, k)) for k in wanted}
 
     def _io_manager(self, key: str) -> IOManager:
         manager = self.defs.resources.get(key)
@@ -165,7 +204,12 @@ class StepExecutor:
     # -- failure and retry -----------------------------------------------------------------
 
     def _record_failure(
-        self, claimed: ClaimedStep, error: str, asset: AssetsDefinition | None, captured: _CapturedLog
+        self,
+        claimed: ClaimedStep,
+        error: str,
+        asset: AssetsDefinition | None,
+        captured: _CapturedLog,
+        partition_keys: Sequence[str] = (),
     ) -> str:
         step = claimed.step
         policy = asset.retry_policy if asset is not None else None
@@ -174,7 +218,14 @@ class StepExecutor:
             delay = policy.delay_before(step.attempt)
             retry_at = datetime.now(UTC) + timedelta(seconds=delay)
         ready = self.storage.fail_step(
-            step.run_id, step.step_key, step.attempt, error=error, retry_at=retry_at, events_=captured.events
+            step.run_id,
+            step.step_key,
+            step.attempt,
+            error=error,
+            retry_at=retry_at,
+            events_=captured.events,
+            asset_key=step.asset_key,
+            partition_keys=partition_keys,
         )
         if ready is None:
             return Outcome.LOST
