@@ -151,8 +151,9 @@ def delete_bucket(client: Any, bucket: str) -> None:
         client.delete_bucket(Bucket=bucket)
 
 
-def put_objects(client: Any, bucket: str, keys: list[str], body: bytes = b"x", threads: int = 16) -> None:
-    """Put many small objects fast, from a thread pool (boto3 clients are thread-safe)."""
+def put_objects(client: Any, bucket: str, keys: list[str], body: bytes = b"x", threads: int = 8) -> None:
+    """Put many small objects fast from a thread pool (boto3 clients are thread-safe; botocore
+    keeps 10 connections per client, hence 8 threads)."""
     with ThreadPoolExecutor(max_workers=threads) as pool:
         list(pool.map(lambda key: client.put_object(Bucket=bucket, Key=key, Body=body), keys))
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import inspect
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -50,10 +50,17 @@ class SkipReason:
 
 @dataclass(frozen=True)
 class SensorResult:
+    """What a sensor tick decided. ``on_commit`` (no arguments) is called by the beat once the
+    tick, its cursor and its runs are committed, and never otherwise: not when the commit fails
+    or is superseded, not on a FAILURE tick, not by ``tidegate sensor preview``. Use it to
+    acknowledge what the tick consumed (e.g. delete queue messages); an exception it raises is
+    logged and does not undo the tick."""
+
     run_requests: Sequence[RunRequest] | None = None
     cursor: str | None = None
     skip_reason: SkipReason | str | None = None
     dynamic_partitions_requests: Sequence[Any] | None = None
+    on_commit: Callable[[], None] | None = None
 
 
 @dataclass(frozen=True)
@@ -65,6 +72,7 @@ class Evaluation:
     cursor: str | None  # None: leave the cursor as it was
     cursor_set: bool
     dynamic_partitions_requests: tuple[Any, ...] = ()
+    on_commit: Callable[[], None] | None = None  # SensorResult.on_commit
 
 
 def normalize(label: str, value: Any, *, cursor: str | None = None, cursor_set: bool = False) -> Evaluation:
@@ -85,6 +93,7 @@ def normalize(label: str, value: Any, *, cursor: str | None = None, cursor_set: 
             value.cursor if value.cursor is not None else cursor,
             cursor_set or value.cursor is not None,
             tuple(value.dynamic_partitions_requests or ()),
+            value.on_commit,
         )
     if value is None:
         return Evaluation((), None, cursor, cursor_set)

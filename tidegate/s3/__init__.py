@@ -5,5 +5,6 @@ install it when it is missing.
 """
 
 from tidegate.s3.resource import S3DependencyError, S3Resource
+from tidegate.s3.sensor import s3_sensor
 
-__all__ = ["S3DependencyError", "S3Resource"]
+__all__ = ["S3DependencyError", "S3Resource", "s3_sensor"]

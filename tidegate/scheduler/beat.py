@@ -305,6 +305,7 @@ class Beat:
             try:
                 evaluation = sensor.evaluate(context, self.defs.resources)
                 result["outcome"] = _outcome(evaluation, self._plan(sensor, evaluation, None))
+                result["on_commit"] = evaluation.on_commit
             except Exception:
                 result["outcome"] = TickOutcome(TickStatus.FAILURE, error=traceback.format_exc())
 
@@ -370,6 +371,8 @@ class Beat:
             if record.status == TickStatus.FAILURE:
                 report.failures.append(f"{sensor.label}: {_last_line(record.error)}")
                 log.warning("%s: tick FAILURE: %s", sensor.label, _last_line(record.error))
+            else:
+                _after_commit(sensor, flight.result.get("on_commit"))
         fresh = self.storage.get_instigator(sensor.name)
         if fresh is not None:
             self._states[sensor.name] = fresh
@@ -437,6 +440,16 @@ class Beat:
         removed = self.storage.purge_ticks(status=TickStatus.SKIPPED, before=now - self.retention)
         if removed:
             log.info("purged %d SKIPPED tick(s) older than %s", removed, self.retention)
+
+
+def _after_commit(sensor: SensorDefinition, hook: Callable[[], None] | None) -> None:
+    """Run a SensorResult's on_commit now that its tick is committed; its failure is logged only."""
+    if hook is None:
+        return
+    try:
+        hook()
+    except Exception:
+        log.exception("%s: on_commit failed (the tick stays committed)", sensor.label)
 
 
 def _last_line(text: str | None) -> str:
