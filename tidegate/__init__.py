@@ -50,7 +50,7 @@ from tidegate.errors import (
     UnknownDependencyError,
     UnknownJobError,
 )
-from tidegate.s3 import S3Resource, s3_sensor  # boto3 is imported only when a client is built
+from tidegate.s3 import S3IOManager, S3Resource, s3_sensor  # boto3 is imported only when a client is built
 from tidegate.workers.inprocess import ExecuteInProcessResult, materialize
 from tidegate.workers.io import FilesystemIOManager, InMemoryIOManager, InputContext, IOManager, OutputContext
 
@@ -98,6 +98,7 @@ __all__ = [
     "PartitionsDefinition",
     "RetryPolicy",
     "RunRequest",
+    "S3IOManager",
     "S3Resource",
     "ScheduleDefinition",
     "ScheduleEvaluationContext",

@@ -18,8 +18,7 @@ from __future__ import annotations
 import os
 
 import tidegate as tg
-from tidegate.s3 import S3Resource
-from tidegate.s3.io_manager import S3IOManager
+from tidegate.s3 import S3IOManager, S3Resource
 
 
 def where(context: tg.AssetExecutionContext) -> None:
