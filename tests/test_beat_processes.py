@@ -166,7 +166,11 @@ def _aware(value: datetime) -> datetime:
 
 
 def snapshot(storage: Storage) -> Snapshot:
-    with storage.engine.connect() as conn:
+    # One snapshot for the three reads while beats commit: PostgreSQL's READ COMMITTED would
+    # let a tick land between the cursor read and the runs read (SQLite's transaction already
+    # holds the write lock).
+    options = {"isolation_level": "REPEATABLE READ"} if storage.dialect == "postgresql" else {}
+    with storage.engine.connect().execution_options(**options) as conn:
         cursor = conn.execute(select(instigators.c.cursor).where(instigators.c.name == SENSOR)).scalar()
         tick_rows = conn.execute(select(ticks).order_by(ticks.c.id)).all()
         run_rows = conn.execute(select(runs.c.run_id, runs.c.origin, runs.c.run_key, runs.c.tags)).all()
