@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run dev test lint format typecheck bench clean flower-screenshot
+.PHONY: run dev test lint format typecheck bench clean flower-screenshot flower-screenshot
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -29,18 +29,20 @@ test: $(STAMP)
 	$(BIN)/pytest
 
 lint: $(STAMP)
-	$(BIN)/ruff check tidegate tests bench examples
-	$(BIN)/ruff format --check tidegate tests bench examples
+	$(BIN)/ruff check tidegate tests bench examples scripts
+	$(BIN)/ruff format --check tidegate tests bench examples scripts
 	$(BIN)/mypy
 
 format: $(STAMP)
-	$(BIN)/ruff format tidegate tests bench examples
-	$(BIN)/ruff check --fix tidegate tests bench examples
+	$(BIN)/ruff format tidegate tests bench examples scripts
+	$(BIN)/ruff check --fix tidegate tests bench examples scripts
 
 bench: $(STAMP)
 	$(BIN)/python bench/steps.py
 	$(BIN)/python bench/beat.py
 	$(BIN)/python bench/faults.py
+	$(BIN)/python bench/partitions.py
+	$(BIN)/python bench/scale.py
 
 # docs/flower-tasks.png: Flower's tasks page with the example's step tasks, in headless Chromium
 # (Debian: apt-get install chromium). Needs Redis; uses and flushes database 12 (FLOWER_SCREENSHOT_REDIS=...).
