@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
 import time
 import urllib.parse
 import uuid
@@ -17,6 +18,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import tidegate as tg
 from tests.s3_support import (
@@ -570,3 +573,36 @@ def test_sensor_preview_shows_requests_and_commits_and_deletes_nothing(
         assert storage.list_runs() == [] and storage.get_instigator("listing") is None
     finally:
         storage.dispose()
+
+
+# -- keys, and running without boto3 ---------------------------------------------------------------
+
+
+@given(st.text(min_size=1, max_size=400))
+@settings(max_examples=300, deadline=None)
+def test_default_partition_keys_are_valid_and_reversible(key: str) -> None:
+    partition_key = default_partition_key(key)
+    assert len(partition_key) <= 255
+    tg.DynamicPartitionsDefinition(name="p").build_add_request([partition_key])  # raises if not a valid key
+    if "~" not in partition_key[-17:]:
+        assert urllib.parse.unquote(partition_key, errors="strict") == key
+
+
+def test_import_tidegate_without_boto3_names_the_extra() -> None:
+    code = (
+        "import sys\n"
+        "class Block:\n"
+        "    def find_spec(self, name, *args):\n"
+        "        if name.split('.')[0] in ('boto3', 'botocore'):\n"
+        "            raise ImportError(name)\n"
+        "sys.meta_path.insert(0, Block())\n"
+        "import tidegate as tg\n"
+        "sensor = tg.s3_sensor('x', 'b', target=tg.define_asset_job('j', '*'))\n"
+        "try:\n"
+        "    tg.S3Resource().get_client()\n"
+        "except tg.TidegateError as exc:\n"
+        "    print(exc)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert "pip install 'tidegate[s3]'" in result.stdout
