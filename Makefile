@@ -43,6 +43,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/faults.py
 	$(BIN)/python bench/partitions.py
 	$(BIN)/python bench/scale.py
+	$(BIN)/python bench/s3_sensor.py
 
 # docs/flower-tasks.png: Flower's tasks page with the example's step tasks, in headless Chromium
 # (Debian: apt-get install chromium). Needs Redis; uses and flushes database 12 (FLOWER_SCREENSHOT_REDIS=...).
