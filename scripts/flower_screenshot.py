@@ -30,6 +30,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
+from tidegate.names import LAUNCH_JOB_TASK, RunStatus
+from tidegate.storage.api import Storage
+
 ROOT = Path(__file__).resolve().parent.parent
 TIDEGATE = str(Path(sys.executable).with_name("tidegate"))
 PROJECT = ROOT / "examples" / "etl" / "definitions.py"
@@ -165,15 +168,12 @@ def _request(port: int, method: str, path: str, body: object = None) -> dict[str
 
 
 def _launch(port: int, job: str, **kwargs: object) -> str:
-    response = _request(port, "POST", "/api/task/async-apply/tidegate.launch_job", {"args": [job], "kwargs": kwargs})
+    response = _request(port, "POST", f"/api/task/async-apply/{LAUNCH_JOB_TASK}", {"args": [job], "kwargs": kwargs})
     return str(response["task-id"])
 
 
 def _all_done(port: int, launches: list[str], database_url: str) -> bool:
     """Every launch answered, every run it made ended, and Flower saw each task end."""
-    from tidegate.names import RunStatus
-    from tidegate.storage.api import Storage
-
     tasks = _request(port, "GET", "/api/tasks")
     states = {task_id: task.get("state") for task_id, task in tasks.items() if isinstance(task, dict)}
     if any(states.get(t) not in ("SUCCESS", "FAILURE") for t in launches):

@@ -20,8 +20,7 @@ from typing import Any
 import pytest
 
 from tests.support import ROOT, TIDEGATE, WorkerProcess, tidegate_env, truncate_all
-from tidegate.broker import LAUNCH_JOB_TASK
-from tidegate.names import RunStatus
+from tidegate.names import LAUNCH_JOB_TASK, RunStatus
 from tidegate.storage.api import Storage
 
 PROJECT = ROOT / "tests" / "projects" / "partition_project.py"

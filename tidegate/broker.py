@@ -24,8 +24,6 @@ log = logging.getLogger("tidegate.broker")
 
 HARD_LIMIT_GRACE = 10.0  # seconds between a step's soft and hard time limit
 
-LAUNCH_JOB_TASK = "tidegate.launch_job"  # launch a job from Flower: POST /api/task/async-apply/<this>
-
 _app: Celery | None = None
 _app_lock = threading.Lock()
 

@@ -66,6 +66,11 @@ class PartitionKeyError(TidegateError):
     """A partition key the partitions definition does not have, or a malformed one."""
 
 
+class LaunchRequestError(TidegateError):
+    """A request to launch a job is malformed (a job name, partition key, run key or tag that is
+    not a string, a priority tag that is not an integer)."""
+
+
 class RunNotFoundError(TidegateError):
     """No run has the given id."""
 

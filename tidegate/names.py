@@ -1,6 +1,7 @@
 """Constants shared by every process: task names, tag keys, states."""
 
 EXECUTE_STEP_TASK = "tidegate.execute_step"
+LAUNCH_JOB_TASK = "tidegate.launch_job"  # launch a job from Flower: POST /api/task/async-apply/<this>
 
 TAG_PREFIX = "tidegate/"
 PRIORITY_TAG = "tidegate/priority"

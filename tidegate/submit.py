@@ -14,16 +14,12 @@ from typing import Any
 
 from tidegate.definitions.defs import Definitions
 from tidegate.definitions.job import RunPlan
-from tidegate.errors import TidegateError
+from tidegate.errors import LaunchRequestError
 from tidegate.names import PRIORITY_TAG
 from tidegate.storage.api import Storage
 from tidegate.storage.records import SubmitResult
 
 FLOWER_ORIGIN = "flower"  # the origin of runs launched by the launch_job task
-
-
-class LaunchRequestError(TidegateError):
-    """A launch request's arguments are malformed (tags that are not strings, a bad priority)."""
 
 
 @dataclass(frozen=True)

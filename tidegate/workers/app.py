@@ -18,11 +18,11 @@ from dataclasses import dataclass
 from celery import Celery, Task
 from sqlalchemy.exc import DBAPIError
 
-from tidegate.broker import LAUNCH_JOB_TASK, CeleryPublisher, get_app
+from tidegate.broker import CeleryPublisher, get_app
 from tidegate.config import Settings
 from tidegate.definitions.loading import load_definitions
 from tidegate.errors import TidegateError
-from tidegate.names import EXECUTE_STEP_TASK
+from tidegate.names import EXECUTE_STEP_TASK, LAUNCH_JOB_TASK
 from tidegate.storage.api import Storage
 from tidegate.submit import FLOWER_ORIGIN, submit_job_run
 from tidegate.workers.execution import StepExecutor
