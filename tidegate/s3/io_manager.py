@@ -13,11 +13,8 @@ the filesystem IO manager no temporary name is needed.
 
 from __future__ import annotations
 
-import copy
-import os
 import pickle
 import tempfile
-import threading
 from typing import Any
 from urllib.parse import quote
 
@@ -69,9 +66,6 @@ class S3IOManager(IOManager):
         self.bucket = bucket.strip()
         self.prefix = prefix.strip("/")
         self.s3 = s3 if s3 is not None else S3Resource()
-        self._client_pid: int | None = None
-        self._client: Any = None
-        self._lock = threading.Lock()
 
     # -- naming ----------------------------------------------------------------------------
 
@@ -134,14 +128,8 @@ class S3IOManager(IOManager):
     # -- the client ------------------------------------------------------------------------
 
     def client(self) -> Any:
-        """This process's S3 client: a forked worker process never uses its parent's sockets."""
-        pid = os.getpid()
-        with self._lock:
-            if self._client is None or self._client_pid != pid:
-                # a copy drops the resource's cached clients, so this process builds its own
-                self._client = copy.copy(self.s3).get_client()
-                self._client_pid = pid
-            return self._client
+        """This process's S3 client (``S3Resource`` builds one per process)."""
+        return self.s3.get_client()
 
     def __repr__(self) -> str:
         return f"S3IOManager(bucket={self.bucket!r}, prefix={self.prefix!r}, s3={self.s3!r})"

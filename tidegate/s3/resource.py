@@ -10,6 +10,7 @@ roles are then used, in boto3's usual order.
 
 from __future__ import annotations
 
+import os
 import threading
 from typing import Any
 
@@ -42,7 +43,8 @@ class S3Resource(ConfigurableResource):
 
     ``endpoint_url`` points at an S3-compatible server (MinIO, moto, Ceph); SQS uses
     ``sqs_endpoint_url`` or, when that is unset, ``endpoint_url``. Clients are created once per
-    resource object and shared (boto3 clients are thread-safe).
+    resource object and process, and shared by its threads (boto3 clients are thread-safe); a
+    forked process (a Celery worker child) builds its own instead of using its parent's sockets.
     """
 
     endpoint_url: str | None = None
@@ -88,8 +90,12 @@ class S3Resource(ConfigurableResource):
         return self._client("sqs", self.sqs_endpoint_url or self.endpoint_url)
 
     def _client(self, service: str, endpoint_url: str | None) -> Any:
-        cache: dict[str, Any] = self.__dict__.setdefault("_tidegate_clients", {})
+        pid = os.getpid()
         with _CLIENT_LOCK:
+            owner, cache = self.__dict__.get("_tidegate_clients", (None, {}))
+            if owner != pid:
+                cache = {}
+                self.__dict__["_tidegate_clients"] = (pid, cache)
             if service not in cache:
                 cache[service] = self._session().client(service, endpoint_url=endpoint_url, config=self._config())
             return cache[service]
