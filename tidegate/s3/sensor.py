@@ -38,7 +38,7 @@ import logging
 import time
 import urllib.parse
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from email.utils import parsedate_to_datetime
 from typing import Any
@@ -137,11 +137,15 @@ def s3_sensor(
             )
         cursor = _load_cursor(label, mode, context.cursor)
         if mode == "ordered":
-            return watch.ordered(resource.get_client(), cursor)
-        if mode == "any":
-            return watch.any(resource.get_client(), cursor, lag_ms=int(lag_seconds * 1000))
-        assert queue_url is not None
-        return watch.events(resource.get_sqs_client(), queue_url, visibility_timeout_seconds, wait_time_seconds)
+            result = watch.ordered(resource.get_client(), cursor)
+        elif mode == "any":
+            result = watch.any(resource.get_client(), cursor, lag_ms=int(lag_seconds * 1000))
+        else:
+            assert queue_url is not None
+            return watch.events(resource.get_sqs_client(), queue_url, visibility_timeout_seconds, wait_time_seconds)
+        if result.cursor == context.cursor:  # unchanged: the tick leaves the stored cursor alone
+            result = replace(result, cursor=None)
+        return result
 
     # The beat passes resources by parameter name: expose exactly (context, <resource_key>).
     evaluate.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
@@ -369,12 +373,7 @@ class _Watch:
                     log.warning("sensor %r: message not deleted (%s); it will be redelivered", self.name, failed)
 
         result = self.result(list(found.values()), None, "no new event")
-        return SensorResult(
-            run_requests=result.run_requests,
-            skip_reason=result.skip_reason,
-            dynamic_partitions_requests=result.dynamic_partitions_requests,
-            on_commit=delete_messages if handles else None,
-        )
+        return replace(result, on_commit=delete_messages if handles else None)
 
     def _objects_in(self, body: str) -> Iterator[S3Object]:
         """The created objects of this sensor's bucket and prefix in one SQS message body (an S3
