@@ -330,3 +330,21 @@ def test_cached_windows_match_a_plain_cron_walk(
         if keys:
             with pytest.raises(tg.PartitionKeyError, match="unknown partition key"):
                 definition.validate_key(definition.fmt_key(instants[len(keys)] + 100 * step), now)
+
+
+def test_a_mapping_onto_a_bounded_upstream_reads_only_windows_before_its_end() -> None:
+    """An upstream with an end_date: the mapping looks at every upstream window (not only those
+    ended when the downstream one ends) and stops at the end instead of walking time forever."""
+    upstream = tg.DailyPartitionsDefinition(start_date="2024-01-01", end_date="2024-01-10")
+    downstream = tg.DailyPartitionsDefinition(start_date="2024-01-01")
+    rolling = tg.TimeWindowPartitionMapping(start_offset=-2, end_offset=1)
+    assert rolling.upstream_keys("2024-01-05", downstream, upstream) == [
+        "2024-01-03",
+        "2024-01-04",
+        "2024-01-05",
+        "2024-01-06",
+    ]
+    assert rolling.upstream_keys("2024-01-09", downstream, upstream) == ["2024-01-07", "2024-01-08", "2024-01-09"]
+    assert rolling.upstream_keys("2024-02-01", downstream, upstream) == []
+    assert upstream.last_ended_key(datetime(2030, 1, 1, tzinfo=UTC)) == "2024-01-09"
+    assert upstream.get_partition_keys(datetime(2030, 1, 1, tzinfo=UTC))[-1] == "2024-01-09"

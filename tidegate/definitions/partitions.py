@@ -120,22 +120,27 @@ class TimeWindowPartitionsDefinition(PartitionsDefinition):
     def fmt_key(self, start: datetime) -> str:
         return start.astimezone(self._tz).strftime(self.fmt)
 
-    def windows(self, current_time: datetime | None = None) -> list[TimeWindow]:
-        """Every window that exists at ``current_time``, oldest first."""
-        count = self._count(current_time)
-        starts = self._ticks.instants
-        return [TimeWindow(starts[i].astimezone(self._tz), starts[i + 1].astimezone(self._tz)) for i in range(count)]
-
     def _count(self, current_time: datetime | None) -> int:
-        """How many windows exist at ``current_time``: those ended, plus ``end_offset``."""
-        now = current_time or datetime.now(UTC)
-        ticks = self._ticks
-        ended = ticks.count_through(now) - 1  # window i ends at tick i + 1
-        count = max(0, ended + self.end_offset)
-        ticks.ensure(count + 1)
-        if self._end is not None:
-            count = min(count, bisect.bisect_left(ticks.instants, self._end))
+        """How many windows exist at ``current_time``: those ended, plus ``end_offset``, none
+        starting at or after ``end``."""
+        count = max(0, self._ended(current_time or datetime.now(UTC)) + self.end_offset)
+        limit = self._limit()
+        if limit is not None:
+            count = min(count, limit)
+        self._ticks.ensure(count + 1)
         return count
+
+    def _ended(self, now: datetime) -> int:
+        """How many windows have ended at ``now`` (window i ends at tick i + 1)."""
+        limit = self._limit()
+        if limit is not None:  # nothing past the last window's end is needed
+            self._ticks.ensure(limit + 1)
+            now = min(now, self._ticks.instants[limit])
+        return self._ticks.count_through(now) - 1
+
+    def _limit(self) -> int | None:
+        """How many windows start before ``end``; None without an end."""
+        return None if self._end is None else self._ticks.count_before(self._end)
 
     @property
     def _ticks(self) -> _Ticks:
@@ -154,14 +159,7 @@ class TimeWindowPartitionsDefinition(PartitionsDefinition):
     def partition_index(self, key: str, current_time: datetime | None = None) -> int:
         """The position of ``key`` among the partitions that exist at ``current_time``, found
         without listing them; PartitionKeyError if it is malformed or does not exist."""
-        if not isinstance(key, str):
-            raise PartitionKeyError(f"{self.describe()}: partition key must be a string, got {key!r}")
-        try:
-            start = datetime.strptime(key, self.fmt).replace(tzinfo=self._tz)
-        except ValueError:
-            raise PartitionKeyError(
-                f"{self.describe()}: malformed partition key {key!r} (expected {self.fmt})"
-            ) from None
+        start = self._parse_key(key)
         count = self._count(current_time)
         starts = self._ticks.instants
         # A key names a window start on the wall clock; a repeated wall time (fall back)
@@ -186,13 +184,19 @@ class TimeWindowPartitionsDefinition(PartitionsDefinition):
             raise PartitionKeyError(f"{self.describe()}: range {start!r}..{end!r} is reversed")
         return self._ticks.keys(last + 1, self.fmt_key)[first:]
 
-    def time_window_for_key(self, key: str) -> TimeWindow:
+    def _parse_key(self, key: str) -> datetime:
+        """The wall-clock window start a key names; PartitionKeyError if malformed."""
+        if not isinstance(key, str):
+            raise PartitionKeyError(f"{self.describe()}: partition key must be a string, got {key!r}")
         try:
-            start = datetime.strptime(key, self.fmt).replace(tzinfo=self._tz)
+            return datetime.strptime(key, self.fmt).replace(tzinfo=self._tz)
         except ValueError:
             raise PartitionKeyError(
                 f"{self.describe()}: malformed partition key {key!r} (expected {self.fmt})"
             ) from None
+
+    def time_window_for_key(self, key: str) -> TimeWindow:
+        start = self._parse_key(key)
         following = next(cron_ticks(self.cron_schedule, self._tz, start.astimezone(UTC)))
         window = TimeWindow(start, following.astimezone(self._tz))
         if self.fmt_key(window.start) != key or start < self._start:
@@ -201,9 +205,7 @@ class TimeWindowPartitionsDefinition(PartitionsDefinition):
 
     def last_ended_key(self, current_time: datetime) -> str | None:
         """The most recent partition whose window has ended at ``current_time``."""
-        ended = self._ticks.count_through(current_time) - 1
-        if self._end is not None:
-            ended = min(ended, bisect.bisect_left(self._ticks.instants, self._end))
+        ended = self._ended(current_time)
         return self.fmt_key(self._ticks.instants[ended - 1]) if ended > 0 else None
 
 
@@ -231,6 +233,13 @@ class _Ticks:
             while not self.instants or self.instants[-1] <= moment:
                 self.instants.append(next(self._source))
         return bisect.bisect_right(self.instants, moment)
+
+    def count_before(self, moment: datetime) -> int:
+        """The number of ticks before ``moment`` (computing one at or past it)."""
+        with self._lock:
+            while not self.instants or self.instants[-1] < moment:
+                self.instants.append(next(self._source))
+        return bisect.bisect_left(self.instants, moment)
 
     def keys(self, n: int, fmt_key: Callable[[datetime], str]) -> list[str]:
         """The first ``n`` window keys."""
@@ -459,13 +468,16 @@ class TimeWindowPartitionMapping(PartitionMapping):
         if downstream_key is None:
             return []
         window = downstream.time_window_for_key(downstream_key)
-        all_windows = upstream.windows(datetime.max.replace(tzinfo=UTC) if upstream._end else window.end)
-        overlapping = [i for i, w in enumerate(all_windows) if w.start < window.end and w.end > window.start]
-        if not overlapping:
+        # Upstream windows that exist when the downstream window ends (all of them for a
+        # bounded definition), found by bisection over the upstream's tick instants.
+        count = upstream._count(datetime.max.replace(tzinfo=UTC) if upstream._end else window.end)
+        starts = upstream._ticks.instants  # window i is [starts[i], starts[i + 1])
+        first = max(0, bisect.bisect_right(starts, window.start) - 1)  # the first ending after its start
+        last = min(count, bisect.bisect_left(starts, window.end)) - 1  # the last starting before its end
+        if first > last:
             return []
-        first = max(0, overlapping[0] + self.start_offset)
-        last = overlapping[-1] + self.end_offset
-        return [upstream.fmt_key(w.start) for w in all_windows[first : last + 1]]
+        first, last = max(0, first + self.start_offset), min(count - 1, last + self.end_offset)
+        return upstream._ticks.keys(last + 1, upstream.fmt_key)[first:]
 
 
 @dataclass(frozen=True)
