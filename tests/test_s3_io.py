@@ -11,9 +11,9 @@ import pytest
 
 import tidegate as tg
 from tests.s3_support import REGION, s3_bucket, s3_endpoint, s3_resource  # noqa: F401  (fixtures)
-from tidegate.errors import InvalidDefinitionError, TidegateError
+from tidegate.errors import InvalidDefinitionError, S3IOManagerError, S3OutputNotFoundError, TidegateError
 from tidegate.s3 import S3Resource
-from tidegate.s3.io_manager import S3IOManager, S3IOManagerError, S3OutputNotFoundError
+from tidegate.s3.io_manager import S3IOManager
 
 SECRET = "wJalrXUtnFEMI-do-not-print-me"
 

@@ -7,6 +7,11 @@ name)``.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from tidegate.definitions.key import AssetKey
+
 
 class TidegateError(Exception):
     """Base class of every error tidegate raises on purpose."""
@@ -89,3 +94,24 @@ class RunFailedError(TidegateError):
 
 class ConfigError(TidegateError):
     """``tidegate.toml`` (or a TIDEGATE_* variable) holds an invalid setting."""
+
+
+# -- S3 (tidegate.s3, the ``s3`` extra) -------------------------------------------------------
+
+
+class S3DependencyError(TidegateError):
+    """boto3 is not installed (it comes with the ``s3`` extra)."""
+
+
+class S3IOManagerError(TidegateError):
+    """Reading or writing a step's output in S3 failed (the message names asset, partition and URI)."""
+
+
+class S3OutputNotFoundError(S3IOManagerError, LookupError):
+    """A downstream step asked for an output that is not in the bucket."""
+
+    def __init__(self, message: str, *, asset_key: AssetKey, partition_key: str | None, uri: str) -> None:
+        super().__init__(message)
+        self.asset_key = asset_key
+        self.partition_key = partition_key
+        self.uri = uri

@@ -4,8 +4,9 @@ Importing this package does not import boto3; building a client does, and says h
 install it when it is missing.
 """
 
-from tidegate.s3.io_manager import S3IOManager, S3IOManagerError, S3OutputNotFoundError
-from tidegate.s3.resource import S3DependencyError, S3Resource
+from tidegate.errors import S3DependencyError, S3IOManagerError, S3OutputNotFoundError
+from tidegate.s3.io_manager import S3IOManager
+from tidegate.s3.resource import S3Resource
 from tidegate.s3.sensor import s3_sensor
 
 __all__ = ["S3DependencyError", "S3IOManager", "S3IOManagerError", "S3OutputNotFoundError", "S3Resource", "s3_sensor"]

@@ -19,27 +19,13 @@ from typing import Any
 from urllib.parse import quote
 
 from tidegate.definitions.key import AssetKey
-from tidegate.errors import InvalidDefinitionError, TidegateError
+from tidegate.errors import InvalidDefinitionError, S3IOManagerError, S3OutputNotFoundError
 from tidegate.s3.resource import S3Resource
 from tidegate.workers.io import InputContext, IOManager, OutputContext
 
 UNPARTITIONED = "__unpartitioned__"
 _SPOOL_BYTES = 64 * 1024 * 1024  # pickles up to this size stay in memory on their way to S3
 _NOT_FOUND_CODES = frozenset({"404", "NoSuchKey", "NotFound"})
-
-
-class S3IOManagerError(TidegateError):
-    """Reading or writing a step's output in S3 failed (the message names asset, partition and URI)."""
-
-
-class S3OutputNotFoundError(S3IOManagerError, LookupError):
-    """A downstream step asked for an output that is not in the bucket."""
-
-    def __init__(self, message: str, *, asset_key: AssetKey, partition_key: str | None, uri: str) -> None:
-        super().__init__(message)
-        self.asset_key = asset_key
-        self.partition_key = partition_key
-        self.uri = uri
 
 
 class S3IOManager(IOManager):

@@ -15,16 +15,12 @@ import threading
 from typing import Any
 
 from tidegate.definitions.resource import ConfigurableResource
-from tidegate.errors import InvalidDefinitionError, TidegateError
+from tidegate.errors import InvalidDefinitionError, S3DependencyError
 
 INSTALL_HINT = "pip install 'tidegate[s3]'"
 _RETRY_MODES = ("standard", "adaptive", "legacy")
 _ADDRESSING_STYLES = ("auto", "path", "virtual")
 _CLIENT_LOCK = threading.Lock()
-
-
-class S3DependencyError(TidegateError):
-    """boto3 is not installed (it comes with the ``s3`` extra)."""
 
 
 def import_boto3() -> Any:
