@@ -64,8 +64,6 @@ def launch(
 
     defs = load(module, file_)
     storage = open_storage()
-    if sum([bool(from_key or to_key), partitions is not None, all_keys, missing]) != 1:
-        raise click.UsageError("give exactly one of --from/--to, --partitions, --all or --missing")
     keys = backfill_partitions(
         defs,
         storage,

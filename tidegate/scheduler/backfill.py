@@ -14,7 +14,7 @@ from tidegate.definitions.partitions import PartitionKeyRange
 from tidegate.errors import TidegateError
 from tidegate.names import RunStatus
 from tidegate.storage.api import Storage
-from tidegate.storage.backfills import BACKFILL_TAG, RANGE_SEPARATOR, BackfillRecord, BackfillStatus
+from tidegate.storage.backfills import BACKFILL_TAG, BackfillRecord, BackfillStatus
 
 log = logging.getLogger("tidegate.backfill")
 
@@ -38,7 +38,8 @@ class BackfillDaemon:
 
     def _advance(self, backfill: BackfillRecord, now: datetime) -> int:
         progress = self.storage.backfill_progress(backfill)
-        remaining = [k for k in backfill.run_keys() if k not in progress.submitted_keys]
+        runs = backfill.runs()
+        remaining = [k for k in runs if k not in progress.submitted_keys]
         if not remaining:
             if progress.in_flight == 0 and self.storage.set_backfill_status(
                 backfill.backfill_id, BackfillStatus.COMPLETED
@@ -48,12 +49,12 @@ class BackfillDaemon:
         room = len(remaining) if backfill.max_concurrent is None else backfill.max_concurrent - progress.in_flight
         submitted = 0
         for run_key in remaining[: max(0, min(room, MAX_SUBMITTED_PER_TICK))]:
-            first, _, last = run_key.partition(RANGE_SEPARATOR) if backfill.run_ranges else (run_key, "", "")
+            first, last = runs[run_key]
             try:
                 plan = self.defs.plan(
                     backfill.job_name,
-                    partition_key=None if last else first,
-                    partition_range=PartitionKeyRange(first, last) if last else None,
+                    partition_key=first if last is None else None,
+                    partition_range=None if last is None else PartitionKeyRange(first, last),
                     dynamic_keys=self.storage.dynamic_partition_keys,
                     current_time=now,
                 )

@@ -12,7 +12,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import Connection, Engine, and_, case, exists, func, insert, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 
 from tidegate.definitions.job import PARTITION_TAG, RunPlan
@@ -21,7 +20,7 @@ from tidegate.names import RunStatus, StepStatus
 from tidegate.storage import migrate
 from tidegate.storage.backfills import BackfillStorage
 from tidegate.storage.control import RunControl
-from tidegate.storage.engine import make_engine, normalize_url, retry_transient
+from tidegate.storage.engine import dialect_insert, make_engine, normalize_url, retry_transient
 from tidegate.storage.instigators import InstigatorStorage
 from tidegate.storage.partitions import DynamicPartitionStorage
 from tidegate.storage.records import (
@@ -167,8 +166,9 @@ class Storage(RunControl, InstigatorStorage, DynamicPartitionStorage, BackfillSt
         return SubmitResult(run_id, created=True)
 
     def _insert_ignore(self, table: Any, values: Mapping[str, Any], conflict: Sequence[str]) -> Any:
-        dialect_insert = postgresql.insert if self.dialect == "postgresql" else sqlite.insert
-        return dialect_insert(table).values(**values).on_conflict_do_nothing(index_elements=list(conflict))
+        return (
+            dialect_insert(self.dialect)(table).values(**values).on_conflict_do_nothing(index_elements=list(conflict))
+        )
 
     # -- starting runs and publishing steps ------------------------------------------------
 
@@ -522,8 +522,7 @@ class Storage(RunControl, InstigatorStorage, DynamicPartitionStorage, BackfillSt
     ) -> None:
         if not keys:
             return
-        dialect_insert: Any = postgresql.insert if self.dialect == "postgresql" else sqlite.insert
-        statement = dialect_insert(asset_partitions)
+        statement = dialect_insert(self.dialect)(asset_partitions)
         statement = statement.on_conflict_do_update(
             index_elements=["asset_key", "partition_key"],
             set_={"status": statement.excluded.status, "run_id": statement.excluded.run_id, "updated_at": now},

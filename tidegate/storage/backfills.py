@@ -44,28 +44,20 @@ class BackfillRecord:
     def origin(self) -> str:
         return backfill_origin(self.backfill_id)
 
-    def run_keys(self) -> list[str]:
-        """The run key of each run this backfill submits, in order."""
+    def runs(self) -> dict[str, tuple[str, str | None]]:
+        """Each run this backfill submits, in order: run key -> (partition key, None), or
+        (first, last) of a range run. Keys are compared, never parsed back from run keys
+        (a dynamic partition key may contain the separator)."""
         if self.run_ranges is None:
-            return list(self.partition_keys)
-        return [range_run_key(first, last) for first, last in self.run_ranges]
+            return {key: (key, None) for key in self.partition_keys}
+        return {range_run_key(first, last): (first, last) for first, last in self.run_ranges}
 
-    def partitions_of(self, run_key: str) -> int:
-        """How many of the backfill's partitions the run with ``run_key`` covers."""
-        if self.run_ranges is None or RANGE_SEPARATOR not in run_key:
-            return 1
-        first, last = run_key.split(RANGE_SEPARATOR, 1)
-        position = self._positions()
-        if first not in position or last not in position:
-            return 1
-        return abs(position[last] - position[first]) + 1
-
-    def _positions(self) -> dict[str, int]:
-        cached: dict[str, int] | None = self.__dict__.get("_position_cache")
-        if cached is None:
-            cached = {k: i for i, k in enumerate(self.partition_keys)}
-            object.__setattr__(self, "_position_cache", cached)
-        return cached
+    def partitions_per_run(self) -> dict[str, int]:
+        """Run key -> how many of the backfill's partitions that run covers."""
+        if self.run_ranges is None:
+            return dict.fromkeys(self.partition_keys, 1)
+        position = {k: i for i, k in enumerate(self.partition_keys)}
+        return {range_run_key(first, last): position[last] - position[first] + 1 for first, last in self.run_ranges}
 
 
 @dataclass(frozen=True)
@@ -80,11 +72,8 @@ class BackfillProgress:
         return sum(self.by_status.get(s, 0) for s in RunStatus.TERMINAL)
 
 
-RANGE_SEPARATOR = "..."
-
-
 def range_run_key(first: str, last: str) -> str:
-    return f"{first}{RANGE_SEPARATOR}{last}"
+    return f"{first}...{last}"
 
 
 def backfill_origin(backfill_id: str) -> str:
@@ -144,8 +133,9 @@ class BackfillStorage:
             rows = conn.execute(query).all()
         counts: dict[str, int] = {}
         in_flight = 0
+        covered = backfill.partitions_per_run()
         for row in rows:
-            counts[row.status] = counts.get(row.status, 0) + backfill.partitions_of(row.run_key)
+            counts[row.status] = counts.get(row.status, 0) + covered.get(row.run_key, 1)
             in_flight += row.status in (RunStatus.QUEUED, RunStatus.STARTED)
         return BackfillProgress(len(backfill.partition_keys), counts, frozenset(r.run_key for r in rows), in_flight)
 

@@ -9,10 +9,9 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import delete, func, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 
 from tidegate.names import RunStatus, StepStatus
-from tidegate.storage.engine import retry_transient
+from tidegate.storage.engine import dialect_insert, retry_transient
 from tidegate.storage.records import NewEvent, RunRecord, StepRecord, StepRef, from_row
 from tidegate.storage.schema import pools, runs, steps
 
@@ -126,9 +125,8 @@ class RunControl:
             if slots is None:
                 conn.execute(delete(pools).where(pools.c.name == name))
             else:
-                dialect_insert = postgresql.insert if self.dialect == "postgresql" else sqlite.insert
                 conn.execute(
-                    dialect_insert(pools)
+                    dialect_insert(self.dialect)(pools)
                     .values(name=name, slots=slots)
                     .on_conflict_do_update(index_elements=["name"], set_={"slots": slots})
                 )

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.pool import NullPool
@@ -120,3 +121,8 @@ def _is_transient(exc: DBAPIError) -> bool:
     if code in _TRANSIENT_PG_CODES or (code or "").startswith("08"):  # 08xxx: connection errors
         return True
     return isinstance(exc, OperationalError) and "locked" in str(exc.orig)
+
+
+def dialect_insert(dialect: str) -> Any:
+    """The INSERT construct with ON CONFLICT support of ``dialect`` (PostgreSQL or SQLite)."""
+    return postgresql.insert if dialect == "postgresql" else sqlite.insert

@@ -12,9 +12,9 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Connection, delete, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 
 from tidegate.definitions.job import RunPlan
+from tidegate.storage.engine import dialect_insert
 from tidegate.storage.schema import instigators, leases, ticks
 
 if TYPE_CHECKING:
@@ -130,9 +130,8 @@ class InstigatorStorage:
             return {r.name: _state(r) for r in conn.execute(query)}
 
     def _ensure_instigator(self, conn: Connection, name: str, kind: str, now: datetime) -> None:
-        dialect_insert = postgresql.insert if self.dialect == "postgresql" else sqlite.insert
         conn.execute(
-            dialect_insert(instigators)
+            dialect_insert(self.dialect)(instigators)
             .values(name=name, kind=kind, version=0, updated_at=now)
             .on_conflict_do_nothing(index_elements=["name"])
         )
@@ -257,9 +256,8 @@ class InstigatorStorage:
             ).rowcount
             if moved != 1:
                 return None
-            dialect_insert = postgresql.insert if self.dialect == "postgresql" else sqlite.insert
             tick_id = conn.execute(
-                dialect_insert(ticks)
+                dialect_insert(self.dialect)(ticks)
                 .values(
                     instigator=name,
                     kind=kind,
@@ -336,8 +334,7 @@ class InstigatorStorage:
         """Take or renew the lease ``name`` for ``holder`` unless another holder's lease is
         still valid; one statement, so two contenders cannot both win."""
         expires = now + timedelta(seconds=ttl_seconds)
-        dialect_insert = postgresql.insert if self.dialect == "postgresql" else sqlite.insert
-        statement = dialect_insert(leases).values(name=name, holder=holder, expires_at=expires)
+        statement = dialect_insert(self.dialect)(leases).values(name=name, holder=holder, expires_at=expires)
         statement = statement.on_conflict_do_update(
             index_elements=["name"],
             set_={"holder": holder, "expires_at": expires},

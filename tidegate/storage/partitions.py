@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from sqlalchemy import Connection, delete, select
-from sqlalchemy.dialects import postgresql, sqlite
 
+from tidegate.storage.engine import dialect_insert
 from tidegate.storage.schema import dynamic_partitions
 
 if TYPE_CHECKING:
@@ -41,12 +41,11 @@ class DynamicPartitionStorage:
 
     def add_dynamic_partitions_in(self, conn: Connection, name: str, keys: Sequence[str]) -> list[str]:
         """``add_dynamic_partitions`` inside the caller's transaction (a sensor's tick)."""
-        dialect_insert: Any = postgresql.insert if self.dialect == "postgresql" else sqlite.insert
         added = []
         now = datetime.now(UTC)
         for key in keys:
             inserted = conn.execute(
-                dialect_insert(dynamic_partitions)
+                dialect_insert(self.dialect)(dynamic_partitions)
                 .values(partitions_def=name, partition_key=key, created_at=now)
                 .on_conflict_do_nothing(index_elements=["partitions_def", "partition_key"])
                 .returning(dynamic_partitions.c.id)
