@@ -164,3 +164,21 @@ def test_failed_partitions_are_counted_until_rematerialized(tmp_path: Path) -> N
     assert next(x for x in listed.stdout.splitlines() if x.startswith("fragile")).endswith(
         "10 materialized, 0 failed, 0 missing of 10"
     )
+
+
+def test_a_range_run_whose_asset_returns_too_few_partitions_fails_and_stores_nothing(tmp_path: Path) -> None:
+    result = _run(
+        tmp_path, "backfill", "lopsided_job", "-f", str(RANGE_PROJECT), "--from", "2024-01-01", "--to", "2024-01-03"
+    )
+    assert result.returncode == 1 and "3 failed" in result.stdout, result.stdout + result.stderr
+    storage = Storage.open(f"sqlite:///{tmp_path / 'home' / 'tidegate.db'}")
+    (run,) = storage.list_runs()
+    assert run.status == RunStatus.FAILURE
+    (step,) = storage.get_steps(run.run_id)
+    assert "a run over partitions 2024-01-01..2024-01-03 must return a dict with one value per partition (3 keys)" in (
+        step.error or ""
+    )
+    assert storage.get_materializations("lopsided") == []
+    assert storage.partition_statuses("lopsided").keys() == {"2024-01-01", "2024-01-02", "2024-01-03"}
+    assert {status for status, _, _ in storage.partition_statuses("lopsided").values()} == {"FAILED"}
+    storage.dispose()

@@ -30,7 +30,16 @@ def fragile(context: tg.AssetExecutionContext) -> int:
     return 1
 
 
+@tg.asset(partitions_def=daily, backfill_policy=tg.BackfillPolicy.single_run())
+def lopsided(context: tg.AssetExecutionContext) -> dict[str, int]:
+    return {context.partition_keys[0]: 1}  # one value for a range of several partitions
+
+
 defs = tg.Definitions(
-    assets=[events, event_totals, fragile],
-    jobs=[tg.define_asset_job("events_job", "events+"), tg.define_asset_job("fragile_job", "fragile")],
+    assets=[events, event_totals, fragile, lopsided],
+    jobs=[
+        tg.define_asset_job("events_job", "events+"),
+        tg.define_asset_job("fragile_job", "fragile"),
+        tg.define_asset_job("lopsided_job", "lopsided"),
+    ],
 )
