@@ -4,8 +4,9 @@ every tidegate service uses deploy/Dockerfile and runs a real ``tidegate`` comma
 can be scaled, migrations run first, Redis and Flower are locked down, and every variable the
 compose file interpolates is documented in .env.example.
 
-No Docker engine is needed; nothing is built or started. ``docker compose config`` is run
-too when a compose client is installed (it is not on our machines: that test skips).
+No Docker engine is needed; nothing is built or started. (``docker compose config`` would be a
+further check, but no compose client is installed on our machines or in CI, so no test
+pretends to run it.)
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ import copy
 import json
 import re
 import shlex
-import shutil
 import subprocess
 import sys
 from importlib import resources
@@ -171,20 +171,6 @@ def test_check_jsonschema_cli_accepts_the_compose_file() -> None:
         timeout=60,
     )
     assert result.returncode == 0, result.stdout + result.stderr
-
-
-def test_docker_compose_config_when_a_compose_client_is_installed(tmp_path: Path) -> None:
-    docker = shutil.which("docker")
-    if docker is None or subprocess.run([docker, "compose", "version"], capture_output=True).returncode != 0:
-        pytest.skip("no `docker compose` client installed (the schema tests above cover the file)")
-    result = subprocess.run(
-        [docker, "compose", "-f", str(COMPOSE), "--env-file", str(ENV_EXAMPLE), "config", "-q"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd=tmp_path,
-    )
-    assert result.returncode == 0, result.stderr
 
 
 # -- one image, real commands -------------------------------------------------------------------
