@@ -2,8 +2,8 @@
 ``tidegate.launch_job`` Celery task (how Flower launches jobs).
 
 Both validate the same way (an unknown job, a bad partition key or a malformed tag raises a
-typed error naming it) and submit the same plan, tags and priority through
-``Storage.submit_run``; the run queue then starts the run within its limits.
+typed error naming it) and submit through ``JobRunRequest.submit`` (as does ``tidegate
+materialize``); the run queue then starts the run within its limits.
 """
 
 from __future__ import annotations
@@ -24,11 +24,19 @@ FLOWER_ORIGIN = "flower"  # the origin of runs launched by the launch_job task
 
 @dataclass(frozen=True)
 class JobRunRequest:
-    """A validated launch of one job: its plan, the run's tags and its priority."""
+    """A validated launch of one job: its plan, the run's tags, priority and run key."""
 
     plan: RunPlan
     tags: dict[str, str]
-    priority: int
+    priority: int = 0
+    run_key: str | None = None
+
+    def submit(self, storage: Storage, *, origin: str) -> SubmitResult:
+        """Submit a QUEUED run in one transaction. A second submission with the same ``origin``
+        and ``run_key`` is a no-op that returns the existing run (``created=False``)."""
+        return storage.submit_run(
+            self.plan, origin=origin, run_key=self.run_key, tags=self.tags, priority=self.priority
+        )
 
 
 def prepare_job_run(
@@ -39,6 +47,7 @@ def prepare_job_run(
     partition_key: str | None = None,
     tags: Mapping[str, str] | None = None,
     priority: int | None = None,
+    run_key: str | None = None,
 ) -> JobRunRequest:
     """Plan a run of ``job_name`` (of ``partition_key`` for a partitioned job).
 
@@ -50,6 +59,8 @@ def prepare_job_run(
         raise LaunchRequestError(f"job name: expected a string, got {job_name!r}")
     if partition_key is not None and not isinstance(partition_key, str):
         raise LaunchRequestError(f"job '{job_name}': partition key must be a string, got {partition_key!r}")
+    if run_key is not None and not isinstance(run_key, str):
+        raise LaunchRequestError(f"job '{job_name}': run key must be a string, got {run_key!r}")
     run_tags = _string_tags(job_name, tags)
     plan = defs.plan(job_name, partition_key=partition_key, dynamic_keys=storage.dynamic_partition_keys)
     if priority is None:
@@ -61,31 +72,7 @@ def prepare_job_run(
                 f"job '{job_name}': tag {PRIORITY_TAG!r} must be an integer, got {text!r}"
             ) from None
     run_tags[PRIORITY_TAG] = str(priority)
-    return JobRunRequest(plan, run_tags, priority)
-
-
-def submit_job_run(
-    defs: Definitions,
-    storage: Storage,
-    job_name: str,
-    *,
-    origin: str,
-    partition_key: str | None = None,
-    tags: Mapping[str, str] | None = None,
-    run_key: str | None = None,
-    priority: int | None = None,
-) -> SubmitResult:
-    """Validate and submit a QUEUED run of ``job_name`` in one transaction.
-
-    A second submission with the same ``origin`` and ``run_key`` is a no-op that returns the
-    existing run (``created=False``).
-    """
-    if run_key is not None and not isinstance(run_key, str):
-        raise LaunchRequestError(f"job '{job_name}': run key must be a string, got {run_key!r}")
-    request = prepare_job_run(defs, storage, job_name, partition_key=partition_key, tags=tags, priority=priority)
-    return storage.submit_run(
-        request.plan, origin=origin, run_key=run_key, tags=request.tags, priority=request.priority
-    )
+    return JobRunRequest(plan, run_tags, priority, run_key)
 
 
 def _string_tags(job_name: str, tags: Any) -> dict[str, str]:

@@ -19,13 +19,13 @@ from tidegate.cli.common import (
     parse_tags,
 )
 from tidegate.definitions.defs import Definitions
-from tidegate.definitions.job import IMPLICIT_ASSET_JOB, RunPlan
+from tidegate.definitions.job import IMPLICIT_ASSET_JOB
 from tidegate.instance_config import InstanceConfig
 from tidegate.names import PRIORITY_TAG, RunStatus, StepStatus
 from tidegate.scheduler.launcher import Launcher
 from tidegate.storage.api import Storage
 from tidegate.storage.records import StepRecord
-from tidegate.submit import prepare_job_run
+from tidegate.submit import JobRunRequest, prepare_job_run
 
 _COLORS = {
     StepStatus.SUCCEEDED: "green",
@@ -37,33 +37,23 @@ _COLORS = {
 }
 
 
-def submit_and_follow(
-    defs: Definitions,
-    plan: RunPlan,
-    *,
-    origin: str,
-    tags: dict[str, str],
-    run_key: str | None,
-    priority: int,
-    wait: bool,
-) -> None:
+def submit_and_follow(defs: Definitions, storage: Storage, request: JobRunRequest, *, wait: bool) -> None:
     """Submit a run, start it (the beat's job until it runs), and optionally follow it."""
-    storage = open_storage()
     embedded = is_embedded_broker()
     if embedded and not wait:
         # Nothing outside this process reaches an in-memory broker: leave the run QUEUED for
         # the `tidegate dev` process that shares this database.
-        result = storage.submit_run(plan, origin=origin, run_key=run_key, tags=tags, priority=priority)
+        result = request.submit(storage, origin="cli")
         click.echo(f"run {result.run_id} queued: a running `tidegate dev` on {storage.safe_url} starts it")
         return
     app = get_app()
     launcher = Launcher(storage, CeleryPublisher(app, storage), defs=defs, config=InstanceConfig.load())
     with embedded_worker(defs) if embedded else nullcontext():
-        result = storage.submit_run(plan, origin=origin, run_key=run_key, tags=tags, priority=priority)
+        result = request.submit(storage, origin="cli")
         if not result.created:
-            click.echo(f"run {result.run_id} already exists for run key {run_key!r}; nothing submitted")
+            click.echo(f"run {result.run_id} already exists for run key {request.run_key!r}; nothing submitted")
         else:
-            click.echo(f"run {result.run_id} submitted: job {plan.job_name}, {len(plan.steps)} step(s)")
+            click.echo(f"run {result.run_id} submitted: job {request.plan.job_name}, {len(request.plan.steps)} step(s)")
         launcher.tick()
         if not wait:
             return
@@ -114,8 +104,8 @@ def _detail(step: StepRecord) -> str:
 def materialize(module: str | None, file_: str | None, selection: str, tags: tuple[str, ...], wait: bool) -> None:
     """Materialize a selection of assets on the workers; exit code 0 if the run succeeds."""
     defs = load(module, file_)
-    plan = defs.plan(IMPLICIT_ASSET_JOB, selection)
-    submit_and_follow(defs, plan, origin="cli", tags=parse_tags(tags), run_key=None, priority=0, wait=wait)
+    request = JobRunRequest(defs.plan(IMPLICIT_ASSET_JOB, selection), parse_tags(tags))
+    submit_and_follow(defs, open_storage(), request, wait=wait)
 
 
 @click.group()
@@ -144,9 +134,8 @@ def launch(
 ) -> None:
     """Launch a run of job NAME (of one partition with --partition)."""
     defs = load(module, file_)
+    storage = open_storage()
     request = prepare_job_run(
-        defs, open_storage(), name, partition_key=partition_key, tags=parse_tags(tags), priority=priority
+        defs, storage, name, partition_key=partition_key, tags=parse_tags(tags), priority=priority, run_key=run_key
     )
-    submit_and_follow(
-        defs, request.plan, origin="cli", tags=request.tags, run_key=run_key, priority=request.priority, wait=wait
-    )
+    submit_and_follow(defs, storage, request, wait=wait)

@@ -24,7 +24,7 @@ from tidegate.definitions.loading import load_definitions
 from tidegate.errors import TidegateError
 from tidegate.names import EXECUTE_STEP_TASK, LAUNCH_JOB_TASK
 from tidegate.storage.api import Storage
-from tidegate.submit import FLOWER_ORIGIN, submit_job_run
+from tidegate.submit import FLOWER_ORIGIN, prepare_job_run
 from tidegate.workers.execution import StepExecutor
 
 
@@ -92,16 +92,10 @@ def register_tasks(celery_app: Celery) -> None:
             executor = runtime(self.request.hostname or "worker")
         except DBAPIError as exc:
             raise self.retry(exc=exc, countdown=5, max_retries=12) from exc
-        result = submit_job_run(
-            executor.defs,
-            executor.storage,
-            job_name,
-            origin=FLOWER_ORIGIN,
-            partition_key=partition_key,
-            tags=tags,
-            run_key=run_key,
+        request = prepare_job_run(
+            executor.defs, executor.storage, job_name, partition_key=partition_key, tags=tags, run_key=run_key
         )
-        return result.run_id
+        return request.submit(executor.storage, origin=FLOWER_ORIGIN).run_id
 
 
 app = get_app()
