@@ -27,6 +27,13 @@ def parse_basic_auth(value: str) -> list[str]:
     return credentials
 
 
+def _flower_auth_given(flower_args: tuple[str, ...]) -> bool:
+    """Authentication given to Flower directly, as its own option or environment variable."""
+    if os.environ.get("FLOWER_BASIC_AUTH") or os.environ.get("FLOWER_AUTH"):
+        return True
+    return any(arg.split("=", 1)[0] in _FLOWER_AUTH_ARGS for arg in flower_args)
+
+
 def flower_argv(address: str, port: int, persistent: bool, db: str | None, flower_args: tuple[str, ...]) -> list[str]:
     """The ``celery flower`` arguments; credentials are not among them (see ``flower``)."""
     argv = ["flower", f"--address={address}", f"--port={port}"]
@@ -73,18 +80,15 @@ def flower(
     """
     if importlib.util.find_spec("flower") is None:
         raise ConfigError("tidegate flower needs Flower: pip install 'tidegate[flower]'")
-    other_auth = any(arg.split("=", 1)[0] in _FLOWER_AUTH_ARGS for arg in flower_args) or bool(
-        os.environ.get("FLOWER_BASIC_AUTH") or os.environ.get("FLOWER_AUTH")
-    )
     if basic_auth:
         # Flower reads FLOWER_BASIC_AUTH itself: the credentials never appear in an argv.
         os.environ["FLOWER_BASIC_AUTH"] = ",".join(parse_basic_auth(basic_auth))
-    elif not other_auth and not insecure:
-        raise ConfigError(
-            f"flower: no authentication configured; set {BASIC_AUTH_ENV}=user:password (or --basic-auth), "
-            "or pass --insecure to serve Flower without it"
-        )
-    elif insecure and not other_auth:
+    elif not _flower_auth_given(flower_args):
+        if not insecure:
+            raise ConfigError(
+                f"flower: no authentication configured; set {BASIC_AUTH_ENV}=user:password (or --basic-auth), "
+                "or pass --insecure to serve Flower without it"
+            )
         click.echo(f"warning: Flower on {address}:{port} without authentication (--insecure)", err=True)
     from tidegate.workers.app import app
 
