@@ -84,6 +84,7 @@ def seed(url: str, defs_path: Path) -> int:
     """Materialize a random 90% of the partitions directly in SQL; returns how many."""
     from sqlalchemy import insert
 
+    from tidegate.names import PartitionStatus
     from tidegate.storage.api import Storage
     from tidegate.storage.schema import asset_partitions, materializations
 
@@ -112,7 +113,13 @@ def seed(url: str, defs_path: Path) -> int:
             conn.execute(
                 insert(asset_partitions),
                 [
-                    dict(asset_key="readings", partition_key=k, status="MATERIALIZED", run_id="seed", updated_at=stamp)
+                    dict(
+                        asset_key="readings",
+                        partition_key=k,
+                        status=PartitionStatus.MATERIALIZED,
+                        run_id="seed",
+                        updated_at=stamp,
+                    )
                     for k in part
                 ],
             )

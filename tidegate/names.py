@@ -37,3 +37,11 @@ class StepStatus:
     SKIPPED = "SKIPPED"  # an upstream step failed
     CANCELED = "CANCELED"
     TERMINAL = frozenset({SUCCEEDED, FAILED, SKIPPED, CANCELED})
+
+
+class PartitionStatus:
+    """The latest outcome of one partition of one asset (MISSING: no outcome yet)."""
+
+    MATERIALIZED = "MATERIALIZED"
+    FAILED = "FAILED"
+    MISSING = "MISSING"

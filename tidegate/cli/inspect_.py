@@ -8,7 +8,7 @@ import click
 
 from tidegate.cli.common import code_location_options, handle_errors, is_embedded_broker, load, open_storage
 from tidegate.errors import TidegateError
-from tidegate.names import RunStatus
+from tidegate.names import PartitionStatus, RunStatus
 
 
 def _when(value: datetime | None) -> str:
@@ -96,7 +96,7 @@ def list_assets(module: str | None, file_: str | None) -> None:
         if partitions_def is not None:
             total = len(partitions_def.get_partition_keys(dynamic_keys=dynamic))
             status = counts.get(str(key), {})
-            done, failed = status.get("MATERIALIZED", 0), status.get("FAILED", 0)
+            done, failed = status.get(PartitionStatus.MATERIALIZED, 0), status.get(PartitionStatus.FAILED, 0)
             partitions = f"{done} materialized, {failed} failed, {max(0, total - done - failed)} missing of {total}"
         click.echo(f"{key!s:<32}{defs.assets[key].group_name:<16}{when:<21}  {run:<34}{partitions}")
 
@@ -258,7 +258,7 @@ def asset_partitions(asset: str, module: str | None, file_: str | None, missing:
     keys = definition.partitions_def.get_partition_keys(dynamic_keys=storage.dynamic_partition_keys)
     statuses = storage.partition_statuses(str(definition.key))
     for key in keys:
-        status, when, run_id = statuses.get(key, ("MISSING", None, "-"))
-        if missing and status == "MATERIALIZED":
+        status, when, run_id = statuses.get(key, (PartitionStatus.MISSING, None, "-"))
+        if missing and status == PartitionStatus.MATERIALIZED:
             continue
         click.echo(f"{key:<28}{status:<14}{_when(when) if when else '-':<21}  {run_id}")

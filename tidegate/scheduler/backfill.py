@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 from tidegate.definitions.defs import Definitions
 from tidegate.definitions.partitions import PartitionKeyRange
 from tidegate.errors import TidegateError
-from tidegate.names import RunStatus
+from tidegate.names import PartitionStatus, RunStatus
 from tidegate.storage.api import Storage
 from tidegate.storage.backfills import BACKFILL_TAG, BackfillRecord, BackfillStatus
 
@@ -103,7 +103,7 @@ def backfill_partitions(
     done: set[str] | None = None
     for asset_key in job.asset_keys:
         if defs.assets[asset_key].partitions_def is not None:
-            have = storage.partitions_with_status(str(asset_key), "MATERIALIZED")
+            have = storage.partitions_with_status(str(asset_key), PartitionStatus.MATERIALIZED)
             done = have if done is None else done & have
     return [k for k in keys_now if k not in (done or set())]
 

@@ -16,7 +16,7 @@ from sqlalchemy.engine import make_url
 
 from tidegate.definitions.job import PARTITION_TAG, RunPlan
 from tidegate.errors import RunNotFoundError, StorageError
-from tidegate.names import RunStatus, StepStatus
+from tidegate.names import PartitionStatus, RunStatus, StepStatus
 from tidegate.storage import migrate
 from tidegate.storage.backfills import BackfillStorage
 from tidegate.storage.control import RunControl
@@ -346,7 +346,7 @@ class Storage(RunControl, InstigatorStorage, DynamicPartitionStorage, BackfillSt
                         for key in (list[str | None](partition_keys) or [None])
                     ],
                 )
-                self._set_partition_status(conn, asset_key, partition_keys, "MATERIALIZED", run_id, now)
+                self._set_partition_status(conn, asset_key, partition_keys, PartitionStatus.MATERIALIZED, run_id, now)
                 new_events.append(NewEvent("ASSET_MATERIALIZATION", asset_key, {"metadata": dict(metadata)}))
             new_events.append(NewEvent("STEP_SUCCESS", None, {"attempt": attempt}))
             self._append_events(conn, run_id, step_key, new_events, now)
@@ -421,7 +421,7 @@ class Storage(RunControl, InstigatorStorage, DynamicPartitionStorage, BackfillSt
                 partition_keys = [tags[PARTITION_TAG]] if PARTITION_TAG in tags else []
             if partition_keys:
                 asset_key = asset_key or conn.execute(select(steps.c.asset_key).where(*owned).limit(1)).scalar_one()
-                self._set_partition_status(conn, asset_key, partition_keys, "FAILED", run_id, now)
+                self._set_partition_status(conn, asset_key, partition_keys, PartitionStatus.FAILED, run_id, now)
             skipped = self._skip_descendants(conn, run_id, step_key, now)
             handed_over = self._fill_pools(conn, {row.pool}, now) if row.pool is not None else []
             self._finish_steps(conn, run_id, 1 + skipped, now)
@@ -489,7 +489,7 @@ class Storage(RunControl, InstigatorStorage, DynamicPartitionStorage, BackfillSt
                 counts.setdefault(asset_key, {})[status] = count
         return counts
 
-    def partitions_with_status(self, asset_key: str, status: str = "MATERIALIZED") -> set[str]:
+    def partitions_with_status(self, asset_key: str, status: str = PartitionStatus.MATERIALIZED) -> set[str]:
         """The partitions of ``asset_key`` whose latest outcome is ``status``, in one query."""
         query = select(asset_partitions.c.partition_key).where(
             asset_partitions.c.asset_key == asset_key, asset_partitions.c.status == status
