@@ -121,6 +121,7 @@ def test_dev_runs_queued_runs_until_stopped(tmp_path: Path) -> None:
         text=True,
         cwd=tmp_path,
     )
+    status = None
     try:
         queued = _tidegate(tmp_path, "job", "launch", "big_job", "-f", str(PROJECT))
         assert queued.returncode == 0 and "queued" in queued.stdout, queued.stdout + queued.stderr
@@ -129,10 +130,11 @@ def test_dev_runs_queued_runs_until_stopped(tmp_path: Path) -> None:
         deadline = time.monotonic() + 60
         while storage.get_run(run_id).status not in RunStatus.TERMINAL and time.monotonic() < deadline:
             time.sleep(0.2)
-        assert storage.get_run(run_id).status == RunStatus.SUCCESS
+        status = storage.get_run(run_id).status
         storage.dispose()
     finally:
         dev.send_signal(signal.SIGINT)
         output, _ = dev.communicate(timeout=60)
+    assert status == RunStatus.SUCCESS, f"run {status}; tidegate dev (rc {dev.returncode}) said:\n{output}"
     assert dev.returncode == 0, output
     assert "tidegate dev" in output
