@@ -13,10 +13,10 @@ import pytest
 
 from tests.support import TIDEGATE
 from tidegate.definitions.loading import CodeLocation
+from tidegate.names import InstigatorStatus
 from tidegate.scheduler.beat import Beat
 from tidegate.scheduler.clock import FakeClock
 from tidegate.storage.api import Storage
-from tidegate.storage.instigators import InstigatorStatus
 from tidegate.storage.records import StepRef
 
 DEFINITIONS = '''

@@ -8,10 +8,9 @@ from pathlib import Path
 
 from tests.support import ROOT, TIDEGATE
 from tidegate.definitions.loading import CodeLocation
-from tidegate.names import RunStatus
+from tidegate.names import BACKFILL_TAG, BackfillStatus, RunStatus
 from tidegate.scheduler.backfill import BackfillDaemon, cancel_backfill
 from tidegate.storage.api import Storage
-from tidegate.storage.backfills import BACKFILL_TAG, BackfillStatus
 
 PROJECT = ROOT / "tests" / "projects" / "partition_project.py"
 DEFS = CodeLocation(file=str(PROJECT)).load()

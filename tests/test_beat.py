@@ -17,10 +17,11 @@ import pytest
 from sqlalchemy import text
 
 import tidegate as tg
-from tidegate.scheduler.beat import SCHEDULE_TAG, SENSOR_TAG, TICK_TAG, Beat
+from tidegate.names import SCHEDULE_TAG, SENSOR_TAG, TICK_TAG, InstigatorStatus, TickStatus
+from tidegate.scheduler.beat import Beat
 from tidegate.scheduler.clock import FakeClock
 from tidegate.storage.api import Storage
-from tidegate.storage.instigators import InstigatorStatus, PlannedRun, TickOutcome, TickStatus
+from tidegate.storage.instigators import PlannedRun, TickOutcome
 from tidegate.storage.records import RunRecord, StepRef
 
 RUNNING = tg.DefaultScheduleStatus.RUNNING

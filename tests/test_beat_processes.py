@@ -32,7 +32,7 @@ import pytest
 from sqlalchemy import select
 
 from tests.support import ROOT, TIDEGATE, tidegate_env, truncate_all
-from tidegate.scheduler.beat import SCHEDULE_TAG, TICK_TAG
+from tidegate.names import SCHEDULE_TAG, TICK_TAG
 from tidegate.storage.api import Storage
 from tidegate.storage.schema import instigators, leases, runs, ticks
 

@@ -16,12 +16,11 @@ from typing import Any
 import pytest
 
 import tidegate as tg
-from tidegate.definitions.file_sensor import FILE_TAG
 from tidegate.definitions.loading import CodeLocation
+from tidegate.names import FILE_TAG, InstigatorStatus, TickStatus
 from tidegate.scheduler.beat import Beat
 from tidegate.scheduler.clock import FakeClock
 from tidegate.storage.api import Storage
-from tidegate.storage.instigators import InstigatorStatus, TickStatus
 from tidegate.storage.records import RunRecord, StepRef
 
 RUNNING = tg.DefaultSensorStatus.RUNNING

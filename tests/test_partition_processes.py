@@ -17,9 +17,8 @@ from pathlib import Path
 import pytest
 
 from tests.support import ROOT, TIDEGATE, WorkerProcess, start_worker, tidegate_env, truncate_all
-from tidegate.names import RunStatus
+from tidegate.names import BackfillStatus, RunStatus
 from tidegate.storage.api import Storage
-from tidegate.storage.backfills import BackfillStatus
 
 PROJECT = ROOT / "tests" / "projects" / "seed_partitions_project.py"
 

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 import tidegate as dg  # the seed's import line, changed
 import tidegate as tg
-from tidegate.definitions.job import PARTITION_TAG
+from tidegate.names import PARTITION_TAG
 from tidegate.scheduler.beat import Beat
 from tidegate.scheduler.clock import FakeClock
 from tidegate.storage.api import Storage

@@ -26,10 +26,11 @@ import pytest
 
 from tests.s3_support import REGION, delete_bucket, new_bucket, s3_endpoint  # noqa: F401  (fixture)
 from tests.support import ROOT, TIDEGATE, WorkerProcess, tidegate_env, truncate_all
-from tidegate.definitions.job import PARTITION_TAG
-from tidegate.names import RunStatus
+from tidegate.names import PARTITION_TAG, RunStatus
+from tidegate.names import S3_BUCKET_TAG as BUCKET_TAG
+from tidegate.names import S3_KEY_TAG as KEY_TAG
 from tidegate.s3 import S3Resource
-from tidegate.s3.sensor import BUCKET_TAG, KEY_TAG, default_partition_key
+from tidegate.s3.sensor import default_partition_key
 from tidegate.storage.api import Storage
 
 PROJECT = ROOT / "tests" / "projects" / "s3_inbox_project.py"

@@ -32,14 +32,17 @@ from tests.s3_support import (
     s3_endpoint,  # noqa: F401
 )
 from tests.support import TIDEGATE
-from tidegate.definitions.job import PARTITION_TAG
 from tidegate.errors import InvalidDefinitionError
+from tidegate.names import PARTITION_TAG, TickStatus
+from tidegate.names import S3_BUCKET_TAG as BUCKET_TAG
+from tidegate.names import S3_ETAG_TAG as ETAG_TAG
+from tidegate.names import S3_KEY_TAG as KEY_TAG
+from tidegate.names import S3_SIZE_TAG as SIZE_TAG
 from tidegate.s3 import S3Resource
-from tidegate.s3.sensor import BUCKET_TAG, ETAG_TAG, KEY_TAG, SIZE_TAG, default_partition_key
+from tidegate.s3.sensor import default_partition_key
 from tidegate.scheduler.beat import Beat, TickReport
 from tidegate.scheduler.clock import FakeClock
 from tidegate.storage.api import Storage
-from tidegate.storage.instigators import TickStatus
 from tidegate.storage.records import StepRef
 
 RUNNING = tg.DefaultSensorStatus.RUNNING

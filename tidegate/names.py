@@ -1,7 +1,15 @@
-"""Constants shared by every process: task names, tag keys, states."""
+"""Constants shared by every process: task names, tag keys and every status, in one place.
+
+Statuses are :class:`enum.StrEnum` members, so they compare equal to (and are stored as) their
+plain string values; no status is spelled as a string literal anywhere else.
+"""
+
+from enum import StrEnum, nonmember
 
 EXECUTE_STEP_TASK = "tidegate.execute_step"
 LAUNCH_JOB_TASK = "tidegate.launch_job"  # launch a job from Flower: POST /api/task/async-apply/<this>
+
+# -- tag keys: every tag tidegate writes starts with TAG_PREFIX ---------------------------------
 
 TAG_PREFIX = "tidegate/"
 PRIORITY_TAG = "tidegate/priority"
@@ -9,6 +17,18 @@ MAX_RETRIES_TAG = "tidegate/max_retries"
 RETRY_NUMBER_TAG = "tidegate/retry_number"
 PARENT_RUN_TAG = "tidegate/parent_run_id"
 ROOT_RUN_TAG = "tidegate/root_run_id"
+PARTITION_TAG = "tidegate/partition"
+PARTITION_RANGE_START_TAG = "tidegate/partition_range_start"
+PARTITION_RANGE_END_TAG = "tidegate/partition_range_end"
+SCHEDULE_TAG = "tidegate/schedule"
+SENSOR_TAG = "tidegate/sensor"
+TICK_TAG = "tidegate/tick"
+BACKFILL_TAG = "tidegate/backfill"
+FILE_TAG = "tidegate/file"
+S3_BUCKET_TAG = "tidegate/s3_bucket"
+S3_KEY_TAG = "tidegate/s3_key"
+S3_ETAG_TAG = "tidegate/s3_etag"
+S3_SIZE_TAG = "tidegate/s3_size"
 
 
 def step_task_id(run_id: str, step_key: str, attempt: int) -> str:
@@ -17,16 +37,19 @@ def step_task_id(run_id: str, step_key: str, attempt: int) -> str:
     return f"{run_id}.{step_key}.{attempt}"
 
 
-class RunStatus:
+# -- statuses -----------------------------------------------------------------------------------
+
+
+class RunStatus(StrEnum):
     QUEUED = "QUEUED"
     STARTED = "STARTED"
     SUCCESS = "SUCCESS"
     FAILURE = "FAILURE"
     CANCELED = "CANCELED"
-    TERMINAL = frozenset({SUCCESS, FAILURE, CANCELED})
+    TERMINAL = nonmember(frozenset({SUCCESS, FAILURE, CANCELED}))
 
 
-class StepStatus:
+class StepStatus(StrEnum):
     PLANNED = "PLANNED"  # waiting for upstream steps
     WAITING = "WAITING"  # upstream done; waiting for a slot of its concurrency pool
     READY = "READY"  # may run; not yet handed to the broker (or due for a retry)
@@ -36,12 +59,33 @@ class StepStatus:
     FAILED = "FAILED"
     SKIPPED = "SKIPPED"  # an upstream step failed
     CANCELED = "CANCELED"
-    TERMINAL = frozenset({SUCCEEDED, FAILED, SKIPPED, CANCELED})
+    TERMINAL = nonmember(frozenset({SUCCEEDED, FAILED, SKIPPED, CANCELED}))
 
 
-class PartitionStatus:
+class PartitionStatus(StrEnum):
     """The latest outcome of one partition of one asset (MISSING: no outcome yet)."""
 
     MATERIALIZED = "MATERIALIZED"
     FAILED = "FAILED"
     MISSING = "MISSING"
+
+
+class TickStatus(StrEnum):
+    """How one schedule or sensor tick ended."""
+
+    SUCCESS = "SUCCESS"
+    SKIPPED = "SKIPPED"
+    FAILURE = "FAILURE"
+
+
+class InstigatorStatus(StrEnum):
+    """Whether a schedule or sensor is evaluated by the beat."""
+
+    RUNNING = "RUNNING"
+    STOPPED = "STOPPED"
+
+
+class BackfillStatus(StrEnum):
+    REQUESTED = "REQUESTED"
+    COMPLETED = "COMPLETED"
+    CANCELED = "CANCELED"

@@ -17,8 +17,9 @@ import os
 from typing import Any
 
 import tidegate as tg
+from tidegate.names import S3_BUCKET_TAG as BUCKET_TAG
+from tidegate.names import S3_KEY_TAG as KEY_TAG
 from tidegate.s3 import S3IOManager, S3Resource, s3_sensor
-from tidegate.s3.sensor import BUCKET_TAG, KEY_TAG
 
 BUCKET = os.environ.get("S3_PROJECT_BUCKET", "tidegate-test")
 inbox_files = tg.DynamicPartitionsDefinition(name="inbox_files")

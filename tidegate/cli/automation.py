@@ -16,7 +16,7 @@ from tidegate.definitions.instigator import DefaultScheduleStatus
 from tidegate.definitions.schedule import ScheduleDefinition, ScheduleEvaluationContext
 from tidegate.definitions.sensor import SensorDefinition, SensorEvaluationContext
 from tidegate.errors import TidegateError
-from tidegate.storage.instigators import InstigatorStatus
+from tidegate.names import InstigatorStatus
 
 
 def _status(defs_default: DefaultScheduleStatus, stored: str | None) -> str:

@@ -17,8 +17,9 @@ from tidegate.cli.common import (
     load,
     open_storage,
 )
+from tidegate.names import BackfillStatus, RunStatus
 from tidegate.storage.api import Storage
-from tidegate.storage.backfills import BackfillRecord, BackfillStatus
+from tidegate.storage.backfills import BackfillRecord
 
 
 class _BackfillGroup(click.Group):
@@ -87,7 +88,7 @@ def launch(
             click.echo("a running `tidegate dev` on this database carries it out")
         return
     status = _follow(defs, storage, record)
-    failed = storage.backfill_progress(storage.get_backfill(record.backfill_id)).by_status.get("FAILURE", 0)
+    failed = storage.backfill_progress(storage.get_backfill(record.backfill_id)).by_status.get(RunStatus.FAILURE, 0)
     sys.exit(0 if status == BackfillStatus.COMPLETED and not failed else 1)  # 1: a run failed or it was canceled
 
 
@@ -108,7 +109,7 @@ def _follow(defs: Any, storage: Storage, record: BackfillRecord) -> str:
             progress = storage.backfill_progress(current)
             width = 30
             filled = int(width * progress.done / max(1, progress.total))
-            failed = progress.by_status.get("FAILURE", 0)
+            failed = progress.by_status.get(RunStatus.FAILURE, 0)
             line = (
                 f"\r[{'#' * filled}{'.' * (width - filled)}] {progress.done}/{progress.total} done, "
                 f"{progress.in_flight} in flight, {failed} failed"

@@ -27,7 +27,7 @@ from tidegate.storage.api import Storage
 from tidegate.storage.records import StepRecord
 from tidegate.submit import JobRunRequest, prepare_job_run
 
-_COLORS = {
+_COLORS: dict[str, str] = {
     StepStatus.SUCCEEDED: "green",
     StepStatus.FAILED: "red",
     StepStatus.SKIPPED: "yellow",

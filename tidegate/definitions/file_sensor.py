@@ -28,8 +28,8 @@ from tidegate.definitions.sensor import (
     make_sensor,
 )
 from tidegate.errors import InvalidDefinitionError
+from tidegate.names import FILE_TAG
 
-FILE_TAG = "tidegate/file"
 SAFETY_LAG_SECONDS = 5.0
 
 

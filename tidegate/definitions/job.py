@@ -11,12 +11,9 @@ from tidegate.definitions.key import AssetKey
 from tidegate.definitions.partitions import PartitionKeyRange, PartitionsDefinition
 from tidegate.definitions.selection import AssetSelection, CoercibleToAssetSelection, coerce_selection
 from tidegate.errors import EmptySelectionError, InvalidDefinitionError, InvalidSelectionError
+from tidegate.names import PARTITION_RANGE_END_TAG, PARTITION_RANGE_START_TAG, PARTITION_TAG
 
 IMPLICIT_ASSET_JOB = "__ASSET_JOB"
-PARTITION_TAG = "tidegate/partition"
-# A run over a range of partitions (BackfillPolicy.single_run()) carries both ends instead.
-PARTITION_RANGE_START_TAG = "tidegate/partition_range_start"
-PARTITION_RANGE_END_TAG = "tidegate/partition_range_end"
 _JOB_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_\-]*$")
 
 

@@ -54,12 +54,11 @@ from tidegate.definitions.sensor import (
     make_sensor,
 )
 from tidegate.errors import InstigatorEvaluationError, InvalidDefinitionError
+from tidegate.names import S3_BUCKET_TAG as BUCKET_TAG
+from tidegate.names import S3_ETAG_TAG as ETAG_TAG
+from tidegate.names import S3_KEY_TAG as KEY_TAG
+from tidegate.names import S3_SIZE_TAG as SIZE_TAG
 from tidegate.s3.resource import S3Resource
-
-BUCKET_TAG = "tidegate/s3_bucket"
-KEY_TAG = "tidegate/s3_key"
-ETAG_TAG = "tidegate/s3_etag"
-SIZE_TAG = "tidegate/s3_size"
 
 MODES = ("ordered", "any", "events")
 LIST_PAGE = 1000  # the most keys one ListObjectsV2 request returns

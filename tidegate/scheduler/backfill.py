@@ -12,9 +12,9 @@ from datetime import UTC, datetime
 from tidegate.definitions.defs import Definitions
 from tidegate.definitions.partitions import PartitionKeyRange
 from tidegate.errors import TidegateError
-from tidegate.names import PartitionStatus, RunStatus
+from tidegate.names import BACKFILL_TAG, BackfillStatus, PartitionStatus, RunStatus
 from tidegate.storage.api import Storage
-from tidegate.storage.backfills import BACKFILL_TAG, BackfillRecord, BackfillStatus
+from tidegate.storage.backfills import BackfillRecord
 
 log = logging.getLogger("tidegate.backfill")
 

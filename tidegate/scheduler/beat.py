@@ -34,27 +34,22 @@ from tidegate.definitions.schedule import ScheduleDefinition, ScheduleEvaluation
 from tidegate.definitions.sensor import SensorDefinition, SensorEvaluationContext
 from tidegate.errors import TidegateError
 from tidegate.instance_config import InstanceConfig
-from tidegate.names import PRIORITY_TAG
+from tidegate.names import PRIORITY_TAG, SCHEDULE_TAG, SENSOR_TAG, TICK_TAG, InstigatorStatus, TickStatus
 from tidegate.scheduler.backfill import BackfillDaemon
 from tidegate.scheduler.clock import Clock, SystemClock
 from tidegate.scheduler.launcher import Launcher
 from tidegate.storage.api import Storage
 from tidegate.storage.instigators import (
     InstigatorState,
-    InstigatorStatus,
     PlannedRun,
     TickOutcome,
     TickRecord,
-    TickStatus,
 )
 from tidegate.storage.records import StepRef
 
 log = logging.getLogger("tidegate.beat")
 
 LEASE_NAME = "beat"
-SCHEDULE_TAG = "tidegate/schedule"
-SENSOR_TAG = "tidegate/sensor"
-TICK_TAG = "tidegate/tick"
 
 
 @dataclass

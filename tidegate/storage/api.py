@@ -14,9 +14,9 @@ from typing import Any
 from sqlalchemy import Connection, Engine, and_, case, exists, func, insert, select, update
 from sqlalchemy.engine import make_url
 
-from tidegate.definitions.job import PARTITION_TAG, RunPlan
+from tidegate.definitions.job import RunPlan
 from tidegate.errors import RunNotFoundError, StorageError
-from tidegate.names import PartitionStatus, RunStatus, StepStatus
+from tidegate.names import PARTITION_TAG, PartitionStatus, RunStatus, StepStatus
 from tidegate.storage import migrate
 from tidegate.storage.backfills import BackfillStorage
 from tidegate.storage.control import RunControl

@@ -12,20 +12,12 @@ from typing import TYPE_CHECKING
 
 from sqlalchemy import insert, select, update
 
-from tidegate.names import RunStatus
+from tidegate.names import BackfillStatus, RunStatus
 from tidegate.storage.records import from_row
 from tidegate.storage.schema import backfills, runs
 
 if TYPE_CHECKING:
     from sqlalchemy import Engine
-
-BACKFILL_TAG = "tidegate/backfill"
-
-
-class BackfillStatus:
-    REQUESTED = "REQUESTED"
-    COMPLETED = "COMPLETED"
-    CANCELED = "CANCELED"
 
 
 @dataclass(frozen=True)

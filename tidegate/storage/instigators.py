@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import Connection, delete, select, update
 
 from tidegate.definitions.job import RunPlan
+from tidegate.names import InstigatorStatus, TickStatus
 from tidegate.storage.engine import dialect_insert
 from tidegate.storage.schema import instigators, leases, ticks
 
@@ -21,17 +22,6 @@ if TYPE_CHECKING:
     from sqlalchemy import Engine
 
     from tidegate.storage.records import SubmitResult
-
-
-class TickStatus:
-    SUCCESS = "SUCCESS"
-    SKIPPED = "SKIPPED"
-    FAILURE = "FAILURE"
-
-
-class InstigatorStatus:
-    RUNNING = "RUNNING"
-    STOPPED = "STOPPED"
 
 
 @dataclass(frozen=True)

@@ -19,10 +19,10 @@ from typing import Any
 from tidegate.definitions.asset import DEFAULT_IO_MANAGER_KEY, AssetsDefinition
 from tidegate.definitions.context import AssetExecutionContext, MaterializeResult, Resources
 from tidegate.definitions.defs import Definitions
-from tidegate.definitions.job import PARTITION_RANGE_END_TAG, PARTITION_RANGE_START_TAG, PARTITION_TAG
 from tidegate.definitions.key import AssetKey
 from tidegate.definitions.partitions import AllPartitionMapping
 from tidegate.errors import TidegateError
+from tidegate.names import PARTITION_RANGE_END_TAG, PARTITION_RANGE_START_TAG, PARTITION_TAG
 from tidegate.storage.api import Storage
 from tidegate.storage.records import ClaimedStep, NewEvent, StepRef
 from tidegate.workers.io import FilesystemIOManager, InputContext, IOManager, OutputContext

@@ -21,7 +21,7 @@ from tidegate.definitions.job import IMPLICIT_ASSET_JOB
 from tidegate.definitions.key import AssetKey, CoercibleToAssetKey
 from tidegate.definitions.selection import CoercibleToAssetSelection
 from tidegate.errors import RunFailedError
-from tidegate.names import RunStatus
+from tidegate.names import RunStatus, StepStatus
 from tidegate.storage.api import Storage
 from tidegate.storage.records import EventRecord, MaterializationRecord, RunRecord, StepRecord, StepRef
 from tidegate.workers.execution import StepExecutor
@@ -99,7 +99,7 @@ def materialize(
         storage.dispose()
         shutil.rmtree(workdir, ignore_errors=True)
     if raise_on_error and not result.success:
-        failed = [s for s in result.steps if s.error and s.status == "FAILED"]
+        failed = [s for s in result.steps if s.error and s.status == StepStatus.FAILED]
         detail = "\n".join(f"step '{s.step_key}' failed:\n{s.error}" for s in failed)
         raise RunFailedError(f"run {run_id} ended {result.run.status}\n{detail}")
     return result
