@@ -432,9 +432,14 @@ def test_sensor_and_schedule_options_are_validated_at_definition_time() -> None:
     cases: list[tuple[Any, str]] = [
         (lambda: tg.sensor(job=IMPORT, minimum_interval_seconds=0)(original.evaluation_fn), "minimum_interval_seconds"),
         (lambda: tg.sensor(job=IMPORT, time_limit_seconds=-1)(original.evaluation_fn), "time_limit_seconds"),
-        (lambda: tg.sensor(job=IMPORT, target=[raw])(original.evaluation_fn), "give job= or target=, not both"),
-        (lambda: tg.sensor()(original.evaluation_fn), "no target"),
-        (lambda: tg.ScheduleDefinition("s", cron_schedule="0 * * * *", job=IMPORT, target="*"), "not both"),
+        (lambda: tg.sensor(job=IMPORT, target=[raw])(original.evaluation_fn), "give only one of target=, job="),
+        (lambda: tg.sensor(jobs=[IMPORT], job_name="x")(original.evaluation_fn), "give only one of jobs=, job_name="),
+        (lambda: tg.sensor(jobs=[])(original.evaluation_fn), "jobs= must be a non-empty list"),
+        (lambda: tg.sensor(jobs=[IMPORT, "import_job"])(original.evaluation_fn), "names job 'import_job' twice"),
+        (lambda: tg.sensor(job_name="no such name")(original.evaluation_fn), "invalid job name"),
+        (lambda: tg.ScheduleDefinition("s", cron_schedule="0 * * * *"), "no target"),
+        (lambda: tg.ScheduleDefinition("s", cron_schedule="0 * * * *", job=IMPORT, target="*"), "only one of"),
+        (lambda: tg.ScheduleDefinition("s", cron_schedule="0 * * * *", job=IMPORT, job_name="x"), "only one of"),
     ]
     for build, fragment in cases:
         with pytest.raises(tg.InvalidDefinitionError, match=fragment):

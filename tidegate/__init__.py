@@ -7,6 +7,7 @@ from tidegate.definitions.asset import AssetIn, AssetsDefinition, asset
 from tidegate.definitions.context import AssetExecutionContext, MaterializeResult
 from tidegate.definitions.defs import Definitions
 from tidegate.definitions.file_sensor import file_sensor
+from tidegate.definitions.instance import DagsterRun, DagsterRunStatus, EventLogEntry, RunRecord, RunsFilter
 from tidegate.definitions.instigator import DefaultScheduleStatus, DefaultSensorStatus
 from tidegate.definitions.job import define_asset_job
 from tidegate.definitions.key import AssetKey
@@ -33,9 +34,14 @@ from tidegate.definitions.partitions import (
 from tidegate.definitions.resource import ConfigurableResource
 from tidegate.definitions.retry import Backoff, Jitter, RetryPolicy
 from tidegate.definitions.run_request import RunRequest, SensorResult, SkipReason
-from tidegate.definitions.schedule import ScheduleDefinition, ScheduleEvaluationContext, schedule
+from tidegate.definitions.schedule import (
+    ScheduleDefinition,
+    ScheduleEvaluationContext,
+    build_schedule_context,
+    schedule,
+)
 from tidegate.definitions.selection import AssetSelection
-from tidegate.definitions.sensor import SensorDefinition, SensorEvaluationContext, sensor
+from tidegate.definitions.sensor import SensorDefinition, SensorEvaluationContext, build_sensor_context, sensor
 from tidegate.errors import (
     DefinitionError,
     DefinitionsLoadError,
@@ -43,14 +49,17 @@ from tidegate.errors import (
     DuplicateDefinitionError,
     EmptySelectionError,
     InvalidDefinitionError,
+    InvalidInvocationError,
     InvalidSelectionError,
     MissingResourceError,
     PartitionKeyError,
+    RunRequestTargetError,
     TidegateError,
     UnknownDependencyError,
     UnknownJobError,
 )
 from tidegate.s3 import S3IOManager, S3Resource, s3_sensor  # boto3 is imported only when a client is built
+from tidegate.storage.instance import DagsterInstance, instance_for_test
 from tidegate.workers.inprocess import ExecuteInProcessResult, materialize
 from tidegate.workers.io import FilesystemIOManager, InMemoryIOManager, InputContext, IOManager, OutputContext
 
@@ -67,6 +76,9 @@ __all__ = [
     "BackfillPolicy",
     "Backoff",
     "ConfigurableResource",
+    "DagsterInstance",
+    "DagsterRun",
+    "DagsterRunStatus",
     "DailyPartitionsDefinition",
     "DefaultScheduleStatus",
     "DefaultSensorStatus",
@@ -78,6 +90,7 @@ __all__ = [
     "DuplicateDefinitionError",
     "DynamicPartitionsDefinition",
     "EmptySelectionError",
+    "EventLogEntry",
     "ExecuteInProcessResult",
     "FilesystemIOManager",
     "HourlyPartitionsDefinition",
@@ -86,6 +99,7 @@ __all__ = [
     "InMemoryIOManager",
     "InputContext",
     "InvalidDefinitionError",
+    "InvalidInvocationError",
     "InvalidSelectionError",
     "Jitter",
     "MaterializeResult",
@@ -97,7 +111,10 @@ __all__ = [
     "PartitionMapping",
     "PartitionsDefinition",
     "RetryPolicy",
+    "RunRecord",
     "RunRequest",
+    "RunRequestTargetError",
+    "RunsFilter",
     "S3IOManager",
     "S3Resource",
     "ScheduleDefinition",
@@ -115,9 +132,12 @@ __all__ = [
     "UnknownJobError",
     "WeeklyPartitionsDefinition",
     "asset",
+    "build_schedule_context",
     "build_schedule_from_partitioned_job",
+    "build_sensor_context",
     "define_asset_job",
     "file_sensor",
+    "instance_for_test",
     "materialize",
     "s3_sensor",
     "schedule",

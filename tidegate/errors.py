@@ -88,6 +88,15 @@ class InstigatorEvaluationError(TidegateError):
     """A schedule or sensor function returned something it may not (recorded on its tick)."""
 
 
+class RunRequestTargetError(InstigatorEvaluationError):
+    """A RunRequest's job does not fit its instigator: no job_name although the instigator
+    targets several jobs (or none), or a job_name it does not target."""
+
+
+class InvalidInvocationError(TidegateError):
+    """A schedule or sensor called directly (in a unit test) with arguments it cannot take."""
+
+
 class RunFailedError(TidegateError):
     """An in-process run (``tidegate.materialize``) failed; the message holds the traceback."""
 

@@ -17,6 +17,7 @@ from tidegate.definitions.schedule import ScheduleDefinition, ScheduleEvaluation
 from tidegate.definitions.sensor import SensorDefinition, SensorEvaluationContext
 from tidegate.errors import TidegateError
 from tidegate.names import InstigatorStatus
+from tidegate.storage.instance import DagsterInstance
 
 
 def _status(defs_default: DefaultScheduleStatus, stored: str | None) -> str:
@@ -63,10 +64,15 @@ def schedule_preview(name: str, module: str | None, file_: str | None, ticks: in
     s = _get(defs, "schedule", name)
     assert isinstance(s, ScheduleDefinition)
     upcoming = cron_ticks(s.cron_schedule, s.timezone, datetime.now(UTC))
+    instance = DagsterInstance(open_storage())
     for _ in range(ticks):
         when = next(upcoming)
         context = ScheduleEvaluationContext(
-            when.astimezone(s.timezone), s.name, Resources(defs.resources), logging.getLogger("tidegate.preview")
+            when.astimezone(s.timezone),
+            s.name,
+            Resources(defs.resources),
+            logging.getLogger("tidegate.preview"),
+            instance=instance,
         )
         try:
             evaluation = s.evaluate(context, defs.resources)
@@ -109,7 +115,8 @@ def sensor_preview(name: str, module: str | None, file_: str | None, cursor: str
     defs = load(module, file_)
     s = _get(defs, "sensor", name)
     assert isinstance(s, SensorDefinition)
-    state = open_storage().get_instigator(name)
+    storage = open_storage()
+    state = storage.get_instigator(name)
     context = SensorEvaluationContext(
         sensor_name=name,
         cursor=cursor if cursor is not None else (state.cursor if state else None),
@@ -117,6 +124,7 @@ def sensor_preview(name: str, module: str | None, file_: str | None, cursor: str
         last_run_key=state.last_run_key if state else None,
         resources=Resources(defs.resources),
         log=logging.getLogger("tidegate.preview"),
+        instance=DagsterInstance(storage),
     )
     try:
         evaluation = s.evaluate(context, defs.resources)

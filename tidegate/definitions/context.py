@@ -33,6 +33,9 @@ class Resources:
     def __repr__(self) -> str:
         return f"Resources({sorted(self._values)})"
 
+    def as_dict(self) -> dict[str, Any]:
+        return dict(self._values)
+
 
 @dataclass
 class AssetExecutionContext:

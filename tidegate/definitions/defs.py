@@ -205,11 +205,9 @@ class Definitions:
         dynamic_keys: DynamicKeys | None = None,
         current_time: datetime | None = None,
     ) -> RunPlan:
-        """The plan for a schedule's or sensor's RunRequest (its job_name and
-        asset_selection override the instigator's target)."""
-        job_name = request.job_name or target.job_name or IMPLICIT_ASSET_JOB
-        if request.job_name and request.job_name not in self.jobs:
-            raise UnknownJobError(f"{label}: RunRequest names job '{request.job_name}', which is not defined")
+        """The plan for a schedule's or sensor's RunRequest (its job_name, which must be one the
+        instigator targets, and its asset_selection override the instigator's target)."""
+        job_name = target.job_for(label, request.job_name, self.jobs) or IMPLICIT_ASSET_JOB
         selection: CoercibleToAssetSelection | None = None
         if request.asset_selection is not None:
             selection = list(request.asset_selection)
@@ -227,10 +225,12 @@ class Definitions:
 
     def _check_instigator(self, instigator: ScheduleDefinition | SensorDefinition) -> None:
         target = instigator.target
-        if target.job is not None and target.job.name not in self.jobs:
-            self.jobs[target.job.name] = target.job.resolve(self.graph)  # as Dagster: targeted jobs join
-        if target.job_name is not None and target.job_name not in self.jobs:
-            raise InvalidDefinitionError(f"{instigator.label}: targets job '{target.job_name}', which is not defined")
+        for job in target.job_definitions:
+            if job.name not in self.jobs:
+                self.jobs[job.name] = job.resolve(self.graph)  # as Dagster: targeted jobs join
+        for job_name in target.job_names:
+            if job_name not in self.jobs:
+                raise InvalidDefinitionError(f"{instigator.label}: targets job '{job_name}', which is not defined")
         if target.selection is not None:
             try:
                 keys = target.selection.resolve(self.graph)

@@ -5,14 +5,22 @@ from __future__ import annotations
 
 import inspect
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any
 
+from tidegate.definitions.context import Resources
 from tidegate.definitions.job import UnresolvedAssetJob
 from tidegate.definitions.selection import AssetSelection, CoercibleToAssetSelection, coerce_selection
-from tidegate.errors import InvalidDefinitionError, InvalidSelectionError
+from tidegate.errors import (
+    InvalidDefinitionError,
+    InvalidInvocationError,
+    InvalidSelectionError,
+    MissingResourceError,
+    RunRequestTargetError,
+    UnknownJobError,
+)
 
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_\-]*$")
 
@@ -27,33 +35,113 @@ DefaultSensorStatus = DefaultScheduleStatus
 
 @dataclass(frozen=True)
 class Target:
-    """A job (by definition or name), or an asset selection run as an ad-hoc job."""
+    """What a schedule or sensor runs: one or more jobs (by definition or by name), or an asset
+    selection run as an ad-hoc job; nothing at all for a sensor that requests no runs."""
 
-    job: UnresolvedAssetJob | None = None
-    job_name: str | None = None
+    jobs: tuple[UnresolvedAssetJob | str, ...] = ()
     selection: AssetSelection | None = None
 
     @property
+    def job_names(self) -> tuple[str, ...]:
+        return tuple(j if isinstance(j, str) else j.name for j in self.jobs)
+
+    @property
+    def job_name(self) -> str | None:
+        """The targeted job's name when there is exactly one."""
+        return self.job_names[0] if len(self.jobs) == 1 else None
+
+    @property
+    def job_definitions(self) -> tuple[UnresolvedAssetJob, ...]:
+        """The targeted jobs given as definitions (they join Definitions, as in Dagster)."""
+        return tuple(j for j in self.jobs if isinstance(j, UnresolvedAssetJob))
+
+    @property
     def describe(self) -> str:
-        if self.job_name:
-            return f"job {self.job_name}"
-        return "asset selection"
+        if self.jobs:
+            return f"job{'s' if len(self.jobs) > 1 else ''} {', '.join(self.job_names)}"
+        return "asset selection" if self.selection is not None else "nothing"
+
+    def job_for(self, label: str, job_name: str | None, known_jobs: Collection[str]) -> str | None:
+        """The job a RunRequest with ``job_name`` runs, as in Dagster: a request to an
+        instigator with several jobs must name one of them; a named job must be one the
+        instigator targets (for an asset-selection target, any defined job). None: the ad-hoc
+        job of the selection. A wrong request raises a typed error naming both."""
+        if self.selection is None and not self.jobs:
+            raise RunRequestTargetError(
+                f"{label}: requested a run but targets no job; give the decorator target=, job=, jobs= or job_name="
+            )
+        if job_name is None:
+            if len(self.jobs) > 1:
+                raise RunRequestTargetError(
+                    f"{label}: targets several jobs ({', '.join(self.job_names)}); each RunRequest must "
+                    "set job_name to one of them"
+                )
+            return self.job_name
+        if job_name not in known_jobs:
+            raise UnknownJobError(f"{label}: RunRequest names job '{job_name}', which is not defined")
+        if self.jobs and job_name not in self.job_names:
+            raise RunRequestTargetError(
+                f"{label}: RunRequest names job '{job_name}', which it does not target "
+                f"(targets: {', '.join(self.job_names)})"
+            )
+        return job_name
 
 
-def coerce_target(label: str, job: Any, target: Any) -> Target:
-    if job is not None and target is not None:
-        raise InvalidDefinitionError(f"{label}: give job= or target=, not both")
-    value = job if job is not None else target
-    if value is None:
-        raise InvalidDefinitionError(f"{label}: no target (pass target=a job or an asset selection)")
+def coerce_target(
+    label: str,
+    job: Any,
+    target: Any,
+    *,
+    job_name: Any = None,
+    jobs: Any = None,
+    asset_selection: Any = None,
+    required: bool = True,
+) -> Target:
+    """One Target from the mutually exclusive ways Dagster spells it (target=, job=, jobs=,
+    job_name=, asset_selection=); ``required=False`` lets a sensor target nothing."""
+    given = {
+        k: v
+        for k, v in (
+            ("target", target),
+            ("job", job),
+            ("jobs", jobs),
+            ("job_name", job_name),
+            ("asset_selection", asset_selection),
+        )
+        if v is not None
+    }
+    if len(given) > 1:
+        raise InvalidDefinitionError(f"{label}: give only one of {', '.join(f'{k}=' for k in given)}")
+    if not given:
+        if required:
+            raise InvalidDefinitionError(f"{label}: no target (pass target=a job or an asset selection)")
+        return Target()
+    kind, value = next(iter(given.items()))
+    if kind == "job_name" or (kind == "job" and isinstance(value, str)):
+        if not isinstance(value, str) or not _NAME.match(value):
+            raise InvalidDefinitionError(f"{label}: invalid job name {value!r}")
+        return Target(jobs=(value,))
+    if kind == "jobs":
+        return _coerce_jobs(label, value)
     if isinstance(value, UnresolvedAssetJob):
-        return Target(job=value, job_name=value.name)
-    if isinstance(value, str) and job is not None:
-        return Target(job_name=value)
+        return Target(jobs=(value,))
     try:
         return Target(selection=coerce_selection(_as_selection(value)))
     except (InvalidSelectionError, InvalidDefinitionError, TypeError) as exc:
         raise InvalidDefinitionError(f"{label}: invalid target {value!r} ({exc})") from None
+
+
+def _coerce_jobs(label: str, value: Any) -> Target:
+    if isinstance(value, str | UnresolvedAssetJob) or not isinstance(value, Sequence) or not value:
+        raise InvalidDefinitionError(f"{label}: jobs= must be a non-empty list of jobs, got {value!r}")
+    for item in value:
+        if not isinstance(item, UnresolvedAssetJob | str):
+            raise InvalidDefinitionError(f"{label}: jobs= holds {item!r}, not a job")
+    target = Target(jobs=tuple(value))
+    duplicates = sorted({n for n in target.job_names if target.job_names.count(n) > 1})
+    if duplicates:
+        raise InvalidDefinitionError(f"{label}: jobs= names job '{duplicates[0]}' twice")
+    return target
 
 
 def _as_selection(value: Any) -> CoercibleToAssetSelection:
@@ -94,3 +182,37 @@ def call_user_code(
 ) -> Any:
     kwargs = {name: resources[name] for name in params}
     return fn(context, **kwargs) if takes_context else fn(**kwargs)
+
+
+def invoke_directly(
+    label: str,
+    fn: Callable[..., Any],
+    takes_context: bool,
+    params: Sequence[str],
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    context_type: type[Any],
+    default_context: Callable[[], Any],
+) -> Any:
+    """Call a schedule's or sensor's function as Dagster's direct invocation does (a user's
+    unit test: ``my_sensor(build_sensor_context(...))``): at most one positional argument, the
+    context; resources by keyword or from the context's resources. Returns what the function
+    returned (a generator stays a generator)."""
+    extra = {k: v for k, v in kwargs.items() if k not in params}
+    if len(args) + len(extra) > 1:
+        raise InvalidInvocationError(f"{label}: called with more than a context and resources ({sorted(extra)})")
+    context: Any = args[0] if args else next(iter(extra.values()), None)
+    if context is None:
+        if takes_context:
+            raise InvalidInvocationError(f"{label}: its function takes a context; pass one (build_*_context())")
+        context = default_context()
+    if not isinstance(context, context_type):
+        raise InvalidInvocationError(
+            f"{label}: expected a {context_type.__name__} as the context, got {type(context).__name__}"
+        )
+    resources: Resources = context.resources
+    available = {**resources.as_dict(), **{k: v for k, v in kwargs.items() if k in params}}
+    missing = [name for name in params if name not in available]
+    if missing:
+        raise MissingResourceError(f"{label}: missing resource '{missing[0]}' (pass it to the context's resources=)")
+    return call_user_code(fn, context, takes_context, params, available)

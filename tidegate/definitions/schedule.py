@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
 from tidegate.definitions.context import Resources
 from tidegate.definitions.cron import validate_cron, validate_timezone
+from tidegate.definitions.instance import Instance
 from tidegate.definitions.instigator import (
     DefaultScheduleStatus,
     Target,
@@ -18,18 +18,84 @@ from tidegate.definitions.instigator import (
     check_name,
     check_tags,
     coerce_target,
+    invoke_directly,
     resource_params,
 )
 from tidegate.definitions.run_request import Evaluation, RunRequest, normalize
-from tidegate.errors import InvalidDefinitionError
+from tidegate.errors import InvalidDefinitionError, InvalidInvocationError
 
 
-@dataclass
 class ScheduleEvaluationContext:
-    scheduled_execution_time: datetime  # aware, in the schedule's timezone
-    schedule_name: str
-    resources: Resources
-    log: logging.Logger
+    """What a schedule function sees: the tick's time (aware, in the schedule's timezone),
+    resources, a logger and ``instance`` (runs, materializations, dynamic partitions). Build
+    one for a unit test with :func:`build_schedule_context`."""
+
+    def __init__(
+        self,
+        scheduled_execution_time: datetime | None,
+        schedule_name: str | None,
+        resources: Resources,
+        log: logging.Logger,
+        instance: Instance | None = None,
+    ) -> None:
+        self._scheduled_execution_time = scheduled_execution_time
+        self.schedule_name = schedule_name
+        self.resources = resources
+        self.log = log
+        self._instance = instance
+
+    @property
+    def scheduled_execution_time(self) -> datetime:
+        if self._scheduled_execution_time is None:
+            raise InvalidInvocationError(
+                f"schedule '{self.schedule_name or '?'}': this context has no scheduled_execution_time; "
+                "pass build_schedule_context(scheduled_execution_time=...)"
+            )
+        return self._scheduled_execution_time
+
+    @property
+    def instance(self) -> Instance:
+        """Read runs, materializations and dynamic partitions (``get_runs``, ``get_run_records``,
+        ``get_latest_materialization_event``, ``get_dynamic_partitions``, ...)."""
+        if self._instance is None:
+            raise InvalidInvocationError(
+                f"schedule '{self.schedule_name or '?'}': this context has no instance; "
+                "pass build_schedule_context(instance=...) (e.g. tidegate.instance_for_test())"
+            )
+        return self._instance
+
+    def __enter__(self) -> ScheduleEvaluationContext:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+    def __repr__(self) -> str:
+        return f"ScheduleEvaluationContext(schedule_name={self.schedule_name!r}, at={self._scheduled_execution_time})"
+
+
+def build_schedule_context(
+    instance: Instance | None = None,
+    scheduled_execution_time: datetime | None = None,
+    resources: Mapping[str, Any] | None = None,
+    *,
+    definitions: Any = None,
+    schedule_name: str | None = None,
+) -> ScheduleEvaluationContext:
+    """A context to call a schedule with in a unit test: ``my_schedule(build_schedule_context(...))``.
+    ``resources`` override those of ``definitions``."""
+    if scheduled_execution_time is not None and not isinstance(scheduled_execution_time, datetime):
+        raise InvalidInvocationError(
+            f"build_schedule_context: scheduled_execution_time must be a datetime, got {scheduled_execution_time!r}"
+        )
+    merged = {**dict(getattr(definitions, "resources", None) or {}), **dict(resources or {})}
+    return ScheduleEvaluationContext(
+        scheduled_execution_time,
+        schedule_name,
+        Resources(merged),
+        logging.getLogger(f"tidegate.schedule.{schedule_name or 'test'}"),
+        instance=instance,
+    )
 
 
 class ScheduleDefinition:
@@ -47,6 +113,7 @@ class ScheduleDefinition:
         cron_schedule: str,
         job: Any = None,
         target: Any = None,
+        job_name: str | None = None,
         execution_fn: Callable[..., Any] | None = None,
         execution_timezone: str | None = None,
         tags: Mapping[str, str] | None = None,
@@ -56,7 +123,7 @@ class ScheduleDefinition:
     ) -> None:
         provisional = name or getattr(execution_fn, "__name__", None)
         label = f"schedule {provisional!r}"
-        self.target: Target = coerce_target(label, job, target)
+        self.target: Target = coerce_target(label, job, target, job_name=job_name)
         if provisional is None:
             if self.target.job_name is None:
                 raise InvalidDefinitionError("schedule: give a name= when the target is an asset selection")
@@ -97,6 +164,27 @@ class ScheduleDefinition:
         value = call_user_code(self.execution_fn, context, self._takes_context, self._resource_params, resources)
         return normalize(self.label, value)
 
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        """Call the schedule's function as a unit test does, ``my_schedule(build_schedule_context())``:
+        returns what it returned, as Dagster does."""
+        if self.execution_fn is None:
+            raise InvalidInvocationError(f"{self.label}: has no schedule function to call (it runs its job per tick)")
+        return invoke_directly(
+            self.label,
+            self.execution_fn,
+            self._takes_context,
+            self._resource_params,
+            args,
+            kwargs,
+            ScheduleEvaluationContext,
+            build_schedule_context,
+        )
+
+    @property
+    def job_name(self) -> str | None:
+        """The targeted job's name (None for an asset selection)."""
+        return self.target.job_name
+
     def __repr__(self) -> str:
         return f"ScheduleDefinition({self.name!r}, {self.cron_schedule!r}, {self.execution_timezone})"
 
@@ -107,6 +195,7 @@ def schedule(
     name: str | None = None,
     job: Any = None,
     target: Any = None,
+    job_name: str | None = None,
     execution_timezone: str | None = None,
     tags: Mapping[str, str] | None = None,
     description: str | None = None,
@@ -121,6 +210,7 @@ def schedule(
             cron_schedule=cron_schedule,
             job=job,
             target=target,
+            job_name=job_name,
             execution_fn=fn,
             execution_timezone=execution_timezone,
             tags=tags,

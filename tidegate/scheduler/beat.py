@@ -39,6 +39,7 @@ from tidegate.scheduler.backfill import BackfillDaemon
 from tidegate.scheduler.clock import Clock, SystemClock
 from tidegate.scheduler.launcher import Launcher
 from tidegate.storage.api import Storage
+from tidegate.storage.instance import DagsterInstance
 from tidegate.storage.instigators import (
     InstigatorState,
     PlannedRun,
@@ -97,6 +98,7 @@ class Beat:
         self.launcher_interval = launcher_interval
         self.retention = skipped_tick_retention
         self.resources = Resources(defs.resources)
+        self.instance = DagsterInstance(storage)  # context.instance of schedules and sensors
         self._states: dict[str, InstigatorState] = {}
         self._refreshed_at: datetime | None = None
         self._heap: list[tuple[datetime, str, str]] = []  # (due, kind, name)
@@ -270,6 +272,7 @@ class Beat:
             schedule_name=schedule.name,
             resources=self.resources,
             log=logging.getLogger(f"tidegate.schedule.{schedule.name}"),
+            instance=self.instance,
         )
         try:
             evaluation = schedule.evaluate(context, self.defs.resources)
@@ -293,6 +296,7 @@ class Beat:
             last_run_key=state.last_run_key,
             resources=self.resources,
             log=logging.getLogger(f"tidegate.sensor.{sensor.name}"),
+            instance=self.instance,
         )
         result: dict[str, Any] = {}
 

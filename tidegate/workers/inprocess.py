@@ -23,6 +23,7 @@ from tidegate.definitions.selection import CoercibleToAssetSelection
 from tidegate.errors import RunFailedError
 from tidegate.names import RunStatus, StepStatus
 from tidegate.storage.api import Storage
+from tidegate.storage.instance import DagsterInstance
 from tidegate.storage.records import EventRecord, MaterializationRecord, RunRecord, StepRecord, StepRef
 from tidegate.workers.execution import StepExecutor
 from tidegate.workers.io import InMemoryIOManager, InputContext, IOManager
@@ -63,13 +64,19 @@ def materialize(
     tags: Mapping[str, str] | None = None,
     raise_on_error: bool = True,
     partition_key: str | None = None,
+    instance: DagsterInstance | None = None,
 ) -> ExecuteInProcessResult:
-    """Materialize ``assets`` (or the ``selection`` of them) in this process, in order."""
+    """Materialize ``assets`` (or the ``selection`` of them) in this process, in order; into
+    ``instance``'s database when given (a sensor's unit test then sees the run and its
+    materializations through ``context.instance``), else into a throw-away one."""
     all_resources = dict(resources or {})
     all_resources.setdefault(DEFAULT_IO_MANAGER_KEY, InMemoryIOManager())
     defs = Definitions(assets=list(assets), resources=all_resources)
-    workdir = tempfile.mkdtemp(prefix="tidegate-materialize-")
-    storage = Storage.open(f"sqlite:///{workdir}/tidegate.db", upgrade=True)
+    workdir = tempfile.mkdtemp(prefix="tidegate-materialize-") if instance is None else None
+    if instance is not None:
+        storage = instance.storage
+    else:
+        storage = Storage.open(f"sqlite:///{workdir}/tidegate.db", upgrade=True)
     try:
         plan = defs.plan(
             IMPLICIT_ASSET_JOB, selection, partition_key=partition_key, dynamic_keys=lambda name: [partition_key or ""]
@@ -92,12 +99,13 @@ def materialize(
             run=storage.get_run(run_id),
             steps=storage.get_steps(run_id),
             events=storage.get_events(run_id),
-            materializations=storage.get_materializations(),
+            materializations=[m for m in storage.get_materializations() if m.run_id == run_id],
             io_manager=all_resources[DEFAULT_IO_MANAGER_KEY],
         )
     finally:
-        storage.dispose()
-        shutil.rmtree(workdir, ignore_errors=True)
+        if workdir is not None:
+            storage.dispose()
+            shutil.rmtree(workdir, ignore_errors=True)
     if raise_on_error and not result.success:
         failed = [s for s in result.steps if s.error and s.status == StepStatus.FAILED]
         detail = "\n".join(f"step '{s.step_key}' failed:\n{s.error}" for s in failed)

@@ -1,0 +1,247 @@
+"""``DagsterInstance``: the :class:`tidegate.definitions.instance.Instance` protocol read from
+the storage, passed by the beat as ``context.instance``; ``DagsterInstance.ephemeral()`` and
+``instance_for_test()`` give users' unit tests one on a throw-away SQLite database.
+
+Every method is one read (one connection, no transaction held across calls).
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import weakref
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import ColumnElement, Select, and_, func, or_, select
+
+from tidegate.definitions.instance import (
+    AssetMaterialization,
+    DagsterRun,
+    EventLogEntry,
+    RunRecord,
+    RunsFilter,
+    as_utc,
+)
+from tidegate.definitions.key import AssetKey, CoercibleToAssetKey
+from tidegate.errors import InvalidInvocationError
+from tidegate.names import RunStatus
+from tidegate.storage.api import Storage
+from tidegate.storage.schema import dynamic_partitions, materializations, runs
+
+# get_run_records(order_by=...): Dagster's field names -> columns
+_ORDER_BY = {
+    "create_timestamp": runs.c.created_at,
+    "start_time": runs.c.started_at,
+    "end_time": runs.c.ended_at,
+}
+
+
+class DagsterInstance:
+    """Runs, materializations and dynamic partitions of one tidegate database, under Dagster's
+    method names. Read-only: a tick's writes are what it returns (runs, cursor, requests)."""
+
+    def __init__(self, storage: Storage) -> None:
+        self.storage = storage
+
+    @classmethod
+    def ephemeral(cls) -> DagsterInstance:
+        """An instance on a new SQLite database in a temporary directory, removed when the
+        instance is garbage-collected (``instance_for_test()`` removes it at once)."""
+        workdir = tempfile.mkdtemp(prefix="tidegate-instance-")
+        storage = Storage.open(f"sqlite:///{workdir}/tidegate.db", upgrade=True)
+        instance = cls(storage)
+        weakref.finalize(instance, _remove, storage, workdir)
+        return instance
+
+    @classmethod
+    def get(cls) -> DagsterInstance:
+        """The instance of ``TIDEGATE_DATABASE_URL`` (as the CLI opens it)."""
+        from tidegate.config import Settings
+
+        return cls(Storage.open(Settings.from_env().database_url))
+
+    # -- runs ------------------------------------------------------------------------------
+
+    def get_runs(
+        self, filters: RunsFilter | None = None, cursor: str | None = None, limit: int | None = None
+    ) -> Sequence[DagsterRun]:
+        """Runs matching ``filters``, newest first; ``cursor`` (a run id) continues after that run."""
+        return [r.dagster_run for r in self.get_run_records(filters, limit, cursor=cursor)]
+
+    def get_run_records(
+        self,
+        filters: RunsFilter | None = None,
+        limit: int | None = None,
+        order_by: str | None = None,
+        ascending: bool = False,
+        cursor: str | None = None,
+    ) -> Sequence[RunRecord]:
+        """Run records matching ``filters``, newest first (``ascending=True``: oldest first),
+        or by ``order_by`` ("create_timestamp", "start_time" or "end_time")."""
+        if order_by is not None and order_by not in _ORDER_BY:
+            raise InvalidInvocationError(
+                f"get_run_records: cannot order by {order_by!r} (one of {', '.join(sorted(_ORDER_BY))})"
+            )
+        if limit is not None and (not isinstance(limit, int) or isinstance(limit, bool) or limit < 0):
+            raise InvalidInvocationError(f"get_run_records: limit must be an integer >= 0, got {limit!r}")
+        column = _ORDER_BY[order_by or "create_timestamp"]
+        query = _filtered(select(runs), filters)
+        with self.storage.engine.connect() as conn:
+            if cursor is not None:
+                anchor = conn.execute(select(column, runs.c.run_id).where(runs.c.run_id == cursor)).first()
+                if anchor is None:
+                    raise InvalidInvocationError(f"get_run_records: cursor run '{cursor}' not found")
+                query = query.where(_after(column, anchor[0], cursor, ascending))
+            direction = (column.asc(), runs.c.run_id.asc()) if ascending else (column.desc(), runs.c.run_id.desc())
+            order = (direction[0].nulls_last(), direction[1])  # the same on SQLite and PostgreSQL
+            rows = conn.execute(query.order_by(*order).limit(limit)).all()
+        return [_run_record(r) for r in rows]
+
+    def get_runs_count(self, filters: RunsFilter | None = None) -> int:
+        query = _filtered(select(func.count()).select_from(runs), filters)
+        with self.storage.engine.connect() as conn:
+            return int(conn.execute(query).scalar_one())
+
+    def get_run_by_id(self, run_id: str) -> DagsterRun | None:
+        record = self.get_run_record_by_id(run_id)
+        return record.dagster_run if record else None
+
+    def get_run_record_by_id(self, run_id: str) -> RunRecord | None:
+        with self.storage.engine.connect() as conn:
+            row = conn.execute(select(runs).where(runs.c.run_id == run_id)).first()
+        return _run_record(row) if row is not None else None
+
+    # -- materializations ------------------------------------------------------------------
+
+    def get_latest_materialization_event(self, asset_key: CoercibleToAssetKey) -> EventLogEntry | None:
+        """The newest materialization of ``asset_key`` (any partition), or None."""
+        return self.get_latest_materialization_events([asset_key])[AssetKey.from_coercible(asset_key)]
+
+    def get_latest_materialization_events(
+        self, asset_keys: Sequence[CoercibleToAssetKey]
+    ) -> Mapping[AssetKey, EventLogEntry | None]:
+        keys = [AssetKey.from_coercible(k) for k in asset_keys]
+        names = [k.to_user_string() for k in keys]
+        newest = (
+            select(func.max(materializations.c.id).label("id"))
+            .where(materializations.c.asset_key.in_(names))
+            .group_by(materializations.c.asset_key)
+            .subquery()
+        )
+        query = (
+            select(materializations, runs.c.job_name)
+            .join(newest, materializations.c.id == newest.c.id)
+            .outerjoin(runs, runs.c.run_id == materializations.c.run_id)
+        )
+        with self.storage.engine.connect() as conn:
+            found = {row.asset_key: _materialization_entry(row) for row in conn.execute(query)}
+        return {k: found.get(k.to_user_string()) for k in keys}
+
+    # -- dynamic partitions ----------------------------------------------------------------
+
+    def get_dynamic_partitions(self, partitions_def_name: str) -> Sequence[str]:
+        """The keys of dynamic partitions ``partitions_def_name``, in the order they were added."""
+        return self.storage.dynamic_partition_keys(partitions_def_name)
+
+    def has_dynamic_partition(self, partitions_def_name: str, partition_key: str) -> bool:
+        query = select(dynamic_partitions.c.id).where(
+            dynamic_partitions.c.partitions_def == partitions_def_name,
+            dynamic_partitions.c.partition_key == partition_key,
+        )
+        with self.storage.engine.connect() as conn:
+            return conn.execute(query.limit(1)).first() is not None
+
+    def __repr__(self) -> str:
+        return f"DagsterInstance({self.storage.safe_url})"
+
+
+@contextmanager
+def instance_for_test() -> Iterator[DagsterInstance]:
+    """An instance on a throw-away SQLite database, removed when the block ends."""
+    workdir = tempfile.mkdtemp(prefix="tidegate-instance-")
+    storage = Storage.open(f"sqlite:///{workdir}/tidegate.db", upgrade=True)
+    try:
+        yield DagsterInstance(storage)
+    finally:
+        _remove(storage, workdir)
+
+
+def _remove(storage: Storage, workdir: str) -> None:
+    storage.dispose()
+    shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _filtered(query: Select[Any], filters: RunsFilter | None) -> Select[Any]:
+    if filters is None:
+        return query
+    if not isinstance(filters, RunsFilter):
+        raise InvalidInvocationError(f"filters must be a RunsFilter, got {filters!r}")
+    if filters.run_ids is not None:
+        query = query.where(runs.c.run_id.in_(list(filters.run_ids)))
+    if filters.job_name is not None:
+        query = query.where(runs.c.job_name == filters.job_name)
+    if filters.statuses:
+        query = query.where(runs.c.status.in_([str(s) for s in filters.statuses]))
+    for key, value in (filters.tags or {}).items():
+        values = [value] if isinstance(value, str) else list(value)
+        query = query.where(runs.c.tags[key].as_string().in_(values))
+    if filters.created_after is not None:
+        query = query.where(runs.c.created_at > as_utc(filters.created_after))
+    if filters.created_before is not None:
+        query = query.where(runs.c.created_at < as_utc(filters.created_before))
+    return query
+
+
+def _after(column: Any, value: Any, run_id: str, ascending: bool) -> ColumnElement[bool]:
+    """Rows strictly after (value, run_id) in the listing's order (NULL values come last)."""
+    if value is None:
+        return and_(column.is_(None), runs.c.run_id > run_id if ascending else runs.c.run_id < run_id)
+    beyond = column > value if ascending else column < value
+    tie = and_(column == value, runs.c.run_id > run_id if ascending else runs.c.run_id < run_id)
+    return or_(beyond, tie, column.is_(None))
+
+
+def _aware(value: datetime | None) -> datetime | None:
+    return as_utc(value) if value is not None else None
+
+
+def _run_record(row: Any) -> RunRecord:
+    created, started, ended = _aware(row.created_at), _aware(row.started_at), _aware(row.ended_at)
+    assert created is not None
+    run = DagsterRun(
+        run_id=row.run_id,
+        job_name=row.job_name,
+        status=RunStatus(row.status),
+        tags=dict(row.tags or {}),
+        asset_selection=frozenset(AssetKey.from_user_string(k) for k in row.asset_selection)
+        if row.asset_selection
+        else None,
+        parent_run_id=row.parent_run_id,
+    )
+    return RunRecord(
+        dagster_run=run,
+        create_timestamp=created,
+        update_timestamp=max(t for t in (created, started, ended) if t is not None),
+        start_time=started.timestamp() if started else None,
+        end_time=ended.timestamp() if ended else None,
+    )
+
+
+def _materialization_entry(row: Any) -> EventLogEntry:
+    timestamp = _aware(row.timestamp)
+    assert timestamp is not None
+    return EventLogEntry(
+        run_id=row.run_id,
+        timestamp=timestamp.timestamp(),
+        step_key=row.step_key,
+        job_name=row.job_name,
+        storage_id=row.id,
+        asset_materialization=AssetMaterialization(
+            asset_key=AssetKey.from_user_string(row.asset_key),
+            partition=row.partition_key,
+            metadata=dict(row.metadata or {}),
+        ),
+    )
