@@ -100,12 +100,20 @@ class RunRecord:
 
 
 @dataclass(frozen=True)
+class RecordedMetadataValue:
+    """One metadata value read back from the log; ``.value`` is what the asset gave (as in
+    Dagster's ``metadata["rows"].value``)."""
+
+    value: Any
+
+
+@dataclass(frozen=True)
 class AssetMaterialization:
-    """A recorded materialization: its key, partition and metadata (values as the asset gave them)."""
+    """A recorded materialization: its key, partition and metadata."""
 
     asset_key: AssetKey
     partition: str | None = None
-    metadata: Mapping[str, Any] = field(default_factory=dict)
+    metadata: Mapping[str, RecordedMetadataValue] = field(default_factory=dict)
     description: str | None = None
 
 

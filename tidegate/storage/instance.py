@@ -21,6 +21,7 @@ from tidegate.definitions.instance import (
     AssetMaterialization,
     DagsterRun,
     EventLogEntry,
+    RecordedMetadataValue,
     RunRecord,
     RunsFilter,
     as_utc,
@@ -32,8 +33,9 @@ from tidegate.storage.api import Storage
 from tidegate.storage.schema import dynamic_partitions, materializations, runs
 
 # get_run_records(order_by=...): Dagster's field names -> columns
-_ORDER_BY = {
+_ORDER_BY: dict[str, Any] = {
     "create_timestamp": runs.c.created_at,
+    "update_timestamp": func.coalesce(runs.c.ended_at, runs.c.started_at, runs.c.created_at),
     "start_time": runs.c.started_at,
     "end_time": runs.c.ended_at,
 }
@@ -80,7 +82,8 @@ class DagsterInstance:
         cursor: str | None = None,
     ) -> Sequence[RunRecord]:
         """Run records matching ``filters``, newest first (``ascending=True``: oldest first),
-        or by ``order_by`` ("create_timestamp", "start_time" or "end_time")."""
+        or by ``order_by`` ("create_timestamp", "update_timestamp", "start_time" or "end_time";
+        runs without that time come last)."""
         if order_by is not None and order_by not in _ORDER_BY:
             raise InvalidInvocationError(
                 f"get_run_records: cannot order by {order_by!r} (one of {', '.join(sorted(_ORDER_BY))})"
@@ -91,12 +94,14 @@ class DagsterInstance:
         query = _filtered(select(runs), filters)
         with self.storage.engine.connect() as conn:
             if cursor is not None:
-                anchor = conn.execute(select(column, runs.c.run_id).where(runs.c.run_id == cursor)).first()
+                anchor = conn.execute(select(column, runs.c.created_at).where(runs.c.run_id == cursor)).first()
                 if anchor is None:
                     raise InvalidInvocationError(f"get_run_records: cursor run '{cursor}' not found")
-                query = query.where(_after(column, anchor[0], cursor, ascending))
-            direction = (column.asc(), runs.c.run_id.asc()) if ascending else (column.desc(), runs.c.run_id.desc())
-            order = (direction[0].nulls_last(), direction[1])  # the same on SQLite and PostgreSQL
+                query = query.where(_after(column, anchor[0], anchor[1], cursor, ascending))
+            # ties (and runs without that time, which come last) newest first, or oldest when ascending
+            keys = (column, runs.c.created_at, runs.c.run_id)
+            order = [k.asc() if ascending else k.desc() for k in keys]
+            order[0] = order[0].nulls_last()  # the same on SQLite and PostgreSQL
             rows = conn.execute(query.order_by(*order).limit(limit)).all()
         return [_run_record(r) for r in rows]
 
@@ -195,13 +200,20 @@ def _filtered(query: Select[Any], filters: RunsFilter | None) -> Select[Any]:
     return query
 
 
-def _after(column: Any, value: Any, run_id: str, ascending: bool) -> ColumnElement[bool]:
-    """Rows strictly after (value, run_id) in the listing's order (NULL values come last)."""
+def _after(column: Any, value: Any, created: datetime, run_id: str, ascending: bool) -> ColumnElement[bool]:
+    """Rows strictly after the cursor run (``value``, ``created``, ``run_id``) in the listing's
+    order: by ``column`` (NULLs last), then creation time, then run id."""
+
+    def beyond(col: Any, anchor: Any) -> ColumnElement[bool]:
+        return col > anchor if ascending else col < anchor  # type: ignore[no-any-return]
+
+    tie = or_(
+        beyond(runs.c.created_at, created),
+        and_(runs.c.created_at == created, beyond(runs.c.run_id, run_id)),
+    )
     if value is None:
-        return and_(column.is_(None), runs.c.run_id > run_id if ascending else runs.c.run_id < run_id)
-    beyond = column > value if ascending else column < value
-    tie = and_(column == value, runs.c.run_id > run_id if ascending else runs.c.run_id < run_id)
-    return or_(beyond, tie, column.is_(None))
+        return and_(column.is_(None), tie)
+    return or_(beyond(column, value), and_(column == value, tie), column.is_(None))
 
 
 def _aware(value: datetime | None) -> datetime | None:
@@ -242,6 +254,6 @@ def _materialization_entry(row: Any) -> EventLogEntry:
         asset_materialization=AssetMaterialization(
             asset_key=AssetKey.from_user_string(row.asset_key),
             partition=row.partition_key,
-            metadata=dict(row.metadata or {}),
+            metadata={k: RecordedMetadataValue(v) for k, v in (row.metadata or {}).items()},
         ),
     )
