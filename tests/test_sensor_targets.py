@@ -180,3 +180,31 @@ def test_a_schedule_runs_its_job_named_by_job_name_and_refuses_a_request_for_ano
     status, error = _last_tick(storage, "hourly_orders")
     assert status == TickStatus.FAILURE
     assert "schedule 'hourly_orders': RunRequest names job 'customers_job', which it does not target" in error
+
+
+def test_a_request_may_select_a_subset_of_its_target_but_nothing_outside_it(storage: Storage) -> None:
+    sales_job = dg.define_asset_job("sales_job", selection=[orders, customers])
+
+    @dg.sensor(job=sales_job, minimum_interval_seconds=30, default_status=RUNNING)
+    def subset_sensor(context: dg.SensorEvaluationContext) -> dg.RunRequest:
+        return dg.RunRequest(run_key="s1", asset_selection=[dg.AssetKey("customers")])
+
+    @dg.sensor(job=sales_job, minimum_interval_seconds=30, default_status=RUNNING)
+    def overreaching_job_sensor(context: dg.SensorEvaluationContext) -> dg.RunRequest:
+        return dg.RunRequest(run_key="o1", asset_selection=[dg.AssetKey("customers"), dg.AssetKey("report")])
+
+    @dg.sensor(target=[orders, customers], minimum_interval_seconds=30, default_status=RUNNING)
+    def overreaching_selection_sensor(context: dg.SensorEvaluationContext) -> dg.RunRequest:
+        return dg.RunRequest(run_key="o2", asset_selection=[dg.AssetKey("report")])
+
+    sensors = [subset_sensor, overreaching_job_sensor, overreaching_selection_sensor]
+    Harness(_defs(sensors=sensors), storage, T0).at(T0)
+    [run] = [r for r in storage.list_runs() if r.tags.get(SENSOR_TAG) == "subset_sensor"]
+    assert (run.job_name, run.asset_selection) == ("sales_job", ("customers",))
+    status, error = _last_tick(storage, "overreaching_job_sensor")
+    assert status == TickStatus.FAILURE
+    assert "sensor 'overreaching_job_sensor': RunRequest selects 'report', outside job 'sales_job'" in error
+    status, error = _last_tick(storage, "overreaching_selection_sensor")
+    assert status == TickStatus.FAILURE
+    assert "sensor 'overreaching_selection_sensor': RunRequest selects 'report', outside its target selection" in error
+    assert len(storage.list_runs()) == 1

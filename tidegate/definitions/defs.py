@@ -31,6 +31,7 @@ from tidegate.errors import (
     InvalidDefinitionError,
     MissingResourceError,
     PartitionKeyError,
+    RunRequestTargetError,
     UnknownJobError,
 )
 
@@ -206,10 +207,12 @@ class Definitions:
         current_time: datetime | None = None,
     ) -> RunPlan:
         """The plan for a schedule's or sensor's RunRequest (its job_name, which must be one the
-        instigator targets, and its asset_selection override the instigator's target)."""
+        instigator targets, and its asset_selection, which must lie within that job or the
+        targeted selection, override the instigator's target)."""
         job_name = target.job_for(label, request.job_name, self.jobs) or IMPLICIT_ASSET_JOB
         selection: CoercibleToAssetSelection | None = None
         if request.asset_selection is not None:
+            self._check_request_selection(label, target, job_name, request)
             selection = list(request.asset_selection)
         elif target.selection is not None and not request.job_name:
             selection = target.selection
@@ -220,6 +223,16 @@ class Definitions:
             dynamic_keys=dynamic_keys,
             current_time=current_time,
         )
+
+    def _check_request_selection(self, label: str, target: Target, job_name: str, request: RunRequest) -> None:
+        """As Dagster: a RunRequest may select a subset of its target, never assets outside it."""
+        if target.selection is not None and request.job_name is None:
+            allowed, scope = target.selection.resolve(self.graph), "its target selection"
+        else:
+            allowed, scope = set(self.get_job(job_name).asset_keys), f"job '{job_name}'"
+        outside = ", ".join(repr(str(k)) for k in sorted(set(request.asset_selection or ()) - set(allowed)))
+        if outside:
+            raise RunRequestTargetError(f"{label}: RunRequest selects {outside}, outside {scope}")
 
     # -- validation ----------------------------------------------------------------------
 
