@@ -215,3 +215,15 @@ def test_a_context_without_an_instance_says_how_to_give_one() -> None:
         context.instance.get_runs()
     with pytest.raises(dg.InvalidInvocationError, match=r"build_schedule_context\(instance=...\)"):
         dg.build_schedule_context().instance.get_runs()
+
+
+def test_dagster_instance_get_opens_the_configured_database(
+    storage: Storage, database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    run_id = _queue(storage)
+    monkeypatch.setenv("TIDEGATE_DATABASE_URL", database_url)
+    instance = dg.DagsterInstance.get()
+    try:
+        assert _ids(instance.get_runs()) == [run_id]
+    finally:
+        instance.storage.dispose()
