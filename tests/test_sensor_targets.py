@@ -208,3 +208,13 @@ def test_a_request_may_select_a_subset_of_its_target_but_nothing_outside_it(stor
     assert status == TickStatus.FAILURE
     assert "sensor 'overreaching_selection_sensor': RunRequest selects 'report', outside its target selection" in error
     assert len(storage.list_runs()) == 1
+
+
+def test_a_sensor_may_target_an_asset_selection_by_asset_selection(storage: Storage) -> None:
+    @dg.sensor(asset_selection=dg.AssetSelection.assets(orders, customers), default_status=RUNNING)
+    def selection_sensor(context: dg.SensorEvaluationContext) -> dg.RunRequest:
+        return dg.RunRequest(run_key="a")
+
+    Harness(_defs(sensors=[selection_sensor]), storage, T0).at(T0)
+    [run] = [r for r in storage.list_runs() if r.tags.get(SENSOR_TAG) == "selection_sensor"]
+    assert sorted(run.asset_selection or ()) == ["customers", "orders"]

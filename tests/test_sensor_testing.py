@@ -127,7 +127,9 @@ def test_an_ephemeral_instance_serves_a_schedule_context() -> None:
 
 
 def test_direct_calls_with_the_wrong_arguments_raise_typed_errors() -> None:
-    with pytest.raises(dg.InvalidInvocationError, match="sensor 'counting_sensor': its function takes a context"):
+    with pytest.raises(
+        dg.InvalidInvocationError, match="'counting_sensor': its function takes a context; pass build_sensor"
+    ):
         counting_sensor()
     with pytest.raises(dg.InvalidInvocationError, match="expected a SensorEvaluationContext"):
         counting_sensor(dg.build_schedule_context())

@@ -204,7 +204,7 @@ def invoke_directly(
     context: Any = args[0] if args else next(iter(extra.values()), None)
     if context is None:
         if takes_context:
-            raise InvalidInvocationError(f"{label}: its function takes a context; pass one (build_*_context())")
+            raise InvalidInvocationError(f"{label}: its function takes a context; pass {default_context.__name__}()")
         context = default_context()
     if not isinstance(context, context_type):
         raise InvalidInvocationError(
