@@ -162,8 +162,9 @@ class TimeWindowPartitionsDefinition(PartitionsDefinition):
         start = self._parse_key(key)
         count = self._count(current_time)
         starts = self._ticks.instants
-        # A key names a window start on the wall clock; a repeated wall time (fall back)
-        # names the first of its two instants.
+        # A key names a window start on the wall clock; bisecting from the first of a repeated
+        # wall time's two instants finds either (daily windows start in the second pass, an
+        # hourly key names the first of its two windows).
         index = bisect.bisect_left(starts, start.replace(fold=0).astimezone(UTC), 0, count)
         for candidate in (index, index - 1, index + 1):
             if 0 <= candidate < count and self.fmt_key(starts[candidate]) == key:
@@ -196,10 +197,14 @@ class TimeWindowPartitionsDefinition(PartitionsDefinition):
             ) from None
 
     def time_window_for_key(self, key: str) -> TimeWindow:
-        start = self._parse_key(key)
-        following = next(cron_ticks(self.cron_schedule, self._tz, start.astimezone(UTC)))
-        window = TimeWindow(start, following.astimezone(self._tz))
-        if self.fmt_key(window.start) != key or start < self._start:
+        """The window a key names: from the first tick at or after the wall time the key reads
+        as (its time of day may be left out by ``fmt``, and a repeated wall time may start its
+        window in the second pass, see :mod:`tidegate.definitions.cron`) to the tick after it."""
+        parsed = self._parse_key(key)
+        ticks = cron_ticks(self.cron_schedule, self._tz, parsed.astimezone(UTC) - timedelta(microseconds=1))
+        start, following = next(ticks), next(ticks)
+        window = TimeWindow(start.astimezone(self._tz), following.astimezone(self._tz))
+        if self.fmt_key(start) != key or start < self._start:
             raise PartitionKeyError(f"{self.describe()}: unknown partition key {key!r}")
         return window
 
