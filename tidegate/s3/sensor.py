@@ -206,7 +206,8 @@ def _check_definition(
 
 def default_partition_key(key: str) -> str:
     """The object key as a partition key: ``%``, ``/``, ``\\``, ``,``, ``[``, ``]`` and control
-    characters percent-encoded (partition keys may not hold them), so ``in/2024/a,b.csv``
+    characters percent-encoded (partition keys may not hold them; a key ``.`` or ``..`` becomes
+    ``%2E`` or ``%2E%2E``), so ``in/2024/a,b.csv``
     becomes ``in%2F2024%2Fa%2Cb.csv``; ``urllib.parse.unquote`` gives the key back. A key
     longer than 255 characters once encoded keeps its first 238 and a hash of the whole."""
     encoded = "".join(
