@@ -87,7 +87,7 @@ def partition_key_problem(key: str) -> str | None:
     bad = _FORBIDDEN_CHARACTER.search(key)
     if bad is not None:
         return f"it holds {bad.group()!r}: no control characters, commas, brackets or backslashes"
-    if _PATH_OUT_OF_FOLDER.search(key):
+    if ("/" in key or key in (".", "..")) and _PATH_OUT_OF_FOLDER.search(key):
         return "it names a path outside its folder: '/' may only separate names, none of them '.' or '..'"
     return None
 
