@@ -42,11 +42,22 @@ def test_berlin_daily_tick_in_the_spring_gap_fires_at_the_end_of_the_gap() -> No
     ]
 
 
-def test_berlin_daily_tick_in_the_repeated_hour_fires_once_at_its_first_occurrence() -> None:
+def test_berlin_daily_tick_in_the_repeated_hour_fires_once_at_its_later_occurrence() -> None:
     assert _ticks("30 2 * * *", "Europe/Berlin", "2024-10-25 12:00", "2024-10-29 00:00") == [
         "2024-10-26 00:30Z = 2024-10-26T02:30:00+02:00",
-        "2024-10-27 00:30Z = 2024-10-27T02:30:00+02:00",  # not again at 01:30Z (02:30+01:00)
+        "2024-10-27 01:30Z = 2024-10-27T02:30:00+01:00",  # not at 00:30Z (02:30+02:00), as Dagster
         "2024-10-28 01:30Z = 2024-10-28T02:30:00+01:00",
+    ]
+
+
+def test_the_issue_examples_fire_when_dagster_fires() -> None:
+    # `0 2 * * *` in Europe/Berlin on 2023-10-29 and `0 1 5 * *` in US/Central on 2023-11-05:
+    # Dagster fires at 02:00+01:00 and 01:00-06:00, the second pass of the repeated hour.
+    assert _ticks("0 2 * * *", "Europe/Berlin", "2023-10-28 12:00", "2023-10-29 12:00") == [
+        "2023-10-29 01:00Z = 2023-10-29T02:00:00+01:00",
+    ]
+    assert _ticks("0 1 5 * *", "US/Central", "2023-10-06 00:00", "2023-11-30 00:00") == [
+        "2023-11-05 07:00Z = 2023-11-05T01:00:00-06:00",
     ]
 
 
@@ -88,8 +99,10 @@ def test_several_wall_times_in_one_gap_collapse_into_one_tick() -> None:
 
 def test_next_tick_from_inside_the_repeated_hour() -> None:
     berlin = ZoneInfo("Europe/Berlin")
-    # 01:15Z is 02:15+01:00, the second pass: the daily 02:30 already fired at 00:30Z today.
-    assert next_tick("30 2 * * *", berlin, _utc("2024-10-27 01:15")) == _utc("2024-10-28 01:30")
+    # 00:45Z is 02:45+02:00, the first pass: the daily 02:30 fires in the second pass, at 01:30Z.
+    assert next_tick("30 2 * * *", berlin, _utc("2024-10-27 00:45")) == _utc("2024-10-27 01:30")
+    # 01:45Z is 02:45+01:00, the second pass: today's 02:30 has fired, the next is tomorrow's.
+    assert next_tick("30 2 * * *", berlin, _utc("2024-10-27 01:45")) == _utc("2024-10-28 01:30")
     # 00:45Z is 02:45+02:00, the first pass: an hourly schedule still has 02:00+01:00 ahead.
     assert next_tick("0 * * * *", berlin, _utc("2024-10-27 00:45")) == _utc("2024-10-27 01:00")
     # strictly after: a tick at exactly `after` is not returned
@@ -133,7 +146,7 @@ def test_new_york_daily_tick_in_the_spring_gap() -> None:
 def test_new_york_daily_tick_in_the_repeated_hour() -> None:
     assert _ticks("30 1 * * *", "America/New_York", "2024-11-01 12:00", "2024-11-05 00:00") == [
         "2024-11-02 05:30Z = 2024-11-02T01:30:00-04:00",
-        "2024-11-03 05:30Z = 2024-11-03T01:30:00-04:00",  # not again at 06:30Z (01:30-05:00)
+        "2024-11-03 06:30Z = 2024-11-03T01:30:00-05:00",  # the later 01:30, not 05:30Z (-04:00)
         "2024-11-04 06:30Z = 2024-11-04T01:30:00-05:00",
     ]
 
@@ -184,6 +197,93 @@ def test_kolkata_midnight_is_the_previous_utc_day() -> None:
     kolkata = ZoneInfo("Asia/Kolkata")
     assert next_tick("0 0 * * *", kolkata, _utc("2024-01-01 00:00")) == _utc("2024-01-01 18:30")
     assert next_tick("0 0 1 * *", kolkata, _utc("2024-01-31 18:29")) == _utc("2024-01-31 18:30")
+
+
+# -- the same instants as Dagster
+#
+# Expected sequences from Dagster's own DST tests (DST_PARAMS in
+# python_modules/dagster/dagster_tests/scheduler_tests/test_cron_string_iterator.py, used by
+# test_dst_transition_advances and test_reversed_dst_transition_advances), written as local
+# wall times; "+1" marks Dagster's fold=1, the second pass of a repeated hour.
+
+DAGSTER_SEQUENCES = [
+    # daily, fall back (Europe/Berlin repeats 02:00-03:00 on 2023-10-29)
+    ("Europe/Berlin", "45 1 * * *", ["2023-10-28 01:45", "2023-10-29 01:45", "2023-10-30 01:45"]),
+    ("Europe/Berlin", "0 2 * * *", ["2023-10-28 02:00", "2023-10-29 02:00 +1", "2023-10-30 02:00"]),
+    ("Europe/Berlin", "30 2 * * *", ["2023-10-28 02:30", "2023-10-29 02:30 +1", "2023-10-30 02:30"]),
+    ("Europe/Berlin", "0 3 * * *", ["2023-10-28 03:00", "2023-10-29 03:00", "2023-10-30 03:00"]),
+    # Lord Howe moves its clock by 30 minutes: 02:00 -> 02:30 on 2023-10-01
+    ("Australia/Lord_Howe", "0 2 * * *", ["2023-09-30 02:00", "2023-10-01 02:30", "2023-10-02 02:00"]),
+    # hourly, fall back: both passes
+    (
+        "Europe/Berlin",
+        "45 * * * *",
+        ["2023-10-29 01:45", "2023-10-29 02:45", "2023-10-29 02:45 +1", "2023-10-29 03:45"],
+    ),
+    (
+        "Europe/Berlin",
+        "*/15 * * * *",
+        [
+            "2023-10-29 01:45",
+            *(f"2023-10-29 02:{m:02d}" for m in (0, 15, 30, 45)),
+            *(f"2023-10-29 02:{m:02d} +1" for m in (0, 15, 30, 45)),
+            "2023-10-29 03:00",
+        ],
+    ),
+    # weekly and monthly, fall back (US/Central repeats 01:00-02:00 on 2023-11-05)
+    ("Europe/Berlin", "0 2 * * 0", ["2023-10-22 02:00", "2023-10-29 02:00 +1", "2023-11-05 02:00"]),
+    ("Europe/Berlin", "30 2 * * 0", ["2023-10-22 02:30", "2023-10-29 02:30 +1", "2023-11-05 02:30"]),
+    ("US/Central", "45 0 5 * *", ["2023-10-05 00:45", "2023-11-05 00:45", "2023-12-05 00:45"]),
+    ("US/Central", "0 1 5 * *", ["2023-10-05 01:00", "2023-11-05 01:00 +1", "2023-12-05 01:00"]),
+    ("US/Central", "30 1 5 * *", ["2023-10-05 01:30", "2023-11-05 01:30 +1", "2023-12-05 01:30"]),
+    ("US/Central", "0 2 5 * *", ["2023-10-05 02:00", "2023-11-05 02:00 +1", "2023-12-05 02:00"]),
+    # spring forward (Europe/Berlin skips 02:00-03:00 on 2023-03-26)
+    ("Europe/Berlin", "0 1 * * *", ["2023-03-25 01:00", "2023-03-26 01:00", "2023-03-27 01:00"]),
+    ("Europe/Berlin", "0 2 * * *", ["2023-03-25 02:00", "2023-03-26 03:00", "2023-03-27 02:00"]),
+    ("Europe/Berlin", "30 2 * * *", ["2023-03-25 02:30", "2023-03-26 03:00", "2023-03-27 02:30"]),
+    ("Europe/Berlin", "30 2 * * 0", ["2023-03-19 02:30", "2023-03-26 03:00", "2023-04-02 02:30"]),
+    ("Europe/Berlin", "0 2 26 * *", ["2023-02-26 02:00", "2023-03-26 03:00", "2023-04-26 02:00"]),
+    ("Europe/Berlin", "0 * * * *", ["2023-03-26 00:00", "2023-03-26 01:00", "2023-03-26 03:00", "2023-03-26 04:00"]),
+    (
+        "Europe/Berlin",
+        "*/15 * * * *",
+        ["2023-03-26 01:30", "2023-03-26 01:45", "2023-03-26 03:00", "2023-03-26 03:15"],
+    ),
+]
+
+
+def _wall(text: str, zone: ZoneInfo) -> datetime:
+    wall, _, fold = text.partition(" +")
+    return datetime.fromisoformat(wall).replace(tzinfo=zone, fold=1 if fold else 0).astimezone(UTC)
+
+
+@pytest.mark.parametrize(("tz", "cron", "walls"), DAGSTER_SEQUENCES)
+def test_ticks_match_dagsters_dst_sequences(tz: str, cron: str, walls: list[str]) -> None:
+    zone = ZoneInfo(tz)
+    expected = [_wall(w, zone) for w in walls]
+    for i in range(len(expected) - 1):
+        # from just before a tick: that tick and every one after it
+        ticks = cron_ticks(cron, zone, expected[i] - timedelta(seconds=1))
+        assert [next(ticks) for _ in expected[i:]] == expected[i:], (tz, cron, walls[i])
+        # from eleven points between two ticks (both ends included): the next tick onwards
+        gap = expected[i + 1] - expected[i]
+        for step in range(11):
+            after = expected[i] + gap * step / 11
+            ticks = cron_ticks(cron, zone, after)
+            assert [next(ticks) for _ in expected[i + 1 :]] == expected[i + 1 :], (tz, cron, after)
+
+
+def test_any_hour_field_that_matches_every_hour_keeps_both_passes() -> None:
+    # Dagster expands the hour field: '*/1' and '0-23' repeat every hour as '*' does.
+    for cron in ("0 * * * *", "0 */1 * * *", "0 0-23 * * *"):
+        assert _ticks(cron, "Europe/Berlin", "2024-10-26 23:30", "2024-10-27 01:30") == [
+            "2024-10-27 00:00Z = 2024-10-27T02:00:00+02:00",
+            "2024-10-27 01:00Z = 2024-10-27T02:00:00+01:00",
+        ], cron
+    # every other hour does not: 02:00 is one wall time, fired once, in the second pass
+    assert _ticks("0 */2 * * *", "Europe/Berlin", "2024-10-26 23:30", "2024-10-27 01:30") == [
+        "2024-10-27 01:00Z = 2024-10-27T02:00:00+01:00",
+    ]
 
 
 # -- general properties

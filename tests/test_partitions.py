@@ -39,6 +39,32 @@ def test_hourly_partitions_across_spring_forward_skip_the_missing_hour() -> None
     assert keys == ["2024-03-31-00:00", "2024-03-31-01:00", "2024-03-31-03:00", "2024-03-31-04:00"]
 
 
+def test_daily_windows_with_an_hour_offset_follow_the_schedules_dst_rule() -> None:
+    # Windows start at the ticks of '0 2 * * *': 02:00 on the fall-back day is its second pass
+    # (02:00+01:00), as a schedule on that cron fires and as Dagster's windows start.
+    daily = tg.DailyPartitionsDefinition(start_date="2023-10-25", hour_offset=2, timezone="Europe/Berlin")
+    windows = {
+        key: (w.start.isoformat(), w.end.isoformat())
+        for key in ("2023-10-27", "2023-10-28", "2023-10-29")
+        for w in [daily.time_window_for_key(key)]
+    }
+    assert windows == {
+        "2023-10-27": ("2023-10-27T02:00:00+02:00", "2023-10-28T02:00:00+02:00"),
+        "2023-10-28": ("2023-10-28T02:00:00+02:00", "2023-10-29T02:00:00+01:00"),  # 25 hours
+        "2023-10-29": ("2023-10-29T02:00:00+01:00", "2023-10-30T02:00:00+01:00"),
+    }
+    # the key of the day of the change exists once its (second-pass) window has ended
+    assert daily.last_ended_key(datetime(2023, 10, 30, 0, 59, tzinfo=UTC)) == "2023-10-28"
+    assert daily.last_ended_key(datetime(2023, 10, 30, 1, 0, tzinfo=UTC)) == "2023-10-29"
+    now = datetime(2023, 11, 1, tzinfo=UTC)
+    assert daily.keys_in_range("2023-10-28", "2023-10-30", now) == ["2023-10-28", "2023-10-29", "2023-10-30"]
+    # an hourly upstream read through the mapping covers exactly the 25 hours of that window,
+    # the last being the first pass of 02:00 on the 29th
+    hourly = tg.HourlyPartitionsDefinition(start_date="2023-10-25-00:00", timezone="Europe/Berlin")
+    upstream = tg.TimeWindowPartitionMapping().upstream_keys("2023-10-28", daily, hourly, now)
+    assert len(upstream) == 25 and (upstream[0], upstream[-1]) == ("2023-10-28-02:00", "2023-10-29-02:00")
+
+
 def test_unknown_and_malformed_partition_keys_are_named() -> None:
     daily = tg.DailyPartitionsDefinition(start_date="2024-01-01")
 

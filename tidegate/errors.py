@@ -71,6 +71,12 @@ class PartitionKeyError(TidegateError):
     """A partition key the partitions definition does not have, or a malformed one."""
 
 
+class InvalidPartitionKeyError(PartitionKeyError):
+    """A partition key no partitions definition may hold: empty, longer than the storage column
+    (255 characters), holding a control character, ``,``, ``[``, ``]`` or ``\\``, or reading as
+    a path out of its folder (``..``, ``/x``, ``a//b``). Refused wherever a key comes in."""
+
+
 class LaunchRequestError(TidegateError):
     """A request to launch a job is malformed (a job name, partition key, run key or tag that is
     not a string, a priority tag that is not an integer)."""

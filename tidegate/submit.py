@@ -14,6 +14,7 @@ from typing import Any
 
 from tidegate.definitions.defs import Definitions
 from tidegate.definitions.job import RunPlan
+from tidegate.definitions.partitions import check_partition_key
 from tidegate.errors import LaunchRequestError
 from tidegate.names import PRIORITY_TAG
 from tidegate.storage.api import Storage
@@ -59,6 +60,8 @@ def prepare_job_run(
         raise LaunchRequestError(f"job name: expected a string, got {job_name!r}")
     if partition_key is not None and not isinstance(partition_key, str):
         raise LaunchRequestError(f"job '{job_name}': partition key must be a string, got {partition_key!r}")
+    if partition_key is not None:
+        check_partition_key(f"job '{job_name}'", partition_key)
     if run_key is not None and not isinstance(run_key, str):
         raise LaunchRequestError(f"job '{job_name}': run key must be a string, got {run_key!r}")
     run_tags = _string_tags(job_name, tags)

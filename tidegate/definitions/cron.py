@@ -7,12 +7,16 @@ the time line:
   Sunday of March) fires at the first instant after the gap (03:00 local) — unless the
   schedule fires every hour (hour field ``*``), whose missing hour is simply absent.
 * A wall time that happens twice (fall back, e.g. 02:30 in Europe/Berlin on the last Sunday
-  of October) fires once, at its first occurrence — unless the schedule fires every hour,
-  which then fires in both occurrences, so it keeps one tick per elapsed hour.
+  of October) fires once, at its later occurrence (02:30+01:00) — unless the schedule fires
+  every hour (hour field ``*``), which then fires in both occurrences, so it keeps one tick per
+  elapsed hour.
 * Zones without DST (Asia/Kolkata, +05:30) have neither case; half-hour offsets are just
   offsets.
 
-Each tick is identified by its UTC instant, which is what the database keys on.
+These are Dagster's rules (``dagster._utils.schedules``: a repeated time takes the later of its
+two instants, a missing one moves to the end of the gap, a schedule that repeats every hour
+keeps both passes and skips the gap), so a schedule ported from Dagster fires at the same
+instants. Each tick is identified by its UTC instant, which is what the database keys on.
 """
 
 from __future__ import annotations
@@ -86,23 +90,49 @@ def _instants(wall: datetime, tz: ZoneInfo, hourly: bool) -> list[datetime]:
         return [probe.replace(tzinfo=tz).astimezone(UTC)]
     if hourly:  # repeated: an hourly schedule fires in both occurrences
         return [first.astimezone(UTC), second.astimezone(UTC)]
-    return [first.astimezone(UTC)]
+    return [second.astimezone(UTC)]  # repeated: once, at the later occurrence (as Dagster)
+
+
+def repeats_every_hour(cron: str) -> bool:
+    """Whether ``cron``'s hour field matches every hour (``*``, ``*/1``, ``0-23``): such a
+    schedule keeps one tick per elapsed hour across DST transitions."""
+    hours: list[int | str] = croniter.expand(cron)[0][1]
+    return hours == ["*"]
 
 
 def cron_ticks(cron: str, tz: ZoneInfo, after: datetime) -> Iterator[datetime]:
     """Tick instants (aware, UTC) strictly after ``after``, in order, forever."""
-    hourly = cron.split()[1] == "*"
+    hourly = repeats_every_hour(cron)
     # Start from the earlier of the wall times of ``after`` read with today's and with
     # tomorrow's offset: a clock turned back later today repeats wall times before
     # ``after``'s own. (Starting a whole day early costs 1,440 steps for '* * * * *'.)
     today = after.astimezone(tz).replace(tzinfo=None)
     tomorrow = (after + timedelta(days=1)).astimezone(tz).replace(tzinfo=None) - timedelta(days=1)
     last: datetime | None = None
-    for wall in _wall_times(cron, min(today, tomorrow) - timedelta(minutes=1)):
-        for instant in _instants(wall, tz, hourly):
+    walls = _wall_times(cron, min(today, tomorrow) - timedelta(minutes=1))
+    for wall in walls:
+        instants = _instants(wall, tz, hourly)
+        if len(instants) == 2:  # an hourly schedule reached a repeated wall time
+            instants = _both_passes(instants, walls, tz)
+        for instant in instants:
             if instant > after and (last is None or instant > last):
                 last = instant
                 yield instant
+
+
+def _both_passes(instants: list[datetime], walls: Iterator[datetime], tz: ZoneInfo) -> list[datetime]:
+    """Both passes of a repeated interval, in time order: ``instants`` (the two of its first
+    wall time) and those of the following wall times, up to the first wall time read after the
+    second pass has begun. ('*/15 * * * *' fires at 02:00, 02:15, 02:30, 02:45 of the first
+    pass, then again of the second, as Dagster does.)"""
+    batch = list(instants)
+    second_pass = instants[1]
+    for wall in walls:
+        following = _instants(wall, tz, hourly=True)
+        batch.extend(following)
+        if following and following[0] >= second_pass:
+            break
+    return sorted(batch)
 
 
 def _wall_times(cron: str, after: datetime) -> Iterator[datetime]:

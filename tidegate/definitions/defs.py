@@ -143,7 +143,7 @@ class Definitions:
             try:
                 partitions_def.keys_in_range(partition_range.start, partition_range.end, current_time, dynamic_keys)
             except PartitionKeyError as exc:
-                raise PartitionKeyError(f"job '{job_name}': {exc}") from None
+                raise type(exc)(f"job '{job_name}': {exc}") from None
             return plan_run(self.graph, job, keys, partition_range=partition_range)
         if partition_key is not None and partitions_def is None:
             raise PartitionKeyError(f"job '{job_name}': not partitioned, but partition key {partition_key!r} given")
@@ -155,7 +155,7 @@ class Definitions:
             try:
                 partitions_def.validate_key(partition_key, current_time, dynamic_keys)
             except PartitionKeyError as exc:
-                raise PartitionKeyError(f"job '{job_name}': {exc}") from None
+                raise type(exc)(f"job '{job_name}': {exc}") from None
         return plan_run(self.graph, job, keys, partition_key)
 
     def backfill_ranges(

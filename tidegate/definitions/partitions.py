@@ -18,9 +18,15 @@ from datetime import UTC, date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from tidegate.definitions.cron import cron_ticks, validate_cron, validate_timezone
-from tidegate.errors import InvalidDefinitionError, PartitionKeyError, TidegateError
+from tidegate.errors import InvalidDefinitionError, InvalidPartitionKeyError, PartitionKeyError, TidegateError
 
-_KEY = re.compile(r"^[^\x00-\x1f,/\\\[\]]+$")  # printable, no commas, slashes or brackets
+MAX_PARTITION_KEY_LENGTH = 255  # the partition_key columns are VARCHAR(255)
+# Control characters (C0, DEL, C1), line and paragraph separators, lone surrogates (no UTF-8
+# for them); commas (lists: --partitions a,b), brackets (step names: asset[key]), backslashes
+# (a path separator on Windows). Dagster refuses \0, \a, \b, \t, \n, \v, \f and \r, a subset.
+_FORBIDDEN_CHARACTER = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff,\[\]\\]")
+# '/' may separate segments (Dagster allows 'a/b'), but no segment may be empty, '.' or '..'
+_PATH_OUT_OF_FOLDER = re.compile(r"^/|//|/$|(?:^|/)\.\.?(?:/|$)")
 
 
 @dataclass(frozen=True)
@@ -69,6 +75,51 @@ class PartitionsDefinition:
         return type(self).__name__
 
 
+# -- which strings may be partition keys --------------------------------------------------------
+
+
+def partition_key_problem(key: str) -> str | None:
+    """Why ``key`` may not be a partition key, or None if it may."""
+    if not key:
+        return "it is empty"
+    if len(key) > MAX_PARTITION_KEY_LENGTH:
+        return f"{len(key)} characters, at most {MAX_PARTITION_KEY_LENGTH}"
+    bad = _FORBIDDEN_CHARACTER.search(key)
+    if bad is not None:
+        return f"it holds {bad.group()!r}: no control characters, commas, brackets or backslashes"
+    if ("/" in key or key in (".", "..")) and _PATH_OUT_OF_FOLDER.search(key):
+        return "it names a path outside its folder: '/' may only separate names, none of them '.' or '..'"
+    return None
+
+
+def check_partition_key(label: str, key: object) -> str:
+    """``key`` if any partitions definition may hold it; else InvalidPartitionKeyError naming
+    ``label`` (the definition, sensor or job it came through) and the key. Every way in calls
+    this: definitions, sensor results, the CLI, launches, the storage of dynamic keys."""
+    if not isinstance(key, str):
+        raise InvalidPartitionKeyError(f"{label}: partition key must be a string, got {key!r}")
+    problem = partition_key_problem(key)
+    if problem is not None:
+        raise InvalidPartitionKeyError(f"{label}: invalid partition key {key!r} ({problem})")
+    return key
+
+
+def check_dynamic_partitions_request(label: str, request: object) -> None:
+    """Check a dynamic partitions request a sensor or schedule returned (``label`` names it):
+    a partitions name and a list (not a string) of valid keys to add. Keys to delete are not
+    checked, so a key stored before it was refused can still be deleted."""
+    if not isinstance(request, AddDynamicPartitionsRequest | DeleteDynamicPartitionsRequest):
+        raise TidegateError(f"{label}: {request!r} is not a dynamic partitions request")
+    name, keys = request.partitions_def_name, request.partition_keys
+    if not isinstance(name, str) or isinstance(keys, str) or not isinstance(keys, Sequence | set | frozenset):
+        raise InvalidPartitionKeyError(
+            f"{label}: {type(request).__name__} needs a partitions name and a list of keys, got {request!r}"
+        )
+    if isinstance(request, AddDynamicPartitionsRequest):
+        for key in keys:
+            check_partition_key(f"{label}: dynamic partitions '{name}'", key)
+
+
 # -- time windows -----------------------------------------------------------------------------
 
 
@@ -94,9 +145,11 @@ class TimeWindowPartitionsDefinition(PartitionsDefinition):
         if not isinstance(self.end_offset, int):
             raise InvalidDefinitionError(f"{label}: end_offset must be an integer, got {self.end_offset!r}")
         try:
-            datetime(2024, 1, 2, 3, 4).strftime(self.fmt)
+            sample = datetime(2024, 1, 2, 3, 4).strftime(self.fmt)
         except ValueError as exc:
             raise InvalidDefinitionError(f"{label}: invalid fmt {self.fmt!r} ({exc})") from None
+        if partition_key_problem(sample) is not None:  # e.g. '../%Y' or '%Y,%m'
+            raise InvalidDefinitionError(f"{label}: fmt {self.fmt!r} makes invalid partition keys ({sample!r})")
 
     def _parse_bound(self, label: str, value: datetime | str) -> datetime:
         if isinstance(value, datetime):
@@ -162,8 +215,9 @@ class TimeWindowPartitionsDefinition(PartitionsDefinition):
         start = self._parse_key(key)
         count = self._count(current_time)
         starts = self._ticks.instants
-        # A key names a window start on the wall clock; a repeated wall time (fall back)
-        # names the first of its two instants.
+        # A key names a window start on the wall clock; bisecting from the first of a repeated
+        # wall time's two instants finds either (daily windows start in the second pass, an
+        # hourly key names the first of its two windows).
         index = bisect.bisect_left(starts, start.replace(fold=0).astimezone(UTC), 0, count)
         for candidate in (index, index - 1, index + 1):
             if 0 <= candidate < count and self.fmt_key(starts[candidate]) == key:
@@ -196,10 +250,14 @@ class TimeWindowPartitionsDefinition(PartitionsDefinition):
             ) from None
 
     def time_window_for_key(self, key: str) -> TimeWindow:
-        start = self._parse_key(key)
-        following = next(cron_ticks(self.cron_schedule, self._tz, start.astimezone(UTC)))
-        window = TimeWindow(start, following.astimezone(self._tz))
-        if self.fmt_key(window.start) != key or start < self._start:
+        """The window a key names: from the first tick at or after the wall time the key reads
+        as (its time of day may be left out by ``fmt``, and a repeated wall time may start its
+        window in the second pass, see :mod:`tidegate.definitions.cron`) to the tick after it."""
+        parsed = self._parse_key(key)
+        ticks = cron_ticks(self.cron_schedule, self._tz, parsed.astimezone(UTC) - timedelta(microseconds=1))
+        start, following = next(ticks), next(ticks)
+        window = TimeWindow(start.astimezone(self._tz), following.astimezone(self._tz))
+        if self.fmt_key(start) != key or start < self._start:
             raise PartitionKeyError(f"{self.describe()}: unknown partition key {key!r}")
         return window
 
@@ -334,13 +392,15 @@ def MonthlyPartitionsDefinition(
 
 
 def _check_keys(label: str, keys: Iterable[str]) -> tuple[str, ...]:
+    """The keys, each valid and none twice; InvalidPartitionKeyError naming ``label`` if not."""
+    if isinstance(keys, str):
+        raise InvalidPartitionKeyError(f"{label}: partition keys must be a list of strings, got {keys!r}")
     result = tuple(keys)
     seen: set[str] = set()
     for key in result:
-        if not isinstance(key, str) or not _KEY.match(key):
-            raise InvalidDefinitionError(f"{label}: invalid partition key {key!r} (no commas, slashes or brackets)")
+        check_partition_key(label, key)
         if key in seen:
-            raise InvalidDefinitionError(f"{label}: duplicate partition key {key!r}")
+            raise InvalidPartitionKeyError(f"{label}: duplicate partition key {key!r}")
         seen.add(key)
     return result
 
@@ -350,7 +410,10 @@ class StaticPartitionsDefinition(PartitionsDefinition):
     partition_keys: Sequence[str]
 
     def __post_init__(self) -> None:
-        keys = _check_keys("StaticPartitionsDefinition", self.partition_keys)
+        try:
+            keys = _check_keys("StaticPartitionsDefinition", self.partition_keys)
+        except InvalidPartitionKeyError as exc:  # a definition: fails at import, as a definition error
+            raise InvalidDefinitionError(str(exc)) from None
         if not keys:
             raise InvalidDefinitionError("StaticPartitionsDefinition: no partition keys")
         object.__setattr__(self, "partition_keys", keys)
@@ -391,7 +454,16 @@ class DynamicPartitionsDefinition(PartitionsDefinition):
     ) -> list[str]:
         if dynamic_keys is None:
             raise TidegateError(f"{self.describe()}: its keys live in the database; pass dynamic_keys")
-        return list(dynamic_keys(self.name))
+        # A key stored before it was refused (say '../x') is no partition: it is never planned,
+        # backfilled or counted; `tidegate partitions delete` removes it.
+        return [key for key in dynamic_keys(self.name) if partition_key_problem(key) is None]
+
+    def validate_key(
+        self, key: str, current_time: datetime | None = None, dynamic_keys: DynamicKeys | None = None
+    ) -> str:
+        """``key`` if it is valid and stored (a key stored before it was refused is not launched)."""
+        check_partition_key(self.describe(), key)
+        return super().validate_key(key, current_time, dynamic_keys)
 
     def build_add_request(self, partition_keys: Sequence[str]) -> AddDynamicPartitionsRequest:
         keys = _check_keys(f"dynamic partitions '{self.name}'", partition_keys)

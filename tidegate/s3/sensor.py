@@ -206,16 +206,24 @@ def _check_definition(
 
 def default_partition_key(key: str) -> str:
     """The object key as a partition key: ``%``, ``/``, ``\\``, ``,``, ``[``, ``]`` and control
-    characters percent-encoded (partition keys may not hold them), so ``in/2024/a,b.csv``
+    characters percent-encoded (partition keys may not hold them; a key ``.`` or ``..`` becomes
+    ``%2E`` or ``%2E%2E``), so ``in/2024/a,b.csv``
     becomes ``in%2F2024%2Fa%2Cb.csv``; ``urllib.parse.unquote`` gives the key back. A key
     longer than 255 characters once encoded keeps its first 238 and a hash of the whole."""
     encoded = "".join(
-        f"%{ord(c):02X}" if c in _PARTITION_KEY_UNSAFE or ord(c) < 0x20 or ord(c) == 0x7F else c for c in key
+        urllib.parse.quote(c, safe="") if c in _PARTITION_KEY_UNSAFE or _is_control(c) else c for c in key
     )
+    if encoded in (".", ".."):  # a key may not name its folder or the one above it
+        encoded = encoded.replace(".", "%2E")
     if len(encoded) > MAX_PARTITION_KEY_LENGTH:
         digest = hashlib.sha256(key.encode()).hexdigest()[:16]
         encoded = encoded[: MAX_PARTITION_KEY_LENGTH - 17].rstrip("%0123456789ABCDEF") + "~" + digest
     return encoded
+
+
+def _is_control(c: str) -> bool:
+    """C0, DEL, C1 and the line and paragraph separators: no partition key may hold them."""
+    return ord(c) < 0x20 or 0x7F <= ord(c) <= 0x9F or c in "\u2028\u2029"
 
 
 def run_key_for(obj: S3Object) -> str:

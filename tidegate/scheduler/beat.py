@@ -28,7 +28,11 @@ from tidegate.definitions.context import Resources
 from tidegate.definitions.cron import next_tick, ticks_between
 from tidegate.definitions.defs import Definitions
 from tidegate.definitions.instigator import DefaultScheduleStatus
-from tidegate.definitions.partitions import AddDynamicPartitionsRequest, DeleteDynamicPartitionsRequest
+from tidegate.definitions.partitions import (
+    AddDynamicPartitionsRequest,
+    DeleteDynamicPartitionsRequest,
+    check_dynamic_partitions_request,
+)
 from tidegate.definitions.run_request import Evaluation, RunRequest
 from tidegate.definitions.schedule import ScheduleDefinition, ScheduleEvaluationContext
 from tidegate.definitions.sensor import SensorDefinition, SensorEvaluationContext
@@ -398,6 +402,7 @@ class Beat:
         pending_add: dict[str, list[str]] = {}
         pending_delete: dict[str, set[str]] = {}
         for item in evaluation.dynamic_partitions_requests:
+            check_dynamic_partitions_request(instigator.label, item)  # a bad key fails the tick
             if isinstance(item, AddDynamicPartitionsRequest):
                 pending_add.setdefault(item.partitions_def_name, []).extend(item.partition_keys)
             elif isinstance(item, DeleteDynamicPartitionsRequest):

@@ -8,6 +8,8 @@ from typing import TYPE_CHECKING
 
 from sqlalchemy import Connection, delete, select
 
+from tidegate.definitions.partitions import check_partition_key
+from tidegate.errors import InvalidPartitionKeyError
 from tidegate.storage.engine import dialect_insert
 from tidegate.storage.schema import dynamic_partitions
 
@@ -31,7 +33,8 @@ class DynamicPartitionStorage:
             return list(conn.execute(query).scalars())
 
     def add_dynamic_partitions(self, name: str, keys: Sequence[str]) -> list[str]:
-        """Add keys (existing ones are kept as they are); returns those that were new."""
+        """Add keys (existing ones are kept as they are) in one transaction; returns those that
+        were new. InvalidPartitionKeyError, and nothing added, if one may not be a key."""
         with self.engine.begin() as conn:
             return self.add_dynamic_partitions_in(conn, name, keys)
 
@@ -40,7 +43,13 @@ class DynamicPartitionStorage:
             return self.delete_dynamic_partitions_in(conn, name, keys)
 
     def add_dynamic_partitions_in(self, conn: Connection, name: str, keys: Sequence[str]) -> list[str]:
-        """``add_dynamic_partitions`` inside the caller's transaction (a sensor's tick)."""
+        """``add_dynamic_partitions`` inside the caller's transaction (a sensor's tick). Every key
+        is checked first: InvalidPartitionKeyError (nothing added) if one may not be a key."""
+        label = f"dynamic partitions '{name}'"
+        if isinstance(keys, str):
+            raise InvalidPartitionKeyError(f"{label}: partition keys must be a list of strings, got {keys!r}")
+        for key in keys:
+            check_partition_key(label, key)
         added = []
         now = datetime.now(UTC)
         for key in keys:

@@ -7,8 +7,10 @@ resource, outputs go to the filesystem default under ``TIDEGATE_IO_BASE_DIR``.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import pickle
+import re
 import tempfile
 import threading
 from dataclasses import dataclass, field
@@ -64,8 +66,10 @@ class FilesystemIOManager(IOManager):
         self.base_dir = Path(base_dir)
 
     def path_for(self, asset_key: AssetKey, partition_key: str | None = None) -> Path:
+        """``base_dir/<asset key path>``, and for a partition the file in that folder named by
+        :func:`partition_file_name`: no key, whatever it holds, names a path outside it."""
         path = self.base_dir.joinpath(*asset_key.path)
-        return path / partition_key if partition_key is not None else path
+        return path / partition_file_name(partition_key) if partition_key is not None else path
 
     def handle_output(self, context: OutputContext, obj: Any) -> None:
         path = self.path_for(context.asset_key, context.partition_key)
@@ -92,6 +96,40 @@ class FilesystemIOManager(IOManager):
 
     def __repr__(self) -> str:
         return f"FilesystemIOManager(base_dir={str(self.base_dir)!r})"
+
+
+_MAX_NAME_BYTES = 245  # NAME_MAX (255) less the ".<name>.XXXXXXXX" temporary name's 10 bytes
+# What a file name may not hold as it is: '/', NUL and '\\' (path separators), control and
+# separator characters, lone surrogates (no UTF-8 for them), ',' (it marks quoted names).
+_UNSAFE_IN_NAME = re.compile(r"[/\\\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff,]")
+
+
+def partition_file_name(partition_key: str) -> str:
+    """The file name of one partition's output, inside its asset's folder.
+
+    A key that can be a file name as it is (``2024-01-21``, ``2024-01-21-00:00``, ``in%2Fa.csv``)
+    is one, as it always was. Any other key (``a/b``, ``..``, a control character, a name longer
+    than 245 bytes) is percent-quoted, ``%`` included, behind a ``,`` that no plain name starts
+    with: ``a/b`` -> ``,a%2Fb``, ``..`` -> ``,..``; one still too long keeps its first bytes
+    and ends with ``%~`` and a SHA-256 of the key (``%~`` is in no other name). Distinct keys get
+    distinct names, and none is empty, ``.`` or ``..``.
+    """
+    if (
+        partition_key not in ("", ".", "..")
+        and not _UNSAFE_IN_NAME.search(partition_key)
+        and len(partition_key.encode()) <= _MAX_NAME_BYTES
+    ):
+        return partition_key
+    name = "," + _UNSAFE_IN_NAME.sub(_percent, partition_key.replace("%", "%25"))
+    if len(name.encode()) <= _MAX_NAME_BYTES:
+        return name
+    digest = hashlib.sha256(partition_key.encode("utf-8", "surrogatepass")).hexdigest()[:32]
+    head = name.encode()[: _MAX_NAME_BYTES - len(digest) - 2].decode("utf-8", "ignore")
+    return f"{head}%~{digest}"
+
+
+def _percent(match: re.Match[str]) -> str:
+    return "".join(f"%{byte:02X}" for byte in match.group().encode("utf-8", "surrogatepass"))
 
 
 class InMemoryIOManager(IOManager):
