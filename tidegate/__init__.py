@@ -6,6 +6,7 @@ The public API mirrors Dagster's names: ``import tidegate as tg`` (or ``as dg``)
 from tidegate.definitions.asset import AssetIn, AssetsDefinition, asset
 from tidegate.definitions.context import AssetExecutionContext, MaterializeResult
 from tidegate.definitions.defs import Definitions
+from tidegate.definitions.events import AssetMaterialization, AssetObservation, Output
 from tidegate.definitions.file_sensor import file_sensor
 from tidegate.definitions.instigator import DefaultScheduleStatus, DefaultSensorStatus
 from tidegate.definitions.job import define_asset_job
@@ -37,6 +38,7 @@ from tidegate.definitions.schedule import ScheduleDefinition, ScheduleEvaluation
 from tidegate.definitions.selection import AssetSelection
 from tidegate.definitions.sensor import SensorDefinition, SensorEvaluationContext, sensor
 from tidegate.errors import (
+    AssetOutputError,
     DefinitionError,
     DefinitionsLoadError,
     DependencyCycleError,
@@ -46,6 +48,7 @@ from tidegate.errors import (
     InvalidSelectionError,
     MissingResourceError,
     PartitionKeyError,
+    StepInterruptedError,
     TidegateError,
     UnknownDependencyError,
     UnknownJobError,
@@ -62,6 +65,9 @@ __all__ = [
     "AssetExecutionContext",
     "AssetIn",
     "AssetKey",
+    "AssetMaterialization",
+    "AssetObservation",
+    "AssetOutputError",
     "AssetSelection",
     "AssetsDefinition",
     "BackfillPolicy",
@@ -91,6 +97,7 @@ __all__ = [
     "MaterializeResult",
     "MissingResourceError",
     "MonthlyPartitionsDefinition",
+    "Output",
     "OutputContext",
     "PartitionKeyError",
     "PartitionKeyRange",
@@ -107,6 +114,7 @@ __all__ = [
     "SensorResult",
     "SkipReason",
     "StaticPartitionsDefinition",
+    "StepInterruptedError",
     "TidegateError",
     "TimeWindow",
     "TimeWindowPartitionMapping",
