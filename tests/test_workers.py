@@ -278,13 +278,22 @@ def test_a_canceled_run_stops_its_running_step(
     assert len(harness.executions("long_logger")) == ran
 
 
+@pytest.mark.parametrize(
+    ("pool", "heartbeat", "stopped_by"),
+    [
+        # Threads cannot be terminated: the next heartbeat (0.2 s) tells the step, which stops.
+        ("threads", "0.2", "was given up by the run monitor (the step is now FAILED, attempt 1)"),
+        # Prefork: the monitor's revoke terminates the pool process long before the next heartbeat.
+        ("prefork", "60", "Terminating"),
+    ],
+)
 def test_a_step_given_up_by_the_run_monitor_stops(
-    harness: Harness, worker_factory: Callable[..., WorkerProcess]
+    harness: Harness, worker_factory: Callable[..., WorkerProcess], pool: str, heartbeat: str, stopped_by: str
 ) -> None:
     """The run monitor judges the heartbeat stale (its clock moved an hour on) and fails the
-    step; the worker, alive all along, learns it at its next heartbeat and stops."""
-    harness.env["TIDEGATE_HEARTBEAT_SECONDS"] = "0.2"
-    worker = worker_factory(harness.env, name="w1", concurrency=1, pool="threads")
+    step; the worker, alive all along, stops it."""
+    harness.env["TIDEGATE_HEARTBEAT_SECONDS"] = heartbeat
+    worker = worker_factory(harness.env, name="w1", concurrency=1, pool=pool)
     run_id = harness.submit("long_job")
     _started(harness, run_id)
     monitor = RunMonitor(
@@ -298,4 +307,4 @@ def test_a_step_given_up_by_the_run_monitor_stops(
     assert "WorkerLostError: no heartbeat from worker" in step.error
     assert harness.storage.get_run(run_id).status == RunStatus.FAILURE
     _nothing_recorded_by_the_attempt(harness, run_id, "STEP_STARTED", "STEP_FAILURE")  # the monitor's failure
-    assert "was given up by the run monitor (the step is now FAILED, attempt 1)" in worker.log()
+    assert stopped_by in worker.log()
