@@ -2,6 +2,10 @@
 
 claim (compare-and-set) -> load inputs through IO managers -> run the asset function under
 a heartbeat -> record the outcome in one transaction -> publish the steps it made READY.
+
+A heartbeat that finds the step no longer this attempt's (its run canceled, the attempt given
+up by the run monitor) interrupts the asset: its next ``context.log`` call, input load, yielded
+event or output store raises StepInterruptedError, and nothing of the attempt is recorded.
 """
 
 from __future__ import annotations
