@@ -35,8 +35,9 @@ from tests.support import PG_ADMIN_URL, REDIS_HOST, REDIS_PORT, require_service
 
 TRIALS = int(os.environ.get("FAULT_TRIALS", "2"))
 DEADLINE = 30.0  # per trial: recovery takes about 3 s of heartbeat timeout + the step's re-run
-FAULTS_DB = "tidegate_faults"
-FAULTS_REDIS_DB = 8
+# Shared by every session unless set: sessions running this module at once break each other.
+FAULTS_DB = os.environ.get("TIDEGATE_TEST_FAULTS_DB", "tidegate_faults")
+FAULTS_REDIS_DB = int(os.environ.get("TIDEGATE_TEST_FAULTS_REDIS_DB", "8"))
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(60 + TRIALS * 2 * (DEADLINE + 15))]
 

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import pickle
 import subprocess
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -12,8 +14,10 @@ import pytest
 from tests.support import TIDEGATE, WorkerProcess, tidegate_env
 from tidegate.broker import CeleryPublisher, make_celery_app
 from tidegate.definitions.loading import CodeLocation
+from tidegate.instance_config import MonitorConfig
 from tidegate.names import EXECUTE_STEP_TASK, RunStatus, StepStatus
 from tidegate.scheduler.launcher import Launcher
+from tidegate.scheduler.monitor import RunMonitor
 from tidegate.storage.api import Storage
 
 PROJECT = Path(__file__).parent / "projects" / "core_project.py"
@@ -186,3 +190,121 @@ def test_steps_run_on_workers_serving_their_queue(
     assert workers == {"light_a": "light", "heavy_b": "heavy", "light_c": "light"}
     queues = {s.step_key: s.queue for s in harness.storage.get_steps(run_id)}
     assert queues == {"light_a": "tidegate", "heavy_b": "heavy", "light_c": "tidegate"}
+
+
+# -- what assets return and yield, on worker processes ----------------------------------------
+
+
+def test_a_none_returned_upstream_reaches_the_downstream_worker(
+    harness: Harness, worker_factory: Callable[..., WorkerProcess]
+) -> None:
+    worker_factory(harness.env, name="w1", concurrency=2)
+    run_id = harness.run("none_job")
+    assert harness.storage.get_run(run_id).status == RunStatus.SUCCESS, harness.storage.get_steps(run_id)
+    stored = harness.env["TIDEGATE_IO_BASE_DIR"]
+    assert pickle.loads((Path(stored) / "takes_none").read_bytes()) == "got None"
+    assert pickle.loads((Path(stored) / "returns_none").read_bytes()) is None
+
+
+def test_a_generator_asset_records_what_it_yields(
+    harness: Harness, worker_factory: Callable[..., WorkerProcess]
+) -> None:
+    worker_factory(harness.env, name="w1", concurrency=2)
+    run_id = harness.run("generator_job")
+    assert harness.storage.get_run(run_id).status == RunStatus.SUCCESS, harness.storage.get_steps(run_id)
+    materialized = {m.asset_key: m for m in harness.storage.get_materializations() if m.run_id == run_id}
+    assert set(materialized) == {"generated", "generated_mirror", "after_generated"}
+    assert materialized["generated"].metadata["rows"] == 3
+    assert materialized["generated_mirror"].metadata == {"copied": True}
+    assert materialized["generated_mirror"].step_key == "generated"
+    observed = [e for e in harness.storage.get_events(run_id) if e.event_type == "ASSET_OBSERVATION"]
+    assert [(e.message, e.data["metadata"]) for e in observed] == [("generated", {"seen": 3})]
+    assert pickle.loads((Path(harness.env["TIDEGATE_IO_BASE_DIR"]) / "after_generated").read_bytes()) == 6
+
+
+# -- a step whose attempt is taken away stops at its next context.log call ---------------------
+
+
+def _started(harness: Harness, run_id: str, lines: int = 3, timeout: float = 30.0) -> None:
+    """Start the run and wait until its long step has run a few iterations."""
+    deadline = time.monotonic() + timeout
+    while len(harness.executions("long_logger")) < lines:
+        assert time.monotonic() < deadline, harness.storage.get_steps(run_id)
+        harness.launcher.tick()
+        time.sleep(0.05)
+
+
+def _stopped_early(harness: Harness) -> int:
+    """Wait until the step's effects stop growing; returns how many iterations ran."""
+    count, still_for = -1, 0.0
+    while still_for < 1.5:  # several heartbeats (0.2 s) without a new iteration (0.05 s each)
+        time.sleep(0.25)
+        now = len(harness.executions("long_logger"))
+        still_for = still_for + 0.25 if now == count else 0.0
+        count = now
+    assert count < 200, f"the step ran {count} of its 400 iterations: it was not interrupted"
+    return count
+
+
+def _nothing_recorded_by_the_attempt(harness: Harness, run_id: str, *step_events: str) -> None:
+    """No materialization, no output, and the step's events are only ``step_events``: none of
+    the attempt's own (no LOG, no outcome)."""
+    assert [m for m in harness.storage.get_materializations() if m.run_id == run_id] == []
+    kinds = [e.event_type for e in harness.storage.get_events(run_id) if e.step_key == "long_logger"]
+    assert kinds == list(step_events)
+    assert not (Path(harness.env["TIDEGATE_IO_BASE_DIR"]) / "long_logger").exists()
+
+
+@pytest.mark.parametrize("pool", ["threads", "prefork"])
+def test_a_canceled_run_stops_its_running_step(
+    harness: Harness, worker_factory: Callable[..., WorkerProcess], pool: str
+) -> None:
+    """Cancel in storage only (no revoke): the heartbeat tells the step, which stops cooperatively."""
+    harness.env["TIDEGATE_HEARTBEAT_SECONDS"] = "0.2"
+    worker = worker_factory(harness.env, name="w1", concurrency=1, pool=pool)
+    run_id = harness.submit("long_job")
+    _started(harness, run_id)
+    assert harness.storage.cancel_run(run_id).canceled
+    ran = _stopped_early(harness)
+
+    (step,) = harness.storage.get_steps(run_id)
+    assert step.status == StepStatus.CANCELED  # as the canceller left it
+    assert harness.storage.get_run(run_id).status == RunStatus.CANCELED
+    _nothing_recorded_by_the_attempt(harness, run_id, "STEP_STARTED")
+    assert f"step 'long_logger' of run {run_id} attempt 1: its run was canceled" in worker.log()
+    assert "StepInterruptedError" in worker.log()
+    # The worker is free again: the next run executes on it.
+    assert harness.storage.get_run(harness.run("sentinel_job")).status == RunStatus.SUCCESS
+    assert len(harness.executions("long_logger")) == ran
+
+
+@pytest.mark.parametrize(
+    ("pool", "heartbeat", "stopped_by"),
+    [
+        # Threads cannot be terminated: the next heartbeat (0.2 s) tells the step, which stops.
+        ("threads", "0.2", "was given up by the run monitor (the step is now FAILED, attempt 1)"),
+        # Prefork: the monitor's revoke terminates the pool process long before the next heartbeat.
+        ("prefork", "60", "Terminating"),
+    ],
+)
+def test_a_step_given_up_by_the_run_monitor_stops(
+    harness: Harness, worker_factory: Callable[..., WorkerProcess], pool: str, heartbeat: str, stopped_by: str
+) -> None:
+    """The run monitor judges the heartbeat stale (its clock moved an hour on) and fails the
+    step; the worker, alive all along, stops it."""
+    harness.env["TIDEGATE_HEARTBEAT_SECONDS"] = heartbeat
+    worker = worker_factory(harness.env, name="w1", concurrency=1, pool=pool)
+    run_id = harness.submit("long_job")
+    _started(harness, run_id)
+    monitor = RunMonitor(
+        harness.storage, harness.publisher, DEFS, MonitorConfig(worker_lost_retries=0), publisher=harness.publisher
+    )
+    assert monitor.check(now=datetime.now(UTC) + timedelta(hours=1))["lost"] == 1
+    _stopped_early(harness)
+
+    (step,) = harness.storage.get_steps(run_id)
+    assert step.status == StepStatus.FAILED and step.attempt == 1  # as the monitor left it
+    assert "WorkerLostError: no heartbeat from worker" in step.error
+    assert harness.storage.get_run(run_id).status == RunStatus.FAILURE
+    _nothing_recorded_by_the_attempt(harness, run_id, "STEP_STARTED", "STEP_FAILURE")  # the monitor's failure
+    assert stopped_by in worker.log()

@@ -6,6 +6,7 @@ The public API mirrors Dagster's names: ``import tidegate as tg`` (or ``as dg``)
 from tidegate.definitions.asset import AssetIn, AssetsDefinition, asset
 from tidegate.definitions.context import AssetExecutionContext, MaterializeResult
 from tidegate.definitions.defs import Definitions
+from tidegate.definitions.events import AssetMaterialization, AssetObservation, Output
 from tidegate.definitions.file_sensor import file_sensor
 from tidegate.definitions.instance import DagsterRun, DagsterRunStatus, EventLogEntry, RunRecord, RunsFilter
 from tidegate.definitions.instigator import DefaultScheduleStatus, DefaultSensorStatus
@@ -43,6 +44,7 @@ from tidegate.definitions.schedule import (
 from tidegate.definitions.selection import AssetSelection
 from tidegate.definitions.sensor import SensorDefinition, SensorEvaluationContext, build_sensor_context, sensor
 from tidegate.errors import (
+    AssetOutputError,
     DefinitionError,
     DefinitionsLoadError,
     DependencyCycleError,
@@ -55,6 +57,7 @@ from tidegate.errors import (
     MissingResourceError,
     PartitionKeyError,
     RunRequestTargetError,
+    StepInterruptedError,
     TidegateError,
     UnknownDependencyError,
     UnknownJobError,
@@ -72,6 +75,9 @@ __all__ = [
     "AssetExecutionContext",
     "AssetIn",
     "AssetKey",
+    "AssetMaterialization",
+    "AssetObservation",
+    "AssetOutputError",
     "AssetSelection",
     "AssetsDefinition",
     "BackfillPolicy",
@@ -107,6 +113,7 @@ __all__ = [
     "MaterializeResult",
     "MissingResourceError",
     "MonthlyPartitionsDefinition",
+    "Output",
     "OutputContext",
     "PartitionKeyError",
     "PartitionKeyRange",
@@ -126,6 +133,7 @@ __all__ = [
     "SensorResult",
     "SkipReason",
     "StaticPartitionsDefinition",
+    "StepInterruptedError",
     "TidegateError",
     "TimeWindow",
     "TimeWindowPartitionMapping",

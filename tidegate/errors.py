@@ -103,6 +103,18 @@ class InvalidInvocationError(TidegateError):
     """A schedule or sensor called directly (in a unit test) with arguments it cannot take."""
 
 
+class AssetOutputError(TidegateError):
+    """An asset function returned or yielded something it may not: a second ``Output`` for its
+    one output, an output name it does not have, a bare value from a generator, or no output
+    at all from a generator."""
+
+
+class StepInterruptedError(TidegateError):
+    """Raised inside a running asset (at its next ``context.log`` call or input/output) once
+    its attempt no longer owns the step: the run was canceled, or the run monitor gave the
+    attempt up. Nothing of the attempt is recorded."""
+
+
 class RunFailedError(TidegateError):
     """An in-process run (``tidegate.materialize``) failed; the message holds the traceback."""
 

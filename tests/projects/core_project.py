@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import tidegate as tg
 
@@ -166,6 +168,46 @@ def slow(context: tg.AssetExecutionContext) -> None:
     time.sleep(2.3)  # more than two heartbeats at TIDEGATE_HEARTBEAT_SECONDS=1
 
 
+# -- none_job: None flows downstream; generator_job: an asset written as a generator -----------
+
+
+@tg.asset(group_name="none")
+def returns_none(context: tg.AssetExecutionContext):  # no annotation: its None is stored
+    effect(context)
+    return None
+
+
+@tg.asset(group_name="none")
+def takes_none(context: tg.AssetExecutionContext, returns_none: object) -> str:
+    effect(context)
+    return f"got {returns_none!r}"
+
+
+@tg.asset(group_name="generator")
+def generated(context: tg.AssetExecutionContext) -> Iterator[Any]:
+    effect(context)
+    yield tg.AssetMaterialization(asset_key="generated_mirror", metadata={"copied": True})
+    yield tg.AssetObservation(asset_key="generated", metadata={"seen": 3})
+    yield tg.Output([1, 2, 3], metadata={"rows": 3})
+
+
+@tg.asset(group_name="generator")
+def after_generated(context: tg.AssetExecutionContext, generated: list[int]) -> int:
+    effect(context)
+    return sum(generated)
+
+
+# -- long_job: a long step that logs as it goes (interrupted by cancel or the run monitor) ------
+
+
+@tg.asset(group_name="long")
+def long_logger(context: tg.AssetExecutionContext) -> int:
+    for i in range(400):  # 20 s unless interrupted
+        effect(context)
+        context.log.info("iteration %d", i)
+    return 400
+
+
 defs = tg.Definitions(
     assets=[
         source,
@@ -189,6 +231,11 @@ defs = tg.Definitions(
         once,
         sentinel,
         slow,
+        returns_none,
+        takes_none,
+        generated,
+        after_generated,
+        long_logger,
     ],
     jobs=[
         tg.define_asset_job("big_job", "group:big"),
@@ -197,5 +244,8 @@ defs = tg.Definitions(
         tg.define_asset_job("once_job", "once"),
         tg.define_asset_job("sentinel_job", "sentinel"),
         tg.define_asset_job("slow_job", "slow"),
+        tg.define_asset_job("none_job", "group:none"),
+        tg.define_asset_job("generator_job", "group:generator"),
+        tg.define_asset_job("long_job", "long_logger"),
     ],
 )

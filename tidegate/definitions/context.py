@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from tidegate.definitions.key import AssetKey
 from tidegate.definitions.partitions import PartitionKeyRange, TimeWindow
-from tidegate.errors import TidegateError
+from tidegate.errors import StepInterruptedError, TidegateError
 
 
 class Resources:
@@ -37,6 +38,26 @@ class Resources:
         return dict(self._values)
 
 
+class Interruption:
+    """Set (by the step's heartbeat) once this attempt no longer owns its step; the running asset
+    then stops at its next ``context.log`` call or input/output with :class:`StepInterruptedError`."""
+
+    def __init__(self) -> None:
+        self._event = threading.Event()
+        self.reason = ""
+
+    def set(self, reason: str) -> None:
+        self.reason = reason
+        self._event.set()
+
+    def is_set(self) -> bool:
+        return self._event.is_set()
+
+    def raise_if_set(self) -> None:
+        if self._event.is_set():
+            raise StepInterruptedError(self.reason)
+
+
 @dataclass
 class AssetExecutionContext:
     """Passed to an asset function that has a ``context`` parameter."""
@@ -51,6 +72,14 @@ class AssetExecutionContext:
     metadata: dict[str, Any] = field(default_factory=dict)
     partition_keys: tuple[str, ...] = ()  # one key, or a range's keys in a single-run backfill
     partitions_def: Any = None
+    interruption: Interruption = field(default_factory=Interruption, repr=False, compare=False)
+
+    @property
+    def is_interrupted(self) -> bool:
+        """True once this attempt no longer owns its step (its run was canceled, or the run
+        monitor gave it up): a long loop that does not log can check it and stop early. Its
+        outcome will not be recorded either way."""
+        return self.interruption.is_set()
 
     @property
     def partition_key(self) -> str | None:

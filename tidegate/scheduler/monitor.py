@@ -2,7 +2,8 @@
 
 Each round (part of every launcher tick):
 - a RUNNING step whose heartbeat stopped lost its worker: it is retried (under its
-  RetryPolicy, or ``worker_lost_retries`` times if it has none) or failed — never left RUNNING;
+  RetryPolicy, or ``worker_lost_retries`` times if it has none) or failed — never left RUNNING —
+  and its task revoked (a worker that was only slow stops it, or at its next heartbeat);
 - a RUNNING step past its ``timeout`` (plus a grace) is failed and its task revoked, for
   workers whose pool cannot enforce Celery's time limits;
 - when the Redis server's identity changes (it restarted, possibly empty) every ENQUEUED
@@ -69,7 +70,10 @@ class RunMonitor:
                 f"WorkerLostError: no heartbeat from worker {step.worker} for step '{step.step_key}' "
                 f"since {beat.isoformat(timespec='seconds')} (the worker died or lost the database)"
             )
-            return "lost" if self._give_up(step, error, now, lost=True) else ""
+            if self._give_up(step, error, now, lost=True):
+                self._revoke(step)  # if its worker is alive after all, a prefork pool stops it now
+                return "lost"
+            return ""
         return ""
 
     def _give_up(self, step: StepRecord, error: str, now: datetime, *, lost: bool) -> bool:

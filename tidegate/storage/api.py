@@ -28,6 +28,7 @@ from tidegate.storage.records import (
     EventRecord,
     MaterializationRecord,
     NewEvent,
+    NewMaterialization,
     RunRecord,
     StepRecord,
     StepRef,
@@ -311,9 +312,11 @@ class Storage(RunControl, InstigatorStorage, DynamicPartitionStorage, BackfillSt
         metadata: Mapping[str, Any] | None,
         events_: Sequence[NewEvent] = (),
         partition_keys: Sequence[str] = (),
+        materializations_: Sequence[NewMaterialization] = (),
     ) -> list[StepRef] | None:
         """Record success, in one transaction: the materialization (unless ``metadata`` is
-        None; one per partition of ``partition_keys``) and the partitions' status, the events,
+        None; one per partition of ``partition_keys``) and the partitions' status, those the
+        asset reported itself (``materializations_``), the events,
         RUNNING -> SUCCEEDED, each child's pending-upstream counter minus one (children reaching
         0 become READY) and, for the last step, the run's end.
 
@@ -348,6 +351,7 @@ class Storage(RunControl, InstigatorStorage, DynamicPartitionStorage, BackfillSt
                 )
                 self._set_partition_status(conn, asset_key, partition_keys, PartitionStatus.MATERIALIZED, run_id, now)
                 new_events.append(NewEvent("ASSET_MATERIALIZATION", asset_key, {"metadata": dict(metadata)}))
+            new_events += self._insert_reported_materializations(conn, run_id, step_key, materializations_, now)
             new_events.append(NewEvent("STEP_SUCCESS", None, {"attempt": attempt}))
             self._append_events(conn, run_id, step_key, new_events, now)
             ready = self._release_children(conn, run_id, list(done.downstream or ()), now)
@@ -529,6 +533,30 @@ class Storage(RunControl, InstigatorStorage, DynamicPartitionStorage, BackfillSt
         )
         rows = [dict(asset_key=asset_key, partition_key=k, status=status, run_id=run_id, updated_at=now) for k in keys]
         conn.execute(statement, rows)
+
+    def _insert_reported_materializations(
+        self, conn: Connection, run_id: str, step_key: str, reported: Sequence[NewMaterialization], now: datetime
+    ) -> list[NewEvent]:
+        """Insert materializations an asset reported itself; returns their events to append."""
+        new_events = []
+        for m in reported:
+            conn.execute(
+                insert(materializations).values(
+                    asset_key=m.asset_key,
+                    partition_key=m.partition_key,
+                    run_id=run_id,
+                    step_key=step_key,
+                    metadata=dict(m.metadata),
+                    timestamp=now,
+                )
+            )
+            if m.partition_key is not None:
+                self._set_partition_status(
+                    conn, m.asset_key, [m.partition_key], PartitionStatus.MATERIALIZED, run_id, now
+                )
+            data = {"metadata": dict(m.metadata), "partition": m.partition_key, "description": m.description}
+            new_events.append(NewEvent("ASSET_MATERIALIZATION", m.asset_key, data))
+        return new_events
 
     @staticmethod
     def _attempt(run_id: str, step_key: str, attempt: int) -> tuple[Any, ...]:

@@ -122,3 +122,14 @@ class NewEvent:
     event_type: str
     message: str | None = None
     data: Mapping[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class NewMaterialization:
+    """A materialization an asset reported itself (a yielded ``AssetMaterialization``), recorded
+    in its step's success transaction besides the step's own."""
+
+    asset_key: str
+    partition_key: str | None
+    metadata: Mapping[str, Any]
+    description: str | None = None

@@ -2,6 +2,10 @@
 
 claim (compare-and-set) -> load inputs through IO managers -> run the asset function under
 a heartbeat -> record the outcome in one transaction -> publish the steps it made READY.
+
+A heartbeat that finds the step no longer this attempt's (its run canceled, the attempt given
+up by the run monitor) interrupts the asset: its next ``context.log`` call, input load, yielded
+event or output store raises StepInterruptedError, and nothing of the attempt is recorded.
 """
 
 from __future__ import annotations
@@ -17,14 +21,15 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from tidegate.definitions.asset import DEFAULT_IO_MANAGER_KEY, AssetsDefinition
-from tidegate.definitions.context import AssetExecutionContext, MaterializeResult, Resources
+from tidegate.definitions.context import AssetExecutionContext, Interruption, Resources
 from tidegate.definitions.defs import Definitions
+from tidegate.definitions.events import AssetOutcome, annotated_none, read_result
 from tidegate.definitions.key import AssetKey
 from tidegate.definitions.partitions import AllPartitionMapping
-from tidegate.errors import TidegateError
-from tidegate.names import PARTITION_RANGE_END_TAG, PARTITION_RANGE_START_TAG, PARTITION_TAG
+from tidegate.errors import AssetOutputError, TidegateError
+from tidegate.names import PARTITION_RANGE_END_TAG, PARTITION_RANGE_START_TAG, PARTITION_TAG, StepStatus
 from tidegate.storage.api import Storage
-from tidegate.storage.records import ClaimedStep, NewEvent, StepRef
+from tidegate.storage.records import ClaimedStep, NewEvent, NewMaterialization, StepRef
 from tidegate.workers.io import FilesystemIOManager, InputContext, IOManager, OutputContext
 
 log = logging.getLogger("tidegate.worker")
@@ -39,6 +44,16 @@ class Outcome:
     RETRYING = "retrying"
     FAILED = "failed"
     LOST = "lost"  # finished, but the step had been taken away meanwhile: nothing recorded
+    INTERRUPTED = "interrupted"  # stopped early because the step was taken away: nothing recorded
+
+
+@dataclass
+class _Recorded:
+    """What a successful attempt records in its success transaction."""
+
+    metadata: dict[str, Any]
+    events: list[NewEvent]
+    materializations: list[NewMaterialization]
 
 
 @dataclass
@@ -65,11 +80,15 @@ class StepExecutor:
             # The code changed under the run: no point retrying.
             return self._record_failure(claimed, f"{exc}\n", None, captured)
         partition_keys: list[str] = []
+        interruption = Interruption()
         try:
             partition_keys = self._partition_keys(claimed, asset)
-            with self._heartbeat(claimed):
-                metadata = self._run_asset(claimed, asset, captured, partition_keys)
+            with self._heartbeat(claimed, interruption):
+                recorded = self._run_asset(claimed, asset, captured, partition_keys, interruption)
         except Exception as exc:
+            if interruption.is_set():
+                log.warning("%s; nothing recorded (%s)", interruption.reason, type(exc).__name__)
+                return Outcome.INTERRUPTED
             error = traceback.format_exc()
             if type(exc).__name__ == "SoftTimeLimitExceeded":  # Celery enforcing @asset(timeout=)
                 error += f"TimeoutError: step '{step_key}' exceeded its timeout of {asset.timeout:g}s\n"
@@ -79,9 +98,10 @@ class StepExecutor:
             step_key,
             attempt,
             asset_key=claimed.step.asset_key,
-            metadata=metadata,
-            events_=captured.events,
+            metadata=recorded.metadata,
+            events_=[*captured.events, *recorded.events],
             partition_keys=partition_keys,
+            materializations_=recorded.materializations,
         )
         if ready is None:
             log.warning(
@@ -113,13 +133,19 @@ class StepExecutor:
         return []
 
     def _run_asset(
-        self, claimed: ClaimedStep, asset: AssetsDefinition, captured: _CapturedLog, partition_keys: list[str]
-    ) -> dict[str, Any] | None:
+        self,
+        claimed: ClaimedStep,
+        asset: AssetsDefinition,
+        captured: _CapturedLog,
+        partition_keys: list[str],
+        interruption: Interruption,
+    ) -> _Recorded:
         run, step = claimed.run, claimed.step
         resources = {k: v for k, v in self.defs.resources.items()}
         kwargs: dict[str, Any] = {}
         for param, upstream_key in asset.inputs.items():
-            kwargs[param] = self._load_input(asset, upstream_key, partition_keys, run.run_id, step.step_key)
+            interruption.raise_if_set()
+            kwargs[param] = self._load_input(asset, param, upstream_key, partition_keys, run.run_id, step.step_key)
         for param in asset.resource_params:
             if param in resources:
                 kwargs[param] = resources[param]
@@ -129,36 +155,75 @@ class StepExecutor:
             job_name=run.job_name,
             tags=dict(run.tags),
             resources=Resources(resources),
-            log=captured.logger(asset.key),
+            log=captured.logger(asset.key, interruption),
             attempt=step.attempt,
             partition_keys=tuple(partition_keys),
             partitions_def=asset.partitions_def,
+            interruption=interruption,
         )
         if asset.context_param is not None:
             kwargs[asset.context_param] = context
-        result = asset.fn(**kwargs)
-        if isinstance(result, MaterializeResult):
-            return _jsonable({**context.metadata, **result.metadata})
-        if result is None:
-            return _jsonable(context.metadata)
+        outcome = read_result(
+            asset.key, asset.fn(**kwargs), returns_none=annotated_none(asset.fn), checkpoint=interruption.raise_if_set
+        )
+        interruption.raise_if_set()  # returned after being told to stop: store nothing
+        metadata = {**context.metadata, **outcome.metadata}
+        if outcome.stores_value:
+            metadata.update(self._store_value(asset, claimed, partition_keys, outcome.value, interruption))
+        return _Recorded(_jsonable(metadata), _observation_events(outcome), _runtime_materializations(outcome))
+
+    def _store_value(
+        self,
+        asset: AssetsDefinition,
+        claimed: ClaimedStep,
+        partition_keys: list[str],
+        value: Any,
+        interruption: Interruption,
+    ) -> dict[str, Any]:
+        """Hand the value (None included) to the asset's IO manager; returns metadata to record."""
+        run_id, step_key = claimed.run.run_id, claimed.step.step_key
         manager = self._io_manager(asset.io_manager_key)
         if len(partition_keys) <= 1:
-            out = OutputContext(asset.key, run.run_id, step.step_key, partition_keys[0] if partition_keys else None)
-            manager.handle_output(out, result)
-            return _jsonable({**context.metadata, **out.metadata})
+            out = OutputContext(asset.key, run_id, step_key, partition_keys[0] if partition_keys else None)
+            manager.handle_output(out, value)
+            return out.metadata
         # A range of partitions in one run: the asset returns a value per partition.
-        if not isinstance(result, Mapping) or set(result) != set(partition_keys):
-            got = sorted(result)[:5] if isinstance(result, Mapping) else type(result).__name__
-            raise TidegateError(
+        if value is None:
+            value = dict.fromkeys(partition_keys)
+        if not isinstance(value, Mapping) or set(value) != set(partition_keys):
+            got = sorted(value)[:5] if isinstance(value, Mapping) else type(value).__name__
+            raise AssetOutputError(
                 f"asset '{asset.key}': a run over partitions {partition_keys[0]}..{partition_keys[-1]} must return "
-                f"a dict with one value per partition ({len(partition_keys)} keys), or None / MaterializeResult; "
-                f"got {got}"
+                f"a dict with one value per partition ({len(partition_keys)} keys), None (stored for each) or a "
+                f"MaterializeResult; got {got}"
             )
         for key in partition_keys:
-            manager.handle_output(OutputContext(asset.key, run.run_id, step.step_key, key), result[key])
-        return _jsonable({**context.metadata, "partitions": len(partition_keys)})
+            interruption.raise_if_set()
+            manager.handle_output(OutputContext(asset.key, run_id, step_key, key), value[key])
+        return {"partitions": len(partition_keys)}
 
     def _load_input(
+        self,
+        asset: AssetsDefinition,
+        param: str,
+        upstream_key: AssetKey,
+        partition_keys: list[str],
+        run_id: str,
+        step_key: str,
+    ) -> Any:
+        try:
+            return self._load_upstream(asset, upstream_key, partition_keys, run_id, step_key)
+        except Exception as exc:
+            upstream = self.defs.assets.get(upstream_key)
+            if upstream is not None and annotated_none(upstream.fn):
+                exc.add_note(
+                    f"asset '{asset.key}': parameter {param!r} loads asset '{upstream_key}', which is annotated "
+                    "'-> None', so its IO manager stored nothing: depend on it with deps=[...] instead, or drop "
+                    "the annotation to have its None stored"
+                )
+            raise
+
+    def _load_upstream(
         self,
         asset: AssetsDefinition,
         upstream_key: AssetKey,
@@ -235,16 +300,24 @@ class StepExecutor:
     # -- heartbeat -------------------------------------------------------------------------
 
     @contextmanager
-    def _heartbeat(self, claimed: ClaimedStep) -> Iterator[None]:
+    def _heartbeat(self, claimed: ClaimedStep, interruption: Interruption) -> Iterator[None]:
+        """Beat every ``heartbeat_seconds`` while the asset runs. A beat that finds the step no
+        longer this attempt's (run canceled, attempt given up by the run monitor) sets
+        ``interruption`` and stops beating."""
         stop = threading.Event()
         step = claimed.step
 
         def beat() -> None:
             while not stop.wait(self.heartbeat_seconds):
                 try:
-                    self.storage.heartbeat(step.run_id, step.step_key, step.attempt)
+                    owned = self.storage.heartbeat(step.run_id, step.step_key, step.attempt)
                 except Exception:  # the database may be briefly away; the next beat retries
                     log.warning("heartbeat for %s failed", step.step_key, exc_info=True)
+                    continue
+                if not owned:
+                    interruption.set(self._interruption_reason(claimed))
+                    log.warning("%s: stopping it", interruption.reason)
+                    return
 
         thread = threading.Thread(target=beat, name=f"heartbeat-{step.step_key}", daemon=True)
         thread.start()
@@ -253,6 +326,17 @@ class StepExecutor:
         finally:
             stop.set()
             thread.join()
+
+    def _interruption_reason(self, claimed: ClaimedStep) -> str:
+        step = claimed.step
+        what = f"step '{step.step_key}' of run {step.run_id} attempt {step.attempt}"
+        try:
+            now = next(s for s in self.storage.get_steps(step.run_id) if s.step_key == step.step_key)
+        except Exception:
+            return f"{what} no longer owns its step"
+        if now.status == StepStatus.CANCELED:
+            return f"{what}: its run was canceled"
+        return f"{what} was given up by the run monitor (the step is now {now.status}, attempt {now.attempt})"
 
 
 class _CapturedLog(logging.Handler):
@@ -265,13 +349,43 @@ class _CapturedLog(logging.Handler):
     def emit(self, record: logging.LogRecord) -> None:
         self.events.append(NewEvent("LOG", record.getMessage(), {"level": record.levelname}))
 
-    def logger(self, key: AssetKey) -> logging.Logger:
+    def logger(self, key: AssetKey, interruption: Interruption) -> logging.Logger:
         # A logger outside the registry (so none leaks per step) that still propagates.
-        logger = logging.Logger(f"tidegate.asset.{key}")
+        logger = _StepLogger(f"tidegate.asset.{key}", interruption)
         logger.parent = asset_log
         logger.setLevel(logging.DEBUG)
         logger.addHandler(self)
         return logger
+
+
+class _StepLogger(logging.Logger):
+    """``context.log``: every call first raises StepInterruptedError if the step was taken away."""
+
+    def __init__(self, name: str, interruption: Interruption) -> None:
+        super().__init__(name)
+        self._interruption = interruption
+
+    def _log(self, *args: Any, **kwargs: Any) -> None:
+        self._interruption.raise_if_set()
+        super()._log(*args, **kwargs)
+
+
+def _observation_events(outcome: AssetOutcome) -> list[NewEvent]:
+    return [
+        NewEvent(
+            "ASSET_OBSERVATION",
+            str(o.asset_key),
+            {"metadata": _jsonable(o.metadata), "partition": o.partition, "description": o.description},
+        )
+        for o in outcome.observations
+    ]
+
+
+def _runtime_materializations(outcome: AssetOutcome) -> list[NewMaterialization]:
+    return [
+        NewMaterialization(str(m.asset_key), m.partition, _jsonable(m.metadata), m.description)
+        for m in outcome.materializations
+    ]
 
 
 def _jsonable(metadata: Mapping[str, Any]) -> dict[str, Any]:

@@ -19,9 +19,10 @@ from tidegate.definitions.asset import DEFAULT_IO_MANAGER_KEY, AssetsDefinition
 from tidegate.definitions.defs import Definitions
 from tidegate.definitions.job import IMPLICIT_ASSET_JOB
 from tidegate.definitions.key import AssetKey, CoercibleToAssetKey
+from tidegate.definitions.partitions import PartitionKeyRange
 from tidegate.definitions.selection import CoercibleToAssetSelection
 from tidegate.errors import RunFailedError
-from tidegate.names import RunStatus, StepStatus
+from tidegate.names import PARTITION_RANGE_END_TAG, PARTITION_RANGE_START_TAG, RunStatus, StepStatus
 from tidegate.storage.api import Storage
 from tidegate.storage.instance import DagsterInstance
 from tidegate.storage.records import EventRecord, MaterializationRecord, RunRecord, StepRecord, StepRef
@@ -66,7 +67,9 @@ def materialize(
     partition_key: str | None = None,
     instance: DagsterInstance | None = None,
 ) -> ExecuteInProcessResult:
-    """Materialize ``assets`` (or the ``selection`` of them) in this process, in order; into
+    """Materialize ``assets`` (or the ``selection`` of them) in this process, in order: for
+    ``partition_key``, or every partition from ``tags[PARTITION_RANGE_START_TAG]`` to
+    ``tags[PARTITION_RANGE_END_TAG]`` in one run (as Dagster's range tags); into
     ``instance``'s database when given (a sensor's unit test then sees the run and its
     materializations through ``context.instance``), else into a throw-away one."""
     all_resources = dict(resources or {})
@@ -78,8 +81,16 @@ def materialize(
     else:
         storage = Storage.open(f"sqlite:///{workdir}/tidegate.db", upgrade=True)
     try:
+        given = dict(tags or {})
+        partition_range = None
+        if PARTITION_RANGE_START_TAG in given and PARTITION_RANGE_END_TAG in given:
+            partition_range = PartitionKeyRange(given[PARTITION_RANGE_START_TAG], given[PARTITION_RANGE_END_TAG])
         plan = defs.plan(
-            IMPLICIT_ASSET_JOB, selection, partition_key=partition_key, dynamic_keys=lambda name: [partition_key or ""]
+            IMPLICIT_ASSET_JOB,
+            selection,
+            partition_key=partition_key,
+            partition_range=partition_range,
+            dynamic_keys=lambda name: [partition_key or ""],
         )
         pending: deque[StepRef] = deque()
         executor = StepExecutor(defs, storage, publish=pending.extend, worker_name="in-process")

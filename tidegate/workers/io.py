@@ -82,7 +82,8 @@ class FilesystemIOManager(IOManager):
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
-        context.add_output_metadata({"path": str(path)})
+        if obj is not None:  # a None is usually an asset that wrote its data elsewhere (as Dagster)
+            context.add_output_metadata({"path": str(path)})
 
     def load_input(self, context: InputContext) -> Any:
         path = self.path_for(context.asset_key, context.partition_key)
