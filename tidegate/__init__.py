@@ -4,12 +4,15 @@ The public API mirrors Dagster's names: ``import tidegate as tg`` (or ``as dg``)
 """
 
 from tidegate.definitions.asset import AssetIn, AssetsDefinition, asset
+from tidegate.definitions.asset_spec import AssetSpec
 from tidegate.definitions.context import AssetExecutionContext, MaterializeResult
 from tidegate.definitions.defs import Definitions
+from tidegate.definitions.defs import definitions as definitions  # rebinds tidegate.definitions, as dagster's
 from tidegate.definitions.file_sensor import file_sensor
 from tidegate.definitions.instigator import DefaultScheduleStatus, DefaultSensorStatus
 from tidegate.definitions.job import define_asset_job
 from tidegate.definitions.key import AssetKey
+from tidegate.definitions.metadata import MetadataValue
 from tidegate.definitions.partitioned_schedule import build_schedule_from_partitioned_job
 from tidegate.definitions.partitions import (
     AddDynamicPartitionsRequest,
@@ -42,6 +45,7 @@ from tidegate.errors import (
     DependencyCycleError,
     DuplicateDefinitionError,
     EmptySelectionError,
+    ExternalAssetError,
     InvalidDefinitionError,
     InvalidSelectionError,
     MissingResourceError,
@@ -63,6 +67,7 @@ __all__ = [
     "AssetIn",
     "AssetKey",
     "AssetSelection",
+    "AssetSpec",
     "AssetsDefinition",
     "BackfillPolicy",
     "Backoff",
@@ -79,6 +84,7 @@ __all__ = [
     "DynamicPartitionsDefinition",
     "EmptySelectionError",
     "ExecuteInProcessResult",
+    "ExternalAssetError",
     "FilesystemIOManager",
     "HourlyPartitionsDefinition",
     "IOManager",
@@ -89,6 +95,7 @@ __all__ = [
     "InvalidSelectionError",
     "Jitter",
     "MaterializeResult",
+    "MetadataValue",
     "MissingResourceError",
     "MonthlyPartitionsDefinition",
     "OutputContext",
@@ -117,6 +124,7 @@ __all__ = [
     "asset",
     "build_schedule_from_partitioned_job",
     "define_asset_job",
+    "definitions",
     "file_sensor",
     "materialize",
     "s3_sensor",
