@@ -37,6 +37,9 @@ from tidegate.storage.records import (
 from tidegate.storage.schema import asset_partitions, events, materializations, pools, runs, steps
 
 
+RUNLESS_RUN_ID = ""  # the run id of events recorded outside any run, as in Dagster
+
+
 def utcnow() -> datetime:
     return datetime.now(UTC)
 
@@ -426,6 +429,37 @@ class Storage(RunControl, InstigatorStorage, DynamicPartitionStorage, BackfillSt
             handed_over = self._fill_pools(conn, {row.pool}, now) if row.pool is not None else []
             self._finish_steps(conn, run_id, 1 + skipped, now)
         return handed_over
+
+    # -- external assets -------------------------------------------------------------------
+
+    @retry_transient
+    def report_materialization(
+        self, asset_key: str, *, partition_key: str | None = None, metadata: Mapping[str, Any] | None = None
+    ) -> MaterializationRecord:
+        """Record a materialization made outside tidegate (an external asset's producer), in one
+        transaction: the materialization, the partition's status and an ASSET_MATERIALIZATION
+        event, all with the empty run id (Dagster's runless events), so asset sensors, event-log
+        cursors and `tidegate assets list` see it like one a step recorded."""
+        now = utcnow()
+        stored = dict(metadata or {})
+        with self.engine.begin() as conn:
+            row = conn.execute(
+                insert(materializations)
+                .values(
+                    asset_key=asset_key,
+                    partition_key=partition_key,
+                    run_id=RUNLESS_RUN_ID,
+                    step_key="",
+                    metadata=stored,
+                    timestamp=now,
+                )
+                .returning(*materializations.c)
+            ).one()
+            partitions = [partition_key] if partition_key is not None else []
+            self._set_partition_status(conn, asset_key, partitions, PartitionStatus.MATERIALIZED, RUNLESS_RUN_ID, now)
+            data = {"metadata": stored, "partition_key": partition_key, "reported": True}
+            self._append_events(conn, RUNLESS_RUN_ID, None, [NewEvent("ASSET_MATERIALIZATION", asset_key, data)], now)
+        return from_row(MaterializationRecord, row)
 
     # -- reading ---------------------------------------------------------------------------
 
