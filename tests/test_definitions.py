@@ -589,7 +589,8 @@ class TestDefinitionsValidation:
     def test_empty_definitions(self) -> None:
         defs = tg.Definitions()
         assert dict(defs.assets) == {}
-        assert defs.jobs == {}
+        assert list(defs.jobs) == [IMPLICIT_ASSET_JOB]  # the ad-hoc asset job exists, empty, for target="*"
+        assert defs.plan(IMPLICIT_ASSET_JOB).steps == ()
 
     def test_assets_must_be_asset_definitions(self) -> None:
         with pytest.raises(tg.InvalidDefinitionError, match="assets= holds <function _source"):

@@ -196,9 +196,7 @@ class TestCommandLine:
     def _run(self, tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("TIDEGATE_")}
         env.update(TIDEGATE_HOME=str(tmp_path / "home"), TIDEGATE_BROKER_URL="memory://localhost/")
-        return subprocess.run(
-            [TIDEGATE, *args], env=env, capture_output=True, text=True, timeout=90, cwd=tmp_path
-        )
+        return subprocess.run([TIDEGATE, *args], env=env, capture_output=True, text=True, timeout=90, cwd=tmp_path)
 
     def test_report_then_list_and_refuse_to_materialize(self, tmp_path: Path) -> None:
         project = tmp_path / "tracking.py"

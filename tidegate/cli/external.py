@@ -27,7 +27,9 @@ def report_asset(
         raise PartitionKeyError(f"asset '{asset.key}': not partitioned, but partition key {partition_key!r} given")
     if partitions_def is not None:
         if partition_key is None:
-            raise PartitionKeyError(f"asset '{asset.key}': partitioned by {partitions_def.describe()}; give --partition")
+            raise PartitionKeyError(
+                f"asset '{asset.key}': partitioned by {partitions_def.describe()}; give --partition"
+            )
         try:
             partitions_def.validate_key(partition_key, dynamic_keys=storage.dynamic_partition_keys)
         except PartitionKeyError as exc:

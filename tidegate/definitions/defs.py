@@ -90,9 +90,8 @@ class Definitions:
             if job.name in self.jobs or job.name == IMPLICIT_ASSET_JOB:
                 raise DuplicateDefinitionError(f"job '{job.name}': defined twice")
             self.jobs[job.name] = job.resolve(self.graph)
-        if self.graph.assets:
-            implicit = define_asset_job(IMPLICIT_ASSET_JOB, "*")
-            self.jobs[IMPLICIT_ASSET_JOB] = implicit.resolve(self.graph)
+        implicit = define_asset_job(IMPLICIT_ASSET_JOB, "*")  # ad-hoc runs and selection targets; may be empty
+        self.jobs[IMPLICIT_ASSET_JOB] = implicit.resolve(self.graph)
 
         self.schedules: dict[str, ScheduleDefinition] = _unique_by_name(given_schedules, "schedule", ScheduleDefinition)
         self.sensors: dict[str, SensorDefinition] = _unique_by_name(given_sensors, "sensor", SensorDefinition)
@@ -328,7 +327,9 @@ def _external_stubs(assets: Sequence[AssetsDefinition]) -> list[AssetsDefinition
     return [external_asset(key) for key in sorted(missing)]
 
 
-def _check_instigator_names(schedules: Mapping[str, ScheduleDefinition], sensors: Mapping[str, SensorDefinition]) -> None:
+def _check_instigator_names(
+    schedules: Mapping[str, ScheduleDefinition], sensors: Mapping[str, SensorDefinition]
+) -> None:
     """Schedules and sensors share one namespace: their state (status, cursor, ticks) is kept
     by name, and Dagster too requires instigator names to be unique."""
     clashes = sorted(set(schedules) & set(sensors))

@@ -6,6 +6,7 @@ on SQLite and PostgreSQL (tests/test_storage_contract.py).
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
@@ -15,6 +16,7 @@ from sqlalchemy import Connection, Engine, and_, case, exists, func, insert, sel
 from sqlalchemy.engine import make_url
 
 from tidegate.definitions.job import RunPlan
+from tidegate.definitions.metadata import metadata_json_default
 from tidegate.errors import RunNotFoundError, StorageError
 from tidegate.names import PARTITION_TAG, PartitionStatus, RunStatus, StepStatus
 from tidegate.storage import migrate
@@ -35,7 +37,6 @@ from tidegate.storage.records import (
     from_row,
 )
 from tidegate.storage.schema import asset_partitions, events, materializations, pools, runs, steps
-
 
 RUNLESS_RUN_ID = ""  # the run id of events recorded outside any run, as in Dagster
 
@@ -439,9 +440,10 @@ class Storage(RunControl, InstigatorStorage, DynamicPartitionStorage, BackfillSt
         """Record a materialization made outside tidegate (an external asset's producer), in one
         transaction: the materialization, the partition's status and an ASSET_MATERIALIZATION
         event, all with the empty run id (Dagster's runless events), so asset sensors, event-log
-        cursors and `tidegate assets list` see it like one a step recorded."""
+        cursors and `tidegate assets list` see it like one a step recorded. ``metadata`` may
+        hold MetadataValue objects (stored tagged, see tidegate.definitions.metadata)."""
         now = utcnow()
-        stored = dict(metadata or {})
+        stored = json.loads(json.dumps(dict(metadata or {}), default=metadata_json_default))  # MetadataValue: tagged
         with self.engine.begin() as conn:
             row = conn.execute(
                 insert(materializations)
