@@ -248,6 +248,8 @@ class TestMetadataValue:
         [stored] = [m for m in result.materializations if m.asset_key == "revenue"]
         assert stored.metadata["dashboard"] == {"__metadata__": "url", "value": "https://example.com/d/1"}
         assert stored.metadata["plain"] == 7
+        [event] = [e for e in result.events if e.event_type == "ASSET_MATERIALIZATION"]
+        assert event.data["metadata"] == stored.metadata  # the event log holds the same tagged JSON
         typed = load_metadata(stored.metadata)
         assert typed == self.VALUES
         assert isinstance(typed["dashboard"], tg.MetadataValue) and typed["dashboard"].type_name == "url"

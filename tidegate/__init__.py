@@ -7,7 +7,7 @@ from tidegate.definitions.asset import AssetIn, AssetsDefinition, asset
 from tidegate.definitions.asset_spec import AssetSpec
 from tidegate.definitions.context import AssetExecutionContext, MaterializeResult
 from tidegate.definitions.defs import Definitions
-from tidegate.definitions.defs import definitions as definitions  # rebinds tidegate.definitions, as dagster's
+from tidegate.definitions.defs import definitions as definitions  # tg.definitions: the decorator, not the subpackage
 from tidegate.definitions.file_sensor import file_sensor
 from tidegate.definitions.instigator import DefaultScheduleStatus, DefaultSensorStatus
 from tidegate.definitions.job import define_asset_job
