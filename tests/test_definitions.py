@@ -589,7 +589,8 @@ class TestDefinitionsValidation:
     def test_empty_definitions(self) -> None:
         defs = tg.Definitions()
         assert dict(defs.assets) == {}
-        assert defs.jobs == {}
+        assert list(defs.jobs) == [IMPLICIT_ASSET_JOB]  # the ad-hoc asset job exists, empty, for target="*"
+        assert defs.plan(IMPLICIT_ASSET_JOB).steps == ()
 
     def test_assets_must_be_asset_definitions(self) -> None:
         with pytest.raises(tg.InvalidDefinitionError, match="assets= holds <function _source"):
@@ -628,13 +629,17 @@ class TestDefinitionsValidation:
             tg.Definitions(assets=[raw, report])
         assert "assets: raw, report" in str(info.value)
 
-    def test_unknown_dependency_by_deps(self) -> None:
+    def test_undefined_deps_key_becomes_an_external_asset(self) -> None:
+        # As in Dagster: a deps= key nothing defines (typo or not) is an external asset, not an error.
         @tg.asset(deps=["sales/orders"])
         def report() -> None:
             return None
 
-        with pytest.raises(tg.UnknownDependencyError, match=exact("asset 'report': unknown dependency 'sales/orders'")):
-            tg.Definitions(assets=[report])
+        defs = tg.Definitions(assets=[report])
+        orders = defs.get_asset("sales/orders")
+        assert orders.is_external
+        assert defs.graph.upstream[report.key] == {orders.key}
+        assert [s.step_key for s in defs.plan("__ASSET_JOB").steps] == ["report"]
 
     def test_unknown_dependency_by_ins(self) -> None:
         @tg.asset(ins={"orders": tg.AssetIn("raw_orders")})

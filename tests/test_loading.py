@@ -239,6 +239,32 @@ class TestFile:
         )
         assert asset_names(CodeLocation(file=str(folder / "definitions.py")).load()) == {"shared"}
 
+    def test_the_module_is_named_after_the_file(self, code_dir: Path) -> None:
+        path = code_dir / "pipeline.py"
+        path.write_text(VALID + "\nclass Row:\n    pass\n")
+        defs = CodeLocation(file=str(path)).load()
+        module = sys.modules["pipeline"]
+        assert defs.get_asset("numbers").fn.__module__ == "pipeline" and module.__file__ == str(path)
+        assert module.Row.__module__ == "pipeline"  # so pickle can find classes the file defines
+        assert CodeLocation(file=str(path)).load().get_asset("numbers") is defs.get_asset("numbers")
+
+    def test_a_second_file_of_the_same_name_replaces_the_first(self, code_dir: Path) -> None:
+        for folder, source in (("one", VALID), ("two", VALID.replace("numbers", "letters"))):
+            (code_dir / folder).mkdir()
+            (code_dir / folder / "pipeline.py").write_text(source)
+        assert asset_names(CodeLocation(file=str(code_dir / "one" / "pipeline.py")).load()) == {"numbers"}
+        assert asset_names(CodeLocation(file=str(code_dir / "two" / "pipeline.py")).load()) == {"letters"}
+
+    @pytest.mark.parametrize(("stem", "taken_by"), [("queue", "Python's standard library"), ("pytest", "pytest")])
+    def test_a_file_named_like_another_module_is_refused(self, code_dir: Path, stem: str, taken_by: str) -> None:
+        path = code_dir / f"{stem}.py"
+        path.write_text(VALID)
+        with pytest.raises(tg.DefinitionsLoadError) as info:
+            CodeLocation(file=str(path)).load()
+        assert str(info.value).startswith(f"code location '{path}': the file is imported as module '{stem}', ")
+        assert taken_by in str(info.value) and "rename the file" in str(info.value)
+        assert getattr(sys.modules.get(stem), "__file__", None) != str(path)  # nothing shadowed
+
     def test_attribute(self, code_dir: Path) -> None:
         path = code_dir / "two.py"
         path.write_text(TWO_DEFS.format(first_name="staging", second_name="prod"))

@@ -4,14 +4,17 @@ The public API mirrors Dagster's names: ``import tidegate as tg`` (or ``as dg``)
 """
 
 from tidegate.definitions.asset import AssetIn, AssetsDefinition, asset
+from tidegate.definitions.asset_spec import AssetSpec
 from tidegate.definitions.context import AssetExecutionContext, MaterializeResult
 from tidegate.definitions.defs import Definitions
+from tidegate.definitions.defs import definitions as definitions  # tg.definitions: the decorator, not the subpackage
 from tidegate.definitions.events import AssetMaterialization, AssetObservation, Output
 from tidegate.definitions.file_sensor import file_sensor
 from tidegate.definitions.instance import DagsterRun, DagsterRunStatus, EventLogEntry, RunRecord, RunsFilter
 from tidegate.definitions.instigator import DefaultScheduleStatus, DefaultSensorStatus
 from tidegate.definitions.job import define_asset_job
 from tidegate.definitions.key import AssetKey
+from tidegate.definitions.metadata import MetadataValue
 from tidegate.definitions.partitioned_schedule import build_schedule_from_partitioned_job
 from tidegate.definitions.partitions import (
     AddDynamicPartitionsRequest,
@@ -50,6 +53,7 @@ from tidegate.errors import (
     DependencyCycleError,
     DuplicateDefinitionError,
     EmptySelectionError,
+    ExternalAssetError,
     InvalidDefinitionError,
     InvalidInvocationError,
     InvalidPartitionKeyError,
@@ -79,6 +83,7 @@ __all__ = [
     "AssetObservation",
     "AssetOutputError",
     "AssetSelection",
+    "AssetSpec",
     "AssetsDefinition",
     "BackfillPolicy",
     "Backoff",
@@ -99,6 +104,7 @@ __all__ = [
     "EmptySelectionError",
     "EventLogEntry",
     "ExecuteInProcessResult",
+    "ExternalAssetError",
     "FilesystemIOManager",
     "HourlyPartitionsDefinition",
     "IOManager",
@@ -111,6 +117,7 @@ __all__ = [
     "InvalidSelectionError",
     "Jitter",
     "MaterializeResult",
+    "MetadataValue",
     "MissingResourceError",
     "MonthlyPartitionsDefinition",
     "Output",
@@ -146,6 +153,7 @@ __all__ = [
     "build_schedule_from_partitioned_job",
     "build_sensor_context",
     "define_asset_job",
+    "definitions",
     "file_sensor",
     "instance_for_test",
     "materialize",

@@ -52,6 +52,11 @@ class EmptySelectionError(DefinitionError):
     """A job's selection matches no asset."""
 
 
+class ExternalAssetError(InvalidSelectionError):
+    """A job, selection or launch names an external asset (an ``AssetSpec``, or a ``deps=`` key
+    no code defines): another system produces it, tidegate only records reports of it."""
+
+
 class MissingResourceError(DefinitionError):
     """An asset needs a resource that Definitions does not provide."""
 

@@ -19,6 +19,7 @@ from tidegate.cli.common import (
     open_storage,
     resolve_location,
 )
+from tidegate.cli.external import report_asset
 from tidegate.cli.flower import flower
 from tidegate.cli.inspect_ import assets, partitions, pool, queue, runs
 from tidegate.cli.launch import job, materialize
@@ -41,6 +42,7 @@ main.add_command(materialize)
 main.add_command(job)
 main.add_command(runs)
 main.add_command(assets)
+assets.add_command(report_asset)
 main.add_command(schedule)
 main.add_command(sensor)
 main.add_command(ticks)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import json
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -20,6 +21,8 @@ DEFAULT_QUEUE = "tidegate"
 DEFAULT_IO_MANAGER_KEY = "io_manager"
 _QUEUE_NAME = re.compile(r"^[A-Za-z0-9_.\-]+$")
 _GROUP_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_\-]*$")  # selectable as "group:<name>"
+_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+MAX_KINDS = 3  # as Dagster: "Assets can have at most three kinds"
 
 
 @dataclass(frozen=True)
@@ -63,6 +66,11 @@ class AssetsDefinition:
     partitions_def: PartitionsDefinition | None = None
     partition_mappings: Mapping[AssetKey, PartitionMapping] = field(default_factory=dict)
     backfill_policy: BackfillPolicy | None = None
+    op_tags: Mapping[str, Any] = field(default_factory=dict)
+    kinds: frozenset[str] = frozenset()
+    owners: tuple[str, ...] = ()
+    code_version: str | None = None
+    is_external: bool = False
 
     @property
     def name(self) -> str:
@@ -132,6 +140,10 @@ def asset(
     required_resource_keys: Iterable[str] | None = None,
     partitions_def: PartitionsDefinition | None = None,
     backfill_policy: BackfillPolicy | None = None,
+    op_tags: Mapping[str, Any] | None = None,
+    kinds: Iterable[str] | None = None,
+    owners: Sequence[str] | None = None,
+    code_version: str | None = None,
 ) -> Callable[[Callable[..., Any]], AssetsDefinition]: ...
 
 
@@ -156,6 +168,10 @@ def asset(
     required_resource_keys: Iterable[str] | None = None,
     partitions_def: PartitionsDefinition | None = None,
     backfill_policy: BackfillPolicy | None = None,
+    op_tags: Mapping[str, Any] | None = None,
+    kinds: Iterable[str] | None = None,
+    owners: Sequence[str] | None = None,
+    code_version: str | None = None,
 ) -> AssetsDefinition | Callable[[Callable[..., Any]], AssetsDefinition]:
     """Define an asset from a function, validating every argument at once.
 
@@ -186,6 +202,10 @@ def asset(
             required_resource_keys=set(required_resource_keys or ()),
             partitions_def=partitions_def,
             backfill_policy=backfill_policy,
+            op_tags=op_tags or {},
+            kinds=kinds,
+            owners=owners or (),
+            code_version=code_version,
         )
 
     return build(fn) if fn is not None else build
@@ -211,6 +231,10 @@ def _build_asset(
     required_resource_keys: set[str],
     partitions_def: PartitionsDefinition | None = None,
     backfill_policy: BackfillPolicy | None = None,
+    op_tags: Mapping[str, Any] | None = None,
+    kinds: Iterable[str] | None = None,
+    owners: Sequence[str] = (),
+    code_version: str | None = None,
 ) -> AssetsDefinition:
     fn_name = getattr(func, "__name__", repr(func))
     label = f"asset {name or fn_name!r}"
@@ -226,13 +250,9 @@ def _build_asset(
         raise InvalidDefinitionError(f"{label}: {exc}") from None
     label = f"asset '{asset_key}'"
 
-    for tag_key, tag_value in tags.items():
-        if not isinstance(tag_key, str) or not isinstance(tag_value, str):
-            raise InvalidDefinitionError(f"{label}: tags must map str to str, got {tag_key!r}: {tag_value!r}")
-    if group_name is not None and not _GROUP_NAME.match(group_name):
-        raise InvalidDefinitionError(
-            f"{label}: invalid group name {group_name!r} (letters, digits, '_' and '-', not starting with a digit)"
-        )
+    check_descriptive_args(label, tags=tags, group_name=group_name, owners=owners, code_version=code_version)
+    kind_set = check_kinds(label, kinds)
+    tag_values = check_op_tags(label, op_tags or {})
     if queue is not None and not _QUEUE_NAME.match(queue):
         raise InvalidDefinitionError(f"{label}: invalid queue name {queue!r}")
     if pool is not None and not _QUEUE_NAME.match(pool):
@@ -291,7 +311,67 @@ def _build_asset(
         partitions_def=partitions_def,
         partition_mappings=mappings,
         backfill_policy=backfill_policy,
+        op_tags=tag_values,
+        kinds=kind_set,
+        owners=tuple(owners),
+        code_version=code_version,
     )
+
+
+def check_descriptive_args(
+    label: str,
+    *,
+    tags: Mapping[str, str],
+    group_name: str | None,
+    owners: Sequence[str],
+    code_version: str | None,
+) -> None:
+    """Validate what ``@asset`` and ``AssetSpec`` share: tags, group, owners, code version."""
+    for tag_key, tag_value in tags.items():
+        if not isinstance(tag_key, str) or not isinstance(tag_value, str):
+            raise InvalidDefinitionError(f"{label}: tags must map str to str, got {tag_key!r}: {tag_value!r}")
+    if group_name is not None and (not isinstance(group_name, str) or not _GROUP_NAME.match(group_name)):
+        raise InvalidDefinitionError(
+            f"{label}: invalid group name {group_name!r} (letters, digits, '_' and '-', not starting with a digit)"
+        )
+    if isinstance(owners, str):
+        raise InvalidDefinitionError(f"{label}: owners must be a list of strings, got the string {owners!r}")
+    for owner in owners:
+        if not isinstance(owner, str) or not (_EMAIL.match(owner) or (owner.startswith("team:") and len(owner) > 5)):
+            raise InvalidDefinitionError(
+                f"{label}: invalid owner {owner!r} (an email address, or a team name prefixed with 'team:')"
+            )
+    if code_version is not None and not isinstance(code_version, str):
+        raise InvalidDefinitionError(f"{label}: code_version must be a string, got {code_version!r}")
+
+
+def check_kinds(label: str, kinds: Iterable[str] | None) -> frozenset[str]:
+    """Kinds are a set of strings (what the asset is: ``{"python", "snowflake"}``), at most three."""
+    if kinds is None:
+        return frozenset()
+    if isinstance(kinds, str) or not isinstance(kinds, Iterable):
+        raise InvalidDefinitionError(f"{label}: kinds must be a set of strings, got {kinds!r}")
+    found = frozenset(kinds)
+    bad = [k for k in found if not isinstance(k, str) or not k]
+    if bad:
+        raise InvalidDefinitionError(f"{label}: kinds must be non-empty strings, got {bad[0]!r}")
+    if len(found) > MAX_KINDS:
+        raise InvalidDefinitionError(f"{label}: at most {MAX_KINDS} kinds, got {len(found)}: {sorted(found)}")
+    return found
+
+
+def check_op_tags(label: str, op_tags: Mapping[str, Any]) -> dict[str, Any]:
+    """Op tags (Dagster's per-step execution hints) map strings to JSON values."""
+    if not isinstance(op_tags, Mapping):
+        raise InvalidDefinitionError(f"{label}: op_tags must be a mapping, got {op_tags!r}")
+    for key, value in op_tags.items():
+        if not isinstance(key, str):
+            raise InvalidDefinitionError(f"{label}: op_tags keys must be strings, got {key!r}")
+        try:
+            json.dumps(value)
+        except (TypeError, ValueError):
+            raise InvalidDefinitionError(f"{label}: op_tags[{key!r}] is not JSON-serializable: {value!r}") from None
+    return dict(op_tags)
 
 
 def _classify_params(func: Callable[..., Any], label: str) -> tuple[list[str], str | None, set[str]]:

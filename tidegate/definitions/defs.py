@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+import inspect
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypeVar
 
 from tidegate.definitions.asset import DEFAULT_IO_MANAGER_KEY, AssetsDefinition
+from tidegate.definitions.asset_spec import AssetSpec, external_asset
 from tidegate.definitions.graph import AssetGraph
 from tidegate.definitions.instigator import Target
 from tidegate.definitions.job import (
@@ -22,12 +25,18 @@ from tidegate.definitions.partitioned_schedule import PartitionedJobSchedule
 from tidegate.definitions.partitions import DynamicKeys, PartitionKeyRange
 from tidegate.definitions.run_request import RunRequest
 from tidegate.definitions.schedule import ScheduleDefinition
-from tidegate.definitions.selection import CoercibleToAssetSelection, coerce_selection
+from tidegate.definitions.selection import (
+    CoercibleToAssetSelection,
+    coerce_selection,
+    executable_keys,
+    selects_everything,
+)
 from tidegate.definitions.sensor import SensorDefinition
 from tidegate.errors import (
     DefinitionError,
     DuplicateDefinitionError,
     EmptySelectionError,
+    ExternalAssetError,
     InvalidDefinitionError,
     MissingResourceError,
     PartitionKeyError,
@@ -39,48 +48,55 @@ from tidegate.errors import (
 class Definitions:
     """Assets, jobs, schedules, sensors and resources of one code location.
 
-    Building it validates the whole: duplicate keys and names, unknown dependencies,
-    dependency cycles, jobs that select nothing and resources that are missing each raise a
-    :class:`~tidegate.errors.DefinitionError` naming the definition.
+    Building it validates the whole: duplicate keys and names, unknown inputs, dependency
+    cycles, jobs that select nothing and resources that are missing each raise a
+    :class:`~tidegate.errors.DefinitionError` naming the definition. An ``AssetSpec`` in
+    ``assets=``, and a ``deps=`` key that nothing defines, become external assets (as in Dagster).
     """
 
     def __init__(
         self,
-        assets: Iterable[AssetsDefinition] | None = None,
+        assets: Iterable[AssetsDefinition | AssetSpec] | None = None,
         jobs: Iterable[UnresolvedAssetJob] | None = None,
         schedules: Iterable[Any] | None = None,
         sensors: Iterable[Any] | None = None,
         resources: Mapping[str, Any] | None = None,
     ) -> None:
         self.resources: dict[str, Any] = dict(resources or {})
-        asset_list = list(assets or ())
+        given_assets, given_jobs = list(assets or ()), list(jobs or ())
+        given_schedules, given_sensors = list(schedules or ()), list(sensors or ())
+        self._given: tuple[list[Any], ...] = (given_assets, given_jobs, given_schedules, given_sensors)
+        asset_list: list[AssetsDefinition] = []
         seen: dict[AssetKey, AssetsDefinition] = {}
-        for a in asset_list:
+        for item in given_assets:
+            a = item.to_assets_definition() if isinstance(item, AssetSpec) else item
             if not isinstance(a, AssetsDefinition):
-                raise InvalidDefinitionError(f"Definitions: assets= holds {a!r}, not an @asset")
+                raise InvalidDefinitionError(f"Definitions: assets= holds {a!r}, not an @asset or AssetSpec")
             if a.key in seen:
                 raise DuplicateDefinitionError(
                     f"asset '{a.key}': defined twice ({_where(seen[a.key])} and {_where(a)})"
                 )
             seen[a.key] = a
+            asset_list.append(a)
+        asset_list += _external_stubs(asset_list)
         resolved = [a.resolve_params(self.resources, seen) for a in asset_list]
         self.graph = AssetGraph.build(resolved)
         self._check_resources(resolved)
         self._check_partitions(resolved)
 
         self.jobs: dict[str, JobDefinition] = {}
-        for job in jobs or ():
+        for job in given_jobs:
             if not isinstance(job, UnresolvedAssetJob):
                 raise InvalidDefinitionError(f"Definitions: jobs= holds {job!r}, not define_asset_job(...)")
             if job.name in self.jobs or job.name == IMPLICIT_ASSET_JOB:
                 raise DuplicateDefinitionError(f"job '{job.name}': defined twice")
             self.jobs[job.name] = job.resolve(self.graph)
-        if self.graph.assets:
-            implicit = define_asset_job(IMPLICIT_ASSET_JOB, "*")
-            self.jobs[IMPLICIT_ASSET_JOB] = implicit.resolve(self.graph)
+        implicit = define_asset_job(IMPLICIT_ASSET_JOB, "*")  # ad-hoc runs and selection targets; may be empty
+        self.jobs[IMPLICIT_ASSET_JOB] = implicit.resolve(self.graph)
 
-        self.schedules: dict[str, ScheduleDefinition] = _unique_by_name(schedules or (), "schedule", ScheduleDefinition)
-        self.sensors: dict[str, SensorDefinition] = _unique_by_name(sensors or (), "sensor", SensorDefinition)
+        self.schedules: dict[str, ScheduleDefinition] = _unique_by_name(given_schedules, "schedule", ScheduleDefinition)
+        self.sensors: dict[str, SensorDefinition] = _unique_by_name(given_sensors, "sensor", SensorDefinition)
+        _check_instigator_names(self.schedules, self.sensors)
         for name, schedule in list(self.schedules.items()):
             if isinstance(schedule, PartitionedJobSchedule) and schedule.bound_partitions is None:
                 resolved_job = self.jobs.get(schedule.partitioned_job.name)
@@ -90,6 +106,32 @@ class Definitions:
         instigators: list[ScheduleDefinition | SensorDefinition] = [*self.schedules.values(), *self.sensors.values()]
         for instigator in instigators:
             self._check_instigator(instigator)
+
+    @staticmethod
+    def merge(*def_sets: Definitions) -> Definitions:
+        """One Definitions holding the union of ``def_sets`` (Dagster's ``Definitions.merge``).
+
+        The same object in several sets counts once; two different definitions of one asset
+        key, job, schedule or sensor name raise DuplicateDefinitionError, and so do two
+        different resources under one key.
+        """
+        lists: tuple[list[Any], list[Any], list[Any], list[Any]] = ([], [], [], [])
+        resources: dict[str, Any] = {}
+        owner: dict[str, int] = {}
+        for index, def_set in enumerate(def_sets):
+            if not isinstance(def_set, Definitions):
+                raise InvalidDefinitionError(f"Definitions.merge: argument {index} is {def_set!r}, not a Definitions")
+            for merged, given in zip(lists, def_set._given, strict=True):
+                merged.extend(item for item in given if not any(item is known for known in merged))
+            for key, value in def_set.resources.items():
+                if key in resources and resources[key] is not value:
+                    raise DuplicateDefinitionError(
+                        f"resource '{key}': Definitions objects {owner[key]} and {index} give different resources"
+                    )
+                resources[key] = value
+                owner.setdefault(key, index)
+        assets, jobs, schedules, sensors = lists
+        return Definitions(assets=assets, jobs=jobs, schedules=schedules, sensors=sensors, resources=resources)
 
     # -- look-ups ------------------------------------------------------------------------
 
@@ -127,8 +169,10 @@ class Definitions:
         job = self.get_job(job_name)
         keys = None
         if selection is not None:
-            keys = coerce_selection(selection).resolve(self.graph) & set(job.asset_keys)
-            if not keys:
+            chosen_selection = coerce_selection(selection)
+            label = f"job '{job_name}'" if job_name != IMPLICIT_ASSET_JOB else "selection"
+            keys = executable_keys(chosen_selection, self.graph, label) & set(job.asset_keys)
+            if not keys and not selects_everything(chosen_selection):
                 raise EmptySelectionError(f"job '{job_name}': selection {selection!r} matches no asset")
         chosen = [k for k in job.asset_keys if keys is None or k in keys]
         partitions = {self.graph.assets[k].partitions_def for k in chosen} - {None}
@@ -246,10 +290,12 @@ class Definitions:
                 raise InvalidDefinitionError(f"{instigator.label}: targets job '{job_name}', which is not defined")
         if target.selection is not None:
             try:
-                keys = target.selection.resolve(self.graph)
+                keys = executable_keys(target.selection, self.graph, instigator.label)
+            except ExternalAssetError:
+                raise
             except DefinitionError as exc:
                 raise InvalidDefinitionError(f"{instigator.label}: {exc}") from None
-            if not keys:
+            if not keys and not selects_everything(target.selection):
                 raise EmptySelectionError(f"{instigator.label}: its target selects no asset")
         for key in instigator.resource_keys:
             if key not in self.resources:
@@ -286,6 +332,28 @@ class Definitions:
                 )
 
 
+def _external_stubs(assets: Sequence[AssetsDefinition]) -> list[AssetsDefinition]:
+    """An external asset for every ``deps=`` key that no asset or AssetSpec defines (Dagster's
+    auto-created stubs). A loaded input naming an undefined asset stays an error (see AssetGraph)."""
+    defined = {a.key for a in assets}
+    missing = {d for a in assets for d in a.deps if d not in defined}
+    return [external_asset(key) for key in sorted(missing)]
+
+
+def _check_instigator_names(
+    schedules: Mapping[str, ScheduleDefinition], sensors: Mapping[str, SensorDefinition]
+) -> None:
+    """Schedules and sensors share one namespace: their state (status, cursor, ticks) is kept
+    by name, and Dagster too requires instigator names to be unique."""
+    clashes = sorted(set(schedules) & set(sensors))
+    if clashes:
+        name = clashes[0]
+        raise DuplicateDefinitionError(
+            f"schedule '{name}' and sensor '{name}': one name for two instigators; schedules and sensors share "
+            "one namespace (their state is kept by name), so rename one"
+        )
+
+
 def _where(asset: AssetsDefinition) -> str:
     code = getattr(asset.fn, "__code__", None)
     return f"{code.co_filename}:{code.co_firstlineno}" if code else repr(asset.fn)
@@ -304,3 +372,40 @@ def _unique_by_name(items: Iterable[Any], kind: str, cls: type[_I]) -> dict[str,
             raise DuplicateDefinitionError(f"{kind} '{name}': defined twice")
         found[name] = item
     return found
+
+
+@dataclass(frozen=True)
+class DefinitionsLoader:
+    """A function decorated with ``@definitions``: the loader calls it to get the Definitions."""
+
+    load_fn: Callable[[], Definitions]
+
+    def __call__(self) -> Definitions:
+        return self.load()
+
+    def load(self) -> Definitions:
+        name = getattr(self.load_fn, "__name__", repr(self.load_fn))
+        result = self.load_fn()
+        if not isinstance(result, Definitions):
+            raise InvalidDefinitionError(f"@definitions '{name}': returned {result!r}, not a Definitions object")
+        return result
+
+
+def definitions(fn: Callable[[], Definitions]) -> DefinitionsLoader:
+    """Mark ``fn`` as the entry point of a code location: tidegate calls it at load time, in
+    every process, and uses the Definitions it returns (Dagster's ``@dg.definitions``).
+    One per module, like a module-level Definitions object."""
+    name = getattr(fn, "__name__", repr(fn))
+    if not callable(fn):
+        raise InvalidDefinitionError(f"@definitions decorates a function, got {fn!r}")
+    required = [
+        p
+        for p in inspect.signature(fn).parameters.values()
+        if p.default is inspect.Parameter.empty and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
+    ]
+    if required:
+        raise InvalidDefinitionError(
+            f"@definitions '{name}': takes parameter {required[0].name!r}; tidegate calls it with none "
+            "(a DefinitionsLoadContext is not supported)"
+        )
+    return DefinitionsLoader(fn)

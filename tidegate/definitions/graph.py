@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
@@ -25,11 +26,7 @@ class AssetGraph:
         for key, definition in by_key.items():
             for up in definition.upstream_keys:
                 if up not in by_key:
-                    known = ", ".join(sorted(str(k) for k in by_key)) or "none"
-                    raise UnknownDependencyError(
-                        f"asset '{key}': unknown dependency '{up}' "
-                        f"(no asset or resource has that name; assets: {known})"
-                    )
+                    raise UnknownDependencyError(_unknown_input_message(key, up, by_key))
                 downstream[up].add(key)
             upstream[key] = frozenset(definition.upstream_keys)
         order = _topological_order(by_key, upstream)
@@ -45,6 +42,19 @@ class AssetGraph:
 
     def descendants(self, keys: Iterable[AssetKey], depth: int | None = None) -> set[AssetKey]:
         return _walk(keys, self.downstream, depth)
+
+
+def _unknown_input_message(key: AssetKey, up: AssetKey, by_key: Mapping[AssetKey, AssetsDefinition]) -> str:
+    """Only a loaded input can name an undefined asset (Definitions turns undefined ``deps=``
+    keys into external assets); as in Dagster, that stays an error, with close names suggested."""
+    known = sorted(str(k) for k in by_key)
+    close = difflib.get_close_matches(str(up), known, n=3, cutoff=0.8)
+    hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+    return (
+        f"asset '{key}': unknown dependency '{up}' (no asset or resource has that name; assets: "
+        f"{', '.join(known) or 'none'}){hint} An input is loaded, so its asset must be defined: declare "
+        f"AssetSpec('{up}') if another system produces it, or use deps=['{up}'] to depend without loading it"
+    )
 
 
 def _walk(start: Iterable[AssetKey], edges: Mapping[AssetKey, frozenset[AssetKey]], depth: int | None) -> set[AssetKey]:

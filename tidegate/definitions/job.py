@@ -9,8 +9,14 @@ from dataclasses import dataclass, field
 from tidegate.definitions.graph import AssetGraph
 from tidegate.definitions.key import AssetKey
 from tidegate.definitions.partitions import PartitionKeyRange, PartitionsDefinition
-from tidegate.definitions.selection import AssetSelection, CoercibleToAssetSelection, coerce_selection
-from tidegate.errors import EmptySelectionError, InvalidDefinitionError, InvalidSelectionError
+from tidegate.definitions.selection import (
+    AssetSelection,
+    CoercibleToAssetSelection,
+    coerce_selection,
+    executable_keys,
+    selects_everything,
+)
+from tidegate.errors import EmptySelectionError, ExternalAssetError, InvalidDefinitionError, InvalidSelectionError
 from tidegate.names import PARTITION_RANGE_END_TAG, PARTITION_RANGE_START_TAG, PARTITION_TAG
 
 IMPLICIT_ASSET_JOB = "__ASSET_JOB"
@@ -19,7 +25,11 @@ _JOB_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_\-]*$")
 
 @dataclass(frozen=True)
 class UnresolvedAssetJob:
-    """What ``define_asset_job`` returns; resolved against the asset graph by Definitions."""
+    """What ``define_asset_job`` returns; resolved against the asset graph by Definitions.
+
+    A job of ``*`` may be empty (Dagster's scaffolds define one before any asset exists): a run
+    of it has no step and succeeds at once. Any other selection matching nothing is an error.
+    """
 
     name: str
     selection: AssetSelection
@@ -30,10 +40,12 @@ class UnresolvedAssetJob:
 
     def resolve(self, graph: AssetGraph) -> JobDefinition:
         try:
-            keys = self.selection.resolve(graph)
+            keys = executable_keys(self.selection, graph, f"job '{self.name}'")
+        except ExternalAssetError:
+            raise
         except InvalidSelectionError as exc:
             raise InvalidSelectionError(f"job '{self.name}': {exc}") from None
-        if not keys:
+        if not keys and not selects_everything(self.selection):
             raise EmptySelectionError(f"job '{self.name}': selection {self.selection_text} matches no asset")
         ordered = tuple(k for k in graph.order if k in keys)
         found = {graph.assets[k].partitions_def for k in ordered} - {None}

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Union
 
 from tidegate.definitions.key import AssetKey, CoercibleToAssetKey
-from tidegate.errors import InvalidDefinitionError, InvalidSelectionError
+from tidegate.errors import ExternalAssetError, InvalidDefinitionError, InvalidSelectionError
 
 if TYPE_CHECKING:
     from tidegate.definitions.asset import AssetsDefinition
@@ -191,6 +191,39 @@ def _parse_clause(clause: str, text: str) -> AssetSelection:
         downstream = base.downstream(None if down == "*" else len(down))
         result = result | downstream if up else downstream
     return result
+
+
+def executable_keys(selection: AssetSelection, graph: AssetGraph, label: str) -> set[AssetKey]:
+    """The assets of ``selection`` that tidegate materializes.
+
+    External assets are left out when a group, tag, traversal or ``*`` reaches them (as
+    Dagster leaves unexecutable assets out of jobs); naming one directly raises
+    ExternalAssetError, since the caller asked to materialize exactly that asset.
+    """
+    keys = selection.resolve(graph)
+    external = {k for k in keys if graph.assets[k].is_external}
+    named = sorted(external & _named_keys(selection))
+    if named:
+        names = ", ".join(f"'{k}'" for k in named)
+        raise ExternalAssetError(
+            f"{label}: asset {names} is external (declared by AssetSpec or deps=, produced outside tidegate), "
+            f"so it cannot be materialized; record its materializations with `tidegate assets report {named[0]}`"
+        )
+    return keys - external
+
+
+def selects_everything(selection: AssetSelection) -> bool:
+    """True for ``*`` / ``AssetSelection.all()``: such a job may be empty while no asset exists."""
+    return isinstance(selection, _All)
+
+
+def _named_keys(selection: AssetSelection) -> set[AssetKey]:
+    """Keys a selection names as themselves: plain keys and unions of them, not traversals."""
+    if isinstance(selection, _Keys):
+        return set(selection.selected)
+    if isinstance(selection, _Combine) and selection.op == "|":
+        return _named_keys(selection.left) | _named_keys(selection.right)
+    return set()
 
 
 def coerce_selection(value: CoercibleToAssetSelection | None) -> AssetSelection:

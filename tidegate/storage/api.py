@@ -6,6 +6,7 @@ on SQLite and PostgreSQL (tests/test_storage_contract.py).
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
@@ -15,6 +16,7 @@ from sqlalchemy import Connection, Engine, and_, case, exists, func, insert, sel
 from sqlalchemy.engine import make_url
 
 from tidegate.definitions.job import RunPlan
+from tidegate.definitions.metadata import metadata_json_default
 from tidegate.errors import RunNotFoundError, StorageError
 from tidegate.names import PARTITION_TAG, PartitionStatus, RunStatus, StepStatus
 from tidegate.storage import migrate
@@ -36,6 +38,8 @@ from tidegate.storage.records import (
     from_row,
 )
 from tidegate.storage.schema import asset_partitions, events, materializations, pools, runs, steps
+
+RUNLESS_RUN_ID = ""  # the run id of events recorded outside any run, as in Dagster
 
 
 def utcnow() -> datetime:
@@ -430,6 +434,38 @@ class Storage(RunControl, InstigatorStorage, DynamicPartitionStorage, BackfillSt
             handed_over = self._fill_pools(conn, {row.pool}, now) if row.pool is not None else []
             self._finish_steps(conn, run_id, 1 + skipped, now)
         return handed_over
+
+    # -- external assets -------------------------------------------------------------------
+
+    @retry_transient
+    def report_materialization(
+        self, asset_key: str, *, partition_key: str | None = None, metadata: Mapping[str, Any] | None = None
+    ) -> MaterializationRecord:
+        """Record a materialization made outside tidegate (an external asset's producer), in one
+        transaction: the materialization, the partition's status and an ASSET_MATERIALIZATION
+        event, all with the empty run id (Dagster's runless events), so asset sensors, event-log
+        cursors and `tidegate assets list` see it like one a step recorded. ``metadata`` may
+        hold MetadataValue objects (stored tagged, see tidegate.definitions.metadata)."""
+        now = utcnow()
+        stored = json.loads(json.dumps(dict(metadata or {}), default=metadata_json_default))  # MetadataValue: tagged
+        with self.engine.begin() as conn:
+            row = conn.execute(
+                insert(materializations)
+                .values(
+                    asset_key=asset_key,
+                    partition_key=partition_key,
+                    run_id=RUNLESS_RUN_ID,
+                    step_key="",
+                    metadata=stored,
+                    timestamp=now,
+                )
+                .returning(*materializations.c)
+            ).one()
+            partitions = [partition_key] if partition_key is not None else []
+            self._set_partition_status(conn, asset_key, partitions, PartitionStatus.MATERIALIZED, RUNLESS_RUN_ID, now)
+            data = {"metadata": stored, "partition_key": partition_key, "reported": True}
+            self._append_events(conn, RUNLESS_RUN_ID, None, [NewEvent("ASSET_MATERIALIZATION", asset_key, data)], now)
+        return from_row(MaterializationRecord, row)
 
     # -- reading ---------------------------------------------------------------------------
 

@@ -21,10 +21,12 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from tidegate.definitions.asset import DEFAULT_IO_MANAGER_KEY, AssetsDefinition
+from tidegate.definitions.asset_spec import external_input_error
 from tidegate.definitions.context import AssetExecutionContext, Interruption, Resources
 from tidegate.definitions.defs import Definitions
 from tidegate.definitions.events import AssetOutcome, annotated_none, read_result
 from tidegate.definitions.key import AssetKey
+from tidegate.definitions.metadata import metadata_json_default
 from tidegate.definitions.partitions import AllPartitionMapping
 from tidegate.errors import AssetOutputError, TidegateError
 from tidegate.names import PARTITION_RANGE_END_TAG, PARTITION_RANGE_START_TAG, PARTITION_TAG, StepStatus
@@ -145,7 +147,13 @@ class StepExecutor:
         kwargs: dict[str, Any] = {}
         for param, upstream_key in asset.inputs.items():
             interruption.raise_if_set()
-            kwargs[param] = self._load_input(asset, param, upstream_key, partition_keys, run.run_id, step.step_key)
+            try:
+                kwargs[param] = self._load_input(asset, param, upstream_key, partition_keys, run.run_id, step.step_key)
+            except Exception as exc:
+                error = external_input_error(asset.key, param, self.defs.assets.get(upstream_key), exc)
+                if error is None:
+                    raise
+                raise error from exc
         for param in asset.resource_params:
             if param in resources:
                 kwargs[param] = resources[param]
@@ -389,5 +397,6 @@ def _runtime_materializations(outcome: AssetOutcome) -> list[NewMaterialization]
 
 
 def _jsonable(metadata: Mapping[str, Any]) -> dict[str, Any]:
-    """Metadata is stored as JSON: values JSON cannot hold are stored as their str()."""
-    return json.loads(json.dumps(dict(metadata), default=str))  # type: ignore[no-any-return]
+    """Metadata is stored as JSON: a MetadataValue as its tagged object, values JSON cannot
+    hold otherwise as their str()."""
+    return json.loads(json.dumps(dict(metadata), default=metadata_json_default))  # type: ignore[no-any-return]
