@@ -107,7 +107,7 @@ def succeed(storage: Storage, run_id: str, step_key: str) -> list[tuple[str, str
 def fail(storage: Storage, run_id: str, step_key: str, error: str = "boom") -> list[tuple[str, str]]:
     step = next(s for s in storage.get_steps(run_id) if s.step_key == step_key)
     assert storage.claim_step(run_id, step_key, step.attempt, "w") is not None, (step_key, step.status)
-    ready = storage.fail_step(run_id, step_key, step.attempt, error=error, retry_at=None)
+    ready = storage.fail_step(run_id, step_key, step.attempt, error=error, retry_delay=None)
     assert ready is not None
     return [(r.run_id, r.step_key) for r in ready]
 
@@ -635,7 +635,7 @@ def test_canceling_a_started_run_stops_unstarted_steps_and_disowns_running_ones(
     # The step already sent never starts; the running one's outcome is not recorded.
     assert storage.claim_step(run_id, "side", 1, "w") is None
     assert storage.complete_step(run_id, "base", 1, asset_key="base", metadata={"x": 1}) is None
-    assert storage.fail_step(run_id, "base", 1, error="late", retry_at=None) is None
+    assert storage.fail_step(run_id, "base", 1, error="late", retry_delay=None) is None
     assert storage.get_run(run_id).status == RunStatus.CANCELED
     assert [m for m in storage.get_materializations() if m.run_id == run_id] == []
     assert storage.steps_to_publish(grace_seconds=0) == []

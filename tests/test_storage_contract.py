@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -193,7 +193,7 @@ def test_outcome_is_recorded_once(storage: Storage) -> None:
     storage.start_run(run_id)
     _succeed(storage, run_id, "top")
     assert storage.complete_step(run_id, "top", 1, asset_key="top", metadata={}) is None
-    assert storage.fail_step(run_id, "top", 1, error="late", retry_at=None) is None
+    assert storage.fail_step(run_id, "top", 1, error="late", retry_delay=None) is None
     assert len(storage.get_materializations("top")) == 1
 
 
@@ -202,7 +202,7 @@ def test_failure_skips_descendants_and_fails_the_run(storage: Storage) -> None:
     storage.start_run(run_id)
     _succeed(storage, run_id, "top")
     storage.claim_step(run_id, "left", 1, "w")
-    assert storage.fail_step(run_id, "left", 1, error="Traceback...\nValueError: bad", retry_at=None) == []
+    assert storage.fail_step(run_id, "left", 1, error="Traceback...\nValueError: bad", retry_delay=None) == []
     steps = {s.step_key: s for s in storage.get_steps(run_id)}
     assert steps["left"].status == StepStatus.FAILED and "ValueError: bad" in (steps["left"].error or "")
     assert steps["bottom"].status == StepStatus.SKIPPED and steps["tail"].status == StepStatus.SKIPPED
@@ -215,12 +215,12 @@ def test_retry_is_due_in_sql_not_before(storage: Storage) -> None:
     run_id = _run(storage)
     storage.start_run(run_id)
     storage.claim_step(run_id, "top", 1, "w")
-    later = datetime.now(UTC) + timedelta(seconds=30)
-    assert storage.fail_step(run_id, "top", 1, error="boom", retry_at=later) == []
+    assert storage.fail_step(run_id, "top", 1, error="boom", retry_delay=30) == []
     step = storage.get_steps(run_id)[0]
     assert (step.status, step.attempt) == (StepStatus.READY, 2)
+    assert step.ready_at is not None and 29 < (step.ready_at - storage.db_now()).total_seconds() <= 30
     assert storage.steps_to_publish() == []
-    due = storage.steps_to_publish(now=later + timedelta(seconds=1))
+    due = storage.steps_to_publish(now=step.ready_at + timedelta(seconds=1))
     assert [(r.step_key, r.attempt) for r in due] == [("top", 2)]
     assert storage.claim_step(run_id, "top", 1, "w") is None  # the old attempt is gone
     assert storage.claim_step(run_id, "top", 2, "w") is not None
@@ -230,7 +230,7 @@ def test_retry_due_now_is_returned_for_publishing(storage: Storage) -> None:
     run_id = _run(storage)
     storage.start_run(run_id)
     storage.claim_step(run_id, "top", 1, "w")
-    ready = storage.fail_step(run_id, "top", 1, error="boom", retry_at=datetime.now(UTC) - timedelta(seconds=1))
+    ready = storage.fail_step(run_id, "top", 1, error="boom", retry_delay=0)
     assert [(r.step_key, r.attempt) for r in ready or []] == [("top", 2)]
 
 
@@ -238,7 +238,7 @@ def test_unsent_ready_steps_are_republished_after_a_grace_period(storage: Storag
     run_id = _run(storage)
     storage.start_run(run_id)  # its publisher "died" before sending
     assert storage.steps_to_publish(grace_seconds=60) == []
-    later = datetime.now(UTC) + timedelta(seconds=61)
+    later = storage.db_now() + timedelta(seconds=61)
     assert [r.step_key for r in storage.steps_to_publish(now=later, grace_seconds=60)] == ["top"]
 
 
