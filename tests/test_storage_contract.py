@@ -8,8 +8,10 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
+from sqlalchemy import event
 
 import tidegate as tg
+from tests.support import truncate_all
 from tidegate.definitions.job import IMPLICIT_ASSET_JOB
 from tidegate.errors import RunNotFoundError, StorageError
 from tidegate.names import RunStatus, StepStatus
@@ -300,3 +302,105 @@ def test_outdated_schema_is_refused_unless_upgrading(tmp_path: Any) -> None:
         Storage.open(url, upgrade=False)
     Storage.open(url).dispose()  # SQLite upgrades itself by default
     Storage.open(url, upgrade=False).dispose()
+
+
+# -- retries after a lost commit acknowledgement ---------------------------------------------------
+
+
+def _lose_the_first_commit_acknowledgement(storage: Storage, monkeypatch: pytest.MonkeyPatch) -> list[bool]:
+    """The next COMMIT reaches the database and succeeds, then the connection drops before its
+    acknowledgement arrives: the client sees a disconnect, as when a network link fails."""
+    real_commit = storage.engine.dialect.do_commit
+    lost: list[bool] = []
+
+    def commit_then_drop(dbapi_connection: Any) -> None:
+        real_commit(dbapi_connection)
+        if lost:
+            return
+        lost.append(True)
+        dbapi_connection.dbapi_connection.close()  # the driver's connection, under the pool's proxy
+        if storage.dialect == "postgresql":
+            import psycopg
+
+            raise psycopg.OperationalError("server closed the connection unexpectedly")
+        import sqlite3
+
+        raise sqlite3.ProgrammingError("Cannot operate on a closed database.")
+
+    monkeypatch.setattr(storage.engine.dialect, "do_commit", commit_then_drop)
+    return lost
+
+
+@pytest.mark.parametrize("run_key", [None, "k1"])
+def test_a_submit_whose_commit_acknowledgement_is_lost_creates_one_run(
+    storage: Storage, monkeypatch: pytest.MonkeyPatch, run_key: str | None
+) -> None:
+    lost = _lose_the_first_commit_acknowledgement(storage, monkeypatch)
+    result = storage.submit_run(DEFS.plan("diamond"), origin="cli", run_key=run_key)
+    monkeypatch.undo()
+    assert lost == [True]  # the first attempt committed, then the transient-error retry ran
+    assert result.created
+    assert [r.run_id for r in storage.list_runs()] == [result.run_id]
+    assert len(storage.get_steps(result.run_id)) == 5
+    assert [e.event_type for e in storage.get_events(result.run_id)] == ["RUN_QUEUED"]
+
+
+# -- lock order ------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def pg_storage(pg_url: str) -> Any:
+    truncate_all(pg_url)
+    store = Storage.open(pg_url)
+    yield store
+    store.dispose()
+
+
+def test_ending_a_run_while_its_step_completes_never_deadlocks(pg_storage: Storage) -> None:
+    """PostgreSQL: cancel_run and complete_step of the same run, in two transactions at once.
+    Each pauses right after taking its first row lock until the other has taken its own (or
+    0.5 s passed), which turns a lock-order inversion into a deadlock every time."""
+    storage = pg_storage
+    deadlocks: list[str] = []
+    local = threading.local()
+    locked = {"cancel": threading.Event(), "complete": threading.Event()}
+
+    @event.listens_for(storage.engine, "handle_error")
+    def _record(context: Any) -> None:
+        if getattr(context.original_exception, "sqlstate", None) == "40P01":
+            deadlocks.append(str(context.original_exception))
+
+    @event.listens_for(storage.engine, "after_cursor_execute")
+    def _pause(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        op = getattr(local, "op", None)
+        text = statement.lstrip().upper()
+        if op is None or local.paused or not (text.startswith("UPDATE") or "FOR UPDATE" in text):
+            return
+        local.paused = True
+        locked[op].set()
+        locked["complete" if op == "cancel" else "cancel"].wait(0.5)
+
+    def run(op: str, run_id: str) -> Any:
+        local.op, local.paused = op, False
+        try:
+            if op == "cancel":
+                return storage.cancel_run(run_id).canceled
+            return storage.complete_step(run_id, "top", 1, asset_key="top", metadata={})
+        finally:
+            local.op = None
+
+    for _ in range(4):
+        for flag in locked.values():
+            flag.clear()
+        run_id = _run(storage)
+        storage.start_run(run_id)
+        assert storage.claim_step(run_id, "top", 1, "w") is not None
+        with ThreadPoolExecutor(2) as pool:
+            canceled = pool.submit(run, "cancel", run_id)
+            completed = pool.submit(run, "complete", run_id)
+            assert canceled.result(timeout=60) is True
+            completed.result(timeout=60)
+        ended = storage.get_run(run_id)
+        assert (ended.status, ended.steps_remaining) == (RunStatus.CANCELED, 0)
+        assert {s.status for s in storage.get_steps(run_id)} <= {StepStatus.CANCELED, StepStatus.SUCCEEDED}
+    assert deadlocks == []
