@@ -404,3 +404,13 @@ def test_ending_a_run_while_its_step_completes_never_deadlocks(pg_storage: Stora
         assert (ended.status, ended.steps_remaining) == (RunStatus.CANCELED, 0)
         assert {s.status for s in storage.get_steps(run_id)} <= {StepStatus.CANCELED, StepStatus.SUCCEEDED}
     assert deadlocks == []
+
+
+def test_runs_created_in_one_transaction_keep_their_submission_order(storage: Storage) -> None:
+    """Times come from the database's clock, which repeats within a transaction (PostgreSQL)
+    or a millisecond (SQLite); creation order must survive for the run queue's oldest-first."""
+    with storage.engine.begin() as conn:
+        ids = [storage.submit_in(conn, DEFS.plan("diamond"), origin="tick", run_key=f"k{i}").run_id for i in range(5)]
+    assert [r.run_id for r in storage.queued_runs()] == ids
+    created = [storage.get_run(run_id).created_at for run_id in ids]
+    assert created == sorted(created) and len(set(created)) == 5

@@ -146,7 +146,7 @@ class Storage(RunControl, InstigatorStorage, DynamicPartitionStorage, BackfillSt
         """``submit_run`` inside the caller's transaction (``run_id``: the id to insert, new
         if None; a run that already has it is returned as created by this call)."""
         run_id = run_id or uuid.uuid4().hex
-        now = database_now(conn)
+        now = self._creation_time(conn)
         values = {
             "run_id": run_id,
             "job_name": plan.job_name,
@@ -566,6 +566,20 @@ class Storage(RunControl, InstigatorStorage, DynamicPartitionStorage, BackfillSt
         )
         rows = [dict(asset_key=asset_key, partition_key=k, status=status, run_id=run_id, updated_at=now) for k in keys]
         conn.execute(statement, rows)
+
+    @staticmethod
+    def _creation_time(conn: Connection) -> datetime:
+        """The database's time, but later than every run created before: runs submitted
+        within one clock tick (SQLite's clock counts milliseconds; PostgreSQL's ``now()`` is
+        one instant per transaction, e.g. a sensor tick requesting several runs) keep their
+        submission order, which the run queue's "oldest first" follows."""
+        now = database_now(conn)
+        latest: datetime | None = conn.execute(select(func.max(runs.c.created_at))).scalar()  # an index lookup
+        if latest is not None:
+            latest = latest if latest.tzinfo else latest.replace(tzinfo=UTC)
+            if latest >= now:
+                return latest + timedelta(microseconds=1)
+        return now
 
     @staticmethod
     def _lock_run(conn: Connection, run_id: str) -> None:
