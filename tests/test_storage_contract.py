@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from typing import Any
@@ -356,54 +357,108 @@ def pg_storage(pg_url: str) -> Any:
     store.dispose()
 
 
-def test_ending_a_run_while_its_step_completes_never_deadlocks(pg_storage: Storage) -> None:
-    """PostgreSQL: cancel_run and complete_step of the same run, in two transactions at once.
-    Each pauses right after taking its first row lock until the other has taken its own (or
-    0.5 s passed), which turns a lock-order inversion into a deadlock every time."""
-    storage = pg_storage
-    deadlocks: list[str] = []
-    local = threading.local()
-    locked = {"cancel": threading.Event(), "complete": threading.Event()}
+class Rendezvous:
+    """Two operations in two threads, each paused right after a chosen statement (the one that
+    takes its first contested lock) until the other reached its own, or 0.5 s passed. Any lock
+    order inversion between them then deadlocks every time; PostgreSQL's deadlocks (40P01,
+    retried by ``retry_transient``) are recorded."""
 
-    @event.listens_for(storage.engine, "handle_error")
-    def _record(context: Any) -> None:
+    def __init__(self, storage: Storage, pause_after: dict[str, Callable[[str], bool]]) -> None:
+        self.pause_after = pause_after
+        self.reached = {op: threading.Event() for op in pause_after}
+        self.deadlocks: list[str] = []
+        self.local = threading.local()
+        event.listen(storage.engine, "handle_error", self._record)
+        event.listen(storage.engine, "after_cursor_execute", self._pause)
+
+    def _record(self, context: Any) -> None:
         if getattr(context.original_exception, "sqlstate", None) == "40P01":
-            deadlocks.append(str(context.original_exception))
+            self.deadlocks.append(str(context.original_exception))
 
-    @event.listens_for(storage.engine, "after_cursor_execute")
-    def _pause(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
-        op = getattr(local, "op", None)
-        text = statement.lstrip().upper()
-        if op is None or local.paused or not (text.startswith("UPDATE") or "FOR UPDATE" in text):
+    def _pause(self, _conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        op = getattr(self.local, "op", None)
+        if op is None or self.local.paused or not self.pause_after[op](" ".join(statement.upper().split())):
             return
-        local.paused = True
-        locked[op].set()
-        locked["complete" if op == "cancel" else "cancel"].wait(0.5)
+        self.local.paused = True
+        self.reached[op].set()
+        [other] = [o for o in self.reached if o != op]
+        self.reached[other].wait(0.5)
 
-    def run(op: str, run_id: str) -> Any:
-        local.op, local.paused = op, False
-        try:
-            if op == "cancel":
-                return storage.cancel_run(run_id).canceled
-            return storage.complete_step(run_id, "top", 1, asset_key="top", metadata={})
-        finally:
-            local.op = None
-
-    for _ in range(4):
-        for flag in locked.values():
+    def run(self, operations: dict[str, Callable[[], Any]]) -> dict[str, Any]:
+        for flag in self.reached.values():
             flag.clear()
+
+        def call(op: str) -> Any:
+            self.local.op, self.local.paused = op, False
+            try:
+                return operations[op]()
+            finally:
+                self.local.op = None
+
+        with ThreadPoolExecutor(2) as pool:
+            futures = {op: pool.submit(call, op) for op in operations}
+            return {op: f.result(timeout=60) for op, f in futures.items()}
+
+
+def _first_lock(statement: str) -> bool:
+    return statement.startswith("UPDATE") or "FOR UPDATE" in statement
+
+
+def test_ending_a_run_while_its_step_completes_never_deadlocks(pg_storage: Storage) -> None:
+    """PostgreSQL: cancel_run and complete_step of the same run, in two transactions at once
+    (the run row and the step row, taken in opposite orders before)."""
+    storage = pg_storage
+    meet = Rendezvous(storage, {"cancel": _first_lock, "complete": _first_lock})
+    for _ in range(4):
         run_id = _run(storage)
         storage.start_run(run_id)
         assert storage.claim_step(run_id, "top", 1, "w") is not None
-        with ThreadPoolExecutor(2) as pool:
-            canceled = pool.submit(run, "cancel", run_id)
-            completed = pool.submit(run, "complete", run_id)
-            assert canceled.result(timeout=60) is True
-            completed.result(timeout=60)
+        results = meet.run(
+            {
+                "cancel": lambda: storage.cancel_run(run_id).canceled,  # noqa: B023
+                "complete": lambda: storage.complete_step(run_id, "top", 1, asset_key="top", metadata={}),  # noqa: B023
+            }
+        )
+        assert results["cancel"] is True
         ended = storage.get_run(run_id)
         assert (ended.status, ended.steps_remaining) == (RunStatus.CANCELED, 0)
         assert {s.status for s in storage.get_steps(run_id)} <= {StepStatus.CANCELED, StepStatus.SUCCEEDED}
-    assert deadlocks == []
+    assert meet.deadlocks == []
+
+
+def test_canceling_a_run_while_another_hands_it_a_pool_slot_never_deadlocks(pg_storage: Storage) -> None:
+    """PostgreSQL: run A's pooled step completes and hands its slot to run B's WAITING step
+    (pool row, then B's step) while B is canceled (B's steps, then the pool row, before)."""
+
+    @tg.asset(pool="warehouse")
+    def load() -> int:
+        return 1
+
+    defs = tg.Definitions(assets=[load], jobs=[tg.define_asset_job("load_job", [load])])
+    storage = pg_storage
+    storage.set_pool_limit("warehouse", 1)
+    meet = Rendezvous(
+        storage,
+        {
+            "complete": lambda sql: "FROM POOLS" in sql and "FOR UPDATE" in sql,
+            "cancel": lambda sql: sql.startswith("UPDATE STEPS"),
+        },
+    )
+    for _ in range(4):
+        holder, waiter = (storage.submit_run(defs.plan("load_job"), origin="test").run_id for _ in range(2))
+        assert [r.step_key for r in storage.start_run(holder)] == ["load"]
+        assert storage.start_run(waiter) == []  # WAITING for the slot
+        assert storage.claim_step(holder, "load", 1, "w") is not None
+        results = meet.run(
+            {
+                "complete": lambda: storage.complete_step(holder, "load", 1, asset_key="load", metadata={}),  # noqa: B023
+                "cancel": lambda: storage.cancel_run(waiter).canceled,  # noqa: B023
+            }
+        )
+        assert results["cancel"] is True and results["complete"] is not None
+        assert storage.get_run(holder).status == RunStatus.SUCCESS
+        assert {s.status for s in storage.get_steps(waiter)} == {StepStatus.CANCELED}
+    assert meet.deadlocks == []
 
 
 def test_runs_created_in_one_transaction_keep_their_submission_order(storage: Storage) -> None:

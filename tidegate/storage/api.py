@@ -8,11 +8,13 @@ database's clock (``database_now``), read once per transaction: a heartbeat writ
 whose host runs 30 s behind is as fresh as one written by the beat's host.
 
 Lock order (PostgreSQL; SQLite's ``BEGIN IMMEDIATE`` serializes writers, so it cannot
-deadlock): a transaction that changes a run's steps and may change the run locks the run row
-first, then step rows, then pool rows. ``start_run`` and ``cancel_run``/``fail_run`` update the
-run first; ``complete_step`` and ``fail_step`` lock it (``SELECT ... FOR UPDATE``) before
-touching their step. Transactions that change only step rows (claim, heartbeat, enqueue) take
-no run lock.
+deadlock): runs, then steps, then pools (pools by name), and a transaction holding a pool may
+then promote other runs' WAITING steps. So: a transaction that changes a run's steps and may
+change the run locks the run row first: ``start_run``, ``cancel_run`` and ``fail_run`` update
+it first, ``complete_step`` and ``fail_step`` lock it (``SELECT ... FOR UPDATE``) before their
+step. Ending a run locks the pools of its unfinished steps before those steps, since a pool's
+holder may be promoting one of them. Transactions that change only step rows (claim,
+heartbeat, enqueue) take no run lock.
 
 Idempotency: a write retried after a lost commit acknowledgement (``retry_transient``) does no
 harm. Status changes are compare-and-set; a submitted run's id is chosen before the first

@@ -83,7 +83,8 @@ class RunControl:
         return self._end_run(run_id, RunStatus.CANCELED, "canceled")
 
     def _end_run(self, run_id: str, status: str, message: str) -> CancelResult:
-        """The run row first, then its steps, then pools: the lock order of storage.api."""
+        """The run row first, then the pools of its unfinished steps, then those steps: the
+        lock order of storage.api (a pool's holder may take WAITING steps of this run)."""
         with self.engine.begin() as conn:
             now = database_now(conn)
             ended = conn.execute(
@@ -93,6 +94,12 @@ class RunControl:
             ).rowcount
             if ended != 1:
                 return CancelResult(False, ())
+            used = select(steps.c.pool).where(
+                steps.c.run_id == run_id, steps.c.status.in_(_NOT_DONE), steps.c.pool.is_not(None)
+            )
+            conn.execute(
+                select(pools.c.name).where(pools.c.name.in_(used.distinct())).order_by(pools.c.name).with_for_update()
+            )
             rows = conn.execute(
                 update(steps)
                 .where(steps.c.run_id == run_id, steps.c.status.in_(_NOT_DONE))
