@@ -500,7 +500,7 @@ def test_only_a_launcher_of_the_runs_code_location_fails_it_as_job_not_defined(s
 
 def test_a_code_location_name_is_the_same_on_every_host() -> None:
     assert CodeLocation(module="etl.definitions").name == "etl.definitions"
-    assert CodeLocation(file="/srv/app/defs.py", attribute="prod").name == "defs.py:prod"
+    assert CodeLocation(file="/srv/app/defs.py", attribute="prod").name == "defs.py"
     assert CodeLocation(file="defs.py").name == "defs.py"
     assert DEFS.plan("hold_job").tags[CODE_LOCATION_TAG] == "queue_project.py"
 

@@ -54,10 +54,10 @@ class CodeLocation:
 
     @property
     def name(self) -> str:
-        """The location's name, the same on every host: the module, or the file's name
-        (not its path, which differs between machines), with ``:attribute`` if given."""
-        target = self.module if self.module is not None else Path(self.file or "").name
-        return f"{target}:{self.attribute}" if self.attribute else target
+        """The location's name, the same on every host: the module, or the file's name (not
+        its path, which differs between machines). The attribute only picks a Definitions
+        inside the location: ``defs.py:staging`` is still ``defs.py``."""
+        return self.module if self.module is not None else Path(self.file or "").name
 
     def export(self) -> None:
         """Set ``TIDEGATE_DEFINITIONS`` so that child processes load the same code."""
