@@ -521,7 +521,12 @@ def test_reexecute_from_failure_reruns_only_failed_and_skipped_steps(h: Harness)
 
     assert child_run.status == RunStatus.SUCCESS
     assert child_run.parent_run_id == parent
-    assert child_run.tags == {"team": "finance", PARENT_RUN_TAG: parent, ROOT_RUN_TAG: parent}
+    assert child_run.tags == {
+        "team": "finance",
+        PARENT_RUN_TAG: parent,
+        ROOT_RUN_TAG: parent,
+        CODE_LOCATION_TAG: "queue_project.py",  # planned by the CLI's code location
+    }
     assert h.step_states(child) == {"doubled": StepStatus.SUCCEEDED, "final": StepStatus.SUCCEEDED}
     # The successful steps were not run again; their outputs were read through the IO manager.
     assert [e.run_id for e in h.effects("base")] == [parent]
