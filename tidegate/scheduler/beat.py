@@ -6,6 +6,10 @@ loops, sleeping until the next schedule or sensor is due (or the launcher's next
 Cost per tick: schedules and sensors wait in a heap keyed by their next due time, so a tick
 touches only the due ones, plus one indexed query for instigator rows changed since the last
 tick (started, stopped or reset from the CLI).
+
+Two clocks: schedules and sensors are due by the beat's own ``Clock`` (injectable; tests step
+it), while everything compared with other processes (the leader lease, "changed since the last
+tick", the launcher's and monitor's ages) uses the database's clock.
 """
 
 from __future__ import annotations
