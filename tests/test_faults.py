@@ -6,9 +6,9 @@ events and materializations) and, at the end, no run or step may be left unfinis
 
 The machinery (processes, fault injection, measurements) is in tests/fault_injection.py and is
 shared with bench/faults.py. Workers heartbeat every 0.5 s; ``tidegate.toml`` (TIDEGATE_CONFIG)
-sets the monitor's heartbeat timeout to 3 s. The shared Redis server is used on db 8 (flushed;
-``TIDEGATE_TEST_FAULTS_REDIS_DB``), PostgreSQL in a database of its own, ``<test db>_faults``,
-whose connections the database fault terminates.
+sets the monitor's heartbeat timeout to 3 s. The shared Redis server is used on db 8 (flushed),
+PostgreSQL in a database of its own, ``tidegate_faults``, whose connections the database fault
+terminates.
 """
 
 from __future__ import annotations
@@ -31,13 +31,12 @@ from tests.fault_injection import (
     trial_removed_job,
     trial_stalled_heartbeat,
 )
-from tests.support import PG_ADMIN_URL, PG_TEST_DB, REDIS_HOST, REDIS_PORT, require_service
+from tests.support import PG_ADMIN_URL, REDIS_HOST, REDIS_PORT, require_service
 
 TRIALS = int(os.environ.get("FAULT_TRIALS", "2"))
 DEADLINE = 30.0  # per trial: recovery takes about 3 s of heartbeat timeout + the step's re-run
-# Parallel sessions (TIDEGATE_TEST_PG_DB / TIDEGATE_TEST_FAULTS_REDIS_DB) must not share these.
-FAULTS_DB = f"{PG_TEST_DB}_faults"
-FAULTS_REDIS_DB = int(os.environ.get("TIDEGATE_TEST_FAULTS_REDIS_DB", "8"))
+FAULTS_DB = "tidegate_faults"
+FAULTS_REDIS_DB = 8
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(60 + TRIALS * 2 * (DEADLINE + 15))]
 

@@ -63,7 +63,7 @@ class RunMonitor:
             deadline = step.started_at + timedelta(seconds=step.timeout + self.config.timeout_grace_seconds)
             if now > deadline:
                 error = f"TimeoutError: step '{step.step_key}' exceeded its timeout of {step.timeout:g}s"
-                if self._give_up(step, error, lost=False):
+                if self._give_up(step, error, now, lost=False):
                     self._revoke(step)
                     return "timed_out"
                 return ""
@@ -73,10 +73,10 @@ class RunMonitor:
                 f"WorkerLostError: no heartbeat from worker {step.worker} for step '{step.step_key}' "
                 f"since {beat.isoformat(timespec='seconds')} (the worker died or lost the database)"
             )
-            return "lost" if self._give_up(step, error, lost=True) else ""
+            return "lost" if self._give_up(step, error, now, lost=True) else ""
         return ""
 
-    def _give_up(self, step: StepRecord, error: str, *, lost: bool) -> bool:
+    def _give_up(self, step: StepRecord, error: str, now: datetime, *, lost: bool) -> bool:
         policy = None
         partition_keys: list[str] | None = None  # None: the run's partition, if any
         if self.defs is not None and step.asset_key in {str(k) for k in self.defs.assets}:
