@@ -8,6 +8,7 @@ lease and two beats racing.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
@@ -18,7 +19,7 @@ from sqlalchemy import text
 
 import tidegate as tg
 from tidegate.names import SCHEDULE_TAG, SENSOR_TAG, TICK_TAG, InstigatorStatus, TickStatus
-from tidegate.scheduler.beat import Beat
+from tidegate.scheduler.beat import LEASE_NAME, Beat
 from tidegate.scheduler.clock import FakeClock
 from tidegate.storage.api import Storage
 from tidegate.storage.instigators import PlannedRun, TickOutcome
@@ -66,6 +67,11 @@ class Harness:
 
     def after(self, **delta: float) -> Any:
         return self.at(self.clock.now() + timedelta(**delta))
+
+    def gone(self) -> None:
+        """This beat died hours ago (in fake time): its lease, which runs on the database's
+        real clock, is over."""
+        self.beat.storage.release_lease(LEASE_NAME, self.beat.holder)
 
 
 def _runs(storage: Storage, **tags: str) -> list[RunRecord]:
@@ -243,6 +249,7 @@ def test_missed_ticks_run_only_the_latest_by_default(storage: Storage) -> None:
     first.at(T0 + timedelta(minutes=10))
     first.at(T0 + timedelta(hours=1))
     # no beat from 01:00 to 05:20; a new beat process starts then
+    first.gone()
     second = Harness(defs, storage, T0 + timedelta(hours=5, minutes=20), holder="beat-b")
     second.at(T0 + timedelta(hours=5, minutes=20))
     assert _tick_tags(storage, "hourly") == ["2024-03-04T01:00:00+00:00", "2024-03-04T05:00:00+00:00"]
@@ -256,6 +263,7 @@ def test_max_catchup_ticks_runs_up_to_the_n_most_recent_missed_ticks(storage: St
     first = Harness(defs, storage, T0 + timedelta(minutes=10))
     first.at(T0 + timedelta(minutes=10))
     first.at(T0 + timedelta(hours=1))
+    first.gone()
     second = Harness(defs, storage, T0 + timedelta(hours=5, minutes=20), holder="beat-b")
     report = second.at(T0 + timedelta(hours=5, minutes=20))
     assert report.schedule_ticks == [
@@ -526,7 +534,7 @@ def test_a_run_key_is_used_once_for_the_life_of_a_sensor(storage: Storage) -> No
     assert "used before" in (newest.skip_reason or "")
 
     # neither a cursor reset nor a stop and restart makes a key new again
-    storage.set_cursor("keyed", "sensor", None, T0 + timedelta(seconds=61))
+    storage.set_cursor("keyed", "sensor", None)
     storage.set_instigator_status("keyed", "sensor", InstigatorStatus.STOPPED, T0 + timedelta(seconds=62))
     storage.set_instigator_status("keyed", "sensor", InstigatorStatus.RUNNING, T0 + timedelta(seconds=63))
     keys[:] = ["a", "b", "c", "d"]
@@ -578,7 +586,7 @@ def test_failing_sensors_end_their_tick_failure_and_everything_else_keeps_runnin
         schedules=[_hourly()], sensors=[a_raises, b_hangs, c_wrong_type, d_unknown_job, e_yields_junk, z_healthy]
     )
     for name in failing:
-        storage.set_cursor(name, "sensor", "start", T0 - timedelta(minutes=1))
+        storage.set_cursor(name, "sensor", "start")
     storage.set_instigator_status("hourly", "schedule", InstigatorStatus.RUNNING, T0 - timedelta(minutes=1))
     h = Harness(defs, storage, T0 + timedelta(seconds=5))
     try:
@@ -660,7 +668,7 @@ def test_cursor_ticks_and_runs_commit_together_or_not_at_all(storage: Storage) -
     def racing(context: tg.SensorEvaluationContext) -> tg.SensorResult:
         n = int(context.cursor or 0)
         if n == 1:  # the reset happens between reading the cursor and committing
-            store.set_cursor("racing", "sensor", "100", T0 + timedelta(seconds=31))
+            store.set_cursor("racing", "sensor", "100")
         return tg.SensorResult(run_requests=[tg.RunRequest(run_key=f"n{n}")], cursor=str(n + 1))
 
     h = Harness(_defs(sensors=[racing]), storage, T0)
@@ -681,7 +689,7 @@ def test_a_run_key_too_long_to_store_fails_the_tick_on_every_database(storage: S
     def long_keys(_context: tg.SensorEvaluationContext) -> tg.SensorResult:
         return tg.SensorResult(run_requests=[tg.RunRequest(run_key="k" * 5000)], cursor="moved")
 
-    storage.set_cursor("long_keys", "sensor", "start", T0)
+    storage.set_cursor("long_keys", "sensor", "start")
     h = Harness(_defs(sensors=[long_keys]), storage, T0)
     h.at(T0)
     [failed] = storage.get_ticks("long_keys")
@@ -836,14 +844,17 @@ def test_one_beat_leads_and_the_other_takes_over_when_its_lease_expires(storage:
         return tg.SkipReason("idle")
 
     defs = _defs(schedules=[_hourly()], sensors=[per_minute])
-    a = Harness(defs, storage, T0, holder="beat-a", lease_seconds=20)
-    b = Harness(defs, storage, T0, holder="beat-b", lease_seconds=20)
+    # The lease runs on the database's clock (real seconds), the schedules on the fake one.
+    lease = 3.0
+    a = Harness(defs, storage, T0, holder="beat-a", lease_seconds=lease)
+    b = Harness(defs, storage, T0, holder="beat-b", lease_seconds=lease)
     assert a.at(T0).leader
     assert not b.at(T0 + timedelta(seconds=1)).leader
-    assert a.at(T0 + timedelta(seconds=15)).leader  # renews until 00:00:35
+    assert a.at(T0 + timedelta(seconds=15)).leader  # renews for another `lease` seconds
     assert not b.at(T0 + timedelta(seconds=30)).leader
     assert not b.at(T0 + timedelta(seconds=34)).leader
     # a stops ticking (crashed): b takes over once the lease has expired
+    time.sleep(lease + 0.1)
     report = b.at(T0 + timedelta(seconds=36))
     assert report.leader and report.sensor_ticks == [f"per_minute@{(T0 + timedelta(seconds=36)).isoformat()}"]
     assert not a.at(T0 + timedelta(seconds=40)).leader

@@ -45,7 +45,15 @@ from tests.support import (
 from tidegate.broker import CeleryPublisher, make_celery_app
 from tidegate.definitions.defs import Definitions
 from tidegate.instance_config import InstanceConfig
-from tidegate.names import PARENT_RUN_TAG, PRIORITY_TAG, RETRY_NUMBER_TAG, ROOT_RUN_TAG, RunStatus, StepStatus
+from tidegate.names import (
+    CODE_LOCATION_TAG,
+    PARENT_RUN_TAG,
+    PRIORITY_TAG,
+    RETRY_NUMBER_TAG,
+    ROOT_RUN_TAG,
+    RunStatus,
+    StepStatus,
+)
 from tidegate.scheduler.launcher import Launcher
 from tidegate.storage.api import Storage
 from tidegate.storage.records import RunRecord, StepRecord
@@ -513,7 +521,12 @@ def test_reexecute_from_failure_reruns_only_failed_and_skipped_steps(h: Harness)
 
     assert child_run.status == RunStatus.SUCCESS
     assert child_run.parent_run_id == parent
-    assert child_run.tags == {"team": "finance", PARENT_RUN_TAG: parent, ROOT_RUN_TAG: parent}
+    assert child_run.tags == {
+        "team": "finance",
+        PARENT_RUN_TAG: parent,
+        ROOT_RUN_TAG: parent,
+        CODE_LOCATION_TAG: "queue_project.py",  # planned by the CLI's code location
+    }
     assert h.step_states(child) == {"doubled": StepStatus.SUCCEEDED, "final": StepStatus.SUCCEEDED}
     # The successful steps were not run again; their outputs were read through the IO manager.
     assert [e.run_id for e in h.effects("base")] == [parent]
@@ -705,6 +718,33 @@ def test_tidegate_queue_shows_start_order_and_why_each_run_waits(h: Harness) -> 
     out = h.cli("queue", extra_env={"TIDEGATE_CONFIG": str(bad)})
     assert out.returncode == 2
     assert out.stderr.strip() == f"error: {bad}: tag_concurrency_limits[0].limit must be an integer, got 'two'"
+
+
+def test_a_cli_launch_of_another_code_location_leaves_this_locations_runs_queued(h: Harness) -> None:
+    """`tidegate job launch -f other_project.py` ticks a launcher of that code location: it
+    must neither fail nor start a queued run of queue_project.py's job, and `tidegate queue`
+    with that location says why the run waits."""
+    other = h.cluster.tmp / "other_project.py"
+    other.write_text(
+        "import tidegate as tg\n\n\n"
+        f"@tg.asset(queue='unconsumed{QUEUE_SUFFIX}')\n"
+        "def elsewhere() -> int:\n    return 1\n\n\n"
+        "defs = tg.Definitions(assets=[elsewhere], jobs=[tg.define_asset_job('other_job', [elsewhere])])\n"
+    )
+    tags = {CODE_LOCATION_TAG: "queue_project.py"}  # as `tidegate job launch -f .../queue_project.py` tags it
+    waiting = h.storage.submit_run(DEFS.plan("hold_job"), origin="test", tags=tags).run_id
+    out = h.cli("job", "launch", "other_job", "-f", str(other))
+    assert out.returncode == 0, out.stderr
+    assert h.storage.get_run(waiting).status == RunStatus.QUEUED
+    [launched] = [r for r in h.storage.list_runs() if r.run_id != waiting]
+    assert (launched.job_name, launched.tags[CODE_LOCATION_TAG]) == ("other_job", "other_project.py")
+    out = h.cli("queue", "-f", str(other))
+    assert out.returncode == 0, out.stderr
+    [line] = [line for line in out.stdout.splitlines() if line.startswith(waiting)]
+    assert line.endswith("a launcher of code location 'queue_project.py' (job 'hold_job' is not in 'other_project.py')")
+    out = h.cli("queue", "-f", str(PROJECT))
+    [line] = [line for line in out.stdout.splitlines() if line.startswith(waiting)]
+    assert line.endswith("starts next tick")
 
 
 def test_tidegate_pool_set_and_list(h: Harness) -> None:

@@ -23,6 +23,7 @@ from tidegate.definitions.loading import CodeLocation
 from tidegate.errors import ConfigError, TidegateError
 from tidegate.instance_config import InstanceConfig, MonitorConfig, RunQueueConfig, TagLimit
 from tidegate.names import (
+    CODE_LOCATION_TAG,
     MAX_RETRIES_TAG,
     PARENT_RUN_TAG,
     PRIORITY_TAG,
@@ -107,7 +108,7 @@ def succeed(storage: Storage, run_id: str, step_key: str) -> list[tuple[str, str
 def fail(storage: Storage, run_id: str, step_key: str, error: str = "boom") -> list[tuple[str, str]]:
     step = next(s for s in storage.get_steps(run_id) if s.step_key == step_key)
     assert storage.claim_step(run_id, step_key, step.attempt, "w") is not None, (step_key, step.status)
-    ready = storage.fail_step(run_id, step_key, step.attempt, error=error, retry_at=None)
+    ready = storage.fail_step(run_id, step_key, step.attempt, error=error, retry_delay=None)
     assert ready is not None
     return [(r.run_id, r.step_key) for r in ready]
 
@@ -456,12 +457,52 @@ def test_the_launcher_starts_what_the_queue_allows_and_more_as_runs_end(storage:
 
 def test_the_launcher_fails_a_run_whose_job_is_gone(storage: Storage) -> None:
     run_id = submit(storage, "hold_job")
-    other = tg.Definitions(assets=[], jobs=[])
-    Launcher(storage, Sent(storage), defs=other).tick()
+    redeployed = tg.Definitions(assets=[], jobs=[])  # the run's own code location, without the job
+    redeployed.code_location = DEFS.code_location
+    Launcher(storage, Sent(storage), defs=redeployed).tick()
     run = storage.get_run(run_id)
     assert run.status == RunStatus.FAILURE
     assert statuses(storage, run_id) == {"hold": StepStatus.CANCELED}
     assert any("job 'hold_job' is not defined" in (e.message or "") for e in storage.get_events(run_id))
+
+
+def test_only_a_launcher_of_the_runs_code_location_fails_it_as_job_not_defined(storage: Storage) -> None:
+    @tg.asset
+    def elsewhere() -> int:
+        return 1
+
+    other = tg.Definitions(assets=[elsewhere], jobs=[tg.define_asset_job("other_job", [elsewhere])])
+    other.code_location = "other_project.py"  # as CodeLocation(file=".../other_project.py").load() sets it
+    assert DEFS.code_location == "queue_project.py"
+    held = submit(storage, "hold_job")  # planned by queue_project.py, older than the next run
+    assert storage.get_run(held).tags[CODE_LOCATION_TAG] == "queue_project.py"
+    own = storage.submit_run(other.plan("other_job"), origin="test").run_id
+    config = InstanceConfig(run_queue=queue_config(max_runs=1))
+
+    # e.g. `tidegate job launch -m other_project` or a beat of the other code location
+    launcher = Launcher(storage, Sent(storage), defs=other, config=config)
+    assert [(d.run.run_id, d.start, d.reason) for d in launcher.queue_decisions()] == [
+        (held, False, "a launcher of code location 'queue_project.py' (job 'hold_job' is not in 'other_project.py')"),
+        (own, True, ""),  # the held run takes no slot
+    ]
+    launcher.tick()
+    assert storage.get_run(held).status == RunStatus.QUEUED
+    assert storage.get_run(own).status == RunStatus.STARTED
+    # A launcher of Definitions it cannot name leaves it queued too.
+    unnamed = tg.Definitions(assets=[], jobs=[])
+    Launcher(storage, Sent(storage), defs=unnamed).tick()
+    assert storage.get_run(held).status == RunStatus.QUEUED
+
+    # Its own code location's launcher starts it (or, had the job gone, would fail it).
+    Launcher(storage, Sent(storage), defs=DEFS).tick()
+    assert storage.get_run(held).status == RunStatus.STARTED
+
+
+def test_a_code_location_name_is_the_same_on_every_host() -> None:
+    assert CodeLocation(module="etl.definitions").name == "etl.definitions"
+    assert CodeLocation(file="/srv/app/defs.py", attribute="prod").name == "defs.py"
+    assert CodeLocation(file="defs.py").name == "defs.py"
+    assert DEFS.plan("hold_job").tags[CODE_LOCATION_TAG] == "queue_project.py"
 
 
 # -- storage: pools ----------------------------------------------------------------------------
@@ -635,7 +676,7 @@ def test_canceling_a_started_run_stops_unstarted_steps_and_disowns_running_ones(
     # The step already sent never starts; the running one's outcome is not recorded.
     assert storage.claim_step(run_id, "side", 1, "w") is None
     assert storage.complete_step(run_id, "base", 1, asset_key="base", metadata={"x": 1}) is None
-    assert storage.fail_step(run_id, "base", 1, error="late", retry_at=None) is None
+    assert storage.fail_step(run_id, "base", 1, error="late", retry_delay=None) is None
     assert storage.get_run(run_id).status == RunStatus.CANCELED
     assert [m for m in storage.get_materializations() if m.run_id == run_id] == []
     assert storage.steps_to_publish(grace_seconds=0) == []
@@ -693,7 +734,13 @@ def test_reexecution_from_failure_plans_only_failed_and_skipped_steps(storage: S
     record_ = storage.get_run(child)
     assert record_.parent_run_id == parent
     assert record_.priority == 3
-    assert record_.tags == {"team": "finance", PRIORITY_TAG: "3", PARENT_RUN_TAG: parent, ROOT_RUN_TAG: parent}
+    assert record_.tags == {
+        "team": "finance",
+        PRIORITY_TAG: "3",
+        PARENT_RUN_TAG: parent,
+        ROOT_RUN_TAG: parent,
+        CODE_LOCATION_TAG: "queue_project.py",
+    }
     assert record_.asset_selection == ("doubled", "final")
     assert [r.step_key for r in storage.start_run(child)] == ["doubled"]  # its upstream is outside the run
     fail(storage, child, "doubled")

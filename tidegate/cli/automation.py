@@ -153,7 +153,7 @@ def sensor_cursor(name: str, module: str | None, file_: str | None, value: str |
     if value is not None and reset:
         raise click.UsageError("give --set or --reset, not both")
     if value is not None or reset:
-        storage.set_cursor(name, "sensor", None if reset else value, datetime.now(UTC))
+        storage.set_cursor(name, "sensor", None if reset else value)
     state = storage.get_instigator(name)
     click.echo(f"{name}: cursor {state.cursor if state and state.cursor is not None else '(none)'}")
 

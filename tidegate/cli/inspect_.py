@@ -143,12 +143,20 @@ def reexecute_run(run_id: str, module: str | None, file_: str | None, from_failu
 
 
 @click.command("queue")
+@code_location_options
 @handle_errors
-def queue() -> None:
-    """What is queued, in start order, and why each run waits."""
-    from tidegate.instance_config import InstanceConfig
-    from tidegate.scheduler.run_queue import decide
+def queue(module: str | None, file_: str | None) -> None:
+    """What is queued, in start order, and why each run waits (with -m/-f: as a launcher
+    that has loaded that code location sees it)."""
+    import functools
 
+    from tidegate.instance_config import InstanceConfig
+    from tidegate.scheduler.run_queue import decide, location_hold
+
+    hold = None
+    if module or file_:
+        defs = load(module, file_)
+        hold = functools.partial(location_hold, jobs=set(defs.jobs), location=defs.code_location)
     storage = open_storage()
     config = InstanceConfig.load()
     in_progress = storage.started_runs()
@@ -157,7 +165,7 @@ def queue() -> None:
     for tag_limit in config.run_queue.tag_concurrency_limits:
         click.echo(f"  tag limit {tag_limit.describe}: {tag_limit.limit}")
     click.echo(f"{len(in_progress)} run(s) in progress")
-    decisions = decide(config.run_queue, storage.queued_runs(), in_progress)
+    decisions = decide(config.run_queue, storage.queued_runs(), in_progress, hold=hold)
     if not decisions:
         click.echo("nothing queued")
         return

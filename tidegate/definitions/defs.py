@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -43,6 +44,7 @@ from tidegate.errors import (
     RunRequestTargetError,
     UnknownJobError,
 )
+from tidegate.names import CODE_LOCATION_TAG
 
 
 class Definitions:
@@ -62,6 +64,9 @@ class Definitions:
         sensors: Iterable[Any] | None = None,
         resources: Mapping[str, Any] | None = None,
     ) -> None:
+        # The name of the code location this was loaded from (set by the loader); every run
+        # planned here is tagged with it, so only a process that loaded it judges its jobs.
+        self.code_location: str | None = None
         self.resources: dict[str, Any] = dict(resources or {})
         given_assets, given_jobs = list(assets or ()), list(jobs or ())
         given_schedules, given_sensors = list(schedules or ()), list(sensors or ())
@@ -188,7 +193,7 @@ class Definitions:
                 partitions_def.keys_in_range(partition_range.start, partition_range.end, current_time, dynamic_keys)
             except PartitionKeyError as exc:
                 raise type(exc)(f"job '{job_name}': {exc}") from None
-            return plan_run(self.graph, job, keys, partition_range=partition_range)
+            return self._located(plan_run(self.graph, job, keys, partition_range=partition_range))
         if partition_key is not None and partitions_def is None:
             raise PartitionKeyError(f"job '{job_name}': not partitioned, but partition key {partition_key!r} given")
         if partition_key is None and partitions_def is not None:
@@ -200,7 +205,12 @@ class Definitions:
                 partitions_def.validate_key(partition_key, current_time, dynamic_keys)
             except PartitionKeyError as exc:
                 raise type(exc)(f"job '{job_name}': {exc}") from None
-        return plan_run(self.graph, job, keys, partition_key)
+        return self._located(plan_run(self.graph, job, keys, partition_key))
+
+    def _located(self, plan: RunPlan) -> RunPlan:
+        if self.code_location is None:
+            return plan
+        return dataclasses.replace(plan, tags={**plan.tags, CODE_LOCATION_TAG: self.code_location})
 
     def backfill_ranges(
         self,

@@ -53,13 +53,22 @@ class CodeLocation:
         target = self.module if self.module is not None else str(Path(self.file or "").resolve())
         return f"{target}:{self.attribute}" if self.attribute else target
 
+    @property
+    def name(self) -> str:
+        """The location's name, the same on every host: the module, or the file's name (not
+        its path, which differs between machines). The attribute only picks a Definitions
+        inside the location: ``defs.py:staging`` is still ``defs.py``."""
+        return self.module if self.module is not None else Path(self.file or "").name
+
     def export(self) -> None:
         """Set ``TIDEGATE_DEFINITIONS`` so that child processes load the same code."""
         os.environ[ENV_VAR] = str(self)
 
     def load(self) -> Definitions:
         module = self._import()
-        return find_definitions(module, self.attribute, str(self))
+        defs = find_definitions(module, self.attribute, str(self))
+        defs.code_location = self.name  # its runs are tagged with it (CODE_LOCATION_TAG)
+        return defs
 
     def _import(self) -> ModuleType:
         if self.module is not None:

@@ -6,6 +6,10 @@ loops, sleeping until the next schedule or sensor is due (or the launcher's next
 Cost per tick: schedules and sensors wait in a heap keyed by their next due time, so a tick
 touches only the due ones, plus one indexed query for instigator rows changed since the last
 tick (started, stopped or reset from the CLI).
+
+Two clocks: schedules and sensors are due by the beat's own ``Clock`` (injectable; tests step
+it), while everything compared with other processes (the leader lease, "changed since the last
+tick", the launcher's and monitor's ages) uses the database's clock.
 """
 
 from __future__ import annotations
@@ -135,7 +139,7 @@ class Beat:
 
     def tick(self, now: datetime | None = None) -> TickReport:
         now = now or self.clock.now()
-        if not self.storage.acquire_lease(LEASE_NAME, self.holder, now=now, ttl_seconds=self.lease_seconds):
+        if not self.storage.acquire_lease(LEASE_NAME, self.holder, ttl_seconds=self.lease_seconds):
             self._heap.clear()  # a standby rebuilds from SQL when it becomes leader
             self._refreshed_at = None
             return TickReport(leader=False)
@@ -167,10 +171,20 @@ class Beat:
     # -- instigator state ------------------------------------------------------------------
 
     def _refresh(self, now: datetime) -> None:
-        """Load state rows changed since the last refresh and (re)schedule those instigators."""
+        """Load state rows changed since the last refresh and (re)schedule those instigators.
+
+        "Since" is measured by the database's clock, which stamps every change (from the CLI
+        on any host, or another beat), not by this beat's clock."""
         first = self._refreshed_at is None
-        changed = self.storage.instigator_states(changed_after=None if first else self._refreshed_at)
-        self._refreshed_at = now - timedelta(seconds=1)  # overlap: rows written during this tick
+        read_at = self.storage.db_now()
+        changed = {  # the overlap re-reads rows: only those that differ from what this beat holds
+            name: state
+            for name, state in self.storage.instigator_states(
+                changed_after=None if first else self._refreshed_at
+            ).items()
+            if state != self._states.get(name)
+        }
+        self._refreshed_at = read_at - timedelta(seconds=1)  # overlap: transactions still committing
         self._states.update(changed)
         names = set(self.defs.schedules) | set(self.defs.sensors) if first else set(changed)
         if first:  # create the rows of instigators running by default that were never seen, at once
@@ -231,7 +245,7 @@ class Beat:
         floor = max(t for t in (state.last_tick_at, state.running_since) if t is not None)
         if state.cron is not None and state.cron != schedule.cron_schedule:
             seen = self._cron_seen.setdefault(schedule.name, now - timedelta(seconds=1))
-            floor = max(floor, state.updated_at, seen)
+            floor = max(floor, seen)
         return floor
 
     def _run_schedule(self, schedule: ScheduleDefinition, now: datetime, report: TickReport) -> None:

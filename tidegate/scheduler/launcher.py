@@ -1,10 +1,15 @@
 """Starts QUEUED runs within the run queue's limits, publishes steps that are due but
 unsent, and runs the run monitor. The beat calls ``tick()`` every round; so do the launching
 CLI command and ``tidegate dev``.
+
+A run whose job the loaded code does not define is failed only by a launcher of the run's own
+code location (the ``tidegate/code_location`` tag; untagged runs by any launcher); a launcher
+of another code location, e.g. ``tidegate job launch -m other``, leaves it queued.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -13,7 +18,7 @@ from typing import Any
 from tidegate.definitions.defs import Definitions
 from tidegate.instance_config import InstanceConfig
 from tidegate.scheduler.monitor import RunMonitor
-from tidegate.scheduler.run_queue import QueueDecision, decide
+from tidegate.scheduler.run_queue import QueueDecision, decide, location_hold
 from tidegate.storage.api import Storage
 from tidegate.storage.records import StepRef
 
@@ -35,7 +40,11 @@ class Launcher:
             self.monitor = RunMonitor(self.storage, self.publish, self.defs, self.config.run_monitor, publisher)
 
     def queue_decisions(self) -> list[QueueDecision]:
-        return decide(self.config.run_queue, self.storage.queued_runs(), self.storage.started_runs())
+        hold = None
+        if self.defs is not None:
+            jobs, location = set(self.defs.jobs), self.defs.code_location
+            hold = functools.partial(location_hold, jobs=jobs, location=location)
+        return decide(self.config.run_queue, self.storage.queued_runs(), self.storage.started_runs(), hold=hold)
 
     def tick(self) -> int:
         """Start what the run queue allows, publish due steps, run the monitor; returns how

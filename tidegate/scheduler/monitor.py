@@ -10,6 +10,9 @@ Each round (part of every launcher tick):
   step is sent again, and any step held by the broker longer than ``enqueued_timeout`` too;
   duplicate deliveries are harmless (claims are compare-and-set);
 - a FAILURE run tagged ``tidegate/max_retries=N`` is re-executed from failure, up to N times.
+
+Every age is judged by the database's clock, the one that wrote the heartbeats and times it
+compares: a worker or beat whose host clock drifts is neither declared lost nor spared.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from tidegate.definitions.defs import Definitions
@@ -43,7 +46,8 @@ class RunMonitor:
     _broker_id: str | None = None
 
     def check(self, now: datetime | None = None) -> dict[str, int]:
-        now = now or datetime.now(UTC)
+        """One round; ``now`` stands for the database's time (tests pass a later one)."""
+        now = now or self.storage.db_now()
         counts = {"lost": 0, "timed_out": 0, "republished": 0, "run_retries": 0}
         for step in self.storage.running_steps():
             outcome = self._check_running(step, now)
@@ -60,7 +64,7 @@ class RunMonitor:
             deadline = step.started_at + timedelta(seconds=step.timeout + self.config.timeout_grace_seconds)
             if now > deadline:
                 error = f"TimeoutError: step '{step.step_key}' exceeded its timeout of {step.timeout:g}s"
-                if self._give_up(step, error, now, lost=False):
+                if self._give_up(step, error, lost=False):
                     self._revoke(step)
                     return "timed_out"
                 return ""
@@ -70,13 +74,13 @@ class RunMonitor:
                 f"WorkerLostError: no heartbeat from worker {step.worker} for step '{step.step_key}' "
                 f"since {beat.isoformat(timespec='seconds')} (the worker died or lost the database)"
             )
-            if self._give_up(step, error, now, lost=True):
+            if self._give_up(step, error, lost=True):
                 self._revoke(step)  # if its worker is alive after all, a prefork pool stops it now
                 return "lost"
             return ""
         return ""
 
-    def _give_up(self, step: StepRecord, error: str, now: datetime, *, lost: bool) -> bool:
+    def _give_up(self, step: StepRecord, error: str, *, lost: bool) -> bool:
         policy = None
         partition_keys: list[str] | None = None  # None: the run's partition, if any
         if self.defs is not None and step.asset_key in {str(k) for k in self.defs.assets}:
@@ -84,16 +88,20 @@ class RunMonitor:
             policy = asset.retry_policy
             partition_keys = None if asset.partitions_def is not None else []
         allowed = policy.max_retries if policy is not None else (self.config.worker_lost_retries if lost else 0)
-        retry_at = None
+        retry_delay = None
         if step.attempt <= allowed:
-            delay = policy.delay_before(step.attempt) if policy is not None else 0.0
-            retry_at = now + timedelta(seconds=delay)
+            retry_delay = policy.delay_before(step.attempt) if policy is not None else 0.0
         ready = self.storage.fail_step(
-            step.run_id, step.step_key, step.attempt, error=error, retry_at=retry_at, partition_keys=partition_keys
+            step.run_id,
+            step.step_key,
+            step.attempt,
+            error=error,
+            retry_delay=retry_delay,
+            partition_keys=partition_keys,
         )
         if ready is None:
             return False  # it finished (or was taken over) meanwhile
-        log.warning("%s; %s", error, "retrying" if retry_at else "failed")
+        log.warning("%s; %s", error, "retrying" if retry_delay is not None else "failed")
         self.publish(ready)
         return True
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from tidegate.definitions.defs import Definitions
 from tidegate.definitions.job import RunPlan
 from tidegate.errors import TidegateError
-from tidegate.names import PARENT_RUN_TAG, RETRY_NUMBER_TAG, ROOT_RUN_TAG, RunStatus, StepStatus
+from tidegate.names import CODE_LOCATION_TAG, PARENT_RUN_TAG, RETRY_NUMBER_TAG, ROOT_RUN_TAG, RunStatus, StepStatus
 from tidegate.storage.api import Storage
 from tidegate.storage.records import RunRecord, SubmitResult
 
@@ -39,7 +39,7 @@ def submit_reexecution(
     """Submit the re-execution of ``run_id`` (tags carried over, parent and root linked)."""
     run = storage.get_run(run_id)
     plan = reexecution_plan(defs, storage, run, from_failure=from_failure)
-    tags = {k: v for k, v in run.tags.items() if k not in (RETRY_NUMBER_TAG,)}
+    tags = {k: v for k, v in run.tags.items() if k not in (RETRY_NUMBER_TAG, CODE_LOCATION_TAG)}  # the plan's own
     tags[PARENT_RUN_TAG] = run.run_id
     tags[ROOT_RUN_TAG] = run.tags.get(ROOT_RUN_TAG, run.run_id)
     tags.update(extra_tags or {})

@@ -3,15 +3,20 @@
 Runs are considered highest ``tidegate/priority`` first, then oldest. A run held back by a
 tag limit does not block the runs behind it; the global ``max_concurrent_runs`` does (nothing
 else can start once it is reached).
+
+A run of a job that a launcher's loaded code does not define, tagged with another code
+location, waits for a launcher of its own code location (``location_hold``): only that one may
+fail it as "job not defined". It takes no slot meanwhile.
 """
 
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 
 from tidegate.instance_config import RunQueueConfig
+from tidegate.names import CODE_LOCATION_TAG
 from tidegate.storage.records import RunRecord
 
 
@@ -22,9 +27,26 @@ class QueueDecision:
     reason: str  # why it waits ("" when it starts)
 
 
+def location_hold(run: RunRecord, jobs: Collection[str], location: str | None) -> str:
+    """Why a launcher that loaded code location ``location`` (defining ``jobs``) must leave
+    ``run`` queued, or "": the run's job is not in that code and the run was planned by another
+    code location (or by one this launcher cannot name), whose own launcher judges it."""
+    owner = run.tags.get(CODE_LOCATION_TAG)
+    if run.job_name in jobs or owner is None or owner == location:
+        return ""
+    here = f"'{location}'" if location is not None else "an unnamed Definitions"
+    return f"a launcher of code location '{owner}' (job '{run.job_name}' is not in {here})"
+
+
 def decide(
-    config: RunQueueConfig, queued: Sequence[RunRecord], in_progress: Sequence[RunRecord]
+    config: RunQueueConfig,
+    queued: Sequence[RunRecord],
+    in_progress: Sequence[RunRecord],
+    *,
+    hold: Callable[[RunRecord], str] | None = None,
 ) -> list[QueueDecision]:
+    """Which of ``queued`` start now; ``hold(run)``, when given, names a reason to leave a run
+    queued whatever the limits (it then takes no slot)."""
     total = len(in_progress)
     counts: Counter[str] = Counter()
     for run in in_progress:
@@ -33,6 +55,10 @@ def decide(
                 counts[limit.bucket(run.tags)] += 1
     decisions = []
     for run in queued:
+        held = hold(run) if hold is not None else ""
+        if held:
+            decisions.append(QueueDecision(run, False, held))
+            continue
         if config.max_concurrent_runs is not None and total >= config.max_concurrent_runs:
             decisions.append(QueueDecision(run, False, f"max_concurrent_runs={config.max_concurrent_runs} reached"))
             continue

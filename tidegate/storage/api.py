@@ -2,6 +2,23 @@
 
 Each method's docstring says what it does in one transaction. The same contract tests run
 on SQLite and PostgreSQL (tests/test_storage_contract.py).
+
+Time: every timestamp written here, and every "now" an age is judged against, is the
+database's clock (``database_now``), read once per transaction: a heartbeat written by a worker
+whose host runs 30 s behind is as fresh as one written by the beat's host.
+
+Lock order (PostgreSQL; SQLite's ``BEGIN IMMEDIATE`` serializes writers, so it cannot
+deadlock): runs, then steps, then pools (pools by name), and a transaction holding a pool may
+then promote other runs' WAITING steps. So: a transaction that changes a run's steps and may
+change the run locks the run row first: ``start_run``, ``cancel_run`` and ``fail_run`` update
+it first, ``complete_step`` and ``fail_step`` lock it (``SELECT ... FOR UPDATE``) before their
+step. Ending a run locks the pools of its unfinished steps before those steps, since a pool's
+holder may be promoting one of them. Transactions that change only step rows (claim,
+heartbeat, enqueue) take no run lock.
+
+Idempotency: a write retried after a lost commit acknowledgement (``retry_transient``) does no
+harm. Status changes are compare-and-set; a submitted run's id is chosen before the first
+attempt and inserted with ON CONFLICT DO NOTHING, so a retry finds the run it already created.
 """
 
 from __future__ import annotations
@@ -9,7 +26,7 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Connection, Engine, and_, case, exists, func, insert, select, update
@@ -22,7 +39,7 @@ from tidegate.names import PARTITION_TAG, PartitionStatus, RunStatus, StepStatus
 from tidegate.storage import migrate
 from tidegate.storage.backfills import BackfillStorage
 from tidegate.storage.control import RunControl
-from tidegate.storage.engine import dialect_insert, make_engine, normalize_url, retry_transient
+from tidegate.storage.engine import database_now, dialect_insert, make_engine, normalize_url, retry_transient
 from tidegate.storage.instigators import InstigatorStorage
 from tidegate.storage.partitions import DynamicPartitionStorage
 from tidegate.storage.records import (
@@ -40,10 +57,6 @@ from tidegate.storage.records import (
 from tidegate.storage.schema import asset_partitions, events, materializations, pools, runs, steps
 
 RUNLESS_RUN_ID = ""  # the run id of events recorded outside any run, as in Dagster
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
 
 
 _REF = (steps.c.run_id, steps.c.step_key, steps.c.attempt, steps.c.queue, steps.c.display_name, steps.c.timeout)
@@ -87,12 +100,16 @@ class Storage(RunControl, InstigatorStorage, DynamicPartitionStorage, BackfillSt
     def safe_url(self) -> str:
         return make_url(self.url).render_as_string(hide_password=True)
 
+    def db_now(self) -> datetime:
+        """The database's current time: the one clock every process compares against."""
+        with self.engine.connect() as conn:
+            return database_now(conn)
+
     def dispose(self) -> None:
         self.engine.dispose()
 
     # -- submission ------------------------------------------------------------------------
 
-    @retry_transient
     def submit_run(
         self,
         plan: RunPlan,
@@ -106,13 +123,21 @@ class Storage(RunControl, InstigatorStorage, DynamicPartitionStorage, BackfillSt
         """Insert a QUEUED run and all its planned steps, in one transaction.
 
         ``UNIQUE(origin, run_key)`` makes a repeated request a no-op that returns the existing
-        run (``created=False``). Instigators use ``submit_in`` to add their tick and cursor to
-        the same transaction.
+        run (``created=False``). The run id is chosen once, before the first attempt: when a
+        commit's acknowledgement is lost and the transaction is run again, the retry finds the
+        run it committed and returns it (``created=True``) instead of creating a second one,
+        with or without a run key. Instigators use ``submit_in`` to add their tick and cursor
+        to the same transaction.
         """
+        run_id = uuid.uuid4().hex
+        return self._submit(
+            run_id, plan, origin=origin, run_key=run_key, tags=tags, priority=priority, parent_run_id=parent_run_id
+        )
+
+    @retry_transient
+    def _submit(self, run_id: str, plan: RunPlan, **kwargs: Any) -> SubmitResult:
         with self.engine.begin() as conn:
-            return self.submit_in(
-                conn, plan, origin=origin, run_key=run_key, tags=tags, priority=priority, parent_run_id=parent_run_id
-            )
+            return self.submit_in(conn, plan, run_id=run_id, **kwargs)
 
     def submit_in(
         self,
@@ -124,10 +149,12 @@ class Storage(RunControl, InstigatorStorage, DynamicPartitionStorage, BackfillSt
         tags: Mapping[str, str] | None = None,
         priority: int = 0,
         parent_run_id: str | None = None,
+        run_id: str | None = None,
     ) -> SubmitResult:
-        """``submit_run`` inside the caller's transaction."""
-        run_id = uuid.uuid4().hex
-        now = utcnow()
+        """``submit_run`` inside the caller's transaction (``run_id``: the id to insert, new
+        if None; a run that already has it is returned as created by this call)."""
+        run_id = run_id or uuid.uuid4().hex
+        now = self._creation_time(conn)
         values = {
             "run_id": run_id,
             "job_name": plan.job_name,
@@ -141,8 +168,12 @@ class Storage(RunControl, InstigatorStorage, DynamicPartitionStorage, BackfillSt
             "steps_remaining": len(plan.steps),
             "created_at": now,
         }
-        statement = self._insert_ignore(runs, values, ["origin", "run_key"]).returning(runs.c.run_id)
-        if conn.execute(statement).first() is None:
+        # No conflict target: both the run id (a retried submission) and (origin, run_key)
+        # (a repeated request) make the insert a no-op.
+        statement = dialect_insert(self.dialect)(runs).values(**values).on_conflict_do_nothing()
+        if conn.execute(statement.returning(runs.c.run_id)).first() is None:
+            if conn.execute(select(runs.c.run_id).where(runs.c.run_id == run_id)).first() is not None:
+                return SubmitResult(run_id, created=True)  # committed by an attempt whose ack was lost
             existing = conn.execute(
                 select(runs.c.run_id).where(runs.c.origin == origin, runs.c.run_key == run_key)
             ).scalar_one()
@@ -183,8 +214,8 @@ class Storage(RunControl, InstigatorStorage, DynamicPartitionStorage, BackfillSt
 
         Returns the READY steps to publish; empty if the run was not QUEUED.
         """
-        now = utcnow()
         with self.engine.begin() as conn:
+            now = database_now(conn)
             started = conn.execute(
                 update(runs)
                 .where(runs.c.run_id == run_id, runs.c.status == RunStatus.QUEUED)
@@ -221,15 +252,17 @@ class Storage(RunControl, InstigatorStorage, DynamicPartitionStorage, BackfillSt
 
     def steps_to_publish(self, *, now: datetime | None = None, grace_seconds: float = 2.0) -> list[StepRef]:
         """READY steps nobody has published: first attempts READY for over ``grace_seconds``
-        (their publisher died or the broker was down) and retries whose due time has come."""
-        now = now or utcnow()
-        cutoff = datetime.fromtimestamp(now.timestamp() - grace_seconds, UTC)
-        query = select(*_REF).where(
-            steps.c.status == StepStatus.READY,
-            ((steps.c.attempt == 1) & (steps.c.ready_at <= cutoff))
-            | ((steps.c.attempt > 1) & (steps.c.ready_at <= now)),
-        )
+        (their publisher died or the broker was down) and retries whose due time has come.
+
+        Ages are judged by the database's clock (``now``, when given, stands for it)."""
         with self.engine.connect() as conn:
+            now = now or database_now(conn)
+            cutoff = now - timedelta(seconds=grace_seconds)
+            query = select(*_REF).where(
+                steps.c.status == StepStatus.READY,
+                ((steps.c.attempt == 1) & (steps.c.ready_at <= cutoff))
+                | ((steps.c.attempt > 1) & (steps.c.ready_at <= now)),
+            )
             rows = conn.execute(query.order_by(steps.c.ready_at)).all()
         return [_ref(r) for r in rows]
 
@@ -242,8 +275,8 @@ class Storage(RunControl, InstigatorStorage, DynamicPartitionStorage, BackfillSt
             groups.setdefault((ref.run_id, ref.attempt), []).append(ref.step_key)
         if not groups:
             return
-        now = utcnow()
         with self.engine.begin() as conn:
+            now = database_now(conn)
             for (run_id, attempt), keys in groups.items():
                 conn.execute(
                     update(steps)
@@ -265,8 +298,8 @@ class Storage(RunControl, InstigatorStorage, DynamicPartitionStorage, BackfillSt
         Returns None when the step is anything else (a duplicate delivery, an old attempt, a
         finished or canceled run): the caller must then do nothing.
         """
-        now = utcnow()
         with self.engine.begin() as conn:
+            now = database_now(conn)
             claimed = conn.execute(
                 update(steps)
                 .where(
@@ -294,13 +327,15 @@ class Storage(RunControl, InstigatorStorage, DynamicPartitionStorage, BackfillSt
 
     @retry_transient
     def heartbeat(self, run_id: str, step_key: str, attempt: int) -> bool:
-        """Record that this attempt is alive; False if it no longer owns the step."""
+        """Record that this attempt is alive (at the database's time, which the run monitor
+        judges by); False if it no longer owns the step."""
         with self.engine.begin() as conn:
+            now = database_now(conn)
             return (
                 conn.execute(
                     update(steps)
                     .where(*self._attempt(run_id, step_key, attempt), steps.c.status == StepStatus.RUNNING)
-                    .values(heartbeat_at=utcnow())
+                    .values(heartbeat_at=now)
                 ).rowcount
                 == 1
             )
@@ -326,9 +361,11 @@ class Storage(RunControl, InstigatorStorage, DynamicPartitionStorage, BackfillSt
 
         Returns the children to publish, or None if this attempt no longer owned the step
         (its outcome was already recorded, or it was given up as dead): nothing is written.
+        The run row is locked first (the module's lock order).
         """
-        now = utcnow()
         with self.engine.begin() as conn:
+            now = database_now(conn)
+            self._lock_run(conn, run_id)
             done = conn.execute(
                 update(steps)
                 .where(*self._attempt(run_id, step_key, attempt), steps.c.status == StepStatus.RUNNING)
@@ -372,7 +409,7 @@ class Storage(RunControl, InstigatorStorage, DynamicPartitionStorage, BackfillSt
         attempt: int,
         *,
         error: str,
-        retry_at: datetime | None,
+        retry_delay: float | None,
         events_: Sequence[NewEvent] = (),
         asset_key: str | None = None,
         partition_keys: Sequence[str] | None = None,
@@ -380,15 +417,18 @@ class Storage(RunControl, InstigatorStorage, DynamicPartitionStorage, BackfillSt
         """Record a failed attempt, in one transaction (a final failure of a partitioned step
         also marks its ``partition_keys`` of ``asset_key`` FAILED; None: the run's partition).
 
-        With ``retry_at``: the step becomes READY again as attempt + 1, due at ``retry_at``;
-        returned for publishing now if already due. Without: RUNNING -> FAILED, every PLANNED
-        descendant -> SKIPPED, and the run ends if nothing else is left.
+        With ``retry_delay`` (seconds): the step becomes READY again as attempt + 1, due that
+        long after now by the database's clock; returned for publishing now if already due.
+        Without: RUNNING -> FAILED, every PLANNED descendant -> SKIPPED, and the run ends if
+        nothing else is left. The run row is locked first (the module's lock order).
         Returns None if this attempt no longer owned the step.
         """
-        now = utcnow()
         with self.engine.begin() as conn:
+            now = database_now(conn)
+            self._lock_run(conn, run_id)
             owned = self._attempt(run_id, step_key, attempt)
-            if retry_at is not None:
+            if retry_delay is not None:
+                retry_at = now + timedelta(seconds=retry_delay)
                 row = conn.execute(
                     update(steps)
                     .where(*owned, steps.c.status == StepStatus.RUNNING)
@@ -446,9 +486,9 @@ class Storage(RunControl, InstigatorStorage, DynamicPartitionStorage, BackfillSt
         event, all with the empty run id (Dagster's runless events), so asset sensors, event-log
         cursors and `tidegate assets list` see it like one a step recorded. ``metadata`` may
         hold MetadataValue objects (stored tagged, see tidegate.definitions.metadata)."""
-        now = utcnow()
         stored = json.loads(json.dumps(dict(metadata or {}), default=metadata_json_default))  # MetadataValue: tagged
         with self.engine.begin() as conn:
+            now = database_now(conn)
             row = conn.execute(
                 insert(materializations)
                 .values(
@@ -593,6 +633,27 @@ class Storage(RunControl, InstigatorStorage, DynamicPartitionStorage, BackfillSt
             data = {"metadata": dict(m.metadata), "partition": m.partition_key, "description": m.description}
             new_events.append(NewEvent("ASSET_MATERIALIZATION", m.asset_key, data))
         return new_events
+
+    @staticmethod
+    def _creation_time(conn: Connection) -> datetime:
+        """The database's time, but later than every run created before: runs submitted
+        within one clock tick (SQLite's clock counts milliseconds; PostgreSQL's ``now()`` is
+        one instant per transaction, e.g. a sensor tick requesting several runs) keep their
+        submission order, which the run queue's "oldest first" follows."""
+        now = database_now(conn)
+        latest: datetime | None = conn.execute(select(func.max(runs.c.created_at))).scalar()  # an index lookup
+        if latest is not None:
+            latest = latest if latest.tzinfo else latest.replace(tzinfo=UTC)
+            if latest >= now:
+                return latest + timedelta(microseconds=1)
+        return now
+
+    @staticmethod
+    def _lock_run(conn: Connection, run_id: str) -> None:
+        """Lock the run's row before any of its steps (PostgreSQL ``FOR UPDATE``; SQLite's
+        write lock is held already), so no transaction holds a step and waits for the run
+        while another holds the run and waits for that step."""
+        conn.execute(select(runs.c.run_id).where(runs.c.run_id == run_id).with_for_update())
 
     @staticmethod
     def _attempt(run_id: str, step_key: str, attempt: int) -> tuple[Any, ...]:

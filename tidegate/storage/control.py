@@ -5,13 +5,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import delete, func, select, update
 
 from tidegate.names import RunStatus, StepStatus
-from tidegate.storage.engine import dialect_insert, retry_transient
+from tidegate.storage.engine import database_now, dialect_insert, retry_transient
 from tidegate.storage.records import NewEvent, RunRecord, StepRecord, StepRef, from_row
 from tidegate.storage.schema import pools, runs, steps
 
@@ -83,8 +83,10 @@ class RunControl:
         return self._end_run(run_id, RunStatus.CANCELED, "canceled")
 
     def _end_run(self, run_id: str, status: str, message: str) -> CancelResult:
-        now = datetime.now(UTC)
+        """The run row first, then the pools of its unfinished steps, then those steps: the
+        lock order of storage.api (a pool's holder may take WAITING steps of this run)."""
         with self.engine.begin() as conn:
+            now = database_now(conn)
             ended = conn.execute(
                 update(runs)
                 .where(runs.c.run_id == run_id, runs.c.status.in_([RunStatus.QUEUED, RunStatus.STARTED]))
@@ -92,6 +94,12 @@ class RunControl:
             ).rowcount
             if ended != 1:
                 return CancelResult(False, ())
+            used = select(steps.c.pool).where(
+                steps.c.run_id == run_id, steps.c.status.in_(_NOT_DONE), steps.c.pool.is_not(None)
+            )
+            conn.execute(
+                select(pools.c.name).where(pools.c.name.in_(used.distinct())).order_by(pools.c.name).with_for_update()
+            )
             rows = conn.execute(
                 update(steps)
                 .where(steps.c.run_id == run_id, steps.c.status.in_(_NOT_DONE))
@@ -120,8 +128,8 @@ class RunControl:
 
     def set_pool_limit(self, name: str, slots: int | None) -> list[StepRef]:
         """Set (or with None remove) a pool's limit; returns steps promoted by a larger limit."""
-        now = datetime.now(UTC)
         with self.engine.begin() as conn:
+            now = database_now(conn)
             if slots is None:
                 conn.execute(delete(pools).where(pools.c.name == name))
             else:
@@ -134,7 +142,6 @@ class RunControl:
 
     def fill_all_pools(self) -> list[StepRef]:
         """Promote WAITING steps of every pool with free slots (a safety net for the handover)."""
-        now = datetime.now(UTC)
         with self.engine.connect() as conn:
             names = set(
                 conn.execute(select(steps.c.pool).where(steps.c.status == StepStatus.WAITING).distinct()).scalars()
@@ -142,7 +149,7 @@ class RunControl:
         if not names:
             return []
         with self.engine.begin() as conn:
-            return self._fill_pools(conn, names, now)
+            return self._fill_pools(conn, names, database_now(conn))
 
     def pools_overview(self) -> list[PoolInfo]:
         with self.engine.connect() as conn:
@@ -171,7 +178,8 @@ class RunControl:
         return [from_row(StepRecord, r) for r in rows]
 
     def enqueued_steps(self, *, before: datetime | None = None) -> list[StepRef]:
-        """ENQUEUED steps (sent before ``before``): candidates for re-publishing."""
+        """ENQUEUED steps (sent before ``before``, a time of the database's clock, e.g.
+        ``db_now()`` minus a timeout): candidates for re-publishing."""
         query = select(
             steps.c.run_id, steps.c.step_key, steps.c.attempt, steps.c.queue, steps.c.display_name, steps.c.timeout
         ).where(steps.c.status == StepStatus.ENQUEUED)
@@ -181,9 +189,9 @@ class RunControl:
             return [StepRef(*r) for r in conn.execute(query.order_by(steps.c.enqueued_at)).all()]
 
     def touch_enqueued(self, refs: Sequence[StepRef]) -> None:
-        """Record that these ENQUEUED steps were sent again now."""
-        now = datetime.now(UTC)
+        """Record that these ENQUEUED steps were sent again now (the database's time)."""
         with self.engine.begin() as conn:
+            now = database_now(conn)
             for ref in refs:
                 conn.execute(
                     update(steps)

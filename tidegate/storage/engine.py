@@ -4,6 +4,10 @@ SQLite: WAL so readers never block the writer, a busy timeout so writers queue i
 failing, and ``BEGIN IMMEDIATE`` for every transaction: pysqlite's default deferred
 transactions take the write lock only at the first write, so two processes that both read
 then write can interleave and one of them silently works from stale data.
+
+Time: every timestamp that another process compares (heartbeats, lease expiry, ready and
+enqueued times, instigator changes) is read from the database's clock (``database_now``),
+never the host's: hosts drift, the database is one clock for all of them.
 """
 
 from __future__ import annotations
@@ -14,10 +18,11 @@ import sqlite3
 import time
 import weakref
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Connection, Engine, create_engine, event, func, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, OperationalError
@@ -115,7 +120,11 @@ _F = TypeVar("_F", bound=Callable[..., Any])
 def retry_transient(method: _F) -> _F:
     """Re-run a write transaction that failed for a passing reason: a deadlock, a
     serialization failure, a dropped connection, a SQLite lock held past the busy timeout.
-    Nothing of a rolled-back transaction was committed, so running it again is safe."""
+
+    A connection dropped during COMMIT may have committed (only the acknowledgement was
+    lost), so every method wrapped here must be idempotent when run again: a compare-and-set
+    on a status, or a key chosen before the first attempt (``Storage.submit_run`` picks the
+    run id outside this loop and inserts it with ON CONFLICT DO NOTHING)."""
 
     @functools.wraps(method)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -138,6 +147,21 @@ def _is_transient(exc: DBAPIError) -> bool:
     if code in _TRANSIENT_PG_CODES or (code or "").startswith("08"):  # 08xxx: connection errors
         return True
     return isinstance(exc, OperationalError) and "locked" in str(exc.orig)
+
+
+def database_now(conn: Connection) -> datetime:
+    """The database server's current time, timezone-aware UTC.
+
+    PostgreSQL: ``now()``, the start of the current transaction, so every time written by one
+    transaction is the same instant. SQLite: its own clock (the host's: SQLite runs in-process
+    and every process shares the file on one machine), read in SQL with millisecond
+    resolution, as UTC in the layout SQLAlchemy stores datetimes in.
+    """
+    if conn.dialect.name == "sqlite":
+        text = conn.execute(select(func.strftime("%Y-%m-%d %H:%M:%f", "now"))).scalar_one()
+        return datetime.fromisoformat(text).replace(tzinfo=UTC)
+    value: datetime = conn.execute(select(func.now())).scalar_one()
+    return value.astimezone(UTC)
 
 
 def dialect_insert(dialect: str) -> Any:

@@ -2,6 +2,11 @@
 
 Mixed into :class:`tidegate.storage.api.Storage`; every method says what it does in one
 transaction.
+
+Two clocks meet here. Schedule time (``now`` and ``tick_time`` arguments: ``running_since``,
+``last_tick_at``, ``next_tick_at``, tick times) is the beat's clock, which tests step. What
+other processes compare is the database's clock: ``updated_at`` (the beat reloads rows changed
+since its last look, e.g. a schedule stopped from the CLI on another host) and lease expiry.
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ from sqlalchemy import Connection, delete, select, update
 
 from tidegate.definitions.job import RunPlan
 from tidegate.names import InstigatorStatus, TickStatus
-from tidegate.storage.engine import dialect_insert
+from tidegate.storage.engine import database_now, dialect_insert
 from tidegate.storage.schema import instigators, leases, ticks
 
 if TYPE_CHECKING:
@@ -112,26 +117,29 @@ class InstigatorStorage:
         return _state(row) if row is not None else None
 
     def instigator_states(self, *, changed_after: datetime | None = None) -> dict[str, InstigatorState]:
-        """All states, or only those changed after ``changed_after`` (the beat's cheap refresh)."""
+        """All states, or only those changed after ``changed_after`` (the beat's cheap refresh;
+        a time of the database's clock, e.g. ``db_now()`` read before the previous refresh)."""
         query = select(instigators)
         if changed_after is not None:
             query = query.where(instigators.c.updated_at > changed_after)
         with self.engine.connect() as conn:
             return {r.name: _state(r) for r in conn.execute(query)}
 
-    def _ensure_instigator(self, conn: Connection, name: str, kind: str, now: datetime) -> None:
+    def _ensure_instigator(self, conn: Connection, name: str, kind: str, changed_at: datetime) -> None:
         conn.execute(
             dialect_insert(self.dialect)(instigators)
-            .values(name=name, kind=kind, version=0, updated_at=now)
+            .values(name=name, kind=kind, version=0, updated_at=changed_at)
             .on_conflict_do_nothing(index_elements=["name"])
         )
 
     def set_instigator_status(self, name: str, kind: str, status: str, now: datetime) -> None:
         """Start or stop a schedule or sensor, in one transaction. Starting sets
-        ``running_since`` so no tick from before the start is ever run."""
+        ``running_since`` (``now``, schedule time) so no tick from before the start is ever
+        run; ``updated_at`` is the database's time, so every beat sees the change."""
         with self.engine.begin() as conn:
-            self._ensure_instigator(conn, name, kind, now)
-            values: dict[str, Any] = {"status": status, "updated_at": now, "version": instigators.c.version + 1}
+            changed_at = database_now(conn)
+            self._ensure_instigator(conn, name, kind, changed_at)
+            values: dict[str, Any] = {"status": status, "updated_at": changed_at, "version": instigators.c.version + 1}
             if status == InstigatorStatus.RUNNING:
                 current = conn.execute(select(instigators.c.status).where(instigators.c.name == name)).scalar()
                 if current != InstigatorStatus.RUNNING:
@@ -143,8 +151,9 @@ class InstigatorStorage:
     def initialize_instigator(self, name: str, kind: str, now: datetime) -> InstigatorState:
         """Create the row of an instigator running by default (first seen by a beat at ``now``)."""
         with self.engine.begin() as conn:
-            self._ensure_instigator(conn, name, kind, now)
-            values: dict[str, Any] = {"running_since": now, "updated_at": now}
+            changed_at = database_now(conn)
+            self._ensure_instigator(conn, name, kind, changed_at)
+            values: dict[str, Any] = {"running_since": now, "updated_at": changed_at}
             if kind == "schedule":
                 values["last_tick_at"] = now  # no tick from before the first start
             conn.execute(
@@ -161,13 +170,14 @@ class InstigatorStorage:
         if not items:
             return {}
         with self.engine.begin() as conn:
+            changed_at = database_now(conn)
             for name, kind in items:
-                self._ensure_instigator(conn, name, kind, now)
+                self._ensure_instigator(conn, name, kind, changed_at)
             for kind in ("schedule", "sensor"):
                 names = [n for n, k in items if k == kind]
                 if not names:
                     continue
-                values: dict[str, Any] = {"running_since": now, "updated_at": now}
+                values: dict[str, Any] = {"running_since": now, "updated_at": changed_at}
                 if kind == "schedule":
                     values["last_tick_at"] = now
                 conn.execute(
@@ -178,15 +188,16 @@ class InstigatorStorage:
             rows = conn.execute(select(instigators).where(instigators.c.name.in_([n for n, _ in items]))).all()
         return {r.name: _state(r) for r in rows}
 
-    def set_cursor(self, name: str, kind: str, cursor: str | None, now: datetime) -> None:
-        """Replace a sensor's cursor (operator action); bumps the version so a tick evaluated
-        against the old cursor cannot commit."""
+    def set_cursor(self, name: str, kind: str, cursor: str | None) -> None:
+        """Replace a sensor's cursor (operator action), in one transaction; bumps the version
+        so a tick evaluated against the old cursor cannot commit."""
         with self.engine.begin() as conn:
-            self._ensure_instigator(conn, name, kind, now)
+            changed_at = database_now(conn)
+            self._ensure_instigator(conn, name, kind, changed_at)
             conn.execute(
                 update(instigators)
                 .where(instigators.c.name == name)
-                .values(cursor=cursor, version=instigators.c.version + 1, updated_at=now)
+                .values(cursor=cursor, version=instigators.c.version + 1, updated_at=changed_at)
             )
 
     def commit_tick(
@@ -233,7 +244,7 @@ class InstigatorStorage:
                 "version": expected_version + 1,
                 "last_tick_at": tick_time,
                 "next_tick_at": next_tick_at,
-                "updated_at": started_at,
+                "updated_at": database_now(conn),
             }
             if cron is not None:
                 values["cron"] = cron
@@ -320,17 +331,20 @@ class InstigatorStorage:
         with self.engine.begin() as conn:
             return conn.execute(delete(ticks).where(ticks.c.status == status, ticks.c.started_at < before)).rowcount
 
-    def acquire_lease(self, name: str, holder: str, *, now: datetime, ttl_seconds: float) -> bool:
+    def acquire_lease(self, name: str, holder: str, *, ttl_seconds: float) -> bool:
         """Take or renew the lease ``name`` for ``holder`` unless another holder's lease is
-        still valid; one statement, so two contenders cannot both win."""
-        expires = now + timedelta(seconds=ttl_seconds)
-        statement = dialect_insert(self.dialect)(leases).values(name=name, holder=holder, expires_at=expires)
-        statement = statement.on_conflict_do_update(
-            index_elements=["name"],
-            set_={"holder": holder, "expires_at": expires},
-            where=(leases.c.holder == holder) | (leases.c.expires_at < now),
-        )
+        still valid; one statement, so two contenders cannot both win. Expiry is set and
+        judged by the database's clock, so two beats whose hosts disagree on the time still
+        agree on who leads."""
         with self.engine.begin() as conn:
+            now = database_now(conn)
+            expires = now + timedelta(seconds=ttl_seconds)
+            statement = dialect_insert(self.dialect)(leases).values(name=name, holder=holder, expires_at=expires)
+            statement = statement.on_conflict_do_update(
+                index_elements=["name"],
+                set_={"holder": holder, "expires_at": expires},
+                where=(leases.c.holder == holder) | (leases.c.expires_at <= now),
+            )
             conn.execute(statement)
             current = conn.execute(select(leases.c.holder).where(leases.c.name == name)).scalar()
         return bool(current == holder)

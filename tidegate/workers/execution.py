@@ -17,7 +17,6 @@ import traceback
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from tidegate.definitions.asset import DEFAULT_IO_MANAGER_KEY, AssetsDefinition
@@ -286,16 +285,15 @@ class StepExecutor:
     ) -> str:
         step = claimed.step
         policy = asset.retry_policy if asset is not None else None
-        retry_at = None
+        retry_delay = None
         if policy is not None and step.attempt <= policy.max_retries:
-            delay = policy.delay_before(step.attempt)
-            retry_at = datetime.now(UTC) + timedelta(seconds=delay)
+            retry_delay = policy.delay_before(step.attempt)  # due by the database's clock
         ready = self.storage.fail_step(
             step.run_id,
             step.step_key,
             step.attempt,
             error=error,
-            retry_at=retry_at,
+            retry_delay=retry_delay,
             events_=captured.events,
             asset_key=step.asset_key,
             partition_keys=partition_keys,
@@ -303,7 +301,7 @@ class StepExecutor:
         if ready is None:
             return Outcome.LOST
         self.publish(ready)
-        return Outcome.RETRYING if retry_at is not None else Outcome.FAILED
+        return Outcome.RETRYING if retry_delay is not None else Outcome.FAILED
 
     # -- heartbeat -------------------------------------------------------------------------
 
