@@ -124,7 +124,7 @@ def dev(module: str | None, file_: str | None, threads: int) -> None:
     os.environ.setdefault("TIDEGATE_BROKER_URL", "memory://localhost/")
     location = resolve_location(module, file_)
     defs = location.load()
-    settings = Settings.from_env()
+    settings = Settings.load()
     open_storage()
     click.echo(f"tidegate dev: {location}")
     click.echo(f"  database {settings.database_url}")
@@ -154,8 +154,8 @@ def _run_beat(defs: Definitions, stop: threading.Event, lease_seconds: float = 2
     from tidegate.scheduler.beat import Beat
 
     storage = open_storage()
-    from tidegate.instance_config import InstanceConfig
+    from tidegate.config import Settings
 
     publisher = CeleryPublisher(get_app(), storage)
-    config = InstanceConfig.load()
+    config = Settings.load()
     Beat(defs, storage, publisher, lease_seconds=lease_seconds, config=config).run_forever(stop)

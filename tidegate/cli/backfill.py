@@ -95,12 +95,12 @@ def launch(
 def _follow(defs: Any, storage: Storage, record: BackfillRecord) -> str:
     """Act as the beat while showing progress: submit runs, start them, publish steps."""
     from tidegate.broker import CeleryPublisher, get_app
-    from tidegate.instance_config import InstanceConfig
+    from tidegate.config import Settings
     from tidegate.scheduler.backfill import BackfillDaemon
     from tidegate.scheduler.launcher import Launcher
 
     daemon = BackfillDaemon(defs, storage)
-    launcher = Launcher(storage, CeleryPublisher(get_app(), storage), defs=defs, config=InstanceConfig.load())
+    launcher = Launcher(storage, CeleryPublisher(get_app(), storage), defs=defs, config=Settings.load())
     with embedded_worker(defs) if is_embedded_broker() else nullcontext():
         while True:
             daemon.tick()

@@ -48,7 +48,7 @@ def load(module: str | None, file_: str | None) -> Definitions:
 
 
 def open_storage(upgrade: bool | None = None) -> Storage:
-    return Storage.open(Settings.from_env().database_url, upgrade=upgrade)
+    return Storage.open(Settings.load().database_url, upgrade=upgrade)
 
 
 def parse_tags(values: tuple[str, ...]) -> dict[str, str]:
@@ -76,7 +76,7 @@ def handle_errors(fn: F) -> F:
 
 
 def is_embedded_broker() -> bool:
-    return Settings.from_env().broker_url.startswith("memory://")
+    return Settings.load().broker_url.startswith("memory://")
 
 
 @contextmanager

@@ -137,20 +137,20 @@ def reexecute_run(run_id: str, module: str | None, file_: str | None, from_failu
     steps = storage.get_steps(result.run_id)
     click.echo(f"run {result.run_id} submitted: re-execution of {full_id}, {len(steps)} step(s)")
     if not is_embedded_broker():
-        from tidegate.instance_config import InstanceConfig
+        from tidegate.config import Settings
 
-        Launcher(storage, CeleryPublisher(get_app(), storage), defs=defs, config=InstanceConfig.load()).tick()
+        Launcher(storage, CeleryPublisher(get_app(), storage), defs=defs, config=Settings.load()).tick()
 
 
 @click.command("queue")
 @handle_errors
 def queue() -> None:
     """What is queued, in start order, and why each run waits."""
-    from tidegate.instance_config import InstanceConfig
+    from tidegate.config import Settings
     from tidegate.scheduler.run_queue import decide
 
     storage = open_storage()
-    config = InstanceConfig.load()
+    config = Settings.load()
     in_progress = storage.started_runs()
     limit = config.run_queue.max_concurrent_runs
     click.echo(f"config {config.source}: max_concurrent_runs={limit if limit is not None else 'unlimited'}")

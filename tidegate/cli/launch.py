@@ -18,9 +18,9 @@ from tidegate.cli.common import (
     open_storage,
     parse_tags,
 )
+from tidegate.config import Settings
 from tidegate.definitions.defs import Definitions
 from tidegate.definitions.job import IMPLICIT_ASSET_JOB
-from tidegate.instance_config import InstanceConfig
 from tidegate.names import PRIORITY_TAG, RunStatus, StepStatus
 from tidegate.scheduler.launcher import Launcher
 from tidegate.storage.api import Storage
@@ -47,7 +47,7 @@ def submit_and_follow(defs: Definitions, storage: Storage, request: JobRunReques
         click.echo(f"run {result.run_id} queued: a running `tidegate dev` on {storage.safe_url} starts it")
         return
     app = get_app()
-    launcher = Launcher(storage, CeleryPublisher(app, storage), defs=defs, config=InstanceConfig.load())
+    launcher = Launcher(storage, CeleryPublisher(app, storage), defs=defs, config=Settings.load())
     with embedded_worker(defs) if embedded else nullcontext():
         result = request.submit(storage, origin="cli")
         if not result.created:

@@ -11,7 +11,7 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from tidegate.instance_config import RunQueueConfig
+from tidegate.config import RunQueueConfig
 from tidegate.storage.records import RunRecord
 
 
