@@ -20,6 +20,7 @@ REDIS_TEST_DB = int(os.environ.get("TIDEGATE_TEST_REDIS_DB", "11"))
 PG_ADMIN_URL = os.environ.get("TIDEGATE_TEST_PG_ADMIN", "postgresql://postgres@127.0.0.1:5432/test")
 PG_TEST_DB = os.environ.get("TIDEGATE_TEST_PG_DB", "tidegate_test")
 TIDEGATE = str(Path(sys.executable).with_name("tidegate"))
+ALL_QUEUES = "*"  # start_worker(queues=ALL_QUEUES): tidegate worker --all-queues
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 
@@ -67,15 +68,20 @@ def start_worker(
     *,
     name: str,
     log_dir: Path,
-    queues: str | None = None,
+    queues: str | None = ALL_QUEUES,
     concurrency: int = 2,
     pool: str = "prefork",
     timeout: float = 30.0,
 ) -> WorkerProcess:
-    """Start ``tidegate worker`` as a real process and wait until Celery says it is ready."""
+    """Start ``tidegate worker`` as a real process and wait until Celery says it is ready.
+
+    ``queues``: ``-Q``'s value; ``ALL_QUEUES`` (the default here) every queue the project
+    names; None no option at all (the worker serves the default queue only)."""
     log_path = log_dir / f"worker-{name}.log"
     argv = [TIDEGATE, "worker", "-c", str(concurrency), "-P", pool, "-n", f"{name}@%h", "-l", "INFO"]
-    if queues:
+    if queues == ALL_QUEUES:
+        argv.append("--all-queues")
+    elif queues:
         argv += ["-Q", queues]
     argv += ["--", "--without-mingle", "--without-gossip"]
     with log_path.open("wb") as log:

@@ -11,6 +11,7 @@ from typing import Any, TypeVar
 import click
 
 from tidegate.config import Settings
+from tidegate.definitions.asset import DEFAULT_QUEUE
 from tidegate.definitions.defs import Definitions
 from tidegate.definitions.loading import ENV_VAR, CodeLocation
 from tidegate.errors import TidegateError
@@ -79,6 +80,11 @@ def is_embedded_broker() -> bool:
     return Settings.load().broker_url.startswith("memory://")
 
 
+def all_queue_names(defs: Definitions) -> list[str]:
+    """The default queue and every queue an asset names (what ``tidegate dev`` consumes)."""
+    return sorted({DEFAULT_QUEUE, *(a.queue for a in defs.assets.values())})
+
+
 @contextmanager
 def embedded_worker(defs: Definitions, concurrency: int = 4) -> Iterator[None]:
     """Run a Celery worker in a thread of this process (the in-memory broker's only peer)."""
@@ -86,7 +92,7 @@ def embedded_worker(defs: Definitions, concurrency: int = 4) -> Iterator[None]:
 
     from tidegate.workers.app import app
 
-    queues = sorted({a.queue for a in defs.assets.values()})
+    queues = all_queue_names(defs)
     with start_worker(
         app,
         pool="threads",
