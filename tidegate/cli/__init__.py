@@ -142,11 +142,13 @@ def dev(module: str | None, file_: str | None, threads: int) -> None:
     settings = Settings.load()
     open_storage()
     click.echo(f"tidegate dev: {location}")
-    click.echo(f"  database {settings.database_url}")
-    click.echo(f"  broker   {settings.broker_url}")
+    click.echo(f"  database {settings.safe_database_url}")
+    click.echo(f"  broker   {settings.safe_broker_url}")
+    # Never a password, even in the hint: the other shell sets the same variable as this one.
+    broker = settings.broker_url if settings.safe_broker_url == settings.broker_url else "<as in this shell>"
     click.echo(
         "  queue runs from another shell (same directory or TIDEGATE_HOME):\n"
-        f"    TIDEGATE_BROKER_URL={settings.broker_url} tidegate job launch JOB"
+        f"    TIDEGATE_BROKER_URL={broker} tidegate job launch JOB"
     )
     for schedule_def in defs.schedules.values():
         click.echo(f"  schedule {schedule_def.name}: {schedule_def.cron_schedule} ({schedule_def.execution_timezone})")

@@ -9,6 +9,7 @@ from contextlib import contextmanager
 from typing import Any, TypeVar
 
 import click
+from sqlalchemy.exc import OperationalError
 
 from tidegate.config import Settings
 from tidegate.definitions.asset import DEFAULT_QUEUE
@@ -63,7 +64,8 @@ def parse_tags(values: tuple[str, ...]) -> dict[str, str]:
 
 
 def handle_errors(fn: F) -> F:
-    """Show tidegate's typed errors as one clear line and exit 2, no traceback."""
+    """Show tidegate's typed errors, and a database that cannot be reached, as one clear line
+    (never with a password) and exit 2, no traceback."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -71,6 +73,10 @@ def handle_errors(fn: F) -> F:
             return fn(*args, **kwargs)
         except TidegateError as exc:
             click.echo(f"error: {exc}", err=True)
+            raise SystemExit(2) from None
+        except OperationalError as exc:
+            reason = (str(exc.orig) or type(exc.orig).__name__).strip().splitlines()[0]
+            click.echo(f"error: database {Settings.load().safe_database_url}: {reason}", err=True)
             raise SystemExit(2) from None
 
     return wrapper  # type: ignore[return-value]
