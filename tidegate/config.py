@@ -76,7 +76,7 @@ DEFAULT_BROKER_URL = "redis://localhost:6379/0"
 
 _FILE_SECTIONS = ("run_queue", "run_monitor")
 _NOT_FROM_ENV = frozenset({*_FILE_SECTIONS, "source"})
-_SECRET_FIELDS = frozenset({"database_url", "broker_url", "flower_basic_auth"})
+_SECRET_VARIABLES = frozenset({"TIDEGATE_DATABASE_URL", "TIDEGATE_BROKER_URL", "TIDEGATE_FLOWER_BASIC_AUTH"})
 
 Count = Annotated[int, Field(ge=0, strict=True)]
 Seconds = Annotated[float, Field(gt=0, strict=True)]
@@ -195,13 +195,19 @@ class Settings(BaseSettings):
         env_prefix=ENV_PREFIX, env_ignore_empty=True, frozen=True, extra="forbid", validate_default=True
     )
 
-    home: Path = Path(".tidegate")
-    database_url: str = Field(default_factory=lambda data: f"sqlite:///{data['home'] / 'tidegate.db'}")
-    broker_url: str = DEFAULT_BROKER_URL
-    io_base_dir: Path = Field(default_factory=lambda data: data["home"] / "storage")
-    visibility_timeout: PositiveInt = 21600
-    heartbeat_seconds: PositiveFloat = 10.0
-    flower_basic_auth: SecretStr | None = None
+    # Each variable is spelled out (validation_alias) so that a grep finds where it is read.
+    home: Path = Field(Path(".tidegate"), validation_alias="TIDEGATE_HOME")
+    database_url: str = Field(
+        default_factory=lambda data: f"sqlite:///{data['home'] / 'tidegate.db'}",
+        validation_alias="TIDEGATE_DATABASE_URL",
+    )
+    broker_url: str = Field(DEFAULT_BROKER_URL, validation_alias="TIDEGATE_BROKER_URL")
+    io_base_dir: Path = Field(
+        default_factory=lambda data: data["home"] / "storage", validation_alias="TIDEGATE_IO_BASE_DIR"
+    )
+    visibility_timeout: PositiveInt = Field(21600, validation_alias="TIDEGATE_VISIBILITY_TIMEOUT")
+    heartbeat_seconds: PositiveFloat = Field(10.0, validation_alias="TIDEGATE_HEARTBEAT_SECONDS")
+    flower_basic_auth: SecretStr | None = Field(None, validation_alias="TIDEGATE_FLOWER_BASIC_AUTH")
     run_queue: RunQueueConfig = RunQueueConfig()
     run_monitor: MonitorConfig = MonitorConfig()
     source: str = "defaults"  # the file the sections came from
@@ -297,9 +303,8 @@ def _describe(error: ErrorDetails, source: str) -> str:
             return f"{source}: {_unknown_key(loc)}"
         sep = ": " if isinstance(loc[-1], int) else " "  # a whole tag limit, or one of its keys
         return f"{source}: {_path(loc)}{sep}{_problem(error, with_input=True)}"
-    name = f"{ENV_PREFIX}{field.upper()}"
-    shown = "" if field in _SECRET_FIELDS else f"={error['input']!r}"
-    return f"{name}{shown}: {_problem(error, with_input=False)}"
+    shown = "" if field in _SECRET_VARIABLES else f"={error['input']!r}"  # loc: the variable's name
+    return f"{field}{shown}: {_problem(error, with_input=False)}"
 
 
 def _path(loc: tuple[int | str, ...]) -> str:
