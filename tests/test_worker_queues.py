@@ -4,6 +4,7 @@ over real Redis."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -11,9 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import TIDEGATE, WorkerProcess
+from tests.support import ROOT, TIDEGATE, WorkerProcess
 from tests.test_workers import Harness
 from tidegate.names import RunStatus, StepStatus
+
+PROJECT = ROOT / "tests" / "projects" / "core_project.py"
 
 
 @pytest.fixture
@@ -77,3 +80,22 @@ def test_q_and_all_queues_together_are_refused(harness: Harness) -> None:
     )
     assert result.returncode == 2
     assert "give -Q or --all-queues, not both" in result.stderr
+
+
+def test_the_embedded_worker_of_make_run_and_tidegate_dev_serves_every_queue(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TIDEGATE_")}
+    env.update(
+        TIDEGATE_HOME=str(tmp_path / "home"),
+        TIDEGATE_BROKER_URL="memory://localhost/",
+        TIDEGATE_TEST_EFFECTS=str(tmp_path / "effects"),
+    )
+    result = subprocess.run(
+        [TIDEGATE, "job", "launch", "routing_job", "-f", str(PROJECT), "--wait"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=90,
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "heavy_b" in result.stdout and "SUCCESS" in result.stdout
