@@ -165,8 +165,8 @@ class MonitorConfig:
 
 
 class _Environment(EnvSettingsSource):
-    """``TIDEGATE_<FIELD>`` for the process settings, plus ``TIDEGATE_MAX_CONCURRENT_RUNS``;
-    the file's sections cannot be given as JSON in a variable."""
+    """The process settings' variables, plus ``TIDEGATE_MAX_CONCURRENT_RUNS`` into the run
+    queue section; the file's sections cannot be given as JSON in a variable."""
 
     def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
         if field_name in _NOT_FROM_ENV:
