@@ -17,6 +17,7 @@ from tests.support import (
     REDIS_HOST,
     REDIS_PORT,
     REDIS_TEST_DB,
+    SECRET,
     WorkerProcess,
     require_service,
     start_worker,
@@ -99,3 +100,18 @@ def worker_factory(tmp_path: Path) -> Iterator[Callable[..., WorkerProcess]]:
     yield factory
     for worker in started:
         worker.stop()
+
+
+# -- secrets -----------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_secret_in_process_logs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """After the session, no log of a worker, beat or CLI process shows the password that
+    ``tidegate_env`` puts into every database and broker URL (tests.support.SECRET)."""
+    yield
+    leaks = []
+    for path in sorted(tmp_path_factory.getbasetemp().rglob("*.log")):
+        text = path.read_text(errors="replace")
+        leaks += [f"{path}: {line.strip()}" for line in text.splitlines() if SECRET in line][:3]
+    assert not leaks, "a process printed a password:\n" + "\n".join(leaks)

@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 
@@ -20,6 +21,9 @@ REDIS_TEST_DB = int(os.environ.get("TIDEGATE_TEST_REDIS_DB", "11"))
 PG_ADMIN_URL = os.environ.get("TIDEGATE_TEST_PG_ADMIN", "postgresql://postgres@127.0.0.1:5432/test")
 PG_TEST_DB = os.environ.get("TIDEGATE_TEST_PG_DB", "tidegate_test")
 TIDEGATE = str(Path(sys.executable).with_name("tidegate"))
+ALL_QUEUES = "*"  # start_worker(queues=ALL_QUEUES): tidegate worker --all-queues
+# The password in every URL given to a tidegate process by the tests: no output may show it.
+SECRET = "s3cr3tpw"
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 
@@ -67,15 +71,20 @@ def start_worker(
     *,
     name: str,
     log_dir: Path,
-    queues: str | None = None,
+    queues: str | None = ALL_QUEUES,
     concurrency: int = 2,
     pool: str = "prefork",
     timeout: float = 30.0,
 ) -> WorkerProcess:
-    """Start ``tidegate worker`` as a real process and wait until Celery says it is ready."""
+    """Start ``tidegate worker`` as a real process and wait until Celery says it is ready.
+
+    ``queues``: ``-Q``'s value; ``ALL_QUEUES`` (the default here) every queue the project
+    names; None no option at all (the worker serves the default queue only)."""
     log_path = log_dir / f"worker-{name}.log"
     argv = [TIDEGATE, "worker", "-c", str(concurrency), "-P", pool, "-n", f"{name}@%h", "-l", "INFO"]
-    if queues:
+    if queues == ALL_QUEUES:
+        argv.append("--all-queues")
+    elif queues:
         argv += ["-Q", queues]
     argv += ["--", "--without-mingle", "--without-gossip"]
     with log_path.open("wb") as log:
@@ -94,13 +103,25 @@ def start_worker(
     raise RuntimeError(f"worker {name} not ready after {timeout}s:\n{worker.log()}")
 
 
+def with_password(url: str) -> str:
+    """``url`` with :data:`SECRET` as its password, for PostgreSQL (trust auth accepts any) and
+    Redis (its passwordless ``default`` user accepts any); other URLs as they are."""
+    parts = urlsplit(url)
+    if parts.password is not None or not parts.scheme.startswith(("postgresql", "redis")):
+        return url
+    user = parts.username or ("default" if parts.scheme.startswith("redis") else "postgres")
+    return urlunsplit(parts._replace(netloc=f"{user}:{SECRET}@{parts.netloc.rpartition('@')[2]}"))
+
+
 def tidegate_env(
     *, database_url: str, broker_url: str, definitions: Path, io_dir: Path, **extra: str
 ) -> dict[str, str]:
+    """The environment of a tidegate process. Its database and broker URLs carry
+    :data:`SECRET` as password: tests/conftest.py fails the session if a log shows it."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("TIDEGATE_")}
     env.update(
-        TIDEGATE_DATABASE_URL=database_url,
-        TIDEGATE_BROKER_URL=broker_url,
+        TIDEGATE_DATABASE_URL=with_password(database_url),
+        TIDEGATE_BROKER_URL=with_password(broker_url),
         TIDEGATE_DEFINITIONS=str(definitions),
         TIDEGATE_IO_BASE_DIR=str(io_dir),
         TIDEGATE_HOME=str(io_dir.parent / "home"),

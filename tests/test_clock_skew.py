@@ -13,7 +13,7 @@ import pytest
 
 import tidegate as tg
 from tests.clock_skew import host_clock
-from tidegate.instance_config import MonitorConfig
+from tidegate.config import MonitorConfig
 from tidegate.names import InstigatorStatus, StepStatus
 from tidegate.scheduler.beat import Beat
 from tidegate.scheduler.clock import FakeClock

@@ -43,8 +43,8 @@ from tests.support import (
     truncate_all,
 )
 from tidegate.broker import CeleryPublisher, make_celery_app
+from tidegate.config import Settings
 from tidegate.definitions.defs import Definitions
-from tidegate.instance_config import InstanceConfig
 from tidegate.names import (
     CODE_LOCATION_TAG,
     PARENT_RUN_TAG,
@@ -204,7 +204,7 @@ class Harness:
             self.publisher,
             republish_grace_seconds=5.0,
             defs=DEFS if with_defs else None,
-            config=InstanceConfig.from_dict(config or {}),
+            config=Settings.from_dict(config or {}),
         )
 
     def submit(self, job: str, *, priority: int = 0, **tags: str) -> str:
@@ -278,7 +278,7 @@ class Harness:
 
 @pytest.fixture
 def h(cluster: Cluster, monkeypatch: pytest.MonkeyPatch) -> Iterator[Harness]:
-    monkeypatch.delenv("TIDEGATE_MAX_CONCURRENT_RUNS", raising=False)  # InstanceConfig reads it
+    monkeypatch.delenv("TIDEGATE_MAX_CONCURRENT_RUNS", raising=False)  # Settings reads it
     harness = Harness(cluster)
     harness.clear()
     for worker in cluster.workers:
@@ -717,7 +717,9 @@ def test_tidegate_queue_shows_start_order_and_why_each_run_waits(h: Harness) -> 
     bad = h.write_config("[run_queue]\ntag_concurrency_limits = [{ key = 'team', limit = 'two' }]\n")
     out = h.cli("queue", extra_env={"TIDEGATE_CONFIG": str(bad)})
     assert out.returncode == 2
-    assert out.stderr.strip() == f"error: {bad}: tag_concurrency_limits[0].limit must be an integer, got 'two'"
+    assert (
+        out.stderr.strip() == f"error: {bad}: run_queue.tag_concurrency_limits[0].limit must be an integer, got 'two'"
+    )
 
 
 def test_a_cli_launch_of_another_code_location_leaves_this_locations_runs_queued(h: Harness) -> None:

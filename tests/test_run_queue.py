@@ -19,9 +19,9 @@ from sqlalchemy import case, func, select
 
 import tidegate as tg
 from tests.support import dedicated_pg_database
+from tidegate.config import MonitorConfig, RunQueueConfig, Settings, TagLimit
 from tidegate.definitions.loading import CodeLocation
 from tidegate.errors import ConfigError, TidegateError
-from tidegate.instance_config import InstanceConfig, MonitorConfig, RunQueueConfig, TagLimit
 from tidegate.names import (
     CODE_LOCATION_TAG,
     MAX_RETRIES_TAG,
@@ -79,7 +79,7 @@ def queue_config(max_runs: int | None = None, *limits: dict[str, Any]) -> RunQue
     data: dict[str, Any] = {"tag_concurrency_limits": list(limits)}
     if max_runs is not None:
         data["max_concurrent_runs"] = max_runs
-    return InstanceConfig.from_dict({"run_queue": data}).run_queue
+    return Settings.from_dict({"run_queue": data}).run_queue
 
 
 def verdicts(config: RunQueueConfig, queued: Sequence[RunRecord], in_progress: Sequence[RunRecord]) -> list[str]:
@@ -285,7 +285,7 @@ def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
 def test_the_documented_example_loads(clean_env: Path) -> None:
     path = clean_env / "elsewhere.toml"
     path.write_text(EXAMPLE_TOML)
-    config = InstanceConfig.load(path)
+    config = Settings.load(path)
     assert config.source == str(path)
     assert config.run_queue == RunQueueConfig(
         10, (TagLimit("team", 2, value="finance"), TagLimit("customer", 1, per_value=True))
@@ -297,18 +297,18 @@ def test_the_documented_example_loads(clean_env: Path) -> None:
 def test_config_is_found_through_tidegate_config_then_cwd_then_tidegate_home(
     clean_env: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    assert InstanceConfig.load() == InstanceConfig(source="defaults")
+    assert Settings.load() == Settings.defaults()
     home = clean_env / "home"
     home.mkdir()
     (home / "tidegate.toml").write_text("[run_queue]\nmax_concurrent_runs = 1\n")
     monkeypatch.setenv("TIDEGATE_HOME", str(home))
-    assert InstanceConfig.load().run_queue.max_concurrent_runs == 1
+    assert Settings.load().run_queue.max_concurrent_runs == 1
     (clean_env / "tidegate.toml").write_text("[run_queue]\nmax_concurrent_runs = 2\n")
-    assert InstanceConfig.load().run_queue.max_concurrent_runs == 2
+    assert Settings.load().run_queue.max_concurrent_runs == 2
     explicit = clean_env / "explicit.toml"
     explicit.write_text("[run_queue]\nmax_concurrent_runs = 3\n")
     monkeypatch.setenv("TIDEGATE_CONFIG", str(explicit))
-    loaded = InstanceConfig.load()
+    loaded = Settings.load()
     assert (loaded.run_queue.max_concurrent_runs, loaded.source) == (3, str(explicit))
 
 
@@ -316,17 +316,17 @@ def test_tidegate_config_naming_a_missing_file_is_an_error(clean_env: Path, monk
     missing = clean_env / "nope.toml"
     monkeypatch.setenv("TIDEGATE_CONFIG", str(missing))
     with pytest.raises(ConfigError, match=f"TIDEGATE_CONFIG={missing}: no such file"):
-        InstanceConfig.load()
+        Settings.load()
 
 
 def test_the_environment_overrides_max_concurrent_runs(clean_env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     path = clean_env / "tidegate.toml"
     path.write_text(EXAMPLE_TOML)
     monkeypatch.setenv("TIDEGATE_MAX_CONCURRENT_RUNS", "4")
-    config = InstanceConfig.load()
+    config = Settings.load()
     assert config.run_queue.max_concurrent_runs == 4
     assert len(config.run_queue.tag_concurrency_limits) == 2  # the rest of the file still applies
-    assert InstanceConfig.from_dict({}).run_queue.max_concurrent_runs == 4
+    assert Settings.from_dict({}).run_queue.max_concurrent_runs == 4
 
 
 @pytest.mark.parametrize(
@@ -365,7 +365,7 @@ def test_an_invalid_config_names_the_file_and_the_key(clean_env: Path, text: str
     path = clean_env / "bad.toml"
     path.write_text(text)
     with pytest.raises(ConfigError) as caught:
-        InstanceConfig.load(path)
+        Settings.load(path)
     message = str(caught.value)
     assert message.startswith(f"{path}: "), message
     for name in names:
@@ -376,7 +376,7 @@ def test_an_invalid_run_monitor_value_names_its_key(clean_env: Path) -> None:
     path = clean_env / "bad.toml"
     path.write_text("[run_monitor]\nheartbeat_timeout_seconds = 'soon'\n")
     with pytest.raises(ConfigError) as caught:
-        InstanceConfig.load(path)
+        Settings.load(path)
     assert str(caught.value).startswith(f"{path}: ")
     assert "heartbeat_timeout_seconds" in str(caught.value)
 
@@ -386,14 +386,14 @@ def test_an_invalid_max_concurrent_runs_variable_is_named(clean_env: Path, monke
     path.write_text("[run_queue]\nmax_concurrent_runs = 3\n")
     monkeypatch.setenv("TIDEGATE_MAX_CONCURRENT_RUNS", "lots")
     with pytest.raises(ConfigError, match="TIDEGATE_MAX_CONCURRENT_RUNS"):
-        InstanceConfig.load()
+        Settings.load()
 
 
 def test_a_numeric_tag_limit_value_is_not_silently_ignored(clean_env: Path) -> None:
     path = clean_env / "tidegate.toml"
     path.write_text("[run_queue]\ntag_concurrency_limits = [{ key = 'year', value = 2024, limit = 1 }]\n")
     try:
-        config = InstanceConfig.load(path)
+        config = Settings.load(path)
     except ConfigError as exc:  # rejecting it, naming the key, is fine too
         assert "tag_concurrency_limits[0]" in str(exc)
         return
@@ -408,7 +408,7 @@ def test_a_non_integer_max_concurrent_runs_is_rejected(clean_env: Path, value: s
     path = clean_env / "tidegate.toml"
     path.write_text(f"[run_queue]\nmax_concurrent_runs = {value}\n")
     with pytest.raises(ConfigError, match="max_concurrent_runs"):
-        InstanceConfig.load(path)
+        Settings.load(path)
 
 
 # -- storage: the queue's order ----------------------------------------------------------------
@@ -429,7 +429,7 @@ def test_queued_runs_come_highest_priority_first_then_oldest(storage: Storage) -
 
 
 def test_the_launcher_starts_what_the_queue_allows_and_more_as_runs_end(storage: Storage) -> None:
-    config = InstanceConfig.from_dict(
+    config = Settings.from_dict(
         {"run_queue": {"max_concurrent_runs": 2, "tag_concurrency_limits": [{"key": "team", "limit": 1}]}}
     )
     sent = Sent(storage)
@@ -477,7 +477,7 @@ def test_only_a_launcher_of_the_runs_code_location_fails_it_as_job_not_defined(s
     held = submit(storage, "hold_job")  # planned by queue_project.py, older than the next run
     assert storage.get_run(held).tags[CODE_LOCATION_TAG] == "queue_project.py"
     own = storage.submit_run(other.plan("other_job"), origin="test").run_id
-    config = InstanceConfig(run_queue=queue_config(max_runs=1))
+    config = Settings.from_dict({"run_queue": {"max_concurrent_runs": 1}})
 
     # e.g. `tidegate job launch -m other_project` or a beat of the other code location
     launcher = Launcher(storage, Sent(storage), defs=other, config=config)

@@ -13,8 +13,8 @@ import pytest
 
 from tests.support import TIDEGATE, WorkerProcess, tidegate_env
 from tidegate.broker import CeleryPublisher, make_celery_app
+from tidegate.config import MonitorConfig
 from tidegate.definitions.loading import CodeLocation
-from tidegate.instance_config import MonitorConfig
 from tidegate.names import EXECUTE_STEP_TASK, RunStatus, StepStatus
 from tidegate.scheduler.launcher import Launcher
 from tidegate.scheduler.monitor import RunMonitor

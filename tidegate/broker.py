@@ -73,7 +73,7 @@ def get_app() -> Celery:
     global _app
     with _app_lock:
         if _app is None:
-            settings = Settings.from_env()
+            settings = Settings.load()
             _app = make_celery_app(settings.broker_url, visibility_timeout=settings.visibility_timeout)
         return _app
 

@@ -12,6 +12,7 @@ import click
 from tidegate.cli.automation import schedule, sensor, ticks
 from tidegate.cli.backfill import backfill
 from tidegate.cli.common import (
+    all_queue_names,
     code_location_options,
     embedded_worker,
     handle_errors,
@@ -24,6 +25,7 @@ from tidegate.cli.flower import flower
 from tidegate.cli.inspect_ import assets, partitions, pool, queue, runs
 from tidegate.cli.launch import job, materialize
 from tidegate.config import Settings
+from tidegate.definitions.asset import DEFAULT_QUEUE
 from tidegate.definitions.defs import Definitions
 
 
@@ -70,7 +72,13 @@ def db_upgrade() -> None:
 
 @main.command()
 @code_location_options
-@click.option("-Q", "--queues", default=None, help="Comma-separated queues (default: every queue the assets use).")
+@click.option(
+    "-Q",
+    "--queues",
+    default=None,
+    help=f"Comma-separated queues to consume (default: {DEFAULT_QUEUE}, the default queue).",
+)
+@click.option("--all-queues", is_flag=True, help="Consume every queue the loaded assets name (as `tidegate dev` does).")
 @click.option("-c", "--concurrency", type=int, default=None, help="Worker processes or threads (default: CPUs).")
 @click.option("-P", "--pool", type=click.Choice(["prefork", "threads", "solo"]), default="prefork", show_default=True)
 @click.option("-n", "--hostname", default=None, help="Worker node name (default: tidegate@%h).")
@@ -81,6 +89,7 @@ def worker(
     module: str | None,
     file_: str | None,
     queues: str | None,
+    all_queues: bool,
     concurrency: int | None,
     pool: str,
     hostname: str | None,
@@ -89,13 +98,19 @@ def worker(
 ) -> None:
     """Run a Celery worker that executes steps (a real `celery worker` with tidegate's app).
 
+    As with Celery, a worker consumes the default queue unless told otherwise: steps of assets
+    with ``queue="heavy"`` wait for a worker started with ``-Q heavy`` (or ``--all-queues``).
     Arguments after ``--`` go to ``celery worker`` as they are (e.g. ``-- --without-mingle``).
     """
+    if queues and all_queues:
+        raise click.UsageError("give -Q or --all-queues, not both")
     defs = load(module, file_)  # fail fast on broken definitions, before forking children
     open_storage()  # and on an unreachable or outdated database
     from tidegate.workers.app import app
 
-    queue_list = queues or ",".join(sorted({a.queue for a in defs.assets.values()} or {"tidegate"}))
+    queue_list = queues or DEFAULT_QUEUE
+    if all_queues:
+        queue_list = ",".join(all_queue_names(defs))
     argv = ["worker", "-Q", queue_list, "-P", pool, "-l", loglevel, "-E"]
     argv += ["-n", hostname or f"tidegate-{os.getpid()}@%h"]
     if concurrency:
@@ -126,14 +141,16 @@ def dev(module: str | None, file_: str | None, threads: int) -> None:
     os.environ.setdefault("TIDEGATE_BROKER_URL", "memory://localhost/")
     location = resolve_location(module, file_)
     defs = location.load()
-    settings = Settings.from_env()
+    settings = Settings.load()
     open_storage()
     click.echo(f"tidegate dev: {location}")
-    click.echo(f"  database {settings.database_url}")
-    click.echo(f"  broker   {settings.broker_url}")
+    click.echo(f"  database {settings.safe_database_url}")
+    click.echo(f"  broker   {settings.safe_broker_url}")
+    # Never a password, even in the hint: the other shell sets the same variable as this one.
+    broker = settings.broker_url if settings.safe_broker_url == settings.broker_url else "<as in this shell>"
     click.echo(
         "  queue runs from another shell (same directory or TIDEGATE_HOME):\n"
-        f"    TIDEGATE_BROKER_URL={settings.broker_url} tidegate job launch JOB"
+        f"    TIDEGATE_BROKER_URL={broker} tidegate job launch JOB"
     )
     for schedule_def in defs.schedules.values():
         click.echo(f"  schedule {schedule_def.name}: {schedule_def.cron_schedule} ({schedule_def.execution_timezone})")
@@ -156,8 +173,8 @@ def _run_beat(defs: Definitions, stop: threading.Event, lease_seconds: float = 2
     from tidegate.scheduler.beat import Beat
 
     storage = open_storage()
-    from tidegate.instance_config import InstanceConfig
+    from tidegate.config import Settings
 
     publisher = CeleryPublisher(get_app(), storage)
-    config = InstanceConfig.load()
+    config = Settings.load()
     Beat(defs, storage, publisher, lease_seconds=lease_seconds, config=config).run_forever(stop)

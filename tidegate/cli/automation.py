@@ -5,10 +5,12 @@ from __future__ import annotations
 import json
 import logging
 from datetime import UTC, datetime
+from typing import Any
 
 import click
 
 from tidegate.cli.common import code_location_options, handle_errors, load, open_storage
+from tidegate.cli.output import Column, json_option, print_json, print_table
 from tidegate.definitions.context import Resources
 from tidegate.definitions.cron import cron_ticks
 from tidegate.definitions.defs import Definitions
@@ -18,10 +20,20 @@ from tidegate.definitions.sensor import SensorDefinition, SensorEvaluationContex
 from tidegate.errors import TidegateError
 from tidegate.names import InstigatorStatus
 from tidegate.storage.instance import DagsterInstance
+from tidegate.storage.instigators import InstigatorState
 
 
 def _status(defs_default: DefaultScheduleStatus, stored: str | None) -> str:
     return stored or defs_default.value + " (default)"
+
+
+def _stored_or_default(defs_default: DefaultScheduleStatus, state: InstigatorState | None) -> str:
+    return _field(state, "status") or defs_default.value
+
+
+def _field(state: InstigatorState | None, name: str) -> Any:
+    """A field of the stored state; None when nothing is stored yet."""
+    return getattr(state, name) if state is not None else None
 
 
 def _get(defs: Definitions, kind: str, name: str) -> ScheduleDefinition | SensorDefinition:
@@ -37,20 +49,67 @@ def schedule() -> None:
     """List, start, stop and preview schedules."""
 
 
+_SCHEDULE_COLUMNS: tuple[Column, ...] = (
+    Column("SCHEDULE"),
+    Column("CRON"),
+    Column("TIMEZONE"),
+    Column("STATUS"),
+    Column("LAST TICK"),
+    Column("TARGET", wrap=True),
+)
+_SENSOR_COLUMNS: tuple[Column, ...] = (
+    Column("SENSOR"),
+    Column("INTERVAL", "right"),
+    Column("STATUS"),
+    Column("LAST TICK"),
+    Column("CURSOR"),
+    Column("TARGET", wrap=True),
+)
+
+
+def _last_tick(state: InstigatorState | None) -> str:
+    return state.last_tick_at.isoformat(timespec="seconds") if state and state.last_tick_at else "-"
+
+
 @schedule.command("list")
 @code_location_options
+@json_option
 @handle_errors
-def schedule_list(module: str | None, file_: str | None) -> None:
+def schedule_list(module: str | None, file_: str | None, as_json: bool) -> None:
+    """Each schedule with its cron, status, last tick and target."""
     defs = load(module, file_)
     storage = open_storage()
-    click.echo(f"{'SCHEDULE':<28}{'CRON':<16}{'TIMEZONE':<20}{'STATUS':<20}{'LAST TICK':<27}TARGET")
-    for name, s in sorted(defs.schedules.items()):
-        state = storage.get_instigator(name)
-        last = state.last_tick_at.isoformat(timespec="seconds") if state and state.last_tick_at else "-"
-        status = _status(s.default_status, state.status if state else None)
-        click.echo(
-            f"{name:<28}{s.cron_schedule:<16}{s.execution_timezone:<20}{status:<20}{last:<27}{s.target.describe}"
+    states = {name: storage.get_instigator(name) for name in sorted(defs.schedules)}
+    if as_json:
+        print_json(
+            [
+                {
+                    "name": name,
+                    "cron_schedule": s.cron_schedule,
+                    "execution_timezone": s.execution_timezone,
+                    "status": _stored_or_default(s.default_status, states[name]),
+                    "default_status": s.default_status.value,
+                    "last_tick_at": _field(states[name], "last_tick_at"),
+                    "target": s.target.describe,
+                }
+                for name, s in sorted(defs.schedules.items())
+            ]
         )
+        return
+    print_table(
+        _SCHEDULE_COLUMNS,
+        (
+            [
+                name,
+                s.cron_schedule,
+                s.execution_timezone,
+                _status(s.default_status, _field(states[name], "status")),
+                _last_tick(states[name]),
+                s.target.describe,
+            ]
+            for name, s in sorted(defs.schedules.items())
+        ),
+    )
 
 
 @schedule.command("preview")
@@ -90,19 +149,41 @@ def sensor() -> None:
 
 @sensor.command("list")
 @code_location_options
+@json_option
 @handle_errors
-def sensor_list(module: str | None, file_: str | None) -> None:
+def sensor_list(module: str | None, file_: str | None, as_json: bool) -> None:
+    """Each sensor with its interval, status, last tick, cursor (cut to 22 characters in the
+    table; whole in JSON) and target."""
     defs = load(module, file_)
     storage = open_storage()
-    click.echo(f"{'SENSOR':<28}{'INTERVAL':>9}  {'STATUS':<20}{'LAST TICK':<27}{'CURSOR':<24}TARGET")
+    states = {name: storage.get_instigator(name) for name in sorted(defs.sensors)}
+    if as_json:
+        print_json(
+            [
+                {
+                    "name": name,
+                    "minimum_interval_seconds": s.minimum_interval_seconds,
+                    "status": _stored_or_default(s.default_status, states[name]),
+                    "default_status": s.default_status.value,
+                    "last_tick_at": _field(states[name], "last_tick_at"),
+                    "cursor": _field(states[name], "cursor"),
+                    "target": s.target.describe,
+                }
+                for name, s in sorted(defs.sensors.items())
+            ]
+        )
+        return
+    rows = []
     for name, s in sorted(defs.sensors.items()):
-        state = storage.get_instigator(name)
-        last = state.last_tick_at.isoformat(timespec="seconds") if state and state.last_tick_at else "-"
+        state = states[name]
         cursor = (state.cursor or "-") if state else "-"
         status = _status(s.default_status, state.status if state else None)
-        click.echo(
-            f"{name:<28}{s.minimum_interval_seconds:>8g}s  {status:<20}{last:<27}{cursor[:22]:<24}{s.target.describe}"
-        )
+        interval = f"{s.minimum_interval_seconds:g}s"
+        rows.append([name, interval, status, _last_tick(state), cursor[:22], s.target.describe])
+    print_table(
+        _SENSOR_COLUMNS,
+        rows,
+    )
 
 
 @sensor.command("preview")
@@ -183,10 +264,30 @@ for _group, _kind in ((schedule, "schedule"), (sensor, "sensor")):
 @click.command()
 @click.argument("name")
 @click.option("--limit", type=int, default=20, show_default=True)
+@json_option
 @handle_errors
-def ticks(name: str, limit: int) -> None:
+def ticks(name: str, limit: int, as_json: bool) -> None:
     """Tick history of a schedule or sensor, newest first."""
     records = open_storage().get_ticks(name, limit=limit)
+    if as_json:
+        print_json(
+            [
+                {
+                    "tick_time": t.tick_time,
+                    "status": t.status,
+                    "run_ids": list(t.run_ids),
+                    "new_run_keys": list(t.new_run_keys),
+                    "skipped_run_keys": list(t.skipped_run_keys),
+                    "skip_reason": t.skip_reason,
+                    "error": t.error,
+                    "cursor": t.cursor,
+                    "started_at": t.started_at,
+                    "ended_at": t.ended_at,
+                }
+                for t in records
+            ]
+        )
+        return
     if not records:
         click.echo(f"no ticks for {name}")
         return

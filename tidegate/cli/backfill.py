@@ -17,6 +17,7 @@ from tidegate.cli.common import (
     load,
     open_storage,
 )
+from tidegate.cli.output import Column, json_option, print_json, print_table
 from tidegate.names import BackfillStatus, RunStatus
 from tidegate.storage.api import Storage
 from tidegate.storage.backfills import BackfillRecord
@@ -95,12 +96,12 @@ def launch(
 def _follow(defs: Any, storage: Storage, record: BackfillRecord) -> str:
     """Act as the beat while showing progress: submit runs, start them, publish steps."""
     from tidegate.broker import CeleryPublisher, get_app
-    from tidegate.instance_config import InstanceConfig
+    from tidegate.config import Settings
     from tidegate.scheduler.backfill import BackfillDaemon
     from tidegate.scheduler.launcher import Launcher
 
     daemon = BackfillDaemon(defs, storage)
-    launcher = Launcher(storage, CeleryPublisher(get_app(), storage), defs=defs, config=InstanceConfig.load())
+    launcher = Launcher(storage, CeleryPublisher(get_app(), storage), defs=defs, config=Settings.load())
     with embedded_worker(defs) if is_embedded_broker() else nullcontext():
         while True:
             daemon.tick()
@@ -122,18 +123,46 @@ def _follow(defs: Any, storage: Storage, record: BackfillRecord) -> str:
 
 
 @backfill.command("list")
+@json_option
 @handle_errors
-def list_backfills() -> None:
+def list_backfills(as_json: bool) -> None:
+    """Backfills with their status and how many of their runs are done."""
     storage = open_storage()
     records = storage.list_backfills()
+    progress = {b.backfill_id: storage.backfill_progress(b) for b in records}
+    if as_json:
+        print_json(
+            [
+                {
+                    "backfill_id": b.backfill_id,
+                    "job_name": b.job_name,
+                    "status": b.status,
+                    "partitions": progress[b.backfill_id].total,
+                    "partitions_done": progress[b.backfill_id].done,
+                    "partitions_by_run_status": dict(progress[b.backfill_id].by_status),
+                    "created_at": b.created_at,
+                    "ended_at": b.ended_at,
+                }
+                for b in records
+            ]
+        )
+        return
     if not records:
         click.echo("no backfills")
         return
-    click.echo(f"{'BACKFILL':<14}{'JOB':<24}{'STATUS':<11}{'DONE':>9}  CREATED")
-    for b in records:
-        progress = storage.backfill_progress(b)
-        done = f"{progress.done}/{progress.total}"
-        click.echo(f"{b.backfill_id:<14}{b.job_name:<24}{b.status:<11}{done:>9}  {b.created_at:%Y-%m-%d %H:%M:%S}")
+    print_table(
+        [Column("BACKFILL"), Column("JOB"), Column("STATUS", styled=True), Column("DONE", "right"), Column("CREATED")],
+        (
+            [
+                b.backfill_id,
+                b.job_name,
+                b.status,
+                f"{progress[b.backfill_id].done}/{progress[b.backfill_id].total}",
+                f"{b.created_at:%Y-%m-%d %H:%M:%S}",
+            ]
+            for b in records
+        ),
+    )
 
 
 @backfill.command("show")

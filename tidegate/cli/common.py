@@ -9,8 +9,10 @@ from contextlib import contextmanager
 from typing import Any, TypeVar
 
 import click
+from sqlalchemy.exc import OperationalError
 
 from tidegate.config import Settings
+from tidegate.definitions.asset import DEFAULT_QUEUE
 from tidegate.definitions.defs import Definitions
 from tidegate.definitions.loading import ENV_VAR, CodeLocation
 from tidegate.errors import TidegateError
@@ -48,7 +50,7 @@ def load(module: str | None, file_: str | None) -> Definitions:
 
 
 def open_storage(upgrade: bool | None = None) -> Storage:
-    return Storage.open(Settings.from_env().database_url, upgrade=upgrade)
+    return Storage.open(Settings.load().database_url, upgrade=upgrade)
 
 
 def parse_tags(values: tuple[str, ...]) -> dict[str, str]:
@@ -62,7 +64,8 @@ def parse_tags(values: tuple[str, ...]) -> dict[str, str]:
 
 
 def handle_errors(fn: F) -> F:
-    """Show tidegate's typed errors as one clear line and exit 2, no traceback."""
+    """Show tidegate's typed errors, and a database that cannot be reached, as one clear line
+    (never with a password) and exit 2, no traceback."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -71,12 +74,21 @@ def handle_errors(fn: F) -> F:
         except TidegateError as exc:
             click.echo(f"error: {exc}", err=True)
             raise SystemExit(2) from None
+        except OperationalError as exc:
+            reason = (str(exc.orig) or type(exc.orig).__name__).strip().splitlines()[0]
+            click.echo(f"error: database {Settings.load().safe_database_url}: {reason}", err=True)
+            raise SystemExit(2) from None
 
     return wrapper  # type: ignore[return-value]
 
 
 def is_embedded_broker() -> bool:
-    return Settings.from_env().broker_url.startswith("memory://")
+    return Settings.load().broker_url.startswith("memory://")
+
+
+def all_queue_names(defs: Definitions) -> list[str]:
+    """The default queue and every queue an asset names (what ``tidegate dev`` consumes)."""
+    return sorted({DEFAULT_QUEUE, *(a.queue for a in defs.assets.values())})
 
 
 @contextmanager
@@ -86,7 +98,7 @@ def embedded_worker(defs: Definitions, concurrency: int = 4) -> Iterator[None]:
 
     from tidegate.workers.app import app
 
-    queues = sorted({a.queue for a in defs.assets.values()})
+    queues = all_queue_names(defs)
     with start_worker(
         app,
         pool="threads",

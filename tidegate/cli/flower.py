@@ -8,6 +8,7 @@ import os
 import click
 
 from tidegate.cli.common import handle_errors
+from tidegate.config import Settings
 from tidegate.errors import ConfigError
 
 BASIC_AUTH_ENV = "TIDEGATE_FLOWER_BASIC_AUTH"
@@ -53,7 +54,6 @@ def flower_argv(address: str, port: int, persistent: bool, db: str | None, flowe
 )
 @click.option(
     "--basic-auth",
-    envvar=BASIC_AUTH_ENV,
     default=None,
     metavar="USER:PASS[,USER:PASS]",
     help=f"HTTP basic auth credentials; prefer {BASIC_AUTH_ENV}, which stays out of `ps`.",
@@ -80,6 +80,9 @@ def flower(
     """
     if importlib.util.find_spec("flower") is None:
         raise ConfigError("tidegate flower needs Flower: pip install 'tidegate[flower]'")
+    if basic_auth is None:
+        from_env = Settings.load().flower_basic_auth  # TIDEGATE_FLOWER_BASIC_AUTH
+        basic_auth = from_env.get_secret_value() if from_env is not None else None
     if basic_auth:
         # Flower reads FLOWER_BASIC_AUTH itself: the credentials never appear in an argv.
         os.environ["FLOWER_BASIC_AUTH"] = ",".join(parse_basic_auth(basic_auth))

@@ -3,12 +3,30 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 import click
 
 from tidegate.cli.common import code_location_options, handle_errors, is_embedded_broker, load, open_storage
+from tidegate.cli.output import Column, json_option, print_json, print_table
 from tidegate.errors import TidegateError
 from tidegate.names import PartitionStatus, RunStatus
+
+_RUN_COLUMNS: tuple[Column, ...] = (
+    Column("RUN ID"),
+    Column("JOB"),
+    Column("STATUS", styled=True),
+    Column("CREATED"),
+    Column("DURATION", "right"),
+    Column("ORIGIN"),
+)
+_STEP_COLUMNS: tuple[Column, ...] = (
+    Column("STEP"),
+    Column("STATUS", styled=True),
+    Column("ATTEMPT", "right"),
+    Column("DURATION", "right"),
+    Column("WORKER"),
+)
 
 
 def _when(value: datetime | None) -> str:
@@ -16,7 +34,12 @@ def _when(value: datetime | None) -> str:
 
 
 def _seconds(start: datetime | None, end: datetime | None) -> str:
-    return f"{(end - start).total_seconds():.2f}s" if start and end else "-"
+    duration = _duration(start, end)
+    return f"{duration:.2f}s" if duration is not None else "-"
+
+
+def _duration(start: datetime | None, end: datetime | None) -> float | None:
+    return (end - start).total_seconds() if start and end else None
 
 
 @click.group()
@@ -27,20 +50,42 @@ def runs() -> None:
 @runs.command("list")
 @click.option("--status", type=click.Choice(sorted([RunStatus.QUEUED, RunStatus.STARTED, *RunStatus.TERMINAL])))
 @click.option("--limit", type=int, default=20, show_default=True)
+@json_option
 @handle_errors
-def list_runs(status: str | None, limit: int) -> None:
+def list_runs(status: str | None, limit: int, as_json: bool) -> None:
     """Newest runs first."""
     storage = open_storage()
     records = storage.list_runs(status=status, limit=limit)
+    if as_json:
+        print_json(
+            [
+                {
+                    "run_id": r.run_id,
+                    "job_name": r.job_name,
+                    "status": r.status,
+                    "origin": r.origin,
+                    "run_key": r.run_key,
+                    "priority": r.priority,
+                    "tags": dict(r.tags),
+                    "created_at": r.created_at,
+                    "started_at": r.started_at,
+                    "ended_at": r.ended_at,
+                    "duration_seconds": _duration(r.started_at, r.ended_at),
+                }
+                for r in records
+            ]
+        )
+        return
     if not records:
         click.echo("no runs")
         return
-    click.echo(f"{'RUN ID':<34}{'JOB':<24}{'STATUS':<10}{'CREATED':<21}{'DURATION':>9}  ORIGIN")
-    for r in records:
-        click.echo(
-            f"{r.run_id:<34}{r.job_name:<24}{r.status:<10}{_when(r.created_at):<21}"
-            f"{_seconds(r.started_at, r.ended_at):>9}  {r.origin}"
-        )
+    print_table(
+        _RUN_COLUMNS,
+        (
+            [r.run_id, r.job_name, r.status, _when(r.created_at), _seconds(r.started_at, r.ended_at), r.origin]
+            for r in records
+        ),
+    )
 
 
 @runs.command("show")
@@ -58,12 +103,11 @@ def show_run(run_id: str) -> None:
         click.echo("tags     " + ", ".join(f"{k}={v}" for k, v in sorted(run.tags.items())))
     click.echo(f"created  {_when(run.created_at)}   started {_when(run.started_at)}   ended {_when(run.ended_at)}")
     click.echo("")
-    click.echo(f"{'STEP':<32}{'STATUS':<11}{'ATTEMPT':>7}  {'DURATION':>9}  WORKER")
     steps = storage.get_steps(run.run_id)
-    for s in steps:
-        click.echo(
-            f"{s.step_key:<32}{s.status:<11}{s.attempt:>7}  {_seconds(s.started_at, s.ended_at):>9}  {s.worker or '-'}"
-        )
+    print_table(
+        _STEP_COLUMNS,
+        ([s.step_key, s.status, str(s.attempt), _seconds(s.started_at, s.ended_at), s.worker or "-"] for s in steps),
+    )
     for s in steps:
         if s.error:
             click.echo("")
@@ -78,27 +122,53 @@ def assets() -> None:
 
 @assets.command("list")
 @code_location_options
+@json_option
 @handle_errors
-def list_assets(module: str | None, file_: str | None) -> None:
+def list_assets(module: str | None, file_: str | None, as_json: bool) -> None:
     """Every asset with its group and last materialization."""
     defs = load(module, file_)
     storage = open_storage()
     latest = storage.latest_materializations()
     counts = storage.partition_status_counts()
     dynamic = storage.dynamic_partition_keys
-    click.echo(f"{'ASSET':<32}{'GROUP':<16}{'LAST MATERIALIZED':<21}  {'RUN':<34}PARTITIONS")
+    listed: list[dict[str, Any]] = []
     for key in defs.graph.order:
         record = latest.get(str(key))
-        when = _when(record.timestamp) if record else "never"
-        run = record.run_id if record else "-"
-        partitions = "-"
+        partitions: dict[str, int] | None = None
         partitions_def = defs.assets[key].partitions_def
         if partitions_def is not None:
             total = len(partitions_def.get_partition_keys(dynamic_keys=dynamic))
             status = counts.get(str(key), {})
             done, failed = status.get(PartitionStatus.MATERIALIZED, 0), status.get(PartitionStatus.FAILED, 0)
-            partitions = f"{done} materialized, {failed} failed, {max(0, total - done - failed)} missing of {total}"
-        click.echo(f"{key!s:<32}{defs.assets[key].group_name:<16}{when:<21}  {run:<34}{partitions}")
+            missing = max(0, total - done - failed)
+            partitions = {"materialized": done, "failed": failed, "missing": missing, "total": total}
+        listed.append(
+            {
+                "asset_key": str(key),
+                "group_name": defs.assets[key].group_name,
+                "last_materialized_at": record.timestamp if record else None,
+                "last_run_id": record.run_id if record else None,
+                "partitions": partitions,
+            }
+        )
+    if as_json:
+        print_json(listed)
+        return
+    print_table(
+        [Column("ASSET"), Column("GROUP"), Column("LAST MATERIALIZED"), Column("RUN"), Column("PARTITIONS", wrap=True)],
+        (
+            [
+                a["asset_key"],
+                a["group_name"],
+                _when(a["last_materialized_at"]) if a["last_materialized_at"] else "never",
+                a["last_run_id"] or "-",
+                "{materialized} materialized, {failed} failed, {missing} missing of {total}".format(**a["partitions"])
+                if a["partitions"]
+                else "-",
+            ]
+            for a in listed
+        ),
+    )
 
 
 @runs.command("cancel")
@@ -137,20 +207,21 @@ def reexecute_run(run_id: str, module: str | None, file_: str | None, from_failu
     steps = storage.get_steps(result.run_id)
     click.echo(f"run {result.run_id} submitted: re-execution of {full_id}, {len(steps)} step(s)")
     if not is_embedded_broker():
-        from tidegate.instance_config import InstanceConfig
+        from tidegate.config import Settings
 
-        Launcher(storage, CeleryPublisher(get_app(), storage), defs=defs, config=InstanceConfig.load()).tick()
+        Launcher(storage, CeleryPublisher(get_app(), storage), defs=defs, config=Settings.load()).tick()
 
 
 @click.command("queue")
 @code_location_options
+@json_option
 @handle_errors
-def queue(module: str | None, file_: str | None) -> None:
+def queue(module: str | None, file_: str | None, as_json: bool) -> None:
     """What is queued, in start order, and why each run waits (with -m/-f: as a launcher
     that has loaded that code location sees it)."""
     import functools
 
-    from tidegate.instance_config import InstanceConfig
+    from tidegate.config import Settings
     from tidegate.scheduler.run_queue import decide, location_hold
 
     hold = None
@@ -158,20 +229,39 @@ def queue(module: str | None, file_: str | None) -> None:
         defs = load(module, file_)
         hold = functools.partial(location_hold, jobs=set(defs.jobs), location=defs.code_location)
     storage = open_storage()
-    config = InstanceConfig.load()
+    config = Settings.load()
     in_progress = storage.started_runs()
     limit = config.run_queue.max_concurrent_runs
+    decisions = decide(config.run_queue, storage.queued_runs(), in_progress, hold=hold)
+    if as_json:
+        print_json(
+            {
+                "config": config.source,
+                "max_concurrent_runs": limit,
+                "tag_concurrency_limits": [
+                    {"key": t.key, "value": t.value, "per_value": t.per_value, "limit": t.limit}
+                    for t in config.run_queue.tag_concurrency_limits
+                ],
+                "in_progress": len(in_progress),
+                "queued": [
+                    {"run_id": d.run.run_id, "job_name": d.run.job_name, "priority": d.run.priority}
+                    | {"starts": d.start, "waits_for": d.reason or None}
+                    for d in decisions
+                ],
+            }
+        )
+        return
     click.echo(f"config {config.source}: max_concurrent_runs={limit if limit is not None else 'unlimited'}")
     for tag_limit in config.run_queue.tag_concurrency_limits:
         click.echo(f"  tag limit {tag_limit.describe}: {tag_limit.limit}")
     click.echo(f"{len(in_progress)} run(s) in progress")
-    decisions = decide(config.run_queue, storage.queued_runs(), in_progress, hold=hold)
     if not decisions:
         click.echo("nothing queued")
         return
-    click.echo(f"{'RUN ID':<34}{'JOB':<24}{'PRIORITY':>8}  WAITS FOR")
-    for d in decisions:
-        click.echo(f"{d.run.run_id:<34}{d.run.job_name:<24}{d.run.priority:>8}  {d.reason or 'starts next tick'}")
+    print_table(
+        [Column("RUN ID"), Column("JOB"), Column("PRIORITY", "right"), Column("WAITS FOR", wrap=True)],
+        ([d.run.run_id, d.run.job_name, str(d.run.priority), d.reason or "starts next tick"] for d in decisions),
+    )
 
 
 @click.group()
@@ -189,15 +279,24 @@ def pool_set(name: str, slots: int) -> None:
 
 
 @pool.command("list")
+@json_option
 @handle_errors
-def pool_list() -> None:
+def pool_list(as_json: bool) -> None:
+    """Each pool with its slots, the steps holding one and the steps waiting for one."""
     overview = open_storage().pools_overview()
+    if as_json:
+        print_json([{"pool": p.name, "slots": p.slots, "active": p.active, "waiting": p.waiting} for p in overview])
+        return
     if not overview:
         click.echo("no pools")
         return
-    click.echo(f"{'POOL':<24}{'SLOTS':>9}{'ACTIVE':>8}{'WAITING':>9}")
-    for p in overview:
-        click.echo(f"{p.name:<24}{p.slots if p.slots is not None else 'no limit':>9}{p.active:>8}{p.waiting:>9}")
+    print_table(
+        [Column("POOL"), Column("SLOTS", "right"), Column("ACTIVE", "right"), Column("WAITING", "right")],
+        (
+            [p.name, str(p.slots) if p.slots is not None else "no limit", str(p.active), str(p.waiting)]
+            for p in overview
+        ),
+    )
 
 
 @click.group()
@@ -219,10 +318,15 @@ def _dynamic(module: str | None, file_: str | None, name: str) -> None:
 @partitions.command("list")
 @click.argument("name")
 @code_location_options
+@json_option
 @handle_errors
-def partitions_list(name: str, module: str | None, file_: str | None) -> None:
+def partitions_list(name: str, module: str | None, file_: str | None, as_json: bool) -> None:
+    """The keys of dynamic partitions NAME, one a line."""
     _dynamic(module, file_, name)
     keys = open_storage().dynamic_partition_keys(name)
+    if as_json:
+        print_json(list(keys))
+        return
     click.echo("\n".join(keys) if keys else f"no keys in dynamic partitions '{name}'")
 
 
@@ -255,9 +359,11 @@ def partitions_delete(name: str, keys: tuple[str, ...], module: str | None, file
 @click.argument("asset")
 @code_location_options
 @click.option("--missing", is_flag=True, help="Only partitions not materialized (never, or failed since).")
+@json_option
 @handle_errors
-def asset_partitions(asset: str, module: str | None, file_: str | None, missing: bool) -> None:
-    """Each partition of ASSET with its last materialization."""
+def asset_partitions(asset: str, module: str | None, file_: str | None, missing: bool, as_json: bool) -> None:
+    """Each partition of ASSET with its status, when it last changed and in which run (no header
+    line: one partition a line)."""
     defs = load(module, file_)
     definition = defs.get_asset(asset)
     if definition.partitions_def is None:
@@ -265,8 +371,16 @@ def asset_partitions(asset: str, module: str | None, file_: str | None, missing:
     storage = open_storage()
     keys = definition.partitions_def.get_partition_keys(dynamic_keys=storage.dynamic_partition_keys)
     statuses = storage.partition_statuses(str(definition.key))
+    rows: list[tuple[str, str, datetime | None, str | None]] = []
     for key in keys:
-        status, when, run_id = statuses.get(key, (PartitionStatus.MISSING, None, "-"))
-        if missing and status == PartitionStatus.MATERIALIZED:
-            continue
-        click.echo(f"{key:<28}{status:<14}{_when(when) if when else '-':<21}  {run_id}")
+        status, when, run_id = statuses.get(key, (PartitionStatus.MISSING, None, None))
+        if not (missing and status == PartitionStatus.MATERIALIZED):
+            rows.append((key, status, when, run_id))
+    if as_json:
+        print_json([{"partition_key": k, "status": s, "updated_at": w, "run_id": r} for k, s, w, r in rows])
+        return
+    print_table(
+        [Column("PARTITION"), Column("STATUS", styled=True), Column("UPDATED"), Column("RUN")],
+        ([k, s, _when(w), r or "-"] for k, s, w, r in rows),
+        header=False,
+    )

@@ -18,23 +18,15 @@ from tidegate.cli.common import (
     open_storage,
     parse_tags,
 )
+from tidegate.cli.output import STATUS_STYLES
+from tidegate.config import Settings
 from tidegate.definitions.defs import Definitions
 from tidegate.definitions.job import IMPLICIT_ASSET_JOB
-from tidegate.instance_config import InstanceConfig
 from tidegate.names import PRIORITY_TAG, RunStatus, StepStatus
 from tidegate.scheduler.launcher import Launcher
 from tidegate.storage.api import Storage
 from tidegate.storage.records import StepRecord
 from tidegate.submit import JobRunRequest, prepare_job_run
-
-_COLORS: dict[str, str] = {
-    StepStatus.SUCCEEDED: "green",
-    StepStatus.FAILED: "red",
-    StepStatus.SKIPPED: "yellow",
-    StepStatus.RUNNING: "cyan",
-    RunStatus.SUCCESS: "green",
-    RunStatus.FAILURE: "red",
-}
 
 
 def submit_and_follow(defs: Definitions, storage: Storage, request: JobRunRequest, *, wait: bool) -> None:
@@ -47,7 +39,7 @@ def submit_and_follow(defs: Definitions, storage: Storage, request: JobRunReques
         click.echo(f"run {result.run_id} queued: a running `tidegate dev` on {storage.safe_url} starts it")
         return
     app = get_app()
-    launcher = Launcher(storage, CeleryPublisher(app, storage), defs=defs, config=InstanceConfig.load())
+    launcher = Launcher(storage, CeleryPublisher(app, storage), defs=defs, config=Settings.load())
     with embedded_worker(defs) if embedded else nullcontext():
         result = request.submit(storage, origin="cli")
         if not result.created:
@@ -73,11 +65,11 @@ def follow_run(storage: Storage, launcher: Launcher, run_id: str, poll: float = 
                 continue
             seen[step.step_key] = state
             click.echo(
-                f"  {step.step_key:<32} " + click.style(step.status, fg=_COLORS.get(step.status)) + _detail(step)
+                f"  {step.step_key:<32} " + click.style(step.status, fg=STATUS_STYLES.get(step.status)) + _detail(step)
             )
         if run.status in RunStatus.TERMINAL:
             elapsed = (run.ended_at - run.started_at).total_seconds() if run.ended_at and run.started_at else 0.0
-            status = click.style(run.status, fg=_COLORS.get(run.status), bold=True)
+            status = click.style(run.status, fg=STATUS_STYLES.get(run.status), bold=True)
             click.echo(f"run {run_id} {status} in {elapsed:.2f}s")
             return run.status
         time.sleep(poll)

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+from tidegate.config import Settings
 from tidegate.definitions.context import Resources
 from tidegate.definitions.cron import next_tick, ticks_between
 from tidegate.definitions.defs import Definitions
@@ -41,7 +42,6 @@ from tidegate.definitions.run_request import Evaluation, RunRequest
 from tidegate.definitions.schedule import ScheduleDefinition, ScheduleEvaluationContext
 from tidegate.definitions.sensor import SensorDefinition, SensorEvaluationContext
 from tidegate.errors import TidegateError
-from tidegate.instance_config import InstanceConfig
 from tidegate.names import PRIORITY_TAG, SCHEDULE_TAG, SENSOR_TAG, TICK_TAG, InstigatorStatus, TickStatus
 from tidegate.scheduler.backfill import BackfillDaemon
 from tidegate.scheduler.clock import Clock, SystemClock
@@ -94,7 +94,7 @@ class Beat:
         lease_seconds: float = 20.0,
         launcher_interval: float = 1.0,
         skipped_tick_retention: timedelta | None = timedelta(days=7),
-        config: InstanceConfig | None = None,
+        config: Settings | None = None,
     ) -> None:
         self.defs = defs
         self.storage = storage
@@ -102,7 +102,7 @@ class Beat:
         self.holder = holder or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         self.lease_seconds = lease_seconds
         self.backfills = BackfillDaemon(defs, storage)
-        self.launcher = Launcher(storage, publish, defs=defs, config=config or InstanceConfig())
+        self.launcher = Launcher(storage, publish, defs=defs, config=config or Settings.defaults())
         self.launcher_interval = launcher_interval
         self.retention = skipped_tick_retention
         self.resources = Resources(defs.resources)

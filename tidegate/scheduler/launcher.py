@@ -15,8 +15,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from tidegate.config import Settings
 from tidegate.definitions.defs import Definitions
-from tidegate.instance_config import InstanceConfig
 from tidegate.scheduler.monitor import RunMonitor
 from tidegate.scheduler.run_queue import QueueDecision, decide, location_hold
 from tidegate.storage.api import Storage
@@ -31,7 +31,7 @@ class Launcher:
     publish: Callable[[Sequence[StepRef]], None]
     republish_grace_seconds: float = 2.0
     defs: Definitions | None = None
-    config: InstanceConfig = field(default_factory=InstanceConfig)
+    config: Settings = field(default_factory=Settings.defaults)
     monitor: RunMonitor | None = None
 
     def __post_init__(self) -> None:

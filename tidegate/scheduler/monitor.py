@@ -23,9 +23,9 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+from tidegate.config import MonitorConfig
 from tidegate.definitions.defs import Definitions
 from tidegate.errors import TidegateError
-from tidegate.instance_config import MonitorConfig
 from tidegate.names import MAX_RETRIES_TAG, RETRY_NUMBER_TAG
 from tidegate.scheduler.reexecution import submit_reexecution
 from tidegate.storage.api import Storage

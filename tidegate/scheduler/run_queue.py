@@ -15,7 +15,7 @@ from collections import Counter
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 
-from tidegate.instance_config import RunQueueConfig
+from tidegate.config import RunQueueConfig
 from tidegate.names import CODE_LOCATION_TAG
 from tidegate.storage.records import RunRecord
 

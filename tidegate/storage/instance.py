@@ -63,7 +63,7 @@ class DagsterInstance:
         """The instance of ``TIDEGATE_DATABASE_URL`` (as the CLI opens it)."""
         from tidegate.config import Settings
 
-        return cls(Storage.open(Settings.from_env().database_url))
+        return cls(Storage.open(Settings.load().database_url))
 
     # -- runs ------------------------------------------------------------------------------
 

@@ -42,7 +42,7 @@ def runtime(worker_name: str) -> StepExecutor:
     global _runtime
     with _runtime_lock:
         if _runtime is None or _runtime.pid != os.getpid():
-            settings = Settings.from_env()
+            settings = Settings.load()
             storage = Storage.open(settings.database_url)
             executor = StepExecutor(
                 defs=load_definitions(),

@@ -62,7 +62,7 @@ class FilesystemIOManager(IOManager):
         if base_dir is None:
             from tidegate.config import Settings
 
-            base_dir = Settings.from_env().io_base_dir
+            base_dir = Settings.load().io_base_dir
         self.base_dir = Path(base_dir)
 
     def path_for(self, asset_key: AssetKey, partition_key: str | None = None) -> Path:
