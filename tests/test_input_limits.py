@@ -63,7 +63,7 @@ def test_each_limit_fits_its_column_with_what_tidegate_adds() -> None:
 DEFINITIONS: dict[str, tuple[Callable[[], object], tuple[str, ...]]] = {
     "asset key too long": (
         lambda: tg.asset(key=["a" * 128, "b" * 128])(_fn),
-        ("AssetKey: asset key 'aaaa", "(257 characters) is too long: at most 255 characters"),
+        ("AssetKey: asset key 'aaaa", "is 257 characters long; at most 255"),
     ),
     "asset name with a trailing newline": (  # '$' in the name pattern let it through
         lambda: tg.asset(name="orders\n")(_fn),
@@ -71,7 +71,7 @@ DEFINITIONS: dict[str, tuple[Callable[[], object], tuple[str, ...]]] = {
     ),
     "job name too long": (
         lambda: tg.define_asset_job("j" * 201, "*"),
-        ("job: name 'jjjj", "(201 characters) is too long: at most 200 characters"),
+        ("job: name 'jjjj", "is 201 characters long; at most 200"),
     ),
     "job name with a trailing newline": (
         lambda: tg.define_asset_job("daily\n", "*"),
@@ -79,11 +79,11 @@ DEFINITIONS: dict[str, tuple[Callable[[], object], tuple[str, ...]]] = {
     ),
     "job tag value too long": (
         lambda: tg.define_asset_job("j", "*", tags={"team": "v" * 4097}),
-        ("job 'j': tag 'team': value 'vvvv", "(4097 characters) is too long: at most 4096 characters"),
+        ("job 'j': tag 'team': value 'vvvv", "is 4097 characters long; at most 4096"),
     ),
     "sensor name too long": (
         lambda: tg.sensor(name="s" * 201, target="*")(lambda: None),
-        ("sensor: name 'ssss", "is too long: at most 200 characters"),
+        ("sensor: name 'ssss", "characters long; at most 200"),
     ),
     "schedule name with an escape": (
         lambda: tg.ScheduleDefinition("nightly\x1b[2J", cron_schedule="0 * * * *", target="*"),
@@ -99,11 +99,11 @@ DEFINITIONS: dict[str, tuple[Callable[[], object], tuple[str, ...]]] = {
     ),
     "asset metadata key too long": (
         lambda: tg.asset(metadata={"m" * 256: 1})(_fn),
-        ("asset '_fn': metadata key 'mmmm", "is too long: at most 255 characters"),
+        ("asset '_fn': metadata key 'mmmm", "characters long; at most 255"),
     ),
     "asset queue name too long": (
         lambda: tg.asset(queue="q" * 201)(_fn),
-        ("asset '_fn': queue name 'qqqq", "is too long: at most 200 characters"),
+        ("asset '_fn': queue name 'qqqq", "characters long; at most 200"),
     ),
     "asset pool name with a trailing newline": (
         lambda: tg.asset(pool="warehouse\n")(_fn),
@@ -139,15 +139,15 @@ def test_the_longest_accepted_definitions_are_accepted() -> None:
 REQUESTS: dict[str, tuple[Callable[[], object], tuple[str, ...]]] = {
     "run key too long": (
         lambda: tg.RunRequest(run_key=LONG),
-        ("RunRequest: run key 'xxxx", "(10000 characters) is too long: at most 960 characters (hash a longer key)"),
+        ("RunRequest: run_key 'xxxx", "is 10000 characters long; at most 960 (hash a longer key)"),
     ),
     "run key with NUL": (
         lambda: tg.RunRequest(run_key="file\x00.csv"),
-        ("RunRequest: run key 'file\\x00.csv' holds the control character '\\x00' (U+0000)",),
+        ("RunRequest: run_key 'file\\x00.csv' holds the control character '\\x00' (U+0000)",),
     ),
     "run key with a lone surrogate": (
         lambda: tg.RunRequest(run_key="file\udcff.csv"),
-        ("RunRequest: run key 'file\\udcff.csv' holds the control character '\\udcff'",),
+        ("RunRequest: run_key 'file\\udcff.csv' holds the control character '\\udcff'",),
     ),
     "tag value with NUL": (
         lambda: tg.RunRequest(tags={"source": "a\x00b"}),
@@ -155,7 +155,7 @@ REQUESTS: dict[str, tuple[Callable[[], object], tuple[str, ...]]] = {
     ),
     "tag key too long": (
         lambda: tg.RunRequest(tags={"k" * 256: "v"}),
-        ("RunRequest: tag key 'kkkk", "(256 characters) is too long: at most 255 characters"),
+        ("RunRequest: tag key 'kkkk", "is 256 characters long; at most 255"),
     ),
     "101 tags": (
         lambda: tg.RunRequest(tags={f"t{i}": "v" for i in range(101)}),
@@ -199,7 +199,7 @@ def test_a_sensor_result_over_a_limit_fails_its_tick_and_the_beat_goes_on(storag
         )
 
     bad = {
-        "long_key": (lambda: tg.RunRequest(run_key=LONG), "run key 'xxxx"),
+        "long_key": (lambda: tg.RunRequest(run_key=LONG), "run_key 'xxxx"),
         "nul_key": (lambda: [tg.RunRequest(run_key="a.csv"), tg.RunRequest(run_key="b\x00.csv")], "'b\\x00.csv'"),
         "nul_tag": (lambda: tg.RunRequest(run_key="c", tags={"file": "c\x00"}), "tag 'file': value 'c\\x00'"),
         "huge_cursor": (
@@ -289,10 +289,18 @@ def _project_defs() -> tg.Definitions:
 @pytest.mark.parametrize(
     ("kwargs", "error", "fragments"),
     [
-        ({"run_key": LONG}, tg.InputLimitError, ("job 'raw_job': run key 'xxxx", "is too long: at most 960")),
+        (
+            {"run_key": LONG},
+            tg.InputLimitError,
+            ("job 'raw_job': run key 'xxxx", "is 10000 characters long; at most 960"),
+        ),
         ({"tags": {"k": "\x00"}}, tg.InputLimitError, ("job 'raw_job': tag 'k': value '\\x00' holds",)),
         ({"tags": {str(i): "v" for i in range(101)}}, tg.InputLimitError, ("job 'raw_job': 101 tags, at most 100",)),
-        ({"partition_key": LONG}, tg.InvalidPartitionKeyError, ("invalid partition key 'xxxx", "(10000 characters)")),
+        (
+            {"partition_key": LONG},
+            tg.InvalidPartitionKeyError,
+            ("invalid partition key 'xxxx", "10000 characters, at most 255"),
+        ),
     ],
 )
 def test_a_launch_refuses_oversized_and_odd_values(
@@ -327,12 +335,18 @@ def _cli(tmp_path: Path, database_url: str, *args: str | bytes) -> subprocess.Co
 
 
 CLI_CASES: list[tuple[list[str | bytes], tuple[str, ...]]] = [
-    (["job", "launch", "raw_job", "--run-key", LONG], ("job 'raw_job': run key 'xxxx", "at most 960 characters")),
+    (
+        ["job", "launch", "raw_job", "--run-key", LONG],
+        ("job 'raw_job': run key 'xxxx", "is 10000 characters long; at most 960"),
+    ),
     # argv is bytes: what is not UTF-8 reaches Python as a lone surrogate
     ([b"job", b"launch", b"raw_job", b"--run-key", b"file\xff.csv"], ("run key 'file\\udcff.csv' holds",)),
-    (["job", "launch", "raw_job", "--tag", "k" * 300 + "=v"], ("tag key 'kkkk", "at most 255 characters")),
+    (["job", "launch", "raw_job", "--tag", "k" * 300 + "=v"], ("tag key 'kkkk", "is 300 characters long; at most 255")),
     (["job", "launch", "raw_job", "--tag", "note=\x1b[2J"], ("tag 'note': value '\\x1b[2J' holds the control",)),
-    (["job", "launch", "files_job", "--partition", "p" * 300], ("invalid partition key 'pppp", "(300 characters")),
+    (
+        ["job", "launch", "files_job", "--partition", "p" * 300],
+        ("invalid partition key 'pppp", "300 characters, at most 255"),
+    ),
     (["materialize", "--select", "raw", "--no-wait", "--tag", "v=" + LONG], ("materialize: tag 'v': value 'xxxx",)),
     ([b"sensor", b"cursor", b"watch", b"--set", b"{\xff}"], ("sensor 'watch': cursor '{\\udcff}' holds '\\udcff'",)),
     (

@@ -59,10 +59,10 @@ _UNSTORABLE = re.compile(r"[\x00\ud800-\udfff]")
 
 def shown(value: str) -> str:
     """``value`` as a message shows it: quoted and escaped (one line), and cut after
-    :data:`SHOWN_CHARACTERS` characters with its full length."""
+    :data:`SHOWN_CHARACTERS` characters (then ``...``)."""
     if len(value) <= SHOWN_CHARACTERS:
         return repr(value)
-    return f"{value[:SHOWN_CHARACTERS]!r}... ({len(value)} characters)"
+    return f"{value[:SHOWN_CHARACTERS]!r}..."
 
 
 def check_text(label: str, what: str, value: str, max_length: int, *, allow_empty: bool = True, hint: str = "") -> str:
@@ -71,7 +71,9 @@ def check_text(label: str, what: str, value: str, max_length: int, *, allow_empt
     if not value and not allow_empty:
         raise InputLimitError(f"{label}: {what} is empty")
     if len(value) > max_length:
-        raise InputLimitError(f"{label}: {what} {shown(value)} is too long: at most {max_length} characters{hint}")
+        raise InputLimitError(
+            f"{label}: {what} {shown(value)} is {len(value)} characters long; at most {max_length}{hint}"
+        )
     bad = _CONTROL.search(value)
     if bad is not None:
         raise InputLimitError(
@@ -93,11 +95,11 @@ def check_asset_key(label: str, key: str) -> str:
     return check_text(label, "asset key", key, MAX_ASSET_KEY_LENGTH)
 
 
-def check_run_key(label: str, run_key: str | None) -> str | None:
+def check_run_key(label: str, run_key: str | None, what: str = "run key") -> str | None:
     """A run key: at most :data:`MAX_RUN_KEY_LENGTH` characters, no control character."""
     if run_key is None:
         return None
-    return check_text(label, "run key", run_key, MAX_RUN_KEY_LENGTH, hint=" (hash a longer key)")
+    return check_text(label, what, run_key, MAX_RUN_KEY_LENGTH, hint=" (hash a longer key)")
 
 
 def check_tags(label: str, tags: Mapping[str, str]) -> Mapping[str, str]:

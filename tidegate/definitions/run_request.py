@@ -36,7 +36,7 @@ class RunRequest:
     def __post_init__(self) -> None:
         if self.run_key is not None and not isinstance(self.run_key, str):
             raise InvalidDefinitionError(f"RunRequest: run_key must be a string, got {self.run_key!r}")
-        check_run_key("RunRequest", self.run_key)
+        check_run_key("RunRequest", self.run_key, "run_key")
         for k, v in (self.tags or {}).items():
             if not isinstance(k, str) or not isinstance(v, str):
                 raise InvalidDefinitionError(f"RunRequest: tags must map str to str, got {k!r}: {v!r}")
