@@ -29,6 +29,7 @@ from tidegate.submit import prepare_job_run
 RUNNING = tg.DefaultSensorStatus.RUNNING
 T0 = datetime(2024, 3, 4, tzinfo=UTC)
 LONG = "x" * 10_000
+LONG_CRON = " ".join(",".join(map(str, r)) for r in (range(60), range(24), range(1, 32))) + " * *"
 
 
 def _fn() -> int:
@@ -108,6 +109,14 @@ DEFINITIONS: dict[str, tuple[Callable[[], object], tuple[str, ...]]] = {
     "asset pool name with a trailing newline": (
         lambda: tg.asset(pool="warehouse\n")(_fn),
         ("asset '_fn': pool name 'warehouse\\n' holds the control character '\\n'",),
+    ),
+    "cron longer than its column": (  # a valid cron: lists of every minute, hour and day
+        lambda: tg.ScheduleDefinition("nightly", cron_schedule=LONG_CRON, target="*"),
+        ("schedule 'nightly': cron '0,1,2,", "is 319 characters long; at most 255 (use ranges"),
+    ),
+    "dynamic partitions name with a trailing newline": (
+        lambda: tg.DynamicPartitionsDefinition(name="files\n"),
+        ("DynamicPartitionsDefinition: name 'files\\n' holds the control character '\\n'",),
     ),
     "asset spec metadata key with a control character": (
         lambda: tg.AssetSpec("feed", metadata={"rows\x85": 1}),
@@ -205,6 +214,10 @@ def test_a_sensor_result_over_a_limit_fails_its_tick_and_the_beat_goes_on(storag
         "huge_cursor": (
             lambda: tg.SensorResult([tg.RunRequest(run_key="d")], cursor="c" * (limits.MAX_CURSOR_BYTES + 1)),
             "sensor 'huge_cursor': cursor 'cccc",
+        ),
+        "nul_partitions": (
+            lambda: tg.SensorResult(dynamic_partitions_requests=[tg.AddDynamicPartitionsRequest("files\x00", ["a"])]),
+            "sensor 'nul_partitions': dynamic partitions name 'files\\x00' holds the control character",
         ),
         "nul_cursor": (
             lambda: tg.SensorResult([tg.RunRequest(run_key="e")], cursor='{"last": "\x00"}'),

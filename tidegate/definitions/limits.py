@@ -22,6 +22,7 @@ from tidegate.errors import InputLimitError
 
 NAME_COLUMN = 255  # job, schedule, sensor, queue, pool, lease, origin, partitions names
 RUN_KEY_COLUMN = 1024  # runs.run_key, instigators.last_run_key
+CRON_COLUMN = 255  # instigators.cron: the cron a schedule's last tick used
 ASSET_KEY_COLUMN = 512  # asset_key, step_key, display_name
 PARTITION_KEY_COLUMN = 255  # partition_key columns
 
@@ -34,6 +35,7 @@ MAX_NAME_LENGTH = 200
 # characters fit the ASSET_KEY_COLUMN.
 MAX_ASSET_KEY_LENGTH = 255
 MAX_PARTITION_KEY_LENGTH = PARTITION_KEY_COLUMN
+MAX_CRON_LENGTH = CRON_COLUMN  # a valid cron can be longer: "0,1,2,...,59 ..." lists
 # A schedule's run is keyed "<tick time>:<run key>" (the tick time takes up to 33 characters).
 MAX_RUN_KEY_LENGTH = 960
 # Run tags are one JSON column: no size is imposed by the databases, these keep a run's row
@@ -93,6 +95,16 @@ def check_asset_key(label: str, key: str) -> str:
     """An asset key in its ``a/b`` form: at most :data:`MAX_ASSET_KEY_LENGTH` characters (what
     its parts may hold is AssetKey's to say)."""
     return check_text(label, "asset key", key, MAX_ASSET_KEY_LENGTH)
+
+
+def check_cron(label: str, cron: str) -> str:
+    """A cron string: at most :data:`MAX_CRON_LENGTH` characters (its syntax is cron.py's)."""
+    if len(cron) > MAX_CRON_LENGTH:
+        raise InputLimitError(
+            f"{label}: cron {shown(cron)} is {len(cron)} characters long; at most {MAX_CRON_LENGTH} "
+            "(use ranges such as 0-59/5 instead of lists)"
+        )
+    return cron
 
 
 def check_run_key(label: str, run_key: str | None, what: str = "run key") -> str | None:

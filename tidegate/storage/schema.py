@@ -20,7 +20,7 @@ from sqlalchemy import (
     UniqueConstraint,
 )
 
-from tidegate.definitions.limits import ASSET_KEY_COLUMN, NAME_COLUMN, PARTITION_KEY_COLUMN, RUN_KEY_COLUMN
+from tidegate.definitions.limits import ASSET_KEY_COLUMN, CRON_COLUMN, NAME_COLUMN, PARTITION_KEY_COLUMN, RUN_KEY_COLUMN
 
 # SQLite only auto-increments an INTEGER PRIMARY KEY; PostgreSQL gets a BIGINT identity.
 Id = BigInteger().with_variant(Integer(), "sqlite")
@@ -116,7 +116,7 @@ instigators = Table(
     Column("status", String(16), nullable=True),  # RUNNING | STOPPED; NULL: the code's default
     Column("cursor", Text, nullable=True),
     Column("version", Integer, nullable=False),  # compare-and-set token for tick commits
-    Column("cron", String(255), nullable=True),  # the cron the last schedule tick used
+    Column("cron", String(CRON_COLUMN), nullable=True),  # the cron the last schedule tick used
     Column("running_since", DateTime(timezone=True), nullable=True),
     Column("last_tick_at", DateTime(timezone=True), nullable=True),
     Column("next_tick_at", DateTime(timezone=True), nullable=True),
