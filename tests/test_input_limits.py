@@ -360,6 +360,7 @@ CLI_CASES: list[tuple[list[str | bytes], tuple[str, ...]]] = [
         ["job", "launch", "files_job", "--partition", "p" * 300],
         ("invalid partition key 'pppp", "300 characters, at most 255"),
     ),
+    (["partitions", "add", "files", "ok.csv", "p" * 300], ("dynamic partitions 'files': invalid partition key 'pppp",)),
     (["materialize", "--select", "raw", "--no-wait", "--tag", "v=" + LONG], ("materialize: tag 'v': value 'xxxx",)),
     ([b"sensor", b"cursor", b"watch", b"--set", b"{\xff}"], ("sensor 'watch': cursor '{\\udcff}' holds '\\udcff'",)),
     (
@@ -387,6 +388,7 @@ def test_the_cli_refuses_oversized_and_odd_values_with_one_line(
     assert storage.list_runs() == []
     assert storage.get_instigator("watch") is None
     assert storage.get_materializations("vendor_feed") == []
+    assert storage.dynamic_partition_keys("files") == []
     # the same commands with values that fit do their work
     fits = _cli(tmp_path, database_url, "job", "launch", "raw_job", "--run-key", "k" * 960, "--tag", "note=ok")
     assert fits.returncode == 0, fits.stderr[-2000:]
