@@ -18,6 +18,7 @@ from sqlalchemy import insert
 import tidegate as tg
 from tests.support import ROOT, TIDEGATE
 from tidegate.definitions.key import AssetKey
+from tidegate.definitions.limits import shown
 from tidegate.names import PARTITION_TAG, TickStatus
 from tidegate.scheduler.beat import Beat
 from tidegate.scheduler.clock import FakeClock
@@ -61,7 +62,7 @@ def test_build_add_request_refuses_a_key_that_may_not_be_one(key: str) -> None:
     with pytest.raises(tg.InvalidPartitionKeyError) as raised:
         files.build_add_request(["ok.csv", key])
     assert isinstance(raised.value, tg.PartitionKeyError)
-    assert str(raised.value).startswith(f"dynamic partitions 'files': invalid partition key {key!r} (")
+    assert str(raised.value).startswith(f"dynamic partitions 'files': invalid partition key {shown(key)} (")
     assert REFUSED[key] in str(raised.value)
 
 

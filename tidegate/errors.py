@@ -87,6 +87,15 @@ class LaunchRequestError(TidegateError):
     not a string, a priority tag that is not an integer)."""
 
 
+class InputLimitError(InvalidDefinitionError, LaunchRequestError):
+    """A value longer than its limit, or holding a character it may not (a control character in
+    a key, name or tag; NUL in a cursor): see tidegate.definitions.limits and docs/limits.md.
+    Raised where the value comes in (a definition, a RunRequest, a sensor's cursor, the CLI, a
+    launch), the same on SQLite and PostgreSQL; the message names the value, cut short, and the
+    limit. Both an invalid definition argument and a malformed launch request, so either
+    ``except`` catches it."""
+
+
 class RunNotFoundError(TidegateError):
     """No run has the given id."""
 

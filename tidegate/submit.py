@@ -14,6 +14,7 @@ from typing import Any
 
 from tidegate.definitions.defs import Definitions
 from tidegate.definitions.job import RunPlan
+from tidegate.definitions.limits import check_launch
 from tidegate.definitions.partitions import check_partition_key
 from tidegate.errors import LaunchRequestError
 from tidegate.names import PRIORITY_TAG
@@ -54,7 +55,7 @@ def prepare_job_run(
 
     The priority is ``priority`` if given, else the ``tidegate/priority`` tag, else 0; it is
     written back into that tag. Raises UnknownJobError, PartitionKeyError or
-    LaunchRequestError.
+    LaunchRequestError (InputLimitError for a value over its limit).
     """
     if not isinstance(job_name, str):
         raise LaunchRequestError(f"job name: expected a string, got {job_name!r}")
@@ -65,6 +66,7 @@ def prepare_job_run(
     if run_key is not None and not isinstance(run_key, str):
         raise LaunchRequestError(f"job '{job_name}': run key must be a string, got {run_key!r}")
     run_tags = _string_tags(job_name, tags)
+    check_launch(f"job '{job_name}'", run_key=run_key, tags=run_tags)
     plan = defs.plan(job_name, partition_key=partition_key, dynamic_keys=storage.dynamic_partition_keys)
     if priority is None:
         text = run_tags.get(PRIORITY_TAG, "0")

@@ -15,6 +15,7 @@ from tidegate.definitions.context import Resources
 from tidegate.definitions.cron import cron_ticks
 from tidegate.definitions.defs import Definitions
 from tidegate.definitions.instigator import DefaultScheduleStatus
+from tidegate.definitions.limits import check_cursor
 from tidegate.definitions.schedule import ScheduleDefinition, ScheduleEvaluationContext
 from tidegate.definitions.sensor import SensorDefinition, SensorEvaluationContext
 from tidegate.errors import TidegateError
@@ -234,7 +235,7 @@ def sensor_cursor(name: str, module: str | None, file_: str | None, value: str |
     if value is not None and reset:
         raise click.UsageError("give --set or --reset, not both")
     if value is not None or reset:
-        storage.set_cursor(name, "sensor", None if reset else value)
+        storage.set_cursor(name, "sensor", None if reset else check_cursor(f"sensor '{name}'", value))
     state = storage.get_instigator(name)
     click.echo(f"{name}: cursor {state.cursor if state and state.cursor is not None else '(none)'}")
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from tidegate.cli.common import code_location_options, handle_errors, load, open_storage
+from tidegate.definitions.limits import check_metadata
 from tidegate.errors import PartitionKeyError
 
 
@@ -40,6 +41,7 @@ def report_asset(
         if not sep or not key:
             raise click.BadParameter(f"{item!r}: expected KEY=VALUE", param_hint="--metadata")
         values[key] = value
+    check_metadata(f"asset '{asset.key}'", values, stored=True)
     record = storage.report_materialization(str(asset.key), partition_key=partition_key, metadata=values)
     shown = f"{asset.key}[{partition_key}]" if partition_key is not None else str(asset.key)
     click.echo(f"recorded materialization {record.id} of {shown}")

@@ -22,6 +22,7 @@ from tidegate.cli.output import STATUS_STYLES
 from tidegate.config import Settings
 from tidegate.definitions.defs import Definitions
 from tidegate.definitions.job import IMPLICIT_ASSET_JOB
+from tidegate.definitions.limits import check_launch
 from tidegate.names import PRIORITY_TAG, RunStatus, StepStatus
 from tidegate.scheduler.launcher import Launcher
 from tidegate.storage.api import Storage
@@ -96,7 +97,8 @@ def _detail(step: StepRecord) -> str:
 def materialize(module: str | None, file_: str | None, selection: str, tags: tuple[str, ...], wait: bool) -> None:
     """Materialize a selection of assets on the workers; exit code 0 if the run succeeds."""
     defs = load(module, file_)
-    request = JobRunRequest(defs.plan(IMPLICIT_ASSET_JOB, selection), parse_tags(tags))
+    run_tags = check_launch("materialize", tags=parse_tags(tags))
+    request = JobRunRequest(defs.plan(IMPLICIT_ASSET_JOB, selection), run_tags)
     submit_and_follow(defs, open_storage(), request, wait=wait)
 
 

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any, overload
 
 from tidegate.definitions.key import AssetKey, CoercibleToAssetKey
+from tidegate.definitions.limits import check_metadata, check_name, check_tags
 from tidegate.definitions.partitions import BackfillPolicy, PartitionMapping, PartitionsDefinition
 from tidegate.definitions.resource import ConfigurableResource
 from tidegate.definitions.retry import RetryPolicy
@@ -19,8 +20,9 @@ from tidegate.errors import InvalidDefinitionError
 DEFAULT_GROUP = "default"
 DEFAULT_QUEUE = "tidegate"
 DEFAULT_IO_MANAGER_KEY = "io_manager"
-_QUEUE_NAME = re.compile(r"^[A-Za-z0-9_.\-]+$")
-_GROUP_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_\-]*$")  # selectable as "group:<name>"
+# matched with fullmatch: "$" would admit a trailing newline
+_QUEUE_NAME = re.compile(r"[A-Za-z0-9_.\-]+")
+_GROUP_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_\-]*")  # selectable as "group:<name>"
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 MAX_KINDS = 3  # as Dagster: "Assets can have at most three kinds"
 
@@ -247,16 +249,19 @@ def _build_asset(
         if key_prefix is not None:
             asset_key = asset_key.with_prefix(key_prefix)
     except InvalidDefinitionError as exc:
-        raise InvalidDefinitionError(f"{label}: {exc}") from None
+        raise type(exc)(f"{label}: {exc}") from None  # an InputLimitError stays one
     label = f"asset '{asset_key}'"
 
-    check_descriptive_args(label, tags=tags, group_name=group_name, owners=owners, code_version=code_version)
+    check_descriptive_args(
+        label, tags=tags, group_name=group_name, owners=owners, code_version=code_version, metadata=metadata
+    )
     kind_set = check_kinds(label, kinds)
     tag_values = check_op_tags(label, op_tags or {})
-    if queue is not None and not _QUEUE_NAME.match(queue):
-        raise InvalidDefinitionError(f"{label}: invalid queue name {queue!r}")
-    if pool is not None and not _QUEUE_NAME.match(pool):
-        raise InvalidDefinitionError(f"{label}: invalid pool name {pool!r}")
+    for what, value in (("queue", queue), ("pool", pool)):
+        if value is not None:
+            check_name(label, f"{what} name", value)  # the steps' queue and pool columns
+            if not _QUEUE_NAME.fullmatch(value):
+                raise InvalidDefinitionError(f"{label}: invalid {what} name {value!r}")
     if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout <= 0):
         raise InvalidDefinitionError(f"{label}: timeout must be a number of seconds > 0, got {timeout!r}")
     if retry_policy is not None and not isinstance(retry_policy, RetryPolicy):
@@ -325,12 +330,18 @@ def check_descriptive_args(
     group_name: str | None,
     owners: Sequence[str],
     code_version: str | None,
+    metadata: Mapping[str, Any] | None = None,
 ) -> None:
-    """Validate what ``@asset`` and ``AssetSpec`` share: tags, group, owners, code version."""
+    """Validate what ``@asset`` and ``AssetSpec`` share: tags, group, owners, code version,
+    metadata keys (within tidegate.definitions.limits)."""
     for tag_key, tag_value in tags.items():
         if not isinstance(tag_key, str) or not isinstance(tag_value, str):
             raise InvalidDefinitionError(f"{label}: tags must map str to str, got {tag_key!r}: {tag_value!r}")
-    if group_name is not None and (not isinstance(group_name, str) or not _GROUP_NAME.match(group_name)):
+    check_tags(label, tags)
+    check_metadata(label, metadata or {})
+    if group_name is not None and isinstance(group_name, str):
+        check_name(label, "group name", group_name)
+    if group_name is not None and (not isinstance(group_name, str) or not _GROUP_NAME.fullmatch(group_name)):
         raise InvalidDefinitionError(
             f"{label}: invalid group name {group_name!r} (letters, digits, '_' and '-', not starting with a digit)"
         )

@@ -74,7 +74,12 @@ class AssetSpec:
                 raise InvalidDefinitionError(f"{label}: deps names '{dep_key}' twice")
             dep_keys.append(dep_key)
         check_descriptive_args(
-            label, tags=tags or {}, group_name=group_name, owners=owners or (), code_version=code_version
+            label,
+            tags=tags or {},
+            group_name=group_name,
+            owners=owners or (),
+            code_version=code_version,
+            metadata=metadata,
         )
         if partitions_def is not None and not isinstance(partitions_def, PartitionsDefinition):
             raise InvalidDefinitionError(f"{label}: partitions_def must be a PartitionsDefinition")

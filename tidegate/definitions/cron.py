@@ -27,6 +27,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from croniter import CroniterBadCronError, CroniterBadDateError, croniter
 
+from tidegate.definitions.limits import check_cron
 from tidegate.errors import InvalidDefinitionError
 
 ALIASES = {
@@ -44,7 +45,7 @@ def validate_cron(label: str, cron: str) -> str:
     """Return the cron string (aliases such as ``@daily`` expanded) or raise naming ``label``."""
     if not isinstance(cron, str):
         raise InvalidDefinitionError(f"{label}: cron_schedule must be a string, got {cron!r}")
-    cron = ALIASES.get(cron.strip(), cron)
+    cron = check_cron(label, ALIASES.get(cron.strip(), cron))
     fields = cron.split()
     if len(fields) != 5:
         raise InvalidDefinitionError(f"{label}: invalid cron {cron!r} (expected 5 fields, got {len(fields)})")

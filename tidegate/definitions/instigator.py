@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Any
 
+from tidegate.definitions import limits
 from tidegate.definitions.context import Resources
 from tidegate.definitions.job import UnresolvedAssetJob
 from tidegate.definitions.selection import AssetSelection, CoercibleToAssetSelection, coerce_selection
@@ -118,7 +119,7 @@ def coerce_target(
         return Target()
     kind, value = next(iter(given.items()))
     if kind == "job_name" or (kind == "job" and isinstance(value, str)):
-        if not isinstance(value, str) or not _NAME.match(value):
+        if not isinstance(value, str) or not _NAME.fullmatch(value):
             raise InvalidDefinitionError(f"{label}: invalid job name {value!r}")
         return Target(jobs=(value,))
     if kind == "jobs":
@@ -153,7 +154,9 @@ def _as_selection(value: Any) -> CoercibleToAssetSelection:
 
 
 def check_name(kind: str, name: Any) -> str:
-    if not isinstance(name, str) or not _NAME.match(name):
+    if isinstance(name, str):
+        limits.check_name(kind, "name", name)
+    if not isinstance(name, str) or not _NAME.fullmatch(name):
         raise InvalidDefinitionError(f"{kind} {name!r}: invalid name (letters, digits, '_', '-')")
     return name
 
@@ -162,7 +165,7 @@ def check_tags(label: str, tags: Mapping[str, str] | None) -> dict[str, str]:
     for k, v in (tags or {}).items():
         if not isinstance(k, str) or not isinstance(v, str):
             raise InvalidDefinitionError(f"{label}: tags must map str to str, got {k!r}: {v!r}")
-    return dict(tags or {})
+    return dict(limits.check_tags(label, tags or {}))
 
 
 def resource_params(label: str, fn: Callable[..., Any]) -> tuple[bool, tuple[str, ...]]:

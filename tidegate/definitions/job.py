@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 
 from tidegate.definitions.graph import AssetGraph
 from tidegate.definitions.key import AssetKey
+from tidegate.definitions.limits import check_name, check_tags
 from tidegate.definitions.partitions import PartitionKeyRange, PartitionsDefinition
 from tidegate.definitions.selection import (
     AssetSelection,
@@ -70,7 +71,9 @@ def define_asset_job(
     partitions_def: PartitionsDefinition | None = None,
 ) -> UnresolvedAssetJob:
     """A job that materializes ``selection`` (all assets if None) in dependency order."""
-    if not isinstance(name, str) or not _JOB_NAME.match(name):
+    if isinstance(name, str):
+        check_name("job", "name", name)
+    if not isinstance(name, str) or not _JOB_NAME.fullmatch(name):
         raise InvalidDefinitionError(f"job {name!r}: invalid name (letters, digits, '_', '-')")
     try:
         resolved_selection = coerce_selection(selection)
@@ -79,6 +82,7 @@ def define_asset_job(
     for k, v in (tags or {}).items():
         if not isinstance(k, str) or not isinstance(v, str):
             raise InvalidDefinitionError(f"job '{name}': tags must map str to str, got {k!r}: {v!r}")
+    check_tags(f"job '{name}'", tags or {})
     text = repr(selection) if selection is not None else "'*'"
     return UnresolvedAssetJob(name, resolved_selection, text, dict(tags or {}), description, partitions_def)
 

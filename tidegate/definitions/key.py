@@ -7,9 +7,10 @@ from collections.abc import Sequence
 from functools import total_ordering
 from typing import Union
 
+from tidegate.definitions.limits import check_asset_key
 from tidegate.errors import InvalidDefinitionError
 
-_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_\-]*$")
+_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_\-]*")  # fullmatch: "$" would admit a trailing newline
 
 
 @total_ordering
@@ -24,8 +25,10 @@ class AssetKey:
         parts = (path,) if isinstance(path, str) else tuple(path)
         if not parts:
             raise InvalidDefinitionError("AssetKey: the path is empty")
+        if all(isinstance(part, str) for part in parts):
+            check_asset_key("AssetKey", "/".join(parts))  # length first: a message shows it cut
         for part in parts:
-            if not isinstance(part, str) or not _NAME.match(part):
+            if not isinstance(part, str) or not _NAME.fullmatch(part):
                 raise InvalidDefinitionError(
                     f"AssetKey {list(parts)!r}: invalid part {part!r} "
                     "(letters, digits, '_' and '-', not starting with a digit)"

@@ -18,9 +18,9 @@ from datetime import UTC, date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from tidegate.definitions.cron import cron_ticks, validate_cron, validate_timezone
+from tidegate.definitions.limits import MAX_PARTITION_KEY_LENGTH, check_name, shown
 from tidegate.errors import InvalidDefinitionError, InvalidPartitionKeyError, PartitionKeyError, TidegateError
 
-MAX_PARTITION_KEY_LENGTH = 255  # the partition_key columns are VARCHAR(255)
 # Control characters (C0, DEL, C1), line and paragraph separators, lone surrogates (no UTF-8
 # for them); commas (lists: --partitions a,b), brackets (step names: asset[key]), backslashes
 # (a path separator on Windows). Dagster refuses \0, \a, \b, \t, \n, \v, \f and \r, a subset.
@@ -100,7 +100,7 @@ def check_partition_key(label: str, key: object) -> str:
         raise InvalidPartitionKeyError(f"{label}: partition key must be a string, got {key!r}")
     problem = partition_key_problem(key)
     if problem is not None:
-        raise InvalidPartitionKeyError(f"{label}: invalid partition key {key!r} ({problem})")
+        raise InvalidPartitionKeyError(f"{label}: invalid partition key {shown(key)} ({problem})")
     return key
 
 
@@ -115,6 +115,7 @@ def check_dynamic_partitions_request(label: str, request: object) -> None:
         raise InvalidPartitionKeyError(
             f"{label}: {type(request).__name__} needs a partitions name and a list of keys, got {request!r}"
         )
+    check_name(label, "dynamic partitions name", name)
     if isinstance(request, AddDynamicPartitionsRequest):
         for key in keys:
             check_partition_key(f"{label}: dynamic partitions '{name}'", key)
@@ -446,7 +447,9 @@ class DynamicPartitionsDefinition(PartitionsDefinition):
     name: str
 
     def __post_init__(self) -> None:
-        if not isinstance(self.name, str) or not re.match(r"^[A-Za-z_][A-Za-z0-9_\-]*$", self.name):
+        if isinstance(self.name, str):
+            check_name("DynamicPartitionsDefinition", "name", self.name)
+        if not isinstance(self.name, str) or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_\-]*", self.name):
             raise InvalidDefinitionError(f"DynamicPartitionsDefinition: invalid name {self.name!r}")
 
     def get_partition_keys(

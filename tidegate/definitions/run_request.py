@@ -8,16 +8,23 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tidegate.definitions.key import AssetKey
+from tidegate.definitions.limits import (
+    MAX_RUN_KEY_LENGTH,
+    check_cursor,
+    check_run_key,
+    check_stored_text,
+    check_tags,
+)
 from tidegate.errors import InstigatorEvaluationError, InvalidDefinitionError
 
-# runs.run_key is VARCHAR(1024); a schedule prefixes its tick time (up to 33 characters)
-MAX_RUN_KEY_LENGTH = 960
+__all__ = ["MAX_RUN_KEY_LENGTH", "Evaluation", "RunRequest", "SensorResult", "SkipReason", "normalize"]
 
 
 @dataclass(frozen=True)
 class RunRequest:
     """Ask for one run. ``run_key`` makes the request idempotent for the life of the
-    instigator: a key it has used before never creates a second run."""
+    instigator: a key it has used before never creates a second run. Its run key and tags are
+    checked against tidegate.definitions.limits when it is built (InputLimitError)."""
 
     run_key: str | None = None
     tags: Mapping[str, str] = field(default_factory=dict)
@@ -29,14 +36,11 @@ class RunRequest:
     def __post_init__(self) -> None:
         if self.run_key is not None and not isinstance(self.run_key, str):
             raise InvalidDefinitionError(f"RunRequest: run_key must be a string, got {self.run_key!r}")
-        if self.run_key is not None and len(self.run_key) > MAX_RUN_KEY_LENGTH:
-            raise InvalidDefinitionError(
-                f"RunRequest: run_key {self.run_key[:40]!r}... is {len(self.run_key)} characters long; "
-                f"at most {MAX_RUN_KEY_LENGTH} (hash a longer key)"
-            )
+        check_run_key("RunRequest", self.run_key, "run_key")
         for k, v in (self.tags or {}).items():
             if not isinstance(k, str) or not isinstance(v, str):
                 raise InvalidDefinitionError(f"RunRequest: tags must map str to str, got {k!r}: {v!r}")
+        check_tags("RunRequest", self.tags or {})
         if self.asset_selection is not None:
             object.__setattr__(self, "asset_selection", tuple(AssetKey.from_coercible(k) for k in self.asset_selection))
 
@@ -46,6 +50,10 @@ class SkipReason:
     """Return this to record why a tick requested nothing."""
 
     skip_message: str | None = None
+
+    def __post_init__(self) -> None:
+        if isinstance(self.skip_message, str):
+            check_stored_text("SkipReason", "skip message", self.skip_message)
 
 
 @dataclass(frozen=True)
@@ -77,9 +85,21 @@ class Evaluation:
 
 def normalize(label: str, value: Any, *, cursor: str | None = None, cursor_set: bool = False) -> Evaluation:
     """Turn what user code returned (or yielded) into an Evaluation; a wrong type raises
-    InstigatorEvaluationError naming the instigator and the type."""
+    InstigatorEvaluationError naming the instigator and the type, a cursor or skip message the
+    database cannot store (tidegate.definitions.limits) InputLimitError naming the instigator."""
     if inspect.isgenerator(value):
         value = list(value)
+    evaluation = _normalize(label, value, cursor, cursor_set)
+    if evaluation.cursor_set and evaluation.cursor is not None:
+        if not isinstance(evaluation.cursor, str):
+            raise InstigatorEvaluationError(f"{label}: the cursor must be a string, got {evaluation.cursor!r:.80}")
+        check_cursor(label, evaluation.cursor)
+    if isinstance(evaluation.skip_reason, str):
+        check_stored_text(label, "skip message", evaluation.skip_reason)
+    return evaluation
+
+
+def _normalize(label: str, value: Any, cursor: str | None, cursor_set: bool) -> Evaluation:
     if isinstance(value, SensorResult):
         if value.cursor is not None and cursor_set:
             raise InstigatorEvaluationError(f"{label}: set the cursor either with update_cursor() or in SensorResult")

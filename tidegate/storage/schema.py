@@ -1,4 +1,7 @@
-"""The SQL schema. Migrations in ``migrations/versions`` create exactly these tables."""
+"""The SQL schema. Migrations in ``migrations/versions`` create exactly these tables.
+
+The sizes of the columns that hold user input come from tidegate.definitions.limits, which
+checks every value against them where it comes in (changing one needs a migration)."""
 
 from __future__ import annotations
 
@@ -17,6 +20,8 @@ from sqlalchemy import (
     UniqueConstraint,
 )
 
+from tidegate.definitions.limits import ASSET_KEY_COLUMN, CRON_COLUMN, NAME_COLUMN, PARTITION_KEY_COLUMN, RUN_KEY_COLUMN
+
 # SQLite only auto-increments an INTEGER PRIMARY KEY; PostgreSQL gets a BIGINT identity.
 Id = BigInteger().with_variant(Integer(), "sqlite")
 
@@ -26,10 +31,10 @@ runs = Table(
     "runs",
     metadata,
     Column("run_id", String(64), primary_key=True),
-    Column("job_name", String(255), nullable=False),
+    Column("job_name", String(NAME_COLUMN), nullable=False),
     Column("status", String(16), nullable=False),
-    Column("origin", String(255), nullable=False),
-    Column("run_key", String(1024), nullable=True),
+    Column("origin", String(NAME_COLUMN), nullable=False),
+    Column("run_key", String(RUN_KEY_COLUMN), nullable=True),
     Column("priority", Integer, nullable=False, default=0),
     Column("tags", JSON, nullable=False),
     Column("asset_selection", JSON, nullable=True),
@@ -48,12 +53,12 @@ steps = Table(
     metadata,
     Column("id", Id, primary_key=True, autoincrement=True),
     Column("run_id", String(64), nullable=False),
-    Column("step_key", String(512), nullable=False),
-    Column("asset_key", String(512), nullable=False),
-    Column("display_name", String(512), nullable=False),
+    Column("step_key", String(ASSET_KEY_COLUMN), nullable=False),
+    Column("asset_key", String(ASSET_KEY_COLUMN), nullable=False),
+    Column("display_name", String(ASSET_KEY_COLUMN), nullable=False),
     Column("status", String(16), nullable=False),
     Column("attempt", Integer, nullable=False),
-    Column("queue", String(255), nullable=False),
+    Column("queue", String(NAME_COLUMN), nullable=False),
     Column("downstream", JSON, nullable=False),
     Column("pending_upstream", Integer, nullable=False),
     Column("worker", String(255), nullable=True),
@@ -63,7 +68,7 @@ steps = Table(
     Column("ended_at", DateTime(timezone=True), nullable=True),
     Column("heartbeat_at", DateTime(timezone=True), nullable=True),
     Column("error", Text, nullable=True),
-    Column("pool", String(255), nullable=True),
+    Column("pool", String(NAME_COLUMN), nullable=True),
     Column("timeout", Float, nullable=True),
     UniqueConstraint("run_id", "step_key", name="uq_steps_run_step"),
 )
@@ -73,7 +78,7 @@ Index("ix_steps_pool_status", steps.c.pool, steps.c.status)
 pools = Table(
     "pools",
     metadata,
-    Column("name", String(255), primary_key=True),
+    Column("name", String(NAME_COLUMN), primary_key=True),
     Column("slots", Integer, nullable=False),
 )
 
@@ -82,7 +87,7 @@ events = Table(
     metadata,
     Column("id", Id, primary_key=True, autoincrement=True),
     Column("run_id", String(64), nullable=False),
-    Column("step_key", String(512), nullable=True),
+    Column("step_key", String(ASSET_KEY_COLUMN), nullable=True),
     Column("event_type", String(64), nullable=False),
     Column("timestamp", DateTime(timezone=True), nullable=False),
     Column("message", Text, nullable=True),
@@ -94,10 +99,10 @@ materializations = Table(
     "materializations",
     metadata,
     Column("id", Id, primary_key=True, autoincrement=True),
-    Column("asset_key", String(512), nullable=False),
-    Column("partition_key", String(255), nullable=True),
+    Column("asset_key", String(ASSET_KEY_COLUMN), nullable=False),
+    Column("partition_key", String(PARTITION_KEY_COLUMN), nullable=True),
     Column("run_id", String(64), nullable=False),
-    Column("step_key", String(512), nullable=False),
+    Column("step_key", String(ASSET_KEY_COLUMN), nullable=False),
     Column("metadata", JSON, nullable=False),
     Column("timestamp", DateTime(timezone=True), nullable=False),
 )
@@ -106,16 +111,16 @@ Index("ix_materializations_asset", materializations.c.asset_key, materialization
 instigators = Table(
     "instigators",
     metadata,
-    Column("name", String(255), primary_key=True),
+    Column("name", String(NAME_COLUMN), primary_key=True),
     Column("kind", String(16), nullable=False),  # schedule | sensor
     Column("status", String(16), nullable=True),  # RUNNING | STOPPED; NULL: the code's default
     Column("cursor", Text, nullable=True),
     Column("version", Integer, nullable=False),  # compare-and-set token for tick commits
-    Column("cron", String(255), nullable=True),  # the cron the last schedule tick used
+    Column("cron", String(CRON_COLUMN), nullable=True),  # the cron the last schedule tick used
     Column("running_since", DateTime(timezone=True), nullable=True),
     Column("last_tick_at", DateTime(timezone=True), nullable=True),
     Column("next_tick_at", DateTime(timezone=True), nullable=True),
-    Column("last_run_key", String(1024), nullable=True),
+    Column("last_run_key", String(RUN_KEY_COLUMN), nullable=True),
     Column("updated_at", DateTime(timezone=True), nullable=False),
 )
 Index("ix_instigators_updated_at", instigators.c.updated_at)
@@ -124,7 +129,7 @@ ticks = Table(
     "ticks",
     metadata,
     Column("id", Id, primary_key=True, autoincrement=True),
-    Column("instigator", String(255), nullable=False),
+    Column("instigator", String(NAME_COLUMN), nullable=False),
     Column("kind", String(16), nullable=False),
     Column("tick_time", DateTime(timezone=True), nullable=False),
     Column("status", String(16), nullable=False),  # SUCCESS | SKIPPED | FAILURE
@@ -143,7 +148,7 @@ Index("ix_ticks_instigator_id", ticks.c.instigator, ticks.c.id)
 leases = Table(
     "leases",
     metadata,
-    Column("name", String(255), primary_key=True),
+    Column("name", String(NAME_COLUMN), primary_key=True),
     Column("holder", String(255), nullable=False),
     Column("expires_at", DateTime(timezone=True), nullable=False),
 )
@@ -152,8 +157,8 @@ dynamic_partitions = Table(
     "dynamic_partitions",
     metadata,
     Column("id", Id, primary_key=True, autoincrement=True),
-    Column("partitions_def", String(255), nullable=False),
-    Column("partition_key", String(255), nullable=False),
+    Column("partitions_def", String(NAME_COLUMN), nullable=False),
+    Column("partition_key", String(PARTITION_KEY_COLUMN), nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False),
     UniqueConstraint("partitions_def", "partition_key", name="uq_dynamic_partitions_key"),
 )
@@ -162,7 +167,7 @@ backfills = Table(
     "backfills",
     metadata,
     Column("backfill_id", String(64), primary_key=True),
-    Column("job_name", String(255), nullable=False),
+    Column("job_name", String(NAME_COLUMN), nullable=False),
     Column("partition_keys", JSON, nullable=False),
     Column("status", String(16), nullable=False),  # REQUESTED | COMPLETED | CANCELED
     Column("max_concurrent", Integer, nullable=True),
@@ -178,8 +183,8 @@ backfills = Table(
 asset_partitions = Table(
     "asset_partitions",
     metadata,
-    Column("asset_key", String(512), primary_key=True),
-    Column("partition_key", String(255), primary_key=True),
+    Column("asset_key", String(ASSET_KEY_COLUMN), primary_key=True),
+    Column("partition_key", String(PARTITION_KEY_COLUMN), primary_key=True),
     Column("status", String(16), nullable=False),  # MATERIALIZED | FAILED
     Column("run_id", String(64), nullable=False),
     Column("updated_at", DateTime(timezone=True), nullable=False),
