@@ -4,13 +4,26 @@ The public API mirrors Dagster's names: ``import tidegate as tg`` (or ``as dg``)
 """
 
 from tidegate.definitions.asset import AssetIn, AssetsDefinition, asset
+from tidegate.definitions.asset_sensor import AssetSensorDefinition, asset_sensor
 from tidegate.definitions.asset_spec import AssetSpec
 from tidegate.definitions.context import AssetExecutionContext, MaterializeResult
 from tidegate.definitions.defs import Definitions
 from tidegate.definitions.defs import definitions as definitions  # tg.definitions: the decorator, not the subpackage
 from tidegate.definitions.events import AssetMaterialization, AssetObservation, Output
 from tidegate.definitions.file_sensor import file_sensor
-from tidegate.definitions.instance import DagsterRun, DagsterRunStatus, EventLogEntry, RunRecord, RunsFilter
+from tidegate.definitions.instance import (
+    AssetRecordsFilter,
+    DagsterEvent,
+    DagsterEventType,
+    DagsterRun,
+    DagsterRunStatus,
+    EventLogEntry,
+    EventLogRecord,
+    EventRecordsFilter,
+    EventRecordsResult,
+    RunRecord,
+    RunsFilter,
+)
 from tidegate.definitions.instigator import DefaultScheduleStatus, DefaultSensorStatus
 from tidegate.definitions.job import define_asset_job
 from tidegate.definitions.key import AssetKey
@@ -82,12 +95,16 @@ __all__ = [
     "AssetMaterialization",
     "AssetObservation",
     "AssetOutputError",
+    "AssetRecordsFilter",
     "AssetSelection",
+    "AssetSensorDefinition",
     "AssetSpec",
     "AssetsDefinition",
     "BackfillPolicy",
     "Backoff",
     "ConfigurableResource",
+    "DagsterEvent",
+    "DagsterEventType",
     "DagsterInstance",
     "DagsterRun",
     "DagsterRunStatus",
@@ -103,6 +120,9 @@ __all__ = [
     "DynamicPartitionsDefinition",
     "EmptySelectionError",
     "EventLogEntry",
+    "EventLogRecord",
+    "EventRecordsFilter",
+    "EventRecordsResult",
     "ExecuteInProcessResult",
     "ExternalAssetError",
     "FilesystemIOManager",
@@ -149,6 +169,7 @@ __all__ = [
     "UnknownJobError",
     "WeeklyPartitionsDefinition",
     "asset",
+    "asset_sensor",
     "build_schedule_context",
     "build_schedule_from_partitioned_job",
     "build_sensor_context",
