@@ -28,6 +28,11 @@ from tidegate.definitions.instigator import DefaultScheduleStatus, DefaultSensor
 from tidegate.definitions.job import define_asset_job
 from tidegate.definitions.key import AssetKey
 from tidegate.definitions.metadata import MetadataValue
+from tidegate.definitions.multi_asset_sensor import (
+    MultiAssetSensorDefinition,
+    MultiAssetSensorEvaluationContext,
+    multi_asset_sensor,
+)
 from tidegate.definitions.partitioned_schedule import build_schedule_from_partitioned_job
 from tidegate.definitions.partitions import (
     AddDynamicPartitionsRequest,
@@ -140,6 +145,8 @@ __all__ = [
     "MetadataValue",
     "MissingResourceError",
     "MonthlyPartitionsDefinition",
+    "MultiAssetSensorDefinition",
+    "MultiAssetSensorEvaluationContext",
     "Output",
     "OutputContext",
     "PartitionKeyError",
@@ -178,6 +185,7 @@ __all__ = [
     "file_sensor",
     "instance_for_test",
     "materialize",
+    "multi_asset_sensor",
     "s3_sensor",
     "schedule",
     "sensor",

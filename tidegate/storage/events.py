@@ -186,7 +186,7 @@ def count_records(conn: Connection, records_filter: EventRecordsFilter) -> tuple
     return int(count), _aware(oldest).timestamp() if oldest is not None else None
 
 
-def _per_asset(after: Mapping[AssetKey, int | None], up_to: int) -> Any:
+def _per_asset(after: Mapping[AssetKey, int | None], up_to: int | None) -> Any:
     m = materializations
     terms = [
         and_(m.c.asset_key == key.to_user_string(), m.c.id > cursor)
@@ -194,7 +194,17 @@ def _per_asset(after: Mapping[AssetKey, int | None], up_to: int) -> Any:
         else m.c.asset_key == key.to_user_string()
         for key, cursor in after.items()
     ]
-    return and_(or_(*terms), m.c.id <= up_to)
+    return and_(or_(*terms), m.c.id <= up_to) if up_to is not None else or_(*terms)
+
+
+def count_per_asset(conn: Connection, after: Mapping[AssetKey, int | None]) -> tuple[int, float | None]:
+    """One query: how many materializations of several assets are after their own cursors, and
+    the oldest one's POSIX timestamp."""
+    if not after:
+        return 0, None
+    m = materializations
+    count, oldest = conn.execute(select(func.count(), func.min(m.c.timestamp)).where(_per_asset(after, None))).one()
+    return int(count), _aware(oldest).timestamp() if oldest is not None else None
 
 
 def latest_per_asset(

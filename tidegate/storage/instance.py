@@ -252,6 +252,10 @@ class DagsterInstance:
         with self.storage.engine.connect() as conn:
             return event_log.count_records(conn, event_records_filter)
 
+    def count_materialization_records(self, after: Mapping[AssetKey, int | None]) -> tuple[int, float | None]:
+        with self.storage.engine.connect() as conn:
+            return event_log.count_per_asset(conn, after)
+
     # -- dynamic partitions ----------------------------------------------------------------
 
     def get_dynamic_partitions(self, partitions_def_name: str) -> Sequence[str]:
