@@ -56,6 +56,14 @@ from tidegate.definitions.partitions import (
 from tidegate.definitions.resource import ConfigurableResource
 from tidegate.definitions.retry import Backoff, Jitter, RetryPolicy
 from tidegate.definitions.run_request import RunRequest, SensorResult, SkipReason
+from tidegate.definitions.run_status_sensor import (
+    RunFailureSensorContext,
+    RunStatusSensorContext,
+    RunStatusSensorDefinition,
+    build_run_status_sensor_context,
+    run_failure_sensor,
+    run_status_sensor,
+)
 from tidegate.definitions.schedule import (
     ScheduleDefinition,
     ScheduleEvaluationContext,
@@ -154,9 +162,12 @@ __all__ = [
     "PartitionMapping",
     "PartitionsDefinition",
     "RetryPolicy",
+    "RunFailureSensorContext",
     "RunRecord",
     "RunRequest",
     "RunRequestTargetError",
+    "RunStatusSensorContext",
+    "RunStatusSensorDefinition",
     "RunsFilter",
     "S3IOManager",
     "S3Resource",
@@ -177,6 +188,7 @@ __all__ = [
     "WeeklyPartitionsDefinition",
     "asset",
     "asset_sensor",
+    "build_run_status_sensor_context",
     "build_schedule_context",
     "build_schedule_from_partitioned_job",
     "build_sensor_context",
@@ -186,6 +198,8 @@ __all__ = [
     "instance_for_test",
     "materialize",
     "multi_asset_sensor",
+    "run_failure_sensor",
+    "run_status_sensor",
     "s3_sensor",
     "schedule",
     "sensor",
