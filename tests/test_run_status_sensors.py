@@ -176,7 +176,14 @@ def test_daggers_documented_run_status_examples(storage: Storage) -> None:
     context = dg.build_run_status_sensor_context(
         sensor_name="my_email_sensor", dagster_instance=instance, dagster_run=run, dagster_event=event
     )
-    my_email_sensor.user_function(context, None, {})
+    my_email_sensor(context)
     assert sent[-1] == 'Job "__ASSET_JOB" succeeded.'
+    failed_run = instance.get_runs(dg.RunsFilter(statuses=[dg.DagsterRunStatus.FAILURE]), limit=1)[0]
+    failure = dg.DagsterEvent("RUN_FAILURE", failed_run.job_name, None, None, None, message="boom")
+    run_failure_sensor_context = dg.build_run_status_sensor_context(
+        sensor_name="my_email_failure_sensor", dagster_instance=instance, dagster_run=failed_run, dagster_event=failure
+    ).for_run_failure()
+    my_email_failure_sensor(run_failure_sensor_context)
+    assert sent[-1] == 'Job "__ASSET_JOB" failed. Error: boom'
     assert logging.getLogger("tidegate").name == "tidegate"
     assert storage.get_ticks("my_email_sensor", limit=1)[0].status == TickStatus.SKIPPED

@@ -364,6 +364,12 @@ class Instance(Protocol):
         ascending: bool = True,
     ) -> EventRecordsResult: ...
 
+    def records_for_runs(
+        self, run_ids: Sequence[str], of_type: EventType | str
+    ) -> Mapping[str, Sequence[EventLogRecord]]:
+        """The events of type ``of_type`` of each of ``run_ids`` (one query for a batch)."""
+        ...
+
     def event_log_horizon(self, source: str) -> int:
         """The highest storage id of ``source`` ("materializations" or "events") below which
         every event has committed or never will: what a tick reads up to."""

@@ -194,14 +194,11 @@ class RunStatusSensorDefinition(EventSensorDefinition):
             if len(records) < BATCH_SIZE:
                 return outcome.evaluation(str(cursor), backlog=False, idle_reason=idle)
 
-    def _step_failures(self, instance: Instance, records: Sequence[EventLogRecord]) -> dict[str, list[EventLogRecord]]:
-        """For failure sensors: the failed steps of the batch's runs, one query per run that failed."""
-        if self.run_status != RunStatus.FAILURE:
+    def _step_failures(self, instance: Instance, records: Sequence[EventLogRecord]) -> Mapping[str, Any]:
+        """For failure sensors: the failed steps of the batch's runs, in one query."""
+        if self.run_status != RunStatus.FAILURE or not records:
             return {}
-        found: dict[str, list[EventLogRecord]] = {}
-        for run_id in {r.run_id for r in records}:
-            found[run_id] = list(instance.get_records_for_run(run_id, of_type=EventType.STEP_FAILURE).records)
-        return found
+        return instance.records_for_runs(sorted({r.run_id for r in records}), EventType.STEP_FAILURE)
 
     def _call(
         self,
@@ -221,6 +218,19 @@ class RunStatusSensorDefinition(EventSensorDefinition):
         status_context = cls(self.name, run, event, context.instance, context.log, context.resources)
         outcome.add(self.user_function(status_context, None, resources))
         check_cursor_untouched(self.label, context)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        """As Dagster's direct invocation: with a context from ``build_run_status_sensor_context``,
+        call the function and return what it returned; with a SensorEvaluationContext,
+        evaluate a tick (see EventSensorDefinition)."""
+        context = args[0] if args else kwargs.get("context")
+        if isinstance(context, RunStatusSensorContext):
+            assert self.user_function is not None
+            if self.run_status == RunStatus.FAILURE and not isinstance(context, RunFailureSensorContext):
+                context = context.for_run_failure()
+            resources = {**context.resources.as_dict(), **{k: v for k, v in kwargs.items() if k != "context"}}
+            return self.user_function(context, None, resources)
+        return super().__call__(*args, **kwargs)
 
     def lag(self, instance: Instance, cursor: str | None, now: float) -> SensorLag:
         after = int_cursor(self.label, cursor)

@@ -232,6 +232,13 @@ class DagsterInstance:
         last = page[-1].storage_id if page else (after or 0)
         return EventRecordsResult(records=page, cursor=str(last), has_more=has_more)
 
+    def records_for_runs(
+        self, run_ids: Sequence[str], of_type: EventType | str
+    ) -> Mapping[str, Sequence[EventLogRecord]]:
+        """The events of type ``of_type`` of each of ``run_ids``, in one query."""
+        with self.storage.engine.connect() as conn:
+            return event_log.records_for_runs(conn, run_ids, str(EventType(str(of_type))))
+
     def event_log_horizon(self, source: str) -> int:
         """See :func:`tidegate.storage.events.horizon`."""
         return event_log.horizon(self.storage.engine, source)
