@@ -54,6 +54,8 @@ def test_lag_cursor_and_from_beginning(tmp_path: Path) -> None:
     ]
     out = _ok(_tidegate(tmp_path, "sensor", "cursor", "on_orders", "--set", "2", *f))
     assert out.splitlines() == ["on_orders: cursor 2", "on_orders: lag 0 (events waiting after the cursor)"]
+    refused = _tidegate(tmp_path, "sensor", "cursor", "on_orders", "--set", "yesterday", *f)
+    assert refused.returncode != 0 and "sensor 'on_orders': cursor 'yesterday' is not a storage id" in refused.stderr
     out = _ok(_tidegate(tmp_path, "sensor", "cursor", "on_orders", "--reset", *f))
     assert out.splitlines()[0] == "on_orders: cursor (none)"
 

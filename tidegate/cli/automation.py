@@ -253,6 +253,9 @@ def sensor_cursor(name: str, module: str | None, file_: str | None, value: str |
     storage = open_storage()
     if value is not None and reset:
         raise click.UsageError("give --set or --reset, not both")
+    found = _get(defs, "sensor", name)
+    if value is not None and isinstance(found, EventSensorDefinition):
+        found.check_cursor(value)  # a storage id (JSON per asset for a multi-asset sensor), or refused
     if value is not None or reset:
         storage.set_cursor(name, "sensor", None if reset else value)
     state = storage.get_instigator(name)

@@ -53,6 +53,11 @@ class EventSensorDefinition(SensorDefinition):
         """Events waiting after ``cursor`` and the oldest one's age at ``now`` (POSIX seconds)."""
         raise NotImplementedError
 
+    def check_cursor(self, cursor: str) -> None:
+        """Raise InstigatorEvaluationError, naming the sensor, if ``cursor`` is not one it can
+        read (before an operator stores it)."""
+        int_cursor(self.label, cursor)
+
     def beginning_cursor(self) -> str | None:
         """The cursor that makes the sensor handle the whole history (``--from-beginning``)."""
         return "0"

@@ -199,6 +199,9 @@ class MultiAssetSensorDefinition(EventSensorDefinition):
             parse_cursor(self.label, evaluation.cursor, self.monitored_assets)  # a bad cursor fails now
         return evaluation
 
+    def check_cursor(self, cursor: str) -> None:
+        parse_cursor(self.label, cursor, self.monitored_assets)
+
     def beginning_cursor(self) -> str | None:
         return None  # no per-asset cursor: every materialization is unconsumed
 
