@@ -15,7 +15,10 @@ In one process, on PostgreSQL (database ``tidegate_bench_events``, created if mi
 3. Drain: a run-status sensor started ``--from-beginning`` works through the 10,000 events,
    tick after tick (each committed with ``commit_tick``, as the beat does), with a function
    that returns None; events/s against the aim of 5,000/s, and against Dagster's way (at most
-   5 events per tick, one run lookup per event), run for 500 events and extrapolated.
+   5 events per tick, one run lookup per event), run for 500 events and extrapolated. Then the
+   same drain through a real ``Beat`` (fake clock, its launcher off so runs stay QUEUED) with a
+   sensor that requests a run for every fifth event: planning and submitting 2,000 runs in the
+   ticks' transactions included.
 
 Prints the conditions, a table per database, ratios and the peak RSS of this process. The
 machine may be shared: the conditions line says how many CPUs and the load average.
@@ -245,6 +248,42 @@ def drain(storage: Storage, counter: Counter) -> tuple[float, int, float]:
     return time.perf_counter() - start, ticks, (counter.n - before) / ticks
 
 
+@tg.run_status_sensor(run_status=RunStatus.SUCCESS, request_job=JOB, default_status=tg.DefaultSensorStatus.RUNNING)
+def every_fifth(context: Any) -> tg.RunRequest | None:
+    return tg.RunRequest() if int(context.dagster_run.run_id[3:]) % 5 == 0 else None
+
+
+def drain_through_the_beat(storage: Storage) -> tuple[float, int, int]:
+    """(seconds, ticks, runs) for a beat (fake clock, nothing published) to work through the
+    10,000 events with a sensor requesting a run for every fifth: the full path, planning and
+    submitting runs in the tick's transaction."""
+    from tidegate.scheduler.beat import Beat
+    from tidegate.scheduler.clock import FakeClock
+
+    defs = tg.Definitions(assets=[target], jobs=[JOB], sensors=[every_fifth])
+    storage.set_cursor("every_fifth", "sensor", "0")
+    clock = FakeClock(T0)
+    beat = Beat(defs, storage, lambda refs: None, clock=clock, holder="bench", launcher_interval=3600)
+    beat.launcher.tick = lambda: 0  # type: ignore[method-assign]  # runs stay QUEUED: only the sensor is measured
+    ticks, last = 0, last_event_id(storage)  # the newest RUN_SUCCESS (the new runs add RUN_QUEUED events)
+    start = time.perf_counter()
+    while ticks < 1000:
+        clock.advance(1)
+        beat.tick()
+        ticks += 1
+        state = storage.get_instigator("every_fifth")
+        if state is not None and state.cursor is not None and int(state.cursor) >= last:
+            break
+    seconds = time.perf_counter() - start
+    runs_created = sum(len(t.run_ids) for t in storage.get_ticks("every_fifth", limit=10_000))
+    return seconds, ticks, runs_created
+
+
+def last_event_id(storage: Storage) -> int:
+    with storage.engine.connect() as conn:
+        return int(conn.execute(select(text("coalesce(max(id), 0)")).select_from(events)).scalar_one())
+
+
 def dagster_drain(storage: Storage, events_to_handle: int = 500) -> float:
     """Seconds per event of Dagster's way: 5 events per tick, a run lookup per event."""
     instance = tg.DagsterInstance(storage)
@@ -298,6 +337,11 @@ def run(label: str, url: str) -> None:
         f"({per_tick:.1f} statements per tick): "
         f"{rate:,.0f} events/s (aim > {AIM_DRAIN:,.0f}: {'met' if rate > AIM_DRAIN else 'NOT met'}); "
         f"Dagster's way (5 per tick, a lookup per event): {1 / dagster:,.0f} events/s, x{rate * dagster:.0f} slower"
+    )
+    seconds, ticks, created = drain_through_the_beat(storage)
+    print(
+        f"drain through the beat, a run requested for every fifth event: {RUNS:,} events in {seconds:.2f}s "
+        f"over {ticks} ticks, {created:,} runs created: {RUNS / seconds:,.0f} events/s, {created / seconds:,.0f} runs/s"
     )
     storage.dispose()
 
