@@ -110,13 +110,15 @@ def horizon(engine: Engine, source: str, *, wait_seconds: float = HORIZON_WAIT_S
 _RUNNING = text(
     "SELECT backend_xid::text::bigint FROM pg_stat_activity "
     "WHERE datname = current_database() AND backend_xid IS NOT NULL AND pid <> pg_backend_pid() "
+    "AND backend_type = 'client backend' "
     "UNION ALL SELECT transaction::text::bigint FROM pg_prepared_xacts WHERE database = current_database()"
 )
 
 
 def _running(conn: Connection) -> frozenset[int]:
-    """The ids of this database's write transactions running now (a new transaction per call:
-    pg_stat_activity is read once per transaction)."""
+    """The ids of this database's client write transactions running now (autovacuum's, which
+    write no event, are left out; a new transaction per call: pg_stat_activity is read once per
+    transaction)."""
     found = frozenset(int(x) for x in conn.execute(_RUNNING).scalars())
     conn.rollback()
     return found
