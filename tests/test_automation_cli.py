@@ -147,7 +147,7 @@ def test_sensor_preview_cursor_set_and_reset(tmp_path: Path, project: Path) -> N
         "echo: cursor 7"
     )
     listed = _ok(_tidegate(tmp_path, "sensor", "list", "-f", str(project)))
-    assert re.fullmatch(r"echo\s+15s\s+STOPPED \(default\)\s+-\s+7\s+job import_job", _line(listed, "echo")), listed
+    assert re.fullmatch(r"echo\s+15s\s+STOPPED \(default\)\s+-\s+7\s+-\s+job import_job", _line(listed, "echo")), listed
     output = _ok(_tidegate(tmp_path, "sensor", "preview", "echo", "-f", str(project)))
     assert output.splitlines() == ["RunRequest run_key='from-7' tags={}", "cursor: '8'"]
     storage = _storage(tmp_path)

@@ -4,17 +4,35 @@ The public API mirrors Dagster's names: ``import tidegate as tg`` (or ``as dg``)
 """
 
 from tidegate.definitions.asset import AssetIn, AssetsDefinition, asset
+from tidegate.definitions.asset_sensor import AssetSensorDefinition, asset_sensor
 from tidegate.definitions.asset_spec import AssetSpec
 from tidegate.definitions.context import AssetExecutionContext, MaterializeResult
 from tidegate.definitions.defs import Definitions
 from tidegate.definitions.defs import definitions as definitions  # tg.definitions: the decorator, not the subpackage
 from tidegate.definitions.events import AssetMaterialization, AssetObservation, Output
 from tidegate.definitions.file_sensor import file_sensor
-from tidegate.definitions.instance import DagsterRun, DagsterRunStatus, EventLogEntry, RunRecord, RunsFilter
+from tidegate.definitions.instance import (
+    AssetRecordsFilter,
+    DagsterEvent,
+    DagsterEventType,
+    DagsterRun,
+    DagsterRunStatus,
+    EventLogEntry,
+    EventLogRecord,
+    EventRecordsFilter,
+    EventRecordsResult,
+    RunRecord,
+    RunsFilter,
+)
 from tidegate.definitions.instigator import DefaultScheduleStatus, DefaultSensorStatus
 from tidegate.definitions.job import define_asset_job
 from tidegate.definitions.key import AssetKey
 from tidegate.definitions.metadata import MetadataValue
+from tidegate.definitions.multi_asset_sensor import (
+    MultiAssetSensorDefinition,
+    MultiAssetSensorEvaluationContext,
+    multi_asset_sensor,
+)
 from tidegate.definitions.partitioned_schedule import build_schedule_from_partitioned_job
 from tidegate.definitions.partitions import (
     AddDynamicPartitionsRequest,
@@ -38,6 +56,14 @@ from tidegate.definitions.partitions import (
 from tidegate.definitions.resource import ConfigurableResource
 from tidegate.definitions.retry import Backoff, Jitter, RetryPolicy
 from tidegate.definitions.run_request import RunRequest, SensorResult, SkipReason
+from tidegate.definitions.run_status_sensor import (
+    RunFailureSensorContext,
+    RunStatusSensorContext,
+    RunStatusSensorDefinition,
+    build_run_status_sensor_context,
+    run_failure_sensor,
+    run_status_sensor,
+)
 from tidegate.definitions.schedule import (
     ScheduleDefinition,
     ScheduleEvaluationContext,
@@ -83,12 +109,16 @@ __all__ = [
     "AssetMaterialization",
     "AssetObservation",
     "AssetOutputError",
+    "AssetRecordsFilter",
     "AssetSelection",
+    "AssetSensorDefinition",
     "AssetSpec",
     "AssetsDefinition",
     "BackfillPolicy",
     "Backoff",
     "ConfigurableResource",
+    "DagsterEvent",
+    "DagsterEventType",
     "DagsterInstance",
     "DagsterRun",
     "DagsterRunStatus",
@@ -104,6 +134,9 @@ __all__ = [
     "DynamicPartitionsDefinition",
     "EmptySelectionError",
     "EventLogEntry",
+    "EventLogRecord",
+    "EventRecordsFilter",
+    "EventRecordsResult",
     "ExecuteInProcessResult",
     "ExternalAssetError",
     "FilesystemIOManager",
@@ -122,6 +155,8 @@ __all__ = [
     "MetadataValue",
     "MissingResourceError",
     "MonthlyPartitionsDefinition",
+    "MultiAssetSensorDefinition",
+    "MultiAssetSensorEvaluationContext",
     "Output",
     "OutputContext",
     "PartitionKeyError",
@@ -129,9 +164,12 @@ __all__ = [
     "PartitionMapping",
     "PartitionsDefinition",
     "RetryPolicy",
+    "RunFailureSensorContext",
     "RunRecord",
     "RunRequest",
     "RunRequestTargetError",
+    "RunStatusSensorContext",
+    "RunStatusSensorDefinition",
     "RunsFilter",
     "S3IOManager",
     "S3Resource",
@@ -151,6 +189,8 @@ __all__ = [
     "UnknownJobError",
     "WeeklyPartitionsDefinition",
     "asset",
+    "asset_sensor",
+    "build_run_status_sensor_context",
     "build_schedule_context",
     "build_schedule_from_partitioned_job",
     "build_sensor_context",
@@ -159,6 +199,9 @@ __all__ = [
     "file_sensor",
     "instance_for_test",
     "materialize",
+    "multi_asset_sensor",
+    "run_failure_sensor",
+    "run_status_sensor",
     "s3_sensor",
     "schedule",
     "sensor",

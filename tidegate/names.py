@@ -90,3 +90,29 @@ class BackfillStatus(StrEnum):
     REQUESTED = "REQUESTED"
     COMPLETED = "COMPLETED"
     CANCELED = "CANCELED"
+
+
+class EventType(StrEnum):
+    """The event types of the event log that sensors read (Dagster's ``DagsterEventType``
+    names; RUN_START and RUN_ENQUEUED are Dagster's names of RUN_STARTED and RUN_QUEUED)."""
+
+    ASSET_MATERIALIZATION = "ASSET_MATERIALIZATION"
+    ASSET_OBSERVATION = "ASSET_OBSERVATION"
+    RUN_QUEUED = "RUN_QUEUED"
+    RUN_ENQUEUED = "RUN_QUEUED"
+    RUN_STARTED = "RUN_STARTED"
+    RUN_START = "RUN_STARTED"
+    RUN_SUCCESS = "RUN_SUCCESS"
+    RUN_FAILURE = "RUN_FAILURE"
+    RUN_CANCELED = "RUN_CANCELED"
+    STEP_STARTED = "STEP_STARTED"
+    STEP_SUCCESS = "STEP_SUCCESS"
+    STEP_FAILURE = "STEP_FAILURE"
+    STEP_UP_FOR_RETRY = "STEP_UP_FOR_RETRY"
+    STEP_SKIPPED = "STEP_SKIPPED"
+    LOG = "LOG"
+
+    @classmethod
+    def for_run_status(cls, status: str) -> "EventType":
+        """The event a run's change to ``status`` writes (RUN_<status>)."""
+        return cls(f"RUN_{status}")

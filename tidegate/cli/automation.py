@@ -14,6 +14,7 @@ from tidegate.cli.output import Column, json_option, print_json, print_table
 from tidegate.definitions.context import Resources
 from tidegate.definitions.cron import cron_ticks
 from tidegate.definitions.defs import Definitions
+from tidegate.definitions.event_sensor import EventSensorDefinition
 from tidegate.definitions.instigator import DefaultScheduleStatus
 from tidegate.definitions.limits import check_cursor
 from tidegate.definitions.schedule import ScheduleDefinition, ScheduleEvaluationContext
@@ -64,8 +65,17 @@ _SENSOR_COLUMNS: tuple[Column, ...] = (
     Column("STATUS"),
     Column("LAST TICK"),
     Column("CURSOR"),
+    Column("LAG", "right"),
     Column("TARGET", wrap=True),
 )
+
+
+def _lag(s: SensorDefinition, instance: DagsterInstance, state: InstigatorState | None) -> Any:
+    """An event sensor's lag (events waiting after its cursor, the oldest one's age); None for
+    other sensors."""
+    if not isinstance(s, EventSensorDefinition):
+        return None
+    return s.lag(instance, state.cursor if state else None, instance.storage.db_now().timestamp())
 
 
 def _last_tick(state: InstigatorState | None) -> str:
@@ -154,10 +164,13 @@ def sensor() -> None:
 @handle_errors
 def sensor_list(module: str | None, file_: str | None, as_json: bool) -> None:
     """Each sensor with its interval, status, last tick, cursor (cut to 22 characters in the
-    table; whole in JSON) and target."""
+    table; whole in JSON), lag (asset and run-status sensors: events waiting after the cursor,
+    the oldest one's age) and target."""
     defs = load(module, file_)
     storage = open_storage()
     states = {name: storage.get_instigator(name) for name in sorted(defs.sensors)}
+    instance = DagsterInstance(storage)
+    lags = {name: _lag(s, instance, states[name]) for name, s in defs.sensors.items()}
     if as_json:
         print_json(
             [
@@ -168,6 +181,12 @@ def sensor_list(module: str | None, file_: str | None, as_json: bool) -> None:
                     "default_status": s.default_status.value,
                     "last_tick_at": _field(states[name], "last_tick_at"),
                     "cursor": _field(states[name], "cursor"),
+                    "lag": {
+                        "events_waiting": lags[name].events_waiting,
+                        "oldest_age_seconds": lags[name].oldest_age_seconds,
+                    }
+                    if lags[name] is not None
+                    else None,
                     "target": s.target.describe,
                 }
                 for name, s in sorted(defs.sensors.items())
@@ -180,7 +199,8 @@ def sensor_list(module: str | None, file_: str | None, as_json: bool) -> None:
         cursor = (state.cursor or "-") if state else "-"
         status = _status(s.default_status, state.status if state else None)
         interval = f"{s.minimum_interval_seconds:g}s"
-        rows.append([name, interval, status, _last_tick(state), cursor[:22], s.target.describe])
+        lag = lags[name].describe() if lags[name] is not None else "-"
+        rows.append([name, interval, status, _last_tick(state), cursor[:22], lag, s.target.describe])
     print_table(
         _SENSOR_COLUMNS,
         rows,
@@ -234,10 +254,16 @@ def sensor_cursor(name: str, module: str | None, file_: str | None, value: str |
     storage = open_storage()
     if value is not None and reset:
         raise click.UsageError("give --set or --reset, not both")
+    found = _get(defs, "sensor", name)
+    if value is not None and isinstance(found, EventSensorDefinition):
+        found.check_cursor(value)  # a storage id (JSON per asset for a multi-asset sensor), or refused
     if value is not None or reset:
         storage.set_cursor(name, "sensor", None if reset else check_cursor(f"sensor '{name}'", value))
     state = storage.get_instigator(name)
     click.echo(f"{name}: cursor {state.cursor if state and state.cursor is not None else '(none)'}")
+    lag = _lag(_get(defs, "sensor", name), DagsterInstance(storage), state)  # type: ignore[arg-type]
+    if lag is not None:
+        click.echo(f"{name}: lag {lag.describe()} (events waiting after the cursor)")
 
 
 def _start_stop(kind: str, status: str) -> click.Command:
@@ -245,15 +271,25 @@ def _start_stop(kind: str, status: str) -> click.Command:
     @click.argument("names", nargs=-1, required=True)
     @code_location_options
     @handle_errors
-    def command(names: tuple[str, ...], module: str | None, file_: str | None) -> None:
+    def command(names: tuple[str, ...], module: str | None, file_: str | None, **options: Any) -> None:
         defs = load(module, file_)
         storage = open_storage()
         for name in names:
-            _get(defs, kind, name)
+            found = _get(defs, kind, name)
+            if options.get("from_beginning"):
+                if not isinstance(found, EventSensorDefinition):
+                    raise TidegateError(f"sensor '{name}': --from-beginning is for asset and run-status sensors")
+                storage.set_cursor(name, kind, found.beginning_cursor())
             storage.set_instigator_status(name, kind, status, datetime.now(UTC))
-            click.echo(f"{kind} {name}: {status}")
+            click.echo(f"{kind} {name}: {status}" + (" from the beginning" if options.get("from_beginning") else ""))
 
     command.help = f"{'Start' if status == InstigatorStatus.RUNNING else 'Stop'} {kind}s by name."
+    if kind == "sensor" and status == InstigatorStatus.RUNNING:
+        command = click.option(
+            "--from-beginning",
+            is_flag=True,
+            help="Asset and run-status sensors: handle every event kept, not only those from now on.",
+        )(command)
     return command
 
 

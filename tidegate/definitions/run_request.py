@@ -81,6 +81,7 @@ class Evaluation:
     cursor_set: bool
     dynamic_partitions_requests: tuple[Any, ...] = ()
     on_commit: Callable[[], None] | None = None  # SensorResult.on_commit
+    backlog: bool = False  # an event sensor left events for the next tick: evaluate it again at once
 
 
 def normalize(label: str, value: Any, *, cursor: str | None = None, cursor_set: bool = False) -> Evaluation:

@@ -323,6 +323,7 @@ class Beat:
                 evaluation = sensor.evaluate(context, self.defs.resources)
                 result["outcome"] = _outcome(evaluation, self._plan(sensor, evaluation, None))
                 result["on_commit"] = evaluation.on_commit
+                result["backlog"] = evaluation.backlog
             except Exception:
                 result["outcome"] = TickOutcome(TickStatus.FAILURE, error=traceback.format_exc())
 
@@ -394,7 +395,10 @@ class Beat:
         if fresh is not None:
             self._states[sensor.name] = fresh
         if self._running(sensor.name, sensor.default_status):
-            self._push(sensor.name, "sensor", when + timedelta(seconds=sensor.minimum_interval_seconds))
+            # an event sensor that left events for later is due again at once (the next tick time)
+            backlog = record is not None and flight.result.get("backlog", False)
+            interval = timedelta(microseconds=1) if backlog else timedelta(seconds=sensor.minimum_interval_seconds)
+            self._push(sensor.name, "sensor", when + interval)
 
     # -- shared ----------------------------------------------------------------------------
 

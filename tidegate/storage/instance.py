@@ -12,6 +12,7 @@ import tempfile
 import weakref
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
@@ -19,8 +20,12 @@ from sqlalchemy import ColumnElement, Select, and_, func, or_, select
 
 from tidegate.definitions.instance import (
     AssetMaterialization,
+    AssetRecordsFilter,
     DagsterRun,
     EventLogEntry,
+    EventLogRecord,
+    EventRecordsFilter,
+    EventRecordsResult,
     RecordedMetadataValue,
     RunRecord,
     RunsFilter,
@@ -28,7 +33,8 @@ from tidegate.definitions.instance import (
 )
 from tidegate.definitions.key import AssetKey, CoercibleToAssetKey
 from tidegate.errors import InvalidInvocationError
-from tidegate.names import RunStatus
+from tidegate.names import EventType, RunStatus
+from tidegate.storage import events as event_log
 from tidegate.storage.api import Storage
 from tidegate.storage.schema import dynamic_partitions, materializations, runs
 
@@ -145,6 +151,118 @@ class DagsterInstance:
             found = {row.asset_key: _materialization_entry(row) for row in conn.execute(query)}
         return {k: found.get(k.to_user_string()) for k in keys}
 
+    # -- the event log ---------------------------------------------------------------------
+
+    def get_event_records(
+        self, event_records_filter: EventRecordsFilter, limit: int | None = None, ascending: bool = False
+    ) -> Sequence[EventLogRecord]:
+        """Events of ``event_records_filter.event_type`` in storage id order (newest first unless
+        ``ascending``). Materializations' storage ids are those of the materializations table
+        (one per partition), other events' those of the event log.
+
+        With ``after_cursor`` and no ``before_cursor``, records stop at the event log's horizon
+        (:func:`tidegate.storage.events.horizon`): an event whose transaction may still commit
+        with a smaller id than one returned is never stepped over by a cursor kept from them."""
+        if not isinstance(event_records_filter, EventRecordsFilter):
+            raise InvalidInvocationError(
+                f"get_event_records: expected an EventRecordsFilter, got {event_records_filter!r}"
+            )
+        _check_limit("get_event_records", limit)
+        records_filter = event_records_filter
+        if records_filter.after_cursor is not None and records_filter.before_cursor is None:
+            upper = self.event_log_horizon(_source(records_filter.event_type))
+            records_filter = replace(records_filter, before_cursor=upper + 1)
+        with self.storage.engine.connect() as conn:
+            return event_log.read_records(conn, records_filter, limit, ascending)
+
+    def fetch_materializations(
+        self,
+        records_filter: CoercibleToAssetKey | AssetRecordsFilter,
+        limit: int,
+        cursor: str | None = None,
+        ascending: bool = False,
+    ) -> EventRecordsResult:
+        """A page of an asset's materializations; ``cursor`` (from the previous page's result)
+        continues after its last record."""
+        if not isinstance(records_filter, AssetRecordsFilter):
+            records_filter = AssetRecordsFilter(asset_key=records_filter)
+        _check_limit("fetch_materializations", limit)
+        after, before = records_filter.after_storage_id, records_filter.before_storage_id
+        if cursor is not None:
+            position = _cursor_id("fetch_materializations", cursor)
+            if ascending:
+                after = max(after or 0, position)
+            else:
+                before = min(before, position) if before is not None else position
+        query = EventRecordsFilter(
+            event_type=EventType.ASSET_MATERIALIZATION,
+            asset_key=records_filter.asset_key,
+            asset_partitions=records_filter.asset_partitions,
+            after_cursor=after,
+            before_cursor=before,
+            after_timestamp=records_filter.after_timestamp,
+            before_timestamp=records_filter.before_timestamp,
+        )
+        records = self.get_event_records(query, limit=limit + 1, ascending=ascending)
+        page = list(records[:limit])
+        last = page[-1].storage_id if page else (cursor and _cursor_id("fetch_materializations", cursor)) or 0
+        return EventRecordsResult(records=page, cursor=str(last), has_more=len(records) > limit)
+
+    def get_records_for_run(
+        self,
+        run_id: str,
+        cursor: str | None = None,
+        of_type: EventType | str | None = None,
+        limit: int | None = None,
+        ascending: bool = True,
+    ) -> EventRecordsResult:
+        """A run's events (materializations excluded: read them with fetch_materializations),
+        ``of_type`` one type or a set of them."""
+        _check_limit("get_records_for_run", limit)
+        types = None
+        if of_type is not None:
+            types = [str(EventType(str(t))) for t in (of_type if isinstance(of_type, set | frozenset) else [of_type])]
+        after = _cursor_id("get_records_for_run", cursor) if cursor is not None else None
+        with self.storage.engine.connect() as conn:
+            records = event_log.records_for_run(
+                conn, run_id, after, types, limit + 1 if limit is not None else None, ascending
+            )
+        page = records[:limit] if limit is not None else records
+        has_more = limit is not None and len(records) > limit
+        last = page[-1].storage_id if page else (after or 0)
+        return EventRecordsResult(records=page, cursor=str(last), has_more=has_more)
+
+    def records_for_runs(
+        self, run_ids: Sequence[str], of_type: EventType | str
+    ) -> Mapping[str, Sequence[EventLogRecord]]:
+        """The events of type ``of_type`` of each of ``run_ids``, in one query."""
+        with self.storage.engine.connect() as conn:
+            return event_log.records_for_runs(conn, run_ids, str(EventType(str(of_type))))
+
+    def event_log_horizon(self, source: str) -> int:
+        """See :func:`tidegate.storage.events.horizon`."""
+        return event_log.horizon(self.storage.engine, source)
+
+    def latest_materialization_records(
+        self, after: Mapping[AssetKey, int | None], up_to: int
+    ) -> Mapping[AssetKey, EventLogRecord]:
+        with self.storage.engine.connect() as conn:
+            return event_log.latest_per_asset(conn, after, up_to)
+
+    def materialization_records(
+        self, after: Mapping[AssetKey, int | None], up_to: int, limit: int | None = None
+    ) -> Sequence[EventLogRecord]:
+        with self.storage.engine.connect() as conn:
+            return event_log.records_per_asset(conn, after, up_to, limit)
+
+    def count_event_records(self, event_records_filter: EventRecordsFilter) -> tuple[int, float | None]:
+        with self.storage.engine.connect() as conn:
+            return event_log.count_records(conn, event_records_filter)
+
+    def count_materialization_records(self, after: Mapping[AssetKey, int | None]) -> tuple[int, float | None]:
+        with self.storage.engine.connect() as conn:
+            return event_log.count_per_asset(conn, after)
+
     # -- dynamic partitions ----------------------------------------------------------------
 
     def get_dynamic_partitions(self, partitions_def_name: str) -> Sequence[str]:
@@ -172,6 +290,22 @@ def instance_for_test() -> Iterator[DagsterInstance]:
         yield DagsterInstance(storage)
     finally:
         _remove(storage, workdir)
+
+
+def _source(event_type: EventType | str) -> str:
+    return "materializations" if event_type == EventType.ASSET_MATERIALIZATION else "events"
+
+
+def _check_limit(method: str, limit: int | None) -> None:
+    if limit is not None and (not isinstance(limit, int) or isinstance(limit, bool) or limit < 0):
+        raise InvalidInvocationError(f"{method}: limit must be an integer >= 0, got {limit!r}")
+
+
+def _cursor_id(method: str, cursor: str) -> int:
+    try:
+        return int(cursor)
+    except (TypeError, ValueError):
+        raise InvalidInvocationError(f"{method}: cursor {cursor!r} is not a storage id") from None
 
 
 def _remove(storage: Storage, workdir: str) -> None:

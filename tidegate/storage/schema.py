@@ -94,6 +94,7 @@ events = Table(
     Column("data", JSON, nullable=True),
 )
 Index("ix_events_run_id", events.c.run_id, events.c.id)
+Index("ix_events_type_id", events.c.event_type, events.c.id)  # run-status sensors read one type after a cursor
 
 materializations = Table(
     "materializations",
