@@ -5,7 +5,6 @@ Dagster's run-status examples are in tests/test_run_status_sensors.py."""
 from __future__ import annotations
 
 import importlib.util
-import inspect
 import sys
 from datetime import timedelta
 from pathlib import Path
@@ -65,9 +64,10 @@ def test_asset_sensor_with_custom_evaluation(storage: Storage) -> None:
     assert len(runs) == 2 and len({r.run_key for r in runs}) == 2
 
 
+@pytest.mark.xfail(
+    strict=True, reason="the example passes RunRequest(run_config={}): run configuration comes with issue 14"
+)
 def test_multi_asset_sensor(storage: Storage) -> None:
-    if "run_config" not in inspect.signature(tg.RunRequest).parameters:
-        pytest.skip("the example passes RunRequest(run_config={}): run configuration is issue 14")
     example = _load("multi_asset_sensor")
     h = _drive(storage, example.defs, "asset_a_and_b_sensor", [example.asset_a])
     assert _sensor_runs(storage, "asset_a_and_b_sensor") == []
