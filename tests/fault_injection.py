@@ -190,7 +190,19 @@ class PrivateRedis:
         if self.process is not None:
             self.process.kill()
 
+    def freeze(self) -> None:
+        """SIGSTOP the server: connections are still accepted (by the kernel) but never
+        answered, the worst case for a client without timeouts."""
+        assert self.process is not None
+        os.kill(self.process.pid, signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        if self.process is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.process.pid, signal.SIGCONT)
+
     def close(self) -> None:
+        self.thaw()
         self.kill()
 
 

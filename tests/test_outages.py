@@ -1,0 +1,115 @@
+"""Outages of the broker and the database, on real processes: a private ``redis-server``
+frozen with SIGSTOP, a private PostgreSQL cluster stopped and started again, while a real
+``tidegate beat`` with a 1 s sensor and real ``tidegate worker`` processes run.
+
+What must hold: the beat keeps committing ticks and runs while the broker is away (the steps
+wait READY in SQL, the outbox) and publishes them when it is back; ``tidegate job launch``
+returns; once the outage ends every run finishes, none twice, and no step body runs twice.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+
+from tests.fault_injection import Cluster, PrivateRedis
+from tests.support import ROOT, TIDEGATE, dedicated_pg_database, require_service
+from tidegate.names import RunStatus, TickStatus
+from tidegate.storage.schema import runs
+
+OUTAGE_PROJECT = str(ROOT / "tests" / "projects" / "outage_project.py")
+FAULT_PROJECT = str(ROOT / "tests" / "projects" / "fault_project.py")
+SENSOR = "every_second"
+BROKER_FROZEN_SECONDS = 15.0
+
+
+@pytest.fixture
+def private_redis(tmp_path: Path) -> Iterator[PrivateRedis]:
+    try:
+        server = PrivateRedis(tmp_path)
+    except RuntimeError as exc:
+        require_service("redis-server", str(exc))
+    try:
+        server.start()
+        yield server
+    finally:
+        server.close()
+
+
+def run_ids(cluster: Cluster) -> list[str]:
+    with cluster.storage.engine.connect() as conn:
+        return list(conn.execute(select(runs.c.run_id).order_by(runs.c.created_at)).scalars())
+
+
+def sensor_ticks(cluster: Cluster) -> int:
+    return len(cluster.storage.get_ticks(SENSOR, limit=10_000, status=TickStatus.SUCCESS))
+
+
+def wait_for(predicate: object, timeout: float, what: str, cluster: Cluster) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():  # type: ignore[operator]
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what} not seen after {timeout}s\n{cluster.describe()}")
+        time.sleep(0.1)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_a_frozen_broker_stops_neither_the_beat_nor_launches(tmp_path: Path, private_redis: PrivateRedis) -> None:
+    with dedicated_pg_database("tidegate_broker_outage") as database_url:
+        cluster = Cluster(database_url, private_redis.url, tmp_path / "cluster", definitions=OUTAGE_PROJECT)
+        cluster.step_seconds = 0.2
+        cluster.env["FAULT_PROJECT_STEP_SECONDS"] = "0.2"
+        try:
+            cluster.start(workers=1)
+            wait_for(
+                lambda: any(r.status == RunStatus.SUCCESS for r in cluster.run_records(run_ids(cluster)).values()),
+                60,
+                "a first successful run",
+                cluster,
+            )
+            ticks_before, runs_before = sensor_ticks(cluster), len(run_ids(cluster))
+            private_redis.freeze()
+            frozen_at = time.monotonic()
+            launch = subprocess.run(
+                [TIDEGATE, "job", "launch", "victim_job", "-f", FAULT_PROJECT],
+                env=cluster.env,
+                capture_output=True,
+                text=True,
+                timeout=60,
+                cwd=ROOT,
+            )
+            launch_seconds = time.monotonic() - frozen_at
+            time.sleep(max(0.0, BROKER_FROZEN_SECONDS - (time.monotonic() - frozen_at)))
+            ticks_during = sensor_ticks(cluster) - ticks_before
+            runs_during = len(run_ids(cluster)) - runs_before
+            private_redis.thaw()
+
+            assert launch.returncode == 0, launch.stderr
+            assert launch_seconds < 10, f"job launch took {launch_seconds:.1f}s with the broker frozen"
+            assert "unreachable" in launch.stderr and "queued" in launch.stderr, launch.stderr
+            assert "Traceback" not in launch.stderr, launch.stderr
+            # A 1 s sensor: at least one tick (and run) every 2 s during the outage.
+            due = BROKER_FROZEN_SECONDS / 2
+            assert ticks_during >= due, f"{ticks_during} ticks in {BROKER_FROZEN_SECONDS}s\n{cluster.describe()}"
+            assert runs_during >= due, f"{runs_during} runs in {BROKER_FROZEN_SECONDS}s"
+
+            everything = run_ids(cluster)
+            assert cluster.wait_ended(everything, timeout=90), cluster.describe(everything)
+            statuses = {r: rec.status for r, rec in cluster.run_records(everything).items()}
+            assert set(statuses.values()) == {RunStatus.SUCCESS}, statuses
+            assert cluster.duplicated_successes(everything) == []
+            ran_twice = {
+                f"{step.step_key} of {run_id}": cluster.executions(step.asset_key, run_id)
+                for run_id in everything
+                for step in cluster.storage.get_steps(run_id)
+                if len(cluster.executions(step.asset_key, run_id)) != 1
+            }
+            assert ran_twice == {}, ran_twice
+        finally:
+            cluster.close()
