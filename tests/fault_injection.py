@@ -25,6 +25,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -204,6 +205,62 @@ class PrivateRedis:
     def close(self) -> None:
         self.thaw()
         self.kill()
+
+
+class PrivatePostgres:
+    """A PostgreSQL cluster of our own (``initdb`` + ``pg_ctl`` in a temporary directory, on a
+    free port), so that a test can stop the whole server and start it again. As root, the
+    server runs as the ``postgres`` user (PostgreSQL refuses to run as root)."""
+
+    def __init__(self, port: int | None = None) -> None:
+        self.initdb, self.pg_ctl = shutil.which("initdb"), shutil.which("pg_ctl")
+        if self.initdb is None or self.pg_ctl is None:
+            raise RuntimeError("initdb/pg_ctl are not installed")
+        self.port = port or free_port(5491, 5590)
+        self.root = Path(tempfile.mkdtemp(prefix="tidegate-pg-"))
+        self.data = self.root / "data"
+        self.as_owner: list[str] = []
+        if os.geteuid() == 0:
+            shutil.chown(self.root, "postgres", "postgres")
+            self.as_owner = ["runuser", "-u", "postgres", "--"]
+        self.started = False
+
+    @property
+    def admin_url(self) -> str:
+        return f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
+
+    def url(self, database: str) -> str:
+        return f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/{database}"
+
+    def _run(self, *argv: str, timeout: float = 60.0) -> None:
+        done = subprocess.run([*self.as_owner, *argv], capture_output=True, text=True, timeout=timeout)
+        if done.returncode != 0:
+            raise RuntimeError(f"{' '.join(argv)} failed:\n{done.stdout}\n{done.stderr}")
+
+    def init(self) -> PrivatePostgres:
+        self._run(self.initdb or "initdb", "-D", str(self.data), "-U", "postgres", "--auth=trust", "-E", "UTF8")
+        return self
+
+    def start(self) -> None:
+        options = f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c fsync=off"
+        log = str(self.root / "postgres.log")
+        self._run(self.pg_ctl or "pg_ctl", "-D", str(self.data), "-l", log, "-o", options, "-w", "start")
+        self.started = True
+
+    def stop(self) -> None:
+        """A fast shutdown: every session is terminated, open transactions roll back."""
+        self._run(self.pg_ctl or "pg_ctl", "-D", str(self.data), "-m", "fast", "-w", "stop")
+        self.started = False
+
+    def create_database(self, name: str) -> str:
+        with psycopg.connect(self.admin_url, autocommit=True, connect_timeout=5) as conn:
+            conn.execute(f'CREATE DATABASE "{name}"')
+        return self.url(name)
+
+    def close(self) -> None:
+        with contextlib.suppress(RuntimeError, subprocess.TimeoutExpired):
+            self._run(self.pg_ctl or "pg_ctl", "-D", str(self.data), "-m", "immediate", "-w", "stop")
+        shutil.rmtree(self.root, ignore_errors=True)
 
 
 # -- the cluster -------------------------------------------------------------------------------

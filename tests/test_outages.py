@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from tests.fault_injection import Cluster, PrivateRedis
+from tests.fault_injection import Cluster, PrivatePostgres, PrivateRedis
 from tests.support import ROOT, TIDEGATE, dedicated_pg_database, require_service
 from tidegate.names import RunStatus, TickStatus
 from tidegate.storage.schema import runs
@@ -113,3 +113,56 @@ def test_a_frozen_broker_stops_neither_the_beat_nor_launches(tmp_path: Path, pri
             assert ran_twice == {}, ran_twice
         finally:
             cluster.close()
+
+
+DATABASE_DOWN_SECONDS = 5.0
+
+
+@pytest.fixture
+def private_postgres() -> Iterator[PrivatePostgres]:
+    try:
+        server = PrivatePostgres().init()
+    except RuntimeError as exc:
+        require_service("initdb/pg_ctl", str(exc))
+    try:
+        server.start()
+        yield server
+    finally:
+        server.close()
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_a_database_restart_with_runs_in_flight_reruns_nothing(
+    tmp_path: Path, private_postgres: PrivatePostgres, redis_url: str
+) -> None:
+    """PostgreSQL stopped for 5 s while two workers run steps: deliveries that cannot reach the
+    database are re-queued, outcomes computed meanwhile are recorded when it is back, and no
+    step body runs twice (no worker died); nothing waits for the 600 s re-send timeout."""
+    database_url = private_postgres.create_database("tidegate")
+    cluster = Cluster(database_url, redis_url, tmp_path / "cluster", step_seconds=2.0)
+    try:
+        cluster.start(workers=2)
+        submitted = [cluster.submit("victim_job") for _ in range(4)]
+        cluster.running_pid("victim", submitted[0])
+        private_postgres.stop()
+        stopped_at = time.monotonic()
+        time.sleep(DATABASE_DOWN_SECONDS)
+        private_postgres.start()
+        ended = cluster.wait_ended(submitted, timeout=90)
+        recovery = time.monotonic() - stopped_at
+        assert ended, cluster.describe(submitted)
+        statuses = {r: rec.status for r, rec in cluster.run_records(submitted).items()}
+        assert set(statuses.values()) == {RunStatus.SUCCESS}, f"{statuses}\n{cluster.describe(submitted)}"
+        assert cluster.duplicated_successes(submitted) == []
+        ran_twice = {
+            f"{step.step_key} of {run_id}": cluster.executions(step.asset_key, run_id)
+            for run_id in submitted
+            for step in cluster.storage.get_steps(run_id)
+            if len(cluster.executions(step.asset_key, run_id)) != 1
+        }
+        assert ran_twice == {}, f"{ran_twice}\n{cluster.describe(submitted)}"
+        assert all(p.alive() for p in cluster.processes()), cluster.describe(submitted)
+        assert recovery < 60, f"runs ended {recovery:.0f}s after the database stopped"
+    finally:
+        cluster.close()
