@@ -64,16 +64,22 @@ class RunMonitor:
         counts = {"lost": 0, "timed_out": 0, "republished": 0, "run_retries": 0}
         running = self.storage.running_steps()
         self._note_look()
+        refused: DBAPIError | None = None
         for step in running:
             try:
                 outcome = self._check_running(step, now)
             except DBAPIError as exc:
                 if is_transient(exc):
                     raise  # the database went away: the next round looks again
-                log.exception("step '%s' of run %s: could not be checked", step.step_key, step.run_id)
+                # Refused for this step (a full disk, a value it cannot hold): check the
+                # others, then let the caller see the error (the next round tries again).
+                log.error("step '%s' of run %s: could not be ended: %s", step.step_key, step.run_id, exc.orig)
+                refused = refused or exc
                 continue
             if outcome:
                 counts[outcome] += 1
+        if refused is not None:
+            raise refused
         counts["republished"] = self._check_broker(now)
         counts["run_retries"] = self._retry_runs(now)
         return counts

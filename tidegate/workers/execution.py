@@ -186,8 +186,13 @@ class StepExecutor:
                     step.run_id, step.step_key, step.attempt, error=error, retry_delay=None, partition_keys=[]
                 ),
             )
-        except (_Unrecorded, DBAPIError):
-            log.exception("step %s of run %s: its failure could not be recorded either", step.step_key, step.run_id)
+        except (_Unrecorded, DBAPIError) as again:
+            log.error(
+                "step %s of run %s: its failure could not be recorded either (%s): the run monitor ends it",
+                step.step_key,
+                step.run_id,
+                _first_line(again),
+            )
             return Outcome.UNRECORDED
         if ready is None:
             return Outcome.LOST
@@ -404,8 +409,11 @@ class StepExecutor:
             while not stop.wait(self.heartbeat_seconds):
                 try:
                     owned = self.storage.heartbeat(step.run_id, step.step_key, step.attempt)
-                except Exception:  # the database may be briefly away; the next beat retries
-                    log.warning("heartbeat for %s failed", step.step_key, exc_info=True)
+                except Exception as exc:  # the database may be briefly away; the next beat retries
+                    log.warning(
+                        "heartbeat for step %s of run %s failed: %s", step.step_key, step.run_id, _first_line(exc)
+                    )
+                    log.debug("heartbeat failure", exc_info=True)
                     continue
                 if not owned:
                     interruption.set(self._interruption_reason(claimed))
