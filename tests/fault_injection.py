@@ -762,3 +762,62 @@ def trial_removed_job(cluster: Cluster, timeout: float) -> Trial:
     if cluster.executions("orphan", gone):
         trial.failures.append(f"the steps of run {gone} of gone_job ran: {cluster.executions('orphan', gone)}")
     return trial
+
+
+# -- outages of a whole service (bench/faults.py; tests/test_outages.py tests the same) --------
+
+OUTAGE_PROJECT = ROOT / "tests" / "projects" / "outage_project.py"  # fault_project + a 1 s sensor
+OUTAGE_SENSOR = "every_second"
+
+
+def all_run_ids(cluster: Cluster) -> list[str]:
+    with cluster.storage.engine.connect() as conn:
+        return list(conn.execute(select(runs.c.run_id).order_by(runs.c.created_at)).scalars())
+
+
+def tick_gaps(cluster: Cluster, sensor: str, start: datetime, end: datetime) -> tuple[int, float]:
+    """How many ticks of ``sensor`` were evaluated in [start, end], and the longest time
+    between two consecutive evaluations (or an end of the window), in seconds."""
+    times = sorted(t.tick_time for t in cluster.storage.get_ticks(sensor, limit=100_000))
+    inside = [t for t in times if start <= t <= end]
+    points = [start, *inside, end]
+    return len(inside), max((b - a).total_seconds() for a, b in itertools.pairwise(points))
+
+
+def _outage_trial(label: str, cut: Callable[[], None], restore: Callable[[], None], seconds: float) -> Scenario:
+    """Two victim_job runs in flight (the slow step running), the service cut for ``seconds``,
+    then restored: those runs and every run the 1 s sensor made during the outage must
+    succeed, none twice. Notes: the sensor's ticks during the outage and the longest gap."""
+
+    def trial(cluster: Cluster, timeout: float) -> Trial:
+        before = set(all_run_ids(cluster))
+        submitted = [cluster.submit("victim_job") for _ in range(2)]
+        cluster.running_pid("victim", submitted[0])
+        injected_at = utcnow()
+        cut()
+        try:
+            time.sleep(seconds)
+        finally:
+            restore()
+        restored_at = utcnow()
+        made = [r for r in all_run_ids(cluster) if r not in before and r not in submitted]
+        expected = dict.fromkeys([*submitted, *made], RunStatus.SUCCESS)
+        result = cluster.measure(label, expected, injected_at, timeout + seconds)
+        ticks, gap = tick_gaps(cluster, OUTAGE_SENSOR, injected_at, restored_at)
+        result.notes = (
+            f"{OUTAGE_SENSOR} (1 s): {ticks} tick(s) evaluated during the {seconds:g} s outage, longest gap "
+            f"{gap:.1f} s; {len(made)} sensor run(s) made by the end of the outage"
+        )
+        return result
+
+    return trial
+
+
+def trial_broker_frozen(server: PrivateRedis, seconds: float) -> Scenario:
+    """SIGSTOP the Redis server for ``seconds`` (connections accepted, never answered)."""
+    return _outage_trial(f"Redis frozen {seconds:g} s", server.freeze, server.thaw, seconds)
+
+
+def trial_database_restart(server: PrivatePostgres, seconds: float) -> Scenario:
+    """Stop the PostgreSQL server (fast shutdown) for ``seconds``, then start it again."""
+    return _outage_trial(f"PostgreSQL down {seconds:g} s", server.stop, server.start, seconds)
