@@ -62,7 +62,7 @@ from tests.fault_injection import (  # noqa: E402
 )
 
 PG_ADMIN_URL = os.environ.get("BENCH_PG_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/test")
-PG_DATABASE = "tidegate_bench_faults"  # its connections are terminated by the database fault
+PG_DATABASE = os.environ.get("BENCH_PG_DATABASE", "tidegate_bench_faults")  # its connections get terminated
 TRIALS = int(os.environ.get("BENCH_FAULT_TRIALS", "5"))
 STEP_SECONDS = float(os.environ.get("BENCH_FAULT_STEP_SECONDS", "2"))
 DEADLINE = 30.0  # per trial, from the fault to the end of every run

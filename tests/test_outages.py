@@ -116,6 +116,7 @@ def test_a_frozen_broker_stops_neither_the_beat_nor_launches(tmp_path: Path, pri
 
 
 DATABASE_DOWN_SECONDS = 5.0
+OUTAGE_LONGER_THAN_RECONNECT = 15.0  # writes reconnect for 10 s (RECONNECT_SECONDS)
 
 
 @pytest.fixture
@@ -164,5 +165,51 @@ def test_a_database_restart_with_runs_in_flight_reruns_nothing(
         assert ran_twice == {}, f"{ran_twice}\n{cluster.describe(submitted)}"
         assert all(p.alive() for p in cluster.processes()), cluster.describe(submitted)
         assert recovery < 60, f"runs ended {recovery:.0f}s after the database stopped"
+    finally:
+        cluster.close()
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_a_step_delivered_while_the_database_is_away_is_delivered_again_later(
+    tmp_path: Path, private_postgres: PrivatePostgres, redis_url: str
+) -> None:
+    """No beat: the test starts a run in SQL, stops PostgreSQL, then sends the root step to
+    Redis as a publisher would. The worker's claim cannot reach the database for longer than
+    writes reconnect (10 s): the task goes back to the broker with a countdown instead of being
+    dropped (which left the step ENQUEUED until the 600 s re-send), and runs once it is back."""
+    from tests.fault_injection import DEFS
+    from tidegate.broker import CeleryPublisher, make_celery_app
+    from tidegate.storage.records import StepRef
+
+    database_url = private_postgres.create_database("tidegate")
+    cluster = Cluster(database_url, redis_url, tmp_path / "cluster", step_seconds=0.2)
+    try:
+        cluster.start_workers(1)
+        run_id = cluster.storage.submit_run(DEFS.plan("victim_job"), origin="test").run_id
+        (root,) = cluster.storage.start_run(run_id)
+        private_postgres.stop()
+        stopped_at = time.monotonic()
+        app = make_celery_app(redis_url)
+        sent: list[StepRef] = []
+
+        class _Unmarked:  # the database is down: the publisher cannot mark the step ENQUEUED
+            def mark_enqueued(self, refs: list[StepRef]) -> None:
+                sent.extend(refs)
+
+        CeleryPublisher(app, _Unmarked())([root])  # type: ignore[arg-type]
+        assert sent == [root]
+        (worker,) = cluster.workers.values()
+        deadline = time.monotonic() + 40
+        while "delivering again" not in worker.log():
+            assert time.monotonic() < deadline, worker.tail(60)
+            time.sleep(0.1)
+        time.sleep(max(0.0, OUTAGE_LONGER_THAN_RECONNECT - (time.monotonic() - stopped_at)))
+        private_postgres.start()
+        assert cluster.wait_ended([run_id], timeout=60), cluster.describe([run_id])
+        assert time.monotonic() - stopped_at < 60
+        assert cluster.storage.get_run(run_id).status == RunStatus.SUCCESS
+        for step in cluster.storage.get_steps(run_id):
+            assert len(cluster.executions(step.asset_key, run_id)) == 1, step
     finally:
         cluster.close()
