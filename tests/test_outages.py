@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from tests.fault_injection import Cluster, PrivatePostgres, PrivateRedis
+from tests.fault_injection import Cluster, PrivatePostgres, PrivateRedis, tick_gaps, utcnow
 from tests.support import ROOT, TIDEGATE, dedicated_pg_database, require_service
 from tidegate.names import RunStatus, TickStatus
 from tidegate.storage.schema import runs
@@ -75,7 +75,7 @@ def test_a_frozen_broker_stops_neither_the_beat_nor_launches(tmp_path: Path, pri
             )
             ticks_before, runs_before = sensor_ticks(cluster), len(run_ids(cluster))
             private_redis.freeze()
-            frozen_at = time.monotonic()
+            frozen_at, frozen_at_utc = time.monotonic(), utcnow()
             launch = subprocess.run(
                 [TIDEGATE, "job", "launch", "victim_job", "-f", FAULT_PROJECT],
                 env=cluster.env,
@@ -88,6 +88,7 @@ def test_a_frozen_broker_stops_neither_the_beat_nor_launches(tmp_path: Path, pri
             time.sleep(max(0.0, BROKER_FROZEN_SECONDS - (time.monotonic() - frozen_at)))
             ticks_during = sensor_ticks(cluster) - ticks_before
             runs_during = len(run_ids(cluster)) - runs_before
+            _, longest_gap = tick_gaps(cluster, SENSOR, frozen_at_utc, utcnow())
             private_redis.thaw()
 
             assert launch.returncode == 0, launch.stderr
@@ -98,6 +99,8 @@ def test_a_frozen_broker_stops_neither_the_beat_nor_launches(tmp_path: Path, pri
             due = BROKER_FROZEN_SECONDS / 2
             assert ticks_during >= due, f"{ticks_during} ticks in {BROKER_FROZEN_SECONDS}s\n{cluster.describe()}"
             assert runs_during >= due, f"{runs_during} runs in {BROKER_FROZEN_SECONDS}s"
+            # At most one broker timeout (1.5 s) per 5 s stalls the beat.
+            assert longest_gap < 6.0, f"the 1 s sensor waited {longest_gap:.1f}s between two ticks"
 
             everything = run_ids(cluster)
             assert cluster.wait_ended(everything, timeout=90), cluster.describe(everything)

@@ -134,9 +134,10 @@ class CeleryPublisher:
 
     If the broker is unreachable the steps stay READY in SQL and are sent later by whoever
     runs ``steps_to_publish`` (the beat, the launching CLI command, ``tidegate dev``). A call
-    never waits on the broker longer than ``BROKER_SOCKET_TIMEOUT`` (twice: one retry on a
-    fresh connection); after a failure the broker is left alone for ``BROKER_RETRY_INTERVAL``
-    (``unavailable``), so the beat keeps ticking and committing during an outage.
+    never waits on the broker longer than ``BROKER_SOCKET_TIMEOUT`` (twice while it was
+    healthy: one retry on a fresh connection; once while it is failing); after a failure the
+    broker is left alone for ``BROKER_RETRY_INTERVAL`` (``unavailable``), so the beat keeps
+    ticking and committing during an outage.
     """
 
     def __init__(self, app: Celery, storage: Storage) -> None:
@@ -163,7 +164,9 @@ class CeleryPublisher:
                     queue=ref.queue,
                     shadow=step_task_name(ref),
                     ignore_result=True,
-                    retry=True,  # one retry, on a fresh connection (a restarted Redis)
+                    # One retry on a fresh connection (a restarted Redis), unless this is a probe
+                    # of a broker that just failed: then one try, so an outage costs one timeout.
+                    retry=self.unavailable.error is None,
                     retry_policy={"max_retries": 1, "interval_start": 0, "interval_step": 0.2},
                     **limits,
                 )
