@@ -224,21 +224,35 @@ class PrivatePostgres:
             shutil.chown(self.root, "postgres", "postgres")
             self.as_owner = ["runuser", "-u", "postgres", "--"]
         self.started = False
+        self.password: str | None = None
+
+    @property
+    def _credentials(self) -> str:
+        return f"postgres:{self.password}" if self.password is not None else "postgres"
 
     @property
     def admin_url(self) -> str:
-        return f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
+        return f"postgresql://{self._credentials}@127.0.0.1:{self.port}/postgres"
 
     def url(self, database: str) -> str:
-        return f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/{database}"
+        return f"postgresql+psycopg://{self._credentials}@127.0.0.1:{self.port}/{database}"
 
     def _run(self, *argv: str, timeout: float = 60.0) -> None:
         done = subprocess.run([*self.as_owner, *argv], capture_output=True, text=True, timeout=timeout)
         if done.returncode != 0:
             raise RuntimeError(f"{' '.join(argv)} failed:\n{done.stdout}\n{done.stderr}")
 
-    def init(self) -> PrivatePostgres:
-        self._run(self.initdb or "initdb", "-D", str(self.data), "-U", "postgres", "--auth=trust", "-E", "UTF8")
+    def init(self, password: str | None = None) -> PrivatePostgres:
+        """Create the cluster; with ``password``, TCP clients must give it (scram-sha-256)."""
+        argv = [self.initdb or "initdb", "-D", str(self.data), "-U", "postgres", "-E", "UTF8", "--auth=trust"]
+        if password is not None:
+            secret = self.root / "pwfile"
+            secret.write_text(password)
+            if self.as_owner:
+                shutil.chown(secret, "postgres", "postgres")
+            argv += ["--auth-host=scram-sha-256", f"--pwfile={secret}"]
+            self.password = password
+        self._run(*argv)
         return self
 
     def start(self) -> None:

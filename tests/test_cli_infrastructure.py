@@ -14,6 +14,7 @@ import click
 import pytest
 from click.testing import CliRunner
 
+from tests.fault_injection import PrivatePostgres
 from tests.support import ROOT, SECRET, TIDEGATE, require_service, tidegate_env
 from tidegate.broker import make_celery_app
 from tidegate.cli.common import handle_errors
@@ -47,6 +48,30 @@ def test_an_unreachable_database_is_one_line_and_exit_1(tmp_path: Path) -> None:
     verbose = _tidegate(env, "-v", "runs", "list")
     assert verbose.returncode == 1
     assert "Traceback" in verbose.stderr and verbose.stderr.strip().splitlines()[-1].startswith("error: database ")
+
+
+@pytest.mark.slow
+def test_a_wrong_database_password_is_one_line_and_exit_1(tmp_path: Path) -> None:
+    """A PostgreSQL server of our own that asks for a password (scram-sha-256)."""
+    try:
+        server = PrivatePostgres().init(password="the-right-one")
+    except RuntimeError as exc:
+        require_service("initdb/pg_ctl", str(exc))
+    try:
+        server.start()
+        env = tidegate_env(
+            database_url=f"postgresql://postgres@127.0.0.1:{server.port}/postgres",  # SECRET: wrong
+            broker_url="memory://",
+            definitions=PROJECT,
+            io_dir=tmp_path / "io",
+        )
+        done = _tidegate(env, "runs", "list")
+        assert done.returncode == 1, done.stderr
+        assert done.stderr.startswith(f"error: database postgresql://postgres:***@127.0.0.1:{server.port}/postgres: ")
+        assert "password authentication failed" in done.stderr, done.stderr
+        assert len(done.stderr.strip().splitlines()) == 1 and SECRET not in done.stderr
+    finally:
+        server.close()
 
 
 def test_an_unreachable_broker_is_one_line_and_exit_1(monkeypatch: pytest.MonkeyPatch) -> None:
