@@ -134,8 +134,7 @@ class CeleryPublisher:
 
     If the broker is unreachable the steps stay READY in SQL and are sent later by whoever
     runs ``steps_to_publish`` (the beat, the launching CLI command, ``tidegate dev``). A call
-    never waits on the broker longer than ``BROKER_SOCKET_TIMEOUT`` (twice while it was
-    healthy: one retry on a fresh connection; once while it is failing); after a failure the
+    never waits on the broker longer than ``BROKER_SOCKET_TIMEOUT``; after a failure the
     broker is left alone for ``BROKER_RETRY_INTERVAL`` (``unavailable``), so the beat keeps
     ticking and committing during an outage.
     """
@@ -164,10 +163,10 @@ class CeleryPublisher:
                     queue=ref.queue,
                     shadow=step_task_name(ref),
                     ignore_result=True,
-                    # One retry on a fresh connection (a restarted Redis), unless this is a probe
-                    # of a broker that just failed: then one try, so an outage costs one timeout.
-                    retry=self.unavailable.error is None,
-                    retry_policy={"max_retries": 1, "interval_start": 0, "interval_step": 0.2},
+                    # One try: kombu's retry reconnects (a ping) and sends again, tripling the wait
+                    # on a frozen broker. A connection broken by a Redis restart fails this once;
+                    # the steps stay READY and the next publish, on a new connection, sends them.
+                    retry=False,
                     **limits,
                 )
             except Exception as exc:
