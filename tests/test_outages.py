@@ -99,8 +99,8 @@ def test_a_frozen_broker_stops_neither_the_beat_nor_launches(tmp_path: Path, pri
             due = BROKER_FROZEN_SECONDS / 2
             assert ticks_during >= due, f"{ticks_during} ticks in {BROKER_FROZEN_SECONDS}s\n{cluster.describe()}"
             assert runs_during >= due, f"{runs_during} runs in {BROKER_FROZEN_SECONDS}s"
-            # At most one broker timeout (1.5 s) per 5 s stalls the beat.
-            assert longest_gap < 6.0, f"the 1 s sensor waited {longest_gap:.1f}s between two ticks"
+            # At most one broker timeout (1.5 s) per 5 s stalls the beat (1.6 s measured).
+            assert longest_gap < 4.0, f"the 1 s sensor waited {longest_gap:.1f}s between two ticks"
 
             everything = run_ids(cluster)
             assert cluster.wait_ended(everything, timeout=90), cluster.describe(everything)
