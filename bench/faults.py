@@ -1,5 +1,7 @@
 """Surviving faults, measured: ``python bench/faults.py`` (see bench/README.md).
 
+``BENCH_FAULTS="baseline,frozen"`` runs only the faults whose label holds one of those words.
+
 Injects each fault of tests/test_faults.py ``BENCH_FAULT_TRIALS`` times (default 5) into real
 ``tidegate worker`` and ``tidegate beat`` processes on Redis and PostgreSQL, with the same
 machinery (tests/fault_injection.py), and prints the conditions, a table of runs submitted,
@@ -37,17 +39,21 @@ from tests.fault_injection import (  # noqa: E402
     ENQUEUED_TIMEOUT_SECONDS,
     HEARTBEAT_SECONDS,
     HEARTBEAT_TIMEOUT_SECONDS,
+    OUTAGE_PROJECT,
     RECOVERY_DEFINITION,
     REDIS_OUTAGE_SECONDS,
     WITHOUT_GONE_JOB,
     WORKER_LOST_RETRIES,
     Cluster,
+    PrivatePostgres,
     PrivateRedis,
     Process,
     Scenario,
     Trial,
     trial_baseline,
+    trial_broker_frozen,
     trial_database_dropped,
+    trial_database_restart,
     trial_kill_pool_child,
     trial_kill_worker,
     trial_redis_restart,
@@ -56,11 +62,13 @@ from tests.fault_injection import (  # noqa: E402
 )
 
 PG_ADMIN_URL = os.environ.get("BENCH_PG_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/test")
-PG_DATABASE = "tidegate_bench_faults"  # its connections are terminated by the database fault
+PG_DATABASE = os.environ.get("BENCH_PG_DATABASE", "tidegate_bench_faults")  # its connections get terminated
 TRIALS = int(os.environ.get("BENCH_FAULT_TRIALS", "5"))
 STEP_SECONDS = float(os.environ.get("BENCH_FAULT_STEP_SECONDS", "2"))
 DEADLINE = 30.0  # per trial, from the fault to the end of every run
 MAX_FAILED_TRIALS = 2
+BROKER_FROZEN_SECONDS = float(os.environ.get("BENCH_BROKER_FROZEN_SECONDS", "30"))
+DATABASE_DOWN_SECONDS = float(os.environ.get("BENCH_DATABASE_DOWN_SECONDS", "5"))
 WORKERS = 2
 CONCURRENCY = 2
 
@@ -68,7 +76,7 @@ CONCURRENCY = 2
 @dataclass
 class Fault:
     label: str
-    cluster: str  # which cluster it runs on: "shared", "redis" or "gone"
+    cluster: str  # which cluster it runs on: "shared", "redis", "gone" or "outage"
     scenario: Scenario
     trials: list[Trial] = field(default_factory=list)
     gave_up: bool = False
@@ -162,6 +170,8 @@ def cluster_for(
         kwargs["concurrency"] = 1  # one slot per worker: some steps wait on Redis when it dies
     if kind == "gone":
         kwargs["definitions"] = WITHOUT_GONE_JOB
+    if kind == "outage":  # a private PostgreSQL server and a beat with a 1 s sensor
+        kwargs["definitions"] = str(OUTAGE_PROJECT)
     cluster = Cluster(database_url, server.url, scratch / kind, **kwargs)  # type: ignore[arg-type]
     try:
         cluster.start(workers=WORKERS)
@@ -240,18 +250,38 @@ def main() -> int:
         Fault("Redis restarted empty", "redis", trial_redis_restart(server)),
         Fault("job removed from code", "gone", trial_removed_job),
     ]
+    postgres = PrivatePostgres().init()  # our own server, to stop and start
+    postgres.start()
+    outage_database_url = postgres.create_database("tidegate_bench_outage")
+    faults += [
+        Fault(
+            f"Redis frozen {BROKER_FROZEN_SECONDS:g} s", "outage", trial_broker_frozen(server, BROKER_FROZEN_SECONDS)
+        ),
+        Fault(
+            f"PostgreSQL down {DATABASE_DOWN_SECONDS:g} s",
+            "outage",
+            trial_database_restart(postgres, DATABASE_DOWN_SECONDS),
+        ),
+    ]
+    wanted = [w.strip().lower() for w in os.environ.get("BENCH_FAULTS", "").split(",") if w.strip()]
+    if wanted:  # e.g. BENCH_FAULTS="baseline,frozen,down": only the faults whose label holds one
+        faults = [f for f in faults if any(w in f.label.lower() for w in wanted)]
     rss: dict[str, int] = {}
     ok = False
     try:
-        for kind in ("shared", "redis", "gone"):
+        for kind in ("shared", "redis", "gone", "outage"):
+            if not any(f.cluster == kind for f in faults):
+                continue
             progress(f"starting the {kind} cluster")
-            with cluster_for(kind, database_url, server, scratch, rss) as cluster:
+            url = outage_database_url if kind == "outage" else database_url
+            with cluster_for(kind, url, server, scratch, rss) as cluster:
                 for fault in faults:
                     if fault.cluster == kind:
                         run_fault(fault, cluster)
         ok = True
     finally:
         server.close()
+        postgres.close()
         if ok:
             shutil.rmtree(scratch, ignore_errors=True)
         else:
@@ -287,6 +317,12 @@ def report(
         ("", "the outage; DB: 2 + 1 submitted after; removed job: 1 of gone_job + 1 other)"),
         ("trials", f"{TRIALS} per fault, deadline {DEADLINE:g} s each; a fault is given up after {MAX_FAILED_TRIALS}"),
         ("", "trials that lost runs"),
+        (
+            "outages",
+            f"Redis frozen (SIGSTOP) {BROKER_FROZEN_SECONDS:g} s; a private PostgreSQL (initdb/pg_ctl) stopped",
+        ),
+        ("", f"(-m fast) {DATABASE_DOWN_SECONDS:g} s; their beat runs tests/projects/outage_project.py (a 1 s sensor"),
+        ("", "making one run per tick: those made during the outage count too)"),
         ("load avg", f"{load_start} at start, {load_avg()} at end (1/5/15 min)"),
     ]
     print("tidegate fault benchmark (bench/faults.py)")
@@ -312,6 +348,12 @@ def report(
     ):
         print(f"  {line}")
     print(*wrap(RECOVERY_DEFINITION), sep="\n")
+    notes = [(f.label, n, t.notes) for f in faults for n, t in enumerate(f.trials, 1) if t.notes]
+    if notes:
+        print()
+        print("notes")
+        for label, number, note in notes:
+            print(f"  {label}, trial {number}: {note}")
     problems = [(f.label, n, t) for f in faults for n, t in enumerate(f.trials, 1) if t.failures]
     if problems:
         print()

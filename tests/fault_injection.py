@@ -25,6 +25,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -190,8 +191,90 @@ class PrivateRedis:
         if self.process is not None:
             self.process.kill()
 
+    def freeze(self) -> None:
+        """SIGSTOP the server: connections are still accepted (by the kernel) but never
+        answered, the worst case for a client without timeouts."""
+        assert self.process is not None
+        os.kill(self.process.pid, signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        if self.process is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.process.pid, signal.SIGCONT)
+
     def close(self) -> None:
+        self.thaw()
         self.kill()
+
+
+class PrivatePostgres:
+    """A PostgreSQL cluster of our own (``initdb`` + ``pg_ctl`` in a temporary directory, on a
+    free port), so that a test can stop the whole server and start it again. As root, the
+    server runs as the ``postgres`` user (PostgreSQL refuses to run as root)."""
+
+    def __init__(self, port: int | None = None) -> None:
+        self.initdb, self.pg_ctl = shutil.which("initdb"), shutil.which("pg_ctl")
+        if self.initdb is None or self.pg_ctl is None:
+            raise RuntimeError("initdb/pg_ctl are not installed")
+        self.port = port or free_port(5491, 5590)
+        self.root = Path(tempfile.mkdtemp(prefix="tidegate-pg-"))
+        self.data = self.root / "data"
+        self.as_owner: list[str] = []
+        if os.geteuid() == 0:
+            shutil.chown(self.root, "postgres", "postgres")
+            self.as_owner = ["runuser", "-u", "postgres", "--"]
+        self.started = False
+        self.password: str | None = None
+
+    @property
+    def _credentials(self) -> str:
+        return f"postgres:{self.password}" if self.password is not None else "postgres"
+
+    @property
+    def admin_url(self) -> str:
+        return f"postgresql://{self._credentials}@127.0.0.1:{self.port}/postgres"
+
+    def url(self, database: str) -> str:
+        return f"postgresql+psycopg://{self._credentials}@127.0.0.1:{self.port}/{database}"
+
+    def _run(self, *argv: str, timeout: float = 60.0) -> None:
+        done = subprocess.run([*self.as_owner, *argv], capture_output=True, text=True, timeout=timeout)
+        if done.returncode != 0:
+            raise RuntimeError(f"{' '.join(argv)} failed:\n{done.stdout}\n{done.stderr}")
+
+    def init(self, password: str | None = None) -> PrivatePostgres:
+        """Create the cluster; with ``password``, TCP clients must give it (scram-sha-256)."""
+        argv = [self.initdb or "initdb", "-D", str(self.data), "-U", "postgres", "-E", "UTF8", "--auth=trust"]
+        if password is not None:
+            secret = self.root / "pwfile"
+            secret.write_text(password)
+            if self.as_owner:
+                shutil.chown(secret, "postgres", "postgres")
+            argv += ["--auth-host=scram-sha-256", f"--pwfile={secret}"]
+            self.password = password
+        self._run(*argv)
+        return self
+
+    def start(self) -> None:
+        options = f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c fsync=off"
+        log = str(self.root / "postgres.log")
+        self._run(self.pg_ctl or "pg_ctl", "-D", str(self.data), "-l", log, "-o", options, "-w", "start")
+        self.started = True
+
+    def stop(self) -> None:
+        """A fast shutdown: every session is terminated, open transactions roll back."""
+        self._run(self.pg_ctl or "pg_ctl", "-D", str(self.data), "-m", "fast", "-w", "stop")
+        self.started = False
+
+    def create_database(self, name: str) -> str:
+        with psycopg.connect(self.admin_url, autocommit=True, connect_timeout=5) as conn:
+            conn.execute(f'CREATE DATABASE "{name}"')
+        return self.url(name)
+
+    def close(self) -> None:
+        with contextlib.suppress(RuntimeError, subprocess.TimeoutExpired):
+            self._run(self.pg_ctl or "pg_ctl", "-D", str(self.data), "-m", "immediate", "-w", "stop")
+        shutil.rmtree(self.root, ignore_errors=True)
 
 
 # -- the cluster -------------------------------------------------------------------------------
@@ -693,3 +776,62 @@ def trial_removed_job(cluster: Cluster, timeout: float) -> Trial:
     if cluster.executions("orphan", gone):
         trial.failures.append(f"the steps of run {gone} of gone_job ran: {cluster.executions('orphan', gone)}")
     return trial
+
+
+# -- outages of a whole service (bench/faults.py; tests/test_outages.py tests the same) --------
+
+OUTAGE_PROJECT = ROOT / "tests" / "projects" / "outage_project.py"  # fault_project + a 1 s sensor
+OUTAGE_SENSOR = "every_second"
+
+
+def all_run_ids(cluster: Cluster) -> list[str]:
+    with cluster.storage.engine.connect() as conn:
+        return list(conn.execute(select(runs.c.run_id).order_by(runs.c.created_at)).scalars())
+
+
+def tick_gaps(cluster: Cluster, sensor: str, start: datetime, end: datetime) -> tuple[int, float]:
+    """How many ticks of ``sensor`` were evaluated in [start, end], and the longest time
+    between two consecutive evaluations (or an end of the window), in seconds."""
+    times = sorted(t.tick_time for t in cluster.storage.get_ticks(sensor, limit=100_000))
+    inside = [t for t in times if start <= t <= end]
+    points = [start, *inside, end]
+    return len(inside), max((b - a).total_seconds() for a, b in itertools.pairwise(points))
+
+
+def _outage_trial(label: str, cut: Callable[[], None], restore: Callable[[], None], seconds: float) -> Scenario:
+    """Two victim_job runs in flight (the slow step running), the service cut for ``seconds``,
+    then restored: those runs and every run the 1 s sensor made during the outage must
+    succeed, none twice. Notes: the sensor's ticks during the outage and the longest gap."""
+
+    def trial(cluster: Cluster, timeout: float) -> Trial:
+        before = set(all_run_ids(cluster))
+        submitted = [cluster.submit("victim_job") for _ in range(2)]
+        cluster.running_pid("victim", submitted[0])
+        injected_at = utcnow()
+        cut()
+        try:
+            time.sleep(seconds)
+        finally:
+            restore()
+        restored_at = utcnow()
+        made = [r for r in all_run_ids(cluster) if r not in before and r not in submitted]
+        expected = dict.fromkeys([*submitted, *made], RunStatus.SUCCESS)
+        result = cluster.measure(label, expected, injected_at, timeout + seconds)
+        ticks, gap = tick_gaps(cluster, OUTAGE_SENSOR, injected_at, restored_at)
+        result.notes = (
+            f"{OUTAGE_SENSOR} (1 s): {ticks} tick(s) evaluated during the {seconds:g} s outage, longest gap "
+            f"{gap:.1f} s; {len(made)} sensor run(s) made by the end of the outage"
+        )
+        return result
+
+    return trial
+
+
+def trial_broker_frozen(server: PrivateRedis, seconds: float) -> Scenario:
+    """SIGSTOP the Redis server for ``seconds`` (connections accepted, never answered)."""
+    return _outage_trial(f"Redis frozen {seconds:g} s", server.freeze, server.thaw, seconds)
+
+
+def trial_database_restart(server: PrivatePostgres, seconds: float) -> Scenario:
+    """Stop the PostgreSQL server (fast shutdown) for ``seconds``, then start it again."""
+    return _outage_trial(f"PostgreSQL down {seconds:g} s", server.stop, server.start, seconds)

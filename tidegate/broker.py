@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -23,6 +24,15 @@ from tidegate.storage.records import StepRef
 log = logging.getLogger("tidegate.broker")
 
 HARD_LIMIT_GRACE = 10.0  # seconds between a step's soft and hard time limit
+
+# A broker that is frozen or cut off must not hold the beat, a worker or the CLI: every read,
+# write and connect on the broker gives up after this long (Celery's own defaults wait forever
+# on a server that accepted the connection but does not answer).
+BROKER_SOCKET_TIMEOUT = 1.5
+# After a failed publish, nobody tries the broker again for this long: the steps stay READY in
+# SQL (the outbox) and are sent by the first publish after it, so an outage costs the beat one
+# timed-out call per interval, not one per step.
+BROKER_RETRY_INTERVAL = 5.0
 
 _app: Celery | None = None
 _app_lock = threading.Lock()
@@ -58,7 +68,13 @@ def make_celery_app(broker_url: str, *, visibility_timeout: int = 21600) -> Cele
         worker_send_task_events=True,  # Flower sees every step
         task_send_sent_event=True,
         broker_connection_retry_on_startup=True,
-        broker_transport_options={"visibility_timeout": visibility_timeout},
+        broker_connection_timeout=BROKER_SOCKET_TIMEOUT,
+        broker_transport_options={
+            "visibility_timeout": visibility_timeout,
+            "socket_timeout": BROKER_SOCKET_TIMEOUT,
+            "socket_connect_timeout": BROKER_SOCKET_TIMEOUT,
+            "socket_keepalive": True,
+        },
         worker_hijack_root_logger=False,
         broker_pool_limit=10,
     )
@@ -90,20 +106,50 @@ def step_task_name(ref: StepRef) -> str:
     return f"{ref.display_name} · run {ref.run_id[:8]}"
 
 
+class BrokerUnavailable:
+    """Whether the broker failed recently; shared by a publisher's sends, revokes and probes.
+
+    ``open()`` is False for ``BROKER_RETRY_INTERVAL`` seconds after a failure: callers skip the
+    broker meanwhile instead of each waiting for its timeout."""
+
+    def __init__(self, retry_interval: float = BROKER_RETRY_INTERVAL) -> None:
+        self.retry_interval = retry_interval
+        self.error: str | None = None  # the last failure, until a call succeeds
+        self._until = 0.0
+
+    def open(self) -> bool:
+        return time.monotonic() >= self._until
+
+    def failed(self, exc: BaseException) -> None:
+        self.error = f"{type(exc).__name__}: {exc}".strip()
+        self._until = time.monotonic() + self.retry_interval
+
+    def succeeded(self) -> None:
+        self.error = None
+        self._until = 0.0
+
+
 class CeleryPublisher:
     """Sends READY steps to the broker, then marks them ENQUEUED (an outbox).
 
     If the broker is unreachable the steps stay READY in SQL and are sent later by whoever
-    runs ``steps_to_publish`` (the beat, the launching CLI command, ``tidegate dev``).
+    runs ``steps_to_publish`` (the beat, the launching CLI command, ``tidegate dev``). A call
+    never waits on the broker longer than ``BROKER_SOCKET_TIMEOUT``; after a failure the
+    broker is left alone for ``BROKER_RETRY_INTERVAL`` (``unavailable``), so the beat keeps
+    ticking and committing during an outage.
     """
 
     def __init__(self, app: Celery, storage: Storage) -> None:
         self.app = app
         self.storage = storage
+        self.unavailable = BrokerUnavailable()
 
     def __call__(self, refs: Sequence[StepRef]) -> None:
         sent: list[StepRef] = []
         for ref in refs:
+            if not self.unavailable.open():
+                log.info("broker unreachable: %d step(s) stay READY", len(refs) - len(sent))
+                break
             try:
                 limits = {}
                 if ref.timeout is not None:
@@ -117,15 +163,23 @@ class CeleryPublisher:
                     queue=ref.queue,
                     shadow=step_task_name(ref),
                     ignore_result=True,
-                    retry=True,
-                    retry_policy={"max_retries": 2, "interval_start": 0.1, "interval_step": 0.5},
+                    # One try: kombu's retry reconnects (a ping) and sends again, tripling the wait
+                    # on a frozen broker. A connection broken by a Redis restart fails this once;
+                    # the steps stay READY and the next publish, on a new connection, sends them.
+                    retry=False,
                     **limits,
                 )
-            except Exception:
+            except Exception as exc:
+                self.unavailable.failed(exc)
                 log.warning(
-                    "broker unreachable: step %s of run %s stays READY", ref.step_key, ref.run_id, exc_info=True
+                    "broker unreachable (%s): step %s of run %s and %d more stay READY",
+                    self.unavailable.error,
+                    ref.step_key,
+                    ref.run_id,
+                    len(refs) - len(sent) - 1,
                 )
                 break
+            self.unavailable.succeeded()
             sent.append(ref)
         self.storage.mark_enqueued(sent)
 
@@ -134,19 +188,27 @@ class CeleryPublisher:
         threads-pool worker cannot be interrupted; its outcome is simply not recorded)."""
         for ref in refs:
             task_id = step_task_id(ref.run_id, ref.step_key, ref.attempt)
+            if not self.unavailable.open():
+                log.warning("broker unreachable: %s not revoked", task_id)
+                continue
             try:
                 self.app.control.revoke(task_id, terminate=True, signal="SIGTERM")
-            except Exception:
+            except Exception as exc:
+                self.unavailable.failed(exc)
                 log.warning("could not revoke %s", task_id, exc_info=True)
 
     def broker_identity(self) -> str | None:
         """The Redis server's run id: it changes when Redis restarts, which may have emptied
         it of the steps we had sent. None for other brokers or when unreachable."""
+        if not self.unavailable.open():
+            return None
         try:
             with self.app.connection_for_write() as conn:
+                conn.ensure_connection(max_retries=1, timeout=BROKER_SOCKET_TIMEOUT)
                 client = getattr(conn.default_channel, "client", None)
                 if client is None:
                     return None
                 return str(client.info("server").get("run_id"))
-        except Exception:
+        except Exception as exc:
+            self.unavailable.failed(exc)
             return None

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import errno
 import functools
 import os
+import traceback
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
 import click
-from sqlalchemy.exc import OperationalError
+from kombu.exceptions import OperationalError as BrokerError
+from sqlalchemy.exc import DataError, DBAPIError
 
 from tidegate.config import Settings
 from tidegate.definitions.asset import DEFAULT_QUEUE
@@ -63,23 +66,55 @@ def parse_tags(values: tuple[str, ...]) -> dict[str, str]:
     return tags
 
 
+EXIT_BAD_INPUT = 2  # a typed error: an unknown name, a malformed value (click's own code too)
+EXIT_INFRASTRUCTURE = 1  # the database, the broker or the disk failed: try again later
+_DISK_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EIO}
+
+
 def handle_errors(fn: F) -> F:
-    """Show tidegate's typed errors, and a database that cannot be reached, as one clear line
-    (never with a password) and exit 2, no traceback."""
+    """Turn errors into one clear line on stderr, never with a password, without traceback
+    (``tidegate -v`` prints it first):
+
+    - tidegate's typed errors (bad input) and a value the database refuses: exit 2;
+    - infrastructure errors, naming the component and its safe URL: the database unreachable,
+      refusing the password or out of disk (``database postgresql://u:***@host/db: ...``), the
+      broker unreachable (``broker redis://...: ...``), a full or failing disk: exit 1."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
         except TidegateError as exc:
-            click.echo(f"error: {exc}", err=True)
-            raise SystemExit(2) from None
-        except OperationalError as exc:
-            reason = (str(exc.orig) or type(exc.orig).__name__).strip().splitlines()[0]
-            click.echo(f"error: database {Settings.load().safe_database_url}: {reason}", err=True)
-            raise SystemExit(2) from None
+            _fail(EXIT_BAD_INPUT, str(exc))
+        except DataError as exc:
+            _fail(
+                EXIT_BAD_INPUT,
+                f"database {Settings.load().safe_database_url} refused a value: {_reason(exc.orig or exc)}",
+            )
+        except DBAPIError as exc:
+            _fail(EXIT_INFRASTRUCTURE, f"database {Settings.load().safe_database_url}: {_reason(exc.orig or exc)}")
+        except BrokerError as exc:
+            _fail(EXIT_INFRASTRUCTURE, f"broker {Settings.load().safe_broker_url}: {_reason(exc)}")
+        except OSError as exc:
+            if exc.errno not in _DISK_ERRNOS:
+                raise
+            where = f" {exc.filename}" if exc.filename else ""
+            _fail(EXIT_INFRASTRUCTURE, f"disk{where}: {exc.strerror or exc}")
 
     return wrapper  # type: ignore[return-value]
+
+
+def _reason(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return lines[0].strip() if lines else type(exc).__name__
+
+
+def _fail(code: int, message: str) -> None:
+    context = click.get_current_context(silent=True)
+    if context is not None and context.find_root().params.get("verbose"):
+        click.echo(traceback.format_exc().rstrip(), err=True)
+    click.echo(f"error: {message}", err=True)
+    raise SystemExit(code) from None
 
 
 def is_embedded_broker() -> bool:

@@ -40,7 +40,8 @@ def submit_and_follow(defs: Definitions, storage: Storage, request: JobRunReques
         click.echo(f"run {result.run_id} queued: a running `tidegate dev` on {storage.safe_url} starts it")
         return
     app = get_app()
-    launcher = Launcher(storage, CeleryPublisher(app, storage), defs=defs, config=Settings.load())
+    publisher = CeleryPublisher(app, storage)
+    launcher = Launcher(storage, publisher, defs=defs, config=Settings.load())
     with embedded_worker(defs) if embedded else nullcontext():
         result = request.submit(storage, origin="cli")
         if not result.created:
@@ -48,6 +49,15 @@ def submit_and_follow(defs: Definitions, storage: Storage, request: JobRunReques
         else:
             click.echo(f"run {result.run_id} submitted: job {request.plan.job_name}, {len(request.plan.steps)} step(s)")
         launcher.tick()
+        if publisher.unavailable.error is not None:
+            # The run is in SQL: its steps stay READY and the beat sends them when the broker
+            # is back. Launching did its job, so this is a warning, not a failure.
+            click.echo(
+                f"warning: broker {Settings.load().safe_broker_url} unreachable "
+                f"({publisher.unavailable.error}): run {result.run_id} is queued in the database; "
+                "its steps are sent when the broker is back",
+                err=True,
+            )
         if not wait:
             return
         status = follow_run(storage, launcher, result.run_id)

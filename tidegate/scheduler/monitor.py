@@ -11,6 +11,13 @@ Each round (part of every launcher tick):
   duplicate deliveries are harmless (claims are compare-and-set);
 - a FAILURE run tagged ``tidegate/max_retries=N`` is re-executed from failure, up to N times.
 
+After the monitor itself could not look for longer than the heartbeat timeout (the database
+was away, the beat was stopped), it gives workers one heartbeat timeout to beat again before
+judging them: their heartbeats failed for the same reason its checks did, and a worker that
+finished a step meanwhile is still recording its outcome. A step whose failure cannot be
+recorded as usual (the database refuses the run's partition key, say) is failed without
+touching partition status, with the recording error in its message: never left RUNNING.
+
 Every age is judged by the database's clock, the one that wrote the heartbeats and times it
 compares: a worker or beat whose host clock drifts is neither declared lost nor spared.
 """
@@ -18,10 +25,13 @@ compares: a worker or beat whose host clock drifts is neither declared lost nor 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
+
+from sqlalchemy.exc import DBAPIError
 
 from tidegate.config import MonitorConfig
 from tidegate.definitions.defs import Definitions
@@ -29,6 +39,7 @@ from tidegate.errors import TidegateError
 from tidegate.names import MAX_RETRIES_TAG, RETRY_NUMBER_TAG
 from tidegate.scheduler.reexecution import submit_reexecution
 from tidegate.storage.api import Storage
+from tidegate.storage.engine import is_transient
 from tidegate.storage.records import StepRecord, StepRef
 
 log = logging.getLogger("tidegate.monitor")
@@ -44,18 +55,48 @@ class RunMonitor:
     config: MonitorConfig = field(default_factory=MonitorConfig)
     publisher: Any = None  # a CeleryPublisher, for revoke() and broker_identity()
     _broker_id: str | None = None
+    _last_look: float | None = None  # time.monotonic() of the last round that read the steps
+    _judge_after: float = 0.0  # time.monotonic() before which heartbeats are not judged
 
     def check(self, now: datetime | None = None) -> dict[str, int]:
         """One round; ``now`` stands for the database's time (tests pass a later one)."""
         now = now or self.storage.db_now()
         counts = {"lost": 0, "timed_out": 0, "republished": 0, "run_retries": 0}
-        for step in self.storage.running_steps():
-            outcome = self._check_running(step, now)
+        running = self.storage.running_steps()
+        self._note_look()
+        refused: DBAPIError | None = None
+        for step in running:
+            try:
+                outcome = self._check_running(step, now)
+            except DBAPIError as exc:
+                if is_transient(exc):
+                    raise  # the database went away: the next round looks again
+                # Refused for this step (a full disk, a value it cannot hold): check the
+                # others, then let the caller see the error (the next round tries again).
+                log.error("step '%s' of run %s: could not be ended: %s", step.step_key, step.run_id, exc.orig)
+                refused = refused or exc
+                continue
             if outcome:
                 counts[outcome] += 1
+        if refused is not None:
+            raise refused
         counts["republished"] = self._check_broker(now)
         counts["run_retries"] = self._retry_runs(now)
         return counts
+
+    def _note_look(self) -> None:
+        """After a blind spell longer than the heartbeat timeout, wait one more timeout before
+        declaring any worker lost (real time: the monitor's own blindness, not the database's)."""
+        looked = time.monotonic()
+        timeout = self.config.heartbeat_timeout_seconds
+        if self._last_look is not None and looked - self._last_look > timeout:
+            log.warning(
+                "the run monitor could not look for %.0fs: judging heartbeats again in %gs",
+                looked - self._last_look,
+                timeout,
+            )
+            self._judge_after = looked + timeout
+        self._last_look = looked
 
     # -- running steps ---------------------------------------------------------------------
 
@@ -69,6 +110,8 @@ class RunMonitor:
                     return "timed_out"
                 return ""
         beat = step.heartbeat_at or step.started_at
+        if time.monotonic() < self._judge_after:
+            return ""
         if beat is not None and now - beat > timedelta(seconds=self.config.heartbeat_timeout_seconds):
             error = (
                 f"WorkerLostError: no heartbeat from worker {step.worker} for step '{step.step_key}' "
@@ -91,14 +134,25 @@ class RunMonitor:
         retry_delay = None
         if step.attempt <= allowed:
             retry_delay = policy.delay_before(step.attempt) if policy is not None else 0.0
-        ready = self.storage.fail_step(
-            step.run_id,
-            step.step_key,
-            step.attempt,
-            error=error,
-            retry_delay=retry_delay,
-            partition_keys=partition_keys,
-        )
+        try:
+            ready = self.storage.fail_step(
+                step.run_id,
+                step.step_key,
+                step.attempt,
+                error=error,
+                retry_delay=retry_delay,
+                partition_keys=partition_keys,
+            )
+        except DBAPIError as exc:
+            if is_transient(exc):
+                raise
+            # Recording it as usual is refused (e.g. the partition key): fail the step without
+            # partition status, saying why, rather than leave it RUNNING for ever.
+            reason = (str(exc.orig) or type(exc.orig).__name__).strip().splitlines()[0]
+            error += f"\nStorageError: recording this failure as usual failed ({type(exc.orig).__name__}: {reason})"
+            ready = self.storage.fail_step(
+                step.run_id, step.step_key, step.attempt, error=error, retry_delay=None, partition_keys=[]
+            )
         if ready is None:
             return False  # it finished (or was taken over) meanwhile
         log.warning("%s; %s", error, "retrying" if retry_delay is not None else "failed")

@@ -114,12 +114,16 @@ def _sqlite_engine(url: str) -> Engine:
 
 # deadlock detected, serialization failure, lock timeout, idle-in-transaction timeout
 _TRANSIENT_PG_CODES = {"40P01", "40001", "55P03", "25P03"}
+# How long a write keeps reconnecting to a database that went away (restarted, failed over)
+# before its caller sees the error; a passing conflict (deadlock, lock) gets six tries.
+RECONNECT_SECONDS = 10.0
 _F = TypeVar("_F", bound=Callable[..., Any])
 
 
 def retry_transient(method: _F) -> _F:
     """Re-run a write transaction that failed for a passing reason: a deadlock, a
-    serialization failure, a dropped connection, a SQLite lock held past the busy timeout.
+    serialization failure, a SQLite lock held past the busy timeout (six tries), or a lost or
+    refused connection (reconnecting with backoff for up to ``RECONNECT_SECONDS``).
 
     A connection dropped during COMMIT may have committed (only the acknowledgement was
     lost), so every method wrapped here must be idempotent when run again: a compare-and-set
@@ -128,25 +132,44 @@ def retry_transient(method: _F) -> _F:
 
     @functools.wraps(method)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        for attempt in range(6):
+        started = time.monotonic()
+        attempt = 0
+        while True:
             try:
                 return method(*args, **kwargs)
             except DBAPIError as exc:
-                if attempt == 5 or not _is_transient(exc):
+                attempt += 1
+                if is_connection_error(exc):
+                    if time.monotonic() - started > RECONNECT_SECONDS:
+                        raise
+                elif attempt >= 6 or not is_transient(exc):
                     raise
-                time.sleep(min(2.0, 0.05 * 2**attempt))
-        raise AssertionError("unreachable")
+                time.sleep(min(2.0, 0.05 * 2 ** min(attempt - 1, 6)))
 
     return wrapper  # type: ignore[return-value]
 
 
-def _is_transient(exc: DBAPIError) -> bool:
-    if exc.connection_invalidated:
+def is_transient(exc: DBAPIError) -> bool:
+    """A failure that trying again may cure: a lost connection, a deadlock, a lock timeout."""
+    if is_connection_error(exc):
         return True
     code = getattr(exc.orig, "sqlstate", None)
-    if code in _TRANSIENT_PG_CODES or (code or "").startswith("08"):  # 08xxx: connection errors
+    if code in _TRANSIENT_PG_CODES:
         return True
     return isinstance(exc, OperationalError) and "locked" in str(exc.orig)
+
+
+def is_connection_error(exc: DBAPIError) -> bool:
+    """The database could not be reached or dropped the connection: refused, reset, shutting
+    down or starting up (PostgreSQL 57P01-57P03), any 08xxx connection exception."""
+    if exc.connection_invalidated:
+        return True
+    code = getattr(exc.orig, "sqlstate", None) or ""
+    if code.startswith(("08", "57P")):
+        return True
+    # psycopg reports a refused or broken connection as an OperationalError without a SQLSTATE.
+    orig_module = type(exc.orig).__module__
+    return isinstance(exc, OperationalError) and orig_module.startswith("psycopg") and not code
 
 
 def database_now(conn: Connection) -> datetime:

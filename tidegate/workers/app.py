@@ -11,6 +11,7 @@ prefork child never uses its parent's connections).
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 from dataclasses import dataclass
@@ -26,6 +27,18 @@ from tidegate.names import EXECUTE_STEP_TASK, LAUNCH_JOB_TASK
 from tidegate.storage.api import Storage
 from tidegate.submit import FLOWER_ORIGIN, prepare_job_run
 from tidegate.workers.execution import StepExecutor
+
+# A delivery that cannot reach the database goes back to the broker, delivered again after
+# this many seconds (doubling per re-delivery up to the cap: short enough for Celery's ETA).
+REQUEUE_COUNTDOWN = 2.0
+REQUEUE_COUNTDOWN_MAX = 30.0
+
+
+def requeue_countdown(retries: int) -> float:
+    return float(min(REQUEUE_COUNTDOWN_MAX, REQUEUE_COUNTDOWN * 2 ** min(retries, 8)))
+
+
+log = logging.getLogger("tidegate.worker")
 
 
 @dataclass
@@ -62,17 +75,30 @@ def reset_runtime() -> None:
 
 
 def register_tasks(celery_app: Celery) -> None:
+    # max_retries=None on the task: Celery reads None passed to retry() as "the default, 3".
     @celery_app.task(  # type: ignore[untyped-decorator]
-        name=EXECUTE_STEP_TASK, bind=True, acks_late=True, ignore_result=True
+        name=EXECUTE_STEP_TASK, bind=True, acks_late=True, ignore_result=True, max_retries=None
     )
     def execute_step(self: Task, run_id: str, step_key: str, attempt: int) -> str:
+        countdown = requeue_countdown(self.request.retries or 0)
         try:
             executor = runtime(self.request.hostname or "worker")
+            return executor.execute(run_id, step_key, attempt)
         except (TidegateError, DBAPIError) as exc:
-            # The database is unreachable or not migrated yet: nothing was claimed, so ask the
-            # broker to deliver this step again shortly instead of dropping it.
-            raise self.retry(exc=exc, countdown=5, max_retries=None) from exc
-        return executor.execute(run_id, step_key, attempt)
+            if isinstance(exc, TidegateError) and _runtime is not None:
+                raise  # not the storage opening: the executor records such errors itself
+            # The database is unreachable (or not migrated yet) for the storage opening or the
+            # claim (the executor itself retries recording an outcome it has): ask the broker
+            # to deliver this step again later instead of dropping it. A step already claimed
+            # or finished makes the next delivery a no-op, so no body runs twice.
+            log.warning(
+                "step %s of run %s: database unreachable, delivering again in %gs: %s",
+                step_key,
+                run_id,
+                countdown,
+                str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__,
+            )
+            raise self.retry(exc=exc, countdown=countdown) from exc
 
     @celery_app.task(  # type: ignore[untyped-decorator]
         name=LAUNCH_JOB_TASK, bind=True, throws=(TidegateError,)

@@ -13,11 +13,14 @@ from __future__ import annotations
 import json
 import logging
 import threading
+import time
 import traceback
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
+
+from sqlalchemy.exc import DBAPIError
 
 from tidegate.definitions.asset import DEFAULT_IO_MANAGER_KEY, AssetsDefinition
 from tidegate.definitions.asset_spec import external_input_error
@@ -30,6 +33,7 @@ from tidegate.definitions.partitions import AllPartitionMapping
 from tidegate.errors import AssetOutputError, TidegateError
 from tidegate.names import PARTITION_RANGE_END_TAG, PARTITION_RANGE_START_TAG, PARTITION_TAG, StepStatus
 from tidegate.storage.api import Storage
+from tidegate.storage.engine import is_transient
 from tidegate.storage.records import ClaimedStep, NewEvent, NewMaterialization, StepRef
 from tidegate.workers.io import FilesystemIOManager, InputContext, IOManager, OutputContext
 
@@ -37,6 +41,11 @@ log = logging.getLogger("tidegate.worker")
 asset_log = logging.getLogger("tidegate.asset")
 
 Publish = Callable[[Sequence[StepRef]], None]
+_T = TypeVar("_T")
+
+# How long a worker keeps trying to record an outcome it already has (the database restarting,
+# failing over) before leaving the step RUNNING for the run monitor, its output kept.
+RECORD_OUTCOME_SECONDS = 120.0
 
 
 class Outcome:
@@ -46,6 +55,7 @@ class Outcome:
     FAILED = "failed"
     LOST = "lost"  # finished, but the step had been taken away meanwhile: nothing recorded
     INTERRUPTED = "interrupted"  # stopped early because the step was taken away: nothing recorded
+    UNRECORDED = "unrecorded"  # finished, but the database stayed away: left to the run monitor
 
 
 @dataclass
@@ -94,16 +104,25 @@ class StepExecutor:
             if type(exc).__name__ == "SoftTimeLimitExceeded":  # Celery enforcing @asset(timeout=)
                 error += f"TimeoutError: step '{step_key}' exceeded its timeout of {asset.timeout:g}s\n"
             return self._record_failure(claimed, error, asset, captured, partition_keys)
-        ready = self.storage.complete_step(
-            run_id,
-            step_key,
-            attempt,
-            asset_key=claimed.step.asset_key,
-            metadata=recorded.metadata,
-            events_=[*captured.events, *recorded.events],
-            partition_keys=partition_keys,
-            materializations_=recorded.materializations,
-        )
+        try:
+            ready = self._record(
+                claimed,
+                lambda: self.storage.complete_step(
+                    run_id,
+                    step_key,
+                    attempt,
+                    asset_key=claimed.step.asset_key,
+                    metadata=recorded.metadata,
+                    events_=[*captured.events, *recorded.events],
+                    partition_keys=partition_keys,
+                    materializations_=recorded.materializations,
+                ),
+            )
+        except _Unrecorded as exc:
+            return exc.outcome
+        except DBAPIError as exc:
+            # The database refuses this outcome (not a passing failure): the step fails with why.
+            return self._record_unrecordable(claimed, exc)
         if ready is None:
             log.warning(
                 "step %s of run %s attempt %d: finished after losing ownership; outcome not recorded",
@@ -114,6 +133,71 @@ class StepExecutor:
             return Outcome.LOST
         self.publish(ready)
         return Outcome.SUCCEEDED
+
+    def _record(self, claimed: ClaimedStep, write: Callable[[], _T]) -> _T:
+        """Run ``write`` (one storage transaction recording this attempt's outcome), retrying
+        while the database is unreachable for up to ``RECORD_OUTCOME_SECONDS``: the work is
+        done, so wait for the database rather than throw it away. Past that, raise
+        ``_Unrecorded``: the step stays RUNNING and the run monitor ends it (the IO manager's
+        output stays where it was stored). A refusal that retrying cannot cure is re-raised."""
+        step = claimed.step
+        deadline = time.monotonic() + RECORD_OUTCOME_SECONDS
+        pause = 0.2
+        while True:
+            try:
+                return write()
+            except DBAPIError as exc:
+                if not is_transient(exc):
+                    raise
+                if time.monotonic() + pause > deadline:
+                    log.error(
+                        "step %s of run %s attempt %d: outcome not recorded, the database stayed unreachable for "
+                        "%gs; the run monitor ends the step (its output is kept): %s",
+                        step.step_key,
+                        step.run_id,
+                        step.attempt,
+                        RECORD_OUTCOME_SECONDS,
+                        _first_line(exc),
+                    )
+                    raise _Unrecorded(Outcome.UNRECORDED) from exc
+                log.warning(
+                    "step %s of run %s attempt %d: database unreachable, recording the outcome again in %.1fs: %s",
+                    step.step_key,
+                    step.run_id,
+                    step.attempt,
+                    pause,
+                    _first_line(exc),
+                )
+                time.sleep(pause)
+                pause = min(2.0, pause * 2)
+
+    def _record_unrecordable(self, claimed: ClaimedStep, exc: DBAPIError) -> str:
+        """The database refused to record the outcome (a value it cannot hold, a full disk):
+        fail the step with that error, in a transaction that writes nothing else. If even that
+        is refused, the step stays RUNNING and the run monitor fails it at its heartbeat timeout."""
+        step = claimed.step
+        error = f"{traceback.format_exc()}StorageError: the outcome of step '{step.step_key}' could not be recorded: "
+        error += f"{_first_line(exc)}\n"
+        log.error("step %s of run %s: outcome not recorded: %s", step.step_key, step.run_id, _first_line(exc))
+        try:
+            ready = self._record(
+                claimed,
+                lambda: self.storage.fail_step(
+                    step.run_id, step.step_key, step.attempt, error=error, retry_delay=None, partition_keys=[]
+                ),
+            )
+        except (_Unrecorded, DBAPIError) as again:
+            log.error(
+                "step %s of run %s: its failure could not be recorded either (%s): the run monitor ends it",
+                step.step_key,
+                step.run_id,
+                _first_line(again),
+            )
+            return Outcome.UNRECORDED
+        if ready is None:
+            return Outcome.LOST
+        self.publish(ready)
+        return Outcome.FAILED
 
     # -- the asset call --------------------------------------------------------------------
 
@@ -288,16 +372,24 @@ class StepExecutor:
         retry_delay = None
         if policy is not None and step.attempt <= policy.max_retries:
             retry_delay = policy.delay_before(step.attempt)  # due by the database's clock
-        ready = self.storage.fail_step(
-            step.run_id,
-            step.step_key,
-            step.attempt,
-            error=error,
-            retry_delay=retry_delay,
-            events_=captured.events,
-            asset_key=step.asset_key,
-            partition_keys=partition_keys,
-        )
+        try:
+            ready = self._record(
+                claimed,
+                lambda: self.storage.fail_step(
+                    step.run_id,
+                    step.step_key,
+                    step.attempt,
+                    error=error,
+                    retry_delay=retry_delay,
+                    events_=captured.events,
+                    asset_key=step.asset_key,
+                    partition_keys=partition_keys,
+                ),
+            )
+        except _Unrecorded as exc:
+            return exc.outcome
+        except DBAPIError as exc:
+            return self._record_unrecordable(claimed, exc)
         if ready is None:
             return Outcome.LOST
         self.publish(ready)
@@ -317,8 +409,11 @@ class StepExecutor:
             while not stop.wait(self.heartbeat_seconds):
                 try:
                     owned = self.storage.heartbeat(step.run_id, step.step_key, step.attempt)
-                except Exception:  # the database may be briefly away; the next beat retries
-                    log.warning("heartbeat for %s failed", step.step_key, exc_info=True)
+                except Exception as exc:  # the database may be briefly away; the next beat retries
+                    log.warning(
+                        "heartbeat for step %s of run %s failed: %s", step.step_key, step.run_id, _first_line(exc)
+                    )
+                    log.debug("heartbeat failure", exc_info=True)
                     continue
                 if not owned:
                     interruption.set(self._interruption_reason(claimed))
@@ -343,6 +438,20 @@ class StepExecutor:
         if now.status == StepStatus.CANCELED:
             return f"{what}: its run was canceled"
         return f"{what} was given up by the run monitor (the step is now {now.status}, attempt {now.attempt})"
+
+
+class _Unrecorded(Exception):
+    """The outcome could not be recorded in time; ``outcome`` is what ``execute`` returns."""
+
+    def __init__(self, outcome: str) -> None:
+        super().__init__(outcome)
+        self.outcome = outcome
+
+
+def _first_line(exc: BaseException) -> str:
+    orig = getattr(exc, "orig", None) or exc
+    lines = str(orig).strip().splitlines()
+    return f"{type(orig).__name__}: {lines[0] if lines else ''}"
 
 
 class _CapturedLog(logging.Handler):
