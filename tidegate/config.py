@@ -170,7 +170,7 @@ class BeatConfig:
     their time limits) before going on: the earlier behaviour, kept as a baseline to measure against."""
 
     max_concurrent_evaluations: PositiveCount = 8
-    tick_batch_size: PositiveCount = 500
+    tick_batch_size: PositiveCount = 200
     synchronous_sensors: bool = False
 
 

@@ -2,6 +2,9 @@
 
 ``tick(now)`` does one round and is what tests call with a fake clock; ``run_forever``
 loops, sleeping until the next schedule or sensor is due (or the launcher's next round).
+``run_forever`` runs the launcher (run queue, publishing, run monitor) in a thread of its own
+every ``launcher_interval`` while this beat leads, so that neither waits for the other (the
+run queue reads every queued run: with tens of thousands queued, a round takes a while).
 
 Cost per tick: schedules and sensors wait in a heap keyed by their next due time, so a tick
 touches only the due ones, plus one indexed query for instigator rows changed since the last
@@ -135,6 +138,8 @@ class Beat:
             self.options.synchronous_sensors if synchronous_sensors is None else synchronous_sensors
         )
         self._wake = threading.Event()  # set by an evaluation's thread when it is over
+        self._leading = False  # this beat held the lease at its last tick
+        self._launcher_thread: threading.Thread | None = None  # run_forever's; tick() runs the launcher if None
         self._last_purge: datetime | None = None
         self._cron_seen: dict[str, datetime] = {}  # schedule -> when this beat first saw its changed cron
 
@@ -142,6 +147,11 @@ class Beat:
 
     def run_forever(self, stop: threading.Event) -> None:
         log.info("beat %s: %d schedule(s), %d sensor(s)", self.holder, len(self.defs.schedules), len(self.defs.sensors))
+        launcher = None
+        if not self.synchronous_sensors:
+            launcher = threading.Thread(target=self._launch_forever, args=(stop,), name="launcher", daemon=True)
+            self._launcher_thread = launcher
+            launcher.start()
         try:
             while not stop.is_set():
                 try:
@@ -150,7 +160,19 @@ class Beat:
                     log.exception("beat tick failed")
                 self._sleep(stop, self.seconds_until_next())
         finally:
+            if launcher is not None:
+                launcher.join(timeout=30)
             self.storage.release_lease(LEASE_NAME, self.holder)
+
+    def _launch_forever(self, stop: threading.Event) -> None:
+        """The launcher's own loop (see the module docstring), while this beat holds the lease."""
+        while not stop.is_set():
+            if self._leading:
+                try:
+                    self.launcher.tick()
+                except Exception:  # the database may be away; the next round retries
+                    log.exception("launcher round failed")
+            stop.wait(self.launcher_interval)
 
     def _sleep(self, stop: threading.Event, seconds: float) -> None:
         """Until ``seconds`` pass, ``stop`` is set or an evaluation's thread ends (its sensor
@@ -188,7 +210,8 @@ class Beat:
 
     def tick(self, now: datetime | None = None) -> TickReport:
         now = now or self.clock.now()
-        if not self.storage.acquire_lease(LEASE_NAME, self.holder, ttl_seconds=self.lease_seconds):
+        self._leading = self.storage.acquire_lease(LEASE_NAME, self.holder, ttl_seconds=self.lease_seconds)
+        if not self._leading:
             self._heap.clear()  # a standby rebuilds from SQL when it becomes leader
             self._refreshed_at = None
             return TickReport(leader=False)
@@ -213,7 +236,8 @@ class Beat:
                 self._push(name, kind, now)
         self._collect_sensors(report, wait=self.synchronous_sensors)
         self.backfills.tick(now)
-        report.published = self.launcher.tick()
+        if self._launcher_thread is None:
+            report.published = self.launcher.tick()
         self._purge(now)
         return report
 

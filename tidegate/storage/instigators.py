@@ -34,7 +34,7 @@ if TYPE_CHECKING:
 # on the instigator row, and the tick keeps a preview with its length and hash (see tick_cursor).
 TICK_CURSOR_CHARACTERS = 1024
 _PREVIEW_CHARACTERS = 200
-# Between two batches of a large tick: SQLite's other writers (the beat's other ticks, the run
+# Between two batches of a large tick on SQLite: its other writers (the beat's other ticks, the run
 # queue) poll for the write lock with sleeps of up to 100 ms; without a pause the committing
 # thread would take the lock back at once and starve them.
 BATCH_PAUSE_SECONDS = 0.1
@@ -267,13 +267,14 @@ class InstigatorStorage:
         partitions_applied = False
         if batch_size is not None and len(runs) > batch_size and all(r.run_key is not None for r in runs):
             *early, last = [runs[i : i + batch_size] for i in range(0, len(runs), batch_size)]
+            pause = BATCH_PAUSE_SECONDS if self.dialect == "sqlite" else 0.0  # PostgreSQL locks rows only
             for number, batch in enumerate(early):
                 if number:
-                    time.sleep(BATCH_PAUSE_SECONDS)
+                    time.sleep(pause)
                 if not self._commit_batch(name, expected_version, origin, batch, done, outcome, first=number == 0):
                     return None
             partitions_applied = True
-            time.sleep(BATCH_PAUSE_SECONDS)
+            time.sleep(pause)
             runs = last
         try:
             return self._commit_tick(
