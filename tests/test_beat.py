@@ -59,9 +59,6 @@ class Harness:
         self.clock = FakeClock(start)
         self.published: list[StepRef] = []
         kwargs.setdefault("holder", "beat-a")
-        # Each tick waits for the evaluations it starts (up to their limits), so a test sees a
-        # tick's outcome when tick() returns; the concurrent loop has tests of its own.
-        kwargs.setdefault("synchronous_sensors", True)
         self.beat = Beat(defs, storage, self.published.extend, clock=self.clock, **kwargs)
 
     def at(self, when: datetime) -> Any:

@@ -134,19 +134,29 @@ class Beat:
         self._due: dict[str, datetime] = {}
         self._inflight: dict[str, _Inflight] = {}
         self.options = (config or Settings.defaults()).beat
-        self.synchronous_sensors = (
-            self.options.synchronous_sensors if synchronous_sensors is None else synchronous_sensors
-        )
+        self._synchronous = synchronous_sensors  # None: see the synchronous_sensors property
+        self._looping = False  # run_forever is running
         self._wake = threading.Event()  # set by an evaluation's thread when it is over
         self._leading = False  # this beat held the lease at its last tick
         self._launcher_thread: threading.Thread | None = None  # run_forever's; tick() runs the launcher if None
         self._last_purge: datetime | None = None
         self._cron_seen: dict[str, datetime] = {}  # schedule -> when this beat first saw its changed cron
 
+    @property
+    def synchronous_sensors(self) -> bool:
+        """Whether a tick waits for the evaluations it starts (up to their time limits). The
+        constructor's ``synchronous_sensors`` if given, else ``[beat] synchronous_sensors``, else
+        only when ``tick()`` is called on its own: ``run_forever`` evaluates concurrently, while
+        a test stepping ``tick()`` with a fake clock sees each tick's outcome when it returns."""
+        if self._synchronous is not None:
+            return self._synchronous
+        return self.options.synchronous_sensors or not self._looping
+
     # -- the loop --------------------------------------------------------------------------
 
     def run_forever(self, stop: threading.Event) -> None:
         log.info("beat %s: %d schedule(s), %d sensor(s)", self.holder, len(self.defs.schedules), len(self.defs.sensors))
+        self._looping = True
         launcher = None
         if not self.synchronous_sensors:
             launcher = threading.Thread(target=self._launch_forever, args=(stop,), name="launcher", daemon=True)
