@@ -36,7 +36,7 @@ import threading
 import time
 import traceback
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -207,12 +207,14 @@ class Beat:
                 wait = min(wait, flight.deadline - time.monotonic())
         return max(0.01, wait)
 
-    def wait_for_evaluations(self, timeout: float | None = None) -> bool:
-        """Wait until every evaluation in flight has ended (committed, or timed out and
-        returned); the next ``tick`` collects them. For tests stepping concurrent evaluation;
-        False if ``timeout`` passed first."""
+    def wait_for_evaluations(self, timeout: float | None = None, *, sensors: Collection[str] | None = None) -> bool:
+        """Wait until every evaluation in flight (of ``sensors`` if given) has ended (committed,
+        or timed out and returned); the next ``tick`` collects them. For tests stepping
+        concurrent evaluation; False if ``timeout`` passed first."""
         end = None if timeout is None else time.monotonic() + timeout
-        for flight in list(self._inflight.values()):
+        for name, flight in list(self._inflight.items()):
+            if sensors is not None and name not in sensors:
+                continue
             left = None if end is None else max(0.0, end - time.monotonic())
             if not flight.done.wait(left):
                 return False
