@@ -100,6 +100,7 @@ class _Inflight:
     record: TickRecord | None = None
     error: str | None = None  # the tick could not be recorded at all
     fresh: InstigatorState | None = None
+    backlog: bool = False  # an event sensor left events for later: due again at once
 
 
 class Beat:
@@ -421,6 +422,7 @@ class Beat:
                 evaluation = sensor.evaluate(context, self.defs.resources)
                 outcome = _outcome(evaluation, self._plan(sensor, evaluation, None))
                 on_commit = evaluation.on_commit
+                flight.backlog = evaluation.backlog
             except Exception:
                 outcome = TickOutcome(TickStatus.FAILURE, error=traceback.format_exc())
             with flight.lock:
@@ -511,7 +513,10 @@ class Beat:
         if flight.fresh is not None:
             self._states[sensor.name] = flight.fresh
         if self._running(sensor.name, sensor.default_status):
-            self._push(sensor.name, "sensor", when + timedelta(seconds=sensor.minimum_interval_seconds))
+            # an event sensor that left events for later is due again at once (the next tick time)
+            backlog = record is not None and flight.backlog and not flight.timed_out
+            interval = timedelta(microseconds=1) if backlog else timedelta(seconds=sensor.minimum_interval_seconds)
+            self._push(sensor.name, "sensor", when + interval)
 
     # -- shared ----------------------------------------------------------------------------
 
