@@ -16,18 +16,22 @@ from __future__ import annotations
 
 import contextlib
 import importlib.metadata
+import itertools
 import os
 import platform
 import resource
 import shutil
 import signal
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import redis
@@ -371,5 +375,218 @@ def report(
     print(f"total bench time {time.perf_counter() - began:.1f} s")
 
 
+# -- the beat under load: a slow sensor, a huge tick (issue 18) ------------------------------------
+#
+# ``python bench/faults.py --beat`` runs only these. Each fault runs a real ``tidegate beat`` on
+# tests/projects/load_project.py (a 1 s sensor ``fast`` beside ``slow`` or ``huge``) twice: as
+# the beat runs now (concurrent evaluation, batched commits) and with ``[beat]
+# synchronous_sensors = true`` and one commit per tick (the earlier behaviour, the baseline).
+# No worker: ``max_concurrent_runs = 0`` keeps the runs QUEUED; the broker is in-memory.
+
+BEAT_PROJECT = ROOT / "tests" / "projects" / "load_project.py"
+BEAT_PG_DATABASE = "tidegate_bench_beat"
+SLOW_SENSOR_SECONDS = float(os.environ.get("BENCH_SLOW_SENSOR_SECONDS", "10"))
+SLOW_RUN_SECONDS = 32.0
+HUGE_RUNS = int(os.environ.get("BENCH_HUGE_RUNS", "20000"))
+BEAT_BASELINE = "[beat]\nsynchronous_sensors = true\ntick_batch_size = 100000000\n"
+
+
+@dataclass
+class BeatTrial:
+    fault: str
+    database: str
+    mode: str
+    requested: int = 0
+    created: int = 0
+    distinct: int = 0
+    fast_ticks: int = 0
+    longest_gap: float = 0.0
+    recovery: float | None = None
+    commit_seconds: float | None = None
+    rss_kib: int = 0
+    problem: str = ""
+
+    def cells(self) -> list[str]:
+        lost = self.requested - self.distinct
+        return [
+            self.fault,
+            self.database,
+            self.mode,
+            f"{self.requested:,}",
+            str(lost),
+            str(self.created - self.distinct),
+            str(self.fast_ticks),
+            f"{self.longest_gap:.2f} s",
+            f"{self.recovery:.2f} s" if self.recovery is not None else "-",
+            f"{self.commit_seconds:.1f} s" if self.commit_seconds is not None else "-",
+            f"{self.rss_kib / 1024:,.1f} MiB",
+        ]
+
+
+def _beat_database(kind: str, scratch: Path) -> str:
+    if kind == "sqlite":
+        return f"sqlite:///{scratch / 'beat.db'}"
+    admin = PG_ADMIN_URL
+    with psycopg.connect(admin, autocommit=True, connect_timeout=5) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{BEAT_PG_DATABASE}" WITH (FORCE)')
+        conn.execute(f'CREATE DATABASE "{BEAT_PG_DATABASE}"')
+    return f"{admin.rsplit('/', 1)[0]}/{BEAT_PG_DATABASE}"
+
+
+def _ticks_of(storage: Any, name: str) -> list[Any]:
+    from sqlalchemy import select
+
+    from tidegate.storage.schema import ticks
+
+    with storage.engine.connect() as conn:
+        return list(conn.execute(select(ticks).where(ticks.c.instigator == name).order_by(ticks.c.id)))
+
+
+def _aware(value: datetime) -> datetime:
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+
+
+def beat_trial(fault: str, kind: str, baseline: bool, scratch: Path) -> BeatTrial:
+    """One beat under one fault; what the database shows afterwards."""
+    from sqlalchemy import func, select
+    from sqlalchemy.exc import OperationalError
+
+    from tidegate.storage.api import Storage
+    from tidegate.storage.schema import instigators, runs
+
+    mode = "synchronous, one commit (before)" if baseline else "concurrent, batched (now)"
+    trial = BeatTrial(fault, kind, mode)
+    where = scratch / f"{fault.replace(' ', '-')}-{kind}-{'before' if baseline else 'now'}"
+    where.mkdir(parents=True)
+    url = _beat_database(kind, where)
+    storage = Storage.open(url, upgrade=True)
+    config = where / "tidegate.toml"
+    config.write_text("[run_queue]\nmax_concurrent_runs = 0\n" + (BEAT_BASELINE if baseline else ""))
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("TIDEGATE_", "LOAD_PROJECT_"))}
+    env.update(
+        TIDEGATE_DATABASE_URL=url,
+        TIDEGATE_BROKER_URL="memory://localhost/",
+        TIDEGATE_CONFIG=str(config),
+        TIDEGATE_HOME=str(where / "home"),
+        PYTHONUNBUFFERED="1",
+    )
+    if fault == "slow sensor":
+        env["LOAD_PROJECT_SLOW_SECONDS"] = str(SLOW_SENSOR_SECONDS)
+    else:
+        env["LOAD_PROJECT_HUGE"] = str(HUGE_RUNS)
+        trial.requested = HUGE_RUNS
+    tidegate = str(Path(sys.executable).with_name("tidegate"))
+    with (where / "beat.log").open("wb") as log:
+        proc = subprocess.Popen(
+            [tidegate, "-v", "beat", "-f", str(BEAT_PROJECT)], env=env, stdout=log, stderr=subprocess.STDOUT
+        )
+    began = time.monotonic()
+    try:
+        if fault == "slow sensor":
+            time.sleep(SLOW_RUN_SECONDS)
+        else:
+            while time.monotonic() - began < 600:
+                try:
+                    with storage.engine.connect() as conn:
+                        query = select(instigators.c.cursor).where(instigators.c.name == "huge")
+                        cursor = conn.execute(query).scalar()
+                except OperationalError:  # SQLite held past the busy timeout by a one-transaction tick
+                    cursor = None
+                if cursor == "done" or proc.poll() is not None:
+                    break
+                time.sleep(0.5)
+            else:
+                trial.problem = "the huge tick did not commit within 600 s"
+            time.sleep(3)
+        trial.rss_kib = vm_hwm_kib(proc.pid) or 0
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    fast = [_aware(t.started_at) for t in _ticks_of(storage, "fast")]
+    trial.fast_ticks = len(fast)
+    trial.longest_gap = max(((b - a).total_seconds() for a, b in itertools.pairwise(fast)), default=0.0)
+    disturbing = _ticks_of(storage, "slow" if fault == "slow sensor" else "huge")
+    first_done = next((t for t in disturbing if t.status != "FAILURE"), None)
+    if first_done is not None:
+        ended = _aware(first_done.ended_at)
+        trial.commit_seconds = (ended - _aware(first_done.started_at)).total_seconds()
+        after = [t for t in fast if t >= ended]
+        trial.recovery = (after[0] - ended).total_seconds() if after else None
+    if fault == "huge tick":
+        with storage.engine.connect() as conn:
+            trial.created = conn.execute(
+                select(func.count()).select_from(runs).where(runs.c.origin == "sensor:huge")
+            ).scalar_one()
+            trial.distinct = conn.execute(
+                select(func.count(func.distinct(runs.c.run_key))).where(runs.c.origin == "sensor:huge")
+            ).scalar_one()
+    storage.dispose()
+    progress(f"{fault} on {kind}, {mode}: fast sensor {trial.fast_ticks} ticks, longest gap {trial.longest_gap:.2f} s")
+    return trial
+
+
+def run_beat_faults(scratch: Path) -> list[BeatTrial]:
+    databases = os.environ.get("BENCH_BEAT_DATABASES", "sqlite,postgresql").split(",")
+    trials = []
+    for fault in os.environ.get("BENCH_BEAT_FAULTS", "slow sensor,huge tick").split(","):
+        for kind in databases:
+            for baseline in (True, False):
+                trials.append(beat_trial(fault, kind, baseline, scratch))
+    return trials
+
+
+def report_beat_faults(trials: Sequence[BeatTrial]) -> None:
+    print()
+    print("the beat under load (tests/projects/load_project.py; a 1 s sensor beside the fault)")
+    print(
+        f"  slow sensor: each evaluation sleeps {SLOW_SENSOR_SECONDS:g} s (limit 60 s); {SLOW_RUN_SECONDS:g} s a trial"
+    )
+    print(f"  huge tick: one tick requests {HUGE_RUNS:,} runs with run keys; until committed, then 3 s")
+    print("  before: [beat] synchronous_sensors = true, tick_batch_size = 100000000 (one commit);")
+    print("  now: the defaults (concurrent evaluation, batches of 200); load avg", load_avg())
+    print()
+    print(
+        table(
+            [
+                "fault",
+                "db",
+                "beat",
+                "runs",
+                "lost",
+                "dup",
+                "fast ticks",
+                "longest gap",
+                "recovery",
+                "tick took",
+                "beat RSS",
+            ],
+            [t.cells() for t in trials],
+            [False, False, False, True, True, True, True, True, True, True, True],
+        )
+    )
+    print("  longest gap: between two ticks of the 1 s sensor; recovery: from the end of the slow")
+    print("  evaluation's or huge tick's commit to the 1 s sensor's next tick; tick took: from the")
+    print("  tick's start (evaluation) to its commit; beat RSS: peak (VmHWM) of the beat process.")
+    for t in trials:
+        if t.problem:
+            print(f"  problem: {t.fault} on {t.database}, {t.mode}: {t.problem}")
+
+
+def beat_main() -> int:
+    scratch = Path(tempfile.mkdtemp(prefix="tidegate-bench-beat-"))
+    began = time.perf_counter()
+    print("tidegate beat load benchmark (bench/faults.py --beat)")
+    print(f"  cpu {os.cpu_count()} CPUs; python {platform.python_version()}; load avg at start {load_avg()}")
+    trials = run_beat_faults(scratch)
+    report_beat_faults(trials)
+    shutil.rmtree(scratch, ignore_errors=True)
+    print(f"\ntotal bench time {time.perf_counter() - began:.1f} s")
+    return 0
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(beat_main() if "--beat" in sys.argv[1:] else main())

@@ -74,12 +74,13 @@ CONFIG_ENV = "TIDEGATE_CONFIG"
 MAX_CONCURRENT_RUNS_ENV = "TIDEGATE_MAX_CONCURRENT_RUNS"
 DEFAULT_BROKER_URL = "redis://localhost:6379/0"
 
-_FILE_SECTIONS = ("run_queue", "run_monitor")
+_FILE_SECTIONS = ("run_queue", "run_monitor", "beat")
 _NOT_FROM_ENV = frozenset({*_FILE_SECTIONS, "source"})
 _SECRET_VARIABLES = frozenset({"TIDEGATE_DATABASE_URL", "TIDEGATE_BROKER_URL", "TIDEGATE_FLOWER_BASIC_AUTH"})
 
 Count = Annotated[int, Field(ge=0, strict=True)]
 Seconds = Annotated[float, Field(gt=0, strict=True)]
+PositiveCount = Annotated[int, Field(gt=0, strict=True)]
 _SECTION = ConfigDict(extra="forbid")
 
 
@@ -161,6 +162,18 @@ class MonitorConfig:
     timeout_grace_seconds: Seconds = 30.0
 
 
+@dataclass(frozen=True, config=_SECTION)
+class BeatConfig:
+    """``[beat]``: how many sensor evaluations run at once, and how large a tick's commits are.
+
+    ``synchronous_sensors`` makes each beat round wait for its sensors' evaluations (up to
+    their time limits) before going on: the earlier behaviour, kept as a baseline to measure against."""
+
+    max_concurrent_evaluations: PositiveCount = 8
+    tick_batch_size: PositiveCount = 200
+    synchronous_sensors: bool = False
+
+
 # -- the model -----------------------------------------------------------------------------
 
 
@@ -210,9 +223,14 @@ class Settings(BaseSettings):
     flower_basic_auth: SecretStr | None = Field(None, validation_alias="TIDEGATE_FLOWER_BASIC_AUTH")
     run_queue: RunQueueConfig = RunQueueConfig()
     run_monitor: MonitorConfig = MonitorConfig()
+    beat: BeatConfig = BeatConfig()
     source: str = "defaults"  # the file the sections came from
 
-    _sections: ClassVar[dict[str, type]] = {"run_queue": RunQueueConfig, "run_monitor": MonitorConfig}
+    _sections: ClassVar[dict[str, type]] = {
+        "run_queue": RunQueueConfig,
+        "run_monitor": MonitorConfig,
+        "beat": BeatConfig,
+    }
 
     @field_validator("home", "io_base_dir")
     @classmethod

@@ -2,10 +2,23 @@
 
 ``tick(now)`` does one round and is what tests call with a fake clock; ``run_forever``
 loops, sleeping until the next schedule or sensor is due (or the launcher's next round).
+``run_forever`` runs the launcher (run queue, publishing, run monitor) in a thread of its own
+every ``launcher_interval`` while this beat leads, so that neither waits for the other (the
+run queue reads every queued run: with tens of thousands queued, a round takes a while).
 
 Cost per tick: schedules and sensors wait in a heap keyed by their next due time, so a tick
 touches only the due ones, plus one indexed query for instigator rows changed since the last
 tick (started, stopped or reset from the CLI).
+
+Sensors evaluate concurrently, each in a thread of its own that also commits its tick (in
+bounded batches when large), so a slow sensor or a large tick never holds up the loop: the
+loop starts due evaluations, collects finished ones (rescheduling them) and fails those past
+their time limit, while schedules, the other sensors, the run queue and the run monitor keep
+their cadence. At most ``[beat] max_concurrent_evaluations`` evaluations within their time
+limit run at once (a due sensor beyond that waits for a free slot); a sensor is never
+evaluated twice at once. ``[beat] synchronous_sensors`` makes each tick wait for the
+evaluations it started, up to their time limits (what tests stepping a fake clock use, and the
+earlier behaviour that bench/faults.py measures against).
 
 Two clocks: schedules and sensors are due by the beat's own ``Clock`` (injectable; tests step
 it), while everything compared with other processes (the leader lease, "changed since the last
@@ -23,10 +36,9 @@ import threading
 import time
 import traceback
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
 
 from tidegate.config import Settings
 from tidegate.definitions.context import Resources
@@ -74,12 +86,21 @@ class TickReport:
 
 @dataclass
 class _Inflight:
-    thread: threading.Thread
-    result: dict[str, Any]
+    """One sensor evaluation in its thread. The thread evaluates, then (unless the loop timed
+    it out first: ``lock`` decides which of the two happens) commits the tick and records what
+    came of it in ``record``/``error``/``fresh``; the loop collects it once ``done`` is set."""
+
     started_at: datetime
     state: InstigatorState
-    context: SensorEvaluationContext
     deadline: float  # time.monotonic() by which the evaluation must have returned
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    evaluated: threading.Event = field(default_factory=threading.Event)  # returned in time: committing
+    done: threading.Event = field(default_factory=threading.Event)  # the thread is over
+    timed_out: bool = False  # the loop failed its tick: whatever the evaluation returns is dropped
+    record: TickRecord | None = None
+    error: str | None = None  # the tick could not be recorded at all
+    fresh: InstigatorState | None = None
+    backlog: bool = False  # an event sensor left events for later: due again at once
 
 
 class Beat:
@@ -95,6 +116,7 @@ class Beat:
         launcher_interval: float = 1.0,
         skipped_tick_retention: timedelta | None = timedelta(days=7),
         config: Settings | None = None,
+        synchronous_sensors: bool | None = None,
     ) -> None:
         self.defs = defs
         self.storage = storage
@@ -112,40 +134,103 @@ class Beat:
         self._heap: list[tuple[datetime, str, str]] = []  # (due, kind, name)
         self._due: dict[str, datetime] = {}
         self._inflight: dict[str, _Inflight] = {}
+        self.options = (config or Settings.defaults()).beat
+        self._synchronous = synchronous_sensors  # None: see the synchronous_sensors property
+        self._looping = False  # run_forever is running
+        self._wake = threading.Event()  # set by an evaluation's thread when it is over
+        self._leading = False  # this beat held the lease at its last tick
+        self._launcher_thread: threading.Thread | None = None  # run_forever's; tick() runs the launcher if None
         self._last_purge: datetime | None = None
         self._cron_seen: dict[str, datetime] = {}  # schedule -> when this beat first saw its changed cron
+
+    @property
+    def synchronous_sensors(self) -> bool:
+        """Whether a tick waits for the evaluations it starts (up to their time limits). The
+        constructor's ``synchronous_sensors`` if given, else ``[beat] synchronous_sensors``, else
+        only when ``tick()`` is called on its own: ``run_forever`` evaluates concurrently, while
+        a test stepping ``tick()`` with a fake clock sees each tick's outcome when it returns."""
+        if self._synchronous is not None:
+            return self._synchronous
+        return self.options.synchronous_sensors or not self._looping
 
     # -- the loop --------------------------------------------------------------------------
 
     def run_forever(self, stop: threading.Event) -> None:
         log.info("beat %s: %d schedule(s), %d sensor(s)", self.holder, len(self.defs.schedules), len(self.defs.sensors))
+        self._looping = True
+        launcher = None
+        if not self.synchronous_sensors:
+            launcher = threading.Thread(target=self._launch_forever, args=(stop,), name="launcher", daemon=True)
+            self._launcher_thread = launcher
+            launcher.start()
         try:
             while not stop.is_set():
                 try:
                     self.tick()
                 except Exception:  # the database may be away; the next tick retries
                     log.exception("beat tick failed")
-                stop.wait(self.seconds_until_next())
+                self._sleep(stop, self.seconds_until_next())
         finally:
+            if launcher is not None:
+                launcher.join(timeout=30)
             self.storage.release_lease(LEASE_NAME, self.holder)
 
+    def _launch_forever(self, stop: threading.Event) -> None:
+        """The launcher's own loop (see the module docstring), while this beat holds the lease."""
+        while not stop.is_set():
+            if self._leading:
+                try:
+                    self.launcher.tick()
+                except Exception:  # the database may be away; the next round retries
+                    log.exception("launcher round failed")
+            stop.wait(self.launcher_interval)
+
+    def _sleep(self, stop: threading.Event, seconds: float) -> None:
+        """Until ``seconds`` pass, ``stop`` is set or an evaluation's thread ends (its sensor
+        may be due again at once)."""
+        end = time.monotonic() + seconds
+        while not stop.is_set() and not self._wake.is_set():
+            left = end - time.monotonic()
+            if left <= 0:
+                break
+            self._wake.wait(min(left, 0.1))
+        self._wake.clear()
+
     def seconds_until_next(self) -> float:
-        """Until the earliest due schedule or sensor, capped by the launcher's interval."""
+        """Until the earliest due schedule or sensor or the earliest time limit of a running
+        evaluation, capped by the launcher's interval."""
         now = self.clock.now()
         wait = self.launcher_interval
         if self._heap:
             wait = min(wait, (self._heap[0][0] - now).total_seconds())
+        for flight in self._inflight.values():
+            if not flight.timed_out and not flight.evaluated.is_set():
+                wait = min(wait, flight.deadline - time.monotonic())
         return max(0.01, wait)
+
+    def wait_for_evaluations(self, timeout: float | None = None, *, sensors: Collection[str] | None = None) -> bool:
+        """Wait until every evaluation in flight (of ``sensors`` if given) has ended (committed,
+        or timed out and returned); the next ``tick`` collects them. For tests stepping
+        concurrent evaluation; False if ``timeout`` passed first."""
+        end = None if timeout is None else time.monotonic() + timeout
+        for name, flight in list(self._inflight.items()):
+            if sensors is not None and name not in sensors:
+                continue
+            left = None if end is None else max(0.0, end - time.monotonic())
+            if not flight.done.wait(left):
+                return False
+        return True
 
     def tick(self, now: datetime | None = None) -> TickReport:
         now = now or self.clock.now()
-        if not self.storage.acquire_lease(LEASE_NAME, self.holder, ttl_seconds=self.lease_seconds):
+        self._leading = self.storage.acquire_lease(LEASE_NAME, self.holder, ttl_seconds=self.lease_seconds)
+        if not self._leading:
             self._heap.clear()  # a standby rebuilds from SQL when it becomes leader
             self._refreshed_at = None
             return TickReport(leader=False)
         report = TickReport(leader=True)
         self._refresh(now)
-        self._collect_sensors(now, report)
+        self._collect_sensors(report)
         due: list[tuple[str, str]] = []
         while self._heap and self._heap[0][0] <= now:
             when, kind, name = heapq.heappop(self._heap)
@@ -162,9 +247,10 @@ class Beat:
                 log.exception("%s '%s': tick not recorded", kind, name)
                 report.failures.append(f"{kind} '{name}': tick not recorded: {exc!r:.200}")
                 self._push(name, kind, now)
-        self._collect_sensors(now, report, wait_until=now)
+        self._collect_sensors(report, wait=self.synchronous_sensors)
         self.backfills.tick(now)
-        report.published = self.launcher.tick()
+        if self._launcher_thread is None:
+            report.published = self.launcher.tick()
         self._purge(now)
         return report
 
@@ -268,6 +354,7 @@ class Beat:
                     origin=f"schedule:{schedule.name}",
                     next_tick_at=following,
                     cron=schedule.cron_schedule,
+                    batch_size=self.options.tick_batch_size,
                 ),
             )
             if record is None:  # another beat committed it: reload and carry on from there
@@ -306,6 +393,10 @@ class Beat:
             # the previous evaluation is still running (or hung): never two at once; try again later
             self._push(sensor.name, "sensor", now + timedelta(seconds=sensor.minimum_interval_seconds))
             return
+        live = sum(1 for f in self._inflight.values() if not f.timed_out)
+        if live >= self.options.max_concurrent_evaluations:
+            self._push(sensor.name, "sensor", now + timedelta(seconds=0.1))  # when a slot is free
+            return
         state = self.storage.get_instigator(sensor.name) or self._state(sensor.name, "sensor", now)
         context = SensorEvaluationContext(
             sensor_name=sensor.name,
@@ -316,60 +407,80 @@ class Beat:
             log=logging.getLogger(f"tidegate.sensor.{sensor.name}"),
             instance=self.instance,
         )
-        result: dict[str, Any] = {}
-
-        def evaluate() -> None:
-            try:
-                evaluation = sensor.evaluate(context, self.defs.resources)
-                result["outcome"] = _outcome(evaluation, self._plan(sensor, evaluation, None))
-                result["on_commit"] = evaluation.on_commit
-                result["backlog"] = evaluation.backlog
-            except Exception:
-                result["outcome"] = TickOutcome(TickStatus.FAILURE, error=traceback.format_exc())
-
-        thread = threading.Thread(target=evaluate, name=f"sensor-{sensor.name}", daemon=True)
-        deadline = time.monotonic() + sensor.time_limit_seconds
-        self._inflight[sensor.name] = _Inflight(thread, result, now, state, context, deadline)
+        flight = _Inflight(now, state, time.monotonic() + sensor.time_limit_seconds)
+        self._inflight[sensor.name] = flight
+        thread = threading.Thread(
+            target=self._evaluate_sensor, args=(sensor, context, flight), name=f"sensor-{sensor.name}", daemon=True
+        )
         thread.start()
 
-    def _collect_sensors(self, now: datetime, report: TickReport, wait_until: datetime | None = None) -> None:
-        """Commit finished evaluations; fail those past their time limit. With
-        ``wait_until``, wait (in real time) for this tick's evaluations up to their limits."""
-        for name, flight in list(self._inflight.items()):
-            sensor = self.defs.sensors[name]
-            if wait_until is not None and "committed" not in flight.result:
-                # Every evaluation of this tick runs concurrently: wait for each only until its
-                # own deadline, so hung sensors do not add up.
-                flight.thread.join(timeout=max(0.0, flight.deadline - time.monotonic()))
-            if flight.result.get("committed"):
-                if not flight.thread.is_alive():
-                    del self._inflight[name]  # a hung evaluation finally returned
-                continue
-            if flight.thread.is_alive():
-                if wait_until is None:
-                    continue
-                outcome = TickOutcome(
-                    TickStatus.FAILURE,
-                    error=f"TimeoutError: evaluation exceeded its time limit of {sensor.time_limit_seconds:g}s",
-                )
-                flight.result["committed"] = True  # keep it in flight until the thread ends
-            else:
-                outcome = flight.result["outcome"]
-                del self._inflight[name]
+    def _evaluate_sensor(self, sensor: SensorDefinition, context: SensorEvaluationContext, flight: _Inflight) -> None:
+        """The thread of one evaluation: evaluate, then commit the tick unless timed out."""
+        on_commit: Callable[[], None] | None = None
+        try:
             try:
-                self._commit_sensor(sensor, flight, outcome, report)
+                evaluation = sensor.evaluate(context, self.defs.resources)
+                outcome = _outcome(evaluation, self._plan(sensor, evaluation, None))
+                on_commit = evaluation.on_commit
+                flight.backlog = evaluation.backlog
+            except Exception:
+                outcome = TickOutcome(TickStatus.FAILURE, error=traceback.format_exc())
+            with flight.lock:
+                if flight.timed_out:
+                    return  # its tick failed already; this late result is dropped
+                flight.evaluated.set()
+            try:
+                flight.record = self._commit_sensor(sensor, flight, outcome)
+                flight.fresh = self.storage.get_instigator(sensor.name)
             except Exception as exc:  # the database went away: evaluate again at the next interval
                 log.exception("%s: tick not recorded", sensor.label)
-                report.failures.append(f"{sensor.label}: tick not recorded: {exc!r:.200}")
-                self._push(name, "sensor", flight.started_at + timedelta(seconds=sensor.minimum_interval_seconds))
+                flight.error = f"{exc!r:.200}"
+                return
+            if flight.record is not None and flight.record.status != TickStatus.FAILURE:
+                _after_commit(sensor, on_commit)
+        finally:
+            flight.done.set()
+            self._wake.set()
 
-    def _commit_sensor(
-        self, sensor: SensorDefinition, flight: _Inflight, outcome: TickOutcome, report: TickReport
-    ) -> None:
+    def _collect_sensors(self, report: TickReport, *, wait: bool = False) -> None:
+        """Report and reschedule finished evaluations; fail those past their time limit.
+        With ``wait``, first wait (in real time) for each evaluation up to its own deadline
+        and, once it returned in time, for its commit."""
+        for name, flight in list(self._inflight.items()):
+            sensor = self.defs.sensors[name]
+            if wait and not flight.timed_out:
+                flight.evaluated.wait(timeout=max(0.0, flight.deadline - time.monotonic()))
+                if flight.evaluated.is_set():
+                    flight.done.wait()
+            if flight.done.is_set():
+                del self._inflight[name]
+                if not flight.timed_out:  # a timed-out one was reported and rescheduled already
+                    self._report_sensor(sensor, flight, report)
+                continue
+            if flight.timed_out or time.monotonic() < flight.deadline:
+                continue
+            with flight.lock:
+                if flight.evaluated.is_set():
+                    continue  # it returned in time and is committing
+                flight.timed_out = True  # kept in flight until its thread ends
+            outcome = TickOutcome(
+                TickStatus.FAILURE,
+                error=f"TimeoutError: evaluation exceeded its time limit of {sensor.time_limit_seconds:g}s",
+            )
+            try:
+                flight.record = self._commit_sensor(sensor, flight, outcome)
+                flight.fresh = self.storage.get_instigator(sensor.name)
+            except Exception as exc:
+                log.exception("%s: tick not recorded", sensor.label)
+                flight.error = f"{exc!r:.200}"
+            self._report_sensor(sensor, flight, report)
+
+    def _commit_sensor(self, sensor: SensorDefinition, flight: _Inflight, outcome: TickOutcome) -> TickRecord | None:
+        """Commit one evaluation's tick (from its thread, or from the loop when it timed out)."""
         if outcome.status == TickStatus.FAILURE:
             outcome = TickOutcome(TickStatus.FAILURE, error=outcome.error)  # the cursor does not move
         when = flight.started_at
-        record = self._commit(
+        return self._commit(
             outcome,
             functools.partial(
                 self.storage.commit_tick,
@@ -380,8 +491,18 @@ class Beat:
                 started_at=when,
                 origin=f"sensor:{sensor.name}",
                 next_tick_at=when + timedelta(seconds=sensor.minimum_interval_seconds),
+                batch_size=self.options.tick_batch_size,
             ),
         )
+
+    def _report_sensor(self, sensor: SensorDefinition, flight: _Inflight, report: TickReport) -> None:
+        """In the loop: report what came of an evaluation and schedule the sensor's next one."""
+        when = flight.started_at
+        if flight.error is not None:
+            report.failures.append(f"{sensor.label}: tick not recorded: {flight.error}")
+            self._push(sensor.name, "sensor", when + timedelta(seconds=sensor.minimum_interval_seconds))
+            return
+        record = flight.record
         if record is None:
             log.info("%s: tick at %s superseded (another beat or a cursor reset)", sensor.label, when)
         else:
@@ -389,14 +510,11 @@ class Beat:
             if record.status == TickStatus.FAILURE:
                 report.failures.append(f"{sensor.label}: {_last_line(record.error)}")
                 log.warning("%s: tick FAILURE: %s", sensor.label, _last_line(record.error))
-            else:
-                _after_commit(sensor, flight.result.get("on_commit"))
-        fresh = self.storage.get_instigator(sensor.name)
-        if fresh is not None:
-            self._states[sensor.name] = fresh
+        if flight.fresh is not None:
+            self._states[sensor.name] = flight.fresh
         if self._running(sensor.name, sensor.default_status):
             # an event sensor that left events for later is due again at once (the next tick time)
-            backlog = record is not None and flight.result.get("backlog", False)
+            backlog = record is not None and flight.backlog and not flight.timed_out
             interval = timedelta(microseconds=1) if backlog else timedelta(seconds=sensor.minimum_interval_seconds)
             self._push(sensor.name, "sensor", when + interval)
 

@@ -11,12 +11,14 @@ since its last look, e.g. a schedule stopped from the CLI on another host) and l
 
 from __future__ import annotations
 
+import hashlib
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Connection, delete, select, update
+from sqlalchemy import Connection, case, delete, select, update
 
 from tidegate.definitions.job import RunPlan
 from tidegate.names import InstigatorStatus, TickStatus
@@ -27,6 +29,15 @@ if TYPE_CHECKING:
     from sqlalchemy import Engine
 
     from tidegate.storage.records import SubmitResult
+
+# A tick records the cursor it set as is up to this many characters; a longer one is stored once,
+# on the instigator row, and the tick keeps a preview with its length and hash (see tick_cursor).
+TICK_CURSOR_CHARACTERS = 1024
+_PREVIEW_CHARACTERS = 200
+# Between two batches of a large tick on SQLite: its other writers (the beat's other ticks, the run
+# queue) poll for the write lock with sleeps of up to 100 ms; without a pause the committing
+# thread would take the lock back at once and starve them.
+BATCH_PAUSE_SECONDS = 0.1
 
 
 @dataclass(frozen=True)
@@ -56,7 +67,7 @@ class TickRecord:
     skipped_run_keys: tuple[str, ...]
     skip_reason: str | None
     error: str | None
-    cursor: str | None
+    cursor: str | None  # the cursor this tick set, as tick_cursor() records it (a preview if long)
     started_at: datetime
     ended_at: datetime
 
@@ -86,6 +97,25 @@ class TickOutcome:
 
 class _TickTaken(Exception):
     """This tick time was committed already: roll the whole transaction back."""
+
+
+@dataclass
+class _Submitted:
+    """What the runs of one tick did so far, across its batches."""
+
+    run_ids: list[str] = field(default_factory=list)
+    new_keys: list[str] = field(default_factory=list)
+    skipped_keys: list[str] = field(default_factory=list)
+
+
+def tick_cursor(cursor: str) -> str:
+    """What a tick records of the cursor it set: the cursor itself if short, else a preview
+    with its length and SHA-256, so that a tick row stays small however large the cursor (the
+    cursor itself lives once, on the instigator row)."""
+    if len(cursor) <= TICK_CURSOR_CHARACTERS:
+        return cursor
+    digest = hashlib.sha256(cursor.encode("utf-8", "surrogatepass")).hexdigest()
+    return f"{cursor[:_PREVIEW_CHARACTERS]}... [{len(cursor):,} characters, sha256 {digest}]"
 
 
 class InstigatorStorage:
@@ -212,6 +242,7 @@ class InstigatorStorage:
         origin: str,
         next_tick_at: datetime | None,
         cron: str | None = None,
+        batch_size: int | None = None,
     ) -> TickRecord | None:
         """Commit a tick in ONE transaction: the instigator's new cursor and times
         (compare-and-set on ``expected_version``), the tick record and every requested run.
@@ -219,13 +250,100 @@ class InstigatorStorage:
         Returns None, committing nothing, when the version moved (another beat committed
         this tick, or an operator reset the cursor) or the tick time was recorded already.
         A run key already used by this instigator creates no run; it is listed as skipped.
+
+        With ``batch_size``, a tick of more runs than that, every one with a run key, commits
+        in batches so that no transaction holds the database for long: each batch but the last
+        is ONE transaction of its runs (and, in the first, the dynamic partitions requests),
+        checked against ``expected_version`` without moving it; the last batch is ONE
+        transaction with the cursor, the tick record (listing the runs of every batch) and its
+        runs. The cursor thus moves only once every run exists: a crash (or a cursor reset)
+        between batches leaves the cursor where it was, the sensor is evaluated again from it,
+        and the run keys already committed create nothing (UNIQUE(origin, run_key)), so no run
+        is lost or created twice. Runs without a run key could not be matched that way: a tick
+        with any such run commits in one transaction, whatever its size.
         """
+        runs = list(outcome.runs)
+        done = _Submitted()
+        partitions_applied = False
+        if batch_size is not None and len(runs) > batch_size and all(r.run_key is not None for r in runs):
+            *early, last = [runs[i : i + batch_size] for i in range(0, len(runs), batch_size)]
+            pause = BATCH_PAUSE_SECONDS if self.dialect == "sqlite" else 0.0  # PostgreSQL locks rows only
+            for number, batch in enumerate(early):
+                if number:
+                    time.sleep(pause)
+                if not self._commit_batch(name, expected_version, origin, batch, done, outcome, first=number == 0):
+                    return None
+            partitions_applied = True
+            time.sleep(pause)
+            runs = last
         try:
             return self._commit_tick(
-                name, kind, expected_version, tick_time, started_at, outcome, origin, next_tick_at, cron
+                name,
+                kind,
+                expected_version,
+                tick_time,
+                started_at,
+                outcome,
+                origin,
+                next_tick_at,
+                cron,
+                runs=runs,
+                done=done,
+                apply_partitions=not partitions_applied,
             )
         except _TickTaken:
             return None
+
+    def _commit_batch(
+        self,
+        name: str,
+        expected_version: int,
+        origin: str,
+        batch: Sequence[PlannedRun],
+        done: _Submitted,
+        outcome: TickOutcome,
+        *,
+        first: bool,
+    ) -> bool:
+        """One batch of a large tick's runs in ONE transaction, if the instigator's version is
+        still ``expected_version`` (the row is locked on PostgreSQL, so no cursor reset
+        interleaves); False, committing nothing, if it moved."""
+        with self.engine.begin() as conn:
+            held = conn.execute(
+                update(instigators)
+                .where(instigators.c.name == name, instigators.c.version == expected_version)
+                .values(version=instigators.c.version)
+            ).rowcount
+            if held != 1:
+                return False
+            if first:
+                self._apply_partitions(conn, outcome)
+            added = _Submitted()
+            self._submit_runs(conn, origin, batch, added)
+        done.run_ids += added.run_ids  # only once committed
+        done.new_keys += added.new_keys
+        done.skipped_keys += added.skipped_keys
+        return True
+
+    def _apply_partitions(self, conn: Connection, outcome: TickOutcome) -> None:
+        for request in outcome.dynamic_partitions_requests:
+            keys = list(request.partition_keys)
+            if type(request).__name__ == "AddDynamicPartitionsRequest":
+                self.add_dynamic_partitions_in(conn, request.partitions_def_name, keys)
+            else:
+                self.delete_dynamic_partitions_in(conn, request.partitions_def_name, keys)
+
+    def _submit_runs(self, conn: Connection, origin: str, batch: Sequence[PlannedRun], done: _Submitted) -> None:
+        for run in batch:
+            result = self.submit_in(
+                conn, run.plan, origin=origin, run_key=run.run_key, tags=run.tags, priority=run.priority
+            )
+            if result.created:
+                done.run_ids.append(result.run_id)
+                if run.run_key is not None:
+                    done.new_keys.append(run.run_key)
+            elif run.run_key is not None:
+                done.skipped_keys.append(run.run_key)
 
     def _commit_tick(
         self,
@@ -238,6 +356,10 @@ class InstigatorStorage:
         origin: str,
         next_tick_at: datetime | None,
         cron: str | None,
+        *,
+        runs: Sequence[PlannedRun],
+        done: _Submitted,
+        apply_partitions: bool,
     ) -> TickRecord | None:
         with self.engine.begin() as conn:
             values: dict[str, Any] = {
@@ -249,7 +371,11 @@ class InstigatorStorage:
             if cron is not None:
                 values["cron"] = cron
             if outcome.cursor_set:
-                values["cursor"] = outcome.cursor
+                # Written only when it changed: an unchanged large cursor is not stored again.
+                values["cursor"] = case(
+                    (instigators.c.cursor.is_not_distinct_from(outcome.cursor), instigators.c.cursor),
+                    else_=outcome.cursor,
+                )
             moved = conn.execute(
                 update(instigators)
                 .where(instigators.c.name == name, instigators.c.version == expected_version)
@@ -275,23 +401,13 @@ class InstigatorStorage:
             ).scalar()
             if tick_id is None:
                 raise _TickTaken
-            run_ids, new_keys, skipped_keys = [], [], []
-            for request in outcome.dynamic_partitions_requests:
-                keys = list(request.partition_keys)
-                if type(request).__name__ == "AddDynamicPartitionsRequest":
-                    self.add_dynamic_partitions_in(conn, request.partitions_def_name, keys)
-                else:
-                    self.delete_dynamic_partitions_in(conn, request.partitions_def_name, keys)
-            for run in outcome.runs:
-                result = self.submit_in(
-                    conn, run.plan, origin=origin, run_key=run.run_key, tags=run.tags, priority=run.priority
-                )
-                if result.created:
-                    run_ids.append(result.run_id)
-                    if run.run_key is not None:
-                        new_keys.append(run.run_key)
-                elif run.run_key is not None:
-                    skipped_keys.append(run.run_key)
+            if apply_partitions:
+                self._apply_partitions(conn, outcome)
+            last = _Submitted()
+            self._submit_runs(conn, origin, runs, last)
+            run_ids = [*done.run_ids, *last.run_ids]
+            new_keys = [*done.new_keys, *last.new_keys]
+            skipped_keys = [*done.skipped_keys, *last.skipped_keys]
             status = outcome.status
             if status == TickStatus.SUCCESS and not run_ids and not outcome.dynamic_partitions_requests:
                 status = TickStatus.SKIPPED
@@ -308,7 +424,7 @@ class InstigatorStorage:
                     skipped_run_keys=skipped_keys,
                     skip_reason=skip_reason,
                     error=outcome.error,
-                    cursor=outcome.cursor if outcome.cursor_set else None,
+                    cursor=tick_cursor(outcome.cursor) if outcome.cursor_set and outcome.cursor is not None else None,
                     ended_at=datetime.now(UTC),
                 )
             )
