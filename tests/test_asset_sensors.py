@@ -12,6 +12,7 @@ import pytest
 from sqlalchemy import insert
 
 import tidegate as tg
+from tests.support import truncate_all
 from tests.test_beat import RUNNING, T0, Harness
 from tidegate.definitions import event_sensor
 from tidegate.names import SENSOR_TAG, TickStatus
@@ -219,32 +220,37 @@ def _insert_materialization(conn: Any, partition: str) -> int:
     return int(row.scalar_one())
 
 
-def test_an_event_committed_late_with_a_smaller_id_is_not_skipped_on_postgresql(storage: Storage) -> None:
+def test_an_event_committed_late_with_a_smaller_id_is_not_skipped_on_postgresql(pg_url: str) -> None:
     """Two concurrent transactions: the one holding the smaller id commits last. A reader
     between the commits must not return the larger id (a cursor moved there would skip the
-    smaller one for ever); after the second commit both are read, in order."""
-    if storage.dialect != "postgresql":
-        pytest.skip("SQLite has one writer at a time: ids commit in order")
-    instance = tg.DagsterInstance(storage)
-    records_filter = tg.EventRecordsFilter(event_type="ASSET_MATERIALIZATION", asset_key="upstream", after_cursor=0)
-    slow = storage.engine.connect()
-    slow_tx = slow.begin()
-    smaller = _insert_materialization(slow, "2024-01-01")
-    with storage.engine.begin() as fast:
-        larger = _insert_materialization(fast, "2024-01-02")
-    assert smaller < larger
-    assert event_log.horizon(storage.engine, "materializations", wait_seconds=0.0) < smaller
-    assert list(instance.get_event_records(records_filter, ascending=True)) == []
+    smaller one for ever); after the second commit both are read, in order. (PostgreSQL only:
+    SQLite has one writer at a time, so its ids commit in order.)"""
+    truncate_all(pg_url)
+    storage = Storage.open(pg_url, upgrade=True)
+    try:
+        instance = tg.DagsterInstance(storage)
+        records_filter = tg.EventRecordsFilter(event_type="ASSET_MATERIALIZATION", asset_key="upstream", after_cursor=0)
+        slow = storage.engine.connect()
+        slow_tx = slow.begin()
+        smaller = _insert_materialization(slow, "2024-01-01")
+        with storage.engine.begin() as fast:
+            larger = _insert_materialization(fast, "2024-01-02")
+        assert smaller < larger
+        assert event_log.horizon(storage.engine, "materializations", wait_seconds=0.0) < smaller
+        assert list(instance.get_event_records(records_filter, ascending=True)) == []
 
-    def commit_later() -> None:
-        slow_tx.commit()
+        def commit_later() -> None:
+            slow_tx.commit()
 
-    timer = threading.Timer(0.02, commit_later)
-    timer.start()
-    timer.join()
-    slow.close()
-    records = instance.get_event_records(records_filter, ascending=True)
-    assert [r.storage_id for r in records] == [smaller, larger]
+        timer = threading.Timer(0.02, commit_later)
+        timer.start()
+        timer.join()
+        slow.close()
+        records = instance.get_event_records(records_filter, ascending=True)
+        assert [r.storage_id for r in records] == [smaller, larger]
+
+    finally:
+        storage.dispose()
 
 
 def test_the_horizon_is_the_newest_id_when_nothing_is_in_flight(storage: Storage) -> None:
