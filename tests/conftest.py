@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.fault_injection import PrivateRedis
 from tests.support import (
     PG_ADMIN_URL,
     PG_TEST_DB,
@@ -83,6 +84,22 @@ def storage(database_url: str) -> Iterator[object]:
     store = Storage.open(database_url, upgrade=True)
     yield store
     store.dispose()
+
+
+# -- a private redis-server (fault and outage tests freeze or restart it) ----------------------
+
+
+@pytest.fixture
+def private_redis(tmp_path: Path) -> Iterator[PrivateRedis]:
+    try:
+        server = PrivateRedis(tmp_path)
+    except RuntimeError as exc:
+        require_service("redis-server", str(exc))
+    try:
+        server.start()
+        yield server
+    finally:
+        server.close()
 
 
 # -- worker processes --------------------------------------------------------------------------

@@ -28,19 +28,6 @@ SENSOR = "every_second"
 BROKER_FROZEN_SECONDS = 15.0
 
 
-@pytest.fixture
-def private_redis(tmp_path: Path) -> Iterator[PrivateRedis]:
-    try:
-        server = PrivateRedis(tmp_path)
-    except RuntimeError as exc:
-        require_service("redis-server", str(exc))
-    try:
-        server.start()
-        yield server
-    finally:
-        server.close()
-
-
 def run_ids(cluster: Cluster) -> list[str]:
     with cluster.storage.engine.connect() as conn:
         return list(conn.execute(select(runs.c.run_id).order_by(runs.c.created_at)).scalars())
