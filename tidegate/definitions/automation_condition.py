@@ -17,6 +17,7 @@ import datetime
 import hashlib
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from tidegate.definitions.cron import validate_cron, validate_timezone
@@ -77,7 +78,29 @@ class AutomationCondition:
 
     def fingerprint(self) -> str:
         """A stable hash of the tree: a changed condition starts from a fresh cursor."""
+        return self._fingerprint
+
+    @cached_property
+    def _fingerprint(self) -> str:
         return hashlib.sha256(repr(self).encode()).hexdigest()[:16]
+
+    @cached_property
+    def is_stateful(self) -> bool:
+        """Whether the tree keeps state between evaluations (SINCE, NEWLY_TRUE), so it must be
+        evaluated even on no candidates."""
+        return any(isinstance(n, SinceCondition | NewlyTrueCondition) for n in self.walk())
+
+    @cached_property
+    def cron_nodes(self) -> tuple[CronTickPassedCondition, ...]:
+        return tuple(n for n in self.walk() if isinstance(n, CronTickPassedCondition))
+
+    @cached_property
+    def reads_beyond_deps(self) -> bool:
+        """Whether a dependency condition nests another one (it reads dependencies' dependencies)."""
+        return any(
+            isinstance(n, DepsAutomationCondition) and any(isinstance(m, DepsAutomationCondition) for m in n.operand.walk())
+            for n in self.walk()
+        )
 
     # -- operators --------------------------------------------------------------------------
 
