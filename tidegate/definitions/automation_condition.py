@@ -98,7 +98,8 @@ class AutomationCondition:
     def reads_beyond_deps(self) -> bool:
         """Whether a dependency condition nests another one (it reads dependencies' dependencies)."""
         return any(
-            isinstance(n, DepsAutomationCondition) and any(isinstance(m, DepsAutomationCondition) for m in n.operand.walk())
+            isinstance(n, DepsAutomationCondition)
+            and any(isinstance(m, DepsAutomationCondition) for m in n.operand.walk())
             for n in self.walk()
         )
 
@@ -430,6 +431,10 @@ class AndAutomationCondition(AutomationCondition):
             raise InvalidDefinitionError(
                 f"AutomationCondition '{self.display()}'.without: no operand {shown!r} "
                 f"(operands: {', '.join(repr(c.display()) for c in self.operands)})"
+            )
+        if len(kept) < 2:
+            raise InvalidDefinitionError(
+                f"AutomationCondition '{self.display()}'.without: an AND keeps at least 2 operands"
             )
         return dataclasses.replace(self, operands=kept)
 

@@ -62,7 +62,9 @@ from tidegate.definitions.key import AssetKey
 from tidegate.definitions.partitions import (
     AllPartitionMapping,
     IdentityPartitionMapping,
+    PartitionMapping,
     PartitionsDefinition,
+    TimeWindowPartitionMapping,
     TimeWindowPartitionsDefinition,
 )
 from tidegate.definitions.selection import AssetSelection
@@ -196,7 +198,6 @@ class _Evaluation:
                 found.update(ordered[i : j + 1])
         return frozenset(found)
 
-
     def slice(self, key: AssetKey) -> AssetSlice:
         found = self._slices.get(key)
         if found is None:
@@ -204,22 +205,20 @@ class _Evaluation:
         return found
 
     def encode(self, key: AssetKey, subset: Collection[PartitionKey]) -> list[list[PartitionKey]]:
-        """Runs of consecutive keys, via an index (cheap for the small subsets that dominate)."""
+        """Runs of consecutive keys. Sorts only the smaller of the subset and its complement:
+        "every partition but three" costs as little as "three partitions"."""
         if not subset:
             return []
-        index = self.index(key)
-        positions = sorted(index[k] for k in subset if k in index)
-        ordered = self.keys(key)
+        ordered, index = self.keys(key), self.index(key)
+        if len(subset) * 2 <= len(ordered):
+            return _runs_of(sorted(index[k] for k in subset if k in index), ordered)
+        gaps = sorted(index[k] for k in self.full(key).difference(subset))
         runs: list[list[PartitionKey]] = []
-        start = previous = -2
-        for pos in positions:
-            if pos != previous + 1:
-                if start >= 0:
-                    runs.append([ordered[start], ordered[previous]])
-                start = pos
-            previous = pos
-        if start >= 0:
-            runs.append([ordered[start], ordered[previous]])
+        start = 0
+        for gap in [*gaps, len(ordered)]:
+            if gap > start:
+                runs.append([ordered[start], ordered[gap - 1]])
+            start = gap + 1
         return runs
 
     def partitions_fingerprint(self, plan: _GraphPlan) -> str:
@@ -488,8 +487,8 @@ class _Evaluation:
         parent_def = self.graph.assets[parent].partitions_def
         if parent_def is None or child_def is None:
             return candidates  # one side unpartitioned: every partition depends on every partition
-        mapping = self.graph.assets[child].partition_mappings.get(parent)
-        if mapping is None or isinstance(mapping, IdentityPartitionMapping):
+        mapping = _mapping(self.graph, child, parent)
+        if isinstance(mapping, IdentityPartitionMapping):
             return candidates & parents
         if isinstance(mapping, AllPartitionMapping):
             return candidates
@@ -507,8 +506,8 @@ class _Evaluation:
         parent_def = self.graph.assets[parent].partitions_def
         if parent_def is None or child_def is None:
             return self.full(parent)
-        mapping = self.graph.assets[child].partition_mappings.get(parent)
-        if mapping is None or isinstance(mapping, IdentityPartitionMapping):
+        mapping = _mapping(self.graph, child, parent)
+        if isinstance(mapping, IdentityPartitionMapping):
             return children & self.full(parent)
         if isinstance(mapping, AllPartitionMapping):
             return self.full(parent)
@@ -525,7 +524,9 @@ class _Evaluation:
 
     # -- operands --------------------------------------------------------------------------------
 
-    def _operand(self, condition: AutomationCondition, key: AssetKey, candidates: Subset, root: _Root) -> tuple[Subset, Why]:
+    def _operand(
+        self, condition: AutomationCondition, key: AssetKey, candidates: Subset, root: _Root
+    ) -> tuple[Subset, Why]:
         """An operand's true subset and (lazily) the reason, as a fact about ``key``."""
         kind = type(condition)
         facts_of = _SLICE_FACTS.get(kind)
@@ -538,13 +539,18 @@ class _Evaluation:
             own = self.cursor.assets.get(key)
             true = candidates & self.decode(key, own.requested) if own is not None else EMPTY
             return true, _lazy_fact(
-                true, self._is_partitioned(key), "requested on the previous evaluation", "not requested on the previous evaluation"
+                true,
+                self._is_partitioned(key),
+                "requested on the previous evaluation",
+                "not requested on the previous evaluation",
             )
         if isinstance(condition, WillBeRequestedCondition):
             return self._will_be_requested(key, candidates, root)
         if isinstance(condition, InitialEvaluationCondition):
             first = root.previous is None
-            return (candidates if first else EMPTY), ("first evaluation of this condition" if first else "evaluated before")
+            return (candidates if first else EMPTY), (
+                "first evaluation of this condition" if first else "evaluated before"
+            )
         if isinstance(condition, CronTickPassedCondition):
             return self._cron_tick_passed(condition, candidates, root)
         if isinstance(condition, InLatestTimeWindowCondition):
@@ -553,15 +559,19 @@ class _Evaluation:
 
     def _will_be_requested(self, key: AssetKey, candidates: Subset, root: _Root) -> tuple[Subset, Why]:
         requested = self.requested.get(key, EMPTY) & candidates
-        if requested and key != root.key and not _runs_together(
-            self.graph.assets[key].partitions_def, self.graph.assets[root.key].partitions_def
+        if (
+            requested
+            and key != root.key
+            and not _runs_together(self.graph.assets[key].partitions_def, self.graph.assets[root.key].partitions_def)
         ):
             return EMPTY, f"requested, but in a run '{root.key}' cannot join (other partitions)"
         return requested, _lazy_fact(
             requested, self._is_partitioned(key), "requested in this evaluation", "not requested in this evaluation"
         )
 
-    def _cron_tick_passed(self, condition: CronTickPassedCondition, candidates: Subset, root: _Root) -> tuple[Subset, Why]:
+    def _cron_tick_passed(
+        self, condition: CronTickPassedCondition, candidates: Subset, root: _Root
+    ) -> tuple[Subset, Why]:
         if root.previous is None:
             return EMPTY, "first evaluation: no previous evaluation to count ticks from"
         since = datetime.fromtimestamp(root.previous.evaluation_time, tz=self.now.tzinfo)
@@ -588,8 +598,11 @@ class _Evaluation:
                     break
                 inside.add(partition)
         true = candidates & frozenset(inside)
-        return true, lambda: f"latest window ends {latest.end.isoformat()}; " + (
-            _describe(true) if true else "candidates are older"
+        return (
+            true,
+            lambda: (
+                f"latest window ends {latest.end.isoformat()}; " + (_describe(true) if true else "candidates are older")
+            ),
         )
 
     # -- records ---------------------------------------------------------------------------------
@@ -675,9 +688,39 @@ def _ticks_passed(condition: CronTickPassedCondition, since: datetime, now: date
     return ticks_between(cron, tz, max(since, now - timedelta(days=400)), now)[-1:]
 
 
+def _mapping(graph: AssetGraph, child: AssetKey, parent: AssetKey) -> PartitionMapping:
+    """The mapping between two partitioned assets, inferred as Dagster does when none is given:
+    time windows to time windows by overlap, anything else by identical keys."""
+    given = graph.assets[child].partition_mappings.get(parent)
+    if given is not None:
+        return given
+    child_def, parent_def = graph.assets[child].partitions_def, graph.assets[parent].partitions_def
+    if (
+        child_def != parent_def
+        and isinstance(child_def, TimeWindowPartitionsDefinition)
+        and isinstance(parent_def, TimeWindowPartitionsDefinition)
+    ):
+        return TimeWindowPartitionMapping()
+    return IdentityPartitionMapping()
+
+
 def _runs_together(a: PartitionsDefinition | None, b: PartitionsDefinition | None) -> bool:
     """Requests of two assets can share a run when they have the same partitions (or none)."""
     return a == b
+
+
+def _runs_of(positions: Sequence[int], ordered: Sequence[PartitionKey]) -> list[list[PartitionKey]]:
+    runs: list[list[PartitionKey]] = []
+    start = previous = -2
+    for pos in positions:
+        if pos != previous + 1:
+            if start >= 0:
+                runs.append([ordered[start], ordered[previous]])
+            start = pos
+        previous = pos
+    if start >= 0:
+        runs.append([ordered[start], ordered[previous]])
+    return runs
 
 
 def _as_runs(runs: list[list[PartitionKey]]) -> tuple[tuple[PartitionKey, PartitionKey], ...]:
@@ -695,14 +738,15 @@ def _title(result: _Result | None) -> str:
 
 
 def _describe(subset: Collection[PartitionKey]) -> str:
-    keys = sorted((k for k in subset if k is not None))
-    if not keys:
+    """``partition 2024-01-22``, ``3 partitions: a, b, c``, or for many the count and the range."""
+    named = [k for k in subset if k is not None]
+    if not named:
         return ""
-    if len(keys) == 1:
-        return f"partition {keys[0]}"
-    shown = ", ".join(keys[:SAMPLE_SIZE])
-    more = f", … ({len(keys)} in all)" if len(keys) > SAMPLE_SIZE else ""
-    return f"{len(keys)} partitions: {shown}{more}"
+    if len(named) == 1:
+        return f"partition {named[0]}"
+    if len(named) <= SAMPLE_SIZE:
+        return f"{len(named)} partitions: {', '.join(sorted(named))}"
+    return f"{len(named)} partitions from {min(named)} to {max(named)}"
 
 
 _SLICE_FACTS: dict[type, tuple[str, str, str]] = {  # operand -> (AssetSlice set, reason if true, if false)
@@ -764,7 +808,9 @@ def _walk_groups(graph: AssetGraph, requested: Mapping[AssetKey, Collection[Part
             yield key
 
 
-def group_requests(graph: AssetGraph, requested: Mapping[AssetKey, Collection[PartitionKey]]) -> list[AutomationRunGroup]:
+def group_requests(
+    graph: AssetGraph, requested: Mapping[AssetKey, Collection[PartitionKey]]
+) -> list[AutomationRunGroup]:
     """The runs (and backfills) to create for ``requested``.
 
     One run per (partitions definition, partition key): every unpartitioned request of the

@@ -148,10 +148,13 @@ class AutomationCursor:
             return cls()
         data = json.loads(text)
         assets = {
-            AssetKey.from_user_string(name): AssetCursor.from_dict(value) for name, value in data.get("assets", {}).items()
+            AssetKey.from_user_string(name): AssetCursor.from_dict(value)
+            for name, value in data.get("assets", {}).items()
         }
         return cls(
-            evaluation_time=data.get("evaluation_time"), assets=assets, partitions_fingerprint=data.get("partitions", "")
+            evaluation_time=data.get("evaluation_time"),
+            assets=assets,
+            partitions_fingerprint=data.get("partitions", ""),
         )
 
 
