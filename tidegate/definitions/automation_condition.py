@@ -18,7 +18,7 @@ import hashlib
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from functools import cached_property
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from tidegate.definitions.cron import validate_cron, validate_timezone
 from tidegate.definitions.selection import AssetSelection
@@ -41,14 +41,12 @@ class AutomationCondition:
 
     # -- what the evaluator and explain output read -----------------------------------------
 
-    @property
-    def name(self) -> str:
-        """The node's short name, e.g. ``missing`` or ``AND``."""
-        raise NotImplementedError
+    name: ClassVar[str] = ""  # the node's short name, e.g. ``missing`` or ``AND``
+    _description: ClassVar[str] = ""
 
     @property
     def description(self) -> str:
-        raise NotImplementedError
+        return self._description
 
     @property
     def children(self) -> tuple[AutomationCondition, ...]:
@@ -302,57 +300,57 @@ def _check_selection(where: str, value: object) -> AssetSelection:
 @dataclass(frozen=True)
 class MissingCondition(AutomationCondition):
     label: str | None = None
-    name = "missing"  # type: ignore[assignment]
-    description = "Target has not been materialized"  # type: ignore[assignment]
+    name = "missing"
+    _description = "Target has not been materialized"
 
 
 @dataclass(frozen=True)
 class RunInProgressCondition(AutomationCondition):
     label: str | None = None
-    name = "run_in_progress"  # type: ignore[assignment]
-    description = "Target is part of an in-progress run"  # type: ignore[assignment]
+    name = "run_in_progress"
+    _description = "Target is part of an in-progress run"
 
 
 @dataclass(frozen=True)
 class BackfillInProgressCondition(AutomationCondition):
     label: str | None = None
-    name = "backfill_in_progress"  # type: ignore[assignment]
-    description = "Target is part of an in-progress backfill"  # type: ignore[assignment]
+    name = "backfill_in_progress"
+    _description = "Target is part of an in-progress backfill"
 
 
 @dataclass(frozen=True)
 class ExecutionFailedCondition(AutomationCondition):
     label: str | None = None
-    name = "execution_failed"  # type: ignore[assignment]
-    description = "Latest execution of the target failed"  # type: ignore[assignment]
+    name = "execution_failed"
+    _description = "Latest execution of the target failed"
 
 
 @dataclass(frozen=True)
 class NewlyUpdatedCondition(AutomationCondition):
     label: str | None = None
-    name = "newly_updated"  # type: ignore[assignment]
-    description = "Target was materialized since the previous evaluation"  # type: ignore[assignment]
+    name = "newly_updated"
+    _description = "Target was materialized since the previous evaluation"
 
 
 @dataclass(frozen=True)
 class NewlyRequestedCondition(AutomationCondition):
     label: str | None = None
-    name = "newly_requested"  # type: ignore[assignment]
-    description = "Target was requested on the previous evaluation"  # type: ignore[assignment]
+    name = "newly_requested"
+    _description = "Target was requested on the previous evaluation"
 
 
 @dataclass(frozen=True)
 class WillBeRequestedCondition(AutomationCondition):
     label: str | None = None
-    name = "will_be_requested"  # type: ignore[assignment]
-    description = "Target will be requested in this evaluation, in a run the dependent can join"  # type: ignore[assignment]
+    name = "will_be_requested"
+    _description = "Target will be requested in this evaluation, in a run the dependent can join"
 
 
 @dataclass(frozen=True)
 class InitialEvaluationCondition(AutomationCondition):
     label: str | None = None
-    name = "initial_evaluation"  # type: ignore[assignment]
-    description = "This is the first evaluation of this condition"  # type: ignore[assignment]
+    name = "initial_evaluation"
+    _description = "This is the first evaluation of this condition"
 
 
 @dataclass(frozen=True)
@@ -366,9 +364,7 @@ class CronTickPassedCondition(AutomationCondition):
         validate_cron(label, self.cron_schedule)
         validate_timezone(label, self.cron_timezone)
 
-    @property
-    def name(self) -> str:
-        return "cron_tick_passed"
+    name = "cron_tick_passed"
 
     @property
     def description(self) -> str:
@@ -390,9 +386,7 @@ class InLatestTimeWindowCondition(AutomationCondition):
                 f"AutomationCondition.in_latest_time_window: lookback_delta must be a positive timedelta, got {delta!r}"
             )
 
-    @property
-    def name(self) -> str:
-        return "in_latest_time_window"
+    name = "in_latest_time_window"
 
     @property
     def description(self) -> str:
@@ -408,8 +402,8 @@ class InLatestTimeWindowCondition(AutomationCondition):
 class AndAutomationCondition(AutomationCondition):
     operands: tuple[AutomationCondition, ...]
     label: str | None = None
-    name = "AND"  # type: ignore[assignment]
-    description = "All of"  # type: ignore[assignment]
+    name = "AND"
+    _description = "All of"
 
     @property
     def children(self) -> tuple[AutomationCondition, ...]:
@@ -443,8 +437,8 @@ class AndAutomationCondition(AutomationCondition):
 class OrAutomationCondition(AutomationCondition):
     operands: tuple[AutomationCondition, ...]
     label: str | None = None
-    name = "OR"  # type: ignore[assignment]
-    description = "Any of"  # type: ignore[assignment]
+    name = "OR"
+    _description = "Any of"
 
     @property
     def children(self) -> tuple[AutomationCondition, ...]:
@@ -461,8 +455,8 @@ class OrAutomationCondition(AutomationCondition):
 class NotAutomationCondition(AutomationCondition):
     operand: AutomationCondition
     label: str | None = None
-    name = "NOT"  # type: ignore[assignment]
-    description = "Not"  # type: ignore[assignment]
+    name = "NOT"
+    _description = "Not"
 
     @property
     def children(self) -> tuple[AutomationCondition, ...]:
@@ -480,8 +474,8 @@ class SinceCondition(AutomationCondition):
     trigger_condition: AutomationCondition
     reset_condition: AutomationCondition
     label: str | None = None
-    name = "SINCE"  # type: ignore[assignment]
-    description = "Trigger condition has become true since the last time the reset condition became true"  # type: ignore[assignment]
+    name = "SINCE"
+    _description = "Trigger condition has become true since the last time the reset condition became true"
 
     @property
     def children(self) -> tuple[AutomationCondition, ...]:
@@ -498,8 +492,8 @@ class SinceCondition(AutomationCondition):
 class NewlyTrueCondition(AutomationCondition):
     operand: AutomationCondition
     label: str | None = None
-    name = "NEWLY_TRUE"  # type: ignore[assignment]
-    description = "Operand became true on this evaluation"  # type: ignore[assignment]
+    name = "NEWLY_TRUE"
+    _description = "Operand became true on this evaluation"
 
     @property
     def children(self) -> tuple[AutomationCondition, ...]:
@@ -546,14 +540,14 @@ class DepsAutomationCondition(AutomationCondition):
 
 @dataclass(frozen=True)
 class AnyDepsCondition(DepsAutomationCondition):
-    name = "ANY_DEPS_MATCH"  # type: ignore[assignment]
-    description = "Any dependency matches"  # type: ignore[assignment]
+    name = "ANY_DEPS_MATCH"
+    _description = "Any dependency matches"
 
 
 @dataclass(frozen=True)
 class AllDepsCondition(DepsAutomationCondition):
-    name = "ALL_DEPS_MATCH"  # type: ignore[assignment]
-    description = "All dependencies match"  # type: ignore[assignment]
+    name = "ALL_DEPS_MATCH"
+    _description = "All dependencies match"
 
 
 # -- load-time checks ----------------------------------------------------------------------------

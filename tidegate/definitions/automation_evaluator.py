@@ -244,8 +244,8 @@ class _Evaluation:
             for key in self.changed:
                 dirty.add(key)
                 dirty.update(self.graph.downstream.get(key, ()))
-            for key, previous in self.cursor.assets.items():
-                if previous.requested:
+            for key, stored in self.cursor.assets.items():
+                if stored.requested:
                     dirty.add(key)
                     dirty.update(self.graph.downstream.get(key, ()))
         cursors: dict[AssetKey, AssetCursor] = {}
