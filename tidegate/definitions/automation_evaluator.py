@@ -178,6 +178,7 @@ class _Evaluation:
         self._deps_cache: dict[tuple[int, AssetKey], list[AssetKey]] = {}
         self._displays: dict[int, str] = {}
         self._full: dict[AssetKey, Subset] = {}
+        self._names: dict[AssetKey, str] = {}
         self._cron_cache: dict[tuple[str, str, float], bool] = {}
 
     # -- inputs, memoized ----------------------------------------------------------------------
@@ -343,6 +344,11 @@ class _Evaluation:
         """Evaluate one node on ``candidates`` of ``key``; ``explain`` builds its record."""
         if not candidates and not condition.is_stateful:
             return self._record(condition, key, candidates, EMPTY, "not evaluated: no candidates left", [], explain)
+        if type(condition) in _OPERAND_TYPES:
+            true, why = self._operand(condition, key, candidates, root)
+            if true and isinstance(condition, _EVENT_OPERANDS):
+                root.volatile = True
+            return self._record(condition, key, candidates, true, why, [], explain)
         if isinstance(condition, AndAutomationCondition):
             return self._and(condition, node_id, key, candidates, root, explain)
         if isinstance(condition, OrAutomationCondition):
@@ -446,19 +452,22 @@ class _Evaluation:
         is_all = isinstance(condition, AllDepsCondition)
         true = candidates if is_all else EMPTY
         outcomes: list[tuple[AssetKey, Subset, Subset, Subset]] = []  # dep, its candidates, its true, mapped
+        decided = not condition.operand.is_stateful  # without state, stop once the outcome is known
         for dep in deps:
             parents = self._parents(key, dep, candidates)
-            child = self.node(condition.operand, f"{node_id}[{dep.to_user_string()}]", dep, parents, root, False)
+            child = self.node(condition.operand, self._dep_node_id(node_id, dep), dep, parents, root, False)
             mapped = self._children_matching(key, dep, child.true, candidates)
             true = true & mapped if is_all else true | mapped
             outcomes.append((dep, parents, child.true, mapped))
+            if decided and (not true if is_all else len(true) == len(candidates)):
+                break
         if not explain:
             return _Result(true, None)
         # The record keeps the subtrees that explain the outcome (the dependencies that
         # matched, or for ALL those that did not), evaluated again with their records.
         telling = [o for o in outcomes if bool(o[3]) != is_all] or outcomes[:1]
         children = [
-            self.node(condition.operand, f"{node_id}[{dep.to_user_string()}]", dep, parents, root, True)
+            self.node(condition.operand, self._dep_node_id(node_id, dep), dep, parents, root, True)
             for dep, parents, _, _ in telling[:EXPLAINED_DEPS]
         ]
         matched = [
@@ -481,6 +490,12 @@ class _Evaluation:
         else:
             why = first_facts([f"{m} {what}" for m in matched]) if true else f"no dependency {what}"
         return self._record(condition, key, candidates, true, why, children, explain)
+
+    def _dep_node_id(self, node_id: str, dep: AssetKey) -> str:
+        name = self._names.get(dep)
+        if name is None:
+            name = self._names[dep] = dep.to_user_string()
+        return f"{node_id}[{name}]"
 
     def _selected_deps(self, condition: DepsAutomationCondition, key: AssetKey) -> list[AssetKey]:
         cache_key = (id(condition), key)
@@ -698,6 +713,20 @@ def _as_runs(runs: list[list[PartitionKey]]) -> tuple[tuple[PartitionKey, Partit
     return tuple((first, last) for first, last in runs)
 
 
+_OPERAND_TYPES = frozenset(
+    {
+        MissingCondition,
+        RunInProgressCondition,
+        BackfillInProgressCondition,
+        ExecutionFailedCondition,
+        NewlyUpdatedCondition,
+        NewlyRequestedCondition,
+        WillBeRequestedCondition,
+        InitialEvaluationCondition,
+        CronTickPassedCondition,
+        InLatestTimeWindowCondition,
+    }
+)
 _SLICE_FACTS: dict[type, tuple[str, str, str]] = {  # operand -> (AssetSlice set, reason if true, if false)
     MissingCondition: ("materialized", "never materialized", "materialized"),
     RunInProgressCondition: ("run_in_progress", "in a run in progress", "no run in progress"),
