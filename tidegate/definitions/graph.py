@@ -77,8 +77,8 @@ def _topological_order(
     # O(n log n) rather than rescanning every remaining asset per step (5,000 assets: seconds).
     remaining = {k: set(v) for k, v in upstream.items()}
     children: dict[AssetKey, list[AssetKey]] = {k: [] for k in upstream}
-    for k, ups in upstream.items():
-        for up in ups:
+    for k, parents in upstream.items():
+        for up in parents:
             children.setdefault(up, []).append(k)
     order: list[AssetKey] = []
     ready = [k for k, ups in remaining.items() if not ups]
@@ -88,9 +88,9 @@ def _topological_order(
         order.append(key)
         del remaining[key]
         for child in children.get(key, ()):
-            ups = remaining[child]
-            ups.discard(key)
-            if not ups:
+            waiting = remaining[child]
+            waiting.discard(key)
+            if not waiting:
                 heapq.heappush(ready, child)
     if remaining:
         cycle = _find_cycle(remaining)
