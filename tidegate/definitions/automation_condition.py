@@ -54,6 +54,10 @@ class AutomationCondition:
 
     def display(self) -> str:
         """The label if one was given, else a readable expression of the tree."""
+        return self._display
+
+    @cached_property
+    def _display(self) -> str:
         return self.label or self._expression()
 
     def _expression(self) -> str:

@@ -176,7 +176,6 @@ class _Evaluation:
         self._slices: dict[AssetKey, AssetSlice] = {}
         self._selections: dict[int, set[AssetKey]] = {}
         self._deps_cache: dict[tuple[int, AssetKey], list[AssetKey]] = {}
-        self._displays: dict[int, str] = {}
         self._full: dict[AssetKey, Subset] = {}
         self._names: dict[AssetKey, str] = {}
         self._cron_cache: dict[tuple[str, str, float], bool] = {}
@@ -492,10 +491,7 @@ class _Evaluation:
         return self._record(condition, key, candidates, true, why, children, explain)
 
     def _dep_node_id(self, node_id: str, dep: AssetKey) -> str:
-        name = self._names.get(dep)
-        if name is None:
-            name = self._names[dep] = dep.to_user_string()
-        return f"{node_id}[{name}]"
+        return f"{node_id}[{self.name(dep)}]"
 
     def _selected_deps(self, condition: DepsAutomationCondition, key: AssetKey) -> list[AssetKey]:
         cache_key = (id(condition), key)
@@ -664,20 +660,20 @@ class _Evaluation:
             label=condition.label,
             name=condition.name,
             description=condition.description,
-            asset=key.to_user_string(),
+            asset=self.name(key),
             true_count=len(true),
             candidate_count=len(candidates),
             true_runs=runs[:MAX_RUNS],
             truncated=len(runs) > MAX_RUNS,
-            why=f"{self.display(condition)}: {'true' if true else 'false'} — {reason}",
+            why=f"{condition.display()}: {'true' if true else 'false'} — {reason}",
             children=[c.record for c in children if c.record is not None],
         )
         return _Result(true, record)
 
-    def display(self, condition: AutomationCondition) -> str:
-        found = self._displays.get(id(condition))
+    def name(self, key: AssetKey) -> str:
+        found = self._names.get(key)
         if found is None:
-            found = self._displays[id(condition)] = condition.display()
+            found = self._names[key] = key.to_user_string()
         return found
 
 
