@@ -93,6 +93,12 @@ class AutomationCondition:
         return any(isinstance(n, SinceCondition | NewlyTrueCondition) for n in self.walk())
 
     @cached_property
+    def reads_evaluation_state(self) -> bool:
+        """Whether the tree reads the evaluated asset's own history (``initial_evaluation``,
+        ``cron_tick_passed``): its result on a dependency then depends on who asks."""
+        return any(isinstance(n, InitialEvaluationCondition | CronTickPassedCondition) for n in self.walk())
+
+    @cached_property
     def cron_nodes(self) -> tuple[CronTickPassedCondition, ...]:
         return tuple(n for n in self.walk() if isinstance(n, CronTickPassedCondition))
 

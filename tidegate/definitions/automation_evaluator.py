@@ -55,6 +55,7 @@ from tidegate.definitions.automation_explain import (
 )
 from tidegate.definitions.automation_plan import (
     GraphPlan,
+    definition_token,
     graph_plan,
     group_requests,
     partition_mapping,
@@ -178,6 +179,7 @@ class _Evaluation:
         self._deps_cache: dict[tuple[int, AssetKey], list[AssetKey]] = {}
         self._full: dict[AssetKey, Subset] = {}
         self._names: dict[AssetKey, str] = {}
+        self._dep_results: dict[tuple[str, AssetKey, Subset, object], tuple[Subset, bool]] = {}
         self._cron_cache: dict[tuple[str, str, float], bool] = {}
 
     # -- inputs, memoized ----------------------------------------------------------------------
@@ -454,10 +456,10 @@ class _Evaluation:
         decided = not condition.operand.is_stateful  # without state, stop once the outcome is known
         for dep in deps:
             parents = self._parents(key, dep, candidates)
-            child = self.node(condition.operand, self._dep_node_id(node_id, dep), dep, parents, root, False)
-            mapped = self._children_matching(key, dep, child.true, candidates)
+            dep_true = self._dep_operand(condition.operand, self._dep_node_id(node_id, dep), dep, parents, root)
+            mapped = self._children_matching(key, dep, dep_true, candidates)
             true = true & mapped if is_all else true | mapped
-            outcomes.append((dep, parents, child.true, mapped))
+            outcomes.append((dep, parents, dep_true, mapped))
             if decided and (not true if is_all else len(true) == len(candidates)):
                 break
         if not explain:
@@ -489,6 +491,31 @@ class _Evaluation:
         else:
             why = first_facts([f"{m} {what}" for m in matched]) if true else f"no dependency {what}"
         return self._record(condition, key, candidates, true, why, children, explain)
+
+    def _dep_operand(
+        self, operand: AutomationCondition, node_id: str, dep: AssetKey, parents: Subset, root: _Root
+    ) -> Subset:
+        """A dependency condition's operand on ``dep``. Without state and without reading the
+        evaluated asset's history, its result is the same for every dependent asset with the
+        same partitions definition: computed once per evaluation (a dependency read by many
+        assets is evaluated once)."""
+        if operand.is_stateful or operand.reads_evaluation_state:
+            return self.node(operand, node_id, dep, parents, root, False).true
+        cache_key = (operand.fingerprint(), dep, parents, self._token(root.key))
+        hit = self._dep_results.get(cache_key)
+        if hit is None:
+            volatile, root.volatile = root.volatile, False
+            hit = self._dep_results[cache_key] = (
+                self.node(operand, node_id, dep, parents, root, False).true,
+                root.volatile,
+            )
+            root.volatile = volatile
+        if hit[1]:
+            root.volatile = True
+        return hit[0]
+
+    def _token(self, key: AssetKey) -> object:
+        return definition_token(self.graph.assets[key].partitions_def)
 
     def _dep_node_id(self, node_id: str, dep: AssetKey) -> str:
         return f"{node_id}[{self.name(dep)}]"
