@@ -12,15 +12,17 @@ partitions does).
 Cost follows what changed: an asset is skipped (its previous state and "requested nothing"
 stand) when its last evaluation was *stable* (evaluating again with the same inputs would
 give the same result and state), neither it nor a dependency is in ``changed``, no
-dependency was requested on this or the previous evaluation, its and its dependencies'
-partitions are the same, and no tick of a cron in its condition passed since.
+dependency was requested on this or the previous evaluation, no partitions definition gained
+a partition (for an asset with partitions on either side), and no tick of a cron in its
+condition passed since. A dependency condition without state is evaluated once per
+dependency per tick, whatever the number of dependents.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Protocol
 
 from tidegate.definitions.automation_condition import (
@@ -74,7 +76,7 @@ from tidegate.definitions.automation_records import (
     NodeRecord,
     PartitionKey,
 )
-from tidegate.definitions.cron import ticks_between, validate_timezone
+from tidegate.definitions.cron import next_tick, validate_cron, validate_timezone
 from tidegate.definitions.graph import AssetGraph
 from tidegate.definitions.key import AssetKey
 from tidegate.definitions.partitions import (
@@ -326,7 +328,7 @@ class _Evaluation:
             due = self._cron_cache.get(cache_key)
             if due is None:
                 since = datetime.fromtimestamp(previous.evaluation_time, tz=self.now.tzinfo)
-                due = self._cron_cache[cache_key] = bool(_ticks_passed(node, since, self.now))
+                due = self._cron_cache[cache_key] = _first_tick_after(node, since, self.now) is not None
             if due:
                 return True
         return False
@@ -637,9 +639,9 @@ class _Evaluation:
         if root.previous is None:
             return EMPTY, "first evaluation: no previous evaluation to count ticks from"
         since = datetime.fromtimestamp(root.previous.evaluation_time, tz=self.now.tzinfo)
-        ticks = _ticks_passed(condition, since, self.now)
-        if ticks:
-            return candidates, f"tick {ticks[-1].isoformat()} passed"
+        tick = _first_tick_after(condition, since, self.now)
+        if tick is not None:
+            return candidates, f"tick {tick.isoformat()} passed"
         return EMPTY, f"no tick since {since.isoformat()}"
 
     def _in_latest_time_window(
@@ -707,15 +709,14 @@ class _Evaluation:
 # -- small pieces ------------------------------------------------------------------------------
 
 
-def _ticks_passed(condition: CronTickPassedCondition, since: datetime, now: datetime) -> list[datetime]:
+def _first_tick_after(condition: CronTickPassedCondition, since: datetime, now: datetime) -> datetime | None:
+    """The first tick of the condition's cron in ``(since, now]``, or None (one step of the
+    cron, however long ago ``since`` was)."""
     if now <= since:
-        return []
-    tz = validate_timezone("cron_tick_passed", condition.cron_timezone)
-    from tidegate.definitions.cron import validate_cron
-
-    cron = validate_cron("cron_tick_passed", condition.cron_schedule)
-    # the latest tick is what matters; look back no further than needed
-    return ticks_between(cron, tz, max(since, now - timedelta(days=400)), now)[-1:]
+        return None
+    tz = validate_timezone(condition.display(), condition.cron_timezone)
+    tick = next_tick(validate_cron(condition.display(), condition.cron_schedule), tz, since)
+    return tick if tick <= now else None
 
 
 def _runs_of(positions: Sequence[int], ordered: Sequence[PartitionKey]) -> list[list[PartitionKey]]:
