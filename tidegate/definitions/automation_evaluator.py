@@ -1,0 +1,764 @@
+"""The pure evaluator of automation conditions: a snapshot in, requests, cursor and records out.
+
+``evaluate_automation`` walks the target assets in topological order, so ``will_be_requested()``
+sees what upstream assets requested earlier in the same evaluation. Every node is evaluated on
+a *candidate* subset of partitions: ``&`` narrows the candidates for the operands after it,
+``since`` and ``newly_true`` evaluate their operands on every partition (a state transition on
+a partition outside today's candidates must not be missed), and ``any_deps_match`` /
+``all_deps_match`` evaluate their operand on each dependency's own partitions and map the
+result back through the partition mapping (a child partition matches when any of its parent
+partitions does).
+
+Cost follows what changed: an asset is skipped (its previous state and "requested nothing"
+stand) when its last evaluation was *stable* (evaluating again with the same inputs would
+give the same result and state), neither it nor a dependency is in ``changed``, no
+dependency was requested on this or the previous evaluation, no partitions definition gained
+a partition (for an asset with partitions on either side), and no tick of a cron in its
+condition passed since. A dependency condition without state is evaluated once per
+dependency per tick, whatever the number of dependents.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Collection, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Protocol
+
+from tidegate.definitions.automation_condition import (
+    AllDepsCondition,
+    AndAutomationCondition,
+    AutomationCondition,
+    BackfillInProgressCondition,
+    CronTickPassedCondition,
+    DepsAutomationCondition,
+    ExecutionFailedCondition,
+    InitialEvaluationCondition,
+    InLatestTimeWindowCondition,
+    MissingCondition,
+    NewlyRequestedCondition,
+    NewlyTrueCondition,
+    NewlyUpdatedCondition,
+    NotAutomationCondition,
+    OrAutomationCondition,
+    RunInProgressCondition,
+    SinceCondition,
+    WillBeRequestedCondition,
+)
+from tidegate.definitions.automation_explain import (
+    dep_fact,
+    deps_verb,
+    describe,
+    fact,
+    first_facts,
+    not_why,
+    or_why,
+    title,
+)
+from tidegate.definitions.automation_plan import (
+    GraphPlan,
+    definition_token,
+    graph_plan,
+    group_requests,
+    partition_mapping,
+    runs_together,
+    sort_key,
+)
+from tidegate.definitions.automation_records import (
+    MAX_RUNS,
+    AssetCursor,
+    AssetSlice,
+    AutomationCursor,
+    AutomationResult,
+    AutomationRunGroup,
+    EvaluationRecord,
+    NodeCursor,
+    NodeRecord,
+    PartitionKey,
+)
+from tidegate.definitions.cron import next_tick, validate_cron, validate_timezone
+from tidegate.definitions.graph import AssetGraph
+from tidegate.definitions.key import AssetKey
+from tidegate.definitions.partitions import (
+    AllPartitionMapping,
+    IdentityPartitionMapping,
+    TimeWindowPartitionsDefinition,
+)
+from tidegate.definitions.selection import AssetSelection
+
+__all__ = [
+    "AssetSlice",
+    "AutomationCursor",
+    "AutomationInputs",
+    "AutomationResult",
+    "AutomationRunGroup",
+    "EvaluationRecord",
+    "evaluate_automation",
+    "group_requests",
+]
+
+Subset = frozenset[PartitionKey]
+EMPTY: Subset = frozenset()
+Why = str | Callable[[], str]  # a reason, computed only when a record is built
+EXPLAINED_DEPS = 3  # dependency subtrees kept in a record (those that decided the outcome)
+# Operands whose truth is an event of this evaluation: next time, with nothing new, they are
+# false again, so an evaluation that saw one of them true is not stable.
+_EVENT_OPERANDS = (
+    NewlyUpdatedCondition,
+    NewlyRequestedCondition,
+    WillBeRequestedCondition,
+    InitialEvaluationCondition,
+    CronTickPassedCondition,
+)
+
+
+class AutomationInputs(Protocol):
+    """What the evaluator reads: one snapshot of the event log (a fixed upper event id)."""
+
+    def slice(self, key: AssetKey) -> AssetSlice: ...
+
+    def partition_keys(self, key: AssetKey) -> Sequence[PartitionKey]:
+        """Every partition of ``key`` now, in order; ``[None]`` for an unpartitioned asset."""
+        ...
+
+
+def evaluate_automation(
+    graph: AssetGraph,
+    targets: Collection[AssetKey],
+    inputs: AutomationInputs,
+    evaluation_time: datetime,
+    cursor: AutomationCursor | None,
+    changed: Collection[AssetKey] | None,
+) -> AutomationResult:
+    """Evaluate the conditions of ``targets`` in topological order (targets without a
+    condition, or external, are left out).
+
+    ``changed``: the assets whose AssetSlice may differ from the previous evaluation's (any of
+    its five sets); None treats every asset as changed. ``evaluations`` holds a record for
+    each asset whose condition ran; an asset left out was skipped and its latest record stands.
+    """
+    return _Evaluation(graph, inputs, evaluation_time, cursor or AutomationCursor(), changed).run(targets)
+
+
+# -- one evaluation ------------------------------------------------------------------------------
+
+
+@dataclass
+class _Root:
+    """The asset whose condition is being evaluated, and what its evaluation collects."""
+
+    key: AssetKey
+    previous: AssetCursor | None  # None on the first evaluation of this condition
+    nodes: dict[str, NodeCursor] = field(default_factory=dict)
+    volatile: bool = False  # an event operand was true: the next evaluation may differ
+
+
+@dataclass(frozen=True)
+class _Result:
+    true: Subset
+    record: NodeRecord | None  # None when evaluated without explanation
+
+
+class _Evaluation:
+    def __init__(
+        self,
+        graph: AssetGraph,
+        inputs: AutomationInputs,
+        now: datetime,
+        cursor: AutomationCursor,
+        changed: Collection[AssetKey] | None,
+    ) -> None:
+        self.graph = graph
+        self.inputs = inputs
+        self.now = now
+        self.cursor = cursor
+        self.changed = None if changed is None else set(changed)
+        self.requested: dict[AssetKey, Subset] = {}
+        self._keys: dict[AssetKey, tuple[PartitionKey, ...]] = {}
+        self._index: dict[AssetKey, dict[PartitionKey, int]] = {}
+        self._slices: dict[AssetKey, AssetSlice] = {}
+        self._selections: dict[int, set[AssetKey]] = {}
+        self._deps_cache: dict[tuple[int, AssetKey], list[AssetKey]] = {}
+        self._full: dict[AssetKey, Subset] = {}
+        self._names: dict[AssetKey, str] = {}
+        self._dep_results: dict[tuple[str, AssetKey, Subset, object], tuple[Subset, bool]] = {}
+        self._cron_cache: dict[tuple[str, str, float], bool] = {}
+
+    # -- inputs, memoized ----------------------------------------------------------------------
+
+    def keys(self, key: AssetKey) -> tuple[PartitionKey, ...]:
+        found = self._keys.get(key)
+        if found is None:
+            found = self._keys[key] = tuple(self.inputs.partition_keys(key))
+        return found
+
+    def full(self, key: AssetKey) -> Subset:
+        found = self._full.get(key)
+        if found is None:
+            found = self._full[key] = frozenset(self.keys(key))
+        return found
+
+    def index(self, key: AssetKey) -> dict[PartitionKey, int]:
+        found = self._index.get(key)
+        if found is None:
+            found = self._index[key] = {k: i for i, k in enumerate(self.keys(key))}
+        return found
+
+    def decode(self, key: AssetKey, runs: Sequence[Sequence[PartitionKey]]) -> Subset:
+        """The keys covered by ``runs`` (a run whose ends no longer exist is dropped)."""
+        if not runs:
+            return EMPTY
+        index, ordered = self.index(key), self.keys(key)
+        found: set[PartitionKey] = set()
+        for first, last in runs:
+            i, j = index.get(first), index.get(last)
+            if i is not None and j is not None and i <= j:
+                found.update(ordered[i : j + 1])
+        return frozenset(found)
+
+    def slice(self, key: AssetKey) -> AssetSlice:
+        found = self._slices.get(key)
+        if found is None:
+            found = self._slices[key] = self.inputs.slice(key)
+        return found
+
+    def encode(self, key: AssetKey, subset: Collection[PartitionKey]) -> list[list[PartitionKey]]:
+        """Runs of consecutive keys. Sorts only the smaller of the subset and its complement:
+        "every partition but three" costs as little as "three partitions"."""
+        if not subset:
+            return []
+        ordered, index = self.keys(key), self.index(key)
+        if len(subset) * 2 <= len(ordered):
+            return _runs_of(sorted(index[k] for k in subset if k in index), ordered)
+        gaps = sorted(index[k] for k in self.full(key).difference(subset))
+        runs: list[list[PartitionKey]] = []
+        start = 0
+        for gap in [*gaps, len(ordered)]:
+            if gap > start:
+                runs.append([ordered[start], ordered[gap - 1]])
+            start = gap + 1
+        return runs
+
+    def partitions_fingerprint(self, plan: GraphPlan) -> str:
+        """One string that changes when any partitions definition gains or loses a partition
+        (a new day, a dynamic key): computed once per definition, not per asset."""
+        parts = []
+        for representative in plan.definition_representatives:
+            keys = self.keys(representative)
+            parts.append(f"{len(keys)}:{keys[0] if keys else ''}:{keys[-1] if keys else ''}")
+        return "|".join(parts)
+
+    # -- the walk ------------------------------------------------------------------------------
+
+    def run(self, targets: Collection[AssetKey]) -> AutomationResult:
+        plan = graph_plan(self.graph)
+        wanted = set(targets)
+        partitions = self.partitions_fingerprint(plan)
+        partitions_changed = partitions != self.cursor.partitions_fingerprint
+        # Assets whose inputs may have changed: changed assets and their children, and the
+        # children of assets requested on the previous evaluation (newly_requested flips).
+        dirty: set[AssetKey] = set()
+        if self.changed is not None:
+            for key in self.changed:
+                dirty.add(key)
+                dirty.update(self.graph.downstream.get(key, ()))
+            for key, stored in self.cursor.assets.items():
+                if stored.requested:
+                    dirty.add(key)
+                    dirty.update(self.graph.downstream.get(key, ()))
+        cursors: dict[AssetKey, AssetCursor] = {}
+        evaluations: dict[AssetKey, EvaluationRecord] = {}
+        for key in plan.conditioned:
+            if key not in wanted:
+                continue
+            condition = self.graph.assets[key].automation_condition
+            assert condition is not None
+            previous = self.cursor.assets.get(key)
+            if previous is not None and previous.condition_hash != condition.fingerprint():
+                previous = None
+            if (
+                previous is not None
+                and self.changed is not None
+                and previous.stable
+                and key not in dirty
+                and not (partitions_changed and key in plan.partition_sensitive)
+                and not condition.reads_beyond_deps
+                and not self._cron_due(condition, previous)
+            ):
+                cursors[key] = previous  # nothing it reads changed: same result, same state
+                continue
+            cursors[key], evaluations[key] = self._evaluate_asset(key, condition, previous)
+            if key in self.requested:
+                dirty.update(self.graph.downstream.get(key, ()))
+        return AutomationResult(
+            requested=dict(self.requested),
+            cursor=AutomationCursor(
+                evaluation_time=self.now.timestamp(), assets=cursors, partitions_fingerprint=partitions
+            ),
+            evaluations=evaluations,
+            evaluated=len(evaluations),
+        )
+
+    def _evaluate_asset(
+        self, key: AssetKey, condition: AutomationCondition, previous: AssetCursor | None
+    ) -> tuple[AssetCursor, EvaluationRecord]:
+        root = _Root(key, previous)
+        result = self.node(condition, "0", key, self.full(key), root)
+        assert result.record is not None
+        requested = result.true
+        if requested:
+            self.requested[key] = requested
+        stable = previous is not None and not root.volatile and not requested and previous.nodes == root.nodes
+        cursor = AssetCursor(
+            condition_hash=condition.fingerprint(),
+            evaluation_time=self.now.timestamp(),
+            requested=_as_runs(self.encode(key, requested)),
+            nodes=root.nodes,
+            stable=stable,
+        )
+        record = EvaluationRecord(
+            asset_key=key, evaluation_time=self.now, requested=sorted(requested, key=sort_key), root=result.record
+        )
+        return cursor, record
+
+    def _cron_due(self, condition: AutomationCondition, previous: AssetCursor) -> bool:
+        """Whether a tick of a cron in ``condition`` passed since ``previous`` was evaluated."""
+        for node in condition.cron_nodes:
+            cache_key = (node.cron_schedule, node.cron_timezone, previous.evaluation_time)
+            due = self._cron_cache.get(cache_key)
+            if due is None:
+                since = datetime.fromtimestamp(previous.evaluation_time, tz=self.now.tzinfo)
+                due = self._cron_cache[cache_key] = _first_tick_after(node, since, self.now) is not None
+            if due:
+                return True
+        return False
+
+    # -- nodes -----------------------------------------------------------------------------------
+
+    def node(
+        self,
+        condition: AutomationCondition,
+        node_id: str,
+        key: AssetKey,
+        candidates: Subset,
+        root: _Root,
+        explain: bool = True,
+    ) -> _Result:
+        """Evaluate one node on ``candidates`` of ``key``; ``explain`` builds its record."""
+        if not candidates and not condition.is_stateful:
+            return self._record(condition, key, candidates, EMPTY, "not evaluated: no candidates left", [], explain)
+        if type(condition) in _OPERAND_TYPES:
+            true, why = self._operand(condition, key, candidates, root)
+            if true and isinstance(condition, _EVENT_OPERANDS):
+                root.volatile = True
+            return self._record(condition, key, candidates, true, why, [], explain)
+        if isinstance(condition, AndAutomationCondition):
+            return self._and(condition, node_id, key, candidates, root, explain)
+        if isinstance(condition, OrAutomationCondition):
+            children = [
+                self.node(c, f"{node_id}.{i}", key, candidates, root, explain) for i, c in enumerate(condition.operands)
+            ]
+            true = frozenset().union(*(c.true for c in children)) & candidates
+            return self._record(
+                condition, key, candidates, true, lambda: or_why([c.record for c in children]), children, explain
+            )
+        if isinstance(condition, NotAutomationCondition):
+            child = self.node(condition.operand, f"{node_id}.0", key, candidates, root, explain)
+            true = candidates - child.true
+            return self._record(condition, key, candidates, true, lambda: not_why(child.record), [child], explain)
+        if isinstance(condition, SinceCondition):
+            return self._since(condition, node_id, key, candidates, root, explain)
+        if isinstance(condition, NewlyTrueCondition):
+            return self._newly_true(condition, node_id, key, candidates, root, explain)
+        if isinstance(condition, DepsAutomationCondition):
+            return self._deps(condition, node_id, key, candidates, root, explain)
+        true, why = self._operand(condition, key, candidates, root)
+        if true and isinstance(condition, _EVENT_OPERANDS):
+            root.volatile = True
+        return self._record(condition, key, candidates, true, why, [], explain)
+
+    def _and(
+        self,
+        condition: AndAutomationCondition,
+        node_id: str,
+        key: AssetKey,
+        candidates: Subset,
+        root: _Root,
+        explain: bool,
+    ) -> _Result:
+        current = candidates
+        children: list[_Result] = []
+        first_false: _Result | None = None
+        for i, operand in enumerate(condition.operands):
+            # every operand runs, even on no candidates: stateful ones must stay current
+            child = self.node(operand, f"{node_id}.{i}", key, current, root, explain)
+            children.append(child)
+            current = current & child.true
+            if not current and first_false is None:
+                first_false = child
+
+        def why() -> str:
+            if current:
+                return "every operand true"
+            return (
+                f"'{title(first_false.record if first_false is not None else None)}' is false"
+                if first_false
+                else "no candidates"
+            )
+
+        return self._record(condition, key, candidates, current, why, children, explain)
+
+    def _since(
+        self, condition: SinceCondition, node_id: str, key: AssetKey, candidates: Subset, root: _Root, explain: bool
+    ) -> _Result:
+        full = self.full(key)
+        trigger = self.node(condition.trigger_condition, f"{node_id}.0", key, full, root, explain)
+        reset = self.node(condition.reset_condition, f"{node_id}.1", key, full, root, explain)
+        state = (self._state(root, node_id, key) | trigger.true) - reset.true
+        root.nodes[node_id] = NodeCursor(_as_runs(self.encode(key, state)))
+        true = state & candidates
+
+        def why() -> str:
+            if true:
+                return f"'{title(trigger.record)}' has been true since '{title(reset.record)}' was last true"
+            if reset.true & candidates:
+                return f"reset by '{title(reset.record)}'"
+            return f"'{title(trigger.record)}' not true since '{title(reset.record)}' was last true"
+
+        return self._record(condition, key, candidates, true, why, [trigger, reset], explain)
+
+    def _newly_true(
+        self, condition: NewlyTrueCondition, node_id: str, key: AssetKey, candidates: Subset, root: _Root, explain: bool
+    ) -> _Result:
+        child = self.node(condition.operand, f"{node_id}.0", key, self.full(key), root, explain)
+        before = self._state(root, node_id, key)
+        root.nodes[node_id] = NodeCursor(_as_runs(self.encode(key, child.true)))
+        true = (child.true - before) & candidates
+
+        def why() -> str:
+            if true:
+                return "became true on this evaluation"
+            return "still true, not newly" if child.true & candidates else "operand false"
+
+        return self._record(condition, key, candidates, true, why, [child], explain)
+
+    def _deps(
+        self,
+        condition: DepsAutomationCondition,
+        node_id: str,
+        key: AssetKey,
+        candidates: Subset,
+        root: _Root,
+        explain: bool,
+    ) -> _Result:
+        deps = self._selected_deps(condition, key)
+        is_all = isinstance(condition, AllDepsCondition)
+        true = candidates if is_all else EMPTY
+        outcomes: list[tuple[AssetKey, Subset, Subset, Subset]] = []  # dep, its candidates, its true, mapped
+        decided = not condition.operand.is_stateful  # without state, stop once the outcome is known
+        for dep in deps:
+            parents = self._parents(key, dep, candidates)
+            dep_true = self._dep_operand(condition.operand, self._dep_node_id(node_id, dep), dep, parents, root)
+            mapped = self._children_matching(key, dep, dep_true, candidates)
+            true = true & mapped if is_all else true | mapped
+            outcomes.append((dep, parents, dep_true, mapped))
+            if decided and (not true if is_all else len(true) == len(candidates)):
+                break
+        if not explain:
+            return _Result(true, None)
+        # The record keeps the subtrees that explain the outcome (the dependencies that
+        # matched, or for ALL those that did not), evaluated again with their records.
+        telling = [o for o in outcomes if bool(o[3]) != is_all] or outcomes[:1]
+        children = [
+            self.node(condition.operand, self._dep_node_id(node_id, dep), dep, parents, root, True)
+            for dep, parents, _, _ in telling[:EXPLAINED_DEPS]
+        ]
+        matched = [
+            dep_fact(dep, dep_true & self._parents(key, dep, mapped), self._is_partitioned(dep))
+            for dep, _, dep_true, mapped in outcomes
+            if mapped
+        ]
+        unmatched = [f"upstream '{dep}'" for dep, _, _, mapped in outcomes if not mapped]
+        what = deps_verb(condition)
+        if not deps:
+            why = "no dependencies (after allow/ignore)"
+        elif is_all and true:
+            why = f"every dependency {what}"
+        elif is_all:
+            why = (
+                f"not {what}: {first_facts(unmatched)}"
+                if unmatched
+                else f"dependencies {what} only for other partitions"
+            )
+        else:
+            why = first_facts([f"{m} {what}" for m in matched]) if true else f"no dependency {what}"
+        return self._record(condition, key, candidates, true, why, children, explain)
+
+    def _dep_operand(
+        self, operand: AutomationCondition, node_id: str, dep: AssetKey, parents: Subset, root: _Root
+    ) -> Subset:
+        """A dependency condition's operand on ``dep``. Without state and without reading the
+        evaluated asset's history, its result is the same for every dependent asset with the
+        same partitions definition: computed once per evaluation (a dependency read by many
+        assets is evaluated once)."""
+        if operand.is_stateful or operand.reads_evaluation_state:
+            return self.node(operand, node_id, dep, parents, root, False).true
+        cache_key = (operand.fingerprint(), dep, parents, self._token(root.key))
+        hit = self._dep_results.get(cache_key)
+        if hit is None:
+            volatile, root.volatile = root.volatile, False
+            hit = self._dep_results[cache_key] = (
+                self.node(operand, node_id, dep, parents, root, False).true,
+                root.volatile,
+            )
+            root.volatile = volatile
+        if hit[1]:
+            root.volatile = True
+        return hit[0]
+
+    def _token(self, key: AssetKey) -> object:
+        return definition_token(self.graph.assets[key].partitions_def)
+
+    def _dep_node_id(self, node_id: str, dep: AssetKey) -> str:
+        return f"{node_id}[{self.name(dep)}]"
+
+    def _selected_deps(self, condition: DepsAutomationCondition, key: AssetKey) -> list[AssetKey]:
+        cache_key = (id(condition), key)
+        found = self._deps_cache.get(cache_key)
+        if found is None:
+            deps = set(self.graph.upstream[key])
+            if condition.allow_selection is not None:
+                deps &= self._resolve(condition.allow_selection)
+            if condition.ignore_selection is not None:
+                deps -= self._resolve(condition.ignore_selection)
+            found = self._deps_cache[cache_key] = sorted(deps)
+        return found
+
+    def _resolve(self, selection: AssetSelection) -> set[AssetKey]:
+        found = self._selections.get(id(selection))
+        if found is None:
+            found = self._selections[id(selection)] = selection.resolve(self.graph)
+        return found
+
+    def _is_partitioned(self, key: AssetKey) -> bool:
+        return self.graph.assets[key].partitions_def is not None
+
+    def _children_matching(self, child: AssetKey, parent: AssetKey, parents: Subset, candidates: Subset) -> Subset:
+        """Partitions of ``child`` among ``candidates`` with at least one parent partition in ``parents``."""
+        if not parents or not candidates:
+            return EMPTY
+        child_def = self.graph.assets[child].partitions_def
+        parent_def = self.graph.assets[parent].partitions_def
+        if parent_def is None or child_def is None:
+            return candidates  # one side unpartitioned: every partition depends on every partition
+        mapping = partition_mapping(self.graph, child, parent)
+        if isinstance(mapping, IdentityPartitionMapping):
+            return candidates & parents
+        if isinstance(mapping, AllPartitionMapping):
+            return candidates
+        return frozenset(
+            c
+            for c in candidates
+            if any(p in parents for p in mapping.upstream_keys(c, child_def, parent_def, current_time=self.now))
+        )
+
+    def _parents(self, child: AssetKey, parent: AssetKey, children: Subset) -> Subset:
+        """Partitions of ``parent`` that partitions ``children`` of ``child`` depend on."""
+        if not children:
+            return EMPTY
+        child_def = self.graph.assets[child].partitions_def
+        parent_def = self.graph.assets[parent].partitions_def
+        if parent_def is None or child_def is None:
+            return self.full(parent)
+        mapping = partition_mapping(self.graph, child, parent)
+        if isinstance(mapping, IdentityPartitionMapping):
+            return children & self.full(parent)
+        if isinstance(mapping, AllPartitionMapping):
+            return self.full(parent)
+        found: set[PartitionKey] = set()
+        for c in children:
+            found.update(mapping.upstream_keys(c, child_def, parent_def, current_time=self.now))
+        return frozenset(found) & self.full(parent)
+
+    def _state(self, root: _Root, node_id: str, key: AssetKey) -> Subset:
+        if root.previous is None:
+            return EMPTY
+        node = root.previous.nodes.get(node_id)
+        return self.decode(key, node.subset) if node is not None else EMPTY
+
+    # -- operands --------------------------------------------------------------------------------
+
+    def _operand(
+        self, condition: AutomationCondition, key: AssetKey, candidates: Subset, root: _Root
+    ) -> tuple[Subset, Why]:
+        """An operand's true subset and (lazily) the reason, as a fact about ``key``."""
+        kind = type(condition)
+        facts_of = _SLICE_FACTS.get(kind)
+        if facts_of is not None:  # a set of the snapshot's AssetSlice
+            attribute, yes, no = facts_of
+            facts: Subset = getattr(self.slice(key), attribute)
+            true = candidates - facts if attribute == "materialized" else candidates & facts
+            return true, _lazy_fact(true, self._is_partitioned(key), yes, no)
+        if isinstance(condition, NewlyRequestedCondition):
+            own = self.cursor.assets.get(key)
+            true = candidates & self.decode(key, own.requested) if own is not None else EMPTY
+            return true, _lazy_fact(
+                true,
+                self._is_partitioned(key),
+                "requested on the previous evaluation",
+                "not requested on the previous evaluation",
+            )
+        if isinstance(condition, WillBeRequestedCondition):
+            return self._will_be_requested(key, candidates, root)
+        if isinstance(condition, InitialEvaluationCondition):
+            first = root.previous is None
+            return (candidates if first else EMPTY), (
+                "first evaluation of this condition" if first else "evaluated before"
+            )
+        if isinstance(condition, CronTickPassedCondition):
+            return self._cron_tick_passed(condition, candidates, root)
+        if isinstance(condition, InLatestTimeWindowCondition):
+            return self._in_latest_time_window(condition, key, candidates)
+        raise TypeError(f"automation: no evaluation for condition {condition!r}")  # a new node kind without a case
+
+    def _will_be_requested(self, key: AssetKey, candidates: Subset, root: _Root) -> tuple[Subset, Why]:
+        requested = self.requested.get(key, EMPTY) & candidates
+        if (
+            requested
+            and key != root.key
+            and not runs_together(self.graph.assets[key].partitions_def, self.graph.assets[root.key].partitions_def)
+        ):
+            return EMPTY, f"requested, but in a run '{root.key}' cannot join (other partitions)"
+        return requested, _lazy_fact(
+            requested, self._is_partitioned(key), "requested in this evaluation", "not requested in this evaluation"
+        )
+
+    def _cron_tick_passed(
+        self, condition: CronTickPassedCondition, candidates: Subset, root: _Root
+    ) -> tuple[Subset, Why]:
+        if root.previous is None:
+            return EMPTY, "first evaluation: no previous evaluation to count ticks from"
+        since = datetime.fromtimestamp(root.previous.evaluation_time, tz=self.now.tzinfo)
+        tick = _first_tick_after(condition, since, self.now)
+        if tick is not None:
+            return candidates, f"tick {tick.isoformat()} passed"
+        return EMPTY, f"no tick since {since.isoformat()}"
+
+    def _in_latest_time_window(
+        self, condition: InLatestTimeWindowCondition, key: AssetKey, candidates: Subset
+    ) -> tuple[Subset, Why]:
+        definition = self.graph.assets[key].partitions_def
+        if not isinstance(definition, TimeWindowPartitionsDefinition):
+            return candidates, "not time-partitioned: always in the latest window"
+        keys = self.keys(key)
+        if not keys:
+            return EMPTY, "no partition exists yet"
+        latest = definition.time_window_for_key(str(keys[-1]))
+        inside = {keys[-1]}
+        if condition.lookback_delta is not None:
+            start = latest.end - condition.lookback_delta
+            for partition in reversed(keys[:-1]):
+                if definition.time_window_for_key(str(partition)).start < start:
+                    break
+                inside.add(partition)
+        true = candidates & frozenset(inside)
+        return (
+            true,
+            lambda: (
+                f"latest window ends {latest.end.isoformat()}; " + (describe(true) if true else "candidates are older")
+            ),
+        )
+
+    # -- records ---------------------------------------------------------------------------------
+
+    def _record(
+        self,
+        condition: AutomationCondition,
+        key: AssetKey,
+        candidates: Subset,
+        true: Subset,
+        why: Why,
+        children: Sequence[_Result],
+        explain: bool,
+    ) -> _Result:
+        if not explain:
+            return _Result(true, None)
+        runs = self.encode(key, true)
+        reason = why if isinstance(why, str) else why()
+        record = NodeRecord(
+            label=condition.label,
+            name=condition.name,
+            description=condition.description,
+            asset=self.name(key),
+            true_count=len(true),
+            candidate_count=len(candidates),
+            true_runs=runs[:MAX_RUNS],
+            truncated=len(runs) > MAX_RUNS,
+            why=f"{condition.display()}: {'true' if true else 'false'} — {reason}",
+            children=[c.record for c in children if c.record is not None],
+        )
+        return _Result(true, record)
+
+    def name(self, key: AssetKey) -> str:
+        found = self._names.get(key)
+        if found is None:
+            found = self._names[key] = key.to_user_string()
+        return found
+
+
+# -- small pieces ------------------------------------------------------------------------------
+
+
+def _first_tick_after(condition: CronTickPassedCondition, since: datetime, now: datetime) -> datetime | None:
+    """The first tick of the condition's cron in ``(since, now]``, or None (one step of the
+    cron, however long ago ``since`` was)."""
+    if now <= since:
+        return None
+    tz = validate_timezone(condition.display(), condition.cron_timezone)
+    tick = next_tick(validate_cron(condition.display(), condition.cron_schedule), tz, since)
+    return tick if tick <= now else None
+
+
+def _runs_of(positions: Sequence[int], ordered: Sequence[PartitionKey]) -> list[list[PartitionKey]]:
+    runs: list[list[PartitionKey]] = []
+    start = previous = -2
+    for pos in positions:
+        if pos != previous + 1:
+            if start >= 0:
+                runs.append([ordered[start], ordered[previous]])
+            start = pos
+        previous = pos
+    if start >= 0:
+        runs.append([ordered[start], ordered[previous]])
+    return runs
+
+
+def _as_runs(runs: list[list[PartitionKey]]) -> tuple[tuple[PartitionKey, PartitionKey], ...]:
+    return tuple((first, last) for first, last in runs)
+
+
+_OPERAND_TYPES = frozenset(
+    {
+        MissingCondition,
+        RunInProgressCondition,
+        BackfillInProgressCondition,
+        ExecutionFailedCondition,
+        NewlyUpdatedCondition,
+        NewlyRequestedCondition,
+        WillBeRequestedCondition,
+        InitialEvaluationCondition,
+        CronTickPassedCondition,
+        InLatestTimeWindowCondition,
+    }
+)
+_SLICE_FACTS: dict[type, tuple[str, str, str]] = {  # operand -> (AssetSlice set, reason if true, if false)
+    MissingCondition: ("materialized", "never materialized", "materialized"),
+    RunInProgressCondition: ("run_in_progress", "in a run in progress", "no run in progress"),
+    BackfillInProgressCondition: ("backfill_in_progress", "in a backfill in progress", "no backfill in progress"),
+    ExecutionFailedCondition: ("failed", "latest execution failed", "latest execution did not fail"),
+    NewlyUpdatedCondition: ("updated", "materialized since the previous evaluation", "no new materialization"),
+}
+
+
+def _lazy_fact(true: Subset, partitioned: bool, yes: str, no: str) -> Callable[[], str]:
+    return lambda: fact(true, partitioned, yes, no)
