@@ -6,6 +6,7 @@ The public API mirrors Dagster's names: ``import tidegate as tg`` (or ``as dg``)
 from tidegate.definitions.asset import AssetIn, AssetsDefinition, asset
 from tidegate.definitions.asset_sensor import AssetSensorDefinition, asset_sensor
 from tidegate.definitions.asset_spec import AssetSpec
+from tidegate.definitions.config import Config, EnvVar, RunConfig
 from tidegate.definitions.context import AssetExecutionContext, MaterializeResult
 from tidegate.definitions.defs import Definitions
 from tidegate.definitions.defs import definitions as definitions  # tg.definitions: the decorator, not the subpackage
@@ -87,6 +88,7 @@ from tidegate.errors import (
     InvalidSelectionError,
     MissingResourceError,
     PartitionKeyError,
+    RunConfigError,
     RunRequestTargetError,
     StepInterruptedError,
     TidegateError,
@@ -116,6 +118,7 @@ __all__ = [
     "AssetsDefinition",
     "BackfillPolicy",
     "Backoff",
+    "Config",
     "ConfigurableResource",
     "DagsterEvent",
     "DagsterEventType",
@@ -133,6 +136,7 @@ __all__ = [
     "DuplicateDefinitionError",
     "DynamicPartitionsDefinition",
     "EmptySelectionError",
+    "EnvVar",
     "EventLogEntry",
     "EventLogRecord",
     "EventRecordsFilter",
@@ -164,6 +168,8 @@ __all__ = [
     "PartitionMapping",
     "PartitionsDefinition",
     "RetryPolicy",
+    "RunConfig",
+    "RunConfigError",
     "RunFailureSensorContext",
     "RunRecord",
     "RunRequest",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from tidegate.definitions.graph import AssetGraph
 from tidegate.definitions.key import AssetKey
@@ -94,6 +95,7 @@ class JobDefinition:
     tags: Mapping[str, str]
     description: str | None
     partitions_def: PartitionsDefinition | None = None
+    config: Any = None  # the default run config (RunConfig or dict) of a run launched without one
 
 
 @dataclass(frozen=True)
@@ -118,6 +120,8 @@ class RunPlan:
     asset_selection: tuple[str, ...] | None  # the subset, when not the whole job
     partition_key: str | None = None
     partition_range: PartitionKeyRange | None = None
+    # validated, in the stored form of tidegate.definitions.config (EnvVar as a marker); None: none
+    run_config: Mapping[str, Any] | None = None
 
 
 def plan_run(
