@@ -26,7 +26,7 @@ from tidegate.definitions.instance import (
     RunsFilter,
 )
 from tidegate.definitions.instigator import DefaultScheduleStatus, DefaultSensorStatus
-from tidegate.definitions.job import define_asset_job
+from tidegate.definitions.job import define_asset_job, validate_run_config
 from tidegate.definitions.key import AssetKey
 from tidegate.definitions.metadata import MetadataValue
 from tidegate.definitions.multi_asset_sensor import (
@@ -211,4 +211,5 @@ __all__ = [
     "s3_sensor",
     "schedule",
     "sensor",
+    "validate_run_config",
 ]

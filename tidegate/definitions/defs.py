@@ -42,6 +42,7 @@ from tidegate.errors import (
     InvalidDefinitionError,
     MissingResourceError,
     PartitionKeyError,
+    RunConfigError,
     RunRequestTargetError,
     UnknownJobError,
 )
@@ -96,9 +97,9 @@ class Definitions:
                 raise InvalidDefinitionError(f"Definitions: jobs= holds {job!r}, not define_asset_job(...)")
             if job.name in self.jobs or job.name == IMPLICIT_ASSET_JOB:
                 raise DuplicateDefinitionError(f"job '{job.name}': defined twice")
-            self.jobs[job.name] = job.resolve(self.graph)
+            self.jobs[job.name] = self._resolve_job(job)
         implicit = define_asset_job(IMPLICIT_ASSET_JOB, "*")  # ad-hoc runs and selection targets; may be empty
-        self.jobs[IMPLICIT_ASSET_JOB] = implicit.resolve(self.graph)
+        self.jobs[IMPLICIT_ASSET_JOB] = self._resolve_job(implicit)
 
         self.schedules: dict[str, ScheduleDefinition] = _unique_by_name(given_schedules, "schedule", ScheduleDefinition)
         self.sensors: dict[str, SensorDefinition] = _unique_by_name(given_sensors, "sensor", SensorDefinition)
@@ -180,17 +181,46 @@ class Definitions:
         return self.configured(plan, run_config)
 
     def configured(self, plan: RunPlan, run_config: Any) -> RunPlan:
-        """``plan`` carrying ``run_config`` (the job's default config when None), checked."""
+        """``plan`` carrying ``run_config`` (the job's default config when None), checked
+        against the nodes of its steps (RunConfigError)."""
         job = self.get_job(plan.job_name)
-        if run_config is None:
-            run_config = job.config
-        nodes = {}
+        nodes: dict[str, ConfigNode] | None = {}
         for step in plan.steps:
-            asset = self.get_asset(step.asset_key)
+            asset = self.graph.assets.get(AssetKey.from_coercible(step.asset_key))
+            if asset is None or nodes is None:
+                nodes = None  # not an asset's step: check against every node of the job
+                continue
+            nodes[asset.node_name] = job.config_nodes[asset.node_name]
+        return dataclasses.replace(plan, run_config=self.check_job_config(plan.job_name, run_config, nodes))
+
+    def check_job_config(
+        self, job_name: str, run_config: Any, nodes: Mapping[str, ConfigNode] | None = None
+    ) -> dict[str, Any] | None:
+        """``run_config`` (the job's default config when None) checked against ``nodes`` (every
+        node of the job when None) and the resources; its stored form, None when empty."""
+        job = self.get_job(job_name)
+        label = f"job '{job_name}'" if job_name != IMPLICIT_ASSET_JOB else "run"
+        return check_run_config(
+            label,
+            job.config if run_config is None else run_config,
+            job.config_nodes if nodes is None else nodes,
+            self.resources,
+        )
+
+    def _resolve_job(self, job: UnresolvedAssetJob) -> JobDefinition:
+        """The job over this graph, with what its run config is checked against."""
+        resolved = job.resolve(self.graph)
+        nodes = {}
+        for key in resolved.asset_keys:
+            asset = self.graph.assets[key]
             nodes[asset.node_name] = ConfigNode(f"asset '{asset.key}'", asset.config_type)
-        label = f"job '{plan.job_name}'" if plan.job_name != IMPLICIT_ASSET_JOB else "run"
-        stored = check_run_config(label, run_config, nodes, self.resources)
-        return dataclasses.replace(plan, run_config=stored)
+        resolved = dataclasses.replace(resolved, config_nodes=nodes, resources=self.resources)
+        if resolved.config is not None:
+            try:
+                check_run_config(f"job '{job.name}': default config", resolved.config, nodes, self.resources)
+            except RunConfigError as exc:
+                raise InvalidDefinitionError(str(exc)) from None
+        return resolved
 
     def _plan(
         self,
@@ -325,7 +355,7 @@ class Definitions:
         target = instigator.target
         for job in target.job_definitions:
             if job.name not in self.jobs:
-                self.jobs[job.name] = job.resolve(self.graph)  # as Dagster: targeted jobs join
+                self.jobs[job.name] = self._resolve_job(job)  # as Dagster: targeted jobs join
         for job_name in target.job_names:
             if job_name not in self.jobs:
                 raise InvalidDefinitionError(f"{instigator.label}: targets job '{job_name}', which is not defined")
@@ -338,12 +368,30 @@ class Definitions:
                 raise InvalidDefinitionError(f"{instigator.label}: {exc}") from None
             if not keys and not selects_everything(target.selection):
                 raise EmptySelectionError(f"{instigator.label}: its target selects no asset")
+        self._check_static_config(instigator)
         for key in instigator.resource_keys:
             if key not in self.resources:
                 raise MissingResourceError(
                     f"{instigator.label}: missing resource '{key}' "
                     f"(Definitions(resources=...) has: {sorted(self.resources) or 'none'})"
                 )
+
+    def _check_static_config(self, instigator: ScheduleDefinition | SensorDefinition) -> None:
+        """A schedule's own ``run_config`` must fit what it targets, when the code is loaded."""
+        run_config = getattr(instigator, "run_config", None)
+        if run_config is None:
+            return
+        target = instigator.target
+        try:
+            for job_name in target.job_names:
+                self.check_job_config(job_name, run_config)
+            if target.selection is not None:
+                implicit = self.get_job(IMPLICIT_ASSET_JOB)
+                keys = target.selection.resolve(self.graph)
+                nodes = {self.graph.assets[k].node_name for k in keys if k in set(implicit.asset_keys)}
+                self.check_job_config(IMPLICIT_ASSET_JOB, run_config, {n: implicit.config_nodes[n] for n in nodes})
+        except RunConfigError as exc:
+            raise InvalidDefinitionError(f"{instigator.label}: run_config: {exc}") from None
 
     def _check_partitions(self, assets: Sequence[AssetsDefinition]) -> None:
         by_key = {a.key: a for a in assets}

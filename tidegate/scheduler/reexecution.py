@@ -23,7 +23,7 @@ def reexecution_plan(defs: Definitions, storage: Storage, run: RunRecord, *, fro
         keys = [s.asset_key for s in steps]
     if run.job_name not in defs.jobs:
         raise TidegateError(f"run '{run.run_id}': job '{run.job_name}' is not defined in the loaded code")
-    return defs.plan(run.job_name, keys)
+    return defs.plan(run.job_name, keys, run_config=run.run_config if run.run_config is not None else {})
 
 
 def submit_reexecution(
