@@ -11,8 +11,6 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-import pytest
-
 import tidegate as tg
 from tests.test_beat import T0, Harness
 from tidegate.names import SENSOR_TAG
