@@ -5,8 +5,11 @@ exists from every entry point (CLI, sensor, schedule), carried by backfills and 
 from __future__ import annotations
 
 import json
+import os
+import signal
 import sqlite3
 import subprocess
+import time
 from pathlib import Path
 from typing import Any
 
@@ -14,10 +17,10 @@ import pydantic
 import pytest
 
 import tidegate as tg
-from tests.support import ROOT, TIDEGATE
+from tests.support import ROOT, TIDEGATE, tidegate_env, truncate_all
 from tests.test_beat import T0, Harness
 from tidegate.definitions.config import node_config
-from tidegate.names import SENSOR_TAG, TickStatus
+from tidegate.names import SENSOR_TAG, RunStatus, TickStatus
 from tidegate.scheduler.backfill import BackfillDaemon, create_backfill
 from tidegate.scheduler.reexecution import submit_reexecution
 from tidegate.storage.api import Storage
@@ -334,3 +337,55 @@ def test_dagster_configurable_resource_example_configured_per_run() -> None:
         run_config=tg.RunConfig(resources={"my_db_resource": {"config": {"connection_url": "postgresql://db"}}}),
     )
     assert result.asset_value("connection") == "postgresql://db"
+
+
+# -- real processes ------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_a_sensors_run_config_reaches_the_asset_on_a_real_worker(
+    tmp_path: Path, pg_url: str, redis_url: str, worker_factory: Any
+) -> None:
+    """A ``tidegate beat`` process evaluates the sensor of tests/projects/config_project.py,
+    whose RunRequest carries run_config; a ``tidegate worker`` process runs the step, reading
+    the resource's EnvVar from its own environment."""
+    truncate_all(pg_url)
+    env = tidegate_env(
+        database_url=pg_url,
+        broker_url=redis_url,
+        definitions=PROJECT,
+        io_dir=tmp_path / "io",
+        TIDEGATE_TEST_EFFECTS=str(tmp_path / "effects"),
+        MAILER_TOKEN="w0rker-t0ken",
+    )
+    worker_factory(env, name="config")
+    storage = Storage.open(pg_url)
+    with (tmp_path / "beat.log").open("wb") as log:
+        beat = subprocess.Popen(
+            [TIDEGATE, "beat", "-f", str(PROJECT), "--lease-seconds", "1"],
+            env={k: v for k, v in env.items() if k != "MAILER_TOKEN"},  # only the worker reads it
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=ROOT,
+            start_new_session=True,
+        )
+    try:
+        deadline = time.monotonic() + 60
+        while not any(r.status in RunStatus.TERMINAL for r in storage.list_runs()):
+            assert time.monotonic() < deadline, (tmp_path / "beat.log").read_text(errors="replace")[-2000:]
+            time.sleep(0.2)
+    finally:
+        os.killpg(beat.pid, signal.SIGTERM)
+        beat.wait(timeout=20)
+    [run] = storage.list_runs()
+    storage.dispose()
+    assert run.status == RunStatus.SUCCESS, run
+    assert run.tags[SENSOR_TAG] == "greet_sensor" and run.tags["source"] == "config_project"  # the job's run_tags
+    assert run.run_config == {
+        "ops": {"greeting": {"config": {"person_name": "sensor", "times": 3}}},
+        "resources": {"mailer": {"config": {"sender": "sensor-bot"}}},
+    }
+    effects = [json.loads(line) for line in (tmp_path / "effects" / "greeting.jsonl").read_text().splitlines()]
+    assert effects == [
+        {"config": {"person_name": "sensor", "times": 3}, "sender": "sensor-bot", "token": "w0rker-t0ken"}
+    ]
