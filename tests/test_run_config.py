@@ -158,7 +158,9 @@ def test_an_env_var_is_read_on_the_worker_and_errors_never_show_its_value(monkey
         node_config(stored, "greeting", Greeting)
     assert "config field 'times'" in str(info.value) and "s3cret" not in str(info.value)
     monkeypatch.setenv("GREETING_TIMES", "4")
-    assert node_config(stored, "greeting", Greeting).config == Greeting(person_name="a", times=4)
+    config = node_config(stored, "greeting", Greeting).config
+    assert config == Greeting(person_name="a", times=4)
+    assert repr(config) == "Greeting(person_name='a', times='<redacted>')"
 
 
 def test_backfills_and_reexecution_carry_the_run_config(storage: Storage) -> None:
