@@ -24,6 +24,7 @@ from tidegate.names import SENSOR_TAG, RunStatus, TickStatus
 from tidegate.scheduler.backfill import BackfillDaemon, create_backfill
 from tidegate.scheduler.reexecution import submit_reexecution
 from tidegate.storage.api import Storage
+from tidegate.workers.execution import StepExecutor
 
 PROJECT = ROOT / "tests" / "projects" / "config_project.py"
 
@@ -391,3 +392,32 @@ def test_a_sensors_run_config_reaches_the_asset_on_a_real_worker(
     assert effects == [
         {"config": {"person_name": "sensor", "times": 3}, "sender": "sensor-bot", "token": "w0rker-t0ken"}
     ]
+
+
+def test_a_jobs_op_retry_policy_retries_steps_whose_asset_has_none(storage: Storage) -> None:
+    attempts: list[int] = []
+
+    @tg.asset
+    def shaky() -> int:
+        attempts.append(len(attempts) + 1)
+        if len(attempts) == 1:
+            raise ConnectionError("the first attempt fails")
+        return len(attempts)
+
+    job = tg.define_asset_job("shaky_job", [shaky], op_retry_policy=tg.RetryPolicy(max_retries=1))
+    defs = tg.Definitions(assets=[shaky], jobs=[job], resources={"io_manager": tg.InMemoryIOManager()})
+    pending: list[Any] = []
+    executor = StepExecutor(defs, storage, publish=pending.extend, worker_name="test")
+    run_id = storage.submit_run(defs.plan("shaky_job"), origin="test").run_id
+    pending.extend(storage.start_run(run_id))
+    for _ in range(200):  # a bound, not a timing: each round runs a step or finds the retry due
+        if storage.get_run(run_id).status in RunStatus.TERMINAL:
+            break
+        if pending:
+            ref = pending.pop(0)
+            executor.execute(ref.run_id, ref.step_key, ref.attempt)
+        else:
+            pending.extend(storage.steps_to_publish(grace_seconds=0))
+            time.sleep(0.02)
+    assert storage.get_run(run_id).status == RunStatus.SUCCESS
+    assert attempts == [1, 2] and storage.get_steps(run_id)[0].attempt == 2
