@@ -27,6 +27,7 @@ from typing import Any
 import pydantic
 import pydantic_core
 
+from tidegate.definitions.limits import check_run_config_size
 from tidegate.definitions.resource import ConfigurableResource
 from tidegate.errors import RunConfigError
 
@@ -276,6 +277,7 @@ def check_run_config(
         _validate(f"{label}: {node.label}", node.config_type, _as_env_vars(values or {}))
     for key, entry in stored.get("resources", {}).items():
         _check_resource(f"{label}: resource '{key}'", key, resources, entry.get("config") or {})
+    check_run_config_size(label, stored)
     return stored or None
 
 
