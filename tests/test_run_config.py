@@ -130,7 +130,7 @@ def test_config_that_does_not_fit_names_the_node_and_field(run_config: Any, expe
 
 def test_run_config_over_its_size_limit_is_refused() -> None:
     huge = {"ops": {"greeting": {"config": {"person_name": "x" * (1024 * 1024)}}}}
-    with pytest.raises(tg.InputLimitError, match="job 'greet_job': run config is 1048[0-9]+ bytes as JSON, at most"):
+    with pytest.raises(tg.InputLimitError, match=r"job 'greet_job': run config is 1048[0-9]+ bytes as JSON, at most"):
         _defs().plan("greet_job", run_config=huge)
 
 
