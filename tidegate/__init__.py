@@ -7,6 +7,7 @@ from tidegate.definitions.asset import AssetIn, AssetsDefinition, asset
 from tidegate.definitions.asset_sensor import AssetSensorDefinition, asset_sensor
 from tidegate.definitions.asset_spec import AssetSpec
 from tidegate.definitions.automation_condition import AutomationCondition
+from tidegate.definitions.config import Config, EnvVar, RunConfig
 from tidegate.definitions.context import AssetExecutionContext, MaterializeResult
 from tidegate.definitions.defs import Definitions
 from tidegate.definitions.defs import definitions as definitions  # tg.definitions: the decorator, not the subpackage
@@ -26,7 +27,7 @@ from tidegate.definitions.instance import (
     RunsFilter,
 )
 from tidegate.definitions.instigator import DefaultScheduleStatus, DefaultSensorStatus
-from tidegate.definitions.job import define_asset_job
+from tidegate.definitions.job import define_asset_job, validate_run_config
 from tidegate.definitions.key import AssetKey
 from tidegate.definitions.metadata import MetadataValue
 from tidegate.definitions.multi_asset_sensor import (
@@ -88,6 +89,7 @@ from tidegate.errors import (
     InvalidSelectionError,
     MissingResourceError,
     PartitionKeyError,
+    RunConfigError,
     RunRequestTargetError,
     StepInterruptedError,
     TidegateError,
@@ -118,6 +120,7 @@ __all__ = [
     "AutomationCondition",
     "BackfillPolicy",
     "Backoff",
+    "Config",
     "ConfigurableResource",
     "DagsterEvent",
     "DagsterEventType",
@@ -135,6 +138,7 @@ __all__ = [
     "DuplicateDefinitionError",
     "DynamicPartitionsDefinition",
     "EmptySelectionError",
+    "EnvVar",
     "EventLogEntry",
     "EventLogRecord",
     "EventRecordsFilter",
@@ -166,6 +170,8 @@ __all__ = [
     "PartitionMapping",
     "PartitionsDefinition",
     "RetryPolicy",
+    "RunConfig",
+    "RunConfigError",
     "RunFailureSensorContext",
     "RunRecord",
     "RunRequest",
@@ -207,4 +213,5 @@ __all__ = [
     "s3_sensor",
     "schedule",
     "sensor",
+    "validate_run_config",
 ]

@@ -12,6 +12,7 @@ from typing import Any, TypeVar
 from tidegate.definitions.asset import DEFAULT_IO_MANAGER_KEY, AssetsDefinition
 from tidegate.definitions.asset_spec import AssetSpec, external_asset
 from tidegate.definitions.automation_condition import check_condition_executable
+from tidegate.definitions.config import ConfigNode, check_run_config
 from tidegate.definitions.graph import AssetGraph
 from tidegate.definitions.instigator import Target
 from tidegate.definitions.job import (
@@ -42,6 +43,7 @@ from tidegate.errors import (
     InvalidDefinitionError,
     MissingResourceError,
     PartitionKeyError,
+    RunConfigError,
     RunRequestTargetError,
     UnknownJobError,
 )
@@ -97,9 +99,9 @@ class Definitions:
                 raise InvalidDefinitionError(f"Definitions: jobs= holds {job!r}, not define_asset_job(...)")
             if job.name in self.jobs or job.name == IMPLICIT_ASSET_JOB:
                 raise DuplicateDefinitionError(f"job '{job.name}': defined twice")
-            self.jobs[job.name] = job.resolve(self.graph)
+            self.jobs[job.name] = self._resolve_job(job)
         implicit = define_asset_job(IMPLICIT_ASSET_JOB, "*")  # ad-hoc runs and selection targets; may be empty
-        self.jobs[IMPLICIT_ASSET_JOB] = implicit.resolve(self.graph)
+        self.jobs[IMPLICIT_ASSET_JOB] = self._resolve_job(implicit)
 
         self.schedules: dict[str, ScheduleDefinition] = _unique_by_name(given_schedules, "schedule", ScheduleDefinition)
         self.sensors: dict[str, SensorDefinition] = _unique_by_name(given_sensors, "sensor", SensorDefinition)
@@ -169,10 +171,68 @@ class Definitions:
         partition_range: PartitionKeyRange | None = None,
         dynamic_keys: DynamicKeys | None = None,
         current_time: datetime | None = None,
+        run_config: Any = None,
     ) -> RunPlan:
         """The steps of a run of ``job_name`` (or of the ``selection`` subset of it), for
         ``partition_key`` (or every partition of ``partition_range``, in one run) when the job
-        is partitioned; an unknown key raises PartitionKeyError."""
+        is partitioned; an unknown key raises PartitionKeyError. ``run_config`` (else the
+        job's default ``config``) is checked against the planned steps' assets and the
+        resources (RunConfigError naming the node and field) and kept, in its stored form,
+        on the plan."""
+        plan = self._plan(job_name, selection, partition_key, partition_range, dynamic_keys, current_time)
+        return self.configured(plan, run_config)
+
+    def configured(self, plan: RunPlan, run_config: Any) -> RunPlan:
+        """``plan`` carrying ``run_config`` (the job's default config when None), checked
+        against the nodes of its steps (RunConfigError)."""
+        job = self.get_job(plan.job_name)
+        nodes: dict[str, ConfigNode] | None = {}
+        for step in plan.steps:
+            asset = self.graph.assets.get(AssetKey.from_coercible(step.asset_key))
+            if asset is None or nodes is None:
+                nodes = None  # not an asset's step: check against every node of the job
+                continue
+            nodes[asset.node_name] = job.config_nodes[asset.node_name]
+        return dataclasses.replace(plan, run_config=self.check_job_config(plan.job_name, run_config, nodes))
+
+    def check_job_config(
+        self, job_name: str, run_config: Any, nodes: Mapping[str, ConfigNode] | None = None
+    ) -> dict[str, Any] | None:
+        """``run_config`` (the job's default config when None) checked against ``nodes`` (every
+        node of the job when None) and the resources; its stored form, None when empty."""
+        job = self.get_job(job_name)
+        label = f"job '{job_name}'" if job_name != IMPLICIT_ASSET_JOB else "run"
+        return check_run_config(
+            label,
+            job.config if run_config is None else run_config,
+            job.config_nodes if nodes is None else nodes,
+            self.resources,
+        )
+
+    def _resolve_job(self, job: UnresolvedAssetJob) -> JobDefinition:
+        """The job over this graph, with what its run config is checked against."""
+        resolved = job.resolve(self.graph)
+        nodes = {}
+        for key in resolved.asset_keys:
+            asset = self.graph.assets[key]
+            nodes[asset.node_name] = ConfigNode(f"asset '{asset.key}'", asset.config_type)
+        resolved = dataclasses.replace(resolved, config_nodes=nodes, resources=self.resources)
+        if resolved.config is not None:
+            try:
+                check_run_config(f"job '{job.name}': default config", resolved.config, nodes, self.resources)
+            except RunConfigError as exc:
+                raise InvalidDefinitionError(str(exc)) from None
+        return resolved
+
+    def _plan(
+        self,
+        job_name: str,
+        selection: CoercibleToAssetSelection | None,
+        partition_key: str | None,
+        partition_range: PartitionKeyRange | None,
+        dynamic_keys: DynamicKeys | None,
+        current_time: datetime | None,
+    ) -> RunPlan:
         job = self.get_job(job_name)
         keys = None
         if selection is not None:
@@ -272,13 +332,17 @@ class Definitions:
             selection = list(request.asset_selection)
         elif target.selection is not None and not request.job_name:
             selection = target.selection
-        return self.plan(
-            job_name,
-            selection,
-            partition_key=request.partition_key,
-            dynamic_keys=dynamic_keys,
-            current_time=current_time,
-        )
+        try:
+            return self.plan(
+                job_name,
+                selection,
+                partition_key=request.partition_key,
+                dynamic_keys=dynamic_keys,
+                current_time=current_time,
+                run_config=request.run_config,
+            )
+        except RunConfigError as exc:
+            raise RunConfigError(f"{label}: {exc}") from None  # the tick's error names its instigator
 
     def _check_request_selection(self, label: str, target: Target, job_name: str, request: RunRequest) -> None:
         """As Dagster: a RunRequest may select a subset of its target, never assets outside it."""
@@ -296,7 +360,7 @@ class Definitions:
         target = instigator.target
         for job in target.job_definitions:
             if job.name not in self.jobs:
-                self.jobs[job.name] = job.resolve(self.graph)  # as Dagster: targeted jobs join
+                self.jobs[job.name] = self._resolve_job(job)  # as Dagster: targeted jobs join
         for job_name in target.job_names:
             if job_name not in self.jobs:
                 raise InvalidDefinitionError(f"{instigator.label}: targets job '{job_name}', which is not defined")
@@ -309,12 +373,30 @@ class Definitions:
                 raise InvalidDefinitionError(f"{instigator.label}: {exc}") from None
             if not keys and not selects_everything(target.selection):
                 raise EmptySelectionError(f"{instigator.label}: its target selects no asset")
+        self._check_static_config(instigator)
         for key in instigator.resource_keys:
             if key not in self.resources:
                 raise MissingResourceError(
                     f"{instigator.label}: missing resource '{key}' "
                     f"(Definitions(resources=...) has: {sorted(self.resources) or 'none'})"
                 )
+
+    def _check_static_config(self, instigator: ScheduleDefinition | SensorDefinition) -> None:
+        """A schedule's own ``run_config`` must fit what it targets, when the code is loaded."""
+        run_config = getattr(instigator, "run_config", None)
+        if run_config is None:
+            return
+        target = instigator.target
+        try:
+            for job_name in target.job_names:
+                self.check_job_config(job_name, run_config)
+            if target.selection is not None:
+                implicit = self.get_job(IMPLICIT_ASSET_JOB)
+                keys = target.selection.resolve(self.graph)
+                nodes = {self.graph.assets[k].node_name for k in keys if k in set(implicit.asset_keys)}
+                self.check_job_config(IMPLICIT_ASSET_JOB, run_config, {n: implicit.config_nodes[n] for n in nodes})
+        except RunConfigError as exc:
+            raise InvalidDefinitionError(f"{instigator.label}: run_config: {exc}") from None
 
     def _check_partitions(self, assets: Sequence[AssetsDefinition]) -> None:
         by_key = {a.key: a for a in assets}

@@ -5,8 +5,19 @@ from __future__ import annotations
 
 from tidegate.definitions.defs import Definitions
 from tidegate.definitions.job import RunPlan
+from tidegate.definitions.partitions import PartitionKeyRange
 from tidegate.errors import TidegateError
-from tidegate.names import CODE_LOCATION_TAG, PARENT_RUN_TAG, RETRY_NUMBER_TAG, ROOT_RUN_TAG, RunStatus, StepStatus
+from tidegate.names import (
+    CODE_LOCATION_TAG,
+    PARENT_RUN_TAG,
+    PARTITION_RANGE_END_TAG,
+    PARTITION_RANGE_START_TAG,
+    PARTITION_TAG,
+    RETRY_NUMBER_TAG,
+    ROOT_RUN_TAG,
+    RunStatus,
+    StepStatus,
+)
 from tidegate.storage.api import Storage
 from tidegate.storage.records import RunRecord, SubmitResult
 
@@ -23,7 +34,18 @@ def reexecution_plan(defs: Definitions, storage: Storage, run: RunRecord, *, fro
         keys = [s.asset_key for s in steps]
     if run.job_name not in defs.jobs:
         raise TidegateError(f"run '{run.run_id}': job '{run.job_name}' is not defined in the loaded code")
-    return defs.plan(run.job_name, keys)
+    tags = run.tags
+    partition_range = None
+    if PARTITION_RANGE_START_TAG in tags and PARTITION_RANGE_END_TAG in tags:
+        partition_range = PartitionKeyRange(tags[PARTITION_RANGE_START_TAG], tags[PARTITION_RANGE_END_TAG])
+    return defs.plan(
+        run.job_name,
+        keys,
+        partition_key=tags.get(PARTITION_TAG),  # the same partition(s) as its parent, with its config
+        partition_range=partition_range,
+        dynamic_keys=storage.dynamic_partition_keys,
+        run_config=run.run_config if run.run_config is not None else {},
+    )
 
 
 def submit_reexecution(

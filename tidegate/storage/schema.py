@@ -43,6 +43,8 @@ runs = Table(
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("started_at", DateTime(timezone=True), nullable=True),
     Column("ended_at", DateTime(timezone=True), nullable=True),
+    # {"ops": {...}, "resources": {...}}; an EnvVar as {"env": NAME}, never its value
+    Column("run_config", JSON, nullable=True),
     UniqueConstraint("origin", "run_key", name="uq_runs_origin_run_key"),
 )
 Index("ix_runs_status_priority", runs.c.status, runs.c.priority, runs.c.created_at)
@@ -177,6 +179,7 @@ backfills = Table(
     Column("ended_at", DateTime(timezone=True), nullable=True),
     # [[first, last], ...]: one run per range (BackfillPolicy); NULL: one run per partition
     Column("run_ranges", JSON, nullable=True),
+    Column("run_config", JSON, nullable=True),  # each run's config, as runs.run_config
 )
 
 # The latest outcome of every (asset, partition): what `assets list` counts and what a

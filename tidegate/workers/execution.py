@@ -24,6 +24,7 @@ from sqlalchemy.exc import DBAPIError
 
 from tidegate.definitions.asset import DEFAULT_IO_MANAGER_KEY, AssetsDefinition
 from tidegate.definitions.asset_spec import external_input_error
+from tidegate.definitions.config import node_config, run_resources
 from tidegate.definitions.context import AssetExecutionContext, Interruption, Resources
 from tidegate.definitions.defs import Definitions
 from tidegate.definitions.events import AssetOutcome, annotated_none, read_result
@@ -226,7 +227,8 @@ class StepExecutor:
         interruption: Interruption,
     ) -> _Recorded:
         run, step = claimed.run, claimed.step
-        resources = {k: v for k, v in self.defs.resources.items()}
+        resources = run_resources(self.defs.resources, run.run_config)
+        configured = node_config(run.run_config, asset.node_name, asset.config_type)
         kwargs: dict[str, Any] = {}
         for param, upstream_key in asset.inputs.items():
             interruption.raise_if_set()
@@ -240,6 +242,8 @@ class StepExecutor:
         for param in asset.resource_params:
             if param in resources:
                 kwargs[param] = resources[param]
+        if asset.config_type is not None:
+            kwargs["config"] = configured.config
         context = AssetExecutionContext(
             run_id=run.run_id,
             asset_key=asset.key,
@@ -251,6 +255,7 @@ class StepExecutor:
             partition_keys=tuple(partition_keys),
             partitions_def=asset.partitions_def,
             interruption=interruption,
+            op_config=configured.op_config,
         )
         if asset.context_param is not None:
             kwargs[asset.context_param] = context
@@ -369,6 +374,9 @@ class StepExecutor:
     ) -> str:
         step = claimed.step
         policy = asset.retry_policy if asset is not None else None
+        job = self.defs.jobs.get(claimed.run.job_name)
+        if policy is None and asset is not None and job is not None:
+            policy = job.op_retry_policy
         retry_delay = None
         if policy is not None and step.attempt <= policy.max_retries:
             retry_delay = policy.delay_before(step.attempt)  # due by the database's clock
