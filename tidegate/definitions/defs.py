@@ -16,12 +16,14 @@ from tidegate.definitions.instigator import Target
 from tidegate.definitions.job import (
     IMPLICIT_ASSET_JOB,
     JobDefinition,
+    JobTarget,
     RunPlan,
     UnresolvedAssetJob,
     define_asset_job,
     plan_run,
 )
 from tidegate.definitions.key import AssetKey
+from tidegate.definitions.op_job import plan_op_run
 from tidegate.definitions.partitioned_schedule import PartitionedJobSchedule
 from tidegate.definitions.partitions import DynamicKeys, PartitionKeyRange
 from tidegate.definitions.run_request import RunRequest
@@ -59,7 +61,7 @@ class Definitions:
     def __init__(
         self,
         assets: Iterable[AssetsDefinition | AssetSpec] | None = None,
-        jobs: Iterable[UnresolvedAssetJob] | None = None,
+        jobs: Iterable[JobTarget] | None = None,
         schedules: Iterable[Any] | None = None,
         sensors: Iterable[Any] | None = None,
         resources: Mapping[str, Any] | None = None,
@@ -91,11 +93,12 @@ class Definitions:
 
         self.jobs: dict[str, JobDefinition] = {}
         for job in given_jobs:
-            if not isinstance(job, UnresolvedAssetJob):
-                raise InvalidDefinitionError(f"Definitions: jobs= holds {job!r}, not define_asset_job(...)")
+            if not isinstance(job, UnresolvedAssetJob | JobDefinition):
+                raise InvalidDefinitionError(f"Definitions: jobs= holds {job!r}, not define_asset_job(...) or @job")
             if job.name in self.jobs or job.name == IMPLICIT_ASSET_JOB:
                 raise DuplicateDefinitionError(f"job '{job.name}': defined twice")
             self.jobs[job.name] = job.resolve(self.graph)
+            self._check_op_job(self.jobs[job.name])
         implicit = define_asset_job(IMPLICIT_ASSET_JOB, "*")  # ad-hoc runs and selection targets; may be empty
         self.jobs[IMPLICIT_ASSET_JOB] = implicit.resolve(self.graph)
 
@@ -172,6 +175,8 @@ class Definitions:
         ``partition_key`` (or every partition of ``partition_range``, in one run) when the job
         is partitioned; an unknown key raises PartitionKeyError."""
         job = self.get_job(job_name)
+        if job.op_graph is not None:
+            return self._plan_op_job(job, selection, partition_key, partition_range, dynamic_keys, current_time)
         keys = None
         if selection is not None:
             chosen_selection = coerce_selection(selection)
@@ -206,6 +211,50 @@ class Definitions:
             except PartitionKeyError as exc:
                 raise type(exc)(f"job '{job_name}': {exc}") from None
         return self._located(plan_run(self.graph, job, keys, partition_key))
+
+    def _plan_op_job(
+        self,
+        job: JobDefinition,
+        selection: Any,
+        partition_key: str | None,
+        partition_range: PartitionKeyRange | None,
+        dynamic_keys: DynamicKeys | None,
+        current_time: datetime | None,
+    ) -> RunPlan:
+        """An op job's plan: all its unmapped ops, or ``selection`` as a list of step keys
+        (a re-execution's steps, mapped ones included)."""
+        label = f"job '{job.name}'"
+        if partition_range is not None:
+            raise PartitionKeyError(f"{label}: an op job runs one partition per run, not a range")
+        if partition_key is not None and job.partitions_def is None:
+            raise PartitionKeyError(f"{label}: not partitioned, but partition key {partition_key!r} given")
+        if partition_key is None and job.partitions_def is not None:
+            raise PartitionKeyError(f"{label}: partitioned by {job.partitions_def.describe()}; give a partition key")
+        if partition_key is not None and job.partitions_def is not None:
+            try:
+                job.partitions_def.validate_key(partition_key, current_time, dynamic_keys)
+            except PartitionKeyError as exc:
+                raise type(exc)(f"{label}: {exc}") from None
+        if selection is not None and (isinstance(selection, str) or not isinstance(selection, list | tuple)):
+            raise InvalidDefinitionError(f"{label}: an op job's subset is a list of step keys, got {selection!r}")
+        return self._located(plan_op_run(job, partition_key, selection))
+
+    def _check_op_job(self, job: JobDefinition) -> None:
+        if job.op_graph is None:
+            return
+        available = set(self.resources) | set(job.resource_defs)
+        for node in job.op_graph.nodes.values():
+            for key in sorted(node.op.required_resource_keys):
+                if key not in available:
+                    raise MissingResourceError(
+                        f"job '{job.name}': op '{node.handle}' needs resource '{key}' "
+                        f"(Definitions(resources=...) and the job's resource_defs have: {sorted(available) or 'none'})"
+                    )
+            keys = {out.io_manager_key for out in node.op.outs.values()} - {DEFAULT_IO_MANAGER_KEY}
+            for key in sorted(keys - available):
+                raise MissingResourceError(
+                    f"job '{job.name}': op '{node.handle}' names io manager '{key}', not defined"
+                )
 
     def _located(self, plan: RunPlan) -> RunPlan:
         if self.code_location is None:
@@ -295,6 +344,7 @@ class Definitions:
         for job in target.job_definitions:
             if job.name not in self.jobs:
                 self.jobs[job.name] = job.resolve(self.graph)  # as Dagster: targeted jobs join
+                self._check_op_job(self.jobs[job.name])
         for job_name in target.job_names:
             if job_name not in self.jobs:
                 raise InvalidDefinitionError(f"{instigator.label}: targets job '{job_name}', which is not defined")
