@@ -195,5 +195,7 @@ class InMemoryIOManager(IOManager):
             try:
                 return self.values[self._key(context)]
             except KeyError:
-                what = f"asset '{context.asset_key}'" if context.asset_key is not None else "op output"
-                raise KeyError(f"{what} {context.get_identifier()} has no value in memory") from None
+                what = f"asset '{context.asset_key}'"
+                if context.asset_key is None:
+                    what = f"op output {'/'.join(context.get_identifier()[1:])} of run {context.run_id}"
+                raise KeyError(f"{what} has no value in memory") from None
