@@ -6,6 +6,7 @@ The public API mirrors Dagster's names: ``import tidegate as tg`` (or ``as dg``)
 from tidegate.definitions.asset import AssetIn, AssetsDefinition, asset
 from tidegate.definitions.asset_sensor import AssetSensorDefinition, asset_sensor
 from tidegate.definitions.asset_spec import AssetSpec
+from tidegate.definitions.config import Config, EnvVar, RunConfig
 from tidegate.definitions.context import AssetExecutionContext, MaterializeResult
 from tidegate.definitions.defs import Definitions
 from tidegate.definitions.defs import definitions as definitions  # tg.definitions: the decorator, not the subpackage
@@ -96,6 +97,7 @@ from tidegate.errors import (
     InvalidSelectionError,
     MissingResourceError,
     PartitionKeyError,
+    RunConfigError,
     RunRequestTargetError,
     StepInterruptedError,
     TidegateError,
@@ -125,6 +127,7 @@ __all__ = [
     "AssetsDefinition",
     "BackfillPolicy",
     "Backoff",
+    "Config",
     "ConfigurableResource",
     "DagsterEvent",
     "DagsterEventType",
@@ -144,6 +147,7 @@ __all__ = [
     "DynamicOutput",
     "DynamicPartitionsDefinition",
     "EmptySelectionError",
+    "EnvVar",
     "EventLogEntry",
     "EventLogRecord",
     "EventRecordsFilter",
@@ -182,6 +186,8 @@ __all__ = [
     "PartitionedConfig",
     "PartitionsDefinition",
     "RetryPolicy",
+    "RunConfig",
+    "RunConfigError",
     "RunFailureSensorContext",
     "RunRecord",
     "RunRequest",

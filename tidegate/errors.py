@@ -96,6 +96,12 @@ class InputLimitError(InvalidDefinitionError, LaunchRequestError):
     ``except`` catches it."""
 
 
+class RunConfigError(LaunchRequestError):
+    """A run's configuration does not fit its job: an unknown op, asset or resource, a field
+    missing, unknown or of the wrong type, an environment variable unset on the worker. The
+    message names the job, the node and the field, never a value (it may be a secret)."""
+
+
 class RunNotFoundError(TidegateError):
     """No run has the given id."""
 

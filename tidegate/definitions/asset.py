@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, overload
 
+from tidegate.definitions.config import Config, config_param_type
 from tidegate.definitions.key import AssetKey, CoercibleToAssetKey
 from tidegate.definitions.limits import check_metadata, check_name, check_tags
 from tidegate.definitions.partitions import BackfillPolicy, PartitionMapping, PartitionsDefinition
@@ -73,10 +74,17 @@ class AssetsDefinition:
     owners: tuple[str, ...] = ()
     code_version: str | None = None
     is_external: bool = False
+    config_type: type[Config] | None = None  # the Config model of its ``config`` parameter
 
     @property
     def name(self) -> str:
         return self.key.path[-1]
+
+    @property
+    def node_name(self) -> str:
+        """Its name in run config (``{"ops": {node_name: ...}}``): the key's parts joined by
+        ``__``, as Dagster names an asset's op."""
+        return "__".join(self.key.path)
 
     def resolve_params(self, resource_keys: Iterable[str], asset_keys: Iterable[AssetKey]) -> AssetsDefinition:
         """Return a copy whose ambiguous parameters are sorted into resources and inputs."""
@@ -267,7 +275,7 @@ def _build_asset(
     if retry_policy is not None and not isinstance(retry_policy, RetryPolicy):
         raise InvalidDefinitionError(f"{label}: retry_policy must be a RetryPolicy, got {retry_policy!r}")
 
-    params, context_param, annotated_resources = _classify_params(func, label)
+    params, context_param, annotated_resources, config_type = _classify_params(func, label)
     if partitions_def is not None and not isinstance(partitions_def, PartitionsDefinition):
         raise InvalidDefinitionError(f"{label}: partitions_def must be a PartitionsDefinition, got {partitions_def!r}")
     inputs: dict[str, AssetKey] = {}
@@ -320,6 +328,7 @@ def _build_asset(
         kinds=kind_set,
         owners=tuple(owners),
         code_version=code_version,
+        config_type=config_type,
     )
 
 
@@ -385,8 +394,11 @@ def check_op_tags(label: str, op_tags: Mapping[str, Any]) -> dict[str, Any]:
     return dict(op_tags)
 
 
-def _classify_params(func: Callable[..., Any], label: str) -> tuple[list[str], str | None, set[str]]:
-    """Return (data-or-resource params, the context param, params typed as resources)."""
+def _classify_params(
+    func: Callable[..., Any], label: str
+) -> tuple[list[str], str | None, set[str], type[Config] | None]:
+    """Return (data-or-resource params, the context param, params typed as resources, the
+    Config model of the ``config`` parameter)."""
     from tidegate.definitions.context import AssetExecutionContext
 
     signature = inspect.signature(func)
@@ -394,6 +406,7 @@ def _classify_params(func: Callable[..., Any], label: str) -> tuple[list[str], s
     params: list[str] = []
     context_param: str | None = None
     resources: set[str] = set()
+    config_type: type[Config] | None = None
     for param in signature.parameters.values():
         if param.kind in (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD):
             raise InvalidDefinitionError(f"{label}: *args and **kwargs are not supported")
@@ -406,10 +419,19 @@ def _classify_params(func: Callable[..., Any], label: str) -> tuple[list[str], s
                 raise InvalidDefinitionError(f"{label}: two context parameters")
             context_param = param.name
             continue
+        model = config_param_type(annotation)
+        if model is not None:
+            if param.name != "config":
+                raise InvalidDefinitionError(
+                    f"{label}: parameter {param.name!r} is annotated with Config model "
+                    f"{model.__name__}; name it 'config' (the one config parameter)"
+                )
+            config_type = model
+            continue
         if isinstance(annotation, type) and issubclass(annotation, ConfigurableResource):
             resources.add(param.name)
         params.append(param.name)
-    return params, context_param, resources
+    return params, context_param, resources, config_type
 
 
 def _resolved_annotations(func: Callable[..., Any]) -> dict[str, Any]:

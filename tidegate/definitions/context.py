@@ -73,6 +73,8 @@ class AssetExecutionContext:
     partition_keys: tuple[str, ...] = ()  # one key, or a range's keys in a single-run backfill
     partitions_def: Any = None
     interruption: Interruption = field(default_factory=Interruption, repr=False, compare=False)
+    # this node's run config as a dict (environment variables read); None when it has none
+    op_config: Any = field(default=None, repr=False)
 
     @property
     def is_interrupted(self) -> bool:

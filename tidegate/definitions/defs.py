@@ -11,6 +11,7 @@ from typing import Any, TypeVar
 
 from tidegate.definitions.asset import DEFAULT_IO_MANAGER_KEY, AssetsDefinition
 from tidegate.definitions.asset_spec import AssetSpec, external_asset
+from tidegate.definitions.config import ConfigNode, check_run_config
 from tidegate.definitions.graph import AssetGraph
 from tidegate.definitions.instigator import Target
 from tidegate.definitions.job import (
@@ -23,7 +24,7 @@ from tidegate.definitions.job import (
     plan_run,
 )
 from tidegate.definitions.key import AssetKey
-from tidegate.definitions.op_job import plan_op_run
+from tidegate.definitions.op_job import PartitionedConfig, plan_op_run
 from tidegate.definitions.partitioned_schedule import PartitionedJobSchedule
 from tidegate.definitions.partitions import DynamicKeys, PartitionKeyRange
 from tidegate.definitions.run_request import RunRequest
@@ -170,10 +171,47 @@ class Definitions:
         partition_range: PartitionKeyRange | None = None,
         dynamic_keys: DynamicKeys | None = None,
         current_time: datetime | None = None,
+        run_config: Any = None,
     ) -> RunPlan:
         """The steps of a run of ``job_name`` (or of the ``selection`` subset of it), for
         ``partition_key`` (or every partition of ``partition_range``, in one run) when the job
-        is partitioned; an unknown key raises PartitionKeyError."""
+        is partitioned; an unknown key raises PartitionKeyError. ``run_config`` (else the
+        job's default ``config``) is checked against the planned steps' assets and the
+        resources (RunConfigError naming the node and field) and kept, in its stored form,
+        on the plan."""
+        plan = self._plan(job_name, selection, partition_key, partition_range, dynamic_keys, current_time)
+        return self.configured(plan, run_config)
+
+    def configured(self, plan: RunPlan, run_config: Any) -> RunPlan:
+        """``plan`` carrying ``run_config`` (the job's default config when None), checked."""
+        job = self.get_job(plan.job_name)
+        if run_config is None:
+            run_config = job.config
+        if isinstance(run_config, PartitionedConfig):
+            if plan.partition_key is None:
+                raise PartitionKeyError(f"job '{job.name}': its config is partitioned; give a partition key")
+            run_config = run_config.run_config_for_partition_key(plan.partition_key)
+        nodes = {}
+        if job.op_graph is not None:  # every op, mapped ones too: they run with this config
+            for node in job.op_graph.nodes.values():
+                any_config = node.op.config_schema is not None and node.op.config_type is None
+                nodes[node.handle] = ConfigNode(f"op '{node.handle}'", node.op.config_type, any_config)
+        for step in plan.steps if job.op_graph is None else ():
+            asset = self.get_asset(step.asset_key)
+            nodes[asset.node_name] = ConfigNode(f"asset '{asset.key}'", asset.config_type)
+        label = f"job '{plan.job_name}'" if plan.job_name != IMPLICIT_ASSET_JOB else "run"
+        stored = check_run_config(label, run_config, nodes, {**self.resources, **job.resource_defs})
+        return dataclasses.replace(plan, run_config=stored)
+
+    def _plan(
+        self,
+        job_name: str,
+        selection: CoercibleToAssetSelection | None,
+        partition_key: str | None,
+        partition_range: PartitionKeyRange | None,
+        dynamic_keys: DynamicKeys | None,
+        current_time: datetime | None,
+    ) -> RunPlan:
         job = self.get_job(job_name)
         if job.op_graph is not None:
             return self._plan_op_job(job, selection, partition_key, partition_range, dynamic_keys, current_time)
@@ -325,6 +363,7 @@ class Definitions:
             partition_key=request.partition_key,
             dynamic_keys=dynamic_keys,
             current_time=current_time,
+            run_config=request.run_config,
         )
 
     def _check_request_selection(self, label: str, target: Target, job_name: str, request: RunRequest) -> None:

@@ -160,6 +160,8 @@ class RunPlan:
     asset_selection: tuple[str, ...] | None  # the subset, when not the whole job
     partition_key: str | None = None
     partition_range: PartitionKeyRange | None = None
+    # validated, in the stored form of tidegate.definitions.config (EnvVar as a marker); None: none
+    run_config: Mapping[str, Any] | None = None
 
 
 def plan_run(

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any, overload
 
 from tidegate.definitions.asset import DEFAULT_IO_MANAGER_KEY, DEFAULT_QUEUE, _resolved_annotations
+from tidegate.definitions.config import Config, config_param_type
 from tidegate.definitions.events import DEFAULT_OUTPUT_NAME, Output
 from tidegate.definitions.limits import check_name
 from tidegate.definitions.resource import ConfigurableResource
@@ -114,6 +115,7 @@ class OpDefinition:
     description: str | None = None
     config_schema: Any = None
     timeout: float | None = None
+    config_type: type[Config] | None = None  # the Config model of its ``config`` parameter
 
     @property
     def label(self) -> str:
@@ -238,7 +240,7 @@ def _build_op(
     if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout <= 0):
         raise InvalidDefinitionError(f"{label}: timeout must be a number of seconds > 0, got {timeout!r}")
     outs = _outs(label, out)
-    context_param, config_param, resource_params, inputs = _classify(func, label, required_resource_keys)
+    context_param, config_param, config_type, resource_params, inputs = _classify(func, label, required_resource_keys)
     for param in ins:
         if param not in inputs:
             raise InvalidDefinitionError(f"{label}: ins names {param!r}, which is not an input parameter")
@@ -268,6 +270,7 @@ def _build_op(
         description=description if description is not None else inspect.getdoc(func),
         config_schema=config_schema,
         timeout=float(timeout) if timeout is not None else None,
+        config_type=config_type,
     )
 
 
@@ -288,13 +291,14 @@ def _outs(label: str, out: Out | Mapping[str, Out] | None) -> dict[str, Out]:
 
 def _classify(
     func: Callable[..., Any], label: str, required_resource_keys: frozenset[str]
-) -> tuple[str | None, str | None, set[str], list[str]]:
-    """(context param, config param, resource params, input params in order)."""
+) -> tuple[str | None, str | None, type[Config] | None, set[str], list[str]]:
+    """(context param, config param, its Config model, resource params, input params in order)."""
     from tidegate.definitions.op_context import OpExecutionContext
 
     annotations = _resolved_annotations(func)
     context_param: str | None = None
     config_param: str | None = None
+    config_type: type[Config] | None = None
     resources: set[str] = set()
     inputs: list[str] = []
     for index, param in enumerate(inspect.signature(func).parameters.values()):
@@ -306,20 +310,16 @@ def _classify(
             param.name == "context" and context_param is None and index == 0
         ):
             context_param = param.name
-        elif param.name == "config" or (is_type and _is_config_class(annotation)):
+        elif param.name == "config" or config_param_type(annotation) is not None:
             config_param = param.name
+            config_type = config_param_type(annotation)
         elif (
             isinstance(annotation, type) and issubclass(annotation, ConfigurableResource)
         ) or param.name in required_resource_keys:
             resources.add(param.name)
         else:
             inputs.append(param.name)
-    return context_param, config_param, resources, inputs
-
-
-def _is_config_class(annotation: Any) -> bool:
-    """A subclass of tidegate's ``Config`` (pydantic), without importing pydantic here."""
-    return any(base.__name__ == "Config" and base.__module__.startswith("tidegate") for base in annotation.__mro__)
+    return context_param, config_param, config_type, resources, inputs
 
 
 def op_outputs(op_def: OpDefinition, result: Any) -> list[Output | DynamicOutput]:

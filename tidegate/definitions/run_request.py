@@ -32,6 +32,7 @@ class RunRequest:
     asset_selection: Sequence[AssetKey] | None = None
     partition_key: str | None = None
     priority: int | None = None
+    run_config: Any = None  # a RunConfig or its dict form; checked against the job when planned
 
     def __post_init__(self) -> None:
         if self.run_key is not None and not isinstance(self.run_key, str):

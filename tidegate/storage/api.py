@@ -165,6 +165,7 @@ class Storage(RunControl, InstigatorStorage, DynamicPartitionStorage, BackfillSt
             "tags": {**plan.tags, **(tags or {})},
             "asset_selection": list(plan.asset_selection) if plan.asset_selection else None,
             "parent_run_id": parent_run_id,
+            "run_config": dict(plan.run_config) if plan.run_config else None,
             "steps_remaining": len(plan.steps),
             "created_at": now,
         }

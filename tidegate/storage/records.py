@@ -57,6 +57,8 @@ class RunRecord:
     created_at: datetime
     started_at: datetime | None
     ended_at: datetime | None
+    # as stored: {"ops": ..., "resources": ...}, an EnvVar as {"env": NAME}; None: no config
+    run_config: Mapping[str, Any] | None = None
 
 
 @dataclass(frozen=True)

@@ -43,6 +43,8 @@ runs = Table(
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("started_at", DateTime(timezone=True), nullable=True),
     Column("ended_at", DateTime(timezone=True), nullable=True),
+    # {"ops": {...}, "resources": {...}}; an EnvVar as {"env": NAME}, never its value
+    Column("run_config", JSON, nullable=True),
     UniqueConstraint("origin", "run_key", name="uq_runs_origin_run_key"),
 )
 Index("ix_runs_status_priority", runs.c.status, runs.c.priority, runs.c.created_at)

@@ -24,6 +24,7 @@ from sqlalchemy.exc import DBAPIError
 
 from tidegate.definitions.asset import DEFAULT_IO_MANAGER_KEY, AssetsDefinition
 from tidegate.definitions.asset_spec import external_input_error
+from tidegate.definitions.config import node_config, run_resources
 from tidegate.definitions.context import AssetExecutionContext, Interruption, Resources
 from tidegate.definitions.defs import Definitions
 from tidegate.definitions.events import AssetOutcome, annotated_none, read_result
@@ -278,7 +279,8 @@ class StepExecutor:
         interruption: Interruption,
     ) -> _Recorded:
         run, step = claimed.run, claimed.step
-        resources = {k: v for k, v in self.defs.resources.items()}
+        resources = run_resources(self.defs.resources, run.run_config)
+        configured = node_config(run.run_config, asset.node_name, asset.config_type)
         kwargs: dict[str, Any] = {}
         for param, upstream_key in asset.inputs.items():
             interruption.raise_if_set()
@@ -292,6 +294,8 @@ class StepExecutor:
         for param in asset.resource_params:
             if param in resources:
                 kwargs[param] = resources[param]
+        if asset.config_type is not None:
+            kwargs["config"] = configured.config
         context = AssetExecutionContext(
             run_id=run.run_id,
             asset_key=asset.key,
@@ -303,6 +307,7 @@ class StepExecutor:
             partition_keys=tuple(partition_keys),
             partitions_def=asset.partitions_def,
             interruption=interruption,
+            op_config=configured.op_config,
         )
         if asset.context_param is not None:
             kwargs[asset.context_param] = context

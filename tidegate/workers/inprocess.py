@@ -69,12 +69,14 @@ def materialize(
     raise_on_error: bool = True,
     partition_key: str | None = None,
     instance: DagsterInstance | None = None,
+    run_config: Any = None,
 ) -> ExecuteInProcessResult:
     """Materialize ``assets`` (or the ``selection`` of them) in this process, in order: for
     ``partition_key``, or every partition from ``tags[PARTITION_RANGE_START_TAG]`` to
     ``tags[PARTITION_RANGE_END_TAG]`` in one run (as Dagster's range tags); into
     ``instance``'s database when given (a sensor's unit test then sees the run and its
-    materializations through ``context.instance``), else into a throw-away one."""
+    materializations through ``context.instance``), else into a throw-away one. ``run_config``
+    (a RunConfig or its dict form) configures the assets and resources, checked first."""
     all_resources = dict(resources or {})
     all_resources.setdefault(DEFAULT_IO_MANAGER_KEY, InMemoryIOManager())
     defs = Definitions(assets=list(assets), resources=all_resources)
@@ -94,6 +96,7 @@ def materialize(
             partition_key=partition_key,
             partition_range=partition_range,
             dynamic_keys=lambda name: [partition_key or ""],
+            run_config=run_config,
         )
         pending: deque[StepRef] = deque()
         executor = StepExecutor(defs, storage, publish=pending.extend, worker_name="in-process")
@@ -192,7 +195,9 @@ def execute_job_in_process(
     workdir = tempfile.mkdtemp(prefix="tidegate-execute-")
     storage = Storage.open(f"sqlite:///{workdir}/tidegate.db", upgrade=True)
     try:
-        plan = defs.plan(job.name, partition_key=partition_key, dynamic_keys=lambda name: [partition_key or ""])
+        plan = defs.plan(
+            job.name, partition_key=partition_key, dynamic_keys=lambda name: [partition_key or ""], run_config=run_config
+        )
         pending: deque[StepRef] = deque()
         executor = StepExecutor(defs, storage, publish=pending.extend, worker_name="in-process")
         run_id = storage.submit_run(plan, origin="execute_in_process", tags=tags).run_id

@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from tidegate.definitions.config import node_config, run_resources
 from tidegate.definitions.context import Interruption, Resources
 from tidegate.definitions.events import Output
 from tidegate.definitions.job import JobDefinition, StepPlan
@@ -65,8 +66,10 @@ class OpStepRun:
             raise TidegateError(f"job '{job.name}': no op '{self.handle}' in the loaded code")
         self.node: OpNode = node
         self.op: OpDefinition = node.op
-        self.resources = {**executor.defs.resources, **job.resource_defs}
+        self.resources = run_resources({**executor.defs.resources, **job.resource_defs}, claimed.run.run_config)
         self._lineage: list[str] | None = None
+        # a nested graph's op is configured under its path: {"ops": {"graph": {"ops": {"op": ...}}}}
+        self.configured = node_config(claimed.run.run_config, self.handle.split("."), self.op.config_type)
 
     @property
     def retry_policy(self) -> RetryPolicy | None:
@@ -92,7 +95,7 @@ class OpStepRun:
             tags=dict(run.tags),
             resources=Resources(self.resources),
             log=self.captured.logger(self.handle, self.interruption),
-            op_config=self._op_config(),
+            op_config=self.configured.op_config,
             attempt=step.attempt,
             partition_key_or_none=run.tags.get(PARTITION_TAG),
             partitions_def=self.job.partitions_def,
@@ -102,7 +105,7 @@ class OpStepRun:
         if self.op.context_param is not None:
             kwargs[self.op.context_param] = context
         if self.op.config_param is not None:
-            kwargs[self.op.config_param] = self._config_value(context.op_config)
+            kwargs[self.op.config_param] = self.configured.config if self.op.config_type else context.op_config
         result = self.op.fn(**kwargs)
         items = self._read(result)
         self.interruption.raise_if_set()
@@ -258,11 +261,6 @@ class OpStepRun:
             return manager  # type: ignore[no-any-return]
         return self.executor._io_manager(key)
 
-    def _op_config(self) -> Any:
-        return None
-
-    def _config_value(self, op_config: Any) -> Any:
-        return op_config
 
 
 def _json(metadata: Mapping[str, Any]) -> dict[str, Any]:
