@@ -305,7 +305,6 @@ def _classify(
         if param.kind in (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD):
             raise InvalidDefinitionError(f"{label}: *args and **kwargs are not supported")
         annotation = annotations.get(param.name)
-        is_type = isinstance(annotation, type)
         if (isinstance(annotation, type) and issubclass(annotation, OpExecutionContext)) or (
             param.name == "context" and context_param is None and index == 0
         ):

@@ -196,7 +196,10 @@ def execute_job_in_process(
     storage = Storage.open(f"sqlite:///{workdir}/tidegate.db", upgrade=True)
     try:
         plan = defs.plan(
-            job.name, partition_key=partition_key, dynamic_keys=lambda name: [partition_key or ""], run_config=run_config
+            job.name,
+            partition_key=partition_key,
+            dynamic_keys=lambda name: [partition_key or ""],
+            run_config=run_config,
         )
         pending: deque[StepRef] = deque()
         executor = StepExecutor(defs, storage, publish=pending.extend, worker_name="in-process")

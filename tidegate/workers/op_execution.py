@@ -262,7 +262,6 @@ class OpStepRun:
         return self.executor._io_manager(key)
 
 
-
 def _json(metadata: Mapping[str, Any]) -> dict[str, Any]:
     import json
 
