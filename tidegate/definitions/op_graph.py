@@ -237,13 +237,13 @@ class GraphDefinition:
             )
         return invoke_graph(self, self.name, args, kwargs)
 
-    def nodes(self) -> dict[str, OpNode]:
+    def nodes(self, label: str | None = None) -> dict[str, OpNode]:
         if self.input_names:
             raise InvalidDefinitionError(
                 f"graph '{self.name}': has inputs ({', '.join(self.input_names)}); only a graph without inputs "
                 "can be a job"
             )
-        nodes, _ = compose(f"graph '{self.name}'", self.fn)
+        nodes, _ = compose(label or f"graph '{self.name}'", self.fn)
         return nodes
 
     def to_job(
@@ -374,10 +374,26 @@ class OpGraph:
         for step_key, (handle, keys) in chosen.items():
             op_def = self.nodes[handle].op
             ups = tuple(u for u in self.upstream(handle, keys) if u in chosen)
+            ups += tuple(self._collected_instances(handle, keys, chosen))
             downs = tuple(self.downstream(handle, keys))
             shown = f"{step_key}[{partition_key}]" if partition_key is not None else step_key
             plans.append(StepPlan(step_key, handle, op_def.queue, ups, downs, shown, op_def.pool, op_def.timeout))
         return plans
+
+    def _collected_instances(
+        self, handle: str, keys: tuple[str, ...], chosen: Mapping[str, tuple[str, tuple[str, ...]]]
+    ) -> list[str]:
+        """For a re-execution without the map's producer: the chosen mapped steps a collect
+        waits for (the others' outputs are read from the run that made them)."""
+        found = []
+        for source in self.nodes[handle].inputs.values():
+            mapped = self.nodes[source.node]
+            if source.kind != "collect" or len(mapped.scope) != len(self.nodes[handle].scope) + 1:
+                continue
+            if step_key_for(mapped.scope[-1][0], keys) in chosen:
+                continue  # the producer runs again and plans them
+            found += [k for k, (h, ks) in chosen.items() if h == source.node and ks[:-1] == keys]
+        return found
 
     def root_instances(self) -> list[tuple[str, tuple[str, ...]]]:
         return [(h, ()) for h, n in self.nodes.items() if not n.scope]

@@ -105,10 +105,7 @@ def build_op_job(
         partitions_def = config.partitions_def
     if partitions_def is not None and not isinstance(partitions_def, PartitionsDefinition):
         raise InvalidDefinitionError(f"{label}: partitions_def must be a PartitionsDefinition, got {partitions_def!r}")
-    try:
-        nodes = graph_def.nodes()
-    except InvalidDefinitionError as exc:
-        raise InvalidDefinitionError(f"{label}: {exc}") from None
+    nodes = graph_def.nodes(label)
     if not nodes:
         raise InvalidDefinitionError(f"{label}: its graph has no op")
     return JobDefinition(

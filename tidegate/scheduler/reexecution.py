@@ -6,7 +6,7 @@ from __future__ import annotations
 from tidegate.definitions.defs import Definitions
 from tidegate.definitions.job import RunPlan
 from tidegate.errors import TidegateError
-from tidegate.names import CODE_LOCATION_TAG, PARENT_RUN_TAG, RETRY_NUMBER_TAG, ROOT_RUN_TAG, RunStatus, StepStatus
+from tidegate.names import CODE_LOCATION_TAG, PARENT_RUN_TAG, PARTITION_TAG, RETRY_NUMBER_TAG, ROOT_RUN_TAG, RunStatus, StepStatus
 from tidegate.storage.api import Storage
 from tidegate.storage.records import RunRecord, SubmitResult
 
@@ -15,14 +15,19 @@ def reexecution_plan(defs: Definitions, storage: Storage, run: RunRecord, *, fro
     if run.status not in RunStatus.TERMINAL:
         raise TidegateError(f"run '{run.run_id}': still {run.status}; re-execute a finished run")
     steps = storage.get_steps(run.run_id)
+    if run.job_name not in defs.jobs:
+        raise TidegateError(f"run '{run.run_id}': job '{run.job_name}' is not defined in the loaded code")
+    op_job = defs.jobs[run.job_name].op_graph is not None
+    if op_job and not from_failure:
+        steps = [s for s in steps if "[" not in s.step_key]  # a dynamic output plans its mapped steps again
     if from_failure:
         if run.status == RunStatus.SUCCESS:
             raise TidegateError(f"run '{run.run_id}': succeeded, nothing to re-execute from failure")
-        keys = [s.asset_key for s in steps if s.status != StepStatus.SUCCEEDED]
-    else:
-        keys = [s.asset_key for s in steps]
-    if run.job_name not in defs.jobs:
-        raise TidegateError(f"run '{run.run_id}': job '{run.job_name}' is not defined in the loaded code")
+        steps = [s for s in steps if s.status != StepStatus.SUCCEEDED]
+    # an op job's subset is its step keys (only the failed mapped keys of a fan-out run again)
+    keys = [s.step_key if op_job else s.asset_key for s in steps]
+    if op_job:  # the same partition and config as the run it re-executes
+        return defs.plan(run.job_name, keys, partition_key=run.tags.get(PARTITION_TAG), run_config=run.run_config)
     return defs.plan(run.job_name, keys)
 
 

@@ -1,0 +1,226 @@
+"""Ops, graphs and op jobs in this process (``execute_in_process`` and the in-process step
+loop): the same step code the workers run, on SQLite. The worker-process tests are in
+test_op_processes.py."""
+
+from __future__ import annotations
+
+from collections import deque
+from pathlib import Path
+
+import pytest
+
+import tidegate as dg
+from tidegate.names import RunStatus, StepStatus
+from tidegate.scheduler.reexecution import submit_reexecution
+from tidegate.storage.api import Storage
+from tidegate.storage.records import StepRef
+from tidegate.workers.execution import StepExecutor
+from tidegate.workers.inprocess import _run_to_end
+
+
+@dg.op
+def one() -> int:
+    return 1
+
+
+@dg.op
+def plus_one(x: int) -> int:
+    return x + 1
+
+
+@dg.op
+def total(values: list[int]) -> int:
+    return sum(values)
+
+
+@dg.op(out=dg.DynamicOut())
+def numbers(context: dg.OpExecutionContext):  # type: ignore[no-untyped-def]
+    for i in range(int(context.op_config["n"]) if context.op_config else 3):
+        yield dg.DynamicOutput(i, mapping_key=f"k{i}")
+
+
+def test_map_over_an_empty_dynamic_output_collects_an_empty_list() -> None:
+    @dg.op(out=dg.DynamicOut())
+    def nothing() -> list[dg.DynamicOutput]:
+        return []
+
+    @dg.job
+    def empty_fan_out() -> None:
+        total(nothing().map(plus_one).collect())
+
+    result = empty_fan_out.execute_in_process()
+    assert result.success
+    assert result.output_for_node("total") == 0
+    assert [s.step_key for s in result.steps] == ["nothing", "total"]
+
+
+def test_nested_map_plans_inner_steps_per_outer_key() -> None:
+    @dg.op(out=dg.DynamicOut())
+    def pairs(x: int):  # type: ignore[no-untyped-def]
+        yield dg.DynamicOutput(x * 10, mapping_key="a")
+        yield dg.DynamicOutput(x * 10 + 1, mapping_key="b")
+
+    @dg.job
+    def nested_map() -> None:
+        def per_number(n: dg.OpDefinition) -> object:
+            return total(pairs(n).map(plus_one).collect())
+
+        total.alias("grand_total")(numbers().map(per_number).collect())
+
+    result = nested_map.execute_in_process()
+    assert result.success
+    keys = {s.step_key for s in result.steps}
+    assert {"plus_one[k0,a]", "plus_one[k2,b]", "pairs[k1]", "total[k2]", "grand_total"} <= keys
+    assert len(keys) == 1 + 3 * (1 + 2 + 1) + 1
+    assert result.output_for_node("grand_total") == sum(10 * i + 1 + 10 * i + 2 for i in range(3))
+
+
+def test_optional_output_not_emitted_skips_consumers_and_run_succeeds() -> None:
+    @dg.op(out={"yes": dg.Out(), "no": dg.Out(is_required=False)})
+    def choose():  # type: ignore[no-untyped-def]
+        yield dg.Output(5, "yes")
+
+    @dg.job
+    def optional() -> None:
+        yes, no = choose()
+        plus_one.alias("after_yes")(yes)
+        plus_one.alias("after_no")(plus_one.alias("first_no")(no))
+
+    result = optional.execute_in_process()
+    assert result.success and result.run.status == RunStatus.SUCCESS
+    statuses = {s.step_key: s.status for s in result.steps}
+    assert statuses == {
+        "choose": StepStatus.SUCCEEDED,
+        "after_yes": StepStatus.SUCCEEDED,
+        "first_no": StepStatus.SKIPPED,
+        "after_no": StepStatus.SKIPPED,
+    }
+    skipped = [e.message for e in result.all_events if e.event_type == "STEP_SKIPPED"]
+    assert skipped == ["op 'choose' did not emit output 'no'"] * 2
+
+
+def test_required_output_missing_fails_the_step_naming_it() -> None:
+    @dg.op(out={"a": dg.Out(), "b": dg.Out()})
+    def half():  # type: ignore[no-untyped-def]
+        yield dg.Output(1, "a")
+
+    @dg.job
+    def half_job() -> None:
+        half()
+
+    result = half_job.execute_in_process(raise_on_error=False)
+    assert not result.success
+    assert "op 'half': did not emit required output 'b'" in result.step("half").error
+
+
+class Greeting(dg.Config):
+    word: str
+
+
+class Suffix(dg.ConfigurableResource):
+    text: str
+
+
+def test_config_resources_and_partition_reach_the_op() -> None:
+    @dg.op
+    def greet(context: dg.OpExecutionContext, config: Greeting, suffix: Suffix) -> str:
+        return f"{config.word} {context.partition_key}{suffix.text}"
+
+    @dg.job(partitions_def=dg.StaticPartitionsDefinition(["x", "y"]))
+    def greeting() -> None:
+        greet()
+
+    result = greeting.execute_in_process(
+        run_config=dg.RunConfig(ops={"greet": Greeting(word="hi")}),
+        resources={"suffix": Suffix(text="!")},
+        partition_key="y",
+    )
+    assert result.output_for_node("greet") == "hi y!"
+    with pytest.raises(dg.RunConfigError, match=r"op 'greet': config field 'word': Field required"):
+        greeting.execute_in_process(resources={"suffix": Suffix(text="!")}, partition_key="x")
+
+
+def test_bad_graphs_fail_when_defined_naming_the_op() -> None:
+    with pytest.raises(dg.InvalidDefinitionError, match=r"op 'plus_one': input 'x' is not connected"):
+
+        @dg.job
+        def unconnected() -> None:
+            plus_one()
+
+    with pytest.raises(dg.InvalidDefinitionError, match=r"gets dynamic output 'numbers.result' directly"):
+
+        @dg.job
+        def unmapped() -> None:
+            plus_one(numbers())
+
+    with pytest.raises(dg.InvalidDefinitionError, match=r"invalid mapping_key 'a b'"):
+        dg.DynamicOutput(1, mapping_key="a b")
+
+    @dg.op(required_resource_keys={"warehouse"})
+    def needs_warehouse() -> None:
+        return None
+
+    @dg.job
+    def needs() -> None:
+        needs_warehouse()
+
+    with pytest.raises(dg.MissingResourceError, match=r"op 'needs_warehouse' needs resource 'warehouse'"):
+        dg.Definitions(jobs=[needs])
+
+
+def test_ops_and_assets_in_one_definitions() -> None:
+    @dg.asset
+    def table() -> int:
+        return 1
+
+    @dg.job(metadata={"owner": "ops"})
+    def op_job() -> None:
+        plus_one(one())
+
+    asset_job = dg.define_asset_job("asset_job", "*")
+    defs = dg.Definitions(assets=[table], jobs=[op_job, asset_job])
+    assert defs.get_job("op_job").kind == "ops" and defs.get_job("asset_job").kind == "assets"
+    plan = defs.plan("op_job")
+    assert [(s.step_key, s.upstream) for s in plan.steps] == [("one", ()), ("plus_one", ("one",))]
+
+
+def test_reexecution_from_failure_reruns_only_the_failed_mapped_keys(tmp_path: Path) -> None:
+    flaky = tmp_path / "flaky"
+    flaky.write_text("fail")
+
+    @dg.op
+    def fragile(n: int) -> int:
+        if n == 1 and flaky.read_text() == "fail":
+            raise RuntimeError("k1 fails in the first run")
+        with (tmp_path / f"ran-k{n}").open("a") as ran:
+            ran.write("x")
+        return n * 100
+
+    @dg.job
+    def fan() -> None:
+        total(numbers().map(fragile).collect())
+
+    defs = dg.Definitions(jobs=[fan], resources={"io_manager": dg.FilesystemIOManager(tmp_path / "io")})
+    storage = Storage.open(f"sqlite:///{tmp_path / 'db.sqlite'}", upgrade=True)
+    pending: deque[StepRef] = deque()
+    executor = StepExecutor(defs, storage, publish=pending.extend, worker_name="test")
+    first = storage.submit_run(defs.plan("fan"), origin="test").run_id
+    _run_to_end(storage, executor, pending, first)
+    steps = {s.step_key: s.status for s in storage.get_steps(first)}
+    assert storage.get_run(first).status == RunStatus.FAILURE
+    assert steps["fragile[k1]"] == StepStatus.FAILED and steps["total"] == StepStatus.SKIPPED
+
+    flaky.write_text("ok")
+    second = submit_reexecution(defs, storage, first, from_failure=True).run_id
+    assert sorted(s.step_key for s in storage.get_steps(second)) == ["fragile[k1]", "total"]
+    _run_to_end(storage, executor, pending, second)
+    assert storage.get_run(second).status == RunStatus.SUCCESS
+    assert [(tmp_path / f"ran-k{i}").read_text() for i in range(3)] == ["x", "x", "x"]  # k0, k2 not re-run
+    io = dg.FilesystemIOManager(tmp_path / "io")
+    out = dg.OutputContext(None, second, "total")
+    assert io.load_input(dg.InputContext(None, second, "check", upstream_output=out)) == 0 + 100 + 200
+    storage.dispose()
+
+
+def test_direct_invocation_calls_the_function() -> None:
+    assert plus_one(41) == 42
