@@ -6,7 +6,15 @@ from __future__ import annotations
 from tidegate.definitions.defs import Definitions
 from tidegate.definitions.job import RunPlan
 from tidegate.errors import TidegateError
-from tidegate.names import CODE_LOCATION_TAG, PARENT_RUN_TAG, PARTITION_TAG, RETRY_NUMBER_TAG, ROOT_RUN_TAG, RunStatus, StepStatus
+from tidegate.names import (
+    CODE_LOCATION_TAG,
+    PARENT_RUN_TAG,
+    PARTITION_TAG,
+    RETRY_NUMBER_TAG,
+    ROOT_RUN_TAG,
+    RunStatus,
+    StepStatus,
+)
 from tidegate.storage.api import Storage
 from tidegate.storage.records import RunRecord, SubmitResult
 
