@@ -11,8 +11,6 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-import pytest
-
 import tidegate as tg
 from tests.test_beat import T0, Harness
 from tidegate.names import SENSOR_TAG
@@ -64,9 +62,6 @@ def test_asset_sensor_with_custom_evaluation(storage: Storage) -> None:
     assert len(runs) == 2 and len({r.run_key for r in runs}) == 2
 
 
-@pytest.mark.xfail(
-    strict=True, reason="the example passes RunRequest(run_config={}): run configuration comes with issue 14"
-)
 def test_multi_asset_sensor(storage: Storage) -> None:
     example = _load("multi_asset_sensor")
     h = _drive(storage, example.defs, "asset_a_and_b_sensor", [example.asset_a])

@@ -26,7 +26,7 @@ from tidegate.definitions.instance import (
     RunsFilter,
 )
 from tidegate.definitions.instigator import DefaultScheduleStatus, DefaultSensorStatus
-from tidegate.definitions.job import JobDefinition, define_asset_job
+from tidegate.definitions.job import JobDefinition, define_asset_job, validate_run_config
 from tidegate.definitions.key import AssetKey
 from tidegate.definitions.metadata import MetadataValue
 from tidegate.definitions.multi_asset_sensor import (
@@ -234,4 +234,5 @@ __all__ = [
     "schedule",
     "sensor",
     "static_partitioned_config",
+    "validate_run_config",
 ]

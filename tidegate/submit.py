@@ -50,12 +50,15 @@ def prepare_job_run(
     tags: Mapping[str, str] | None = None,
     priority: int | None = None,
     run_key: str | None = None,
+    run_config: Any = None,
 ) -> JobRunRequest:
-    """Plan a run of ``job_name`` (of ``partition_key`` for a partitioned job).
+    """Plan a run of ``job_name`` (of ``partition_key`` for a partitioned job) with
+    ``run_config`` (a RunConfig or its dict form; None: the job's default config).
 
     The priority is ``priority`` if given, else the ``tidegate/priority`` tag, else 0; it is
     written back into that tag. Raises UnknownJobError, PartitionKeyError or
-    LaunchRequestError (InputLimitError for a value over its limit).
+    LaunchRequestError (InputLimitError for a value over its limit, RunConfigError for config
+    that does not fit the job).
     """
     if not isinstance(job_name, str):
         raise LaunchRequestError(f"job name: expected a string, got {job_name!r}")
@@ -67,7 +70,9 @@ def prepare_job_run(
         raise LaunchRequestError(f"job '{job_name}': run key must be a string, got {run_key!r}")
     run_tags = _string_tags(job_name, tags)
     check_launch(f"job '{job_name}'", run_key=run_key, tags=run_tags)
-    plan = defs.plan(job_name, partition_key=partition_key, dynamic_keys=storage.dynamic_partition_keys)
+    plan = defs.plan(
+        job_name, partition_key=partition_key, dynamic_keys=storage.dynamic_partition_keys, run_config=run_config
+    )
     if priority is None:
         text = run_tags.get(PRIORITY_TAG, "0")
         try:

@@ -23,6 +23,7 @@ from tidegate.cli.common import (
 from tidegate.cli.external import report_asset
 from tidegate.cli.flower import flower
 from tidegate.cli.inspect_ import assets, partitions, pool, queue, runs
+from tidegate.cli.job_list import job_list
 from tidegate.cli.launch import job, materialize
 from tidegate.config import Settings
 from tidegate.definitions.asset import DEFAULT_QUEUE
@@ -42,6 +43,7 @@ def main(verbose: bool) -> None:
 
 main.add_command(materialize)
 main.add_command(job)
+job.add_command(job_list)
 main.add_command(runs)
 main.add_command(assets)
 assets.add_command(report_asset)

@@ -16,6 +16,8 @@ from tidegate.cli.common import (
     is_embedded_broker,
     load,
     open_storage,
+    read_run_config,
+    run_config_options,
 )
 from tidegate.cli.output import Column, json_option, print_json, print_table
 from tidegate.names import BackfillStatus, RunStatus
@@ -48,6 +50,7 @@ def backfill() -> None:
 @click.option("--all", "all_keys", is_flag=True, help="Every partition.")
 @click.option("--missing", is_flag=True, help="Partitions of the job's assets never materialized.")
 @click.option("--max-concurrent", type=click.IntRange(min=1), default=None, help="Runs in flight at once.")
+@run_config_options
 @click.option("--wait/--no-wait", default=True, show_default=True, help="Show live progress until done.")
 @handle_errors
 def launch(
@@ -60,11 +63,14 @@ def launch(
     all_keys: bool,
     missing: bool,
     max_concurrent: int | None,
+    config_file: str | None,
+    config_json: str | None,
     wait: bool,
 ) -> None:
     from tidegate.scheduler.backfill import backfill_partitions, create_backfill
 
     defs = load(module, file_)
+    run_config = read_run_config(config_file, config_json)
     storage = open_storage()
     keys = backfill_partitions(
         defs,
@@ -79,7 +85,7 @@ def launch(
     if not keys:
         click.echo("no partitions to backfill")
         return
-    record = create_backfill(defs, storage, job_name, keys, max_concurrent=max_concurrent)
+    record = create_backfill(defs, storage, job_name, keys, max_concurrent=max_concurrent, run_config=run_config)
     runs = f", {len(record.run_ranges)} run(s) over ranges" if record.run_ranges is not None else ""
     click.echo(
         f"backfill {record.backfill_id}: job {job_name}, {len(keys)} partition(s) ({keys[0]} .. {keys[-1]}){runs}"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import functools
+import json
 import os
 import traceback
 from collections.abc import Callable, Iterator
@@ -18,7 +19,7 @@ from tidegate.config import Settings
 from tidegate.definitions.asset import DEFAULT_QUEUE
 from tidegate.definitions.defs import Definitions
 from tidegate.definitions.loading import ENV_VAR, CodeLocation
-from tidegate.errors import TidegateError
+from tidegate.errors import RunConfigError, TidegateError
 from tidegate.storage.api import Storage
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -54,6 +55,56 @@ def load(module: str | None, file_: str | None) -> Definitions:
 
 def open_storage(upgrade: bool | None = None) -> Storage:
     return Storage.open(Settings.load().database_url, upgrade=upgrade)
+
+
+def run_config_options(fn: F) -> F:
+    """``--config FILE`` (YAML or JSON) and ``--config-json TEXT``: the run config, in its dict
+    form (``{"ops": {...}, "resources": {...}}``)."""
+    fn = click.option(
+        "--config-json", "config_json", default=None, metavar="JSON", help="Run config as a JSON object."
+    )(fn)
+    return click.option(
+        "--config",
+        "config_file",
+        type=click.Path(exists=True, dir_okay=False),
+        default=None,
+        help="Run config from a YAML or JSON file.",
+    )(fn)
+
+
+def read_run_config(config_file: str | None, config_json: str | None) -> Any:
+    """The run config given by ``--config``/``--config-json`` (None if neither); malformed
+    text raises RunConfigError (exit 2) naming the option, never echoing the text."""
+    if config_file is not None and config_json is not None:
+        raise click.UsageError("give --config or --config-json, not both")
+    if config_json is not None:
+        try:
+            value = json.loads(config_json)
+        except json.JSONDecodeError as exc:
+            raise RunConfigError(
+                f"--config-json: not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno})"
+            ) from None
+        return _config_mapping("--config-json", value)
+    if config_file is None:
+        return None
+    import yaml  # a YAML file also reads JSON
+
+    try:
+        with open(config_file, encoding="utf-8") as handle:
+            value = yaml.safe_load(handle)
+    except yaml.YAMLError as exc:
+        where = getattr(exc, "problem_mark", None)
+        at = f" at line {where.line + 1} column {where.column + 1}" if where is not None else ""
+        raise RunConfigError(f"--config {config_file}: not valid YAML{at}") from None
+    return _config_mapping(f"--config {config_file}", value)
+
+
+def _config_mapping(label: str, value: Any) -> Any:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise RunConfigError(f"{label}: run config must be an object with 'ops' and/or 'resources'")
+    return value
 
 
 def parse_tags(values: tuple[str, ...]) -> dict[str, str]:

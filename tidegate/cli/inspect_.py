@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import datetime
 from typing import Any
 
@@ -9,6 +10,7 @@ import click
 
 from tidegate.cli.common import code_location_options, handle_errors, is_embedded_broker, load, open_storage
 from tidegate.cli.output import Column, json_option, print_json, print_table
+from tidegate.definitions.config import redacted
 from tidegate.errors import TidegateError
 from tidegate.names import PartitionStatus, RunStatus
 
@@ -67,6 +69,7 @@ def list_runs(status: str | None, limit: int, as_json: bool) -> None:
                     "run_key": r.run_key,
                     "priority": r.priority,
                     "tags": dict(r.tags),
+                    "run_config": redacted(r.run_config) if r.run_config else None,
                     "created_at": r.created_at,
                     "started_at": r.started_at,
                     "ended_at": r.ended_at,
@@ -101,6 +104,10 @@ def show_run(run_id: str) -> None:
     click.echo(f"origin   {run.origin}" + (f" (run key {run.run_key})" if run.run_key else ""))
     if run.tags:
         click.echo("tags     " + ", ".join(f"{k}={v}" for k, v in sorted(run.tags.items())))
+    if run.run_config:
+        # EnvVar values are never stored; their markers show as redacted
+        shown = json.dumps(redacted(run.run_config), indent=2, sort_keys=True).replace("\n", "\n         ")
+        click.echo(f"config   {shown}")
     click.echo(f"created  {_when(run.created_at)}   started {_when(run.started_at)}   ended {_when(run.ended_at)}")
     click.echo("")
     steps = storage.get_steps(run.run_id)

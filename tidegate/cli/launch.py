@@ -17,6 +17,8 @@ from tidegate.cli.common import (
     load,
     open_storage,
     parse_tags,
+    read_run_config,
+    run_config_options,
 )
 from tidegate.cli.output import STATUS_STYLES
 from tidegate.config import Settings
@@ -102,19 +104,29 @@ def _detail(step: StepRecord) -> str:
 @code_location_options
 @click.option("--select", "selection", default="*", show_default=True, help='Assets, e.g. "raw_orders+".')
 @click.option("--tag", "tags", multiple=True, metavar="KEY=VALUE", help="Tag the run (repeatable).")
+@run_config_options
 @click.option("--wait/--no-wait", default=True, show_default=True, help="Follow the run until it ends.")
 @handle_errors
-def materialize(module: str | None, file_: str | None, selection: str, tags: tuple[str, ...], wait: bool) -> None:
+def materialize(
+    module: str | None,
+    file_: str | None,
+    selection: str,
+    tags: tuple[str, ...],
+    config_file: str | None,
+    config_json: str | None,
+    wait: bool,
+) -> None:
     """Materialize a selection of assets on the workers; exit code 0 if the run succeeds."""
     defs = load(module, file_)
     run_tags = check_launch("materialize", tags=parse_tags(tags))
-    request = JobRunRequest(defs.plan(IMPLICIT_ASSET_JOB, selection), run_tags)
+    run_config = read_run_config(config_file, config_json)
+    request = JobRunRequest(defs.plan(IMPLICIT_ASSET_JOB, selection, run_config=run_config), run_tags)
     submit_and_follow(defs, open_storage(), request, wait=wait)
 
 
 @click.group()
 def job() -> None:
-    """Launch jobs."""
+    """Launch and list jobs."""
 
 
 @job.command("launch")
@@ -124,6 +136,7 @@ def job() -> None:
 @click.option("--run-key", default=None, help="Idempotency key: a second launch with it is a no-op.")
 @click.option("--priority", type=int, default=None, help=f"Run priority (the {PRIORITY_TAG} tag).")
 @click.option("--partition", "partition_key", default=None, help="The partition key (partitioned jobs).")
+@run_config_options
 @click.option("--wait/--no-wait", default=False, show_default=True, help="Follow the run until it ends.")
 @handle_errors
 def launch(
@@ -134,12 +147,23 @@ def launch(
     run_key: str | None,
     priority: int | None,
     partition_key: str | None,
+    config_file: str | None,
+    config_json: str | None,
     wait: bool,
 ) -> None:
-    """Launch a run of job NAME (of one partition with --partition)."""
+    """Launch a run of job NAME (of one partition with --partition), configured by --config
+    FILE or --config-json (checked before the run is created; exit 2 naming the field)."""
     defs = load(module, file_)
+    run_config = read_run_config(config_file, config_json)
     storage = open_storage()
     request = prepare_job_run(
-        defs, storage, name, partition_key=partition_key, tags=parse_tags(tags), priority=priority, run_key=run_key
+        defs,
+        storage,
+        name,
+        partition_key=partition_key,
+        tags=parse_tags(tags),
+        priority=priority,
+        run_key=run_key,
+        run_config=run_config,
     )
     submit_and_follow(defs, storage, request, wait=wait)

@@ -44,6 +44,7 @@ from tidegate.errors import (
     InvalidDefinitionError,
     MissingResourceError,
     PartitionKeyError,
+    RunConfigError,
     RunRequestTargetError,
     UnknownJobError,
 )
@@ -98,10 +99,9 @@ class Definitions:
                 raise InvalidDefinitionError(f"Definitions: jobs= holds {job!r}, not define_asset_job(...) or @job")
             if job.name in self.jobs or job.name == IMPLICIT_ASSET_JOB:
                 raise DuplicateDefinitionError(f"job '{job.name}': defined twice")
-            self.jobs[job.name] = job.resolve(self.graph)
-            self._check_op_job(self.jobs[job.name])
+            self.jobs[job.name] = self._resolve_job(job)
         implicit = define_asset_job(IMPLICIT_ASSET_JOB, "*")  # ad-hoc runs and selection targets; may be empty
-        self.jobs[IMPLICIT_ASSET_JOB] = implicit.resolve(self.graph)
+        self.jobs[IMPLICIT_ASSET_JOB] = self._resolve_job(implicit)
 
         self.schedules: dict[str, ScheduleDefinition] = _unique_by_name(given_schedules, "schedule", ScheduleDefinition)
         self.sensors: dict[str, SensorDefinition] = _unique_by_name(given_sensors, "sensor", SensorDefinition)
@@ -183,25 +183,61 @@ class Definitions:
         return self.configured(plan, run_config)
 
     def configured(self, plan: RunPlan, run_config: Any) -> RunPlan:
-        """``plan`` carrying ``run_config`` (the job's default config when None), checked."""
+        """``plan`` carrying ``run_config`` (the job's default config when None), checked
+        against the nodes of its steps (RunConfigError)."""
         job = self.get_job(plan.job_name)
-        if run_config is None:
-            run_config = job.config
-        if isinstance(run_config, PartitionedConfig):
+        if run_config is None and isinstance(job.config, PartitionedConfig):
             if plan.partition_key is None:
                 raise PartitionKeyError(f"job '{job.name}': its config is partitioned; give a partition key")
-            run_config = run_config.run_config_for_partition_key(plan.partition_key)
-        nodes = {}
-        if job.op_graph is not None:  # every op, mapped ones too: they run with this config
-            for node in job.op_graph.nodes.values():
-                any_config = node.op.config_schema is not None and node.op.config_type is None
-                nodes[node.handle] = ConfigNode(f"op '{node.handle}'", node.op.config_type, any_config)
+            run_config = job.config.run_config_for_partition_key(plan.partition_key)
+        nodes: dict[str, ConfigNode] | None = {} if job.op_graph is None else None  # an op job: all its ops
         for step in plan.steps if job.op_graph is None else ():
-            asset = self.get_asset(step.asset_key)
+            asset = self.graph.assets.get(AssetKey.from_coercible(step.asset_key))
+            if asset is None or nodes is None:
+                nodes = None  # not an asset's step: check against every node of the job
+                continue
+            nodes[asset.node_name] = job.config_nodes[asset.node_name]
+        return dataclasses.replace(plan, run_config=self.check_job_config(plan.job_name, run_config, nodes))
+
+    def check_job_config(
+        self, job_name: str, run_config: Any, nodes: Mapping[str, ConfigNode] | None = None
+    ) -> dict[str, Any] | None:
+        """``run_config`` (the job's default config when None) checked against ``nodes`` (every
+        node of the job when None) and the resources; its stored form, None when empty."""
+        job = self.get_job(job_name)
+        label = f"job '{job_name}'" if job_name != IMPLICIT_ASSET_JOB else "run"
+        return check_run_config(
+            label,
+            job.config if run_config is None else run_config,
+            job.config_nodes if nodes is None else nodes,
+            {**self.resources, **job.resource_defs},
+        )
+
+    def _resolve_job(self, job: JobTarget) -> JobDefinition:
+        """The job over this graph, with what its run config is checked against."""
+        if isinstance(job, JobDefinition):  # an op job: its config nodes are its ops
+            self._check_op_job(job)
+            resolved = dataclasses.replace(job, resources={**self.resources, **job.resource_defs})
+            if job.config is not None and not isinstance(job.config, PartitionedConfig):
+                try:
+                    check_run_config(
+                        f"job '{job.name}': default config", job.config, job.config_nodes, resolved.resources
+                    )
+                except RunConfigError as exc:
+                    raise InvalidDefinitionError(str(exc)) from None
+            return resolved
+        resolved = job.resolve(self.graph)
+        nodes = {}
+        for key in resolved.asset_keys:
+            asset = self.graph.assets[key]
             nodes[asset.node_name] = ConfigNode(f"asset '{asset.key}'", asset.config_type)
-        label = f"job '{plan.job_name}'" if plan.job_name != IMPLICIT_ASSET_JOB else "run"
-        stored = check_run_config(label, run_config, nodes, {**self.resources, **job.resource_defs})
-        return dataclasses.replace(plan, run_config=stored)
+        resolved = dataclasses.replace(resolved, config_nodes=nodes, resources=self.resources)
+        if resolved.config is not None:
+            try:
+                check_run_config(f"job '{job.name}': default config", resolved.config, nodes, self.resources)
+            except RunConfigError as exc:
+                raise InvalidDefinitionError(str(exc)) from None
+        return resolved
 
     def _plan(
         self,
@@ -382,8 +418,7 @@ class Definitions:
         target = instigator.target
         for job in target.job_definitions:
             if job.name not in self.jobs:
-                self.jobs[job.name] = job.resolve(self.graph)  # as Dagster: targeted jobs join
-                self._check_op_job(self.jobs[job.name])
+                self.jobs[job.name] = self._resolve_job(job)  # as Dagster: targeted jobs join
         for job_name in target.job_names:
             if job_name not in self.jobs:
                 raise InvalidDefinitionError(f"{instigator.label}: targets job '{job_name}', which is not defined")
@@ -396,12 +431,30 @@ class Definitions:
                 raise InvalidDefinitionError(f"{instigator.label}: {exc}") from None
             if not keys and not selects_everything(target.selection):
                 raise EmptySelectionError(f"{instigator.label}: its target selects no asset")
+        self._check_static_config(instigator)
         for key in instigator.resource_keys:
             if key not in self.resources:
                 raise MissingResourceError(
                     f"{instigator.label}: missing resource '{key}' "
                     f"(Definitions(resources=...) has: {sorted(self.resources) or 'none'})"
                 )
+
+    def _check_static_config(self, instigator: ScheduleDefinition | SensorDefinition) -> None:
+        """A schedule's own ``run_config`` must fit what it targets, when the code is loaded."""
+        run_config = getattr(instigator, "run_config", None)
+        if run_config is None:
+            return
+        target = instigator.target
+        try:
+            for job_name in target.job_names:
+                self.check_job_config(job_name, run_config)
+            if target.selection is not None:
+                implicit = self.get_job(IMPLICIT_ASSET_JOB)
+                keys = target.selection.resolve(self.graph)
+                nodes = {self.graph.assets[k].node_name for k in keys if k in set(implicit.asset_keys)}
+                self.check_job_config(IMPLICIT_ASSET_JOB, run_config, {n: implicit.config_nodes[n] for n in nodes})
+        except RunConfigError as exc:
+            raise InvalidDefinitionError(f"{instigator.label}: run_config: {exc}") from None
 
     def _check_partitions(self, assets: Sequence[AssetsDefinition]) -> None:
         by_key = {a.key: a for a in assets}

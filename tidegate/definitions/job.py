@@ -7,10 +7,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from tidegate.definitions.config import ConfigNode, check_run_config, run_config_dict
 from tidegate.definitions.graph import AssetGraph
 from tidegate.definitions.key import AssetKey
-from tidegate.definitions.limits import check_name, check_tags
+from tidegate.definitions.limits import check_metadata, check_name, check_tags
 from tidegate.definitions.partitions import PartitionKeyRange, PartitionsDefinition
+from tidegate.definitions.retry import RetryPolicy
 from tidegate.definitions.selection import (
     AssetSelection,
     CoercibleToAssetSelection,
@@ -18,7 +20,13 @@ from tidegate.definitions.selection import (
     executable_keys,
     selects_everything,
 )
-from tidegate.errors import EmptySelectionError, ExternalAssetError, InvalidDefinitionError, InvalidSelectionError
+from tidegate.errors import (
+    EmptySelectionError,
+    ExternalAssetError,
+    InvalidDefinitionError,
+    InvalidSelectionError,
+    RunConfigError,
+)
 from tidegate.names import PARTITION_RANGE_END_TAG, PARTITION_RANGE_START_TAG, PARTITION_TAG
 
 if TYPE_CHECKING:
@@ -42,6 +50,10 @@ class UnresolvedAssetJob:
     tags: Mapping[str, str] = field(default_factory=dict)
     description: str | None = None
     partitions_def: PartitionsDefinition | None = None
+    config: Any = None
+    metadata: Mapping[str, Any] = field(default_factory=dict)
+    run_tags: Mapping[str, str] = field(default_factory=dict)
+    op_retry_policy: RetryPolicy | None = None
 
     def resolve(self, graph: AssetGraph) -> JobDefinition:
         try:
@@ -64,31 +76,73 @@ class UnresolvedAssetJob:
                 "partition key, so split the job or give the assets one PartitionsDefinition"
             )
         partitions_def = self.partitions_def or (next(iter(found)) if found else None)
-        return JobDefinition(self.name, ordered, dict(self.tags), self.description, partitions_def)
+        return JobDefinition(
+            self.name,
+            ordered,
+            dict(self.tags),
+            self.description,
+            partitions_def,
+            config=self.config,
+            metadata=dict(self.metadata),
+            run_tags=dict(self.run_tags),
+            op_retry_policy=self.op_retry_policy,
+        )
 
 
 def define_asset_job(
     name: str,
     selection: CoercibleToAssetSelection | None = None,
-    tags: Mapping[str, str] | None = None,
+    config: Any = None,
     description: str | None = None,
+    tags: Mapping[str, str] | None = None,
+    run_tags: Mapping[str, str] | None = None,
+    metadata: Mapping[str, Any] | None = None,
     partitions_def: PartitionsDefinition | None = None,
+    op_retry_policy: RetryPolicy | None = None,
 ) -> UnresolvedAssetJob:
-    """A job that materializes ``selection`` (all assets if None) in dependency order."""
+    """A job that materializes ``selection`` (all assets if None) in dependency order.
+
+    As Dagster's: ``config`` is the run config of a run launched without one (a RunConfig or
+    its dict form, checked when Definitions resolves the job); ``tags`` describe the job and
+    are put on its runs, ``run_tags`` only on its runs; ``metadata`` describes the job;
+    ``op_retry_policy`` is the retry policy of each step whose asset has none.
+    """
     if isinstance(name, str):
         check_name("job", "name", name)
     if not isinstance(name, str) or not _JOB_NAME.fullmatch(name):
         raise InvalidDefinitionError(f"job {name!r}: invalid name (letters, digits, '_', '-')")
+    label = f"job '{name}'"
     try:
         resolved_selection = coerce_selection(selection)
     except InvalidSelectionError as exc:
-        raise InvalidSelectionError(f"job '{name}': {exc}") from None
-    for k, v in (tags or {}).items():
-        if not isinstance(k, str) or not isinstance(v, str):
-            raise InvalidDefinitionError(f"job '{name}': tags must map str to str, got {k!r}: {v!r}")
-    check_tags(f"job '{name}'", tags or {})
+        raise InvalidSelectionError(f"{label}: {exc}") from None
+    for what, given in (("tags", tags), ("run_tags", run_tags)):
+        for k, v in (given or {}).items():
+            if not isinstance(k, str) or not isinstance(v, str):
+                raise InvalidDefinitionError(f"{label}: {what} must map str to str, got {k!r}: {v!r}")
+        check_tags(label, given or {})
+    if metadata is not None and not isinstance(metadata, Mapping):
+        raise InvalidDefinitionError(f"{label}: metadata must be a dict, got {metadata!r:.80}")
+    check_metadata(label, metadata or {})
+    if op_retry_policy is not None and not isinstance(op_retry_policy, RetryPolicy):
+        raise InvalidDefinitionError(f"{label}: op_retry_policy must be a RetryPolicy, got {op_retry_policy!r}")
+    try:
+        run_config_dict(f"{label}: config", config)  # JSON-storable; checked against the assets on resolve
+    except RunConfigError as exc:
+        raise InvalidDefinitionError(str(exc)) from None
     text = repr(selection) if selection is not None else "'*'"
-    return UnresolvedAssetJob(name, resolved_selection, text, dict(tags or {}), description, partitions_def)
+    return UnresolvedAssetJob(
+        name,
+        resolved_selection,
+        text,
+        dict(tags or {}),
+        description,
+        partitions_def,
+        config=config,
+        metadata=dict(metadata or {}),
+        run_tags=dict(run_tags or {}),
+        op_retry_policy=op_retry_policy,
+    )
 
 
 @dataclass(frozen=True)
@@ -102,13 +156,18 @@ class JobDefinition:
     description: str | None
     partitions_def: PartitionsDefinition | None = None
     config: Any = None  # the default run config (RunConfig or dict) of a run launched without one
-    op_graph: OpGraph | None = None
     metadata: Mapping[str, Any] = field(default_factory=dict)
-    resource_defs: Mapping[str, Any] = field(default_factory=dict)
-    op_retry_policy: Any = None
+    run_tags: Mapping[str, str] = field(default_factory=dict)  # put on its runs, not describing the job
+    op_retry_policy: RetryPolicy | None = None  # for each step whose asset has no retry_policy
+    # what its run config is checked against: node name -> ConfigNode, and the resources
+    config_nodes: Mapping[str, ConfigNode] = field(default_factory=dict)
+    resources: Mapping[str, Any] = field(default_factory=dict, repr=False)
+    op_graph: OpGraph | None = None  # an op job's ops (``@job``, ``GraphDefinition.to_job``)
+    resource_defs: Mapping[str, Any] = field(default_factory=dict, repr=False)  # an op job's own
 
     @property
     def kind(self) -> str:
+        """What its steps run: ``assets`` (``define_asset_job``) or ``ops`` (``@job``)."""
         return "ops" if self.op_graph is not None else "assets"
 
     def resolve(self, graph: AssetGraph) -> JobDefinition:
@@ -136,6 +195,22 @@ class JobDefinition:
             raise_on_error=raise_on_error,
             tags=tags,
         )
+
+
+def validate_run_config(job: JobDefinition | UnresolvedAssetJob, run_config: Any = None) -> dict[str, Any]:
+    """Check ``run_config`` (None: the job's default ``config``) against ``job`` as a launch
+    does and return it in its stored dict form (Dagster's ``validate_run_config``). Raises
+    RunConfigError naming the node and field. An asset job is checked once resolved by its
+    Definitions: pass ``defs.get_job(name)``."""
+    if isinstance(job, UnresolvedAssetJob):
+        raise RunConfigError(
+            f"job '{job.name}': an asset job is checked once its Definitions resolves it; "
+            f"pass defs.get_job({job.name!r})"
+        )
+    if not isinstance(job, JobDefinition):
+        raise RunConfigError(f"validate_run_config: expected a JobDefinition, got {job!r:.80}")
+    config = job.config if run_config is None else run_config
+    return check_run_config(f"job '{job.name}'", config, job.config_nodes, job.resources) or {}
 
 
 @dataclass(frozen=True)
@@ -189,7 +264,7 @@ def plan_run(
             shown = f"{key}[{partition_range.start}...{partition_range.end}]"
         steps.append(StepPlan(str(key), str(key), asset.queue, ups, downs, shown, asset.pool, asset.timeout))
     subset = tuple(str(k) for k in keys) if selection is not None else None
-    tags = dict(job.tags)
+    tags = {**job.tags, **job.run_tags}
     if partition_key is not None:
         tags[PARTITION_TAG] = partition_key
     if partition_range is not None:

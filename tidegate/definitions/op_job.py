@@ -10,8 +10,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from tidegate.definitions.config import ConfigNode, run_config_dict
 from tidegate.definitions.job import JobDefinition, RunPlan
-from tidegate.definitions.limits import check_name, check_tags
+from tidegate.definitions.limits import check_metadata, check_name, check_tags
 from tidegate.definitions.op_graph import GraphDefinition, OpGraph, parse_step_key
 from tidegate.definitions.partitions import (
     DailyPartitionsDefinition,
@@ -19,7 +20,7 @@ from tidegate.definitions.partitions import (
     StaticPartitionsDefinition,
 )
 from tidegate.definitions.retry import RetryPolicy
-from tidegate.errors import InvalidDefinitionError
+from tidegate.errors import InvalidDefinitionError, RunConfigError
 from tidegate.names import PARTITION_TAG
 
 _JOB_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_\-]*")
@@ -92,11 +93,14 @@ def build_op_job(
         raise InvalidDefinitionError(f"job {name!r}: invalid name (letters, digits, '_', '-')")
     check_name("job", "name", name)
     label = f"job '{name}'"
-    run_tag_values = dict(run_tags if run_tags is not None else (tags or {}))
-    for key, value in run_tag_values.items():
-        if not isinstance(key, str) or not isinstance(value, str):
-            raise InvalidDefinitionError(f"{label}: tags must map str to str, got {key!r}: {value!r}")
-    check_tags(label, run_tag_values)
+    for what, given in (("tags", tags), ("run_tags", run_tags)):
+        for key, value in (given or {}).items():
+            if not isinstance(key, str) or not isinstance(value, str):
+                raise InvalidDefinitionError(f"{label}: {what} must map str to str, got {key!r}: {value!r}")
+        check_tags(label, given or {})
+    if metadata is not None and not isinstance(metadata, Mapping):
+        raise InvalidDefinitionError(f"{label}: metadata must be a dict, got {metadata!r:.80}")
+    check_metadata(label, metadata or {})
     if op_retry_policy is not None and not isinstance(op_retry_policy, RetryPolicy):
         raise InvalidDefinitionError(f"{label}: op_retry_policy must be a RetryPolicy, got {op_retry_policy!r}")
     if isinstance(config, PartitionedConfig):
@@ -105,20 +109,36 @@ def build_op_job(
         partitions_def = config.partitions_def
     if partitions_def is not None and not isinstance(partitions_def, PartitionsDefinition):
         raise InvalidDefinitionError(f"{label}: partitions_def must be a PartitionsDefinition, got {partitions_def!r}")
+    if config is not None and not isinstance(config, PartitionedConfig):
+        try:
+            run_config_dict(f"{label}: config", config)  # JSON-storable; checked against the ops below
+        except RunConfigError as exc:
+            raise InvalidDefinitionError(str(exc)) from None
     nodes = graph_def.nodes(label)
     if not nodes:
         raise InvalidDefinitionError(f"{label}: its graph has no op")
+    config_nodes = {
+        node.handle: ConfigNode(
+            f"op '{node.handle}'",
+            node.op.config_type,
+            any_config=node.op.config_schema is not None and node.op.config_type is None,
+        )
+        for node in nodes.values()
+    }
     return JobDefinition(
         name=name,
         asset_keys=(),
-        tags=run_tag_values,
+        tags=dict(tags or {}),
         description=description,
         partitions_def=partitions_def,
         config=config,
-        op_graph=OpGraph.build(nodes),
         metadata=dict(metadata or {}),
-        resource_defs=dict(resource_defs or {}),
+        run_tags=dict(run_tags or {}),
         op_retry_policy=op_retry_policy,
+        config_nodes=config_nodes,
+        resources=dict(resource_defs or {}),
+        op_graph=OpGraph.build(nodes),
+        resource_defs=dict(resource_defs or {}),
     )
 
 
@@ -179,7 +199,7 @@ def plan_op_run(
                 raise InvalidDefinitionError(f"job '{job_def.name}': no op '{handle}' (step '{key}')")
             instances.append((handle, keys))
         subset = tuple(key for key in step_keys)
-    tags = dict(job_def.tags)
+    tags = {**job_def.tags, **job_def.run_tags}
     if partition_key is not None:
         tags[PARTITION_TAG] = partition_key
     steps = graph.step_plans(instances, partition_key)

@@ -8,6 +8,7 @@ from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from tidegate.definitions.config import run_config_dict
 from tidegate.definitions.context import Resources
 from tidegate.definitions.cron import validate_cron, validate_timezone
 from tidegate.definitions.instance import Instance
@@ -22,7 +23,7 @@ from tidegate.definitions.instigator import (
     resource_params,
 )
 from tidegate.definitions.run_request import Evaluation, RunRequest, normalize
-from tidegate.errors import InvalidDefinitionError, InvalidInvocationError
+from tidegate.errors import InvalidDefinitionError, InvalidInvocationError, RunConfigError
 
 
 class ScheduleEvaluationContext:
@@ -101,7 +102,8 @@ def build_schedule_context(
 class ScheduleDefinition:
     """Request a run of ``target`` at every tick of ``cron_schedule`` in ``execution_timezone``.
 
-    Without ``execution_fn`` each tick requests one run. Missed ticks (no beat was running)
+    Without ``execution_fn`` each tick requests one run, with ``run_config`` (a RunConfig or
+    its dict form, checked against the target when Definitions is built). Missed ticks (no beat was running)
     are caught up per ``max_catchup_ticks`` (at least 1): by default only the latest missed
     tick runs; ``N`` runs up to the N most recent.
     """
@@ -120,6 +122,7 @@ class ScheduleDefinition:
         description: str | None = None,
         default_status: DefaultScheduleStatus = DefaultScheduleStatus.STOPPED,
         max_catchup_ticks: int = 1,
+        run_config: Any = None,
     ) -> None:
         provisional = name or getattr(execution_fn, "__name__", None)
         label = f"schedule {provisional!r}"
@@ -144,6 +147,15 @@ class ScheduleDefinition:
             raise InvalidDefinitionError(f"{label}: default_status must be a DefaultScheduleStatus")
         self.default_status: DefaultScheduleStatus = default_status
         self.execution_fn = execution_fn
+        if execution_fn is not None and run_config is not None:
+            raise InvalidDefinitionError(
+                f"{label}: give run_config or a schedule function (whose RunRequests carry run_config), not both"
+            )
+        try:
+            run_config_dict(f"{label}: run_config", run_config)  # storable; checked against the target by Definitions
+        except RunConfigError as exc:
+            raise InvalidDefinitionError(str(exc)) from None
+        self.run_config: Any = run_config
         self.tags: dict[str, str] = check_tags(label, tags)
         self.description = description
         self._takes_context, self._resource_params = (
@@ -160,7 +172,7 @@ class ScheduleDefinition:
 
     def evaluate(self, context: ScheduleEvaluationContext, resources: Mapping[str, Any]) -> Evaluation:
         if self.execution_fn is None:
-            return Evaluation((RunRequest(tags=dict(self.tags)),), None, None, False)
+            return Evaluation((RunRequest(tags=dict(self.tags), run_config=self.run_config),), None, None, False)
         value = call_user_code(self.execution_fn, context, self._takes_context, self._resource_params, resources)
         return normalize(self.label, value)
 

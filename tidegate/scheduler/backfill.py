@@ -8,6 +8,7 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 from tidegate.definitions.defs import Definitions
 from tidegate.definitions.partitions import PartitionKeyRange
@@ -57,6 +58,7 @@ class BackfillDaemon:
                     partition_range=None if last is None else PartitionKeyRange(first, last),
                     dynamic_keys=self.storage.dynamic_partition_keys,
                     current_time=now,
+                    run_config=backfill.run_config,
                 )
             except TidegateError as exc:
                 log.warning("backfill %s: partition %s cannot be planned: %s", backfill.backfill_id, run_key, exc)
@@ -116,17 +118,22 @@ def create_backfill(
     *,
     max_concurrent: int | None = None,
     current_time: datetime | None = None,
+    run_config: Any = None,
 ) -> BackfillRecord:
     """Record a backfill (one row); the beat submits its runs. Assets with
-    ``BackfillPolicy.single_run()`` (or ``multi_run(n)``) get one run per range of partitions."""
+    ``BackfillPolicy.single_run()`` (or ``multi_run(n)``) get one run per range of partitions.
+    ``run_config`` (else the job's default config) is checked now (RunConfigError, no backfill
+    recorded) and given to every run."""
     ranges = defs.backfill_ranges(
         job_name, keys, dynamic_keys=storage.dynamic_partition_keys, current_time=current_time
     )
+    stored = defs.check_job_config(job_name, run_config)
     return storage.create_backfill(
         job_name,
         keys,
         max_concurrent=max_concurrent,
         run_ranges=[(r.start, r.end) for r in ranges] if ranges is not None else None,
+        run_config=stored,
     )
 
 

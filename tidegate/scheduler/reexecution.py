@@ -34,9 +34,10 @@ def reexecution_plan(defs: Definitions, storage: Storage, run: RunRecord, *, fro
         steps = [s for s in steps if s.status != StepStatus.SUCCEEDED]
     # an op job's subset is its step keys (only the failed mapped keys of a fan-out run again)
     keys = [s.step_key if op_job else s.asset_key for s in steps]
-    if op_job:  # the same partition and config as the run it re-executes
-        return defs.plan(run.job_name, keys, partition_key=run.tags.get(PARTITION_TAG), run_config=run.run_config)
-    return defs.plan(run.job_name, keys)
+    run_config = run.run_config if run.run_config is not None else {}  # the config the run had
+    if op_job:  # and the same partition
+        return defs.plan(run.job_name, keys, partition_key=run.tags.get(PARTITION_TAG), run_config=run_config)
+    return defs.plan(run.job_name, keys, run_config=run_config)
 
 
 def submit_reexecution(

@@ -8,7 +8,7 @@ import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import insert, select, update
 
@@ -31,6 +31,7 @@ class BackfillRecord:
     created_at: datetime
     ended_at: datetime | None
     run_ranges: tuple[tuple[str, str], ...] | None = None  # one run per range; None: per partition
+    run_config: Mapping[str, Any] | None = None  # each run's config, stored form (as runs.run_config)
 
     @property
     def origin(self) -> str:
@@ -85,6 +86,7 @@ class BackfillStorage:
         max_concurrent: int | None = None,
         tags: Mapping[str, str] | None = None,
         run_ranges: Sequence[tuple[str, str]] | None = None,
+        run_config: Mapping[str, Any] | None = None,
     ) -> BackfillRecord:
         """One row, however many partitions (they are a JSON list): one statement."""
         backfill_id = uuid.uuid4().hex[:12]
@@ -99,6 +101,7 @@ class BackfillStorage:
                     tags=dict(tags or {}),
                     created_at=datetime.now(UTC),
                     run_ranges=[list(r) for r in run_ranges] if run_ranges is not None else None,
+                    run_config=dict(run_config) if run_config else None,
                 )
             )
         return self.get_backfill(backfill_id)

@@ -179,6 +179,7 @@ backfills = Table(
     Column("ended_at", DateTime(timezone=True), nullable=True),
     # [[first, last], ...]: one run per range (BackfillPolicy); NULL: one run per partition
     Column("run_ranges", JSON, nullable=True),
+    Column("run_config", JSON, nullable=True),  # each run's config, as runs.run_config
 )
 
 # The latest outcome of every (asset, partition): what `assets list` counts and what a

@@ -427,6 +427,9 @@ class StepExecutor:
     ) -> str:
         step = claimed.step
         policy = asset.retry_policy if asset is not None else retry_policy
+        job = self.defs.jobs.get(claimed.run.job_name)
+        if policy is None and asset is not None and job is not None:
+            policy = job.op_retry_policy
         retry_delay = None
         if policy is not None and step.attempt <= policy.max_retries:
             retry_delay = policy.delay_before(step.attempt)  # due by the database's clock

@@ -1,4 +1,5 @@
-"""run configuration: the config a run was launched with (EnvVar values kept as markers)
+"""run configuration: the config a run (or a backfill's runs) was launched with, EnvVar values
+kept as markers
 
 Revision ID: 0009
 Revises: 0007
@@ -15,8 +16,10 @@ depends_on = None
 
 def upgrade() -> None:
     op.add_column("runs", sa.Column("run_config", sa.JSON(), nullable=True))
+    op.add_column("backfills", sa.Column("run_config", sa.JSON(), nullable=True))
 
 
 def downgrade() -> None:
-    with op.batch_alter_table("runs") as batch:
-        batch.drop_column("run_config")
+    for table in ("backfills", "runs"):
+        with op.batch_alter_table(table) as batch:
+            batch.drop_column("run_config")
