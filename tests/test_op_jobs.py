@@ -4,6 +4,7 @@ test_op_processes.py."""
 
 from __future__ import annotations
 
+import json
 from collections import deque
 from pathlib import Path
 
@@ -224,3 +225,24 @@ def test_reexecution_from_failure_reruns_only_the_failed_mapped_keys(tmp_path: P
 
 def test_direct_invocation_calls_the_function() -> None:
     assert plus_one(41) == 42
+
+
+def test_job_list_and_launch_show_op_jobs(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from tidegate.cli import main as cli
+
+    project = str(Path(__file__).parent / "projects" / "ops_project.py")
+    env = {"TIDEGATE_DATABASE_URL": f"sqlite:///{tmp_path / 'db.sqlite'}", "TIDEGATE_BROKER_URL": "memory://"}
+    runner = CliRunner()
+    listed = runner.invoke(cli, ["job", "list", "-f", project, "--json"], env=env)
+    assert listed.exit_code == 0, listed.output
+    jobs = {j["name"]: j for j in json.loads(listed.output)}
+    assert jobs["diamond_job"]["kind"] == "ops" and jobs["diamond_job"]["metadata"] == {"owner": "data"}
+    assert jobs["daily_job"]["schedules"] == ["daily_job_schedule"] and jobs["daily_job"]["partitions"]
+    launched = runner.invoke(cli, ["job", "launch", "fan_out_job", "-f", project], env=env)
+    assert launched.exit_code == 0, launched.output
+    storage = Storage.open(env["TIDEGATE_DATABASE_URL"], upgrade=True)
+    (run,) = storage.list_runs()
+    assert [s.step_key for s in storage.get_steps(run.run_id)] == ["split", "total"]  # mapped ones come later
+    storage.dispose()
