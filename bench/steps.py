@@ -81,6 +81,7 @@ FANOUT_RUNS = int(os.environ.get("BENCH_FANOUT_RUNS", "3"))
 ROUND_TRIPS = int(os.environ.get("BENCH_ROUND_TRIPS", "200"))
 WARMUP_ROUND_TRIPS = 20
 RUN_TIMEOUT = 60.0
+DYNAMIC_TIMEOUT = 600.0  # 1,002 steps on 2 single-process workers
 
 
 # -- backing services ------------------------------------------------------------------------
@@ -262,8 +263,9 @@ def main() -> int:
                 ("fanout_job", FANOUT_RUNS, FANOUT_STEPS, f"tidegate fan-out 1->{FANOUT_WIDTH}->1"),
                 ("dynamic_job", DYNAMIC_RUNS, DYNAMIC_STEPS, f"tidegate dynamic 1->{DYNAMIC_WIDTH}->1 (ops)"),
             ):
-                run_job(storage, launcher, defs, job)  # warm-up: pool children load code and connect
-                timings = [run_job(storage, launcher, defs, job) for _ in range(runs)]
+                limit = DYNAMIC_TIMEOUT if job == "dynamic_job" else RUN_TIMEOUT
+                run_job(storage, launcher, defs, job, timeout=limit)  # warm-up: pool children load code, connect
+                timings = [run_job(storage, launcher, defs, job, timeout=limit) for _ in range(runs)]
                 rows[job] = Row(label, [t.wall for t in timings], steps)
                 if job == "chain_job":
                     res.phases = step_phases(storage, [t.run_id for t in timings])
