@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 import tidegate as dg
-from tidegate.names import RunStatus, StepStatus
+from tidegate.names import RunStatus, StepStatus, TickStatus
 from tidegate.scheduler.reexecution import submit_reexecution
 from tidegate.storage.api import Storage
 from tidegate.storage.records import StepRef
@@ -245,4 +245,50 @@ def test_job_list_and_launch_show_op_jobs(tmp_path: Path) -> None:
     storage = Storage.open(env["TIDEGATE_DATABASE_URL"], upgrade=True)
     (run,) = storage.list_runs()
     assert [s.step_key for s in storage.get_steps(run.run_id)] == ["split", "total"]  # mapped ones come later
+    storage.dispose()
+
+
+class Batch(dg.Config):
+    size: int
+
+
+@dg.op
+def sized(config: Batch) -> int:
+    return config.size
+
+
+@dg.job
+def sized_job() -> None:
+    plus_one(sized())
+
+
+def test_sensor_run_request_carries_op_config_and_bad_config_fails_the_tick(tmp_path: Path) -> None:
+    from datetime import UTC, datetime
+
+    from tidegate.scheduler.beat import Beat
+    from tidegate.scheduler.clock import FakeClock
+
+    sizes = iter([3, "big"])
+
+    @dg.sensor(job=sized_job, minimum_interval_seconds=1, default_status=dg.DefaultSensorStatus.RUNNING)
+    def batches(context: dg.SensorEvaluationContext) -> dg.RunRequest:
+        return dg.RunRequest(run_config=dg.RunConfig(ops={"sized": {"config": {"size": next(sizes)}}}))
+
+    defs = dg.Definitions(jobs=[sized_job], sensors=[batches])
+    storage = Storage.open(f"sqlite:///{tmp_path / 'db.sqlite'}", upgrade=True)
+    pending: deque[StepRef] = deque()
+    clock = FakeClock(datetime(2024, 1, 1, tzinfo=UTC))
+    beat = Beat(defs, storage, pending.extend, clock=clock, holder="test", synchronous_sensors=True)
+    beat.tick()
+    (run,) = storage.list_runs()
+    assert run.run_config == {"ops": {"sized": {"config": {"size": 3}}}}
+    executor = StepExecutor(defs, storage, publish=pending.extend, worker_name="test")
+    _run_to_end(storage, executor, pending, run.run_id)
+    assert storage.get_run(run.run_id).status == RunStatus.SUCCESS
+
+    clock.set(datetime(2024, 1, 1, 0, 1, tzinfo=UTC))
+    beat.tick()
+    assert len(storage.list_runs()) == 1  # the bad request created no run
+    tick = storage.get_ticks("batches", limit=1)[0]
+    assert tick.status == TickStatus.FAILURE and "op 'sized'" in (tick.error or "") and "size" in (tick.error or "")
     storage.dispose()

@@ -25,15 +25,15 @@ from tidegate.definitions.op_context import OpExecutionContext
 from tidegate.definitions.op_graph import InputSource, OpGraph, OpNode, parse_step_key, step_key_for
 from tidegate.definitions.retry import RetryPolicy
 from tidegate.errors import AssetOutputError, TidegateError
-from tidegate.names import PARENT_RUN_TAG, PARTITION_TAG
+from tidegate.names import PARENT_RUN_TAG, PARTITION_TAG, EventType
 from tidegate.storage.records import ClaimedStep, NewEvent
 from tidegate.workers.io import InputContext, IOManager, OutputContext
 
 if TYPE_CHECKING:
     from tidegate.workers.execution import StepExecutor, _CapturedLog
 
-DYNAMIC_OUTPUT_EVENT = "DYNAMIC_OUTPUT"  # a step's dynamic output: its mapping keys, in order
-STEP_OUTPUT_EVENT = "STEP_OUTPUT"
+DYNAMIC_OUTPUT_EVENT = EventType.DYNAMIC_OUTPUT
+STEP_OUTPUT_EVENT = EventType.STEP_OUTPUT
 
 
 @dataclass
@@ -248,7 +248,7 @@ class OpStepRun:
         if len(chain) == 1:
             return chain[0]
         for run_id in chain:
-            succeeded = self.executor.storage.step_events([run_id], step_key, "STEP_SUCCESS")
+            succeeded = self.executor.storage.step_events([run_id], step_key, EventType.STEP_SUCCESS)
             if succeeded:
                 return run_id
         return chain[0]
