@@ -271,8 +271,10 @@ def main() -> int:
                     res.phases = step_phases(storage, [t.run_id for t in timings])
                 if job == "dynamic_job":
                     res.dynamic = dynamic_phases(storage, [t.run_id for t in timings])
+                    for first, published, last in res.dynamic:
+                        progress(f"first mapped RUNNING {ms(first)}, all published {ms(published)}, last {ms(last)}")
                 truncate(storage)
-                progress(f"{label}: done")
+                progress(f"{label}: done, median {ms(rows[job].median)}, {ms(rows[job].per_step)} per step")
 
         res.bench_cpu["tidegate"] = since(mark)
         progress(f"starting {WORKERS} raw Celery workers")
