@@ -31,7 +31,7 @@ from tidegate.storage.api import Storage
 
 ROOT = Path(__file__).resolve().parent.parent
 PG_ADMIN_URL = os.environ.get("BENCH_PG_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/test")
-READY_TIMEOUT = 60.0
+READY_TIMEOUT = float(os.environ.get("BENCH_READY_TIMEOUT", "60"))  # longer on a loaded machine
 RUN_TIMEOUT = 60.0
 POLL_SECONDS = 0.005
 TABLES = "runs, steps, events, materializations"

@@ -73,11 +73,15 @@ POLL_SECONDS = 0.005
 CHAIN_STEPS = 50
 FANOUT_WIDTH = 200
 FANOUT_STEPS = FANOUT_WIDTH + 2
+DYNAMIC_WIDTH = 1000
+DYNAMIC_STEPS = DYNAMIC_WIDTH + 2
+DYNAMIC_RUNS = int(os.environ.get("BENCH_DYNAMIC_RUNS", "2"))
 CHAIN_RUNS = int(os.environ.get("BENCH_CHAIN_RUNS", "5"))
 FANOUT_RUNS = int(os.environ.get("BENCH_FANOUT_RUNS", "3"))
 ROUND_TRIPS = int(os.environ.get("BENCH_ROUND_TRIPS", "200"))
 WARMUP_ROUND_TRIPS = 20
 RUN_TIMEOUT = 60.0
+DYNAMIC_TIMEOUT = 600.0  # 1,002 steps on 2 single-process workers
 
 
 # -- backing services ------------------------------------------------------------------------
@@ -105,6 +109,24 @@ def step_phases(storage: Storage, run_ids: Sequence[str]) -> tuple[float, float]
                 waits.append((s.started_at - s.ready_at).total_seconds())
                 bodies.append((s.ended_at - s.started_at).total_seconds())
     return statistics.median(waits), statistics.median(bodies)
+
+
+def dynamic_phases(storage: Storage, run_ids: Sequence[str]) -> list[tuple[float, float, float]]:
+    """Per run, from dyn_root's success transaction (its ended_at: the transaction's time,
+    which also plans the 1,000 mapped steps, their ready_at) to: the first mapped step
+    RUNNING, the last one ENQUEUED (published), the last one RUNNING. SQL timestamps."""
+    found = []
+    for run_id in run_ids:
+        steps = storage.get_steps(run_id)
+        root = next(s for s in steps if s.step_key == "dyn_root")
+        mapped = [s for s in steps if s.step_key.startswith("dyn_step[")]
+        if len(mapped) != DYNAMIC_WIDTH or root.ended_at is None:
+            raise RuntimeError(f"dynamic_job run {run_id}: {len(mapped)} mapped steps")
+        first = min(s.started_at for s in mapped if s.started_at)
+        published = max(s.enqueued_at for s in mapped if s.enqueued_at)
+        last = max(s.started_at for s in mapped if s.started_at)
+        found.append(tuple((t - root.ended_at).total_seconds() for t in (first, published, last)))
+    return found  # type: ignore[return-value]
 
 
 # -- raw Celery runs -------------------------------------------------------------------------
@@ -182,6 +204,7 @@ class Results:
     rss: list[RssRow] = field(default_factory=list)
     ready: dict[str, float] = field(default_factory=dict)
     phases: tuple[float, float] | None = None
+    dynamic: list[tuple[float, float, float]] = field(default_factory=list)
     load: list[str] = field(default_factory=list)
     total: float = 0.0
     bench_cpu: dict[str, tuple[float, float]] = field(default_factory=dict)  # phase: (cpu s, wall s)
@@ -215,7 +238,7 @@ def main() -> int:
         PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
     )
     defs = CodeLocation(file=str(ROOT / DEFS_FILE)).load()
-    for job, expected in (("chain_job", CHAIN_STEPS), ("fanout_job", FANOUT_STEPS)):
+    for job, expected in (("chain_job", CHAIN_STEPS), ("fanout_job", FANOUT_STEPS), ("dynamic_job", 2)):
         if len(defs.plan(job).steps) != expected:
             raise RuntimeError(f"{DEFS_FILE}: {job} has {len(defs.plan(job).steps)} steps, expected {expected}")
     app = make_celery_app(REDIS_URL)
@@ -238,14 +261,20 @@ def main() -> int:
             for job, runs, steps, label in (
                 ("chain_job", CHAIN_RUNS, CHAIN_STEPS, f"tidegate chain {CHAIN_STEPS}"),
                 ("fanout_job", FANOUT_RUNS, FANOUT_STEPS, f"tidegate fan-out 1->{FANOUT_WIDTH}->1"),
+                ("dynamic_job", DYNAMIC_RUNS, DYNAMIC_STEPS, f"tidegate dynamic 1->{DYNAMIC_WIDTH}->1 (ops)"),
             ):
-                run_job(storage, launcher, defs, job)  # warm-up: pool children load code and connect
-                timings = [run_job(storage, launcher, defs, job) for _ in range(runs)]
+                limit = DYNAMIC_TIMEOUT if job == "dynamic_job" else RUN_TIMEOUT
+                run_job(storage, launcher, defs, job, timeout=limit)  # warm-up: pool children load code, connect
+                timings = [run_job(storage, launcher, defs, job, timeout=limit) for _ in range(runs)]
                 rows[job] = Row(label, [t.wall for t in timings], steps)
                 if job == "chain_job":
                     res.phases = step_phases(storage, [t.run_id for t in timings])
+                if job == "dynamic_job":
+                    res.dynamic = dynamic_phases(storage, [t.run_id for t in timings])
+                    for first, published, last in res.dynamic:
+                        progress(f"first mapped RUNNING {ms(first)}, all published {ms(published)}, last {ms(last)}")
                 truncate(storage)
-                progress(f"{label}: done")
+                progress(f"{label}: done, median {ms(rows[job].median)}, {ms(rows[job].per_step)} per step")
 
         res.bench_cpu["tidegate"] = since(mark)
         progress(f"starting {WORKERS} raw Celery workers")
@@ -302,6 +331,7 @@ def report(res: Results) -> None:
         ("", f"raw:      {raw_cmd}"),
         ("", f"ping answered {res.ready['tidegate']:.2f} s (tidegate), {res.ready['raw']:.2f} s (raw) after start"),
         ("assets", "no-op bodies, deps= edges, return None: no IO manager, empty materialization"),
+        ("ops", f"dynamic_job: no-op ops, {DYNAMIC_WIDTH} DynamicOutputs, a null IO manager (stores nothing)"),
         ("method", "wall = submit_run + Launcher.tick until get_run is seen terminal, polled every 5 ms"),
         ("", "one unmeasured warm-up run per scenario first; tables truncated between scenarios"),
         ("", "raw: tidegate's Celery settings (json, acks_late, prefetch 1, events), ignore_result;"),
@@ -331,6 +361,11 @@ def report(res: Results) -> None:
         print("  tidegate chain, median per step from the steps table's timestamps:")
         print(f"    READY->RUNNING     {ms(wait):>9}  previous step's complete txn, publish, broker, pickup")
         print(f"    RUNNING->SUCCEEDED {ms(body):>9}  claim txn, heartbeat thread, the no-op call")
+    for i, (first, published, last) in enumerate(res.dynamic):
+        print(
+            f"  dynamic run {i + 1}: from dyn_root's success txn (plans {DYNAMIC_WIDTH} steps): first mapped "
+            f"RUNNING {ms(first)}, all published {ms(published)}, last RUNNING {ms(last)}"
+        )
     for phase, (cpu, wall) in res.bench_cpu.items():
         print(f"  bench process CPU during the {phase} phase: {cpu:.2f} s of {wall:.2f} s wall (polling)")
     print()
@@ -350,6 +385,16 @@ def report(res: Results) -> None:
                 ["tidegate chain step / raw chain step", f"{chain.per_step / raw_chain.per_step:.2f}x", ""],
                 ["tidegate fan-out step / raw fan-out step", f"{fan.per_step / raw_fan.per_step:.2f}x", ""],
                 ["tidegate fan-out step / raw round trip", f"{fan.per_step / rt.median:.2f}x", ""],
+                [
+                    "tidegate dynamic (ops) step / asset fan-out step",
+                    f"{rows['dynamic_job'].per_step / fan.per_step:.2f}x",
+                    "same run",
+                ],
+                [
+                    "tidegate dynamic (ops) step / raw fan-out step",
+                    f"{rows['dynamic_job'].per_step / raw_fan.per_step:.2f}x",
+                    "",
+                ],
             ],
             [False, True, False],
         )

@@ -2,6 +2,10 @@
 
 * ``chain_job``: ``chain_00 -> chain_01 -> ... -> chain_49``, 50 steps in a line.
 * ``fanout_job``: ``fan_root -> fan_000 .. fan_199 -> fan_sink``, 1 + 200 + 1 = 202 steps.
+* ``dynamic_job`` (ops): ``dyn_root`` yields 1,000 DynamicOutputs, ``.map(dyn_step)`` makes
+  1,000 mapped steps, planned in ``dyn_root``'s success transaction, ``.collect()`` into
+  ``dyn_sink``: 1 + 1,000 + 1 = 1,002 steps. Its outputs go to a null IO manager (stores
+  nothing, loads None), so, as for the assets, no value is stored.
 
 Every edge is a ``deps=`` edge and every body returns None, so no value goes through an IO
 manager: a step is claim -> call a no-op -> record the (empty) materialization and release
@@ -42,4 +46,42 @@ fanout_assets = [
 chain_job = tg.define_asset_job("chain_job", selection=tg.AssetSelection.groups("chain"))
 fanout_job = tg.define_asset_job("fanout_job", selection=tg.AssetSelection.groups("fanout"))
 
-defs = tg.Definitions(assets=[*chain_assets, *fanout_assets], jobs=[chain_job, fanout_job])
+DYNAMIC_WIDTH = 1000
+
+
+class NullIOManager(tg.IOManager):
+    """Stores nothing and loads None: the op fan-out is measured without IO, like the assets."""
+
+    def handle_output(self, context: tg.OutputContext, obj: object) -> None:
+        return None
+
+    def load_input(self, context: tg.InputContext) -> None:
+        return None
+
+
+@tg.op(out=tg.DynamicOut(io_manager_key="null_io"))
+def dyn_root():  # type: ignore[no-untyped-def]
+    for i in range(DYNAMIC_WIDTH):
+        yield tg.DynamicOutput(None, mapping_key=f"k{i:04d}")
+
+
+@tg.op(out=tg.Out(io_manager_key="null_io"))
+def dyn_step(value: None) -> None:
+    return _noop()
+
+
+@tg.op(out=tg.Out(io_manager_key="null_io"))
+def dyn_sink(values: list[None]) -> None:
+    return _noop()
+
+
+@tg.job
+def dynamic_job() -> None:
+    dyn_sink(dyn_root().map(dyn_step).collect())
+
+
+defs = tg.Definitions(
+    assets=[*chain_assets, *fanout_assets],
+    jobs=[chain_job, fanout_job, dynamic_job],
+    resources={"null_io": NullIOManager()},
+)

@@ -27,13 +27,22 @@ from tidegate.definitions.instance import (
     RunsFilter,
 )
 from tidegate.definitions.instigator import DefaultScheduleStatus, DefaultSensorStatus
-from tidegate.definitions.job import define_asset_job, validate_run_config
+from tidegate.definitions.job import JobDefinition, define_asset_job, validate_run_config
 from tidegate.definitions.key import AssetKey
 from tidegate.definitions.metadata import MetadataValue
 from tidegate.definitions.multi_asset_sensor import (
     MultiAssetSensorDefinition,
     MultiAssetSensorEvaluationContext,
     multi_asset_sensor,
+)
+from tidegate.definitions.op import DynamicOut, DynamicOutput, In, OpDefinition, Out, op
+from tidegate.definitions.op_context import OpExecutionContext
+from tidegate.definitions.op_graph import GraphDefinition, graph
+from tidegate.definitions.op_job import (
+    PartitionedConfig,
+    daily_partitioned_config,
+    job,
+    static_partitioned_config,
 )
 from tidegate.definitions.partitioned_schedule import build_schedule_from_partitioned_job
 from tidegate.definitions.partitions import (
@@ -136,6 +145,8 @@ __all__ = [
     "DeleteDynamicPartitionsRequest",
     "DependencyCycleError",
     "DuplicateDefinitionError",
+    "DynamicOut",
+    "DynamicOutput",
     "DynamicPartitionsDefinition",
     "EmptySelectionError",
     "EnvVar",
@@ -146,9 +157,11 @@ __all__ = [
     "ExecuteInProcessResult",
     "ExternalAssetError",
     "FilesystemIOManager",
+    "GraphDefinition",
     "HourlyPartitionsDefinition",
     "IOManager",
     "IdentityPartitionMapping",
+    "In",
     "InMemoryIOManager",
     "InputContext",
     "InputLimitError",
@@ -157,17 +170,22 @@ __all__ = [
     "InvalidPartitionKeyError",
     "InvalidSelectionError",
     "Jitter",
+    "JobDefinition",
     "MaterializeResult",
     "MetadataValue",
     "MissingResourceError",
     "MonthlyPartitionsDefinition",
     "MultiAssetSensorDefinition",
     "MultiAssetSensorEvaluationContext",
+    "OpDefinition",
+    "OpExecutionContext",
+    "Out",
     "Output",
     "OutputContext",
     "PartitionKeyError",
     "PartitionKeyRange",
     "PartitionMapping",
+    "PartitionedConfig",
     "PartitionsDefinition",
     "RetryPolicy",
     "RunConfig",
@@ -202,16 +220,21 @@ __all__ = [
     "build_schedule_context",
     "build_schedule_from_partitioned_job",
     "build_sensor_context",
+    "daily_partitioned_config",
     "define_asset_job",
     "definitions",
     "file_sensor",
+    "graph",
     "instance_for_test",
+    "job",
     "materialize",
     "multi_asset_sensor",
+    "op",
     "run_failure_sensor",
     "run_status_sensor",
     "s3_sensor",
     "schedule",
     "sensor",
+    "static_partitioned_config",
     "validate_run_config",
 ]

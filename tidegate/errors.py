@@ -157,7 +157,7 @@ class S3IOManagerError(TidegateError):
 class S3OutputNotFoundError(S3IOManagerError, LookupError):
     """A downstream step asked for an output that is not in the bucket."""
 
-    def __init__(self, message: str, *, asset_key: AssetKey, partition_key: str | None, uri: str) -> None:
+    def __init__(self, message: str, *, asset_key: AssetKey | None, partition_key: str | None, uri: str) -> None:
         super().__init__(message)
         self.asset_key = asset_key
         self.partition_key = partition_key

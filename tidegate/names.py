@@ -110,6 +110,8 @@ class EventType(StrEnum):
     STEP_FAILURE = "STEP_FAILURE"
     STEP_UP_FOR_RETRY = "STEP_UP_FOR_RETRY"
     STEP_SKIPPED = "STEP_SKIPPED"
+    STEP_OUTPUT = "STEP_OUTPUT"  # an op step's output (its name and metadata)
+    DYNAMIC_OUTPUT = "DYNAMIC_OUTPUT"  # an op step's dynamic output: its mapping keys, in order
     LOG = "LOG"
 
     @classmethod

@@ -173,8 +173,9 @@ def is_embedded_broker() -> bool:
 
 
 def all_queue_names(defs: Definitions) -> list[str]:
-    """The default queue and every queue an asset names (what ``tidegate dev`` consumes)."""
-    return sorted({DEFAULT_QUEUE, *(a.queue for a in defs.assets.values())})
+    """The default queue and every queue an asset or op names (what ``tidegate dev`` consumes)."""
+    ops = [n.op for j in defs.jobs.values() if j.op_graph is not None for n in j.op_graph.nodes.values()]
+    return sorted({DEFAULT_QUEUE, *(a.queue for a in defs.assets.values()), *(o.queue for o in ops)})
 
 
 @contextmanager

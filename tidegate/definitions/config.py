@@ -132,6 +132,7 @@ class ConfigNode:
 
     label: str
     config_type: type[Config] | None
+    any_config: bool = False  # an op with a config_schema but no Config model: any values pass
 
 
 @dataclass(frozen=True)
@@ -271,7 +272,7 @@ def check_run_config(
     for handle, node in nodes.items():
         values = given.get(handle, {}).get("config")
         if node.config_type is None:
-            if values not in (None, {}):
+            if values not in (None, {}) and not node.any_config:
                 raise RunConfigError(f"{label}: {node.label} takes no config, but run config gives it {values!r:.80}")
             continue
         _validate(f"{label}: {node.label}", node.config_type, _as_env_vars(values or {}))

@@ -18,12 +18,14 @@ from tidegate.definitions.instigator import Target
 from tidegate.definitions.job import (
     IMPLICIT_ASSET_JOB,
     JobDefinition,
+    JobTarget,
     RunPlan,
     UnresolvedAssetJob,
     define_asset_job,
     plan_run,
 )
 from tidegate.definitions.key import AssetKey
+from tidegate.definitions.op_job import PartitionedConfig, plan_op_run
 from tidegate.definitions.partitioned_schedule import PartitionedJobSchedule
 from tidegate.definitions.partitions import DynamicKeys, PartitionKeyRange
 from tidegate.definitions.run_request import RunRequest
@@ -62,7 +64,7 @@ class Definitions:
     def __init__(
         self,
         assets: Iterable[AssetsDefinition | AssetSpec] | None = None,
-        jobs: Iterable[UnresolvedAssetJob] | None = None,
+        jobs: Iterable[JobTarget] | None = None,
         schedules: Iterable[Any] | None = None,
         sensors: Iterable[Any] | None = None,
         resources: Mapping[str, Any] | None = None,
@@ -95,8 +97,8 @@ class Definitions:
 
         self.jobs: dict[str, JobDefinition] = {}
         for job in given_jobs:
-            if not isinstance(job, UnresolvedAssetJob):
-                raise InvalidDefinitionError(f"Definitions: jobs= holds {job!r}, not define_asset_job(...)")
+            if not isinstance(job, UnresolvedAssetJob | JobDefinition):
+                raise InvalidDefinitionError(f"Definitions: jobs= holds {job!r}, not define_asset_job(...) or @job")
             if job.name in self.jobs or job.name == IMPLICIT_ASSET_JOB:
                 raise DuplicateDefinitionError(f"job '{job.name}': defined twice")
             self.jobs[job.name] = self._resolve_job(job)
@@ -186,8 +188,12 @@ class Definitions:
         """``plan`` carrying ``run_config`` (the job's default config when None), checked
         against the nodes of its steps (RunConfigError)."""
         job = self.get_job(plan.job_name)
-        nodes: dict[str, ConfigNode] | None = {}
-        for step in plan.steps:
+        if run_config is None and isinstance(job.config, PartitionedConfig):
+            if plan.partition_key is None:
+                raise PartitionKeyError(f"job '{job.name}': its config is partitioned; give a partition key")
+            run_config = job.config.run_config_for_partition_key(plan.partition_key)
+        nodes: dict[str, ConfigNode] | None = {} if job.op_graph is None else None  # an op job: all its ops
+        for step in plan.steps if job.op_graph is None else ():
             asset = self.graph.assets.get(AssetKey.from_coercible(step.asset_key))
             if asset is None or nodes is None:
                 nodes = None  # not an asset's step: check against every node of the job
@@ -206,11 +212,22 @@ class Definitions:
             label,
             job.config if run_config is None else run_config,
             job.config_nodes if nodes is None else nodes,
-            self.resources,
+            {**self.resources, **job.resource_defs},
         )
 
-    def _resolve_job(self, job: UnresolvedAssetJob) -> JobDefinition:
+    def _resolve_job(self, job: JobTarget) -> JobDefinition:
         """The job over this graph, with what its run config is checked against."""
+        if isinstance(job, JobDefinition):  # an op job: its config nodes are its ops
+            self._check_op_job(job)
+            resolved = dataclasses.replace(job, resources={**self.resources, **job.resource_defs})
+            if job.config is not None and not isinstance(job.config, PartitionedConfig):
+                try:
+                    check_run_config(
+                        f"job '{job.name}': default config", job.config, job.config_nodes, resolved.resources
+                    )
+                except RunConfigError as exc:
+                    raise InvalidDefinitionError(str(exc)) from None
+            return resolved
         resolved = job.resolve(self.graph)
         nodes = {}
         for key in resolved.asset_keys:
@@ -234,6 +251,8 @@ class Definitions:
         current_time: datetime | None,
     ) -> RunPlan:
         job = self.get_job(job_name)
+        if job.op_graph is not None:
+            return self._plan_op_job(job, selection, partition_key, partition_range, dynamic_keys, current_time)
         keys = None
         if selection is not None:
             chosen_selection = coerce_selection(selection)
@@ -268,6 +287,50 @@ class Definitions:
             except PartitionKeyError as exc:
                 raise type(exc)(f"job '{job_name}': {exc}") from None
         return self._located(plan_run(self.graph, job, keys, partition_key))
+
+    def _plan_op_job(
+        self,
+        job: JobDefinition,
+        selection: Any,
+        partition_key: str | None,
+        partition_range: PartitionKeyRange | None,
+        dynamic_keys: DynamicKeys | None,
+        current_time: datetime | None,
+    ) -> RunPlan:
+        """An op job's plan: all its unmapped ops, or ``selection`` as a list of step keys
+        (a re-execution's steps, mapped ones included)."""
+        label = f"job '{job.name}'"
+        if partition_range is not None:
+            raise PartitionKeyError(f"{label}: an op job runs one partition per run, not a range")
+        if partition_key is not None and job.partitions_def is None:
+            raise PartitionKeyError(f"{label}: not partitioned, but partition key {partition_key!r} given")
+        if partition_key is None and job.partitions_def is not None:
+            raise PartitionKeyError(f"{label}: partitioned by {job.partitions_def.describe()}; give a partition key")
+        if partition_key is not None and job.partitions_def is not None:
+            try:
+                job.partitions_def.validate_key(partition_key, current_time, dynamic_keys)
+            except PartitionKeyError as exc:
+                raise type(exc)(f"{label}: {exc}") from None
+        if selection is not None and (isinstance(selection, str) or not isinstance(selection, list | tuple)):
+            raise InvalidDefinitionError(f"{label}: an op job's subset is a list of step keys, got {selection!r}")
+        return self._located(plan_op_run(job, partition_key, selection))
+
+    def _check_op_job(self, job: JobDefinition) -> None:
+        if job.op_graph is None:
+            return
+        available = set(self.resources) | set(job.resource_defs)
+        for node in job.op_graph.nodes.values():
+            for key in sorted(node.op.required_resource_keys):
+                if key not in available:
+                    raise MissingResourceError(
+                        f"job '{job.name}': op '{node.handle}' needs resource '{key}' "
+                        f"(Definitions(resources=...) and the job's resource_defs have: {sorted(available) or 'none'})"
+                    )
+            keys = {out.io_manager_key for out in node.op.outs.values()} - {DEFAULT_IO_MANAGER_KEY}
+            for key in sorted(keys - available):
+                raise MissingResourceError(
+                    f"job '{job.name}': op '{node.handle}' names io manager '{key}', not defined"
+                )
 
     def _located(self, plan: RunPlan) -> RunPlan:
         if self.code_location is None:

@@ -12,7 +12,7 @@ from typing import Any
 
 from tidegate.definitions import limits
 from tidegate.definitions.context import Resources
-from tidegate.definitions.job import UnresolvedAssetJob
+from tidegate.definitions.job import JobDefinition, JobTarget, UnresolvedAssetJob
 from tidegate.definitions.selection import AssetSelection, CoercibleToAssetSelection, coerce_selection
 from tidegate.errors import (
     InvalidDefinitionError,
@@ -39,7 +39,7 @@ class Target:
     """What a schedule or sensor runs: one or more jobs (by definition or by name), or an asset
     selection run as an ad-hoc job; nothing at all for a sensor that requests no runs."""
 
-    jobs: tuple[UnresolvedAssetJob | str, ...] = ()
+    jobs: tuple[JobTarget | str, ...] = ()
     selection: AssetSelection | None = None
 
     @property
@@ -52,9 +52,9 @@ class Target:
         return self.job_names[0] if len(self.jobs) == 1 else None
 
     @property
-    def job_definitions(self) -> tuple[UnresolvedAssetJob, ...]:
+    def job_definitions(self) -> tuple[JobTarget, ...]:
         """The targeted jobs given as definitions (they join Definitions, as in Dagster)."""
-        return tuple(j for j in self.jobs if isinstance(j, UnresolvedAssetJob))
+        return tuple(j for j in self.jobs if isinstance(j, UnresolvedAssetJob | JobDefinition))
 
     @property
     def describe(self) -> str:
@@ -124,7 +124,7 @@ def coerce_target(
         return Target(jobs=(value,))
     if kind == "jobs":
         return _coerce_jobs(label, value)
-    if isinstance(value, UnresolvedAssetJob):
+    if isinstance(value, UnresolvedAssetJob | JobDefinition):
         return Target(jobs=(value,))
     try:
         return Target(selection=coerce_selection(_as_selection(value)))
@@ -133,10 +133,10 @@ def coerce_target(
 
 
 def _coerce_jobs(label: str, value: Any) -> Target:
-    if isinstance(value, str | UnresolvedAssetJob) or not isinstance(value, Sequence) or not value:
+    if isinstance(value, str | UnresolvedAssetJob | JobDefinition) or not isinstance(value, Sequence) or not value:
         raise InvalidDefinitionError(f"{label}: jobs= must be a non-empty list of jobs, got {value!r}")
     for item in value:
-        if not isinstance(item, UnresolvedAssetJob | str):
+        if not isinstance(item, UnresolvedAssetJob | JobDefinition | str):
             raise InvalidDefinitionError(f"{label}: jobs= holds {item!r}, not a job")
     target = Target(jobs=tuple(value))
     duplicates = sorted({n for n in target.job_names if target.job_names.count(n) > 1})

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tidegate.definitions.config import ConfigNode, check_run_config, run_config_dict
 from tidegate.definitions.graph import AssetGraph
@@ -28,6 +28,9 @@ from tidegate.errors import (
     RunConfigError,
 )
 from tidegate.names import PARTITION_RANGE_END_TAG, PARTITION_RANGE_START_TAG, PARTITION_TAG
+
+if TYPE_CHECKING:
+    from tidegate.definitions.op_graph import OpGraph
 
 IMPLICIT_ASSET_JOB = "__ASSET_JOB"
 _JOB_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_\-]*$")
@@ -144,6 +147,9 @@ def define_asset_job(
 
 @dataclass(frozen=True)
 class JobDefinition:
+    """A job: an asset job (``asset_keys``, resolved from ``define_asset_job``) or an op job
+    (``op_graph``, from ``@job`` or ``GraphDefinition.to_job``)."""
+
     name: str
     asset_keys: tuple[AssetKey, ...]  # topological order
     tags: Mapping[str, str]
@@ -156,11 +162,39 @@ class JobDefinition:
     # what its run config is checked against: node name -> ConfigNode, and the resources
     config_nodes: Mapping[str, ConfigNode] = field(default_factory=dict)
     resources: Mapping[str, Any] = field(default_factory=dict, repr=False)
+    op_graph: OpGraph | None = None  # an op job's ops (``@job``, ``GraphDefinition.to_job``)
+    resource_defs: Mapping[str, Any] = field(default_factory=dict, repr=False)  # an op job's own
 
     @property
     def kind(self) -> str:
-        """What its steps run: ``assets`` (``define_asset_job``)."""
-        return "assets"
+        """What its steps run: ``assets`` (``define_asset_job``) or ``ops`` (``@job``)."""
+        return "ops" if self.op_graph is not None else "assets"
+
+    def resolve(self, graph: AssetGraph) -> JobDefinition:
+        """An op job needs no resolving (an asset job's ``UnresolvedAssetJob`` does)."""
+        return self
+
+    def execute_in_process(
+        self,
+        run_config: Any = None,
+        resources: Mapping[str, Any] | None = None,
+        partition_key: str | None = None,
+        *,
+        raise_on_error: bool = True,
+        tags: Mapping[str, str] | None = None,
+    ) -> Any:
+        """Run this op job in this process through the same step code (for unit tests);
+        returns an ExecuteInProcessResult (``success``, ``output_for_node``, ``all_events``)."""
+        from tidegate.workers.inprocess import execute_job_in_process  # the worker side, only when called
+
+        return execute_job_in_process(
+            self,
+            run_config=run_config,
+            resources=resources,
+            partition_key=partition_key,
+            raise_on_error=raise_on_error,
+            tags=tags,
+        )
 
 
 def validate_run_config(job: JobDefinition | UnresolvedAssetJob, run_config: Any = None) -> dict[str, Any]:
@@ -237,3 +271,8 @@ def plan_run(
         tags[PARTITION_RANGE_START_TAG] = partition_range.start
         tags[PARTITION_RANGE_END_TAG] = partition_range.end
     return RunPlan(job.name, tuple(steps), tags, subset, partition_key, partition_range)
+
+
+# What a schedule, sensor or Definitions(jobs=) takes as a job: an asset job before resolving,
+# or an op job (``@job``, ``GraphDefinition.to_job``).
+JobTarget = UnresolvedAssetJob | JobDefinition

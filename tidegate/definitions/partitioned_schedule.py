@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from tidegate.definitions.instigator import DefaultScheduleStatus
-from tidegate.definitions.job import UnresolvedAssetJob
+from tidegate.definitions.job import JobDefinition, JobTarget, UnresolvedAssetJob
 from tidegate.definitions.partitions import PartitionsDefinition, TimeWindowPartitionsDefinition
 from tidegate.definitions.run_request import RunRequest, SkipReason
 from tidegate.definitions.schedule import ScheduleDefinition, ScheduleEvaluationContext
@@ -18,7 +18,7 @@ class PartitionedJobSchedule(ScheduleDefinition):
     """A schedule whose cron and timezone come from its job's time-window partitions, known
     once Definitions has resolved the job (``bind``)."""
 
-    def __init__(self, partitioned_job: UnresolvedAssetJob, overrides: dict[str, Any], **kwargs: Any) -> None:
+    def __init__(self, partitioned_job: JobTarget, overrides: dict[str, Any], **kwargs: Any) -> None:
         self.partitioned_job = partitioned_job
         self.overrides = overrides
         self.bound_partitions: TimeWindowPartitionsDefinition | None = None
@@ -60,7 +60,7 @@ class PartitionedJobSchedule(ScheduleDefinition):
 
 
 def build_schedule_from_partitioned_job(
-    job: UnresolvedAssetJob,
+    job: JobTarget,
     cron_schedule: str | None = None,
     *,
     hour_of_day: int | None = None,
@@ -73,7 +73,7 @@ def build_schedule_from_partitioned_job(
     description: str | None = None,
     default_status: DefaultScheduleStatus = DefaultScheduleStatus.STOPPED,
 ) -> PartitionedJobSchedule:
-    if not isinstance(job, UnresolvedAssetJob):
+    if not isinstance(job, UnresolvedAssetJob | JobDefinition):
         raise InvalidDefinitionError(f"build_schedule_from_partitioned_job: expected a job, got {job!r}")
     overrides = {
         "cron_schedule": cron_schedule,

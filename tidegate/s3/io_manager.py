@@ -60,13 +60,19 @@ class S3IOManager(IOManager):
         last = UNPARTITIONED if partition_key is None else quote(partition_key, safe="")
         return "/".join([*filter(None, [self.prefix]), *asset_key.path, last])
 
+    def _context_key(self, context: OutputContext | InputContext) -> str:
+        if context.asset_key is None:  # an op output: run id / step key / output [/ mapping key]
+            parts = [quote(part, safe="") for part in context.get_identifier()]
+            return "/".join([*filter(None, [self.prefix]), ".op_outputs", *parts])
+        return self.object_key(context.asset_key, context.partition_key)
+
     def uri_for(self, asset_key: AssetKey, partition_key: str | None = None) -> str:
         return f"s3://{self.bucket}/{self.object_key(asset_key, partition_key)}"
 
     # -- the protocol ----------------------------------------------------------------------
 
     def handle_output(self, context: OutputContext, obj: Any) -> None:
-        key = self.object_key(context.asset_key, context.partition_key)
+        key = self._context_key(context)
         with tempfile.SpooledTemporaryFile(max_size=_SPOOL_BYTES) as buffer:
             pickle.dump(obj, buffer, protocol=pickle.HIGHEST_PROTOCOL)
             size = buffer.tell()
@@ -91,7 +97,7 @@ class S3IOManager(IOManager):
         context.add_output_metadata({"uri": f"s3://{self.bucket}/{key}", "size": size})
 
     def load_input(self, context: InputContext) -> Any:
-        key = self.object_key(context.asset_key, context.partition_key)
+        key = self._context_key(context)
         uri = f"s3://{self.bucket}/{key}"
         with tempfile.SpooledTemporaryFile(max_size=_SPOOL_BYTES) as buffer:
             try:
@@ -121,8 +127,8 @@ class S3IOManager(IOManager):
         return f"S3IOManager(bucket={self.bucket!r}, prefix={self.prefix!r}, s3={self.s3!r})"
 
 
-def _describe(asset_key: AssetKey, partition_key: str | None) -> str:
-    text = f"asset '{asset_key}'"
+def _describe(asset_key: AssetKey | None, partition_key: str | None) -> str:
+    text = f"asset '{asset_key}'" if asset_key is not None else "op output"
     return text if partition_key is None else f"{text} partition {partition_key!r}"
 
 

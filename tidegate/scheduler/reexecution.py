@@ -26,14 +26,17 @@ def reexecution_plan(defs: Definitions, storage: Storage, run: RunRecord, *, fro
     if run.status not in RunStatus.TERMINAL:
         raise TidegateError(f"run '{run.run_id}': still {run.status}; re-execute a finished run")
     steps = storage.get_steps(run.run_id)
+    if run.job_name not in defs.jobs:
+        raise TidegateError(f"run '{run.run_id}': job '{run.job_name}' is not defined in the loaded code")
+    op_job = defs.jobs[run.job_name].op_graph is not None
+    if op_job and not from_failure:
+        steps = [s for s in steps if "[" not in s.step_key]  # a dynamic output plans its mapped steps again
     if from_failure:
         if run.status == RunStatus.SUCCESS:
             raise TidegateError(f"run '{run.run_id}': succeeded, nothing to re-execute from failure")
-        keys = [s.asset_key for s in steps if s.status != StepStatus.SUCCEEDED]
-    else:
-        keys = [s.asset_key for s in steps]
-    if run.job_name not in defs.jobs:
-        raise TidegateError(f"run '{run.run_id}': job '{run.job_name}' is not defined in the loaded code")
+        steps = [s for s in steps if s.status != StepStatus.SUCCEEDED]
+    # an op job's subset is its step keys (only the failed mapped keys of a fan-out run again)
+    keys = [s.step_key if op_job else s.asset_key for s in steps]
     tags = run.tags
     partition_range = None
     if PARTITION_RANGE_START_TAG in tags and PARTITION_RANGE_END_TAG in tags:

@@ -32,7 +32,7 @@ from typing import Any
 from sqlalchemy import Connection, Engine, and_, case, exists, func, insert, select, update
 from sqlalchemy.engine import make_url
 
-from tidegate.definitions.job import RunPlan
+from tidegate.definitions.job import RunPlan, StepPlan
 from tidegate.definitions.metadata import metadata_json_default
 from tidegate.errors import RunNotFoundError, StorageError
 from tidegate.names import PARTITION_TAG, PartitionStatus, RunStatus, StepStatus
@@ -179,28 +179,34 @@ class Storage(RunControl, InstigatorStorage, DynamicPartitionStorage, BackfillSt
                 select(runs.c.run_id).where(runs.c.origin == origin, runs.c.run_key == run_key)
             ).scalar_one()
             return SubmitResult(existing, created=False)
-        if plan.steps:
-            conn.execute(
-                insert(steps),
-                [
-                    {
-                        "run_id": run_id,
-                        "step_key": s.step_key,
-                        "asset_key": s.asset_key,
-                        "display_name": s.display_name,
-                        "status": StepStatus.PLANNED,
-                        "attempt": 1,
-                        "queue": s.queue,
-                        "downstream": list(s.downstream),
-                        "pending_upstream": len(s.upstream),
-                        "pool": s.pool,
-                        "timeout": s.timeout,
-                    }
-                    for s in plan.steps
-                ],
-            )
+        self._insert_steps(conn, run_id, plan.steps)
         self._append_events(conn, run_id, None, [NewEvent("RUN_QUEUED", f"origin {origin}")], now)
         return SubmitResult(run_id, created=True)
+
+    @staticmethod
+    def _insert_steps(conn: Connection, run_id: str, planned: Sequence[StepPlan]) -> None:
+        """Insert PLANNED steps, each waiting for its upstream steps in the plan (one statement)."""
+        if not planned:
+            return
+        conn.execute(
+            insert(steps),
+            [
+                {
+                    "run_id": run_id,
+                    "step_key": s.step_key,
+                    "asset_key": s.asset_key,
+                    "display_name": s.display_name,
+                    "status": StepStatus.PLANNED,
+                    "attempt": 1,
+                    "queue": s.queue,
+                    "downstream": list(s.downstream),
+                    "pending_upstream": len(s.upstream),
+                    "pool": s.pool,
+                    "timeout": s.timeout,
+                }
+                for s in planned
+            ],
+        )
 
     def _insert_ignore(self, table: Any, values: Mapping[str, Any], conflict: Sequence[str]) -> Any:
         return (
@@ -353,12 +359,22 @@ class Storage(RunControl, InstigatorStorage, DynamicPartitionStorage, BackfillSt
         events_: Sequence[NewEvent] = (),
         partition_keys: Sequence[str] = (),
         materializations_: Sequence[NewMaterialization] = (),
+        planned: Sequence[StepPlan] = (),
+        more_upstream: Mapping[str, int] | None = None,
+        skip: Sequence[str] = (),
+        skip_reason: str = "",
     ) -> list[StepRef] | None:
         """Record success, in one transaction: the materialization (unless ``metadata`` is
         None; one per partition of ``partition_keys``) and the partitions' status, those the
         asset reported itself (``materializations_``), the events,
         RUNNING -> SUCCEEDED, each child's pending-upstream counter minus one (children reaching
         0 become READY) and, for the last step, the run's end.
+
+        Op steps also plan, in the same transaction, the steps of a dynamic output
+        (``planned``: inserted, those with no upstream left READY at once), raise the counters
+        of the steps that collect them (``more_upstream``: step key -> how many more to wait
+        for) and skip the consumers of optional outputs not emitted (``skip``, with their
+        descendants).
 
         Returns the children to publish, or None if this attempt no longer owned the step
         (its outcome was already recorded, or it was given up as dead): nothing is written.
@@ -396,11 +412,47 @@ class Storage(RunControl, InstigatorStorage, DynamicPartitionStorage, BackfillSt
             new_events += self._insert_reported_materializations(conn, run_id, step_key, materializations_, now)
             new_events.append(NewEvent("STEP_SUCCESS", None, {"attempt": attempt}))
             self._append_events(conn, run_id, step_key, new_events, now)
-            ready = self._release_children(conn, run_id, list(done.downstream or ()), now)
+            ready = self._plan_more(conn, run_id, planned, more_upstream or {}, now)
+            skipped = self._skip(conn, run_id, skip, skip_reason, now, include_start=True) if skip else 0
+            ready += self._release_children(conn, run_id, list(done.downstream or ()), now)
             if done.pool is not None:
                 ready += self._fill_pools(conn, {done.pool}, now)  # hand the slot over
-            self._finish_steps(conn, run_id, 1, now)
+            self._finish_steps(conn, run_id, 1 + skipped, now)
         return ready
+
+    def _plan_more(
+        self,
+        conn: Connection,
+        run_id: str,
+        planned: Sequence[StepPlan],
+        more_upstream: Mapping[str, int],
+        now: datetime,
+    ) -> list[StepRef]:
+        """Insert steps planned while the run goes (a dynamic output's mapped steps) and count
+        them in the run; raise collecting steps' counters. Returns the new steps made READY."""
+        for key, count in sorted(more_upstream.items()):
+            if count:
+                conn.execute(
+                    update(steps)
+                    .where(steps.c.run_id == run_id, steps.c.step_key == key, steps.c.status == StepStatus.PLANNED)
+                    .values(pending_upstream=steps.c.pending_upstream + count)
+                )
+        if not planned:
+            return []
+        self._insert_steps(conn, run_id, planned)
+        conn.execute(
+            update(runs).where(runs.c.run_id == run_id).values(steps_remaining=runs.c.steps_remaining + len(planned))
+        )
+        roots = [p.step_key for p in planned if not p.upstream]
+        if not roots:
+            return []
+        rows = conn.execute(
+            update(steps)
+            .where(steps.c.run_id == run_id, steps.c.step_key.in_(roots), steps.c.status == StepStatus.PLANNED)
+            .values(status=_READY_OR_WAITING, ready_at=now)
+            .returning(*_REF, steps.c.status, steps.c.pool)
+        ).all()
+        return self._ready_refs(conn, rows, now)
 
     @retry_transient
     def fail_step(
@@ -536,6 +588,16 @@ class Storage(RunControl, InstigatorStorage, DynamicPartitionStorage, BackfillSt
         with self.engine.connect() as conn:
             rows = conn.execute(select(steps).where(steps.c.run_id == run_id).order_by(steps.c.id)).all()
         return [from_row(StepRecord, r) for r in rows]
+
+    def step_events(self, run_ids: Sequence[str], step_key: str, event_type: str) -> list[EventRecord]:
+        """Events of one type of ``step_key`` in any of ``run_ids`` (a run and its parents), oldest first."""
+        query = (
+            select(events)
+            .where(events.c.run_id.in_(list(run_ids)), events.c.step_key == step_key, events.c.event_type == event_type)
+            .order_by(events.c.id)
+        )
+        with self.engine.connect() as conn:
+            return [from_row(EventRecord, r) for r in conn.execute(query)]
 
     def get_events(self, run_id: str, *, after_id: int = 0) -> list[EventRecord]:
         query = select(events).where(events.c.run_id == run_id, events.c.id > after_id).order_by(events.c.id)
@@ -717,10 +779,17 @@ class Storage(RunControl, InstigatorStorage, DynamicPartitionStorage, BackfillSt
         return promoted
 
     def _skip_descendants(self, conn: Connection, run_id: str, step_key: str, now: datetime) -> int:
+        return self._skip(conn, run_id, [step_key], f"upstream '{step_key}' failed", now, include_start=False)
+
+    def _skip(
+        self, conn: Connection, run_id: str, start: Sequence[str], reason: str, now: datetime, *, include_start: bool
+    ) -> int:
+        """PLANNED descendants of ``start`` (and ``start`` itself if ``include_start``) ->
+        SKIPPED, with an event each saying ``reason``; returns how many."""
         rows = conn.execute(select(steps.c.step_key, steps.c.downstream).where(steps.c.run_id == run_id)).all()
         graph = {r.step_key: r.downstream for r in rows}
-        found: set[str] = set()
-        frontier = list(graph.get(step_key) or ())
+        found: set[str] = set(start) if include_start else set()
+        frontier = [d for key in start for d in graph.get(key) or ()]
         while frontier:
             key = frontier.pop()
             if key not in found:
@@ -744,7 +813,7 @@ class Storage(RunControl, InstigatorStorage, DynamicPartitionStorage, BackfillSt
             conn,
             run_id,
             None,
-            [NewEvent("STEP_SKIPPED", f"upstream '{step_key}' failed", {"step_key": k}) for k in skipped],
+            [NewEvent("STEP_SKIPPED", reason, {"step_key": k}) for k in skipped],
             now,
         )
         return len(skipped)
@@ -765,8 +834,12 @@ class Storage(RunControl, InstigatorStorage, DynamicPartitionStorage, BackfillSt
             self._close_run(conn, run_id, now)
 
     def _close_run(self, conn: Connection, run_id: str, now: datetime) -> None:
+        # A step skipped because an optional output was not emitted fails nothing; one skipped
+        # because its upstream failed comes with that FAILED step.
         failed = conn.execute(
-            select(func.count()).where(steps.c.run_id == run_id, steps.c.status != StepStatus.SUCCEEDED)
+            select(func.count()).where(
+                steps.c.run_id == run_id, steps.c.status.not_in([StepStatus.SUCCEEDED, StepStatus.SKIPPED])
+            )
         ).scalar_one()
         status = RunStatus.FAILURE if failed else RunStatus.SUCCESS
         conn.execute(

@@ -28,9 +28,11 @@ from tidegate.definitions.config import node_config, run_resources
 from tidegate.definitions.context import AssetExecutionContext, Interruption, Resources
 from tidegate.definitions.defs import Definitions
 from tidegate.definitions.events import AssetOutcome, annotated_none, read_result
+from tidegate.definitions.job import JobDefinition
 from tidegate.definitions.key import AssetKey
 from tidegate.definitions.metadata import metadata_json_default
 from tidegate.definitions.partitions import AllPartitionMapping
+from tidegate.definitions.retry import RetryPolicy
 from tidegate.errors import AssetOutputError, TidegateError
 from tidegate.names import PARTITION_RANGE_END_TAG, PARTITION_RANGE_START_TAG, PARTITION_TAG, StepStatus
 from tidegate.storage.api import Storage
@@ -86,6 +88,9 @@ class StepExecutor:
             log.info("step %s of run %s attempt %d: not claimable, ignoring this delivery", step_key, run_id, attempt)
             return Outcome.DUPLICATE
         captured = _CapturedLog()
+        job = self.defs.jobs.get(claimed.run.job_name)
+        if job is not None and job.op_graph is not None:
+            return self._execute_op(claimed, job, captured)
         try:
             asset = self.defs.get_asset(claimed.step.asset_key)
         except TidegateError as exc:
@@ -131,6 +136,53 @@ class StepExecutor:
                 run_id,
                 attempt,
             )
+            return Outcome.LOST
+        self.publish(ready)
+        return Outcome.SUCCEEDED
+
+    def _execute_op(self, claimed: ClaimedStep, job: JobDefinition, captured: _CapturedLog) -> str:
+        """One attempt of an op step: the same claim, heartbeat, recording and retries as an
+        asset's; its success also plans a dynamic output's mapped steps (see op_execution)."""
+        from tidegate.workers.op_execution import OpStepRun
+
+        step = claimed.step
+        interruption = Interruption()
+        try:
+            op_run = OpStepRun(self, claimed, job, captured, interruption)
+        except TidegateError as exc:  # the code changed under the run
+            return self._record_failure(claimed, f"{exc}\n", None, captured)
+        try:
+            with self._heartbeat(claimed, interruption):
+                done = op_run.run()
+        except Exception as exc:
+            if interruption.is_set():
+                log.warning("%s; nothing recorded (%s)", interruption.reason, type(exc).__name__)
+                return Outcome.INTERRUPTED
+            error = traceback.format_exc()
+            if type(exc).__name__ == "SoftTimeLimitExceeded":
+                error += f"TimeoutError: step '{step.step_key}' exceeded its timeout of {op_run.op.timeout:g}s\n"
+            return self._record_failure(claimed, error, None, captured, retry_policy=op_run.retry_policy)
+        try:
+            ready = self._record(
+                claimed,
+                lambda: self.storage.complete_step(
+                    step.run_id,
+                    step.step_key,
+                    step.attempt,
+                    asset_key=step.asset_key,
+                    metadata=None,
+                    events_=[*captured.events, *done.events],
+                    planned=done.planned,
+                    more_upstream=done.more_upstream,
+                    skip=done.skip,
+                    skip_reason=done.skip_reason,
+                ),
+            )
+        except _Unrecorded as exc:
+            return exc.outcome
+        except DBAPIError as exc:
+            return self._record_unrecordable(claimed, exc)
+        if ready is None:
             return Outcome.LOST
         self.publish(ready)
         return Outcome.SUCCEEDED
@@ -371,9 +423,10 @@ class StepExecutor:
         asset: AssetsDefinition | None,
         captured: _CapturedLog,
         partition_keys: Sequence[str] = (),
+        retry_policy: RetryPolicy | None = None,
     ) -> str:
         step = claimed.step
-        policy = asset.retry_policy if asset is not None else None
+        policy = asset.retry_policy if asset is not None else retry_policy
         job = self.defs.jobs.get(claimed.run.job_name)
         if policy is None and asset is not None and job is not None:
             policy = job.op_retry_policy
@@ -472,7 +525,7 @@ class _CapturedLog(logging.Handler):
     def emit(self, record: logging.LogRecord) -> None:
         self.events.append(NewEvent("LOG", record.getMessage(), {"level": record.levelname}))
 
-    def logger(self, key: AssetKey, interruption: Interruption) -> logging.Logger:
+    def logger(self, key: AssetKey | str, interruption: Interruption) -> logging.Logger:
         # A logger outside the registry (so none leaks per step) that still propagates.
         logger = _StepLogger(f"tidegate.asset.{key}", interruption)
         logger.parent = asset_log

@@ -22,22 +22,52 @@ from tidegate.definitions.key import AssetKey
 
 @dataclass
 class OutputContext:
-    asset_key: AssetKey
+    """One output being stored: an asset's (``asset_key``), or an op's (``asset_key`` None;
+    named by ``run_id``, ``step_key``, ``name`` and, for a dynamic output, ``mapping_key``)."""
+
+    asset_key: AssetKey | None
     run_id: str
     step_key: str
     partition_key: str | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
+    name: str = "result"
+    mapping_key: str | None = None
+
+    @property
+    def has_asset_key(self) -> bool:
+        return self.asset_key is not None
 
     def add_output_metadata(self, metadata: dict[str, Any]) -> None:
         self.metadata.update(metadata)
 
+    def get_identifier(self) -> list[str]:
+        """Dagster's identifier of this output: an asset's key path (and partition); an op
+        output's run id, step key, output name (and mapping key)."""
+        if self.asset_key is not None:
+            return [*self.asset_key.path, *([self.partition_key] if self.partition_key is not None else [])]
+        return [self.run_id, self.step_key, self.name, *([self.mapping_key] if self.mapping_key is not None else [])]
+
 
 @dataclass
 class InputContext:
-    asset_key: AssetKey  # the upstream asset being loaded
+    """One input being loaded: an upstream asset (``asset_key``), or an upstream op's output
+    (``asset_key`` None, ``upstream_output`` naming it)."""
+
+    asset_key: AssetKey | None  # the upstream asset being loaded
     run_id: str
     step_key: str  # the step that loads it
     partition_key: str | None = None
+    upstream_output: OutputContext | None = None
+
+    @property
+    def has_asset_key(self) -> bool:
+        return self.asset_key is not None
+
+    def get_identifier(self) -> list[str]:
+        if self.upstream_output is not None:
+            return self.upstream_output.get_identifier()
+        assert self.asset_key is not None
+        return [*self.asset_key.path, *([self.partition_key] if self.partition_key is not None else [])]
 
 
 class IOManager:
@@ -71,8 +101,18 @@ class FilesystemIOManager(IOManager):
         path = self.base_dir.joinpath(*asset_key.path)
         return path / partition_file_name(partition_key) if partition_key is not None else path
 
+    def op_output_path(self, identifier: list[str]) -> Path:
+        """``base_dir/.op_outputs/<run id>/<step key>/<output>[/<mapping key>]`` (each part a
+        safe file name): op outputs live apart from the assets' folders."""
+        return self.base_dir.joinpath(".op_outputs", *(partition_file_name(part) for part in identifier))
+
+    def _path(self, context: OutputContext | InputContext) -> Path:
+        if context.asset_key is None:
+            return self.op_output_path(context.get_identifier())
+        return self.path_for(context.asset_key, context.partition_key)
+
     def handle_output(self, context: OutputContext, obj: Any) -> None:
-        path = self.path_for(context.asset_key, context.partition_key)
+        path = self._path(context)
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
         try:
@@ -86,11 +126,11 @@ class FilesystemIOManager(IOManager):
             context.add_output_metadata({"path": str(path)})
 
     def load_input(self, context: InputContext) -> Any:
-        path = self.path_for(context.asset_key, context.partition_key)
+        path = self._path(context)
         if not path.exists():
+            what = f"asset '{context.asset_key}'" if context.asset_key is not None else "op output"
             raise FileNotFoundError(
-                f"asset '{context.asset_key}' has no stored output at {path}: "
-                "materialize it first (or it returned None)"
+                f"{what} has no stored output at {path}: materialize it first (or it returned None)"
             )
         with path.open("rb") as handle:
             return pickle.load(handle)
@@ -137,16 +177,25 @@ class InMemoryIOManager(IOManager):
     """Keeps outputs in this process only: for ``tidegate.materialize`` and tests."""
 
     def __init__(self) -> None:
-        self.values: dict[tuple[AssetKey, str | None], Any] = {}
+        self.values: dict[tuple[Any, ...], Any] = {}
         self._lock = threading.Lock()
+
+    @staticmethod
+    def _key(context: OutputContext | InputContext) -> tuple[Any, ...]:
+        if context.asset_key is None:
+            return tuple(context.get_identifier())
+        return (context.asset_key, context.partition_key)
 
     def handle_output(self, context: OutputContext, obj: Any) -> None:
         with self._lock:
-            self.values[(context.asset_key, context.partition_key)] = obj
+            self.values[self._key(context)] = obj
 
     def load_input(self, context: InputContext) -> Any:
         with self._lock:
             try:
-                return self.values[(context.asset_key, context.partition_key)]
+                return self.values[self._key(context)]
             except KeyError:
-                raise KeyError(f"asset '{context.asset_key}' has no value in memory") from None
+                what = f"asset '{context.asset_key}'"
+                if context.asset_key is None:
+                    what = f"op output {'/'.join(context.get_identifier()[1:])} of run {context.run_id}"
+                raise KeyError(f"{what} has no value in memory") from None
