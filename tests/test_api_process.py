@@ -84,10 +84,9 @@ def served(tmp_path: Path, pg_url: str, redis_url: str) -> Iterator[Served]:
     try:
         deadline = time.monotonic() + 30
         while True:
-            with contextlib.suppress(OSError):
-                with urllib.request.urlopen(f"{url}/readyz", timeout=2) as response:
-                    assert json.loads(response.read()) == {"status": "ok", "database": "reachable"}
-                    break
+            with contextlib.suppress(OSError), urllib.request.urlopen(f"{url}/readyz", timeout=2) as response:
+                assert json.loads(response.read()) == {"status": "ok", "database": "reachable"}
+                break
             assert webserver.poll() is None and time.monotonic() < deadline, served.logs_text()
             time.sleep(0.2)
         yield served
