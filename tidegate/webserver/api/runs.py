@@ -42,7 +42,7 @@ STREAM_POLL_SECONDS = 0.5
 STREAM_BATCH = 500
 
 log = logging.getLogger("tidegate.webserver")
-router = APIRouter(tags=["runs"])
+router = APIRouter(tags=["runs"], responses=error_responses())
 Viewer = Annotated[Principal, Depends(require_role(Role.VIEWER))]
 Launcher = Annotated[Principal, Depends(require_role(Role.LAUNCHER))]
 
