@@ -44,6 +44,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/partitions.py
 	$(BIN)/python bench/scale.py
 	$(BIN)/python bench/s3_sensor.py
+	$(BIN)/python bench/api.py
 
 # docs/openapi.json: the webserver's OpenAPI document, checked in (tests/test_api_openapi.py compares).
 openapi: $(STAMP)
