@@ -64,7 +64,7 @@ def launch_run(body: LaunchRequest, principal: Launcher, connection: HTTPConnect
         run_key=body.run_key,
         selection=body.asset_selection,
     )
-    request.tags.setdefault(LAUNCHED_BY_TAG, principal.name)
+    request.tags[LAUNCHED_BY_TAG] = principal.name  # who launched it, whatever the body says
     result = request.submit(context.storage, origin=API_ORIGIN)
     if not result.created:
         raise DuplicateRunKeyError(
