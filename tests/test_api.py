@@ -161,6 +161,10 @@ def test_launch_then_read_the_run_with_its_steps_tagged_with_the_token(api: Api)
     assert selected["job_name"] == "__ASSET_JOB" and selected["tags"]["tidegate/partition"] == "2024-01-02"
     steps = api.call("GET", f"/api/v1/runs/{selected['run_id']}").json()["steps"]
     assert [s["step_key"] for s in steps] == ["daily_sales"]
+    unpartitioned = api.call("POST", "/api/v1/runs", json={"asset_selection": "total"})
+    assert unpartitioned.status_code == 201, unpartitioned.text
+    steps = api.call("GET", f"/api/v1/runs/{unpartitioned.json()['run_id']}").json()["steps"]
+    assert [s["step_key"] for s in steps] == ["total"]
 
 
 def test_a_duplicate_run_key_is_409_naming_the_run_and_creates_nothing(api: Api) -> None:
