@@ -24,6 +24,7 @@ SCHEDULE_TAG = "tidegate/schedule"
 SENSOR_TAG = "tidegate/sensor"
 TICK_TAG = "tidegate/tick"
 BACKFILL_TAG = "tidegate/backfill"
+LAUNCHED_BY_TAG = "tidegate/launched_by"  # the API token that launched a run through the webserver
 CODE_LOCATION_TAG = "tidegate/code_location"  # the code location whose Definitions planned the run
 FILE_TAG = "tidegate/file"
 S3_BUCKET_TAG = "tidegate/s3_bucket"
@@ -84,6 +85,23 @@ class InstigatorStatus(StrEnum):
 
     RUNNING = "RUNNING"
     STOPPED = "STOPPED"
+
+
+class Role(StrEnum):
+    """What an API token may do, each role including the ones before it: a viewer reads, a
+    launcher also launches and cancels runs and backfills, an admin also changes schedules,
+    sensors, cursors, pools and tokens."""
+
+    VIEWER = "viewer"
+    LAUNCHER = "launcher"
+    ADMIN = "admin"
+
+    @property
+    def rank(self) -> int:
+        return list(Role).index(self)
+
+    def includes(self, other: "Role") -> bool:
+        return self.rank >= other.rank
 
 
 class BackfillStatus(StrEnum):

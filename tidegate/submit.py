@@ -51,9 +51,11 @@ def prepare_job_run(
     priority: int | None = None,
     run_key: str | None = None,
     run_config: Any = None,
+    selection: str | None = None,
 ) -> JobRunRequest:
-    """Plan a run of ``job_name`` (of ``partition_key`` for a partitioned job) with
-    ``run_config`` (a RunConfig or its dict form; None: the job's default config).
+    """Plan a run of ``job_name`` (of ``partition_key`` for a partitioned job; of the assets
+    ``selection`` picks, e.g. ``"raw_orders+"``, when given) with ``run_config`` (a RunConfig
+    or its dict form; None: the job's default config).
 
     The priority is ``priority`` if given, else the ``tidegate/priority`` tag, else 0; it is
     written back into that tag. Raises UnknownJobError, PartitionKeyError or
@@ -71,7 +73,11 @@ def prepare_job_run(
     run_tags = _string_tags(job_name, tags)
     check_launch(f"job '{job_name}'", run_key=run_key, tags=run_tags)
     plan = defs.plan(
-        job_name, partition_key=partition_key, dynamic_keys=storage.dynamic_partition_keys, run_config=run_config
+        job_name,
+        selection,
+        partition_key=partition_key,
+        dynamic_keys=storage.dynamic_partition_keys,
+        run_config=run_config,
     )
     if priority is None:
         text = run_tags.get(PRIORITY_TAG, "0")

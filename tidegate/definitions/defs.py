@@ -264,7 +264,8 @@ class Definitions:
         partitions = {self.graph.assets[k].partitions_def for k in chosen} - {None}
         if len(partitions) > 1:
             raise InvalidDefinitionError(f"job '{job_name}': the selection spans different partitions definitions")
-        partitions_def = next(iter(partitions), None) or job.partitions_def
+        # a selection of unpartitioned assets only is not partitioned, whatever the job holds besides
+        partitions_def = next(iter(partitions), None) or (job.partitions_def if keys is None else None)
         if partition_range is not None:
             if partition_key is not None or partitions_def is None:
                 raise PartitionKeyError(
