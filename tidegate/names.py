@@ -86,6 +86,23 @@ class InstigatorStatus(StrEnum):
     STOPPED = "STOPPED"
 
 
+class Role(StrEnum):
+    """What an API token may do, each role including the ones before it: a viewer reads, a
+    launcher also launches and cancels runs and backfills, an admin also changes schedules,
+    sensors, cursors, pools and tokens."""
+
+    VIEWER = "viewer"
+    LAUNCHER = "launcher"
+    ADMIN = "admin"
+
+    @property
+    def rank(self) -> int:
+        return list(Role).index(self)
+
+    def includes(self, other: "Role") -> bool:
+        return self.rank >= other.rank
+
+
 class BackfillStatus(StrEnum):
     REQUESTED = "REQUESTED"
     COMPLETED = "COMPLETED"

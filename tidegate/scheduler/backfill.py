@@ -5,7 +5,7 @@ partition, so a beat restarted mid-backfill carries on without submitting anythi
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -115,9 +115,10 @@ def create_backfill(
     keys: Sequence[str],
     *,
     max_concurrent: int | None = None,
+    tags: Mapping[str, str] | None = None,
     current_time: datetime | None = None,
 ) -> BackfillRecord:
-    """Record a backfill (one row); the beat submits its runs. Assets with
+    """Record a backfill (one row); the beat submits its runs, each with ``tags``. Assets with
     ``BackfillPolicy.single_run()`` (or ``multi_run(n)``) get one run per range of partitions."""
     ranges = defs.backfill_ranges(
         job_name, keys, dynamic_keys=storage.dynamic_partition_keys, current_time=current_time
@@ -126,6 +127,7 @@ def create_backfill(
         job_name,
         keys,
         max_concurrent=max_concurrent,
+        tags=tags,
         run_ranges=[(r.start, r.end) for r in ranges] if ranges is not None else None,
     )
 

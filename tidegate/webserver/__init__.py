@@ -1,0 +1,1 @@
+"""The webserver: REST API, GraphQL and health endpoints over the shared database."""

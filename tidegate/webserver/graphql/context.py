@@ -1,0 +1,96 @@
+"""What every GraphQL resolver reads: the storage, the loaded code location and the caller's role.
+
+The webserver builds one :class:`GraphQLContext` per request (after authenticating it); tests
+build one directly and run the schema with ``schema.execute_sync``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import sys
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from tidegate.definitions.defs import Definitions
+from tidegate.definitions.loading import CodeLocation
+from tidegate.names import Role
+from tidegate.storage.api import Storage
+
+if TYPE_CHECKING:
+    from tidegate.broker import CeleryPublisher
+
+REPOSITORY_NAME = "__repository__"  # Dagster's name of the one repository a Definitions object makes
+PARTITION_SET_SUFFIX = "_partition_set"  # Dagster names a partitioned job's partition set <job>_partition_set
+
+
+class Workspace:
+    """The one code location the webserver serves, reloadable in place (``reloadRepositoryLocation``).
+
+    ``location`` is None when the Definitions object was handed over directly (tests, embedding):
+    such a workspace cannot reload."""
+
+    def __init__(self, defs: Definitions, location: CodeLocation | None = None) -> None:
+        self._defs = defs
+        self.location = location
+        self._lock = threading.Lock()
+
+    @property
+    def defs(self) -> Definitions:
+        return self._defs
+
+    @property
+    def name(self) -> str:
+        """The location's name as Dagster's client sends it (``repositoryLocationName``)."""
+        if self.location is not None:
+            return self.location.name
+        return self._defs.code_location or "tidegate"
+
+    @property
+    def reload_supported(self) -> bool:
+        return self.location is not None
+
+    def reload(self) -> Definitions:
+        """Import the location's code again and serve the new Definitions; on an error the old
+        ones stay served and the error propagates (a DefinitionError names what is wrong)."""
+        if self.location is None:
+            raise RuntimeError("this workspace was given a Definitions object, not a code location")
+        with self._lock:
+            if self.location.module is not None and self.location.module in sys.modules:
+                importlib.reload(sys.modules[self.location.module])
+            self._defs = self.location.load()
+            return self._defs
+
+
+def instigator_id(workspace: Workspace, name: str) -> str:
+    """The opaque, stable id of a schedule or sensor (Dagster's ``id``/``selectorId``/``jobOriginId``
+    are hashes of its origin too): the same on every webserver serving the same location."""
+    origin = f"{workspace.name}/{REPOSITORY_NAME}/{name}"
+    return hashlib.sha1(origin.encode(), usedforsecurity=False).hexdigest()
+
+
+@dataclass
+class GraphQLContext:
+    """One request's view: storage, workspace, the caller's role and how to reach the broker."""
+
+    storage: Storage
+    workspace: Workspace
+    role: Role
+    publisher_factory: Callable[[], CeleryPublisher] | None = None
+    _publisher: CeleryPublisher | None = field(default=None, init=False, repr=False)
+
+    def allows(self, needed: Role) -> bool:
+        return self.role.includes(needed)
+
+    def publisher(self) -> CeleryPublisher:
+        """The broker publisher (to revoke a canceled run's running steps), made on first use."""
+        if self._publisher is None:
+            if self.publisher_factory is not None:
+                self._publisher = self.publisher_factory()
+            else:
+                from tidegate.broker import CeleryPublisher, get_app
+
+                self._publisher = CeleryPublisher(get_app(), self.storage)
+        return self._publisher
