@@ -96,8 +96,47 @@ class InputLimitError(InvalidDefinitionError, LaunchRequestError):
     ``except`` catches it."""
 
 
-class RunNotFoundError(TidegateError):
+class NotFoundError(TidegateError):
+    """A named thing (run, backfill, asset, schedule, sensor, token) does not exist; the API
+    answers 404."""
+
+
+class RunNotFoundError(NotFoundError):
     """No run has the given id."""
+
+
+class BackfillNotFoundError(NotFoundError):
+    """No backfill has the given id (or the prefix matches none)."""
+
+
+class ConflictError(TidegateError):
+    """The request clashes with the current state; the API answers 409."""
+
+
+class DuplicateRunKeyError(ConflictError):
+    """A launch names a run key that already has a run (``run_id`` is that run)."""
+
+    def __init__(self, message: str, run_id: str) -> None:
+        super().__init__(message)
+        self.run_id = run_id
+
+
+class AuthenticationError(TidegateError):
+    """A request to the webserver carries no API token, or one that is unknown, revoked or
+    expired (the message never shows the token); the API answers 401."""
+
+
+class AuthRateLimitError(AuthenticationError):
+    """Too many failed authentications from one client lately; the API answers 429 until the
+    window has passed."""
+
+
+class PermissionDeniedError(TidegateError):
+    """An API token's role is below what the request needs; the API answers 403."""
+
+
+class TokenError(TidegateError):
+    """An API token request is malformed: a bad name, role or expiry, or a duplicate name."""
 
 
 class StorageError(TidegateError):

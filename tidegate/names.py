@@ -24,6 +24,7 @@ SCHEDULE_TAG = "tidegate/schedule"
 SENSOR_TAG = "tidegate/sensor"
 TICK_TAG = "tidegate/tick"
 BACKFILL_TAG = "tidegate/backfill"
+LAUNCHED_BY_TAG = "tidegate/launched_by"  # the API token that launched a run through the webserver
 CODE_LOCATION_TAG = "tidegate/code_location"  # the code location whose Definitions planned the run
 FILE_TAG = "tidegate/file"
 S3_BUCKET_TAG = "tidegate/s3_bucket"

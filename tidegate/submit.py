@@ -50,8 +50,10 @@ def prepare_job_run(
     tags: Mapping[str, str] | None = None,
     priority: int | None = None,
     run_key: str | None = None,
+    selection: str | None = None,
 ) -> JobRunRequest:
-    """Plan a run of ``job_name`` (of ``partition_key`` for a partitioned job).
+    """Plan a run of ``job_name`` (of ``partition_key`` for a partitioned job; of the assets
+    ``selection`` picks, e.g. ``"raw_orders+"``, when given).
 
     The priority is ``priority`` if given, else the ``tidegate/priority`` tag, else 0; it is
     written back into that tag. Raises UnknownJobError, PartitionKeyError or
@@ -67,7 +69,7 @@ def prepare_job_run(
         raise LaunchRequestError(f"job '{job_name}': run key must be a string, got {run_key!r}")
     run_tags = _string_tags(job_name, tags)
     check_launch(f"job '{job_name}'", run_key=run_key, tags=run_tags)
-    plan = defs.plan(job_name, partition_key=partition_key, dynamic_keys=storage.dynamic_partition_keys)
+    plan = defs.plan(job_name, selection, partition_key=partition_key, dynamic_keys=storage.dynamic_partition_keys)
     if priority is None:
         text = run_tags.get(PRIORITY_TAG, "0")
         try:

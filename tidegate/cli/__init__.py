@@ -24,6 +24,7 @@ from tidegate.cli.external import report_asset
 from tidegate.cli.flower import flower
 from tidegate.cli.inspect_ import assets, partitions, pool, queue, runs
 from tidegate.cli.launch import job, materialize
+from tidegate.cli.webserver import token, webserver
 from tidegate.config import Settings
 from tidegate.definitions.asset import DEFAULT_QUEUE
 from tidegate.definitions.defs import Definitions
@@ -53,6 +54,8 @@ main.add_command(pool)
 main.add_command(partitions)
 main.add_command(backfill)
 main.add_command(flower)
+main.add_command(webserver)
+main.add_command(token)
 
 
 @main.group()

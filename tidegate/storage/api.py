@@ -56,6 +56,7 @@ from tidegate.storage.records import (
 )
 from tidegate.storage.run_search import RunSearch
 from tidegate.storage.schema import asset_partitions, events, materializations, pools, runs, steps
+from tidegate.storage.tokens import TokenStorage
 
 RUNLESS_RUN_ID = ""  # the run id of events recorded outside any run, as in Dagster
 
@@ -69,7 +70,7 @@ def _ref(row: Any) -> StepRef:
     return StepRef(row.run_id, row.step_key, row.attempt, row.queue, row.display_name, row.timeout)
 
 
-class Storage(RunControl, InstigatorStorage, DynamicPartitionStorage, BackfillStorage, RunSearch):
+class Storage(RunControl, InstigatorStorage, DynamicPartitionStorage, BackfillStorage, RunSearch, TokenStorage):
     """Runs, steps, events and materializations in one SQL database."""
 
     def __init__(self, url: str, *, engine: Engine | None = None) -> None:
@@ -537,8 +538,14 @@ class Storage(RunControl, InstigatorStorage, DynamicPartitionStorage, BackfillSt
             rows = conn.execute(select(steps).where(steps.c.run_id == run_id).order_by(steps.c.id)).all()
         return [from_row(StepRecord, r) for r in rows]
 
-    def get_events(self, run_id: str, *, after_id: int = 0) -> list[EventRecord]:
+    def get_events(
+        self, run_id: str, *, after_id: int = 0, limit: int | None = None, step_key: str | None = None
+    ) -> list[EventRecord]:
+        """A run's events in id order (of one step with ``step_key``), after ``after_id``."""
         query = select(events).where(events.c.run_id == run_id, events.c.id > after_id).order_by(events.c.id)
+        if step_key is not None:
+            query = query.where(events.c.step_key == step_key)
+        query = query.limit(limit)
         with self.engine.connect() as conn:
             return [from_row(EventRecord, r) for r in conn.execute(query)]
 

@@ -104,12 +104,14 @@ class BackfillStorage:
         return self.get_backfill(backfill_id)
 
     def get_backfill(self, backfill_id: str) -> BackfillRecord:
-        from tidegate.errors import TidegateError
+        from tidegate.errors import BackfillNotFoundError, TidegateError
 
         with self.engine.connect() as conn:
             row = conn.execute(select(backfills).where(backfills.c.backfill_id.startswith(backfill_id)).limit(2)).all()
+        if not row:
+            raise BackfillNotFoundError(f"backfill '{backfill_id}': not found")
         if len(row) != 1:
-            raise TidegateError(f"backfill '{backfill_id}': {'not found' if not row else 'ambiguous prefix'}")
+            raise TidegateError(f"backfill '{backfill_id}': ambiguous prefix")
         return from_row(BackfillRecord, row[0])
 
     def list_backfills(self, *, status: str | None = None, limit: int = 50) -> list[BackfillRecord]:

@@ -36,6 +36,8 @@ from tidegate.errors import InvalidInvocationError
 from tidegate.names import EventType, RunStatus
 from tidegate.storage import events as event_log
 from tidegate.storage.api import Storage
+from tidegate.storage.records import RunRecord as StoredRunRecord
+from tidegate.storage.records import from_row
 from tidegate.storage.schema import dynamic_partitions, materializations, runs
 
 # get_run_records(order_by=...): Dagster's field names -> columns
@@ -96,6 +98,18 @@ class DagsterInstance:
             )
         if limit is not None and (not isinstance(limit, int) or isinstance(limit, bool) or limit < 0):
             raise InvalidInvocationError(f"get_run_records: limit must be an integer >= 0, got {limit!r}")
+        return [_run_record(r) for r in self._run_rows(filters, limit, order_by, ascending, cursor)]
+
+    def run_rows(
+        self, filters: RunsFilter | None = None, limit: int | None = None, cursor: str | None = None
+    ) -> list[StoredRunRecord]:
+        """As :meth:`get_run_records`, newest first, but tidegate's own run records (what the
+        webserver lists)."""
+        return [from_row(StoredRunRecord, r) for r in self._run_rows(filters, limit, None, False, cursor)]
+
+    def _run_rows(
+        self, filters: RunsFilter | None, limit: int | None, order_by: str | None, ascending: bool, cursor: str | None
+    ) -> list[Any]:
         column = _ORDER_BY[order_by or "create_timestamp"]
         query = _filtered(select(runs), filters)
         with self.storage.engine.connect() as conn:
@@ -108,8 +122,7 @@ class DagsterInstance:
             keys = (column, runs.c.created_at, runs.c.run_id)
             order = [k.asc() if ascending else k.desc() for k in keys]
             order[0] = order[0].nulls_last()  # the same on SQLite and PostgreSQL
-            rows = conn.execute(query.order_by(*order).limit(limit)).all()
-        return [_run_record(r) for r in rows]
+            return list(conn.execute(query.order_by(*order).limit(limit)).all())
 
     def get_runs_count(self, filters: RunsFilter | None = None) -> int:
         query = _filtered(select(func.count()).select_from(runs), filters)

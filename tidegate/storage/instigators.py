@@ -433,11 +433,15 @@ class InstigatorStorage:
             row = conn.execute(select(ticks).where(ticks.c.id == tick_id)).one()
         return _tick(row)
 
-    def get_ticks(self, name: str, *, limit: int = 20, status: str | None = None) -> list[TickRecord]:
-        """Newest first."""
+    def get_ticks(
+        self, name: str, *, limit: int = 20, status: str | None = None, before_id: int | None = None
+    ) -> list[TickRecord]:
+        """Newest first; ``before_id`` (a tick's id) continues a listing after that tick."""
         query = select(ticks).where(ticks.c.instigator == name).order_by(ticks.c.id.desc()).limit(limit)
         if status:
             query = query.where(ticks.c.status == status)
+        if before_id is not None:
+            query = query.where(ticks.c.id < before_id)
         with self.engine.connect() as conn:
             return [_tick(r) for r in conn.execute(query)]
 

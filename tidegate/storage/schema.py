@@ -191,3 +191,20 @@ asset_partitions = Table(
     Column("updated_at", DateTime(timezone=True), nullable=False),
 )
 Index("ix_asset_partitions_status", asset_partitions.c.asset_key, asset_partitions.c.status)
+
+# API tokens of the webserver: only a SHA-256 digest of each token is kept (a token is 256
+# random bits, so a fast digest cannot be reversed by guessing).
+api_tokens = Table(
+    "api_tokens",
+    metadata,
+    Column("token_id", String(32), primary_key=True),
+    Column("name", String(NAME_COLUMN), nullable=False),
+    Column("role", String(16), nullable=False),  # viewer | launcher | admin
+    Column("token_hash", String(64), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("expires_at", DateTime(timezone=True), nullable=True),
+    Column("revoked_at", DateTime(timezone=True), nullable=True),
+    Column("last_used_at", DateTime(timezone=True), nullable=True),
+    UniqueConstraint("name", name="uq_api_tokens_name"),
+    UniqueConstraint("token_hash", name="uq_api_tokens_hash"),
+)
