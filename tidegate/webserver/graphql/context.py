@@ -12,10 +12,12 @@ import sys
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from tidegate.definitions.defs import Definitions
 from tidegate.definitions.loading import CodeLocation
+from tidegate.errors import DefinitionsLoadError, TidegateError
 from tidegate.names import Role
 from tidegate.storage.api import Storage
 
@@ -32,9 +34,16 @@ class Workspace:
     ``location`` is None when the Definitions object was handed over directly (tests, embedding):
     such a workspace cannot reload."""
 
-    def __init__(self, defs: Definitions, location: CodeLocation | None = None) -> None:
+    def __init__(
+        self,
+        defs: Definitions,
+        location: CodeLocation | None = None,
+        *,
+        on_reload: Callable[[Definitions], None] | None = None,
+    ) -> None:
         self._defs = defs
         self.location = location
+        self.on_reload = on_reload  # told the new Definitions (the webserver's REST routes serve them too)
         self._lock = threading.Lock()
 
     @property
@@ -56,11 +65,21 @@ class Workspace:
         """Import the location's code again and serve the new Definitions; on an error the old
         ones stay served and the error propagates (a DefinitionError names what is wrong)."""
         if self.location is None:
-            raise RuntimeError("this workspace was given a Definitions object, not a code location")
+            raise DefinitionsLoadError(f"code location '{self.name}': given as a Definitions object; cannot reload")
+        location = self.location
+        module = location.module or Path(location.file or "").stem
         with self._lock:
-            if self.location.module is not None and self.location.module in sys.modules:
-                importlib.reload(sys.modules[self.location.module])
-            self._defs = self.location.load()
+            try:
+                if module in sys.modules:
+                    importlib.reload(sys.modules[module])
+                defs = location.load()
+            except TidegateError:
+                raise
+            except Exception as exc:
+                raise DefinitionsLoadError(f"code location '{self.name}': reload failed: {exc!r}") from exc
+            self._defs = defs
+            if self.on_reload is not None:
+                self.on_reload(self._defs)
             return self._defs
 
 

@@ -8,11 +8,18 @@ import strawberry
 
 from tidegate.webserver.graphql.types import GraphQLRunStatus
 
-RunConfigData = strawberry.scalar(
-    NewType("RunConfigData", object),
-    description="A run's config: a JSON object (or a JSON/YAML document as a string), as in Dagster.",
-    serialize=lambda value: value,
-    parse_value=lambda value: value,
+RunConfigData = NewType("RunConfigData", object)  # a scalar: see RUN_CONFIG_SCALAR
+
+
+def _as_is(value: object) -> object:
+    return value
+
+
+RUN_CONFIG_SCALAR = strawberry.scalar(
+    name="RunConfigData",
+    description="A run's config: a JSON object (or a string holding one), as in Dagster.",
+    serialize=_as_is,
+    parse_value=_as_is,
 )
 
 
@@ -47,7 +54,7 @@ class ExecutionMetadata:
 @strawberry.input
 class ExecutionParams:
     selector: JobOrPipelineSelector
-    run_config_data: RunConfigData | None = None  # type: ignore[valid-type]
+    run_config_data: RunConfigData | None = None
     mode: str | None = None
     execution_metadata: ExecutionMetadata | None = None
     step_keys: list[str] | None = None
@@ -103,7 +110,7 @@ class LaunchBackfillParams:
     tags: list[ExecutionTag] | None = None
     title: str | None = None
     description: str | None = None
-    run_config_data: RunConfigData | None = None  # type: ignore[valid-type]
+    run_config_data: RunConfigData | None = None
 
 
 def tag_dict(tags: list[ExecutionTag] | None) -> dict[str, str]:

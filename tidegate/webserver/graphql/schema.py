@@ -10,10 +10,14 @@ A caller whose role is too low gets Dagster's ``UnauthorizedError`` result.
 
 from __future__ import annotations
 
+import logging
 from datetime import UTC, datetime
 from typing import Annotated
 
 import strawberry
+from graphql import GraphQLError
+from strawberry.extensions import MaskErrors
+from strawberry.schema.config import StrawberryConfig
 
 from tidegate.errors import RunNotFoundError as RunNotFound
 from tidegate.errors import TidegateError
@@ -21,24 +25,30 @@ from tidegate.storage.run_search import RunFilter
 from tidegate.webserver.graphql import control, launch
 from tidegate.webserver.graphql.context import GraphQLContext
 from tidegate.webserver.graphql.errors import (
+    FieldNotDefinedConfigError,
     InvalidPipelineRunsFilterError,
     PythonError,
     RepositoryNotFoundError,
     RunNotFoundError,
+    RuntimeMismatchConfigError,
     ScheduleNotFoundError,
     SensorNotFoundError,
     UnauthorizedError,
 )
 from tidegate.webserver.graphql.inputs import (
+    RUN_CONFIG_SCALAR,
     ExecutionParams,
     LaunchBackfillParams,
     RepositorySelector,
+    RunConfigData,
     RunsFilter,
     ScheduleSelector,
     SensorSelector,
     tag_dict,
 )
 from tidegate.webserver.graphql.types import Repository, RepositoryLocation, Run, Runs, Schedule, schedule_of, sensor_of
+
+log = logging.getLogger("tidegate.webserver.graphql")
 
 MAX_RUNS_PAGE = 1000  # runsOrError returns at most this many runs per call (Dagster: unbounded)
 
@@ -225,4 +235,21 @@ class Mutation:
         return control.shutdown_location(info.context, repository_location_name)
 
 
-schema = strawberry.Schema(query=Query, mutation=Mutation)
+def _should_mask(error: GraphQLError) -> bool:
+    """Hide what an unexpected exception says (it may quote SQL or a path): the response says
+    "Unexpected error." and the server logs it. GraphQL's own errors (a syntax or validation
+    error names the field) and tidegate's typed errors are shown."""
+    original = error.original_error
+    if original is None or isinstance(original, TidegateError | GraphQLError):
+        return False
+    log.error("graphql: %s", error.message, exc_info=original)
+    return True
+
+
+schema = strawberry.Schema(
+    query=Query,
+    mutation=Mutation,
+    types=[FieldNotDefinedConfigError, RuntimeMismatchConfigError],  # only reached through an interface
+    extensions=[lambda: MaskErrors(should_mask_error=_should_mask)],
+    config=StrawberryConfig(scalar_map={RunConfigData: RUN_CONFIG_SCALAR}),
+)
