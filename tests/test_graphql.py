@@ -13,7 +13,15 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from graphql import parse, validate
+from graphql import (
+    GraphQLEnumType,
+    GraphQLInputObjectType,
+    GraphQLInterfaceType,
+    GraphQLObjectType,
+    GraphQLUnionType,
+    parse,
+    validate,
+)
 
 from tests.support import ROOT
 from tidegate.config import Settings
@@ -115,6 +123,53 @@ def test_every_query_of_dagster_client_validates_against_the_schema() -> None:
     for name in names:
         errors = validate(schema._schema, parse(getattr(queries, name)))
         assert not errors, f"{name}: {[e.message for e in errors]}"
+
+
+def test_checked_in_schema_is_the_served_one() -> None:
+    checked_in = (ROOT / "docs" / "graphql.graphql").read_text()
+    assert checked_in == schema.as_str() + "\n", (
+        "regenerate: python -m tidegate.webserver.graphql > docs/graphql.graphql"
+    )
+
+
+@pytest.mark.slow  # builds Dagster's whole schema (imports dagster): several seconds
+def test_every_type_field_and_argument_is_named_and_typed_as_in_dagster() -> None:
+    """Each type of ours exists in Dagster's schema with the same kind; each field and argument
+    with the same type; each union and enum holds no member Dagster's lacks."""
+    client_queries()
+    from dagster_graphql.schema import create_schema
+
+    theirs = create_schema().graphql_schema
+    problems = []
+    for name, ours in schema._schema.type_map.items():
+        if name.startswith("__") or name in ("String", "Int", "Float", "Boolean", "ID"):
+            continue
+        same = theirs.type_map.get(name)
+        if same is None:
+            problems.append(f"type {name}: not in Dagster's schema")
+            continue
+        kinds = (GraphQLObjectType, GraphQLInterfaceType, GraphQLInputObjectType, GraphQLUnionType, GraphQLEnumType)
+        if [isinstance(ours, k) for k in kinds] != [isinstance(same, k) for k in kinds]:
+            problems.append(f"type {name}: another kind of type in Dagster's schema")
+        if isinstance(ours, GraphQLObjectType | GraphQLInterfaceType | GraphQLInputObjectType):
+            assert isinstance(same, GraphQLObjectType | GraphQLInterfaceType | GraphQLInputObjectType)
+            for field_name, field in ours.fields.items():
+                theirs_field = same.fields.get(field_name)
+                if theirs_field is None or str(field.type) != str(theirs_field.type):
+                    problems.append(
+                        f"{name}.{field_name}: {field.type} (Dagster: {theirs_field and theirs_field.type})"
+                    )
+                    continue
+                for arg, value in getattr(field, "args", {}).items():
+                    theirs_arg = theirs_field.args.get(arg)  # type: ignore[union-attr]
+                    if theirs_arg is None or str(value.type) != str(theirs_arg.type):
+                        problems.append(f"{name}.{field_name}({arg}): {value.type}")
+        if isinstance(ours, GraphQLUnionType) and isinstance(same, GraphQLUnionType):
+            extra = {t.name for t in ours.types} - {t.name for t in same.types}
+            problems += [f"union {name}: {t} is not a member in Dagster's" for t in sorted(extra)]
+        if isinstance(ours, GraphQLEnumType) and isinstance(same, GraphQLEnumType):
+            problems += [f"enum {name}: {v} not in Dagster's" for v in sorted(set(ours.values) - set(same.values))]
+    assert not problems, "\n".join(problems)
 
 
 def test_launch_read_status_and_filter_runs(gql: GraphQL) -> None:

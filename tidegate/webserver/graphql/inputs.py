@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from enum import Enum
 from typing import Any, NewType
 
 import strawberry
@@ -21,6 +22,15 @@ RUN_CONFIG_SCALAR = strawberry.scalar(
     serialize=_as_is,
     parse_value=_as_is,
 )
+
+
+@strawberry.enum
+class TerminateRunPolicy(Enum):
+    """Accepted as Dagster's: tidegate cancels at once either way (unfinished steps CANCELED,
+    running ones revoked), which is what both of Dagster's policies end in."""
+
+    SAFE_TERMINATE = "SAFE_TERMINATE"
+    MARK_AS_CANCELED_IMMEDIATELY = "MARK_AS_CANCELED_IMMEDIATELY"
 
 
 @strawberry.input

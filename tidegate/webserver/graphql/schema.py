@@ -33,7 +33,6 @@ from tidegate.webserver.graphql.errors import (
     RuntimeMismatchConfigError,
     ScheduleNotFoundError,
     SensorNotFoundError,
-    UnauthorizedError,
 )
 from tidegate.webserver.graphql.inputs import (
     RUN_CONFIG_SCALAR,
@@ -44,6 +43,7 @@ from tidegate.webserver.graphql.inputs import (
     RunsFilter,
     ScheduleSelector,
     SensorSelector,
+    TerminateRunPolicy,
     tag_dict,
 )
 from tidegate.webserver.graphql.types import Repository, RepositoryLocation, Run, Runs, Schedule, schedule_of, sensor_of
@@ -56,9 +56,7 @@ Info = strawberry.Info[GraphQLContext, None]
 
 RunOrError = Annotated[Run | RunNotFoundError | PythonError, strawberry.union("RunOrError")]
 RunsOrError = Annotated[Runs | InvalidPipelineRunsFilterError | PythonError, strawberry.union("RunsOrError")]
-ScheduleOrError = Annotated[
-    Schedule | ScheduleNotFoundError | UnauthorizedError | PythonError, strawberry.union("ScheduleOrError")
-]
+ScheduleOrError = Annotated[Schedule | ScheduleNotFoundError | PythonError, strawberry.union("ScheduleOrError")]
 
 
 @strawberry.type
@@ -185,11 +183,15 @@ class Mutation:
         return launch.launch_backfill(info.context, backfill_params)
 
     @strawberry.mutation
-    def terminate_run(self, info: Info, run_id: str) -> control.TerminateRunResult:
+    def terminate_run(
+        self, info: Info, run_id: str, terminate_policy: TerminateRunPolicy | None = None
+    ) -> control.TerminateRunResult:
         return control.terminate_run(info.context, run_id)
 
     @strawberry.mutation
-    def terminate_runs(self, info: Info, run_ids: list[str]) -> control.TerminateRunsResultOrError:
+    def terminate_runs(
+        self, info: Info, run_ids: list[str], terminate_policy: TerminateRunPolicy | None = None
+    ) -> control.TerminateRunsResultOrError:
         return control.terminate_runs(info.context, run_ids)
 
     @strawberry.mutation
