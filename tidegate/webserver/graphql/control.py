@@ -157,9 +157,9 @@ def _terminate(context: GraphQLContext, run_id: str) -> TerminateRunResult:
 # -- schedules and sensors ---------------------------------------------------------------------
 
 
-def _find_sensor(context: GraphQLContext, selector: SensorSelector) -> SensorDefinition | SensorNotFoundError:
+def find_sensor(context: GraphQLContext, selector: SensorSelector) -> SensorDefinition | SensorNotFoundError:
     found = context.workspace.defs.sensors.get(selector.sensor_name)
-    if found is None or not _is_here(context, selector.repository_location_name, selector.repository_name):
+    if found is None or not is_here(context, selector.repository_location_name, selector.repository_name):
         return SensorNotFoundError(
             message=f"sensor '{selector.sensor_name}': not found in code location "
             f"'{selector.repository_location_name}'",
@@ -168,9 +168,9 @@ def _find_sensor(context: GraphQLContext, selector: SensorSelector) -> SensorDef
     return found
 
 
-def _find_schedule(context: GraphQLContext, selector: ScheduleSelector) -> ScheduleDefinition | ScheduleNotFoundError:
+def find_schedule(context: GraphQLContext, selector: ScheduleSelector) -> ScheduleDefinition | ScheduleNotFoundError:
     found = context.workspace.defs.schedules.get(selector.schedule_name)
-    if found is None or not _is_here(context, selector.repository_location_name, selector.repository_name):
+    if found is None or not is_here(context, selector.repository_location_name, selector.repository_name):
         return ScheduleNotFoundError(
             message=f"schedule '{selector.schedule_name}': not found in code location "
             f"'{selector.repository_location_name}'",
@@ -179,7 +179,7 @@ def _find_schedule(context: GraphQLContext, selector: ScheduleSelector) -> Sched
     return found
 
 
-def _is_here(context: GraphQLContext, location: str, repository: str) -> bool:
+def is_here(context: GraphQLContext, location: str, repository: str) -> bool:
     return location == context.workspace.name and repository == REPOSITORY_NAME
 
 
@@ -195,7 +195,7 @@ def _by_id(context: GraphQLContext, kind: str, ids: tuple[str | None, ...]) -> s
 def start_sensor(context: GraphQLContext, selector: SensorSelector) -> SensorOrError:
     if not context.allows(Role.ADMIN):
         return unauthorized(context, Role.ADMIN, "starting a sensor")
-    found = _find_sensor(context, selector)
+    found = find_sensor(context, selector)
     if isinstance(found, SensorNotFoundError):
         return found
     return guarded("starting a sensor", lambda: _set_status(context, found, InstigatorStatus.RUNNING))
@@ -225,7 +225,7 @@ def stop_sensor(context: GraphQLContext, ids: tuple[str | None, ...]) -> StopSen
 def set_sensor_cursor(context: GraphQLContext, selector: SensorSelector, cursor: str | None) -> SensorOrError:
     if not context.allows(Role.ADMIN):
         return unauthorized(context, Role.ADMIN, "setting a sensor's cursor")
-    found = _find_sensor(context, selector)
+    found = find_sensor(context, selector)
     if isinstance(found, SensorNotFoundError):
         return found
 
@@ -241,7 +241,7 @@ def set_sensor_cursor(context: GraphQLContext, selector: SensorSelector, cursor:
 def start_schedule(context: GraphQLContext, selector: ScheduleSelector) -> ScheduleMutationResult:
     if not context.allows(Role.ADMIN):
         return unauthorized(context, Role.ADMIN, "starting a schedule")
-    found = _find_schedule(context, selector)
+    found = find_schedule(context, selector)
     if isinstance(found, ScheduleNotFoundError):
         return found
     return guarded("starting a schedule", lambda: _set_schedule(context, found, InstigatorStatus.RUNNING))

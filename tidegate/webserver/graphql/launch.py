@@ -205,7 +205,7 @@ def _backfill(context: GraphQLContext, params: LaunchBackfillParams) -> LaunchBa
     name = params.selector.partition_set_name
     job_name = name.removesuffix(PARTITION_SET_SUFFIX)
     repository = params.selector.repository_selector
-    if _partitioned_job(defs, job_name) is None or _job_not_found(
+    if not _is_partitioned_job(defs, job_name) or _job_not_found(
         context, job_name, repository.repository_location_name, repository.repository_name
     ):
         return PartitionSetNotFoundError(
@@ -234,11 +234,9 @@ def _backfill(context: GraphQLContext, params: LaunchBackfillParams) -> LaunchBa
     return LaunchBackfillSuccess(backfill_id=record.backfill_id, launched_run_ids=[])
 
 
-def _partitioned_job(defs: Definitions, job_name: str) -> str | None:
+def _is_partitioned_job(defs: Definitions, job_name: str) -> bool:
     job = defs.jobs.get(job_name)
-    if job is None or job_name == IMPLICIT_ASSET_JOB or job.partitions_def is None:
-        return None
-    return job_name
+    return job is not None and job_name != IMPLICIT_ASSET_JOB and job.partitions_def is not None
 
 
 def _unknown_keys(context: GraphQLContext, job_name: str, keys: list[str]) -> list[str]:

@@ -109,10 +109,6 @@ def _runs(context: GraphQLContext, given: RunsFilter | None, cursor: str | None,
     return Runs(results=[Run(record=r) for r in found])
 
 
-def _here(context: GraphQLContext, location: str, repository: str) -> bool:
-    return control._is_here(context, location, repository)
-
-
 @strawberry.type
 class Query:
     @strawberry.field
@@ -139,7 +135,7 @@ class Query:
     def repositories_or_error(
         self, info: Info, repository_selector: RepositorySelector | None = None
     ) -> RepositoriesOrError:
-        if repository_selector is not None and not _here(
+        if repository_selector is not None and not control.is_here(
             info.context, repository_selector.repository_location_name, repository_selector.repository_name
         ):
             return RepositoryNotFoundError(
@@ -157,12 +153,12 @@ class Query:
 
     @strawberry.field
     def sensor_or_error(self, info: Info, sensor_selector: SensorSelector) -> control.SensorOrError:
-        found = control._find_sensor(info.context, sensor_selector)
+        found = control.find_sensor(info.context, sensor_selector)
         return found if isinstance(found, SensorNotFoundError) else sensor_of(info.context, found)
 
     @strawberry.field
     def schedule_or_error(self, info: Info, schedule_selector: ScheduleSelector) -> ScheduleOrError:
-        found = control._find_schedule(info.context, schedule_selector)
+        found = control.find_schedule(info.context, schedule_selector)
         return found if isinstance(found, ScheduleNotFoundError) else schedule_of(info.context, found)
 
 

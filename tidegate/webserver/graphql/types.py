@@ -398,7 +398,7 @@ class Repository:
 def _jobs(context: GraphQLContext) -> list[Job]:
     """Every job, including the implicit asset job (Dagster's ``__ASSET_JOB``)."""
     defs = context.workspace.defs
-    return [Job(name=name, description=getattr(job, "description", None)) for name, job in sorted(defs.jobs.items())]
+    return [Job(name=name, description=job.description) for name, job in sorted(defs.jobs.items())]
 
 
 @strawberry.type
