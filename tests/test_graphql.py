@@ -22,6 +22,7 @@ from graphql import (
     parse,
     validate,
 )
+from sqlalchemy.exc import OperationalError
 
 from tests.support import ROOT
 from tidegate.config import Settings
@@ -427,3 +428,22 @@ def test_reload_serves_the_changed_code(storage: Storage, tmp_path: Path, monkey
     assert broken["locationOrLoadError"]["__typename"] == "PythonError"
     assert "broken on purpose" in broken["locationOrLoadError"]["message"]
     assert "extra_job" in job_names()  # the last good code is still served
+
+
+def test_an_unexpected_error_is_masked(
+    gql: GraphQL, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """What a database error says (here its URL with a password) reaches neither the response
+    nor the server's log; tidegate's typed errors are shown as they are."""
+    run_id = launch(gql)["run"]["runId"]
+
+    def broken(run_id: str) -> None:
+        cause = Exception("connection to postgresql://tidegate:hunter2@db/tidegate failed")
+        raise OperationalError("SELECT steps", {}, cause)
+
+    monkeypatch.setattr(gql.storage, "get_steps", broken)
+    query = "query($id: ID!) { runOrError(runId: $id) { ... on Run { stepStats { stepKey } } } }"
+    response = gql.post(query, {"id": run_id})
+    assert response.json()["errors"][0]["message"] == "Unexpected error."
+    assert "hunter2" not in response.text and "hunter2" not in caplog.text
+    assert "OperationalError" in caplog.text

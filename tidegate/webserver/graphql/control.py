@@ -4,7 +4,6 @@ first (launcher terminates; admin changes instigators, cursors and the workspace
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Annotated, TypeVar
@@ -27,6 +26,7 @@ from tidegate.webserver.graphql.errors import (
     ScheduleNotFoundError,
     SensorNotFoundError,
     UnauthorizedError,
+    log_unexpected,
 )
 from tidegate.webserver.graphql.inputs import ScheduleSelector, SensorSelector
 from tidegate.webserver.graphql.launch import unauthorized
@@ -43,7 +43,6 @@ from tidegate.webserver.graphql.types import (
     sensor_of,
 )
 
-log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 TerminateRunResult = Annotated[
@@ -107,7 +106,7 @@ def guarded(action: str, fn: Callable[[], T]) -> T | PythonError:
     except TidegateError as exc:
         return PythonError.of(exc)
     except Exception as exc:
-        log.exception("graphql: %s failed", action)
+        log_unexpected(action, exc)
         return PythonError.of(exc)
 
 

@@ -10,7 +10,6 @@ tidegate's typed errors is masked: the response says "Unexpected error." and the
 from __future__ import annotations
 
 import json
-import logging
 import os
 from typing import Any
 
@@ -26,8 +25,6 @@ from tidegate.webserver.app import web_context
 from tidegate.webserver.auth import authenticate
 from tidegate.webserver.graphql.context import GraphQLContext, Workspace
 from tidegate.webserver.graphql.schema import schema
-
-log = logging.getLogger("tidegate.webserver.graphql")
 
 GRAPHQL_PATH = "/graphql"
 

@@ -9,11 +9,25 @@ naming an unknown type fails validation as a whole.
 
 from __future__ import annotations
 
+import logging
 from enum import Enum
 
 import strawberry
+from sqlalchemy.exc import DBAPIError
 
 from tidegate.errors import TidegateError
+
+log = logging.getLogger("tidegate.webserver.graphql")
+
+
+def log_unexpected(action: str, exc: BaseException) -> None:
+    """Log an exception that is none of tidegate's typed errors. A database error is logged by
+    its class alone, as the REST API does (a driver's message may show the server's address or
+    user); anything else with its traceback, to find the bug."""
+    if isinstance(exc, DBAPIError):
+        log.warning("graphql: %s: database error %s", action, type(exc).__name__)
+    else:
+        log.error("graphql: %s failed", action, exc_info=exc)
 
 
 @strawberry.interface(name="Error")

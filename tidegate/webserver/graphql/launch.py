@@ -6,7 +6,6 @@ valid."""
 from __future__ import annotations
 
 import dataclasses
-import logging
 from typing import Annotated, Any
 
 import strawberry
@@ -40,11 +39,10 @@ from tidegate.webserver.graphql.errors import (
     RunConfigValidationInvalid,
     RunConflict,
     UnauthorizedError,
+    log_unexpected,
 )
 from tidegate.webserver.graphql.inputs import ExecutionParams, LaunchBackfillParams, config_dict, tag_dict
 from tidegate.webserver.graphql.types import LaunchBackfillSuccess, LaunchRunSuccess, Run
-
-log = logging.getLogger(__name__)
 
 GRAPHQL_ORIGIN = "graphql"  # the origin of runs launched through /graphql
 DAGSTER_PARTITION_TAG = "dagster/partition"  # how Dagster's clients name the partition of a launch
@@ -89,7 +87,7 @@ def launch_run(context: GraphQLContext, params: ExecutionParams) -> LaunchRunRes
     except TidegateError as exc:
         return PythonError.of(exc)
     except Exception as exc:
-        log.exception("graphql: launching a run failed")
+        log_unexpected("launching a run", exc)
         return PythonError.of(exc)
 
 
@@ -188,7 +186,7 @@ def launch_backfill(context: GraphQLContext, params: LaunchBackfillParams) -> La
     except TidegateError as exc:
         return PythonError.of(exc)
     except Exception as exc:
-        log.exception("graphql: launching a backfill failed")
+        log_unexpected("launching a backfill", exc)
         return PythonError.of(exc)
 
 

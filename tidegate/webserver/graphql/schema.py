@@ -10,7 +10,6 @@ A caller whose role is too low gets Dagster's ``UnauthorizedError`` result.
 
 from __future__ import annotations
 
-import logging
 from datetime import UTC, datetime
 from typing import Annotated
 
@@ -18,6 +17,7 @@ import strawberry
 from graphql import GraphQLError
 from strawberry.extensions import MaskErrors
 from strawberry.schema.config import StrawberryConfig
+from strawberry.types import ExecutionContext
 
 from tidegate.errors import RunNotFoundError as RunNotFound
 from tidegate.errors import TidegateError
@@ -33,6 +33,7 @@ from tidegate.webserver.graphql.errors import (
     RuntimeMismatchConfigError,
     ScheduleNotFoundError,
     SensorNotFoundError,
+    log_unexpected,
 )
 from tidegate.webserver.graphql.inputs import (
     RUN_CONFIG_SCALAR,
@@ -47,8 +48,6 @@ from tidegate.webserver.graphql.inputs import (
     tag_dict,
 )
 from tidegate.webserver.graphql.types import Repository, RepositoryLocation, Run, Runs, Schedule, schedule_of, sensor_of
-
-log = logging.getLogger("tidegate.webserver.graphql")
 
 MAX_RUNS_PAGE = 1000  # runsOrError returns at most this many runs per call (Dagster: unbounded)
 
@@ -240,11 +239,18 @@ def _should_mask(error: GraphQLError) -> bool:
     original = error.original_error
     if original is None or isinstance(original, TidegateError | GraphQLError):
         return False
-    log.error("graphql: %s", error.message, exc_info=original)
+    log_unexpected("resolving " + ".".join(str(p) for p in error.path or ()), original)
     return True
 
 
-schema = strawberry.Schema(
+class _Schema(strawberry.Schema):
+    def process_errors(self, errors: list[GraphQLError], execution_context: ExecutionContext | None = None) -> None:
+        """Strawberry logs every error with its traceback, which quotes what an exception says
+        (a driver's message may show a database address): unexpected errors are logged by
+        _should_mask instead, and a client's own mistakes are not the server's to log."""
+
+
+schema = _Schema(
     query=Query,
     mutation=Mutation,
     types=[FieldNotDefinedConfigError, RuntimeMismatchConfigError],  # only reached through an interface
