@@ -378,6 +378,13 @@ def test_sensor_cursor_schedule_and_backfill(gql: GraphQL) -> None:
     )["setSensorCursor"]
     assert cursor["sensorState"]["typeSpecificData"]["lastCursor"] == "42"
     assert gql.storage.get_instigator("orders_sensor").cursor == "42"  # type: ignore[union-attr]
+    listed = gql(
+        "{ repositoriesOrError { ... on RepositoryConnection { nodes { sensors { name sensorState { status } } "
+        "schedules { name scheduleState { status } } } } } }",
+        role=Role.VIEWER,
+    )["repositoriesOrError"]["nodes"][0]
+    assert listed["sensors"] == [{"name": "orders_sensor", "sensorState": {"status": "RUNNING"}}]
+    assert listed["schedules"] == [{"name": "nightly", "scheduleState": {"status": "STOPPED"}}]  # its default
     missing = gql(
         "mutation($s: SensorSelector!) { startSensor(sensorSelector: $s) { __typename ... on SensorNotFoundError "
         "{ sensorName } } }",

@@ -266,6 +266,13 @@ class InstigationState:
     type_specific_data: InstigationTypeSpecificData | None
 
 
+class Unread:
+    """Marks a state not read yet (None means: nothing is stored)."""
+
+
+UNREAD = Unread()
+
+
 def instigation_state(
     workspace: Workspace,
     definition: ScheduleDefinition | SensorDefinition,
@@ -324,8 +331,13 @@ class Schedule:
     schedule_state: InstigationState
 
 
-def sensor_of(context: GraphQLContext, definition: SensorDefinition) -> Sensor:
-    state = instigation_state(context.workspace, definition, context.storage.get_instigator(definition.name))
+def sensor_of(
+    context: GraphQLContext, definition: SensorDefinition, stored: InstigatorState | Unread | None = UNREAD
+) -> Sensor:
+    """The sensor with its state (``stored``: its stored state when the caller read it already)."""
+    if isinstance(stored, Unread):
+        stored = context.storage.get_instigator(definition.name)
+    state = instigation_state(context.workspace, definition, stored)
     return Sensor(
         id=state.id,
         job_origin_id=state.selector_id,
@@ -337,8 +349,13 @@ def sensor_of(context: GraphQLContext, definition: SensorDefinition) -> Sensor:
     )
 
 
-def schedule_of(context: GraphQLContext, definition: ScheduleDefinition) -> Schedule:
-    state = instigation_state(context.workspace, definition, context.storage.get_instigator(definition.name))
+def schedule_of(
+    context: GraphQLContext, definition: ScheduleDefinition, stored: InstigatorState | Unread | None = UNREAD
+) -> Schedule:
+    """The schedule with its state (``stored``: its stored state when the caller read it already)."""
+    if isinstance(stored, Unread):
+        stored = context.storage.get_instigator(definition.name)
+    state = instigation_state(context.workspace, definition, stored)
     return Schedule(
         id=state.id,
         name=definition.name,
@@ -386,13 +403,13 @@ class Repository:
 
     @strawberry.field
     def schedules(self, info: strawberry.Info[GraphQLContext, None]) -> list[Schedule]:
-        defs = info.context.workspace.defs
-        return [schedule_of(info.context, s) for _, s in sorted(defs.schedules.items())]
+        defs, states = info.context.workspace.defs, info.context.storage.instigator_states()
+        return [schedule_of(info.context, s, states.get(name)) for name, s in sorted(defs.schedules.items())]
 
     @strawberry.field
     def sensors(self, info: strawberry.Info[GraphQLContext, None]) -> list[Sensor]:
-        defs = info.context.workspace.defs
-        return [sensor_of(info.context, s) for _, s in sorted(defs.sensors.items())]
+        defs, states = info.context.workspace.defs, info.context.storage.instigator_states()
+        return [sensor_of(info.context, s, states.get(name)) for name, s in sorted(defs.sensors.items())]
 
 
 def _jobs(context: GraphQLContext) -> list[Job]:
