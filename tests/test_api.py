@@ -4,9 +4,11 @@ invalid partition with no run created), pagination, the event stream, tokens."""
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Iterator
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -148,7 +150,7 @@ def test_health_and_readiness_need_no_token_and_the_openapi_document_is_served(a
 
 
 def test_launch_then_read_the_run_with_its_steps_tagged_with_the_token(api: Api) -> None:
-    run = _launch(api, tags={"team": "data"}, priority=3, run_key="k1")
+    run = _launch(api, tags={"team": "data", "tidegate/launched_by": "someone else"}, priority=3, run_key="k1")
     assert run["status"] == RunStatus.QUEUED and run["origin"] == "api" and run["priority"] == 3
     assert run["tags"]["team"] == "data" and run["tags"]["tidegate/launched_by"] == "t-admin"
     detail = api.call("GET", f"/api/v1/runs/{run['run_id']}", Role.VIEWER).json()
@@ -365,3 +367,38 @@ def test_the_webserver_refuses_to_start_without_a_token_unless_insecure_on_loopb
     check_startup(storage, host="0.0.0.0", insecure=False)
     insecure = TestClient(create_app(DEFS, storage, settings=Settings(), insecure=True))
     assert insecure.post("/api/v1/schedules/morning/start").json()["status"] == "RUNNING"
+
+
+def test_token_commands_print_a_token_once_and_store_only_its_digest(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from click.testing import CliRunner
+
+    from tidegate.cli import main
+
+    url = f"sqlite:///{tmp_path / 'tokens.db'}"
+    monkeypatch.setenv("TIDEGATE_DATABASE_URL", url)
+    monkeypatch.setenv("TIDEGATE_HOME", str(tmp_path))
+    runner = CliRunner()
+    created = runner.invoke(main, ["token", "create", "ci", "--role", "launcher", "--expires", "30d"])
+    assert created.exit_code == 0, created.output
+    token = created.stdout.strip()
+    assert token.startswith("tg_") and len(token) == 3 + 16 + 1 + 43
+    assert "shown once" in created.stderr and "launcher" in created.stderr
+    listed = runner.invoke(main, ["token", "list", "--json"])
+    (row,) = json.loads(listed.stdout)
+    assert row["name"] == "ci" and row["role"] == "launcher" and row["expires_at"] is not None
+    storage = Storage.open(url)
+    with storage.engine.connect() as conn:
+        stored = " ".join(str(v) for r in conn.execute(api_tokens.select()) for v in r)
+    assert token not in stored and token.rsplit("_", 1)[1] not in stored and token not in listed.output
+    assert storage.verify_token(token) is not None
+    duplicate = runner.invoke(main, ["token", "create", "ci", "--role", "admin"])
+    assert duplicate.exit_code == 2 and "token 'ci': a token with this name exists" in duplicate.stderr
+    bad = runner.invoke(main, ["token", "create", "x", "--role", "admin", "--expires", "soon"])
+    assert bad.exit_code == 2 and "'soon'" in bad.stderr
+    assert runner.invoke(main, ["token", "revoke", "ci"]).stdout == "token 'ci' revoked\n"
+    assert storage.verify_token(token) is None
+    missing = runner.invoke(main, ["token", "revoke", "nope"])
+    assert missing.exit_code == 2 and "token 'nope': not found" in missing.stderr
+    storage.dispose()

@@ -26,7 +26,7 @@ from tidegate.webserver.models import (
     ReportMaterialization,
 )
 
-router = APIRouter(tags=["assets"])
+router = APIRouter(tags=["assets"], responses=error_responses())
 Viewer = Annotated[Principal, Depends(require_role(Role.VIEWER))]
 Launcher = Annotated[Principal, Depends(require_role(Role.LAUNCHER))]
 

@@ -40,7 +40,7 @@ from tidegate.webserver.models import (
 )
 
 log = logging.getLogger("tidegate.webserver")
-router = APIRouter()
+router = APIRouter(responses=error_responses())
 Viewer = Annotated[Principal, Depends(require_role(Role.VIEWER))]
 Launcher = Annotated[Principal, Depends(require_role(Role.LAUNCHER))]
 Admin = Annotated[Principal, Depends(require_role(Role.ADMIN))]

@@ -17,7 +17,7 @@ from tidegate.webserver.errors import error_responses
 from tidegate.webserver.models import Backfill, BackfillRequest, Pool, PoolLimit, Queue, QueuedRun
 
 log = logging.getLogger("tidegate.webserver")
-router = APIRouter()
+router = APIRouter(responses=error_responses())
 Viewer = Annotated[Principal, Depends(require_role(Role.VIEWER))]
 Launcher = Annotated[Principal, Depends(require_role(Role.LAUNCHER))]
 Admin = Annotated[Principal, Depends(require_role(Role.ADMIN))]
