@@ -187,7 +187,7 @@ def test_launch_read_status_and_filter_runs(gql: GraphQL) -> None:
     run_id = first["run"]["runId"]
     record = gql.storage.get_run(run_id)
     assert record.job_name == "orders_job" and record.status == RunStatus.QUEUED
-    assert record.tags["team"] == "sales"
+    assert record.tags["team"] == "sales" and record.tags["tidegate/launched_by"] == "gql-launcher"
     status = gql(queries.GET_PIPELINE_RUN_STATUS_QUERY, {"runId": run_id}, Role.VIEWER)["pipelineRunOrError"]
     assert status == {"__typename": "Run", "status": "QUEUED"}
 
@@ -403,7 +403,7 @@ def test_sensor_cursor_schedule_and_backfill(gql: GraphQL) -> None:
     created = gql(backfill, {"p": tagged}, Role.LAUNCHER)["launchPartitionBackfill"]
     record = gql.storage.get_backfill(created["backfillId"])
     assert record.job_name == "regional_job" and list(record.partition_keys) == ["eu", "us"]
-    assert record.tags["team"] == "sales"
+    assert record.tags == {"team": "sales", "tidegate/launched_by": "gql-launcher"}
 
 
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)

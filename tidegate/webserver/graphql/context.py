@@ -92,11 +92,13 @@ def instigator_id(workspace: Workspace, name: str) -> str:
 
 @dataclass
 class GraphQLContext:
-    """One request's view: storage, workspace, the caller's role and how to reach the broker."""
+    """One request's view: storage, workspace, the caller (its token's name and role) and how to
+    reach the broker."""
 
     storage: Storage
     workspace: Workspace
     role: Role
+    caller: str  # the API token's name: the launched_by tag of the runs it launches
     publisher_factory: Callable[[], CeleryPublisher] | None = None
     _publisher: CeleryPublisher | None = field(default=None, init=False, repr=False)
 

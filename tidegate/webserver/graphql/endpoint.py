@@ -57,7 +57,10 @@ def _execute(connection: HTTPConnection, body: dict[str, Any], *, queries_only: 
     if variables is not None and not isinstance(variables, dict):
         return JSONResponse({"errors": [{"message": "variables must be a JSON object"}]}, status_code=400)
     context = GraphQLContext(
-        storage=web_context(connection).storage, workspace=workspace_of(connection), role=principal.role
+        storage=web_context(connection).storage,
+        workspace=workspace_of(connection),
+        role=principal.role,
+        caller=principal.name,
     )
     allowed = (OperationType.QUERY,) if queries_only else (OperationType.QUERY, OperationType.MUTATION)
     try:

@@ -19,7 +19,7 @@ from tidegate.errors import (
     TidegateError,
     UnknownJobError,
 )
-from tidegate.names import PARTITION_TAG, Role
+from tidegate.names import LAUNCHED_BY_TAG, PARTITION_TAG, Role
 from tidegate.submit import prepare_job_run
 from tidegate.webserver.graphql.context import PARTITION_SET_SUFFIX, REPOSITORY_NAME, GraphQLContext
 from tidegate.webserver.graphql.errors import (
@@ -109,6 +109,7 @@ def _launch(context: GraphQLContext, params: ExecutionParams) -> LaunchRunResult
         return invalid
     tags = tag_dict(params.execution_metadata.tags if params.execution_metadata else None)
     partition_key = tags.pop(DAGSTER_PARTITION_TAG, None) or tags.pop(PARTITION_TAG, None)
+    tags[LAUNCHED_BY_TAG] = context.caller  # who launched it, whatever the tags say
     request = prepare_job_run(defs, context.storage, job_name, partition_key=partition_key, tags=tags)
     if selector.asset_selection:
         selection = ["/".join(key.path) for key in selector.asset_selection]
@@ -228,7 +229,8 @@ def _backfill(context: GraphQLContext, params: LaunchBackfillParams) -> LaunchBa
     keys = backfill_partitions(
         defs, context.storage, job_name, partitions=params.partition_names, all_keys=bool(params.all_partitions)
     )
-    record = create_backfill(defs, context.storage, job_name, keys, tags=tag_dict(params.tags))
+    tags = {**tag_dict(params.tags), LAUNCHED_BY_TAG: context.caller}  # its runs carry them
+    record = create_backfill(defs, context.storage, job_name, keys, tags=tags)
     return LaunchBackfillSuccess(backfill_id=record.backfill_id, launched_run_ids=[])
 
 
