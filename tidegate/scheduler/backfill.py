@@ -5,7 +5,7 @@ partition, so a beat restarted mid-backfill carries on without submitting anythi
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -117,10 +117,11 @@ def create_backfill(
     keys: Sequence[str],
     *,
     max_concurrent: int | None = None,
+    tags: Mapping[str, str] | None = None,
     current_time: datetime | None = None,
     run_config: Any = None,
 ) -> BackfillRecord:
-    """Record a backfill (one row); the beat submits its runs. Assets with
+    """Record a backfill (one row); the beat submits its runs, each with ``tags``. Assets with
     ``BackfillPolicy.single_run()`` (or ``multi_run(n)``) get one run per range of partitions.
     ``run_config`` (else the job's default config) is checked now (RunConfigError, no backfill
     recorded) and given to every run."""
@@ -132,6 +133,7 @@ def create_backfill(
         job_name,
         keys,
         max_concurrent=max_concurrent,
+        tags=tags,
         run_ranges=[(r.start, r.end) for r in ranges] if ranges is not None else None,
         run_config=stored,
     )

@@ -54,6 +54,7 @@ from tidegate.storage.records import (
     SubmitResult,
     from_row,
 )
+from tidegate.storage.run_search import RunSearch
 from tidegate.storage.schema import asset_partitions, events, materializations, pools, runs, steps
 from tidegate.storage.tokens import TokenStorage
 
@@ -69,7 +70,7 @@ def _ref(row: Any) -> StepRef:
     return StepRef(row.run_id, row.step_key, row.attempt, row.queue, row.display_name, row.timeout)
 
 
-class Storage(RunControl, InstigatorStorage, DynamicPartitionStorage, BackfillStorage, TokenStorage):
+class Storage(RunControl, InstigatorStorage, DynamicPartitionStorage, BackfillStorage, RunSearch, TokenStorage):
     """Runs, steps, events and materializations in one SQL database."""
 
     def __init__(self, url: str, *, engine: Engine | None = None) -> None:

@@ -80,6 +80,7 @@ def create_app(
     """The webserver's app over ``defs`` and ``storage``. ``insecure``: no authentication
     (every request is an admin); the CLI allows it on loopback addresses only."""
     from tidegate.webserver.api import api_routers
+    from tidegate.webserver.graphql.endpoint import graphql_router
     from tidegate.webserver.metrics import metrics_router
 
     app = FastAPI(
@@ -98,6 +99,7 @@ def create_app(
     app.include_router(metrics_router())
     for router in api_routers():
         app.include_router(router, prefix=API_PREFIX)
+    app.include_router(graphql_router())  # /graphql, Dagster's client's subset (docs/graphql.md)
     for router in routers:
         app.include_router(router)
     for path, mounted in (mounts or {}).items():

@@ -1,0 +1,155 @@
+"""Dagster's own ``DagsterGraphQLClient`` (from the dagster-graphql package) against /graphql of
+a real ``tidegate webserver`` process, with a real beat and worker on PostgreSQL and Redis: it
+submits a job and reads its status until SUCCESS, reloads the code location, and gets the
+errors it knows for a token whose role is too low or no token at all."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import time
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.support import ROOT, TIDEGATE, WorkerProcess, require_service, start_worker, tidegate_env, truncate_all
+from tidegate.names import Role, RunStatus, StepStatus
+from tidegate.storage.api import Storage
+from tidegate.storage.run_search import RunFilter
+
+PROJECT = ROOT / "tests" / "projects" / "graphql_project.py"
+LOCATION = PROJECT.name
+
+pytestmark = [
+    pytest.mark.slow,
+    # dagster-graphql's client calls gql 4's execute(variable_values=...), which gql deprecates:
+    # their warning, not ours, raised by every call the client makes.
+    pytest.mark.filterwarnings("ignore:Using variable_values and operation_name:DeprecationWarning"),
+]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@dataclass
+class Deployment:
+    storage: Storage
+    port: int
+    tokens: dict[Role, str]
+    logs: Path
+
+    def client(self, role: Role | None) -> Any:
+        from dagster_graphql import DagsterGraphQLClient
+
+        headers = {"Authorization": f"Bearer {self.tokens[role]}"} if role is not None else None
+        return DagsterGraphQLClient("127.0.0.1", port_number=self.port, headers=headers, timeout=30)
+
+    def logs_text(self) -> str:
+        return "\n".join(
+            f"--- {p.name}\n{p.read_text(errors='replace')[-2500:]}" for p in sorted(self.logs.glob("*.log"))
+        )
+
+
+def _spawn(argv: list[str], env: dict[str, str], log_path: Path) -> subprocess.Popen[bytes]:
+    with log_path.open("wb") as log:
+        return subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, start_new_session=True)
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=5)
+
+
+def _wait_healthy(port: int, proc: subprocess.Popen[bytes], log_path: Path, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"webserver exited with {proc.returncode}:\n{log_path.read_text(errors='replace')}")
+        with (
+            contextlib.suppress(OSError),
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as response,
+        ):
+            if response.status == 200:
+                return
+        time.sleep(0.2)
+    raise RuntimeError(f"webserver not healthy after {timeout}s:\n{log_path.read_text(errors='replace')}")
+
+
+@pytest.fixture
+def deployment(tmp_path: Path, pg_url: str, redis_url: str) -> Iterator[Deployment]:
+    try:
+        import dagster_graphql  # noqa: F401
+    except ImportError:
+        require_service("dagster-graphql", "not installed (pip install -e '.[dev]')")
+    truncate_all(pg_url)
+    storage = Storage.open(pg_url, upgrade=True)
+    tokens = {role: storage.create_token(f"gql-{role.value}", role).token for role in Role}
+    env = tidegate_env(database_url=pg_url, broker_url=redis_url, definitions=PROJECT, io_dir=tmp_path / "io")
+    port = free_port()
+    web_log = tmp_path / "webserver.log"
+    procs = [
+        _spawn([TIDEGATE, "-v", "beat", "-f", str(PROJECT), "--lease-seconds", "2"], env, tmp_path / "beat.log"),
+        _spawn([TIDEGATE, "webserver", "-f", str(PROJECT), "--port", str(port)], env, web_log),
+    ]
+    worker: WorkerProcess | None = None
+    try:
+        worker = start_worker(env, name="gql", log_dir=tmp_path, concurrency=1)
+        _wait_healthy(port, procs[1], web_log)
+        yield Deployment(storage, port, tokens, tmp_path)
+    finally:
+        for proc in procs:
+            _stop(proc)
+        if worker is not None:
+            worker.stop()
+        storage.dispose()
+
+
+def test_dagster_graphql_client_launches_and_follows_a_run(deployment: Deployment) -> None:
+    from dagster import DagsterRunStatus
+    from dagster_graphql import DagsterGraphQLClientError, ReloadRepositoryLocationStatus
+
+    launcher = deployment.client(Role.LAUNCHER)
+    run_id = launcher.submit_job_execution("orders_job", tags={"team": "sales"})
+    assert deployment.storage.get_run(run_id).tags["team"] == "sales"
+
+    deadline = time.monotonic() + 90
+    status = launcher.get_run_status(run_id)
+    while status not in (DagsterRunStatus.SUCCESS, DagsterRunStatus.FAILURE, DagsterRunStatus.CANCELED):
+        assert time.monotonic() < deadline, f"run {run_id} still {status}:\n{deployment.logs_text()}"
+        time.sleep(0.3)
+        status = launcher.get_run_status(run_id)
+    assert status == DagsterRunStatus.SUCCESS, deployment.logs_text()
+    assert deployment.storage.get_run(run_id).status == RunStatus.SUCCESS
+    assert {s.status for s in deployment.storage.get_steps(run_id)} == {StepStatus.SUCCEEDED}
+
+    admin = deployment.client(Role.ADMIN)
+    assert admin.reload_repository_location(LOCATION).status == ReloadRepositoryLocationStatus.SUCCESS
+    unknown = admin.reload_repository_location("elsewhere.py")
+    assert unknown.failure_type == "RepositoryLocationNotFound"
+    with pytest.raises(DagsterGraphQLClientError) as low_role:
+        deployment.client(Role.VIEWER).submit_job_execution("orders_job")
+    assert low_role.value.args[0] == "UnauthorizedError"
+    with pytest.raises(DagsterGraphQLClientError) as bad_config:
+        launcher.submit_job_execution("orders_job", run_config={"ops": {"orders": {"config": {"n": 1}}}})
+    assert bad_config.value.args[0] == "RunConfigValidationInvalid"
+    with pytest.raises(DagsterGraphQLClientError) as no_token:
+        deployment.client(None).get_run_status(run_id)
+    assert "401" in str(no_token.value)
+    assert [r.run_id for r in deployment.storage.search_runs(RunFilter())] == [run_id]  # no other run was created
