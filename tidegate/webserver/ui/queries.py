@@ -1,0 +1,107 @@
+"""Storage reads the UI needs beyond tidegate.storage's API, each one query (or a few), sized
+for big instances: a page of an asset's materializations newest first, the partitions in
+flight, a backfill's runs by run key, and the partition status grid as run-length rows."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from sqlalchemy import select
+
+from tidegate.names import PARTITION_TAG, PartitionStatus, RunStatus, StepStatus
+from tidegate.storage.api import Storage
+from tidegate.storage.records import MaterializationRecord, RunRecord, from_row
+from tidegate.storage.schema import materializations, runs, steps
+
+# One character per partition status in the grid's run-length rows (the legend in ui.js and
+# the asset page uses the same letters).
+GRID_CODES = {
+    PartitionStatus.MATERIALIZED: "M",
+    PartitionStatus.FAILED: "F",
+    PartitionStatus.MISSING: "-",
+}
+IN_PROGRESS_CODE = "R"
+ACTIVE_RUN = (RunStatus.QUEUED, RunStatus.STARTED)
+
+
+def materialization_page(
+    storage: Storage, asset_key: str, *, before_id: int | None, limit: int
+) -> list[MaterializationRecord]:
+    """An asset's materializations, newest first, older than ``before_id`` (one indexed query)."""
+    query = (
+        select(materializations)
+        .where(materializations.c.asset_key == asset_key)
+        .order_by(materializations.c.id.desc())
+        .limit(limit)
+    )
+    if before_id is not None:
+        query = query.where(materializations.c.id < before_id)
+    with storage.engine.connect() as conn:
+        return [from_row(MaterializationRecord, r) for r in conn.execute(query)]
+
+
+def partitions_in_progress(storage: Storage, asset_key: str) -> set[str]:
+    """Partitions of ``asset_key`` whose step is not finished in a queued or started run."""
+    query = (
+        select(runs.c.tags)
+        .join(steps, steps.c.run_id == runs.c.run_id)
+        .where(
+            steps.c.asset_key == asset_key,
+            steps.c.status.not_in(list(StepStatus.TERMINAL)),
+            runs.c.status.in_(ACTIVE_RUN),
+        )
+    )
+    with storage.engine.connect() as conn:
+        tags = conn.execute(query).scalars().all()
+    return {t[PARTITION_TAG] for t in tags if isinstance(t, dict) and PARTITION_TAG in t}
+
+
+def runs_by_key(storage: Storage, origin: str) -> dict[str, RunRecord]:
+    """Run key -> run, of the runs submitted with ``origin`` (a backfill's)."""
+    with storage.engine.connect() as conn:
+        rows = conn.execute(select(runs).where(runs.c.origin == origin)).all()
+    return {r.run_key: from_row(RunRecord, r) for r in rows if r.run_key is not None}
+
+
+@dataclass(frozen=True)
+class PartitionGrid:
+    """The partition statuses of one asset in key order, as run-length rows
+    ``[[code, count], ...]`` (codes: GRID_CODES and IN_PROGRESS_CODE), with totals."""
+
+    keys_count: int
+    runs: list[list[object]]
+    totals: dict[str, int]
+    first_key: str | None
+    last_key: str | None
+
+
+def partition_grid(
+    keys: Sequence[str], statuses: dict[str, tuple[str, object, str]], in_progress: set[str]
+) -> PartitionGrid:
+    rle: list[list[object]] = []
+    totals: dict[str, int] = {}
+    for key in keys:
+        if key in in_progress:
+            code = IN_PROGRESS_CODE
+        else:
+            found = statuses.get(key)
+            code = GRID_CODES.get(PartitionStatus(found[0]) if found else PartitionStatus.MISSING, "-")
+        totals[code] = totals.get(code, 0) + 1
+        if rle and rle[-1][0] == code:
+            rle[-1][1] = int(rle[-1][1]) + 1  # type: ignore[call-overload]
+        else:
+            rle.append([code, 1])
+    return PartitionGrid(len(keys), rle, totals, keys[0] if keys else None, keys[-1] if keys else None)
+
+
+def range_rows(keys: Sequence[str], grid: PartitionGrid, limit: int) -> list[tuple[str, str, str, int]]:
+    """The grid's runs as (first key, last key, code, count), the first ``limit`` of them: the
+    text equivalent of the canvas."""
+    rows = []
+    position = 0
+    for code, count in grid.runs[:limit]:
+        n = int(count)  # type: ignore[call-overload]
+        rows.append((keys[position], keys[position + n - 1], str(code), n))
+        position += n
+    return rows
