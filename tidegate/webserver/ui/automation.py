@@ -95,7 +95,7 @@ def _instigator_page(ui: UIRequest, section: str, name: str, status: str, before
         section=section,
         definition=definition,
         state=state,
-        status=effective_status(definition, state),
+        state_status=effective_status(definition, state),
         ticks=ticks,
         tick_statuses=[s.value for s in TickStatus],
         tick_filter=status,

@@ -51,6 +51,9 @@ def _duration(seconds: float | None) -> str:
 
 templates.env.filters["when"] = _when
 templates.env.filters["duration"] = _duration
+templates.env.filters["last_line"] = lambda text: next(
+    (line.strip() for line in reversed(str(text).splitlines()) if line.strip()), ""
+)
 templates.env.filters["q"] = lambda value: quote(str(value), safe="")
 templates.env.globals["prefix"] = UI_PREFIX
 
