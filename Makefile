@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run dev test lint format typecheck bench clean flower-screenshot flower-screenshot
+.PHONY: run dev test lint format typecheck bench clean flower-screenshot openapi
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -44,6 +44,11 @@ bench: $(STAMP)
 	$(BIN)/python bench/partitions.py
 	$(BIN)/python bench/scale.py
 	$(BIN)/python bench/s3_sensor.py
+	$(BIN)/python bench/api.py
+
+# docs/openapi.json: the webserver's OpenAPI document, checked in (tests/test_api_openapi.py compares).
+openapi: $(STAMP)
+	$(BIN)/python scripts/export_openapi.py
 
 # docs/flower-tasks.png: Flower's tasks page with the example's step tasks, in headless Chromium
 # (Debian: apt-get install chromium). Needs Redis; uses and flushes database 12 (FLOWER_SCREENSHOT_REDIS=...).

@@ -35,9 +35,9 @@ DOCKERIGNORE = ROOT / "deploy" / "Dockerfile.dockerignore"
 ENV_EXAMPLE = ROOT / ".env.example"
 BIN = Path(sys.executable).parent
 
-TIDEGATE_SERVICES = {"migrate", "beat", "worker", "worker-heavy", "flower"}
-LONG_RUNNING = {"redis", "postgres", "beat", "worker", "worker-heavy", "flower", "s3"}
-MUST_BE_HEALTHCHECKED = {"redis", "postgres", "s3", "flower"}
+TIDEGATE_SERVICES = {"migrate", "beat", "worker", "worker-heavy", "flower", "webserver"}
+LONG_RUNNING = {"redis", "postgres", "beat", "worker", "worker-heavy", "flower", "s3", "webserver"}
+MUST_BE_HEALTHCHECKED = {"redis", "postgres", "s3", "flower", "webserver"}
 
 # $$ is compose's escape for a literal $ (expanded in the container, not by compose).
 _VAR = re.compile(
@@ -437,3 +437,12 @@ def test_dockerfile_copies_only_what_exists_and_the_ignore_file_lets_through() -
         for source in sources:
             assert (ROOT / source).exists(), f"COPY {source}: no such path in the build context"
             assert source.rstrip("/") in allowed, f"COPY {source}: excluded by {DOCKERIGNORE.name}"
+
+
+def test_the_webserver_is_published_on_loopback_and_checks_readiness() -> None:
+    webserver = services()["webserver"]
+    args = command(webserver)
+    (port,) = webserver["ports"]
+    assert port.startswith("127.0.0.1:") and port.rsplit(":", 1)[1] == option_value(args, "--port")
+    assert "--insecure" not in args, "the published webserver must require API tokens"
+    assert f"127.0.0.1:{option_value(args, '--port')}/readyz" in " ".join(webserver["healthcheck"]["test"])

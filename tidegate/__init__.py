@@ -3,6 +3,7 @@
 The public API mirrors Dagster's names: ``import tidegate as tg`` (or ``as dg``).
 """
 
+from tidegate.client import TidegateClient
 from tidegate.definitions.asset import AssetIn, AssetsDefinition, asset
 from tidegate.definitions.asset_sensor import AssetSensorDefinition, asset_sensor
 from tidegate.definitions.asset_spec import AssetSpec
@@ -181,6 +182,7 @@ __all__ = [
     "SkipReason",
     "StaticPartitionsDefinition",
     "StepInterruptedError",
+    "TidegateClient",
     "TidegateError",
     "TimeWindow",
     "TimeWindowPartitionMapping",

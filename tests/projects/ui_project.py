@@ -42,6 +42,11 @@ def daily_events(context: tg.AssetExecutionContext) -> str:
     return context.partition_key
 
 
+@tg.asset(group_name="ui_test", partitions_def=daily_events.partitions_def)
+def daily_rollup(daily_events: str) -> str:
+    return daily_events
+
+
 slow_job = tg.define_asset_job("slow_job", selection="slow_asset")
 flaky_job = tg.define_asset_job("flaky_job", selection="flaky_source+")
 
@@ -61,7 +66,7 @@ daily_etl = tg.ScheduleDefinition(
 )
 
 defs = tg.Definitions(
-    assets=[*etl.defs.assets.values(), slow_asset, flaky_source, flaky_report, daily_events],
+    assets=[*etl.defs.assets.values(), slow_asset, flaky_source, flaky_report, daily_events, daily_rollup],
     jobs=[etl_job, slow_job, flaky_job],
     schedules=[daily_etl],
     sensors=[quiet_sensor],

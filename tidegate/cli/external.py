@@ -5,8 +5,7 @@ from __future__ import annotations
 import click
 
 from tidegate.cli.common import code_location_options, handle_errors, load, open_storage
-from tidegate.definitions.limits import check_metadata
-from tidegate.errors import PartitionKeyError
+from tidegate.external import report_materialization
 
 
 @click.command("report")
@@ -20,28 +19,13 @@ def report_asset(
 ) -> None:
     """Record that ASSET_KEY (typically an external asset, declared by AssetSpec) was materialized
     by another system: asset sensors and `tidegate assets list` see it like a run's."""
-    defs = load(module, file_)
-    asset = defs.get_asset(asset_key)
-    storage = open_storage()
-    partitions_def = asset.partitions_def
-    if partitions_def is None and partition_key is not None:
-        raise PartitionKeyError(f"asset '{asset.key}': not partitioned, but partition key {partition_key!r} given")
-    if partitions_def is not None:
-        if partition_key is None:
-            raise PartitionKeyError(
-                f"asset '{asset.key}': partitioned by {partitions_def.describe()}; give --partition"
-            )
-        try:
-            partitions_def.validate_key(partition_key, dynamic_keys=storage.dynamic_partition_keys)
-        except PartitionKeyError as exc:
-            raise PartitionKeyError(f"asset '{asset.key}': {exc}") from None
     values: dict[str, str] = {}
     for item in metadata:
         key, sep, value = item.partition("=")
         if not sep or not key:
             raise click.BadParameter(f"{item!r}: expected KEY=VALUE", param_hint="--metadata")
         values[key] = value
-    check_metadata(f"asset '{asset.key}'", values, stored=True)
-    record = storage.report_materialization(str(asset.key), partition_key=partition_key, metadata=values)
-    shown = f"{asset.key}[{partition_key}]" if partition_key is not None else str(asset.key)
+    defs = load(module, file_)
+    record = report_materialization(defs, open_storage(), asset_key, partition_key=partition_key, metadata=values)
+    shown = f"{record.asset_key}[{partition_key}]" if partition_key is not None else record.asset_key
     click.echo(f"recorded materialization {record.id} of {shown}")

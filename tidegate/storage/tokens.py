@@ -135,16 +135,17 @@ class TokenStorage:
         for a malformed, unknown, revoked or expired token."""
         if not _TOKEN.match(token):
             return None
-        with self.engine.begin() as conn:
+        with self.engine.connect() as conn:
             row = conn.execute(select(api_tokens).where(api_tokens.c.token_hash == token_digest(token))).first()
-            if row is None:
-                return None
-            record = from_row(TokenRecord, row)
             now = database_now(conn)
-            if not record.active(now):
-                return None
-            last = record.last_used_at
-            if last is None or now - last > timedelta(minutes=1):  # at most one write a minute per token
+        if row is None:
+            return None
+        record = from_row(TokenRecord, row)
+        if not record.active(now):
+            return None
+        last = record.last_used_at
+        if last is None or now - last > timedelta(minutes=1):  # at most one write a minute per token
+            with self.engine.begin() as conn:
                 conn.execute(
                     update(api_tokens).where(api_tokens.c.token_id == record.token_id).values(last_used_at=now)
                 )

@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from fastapi import APIRouter, FastAPI
 from fastapi.responses import JSONResponse
@@ -26,7 +27,7 @@ from tidegate.config import Settings
 from tidegate.definitions.defs import Definitions
 from tidegate.storage.api import Storage
 from tidegate.webserver.auth import AuthSettings, FailedAuthLimiter
-from tidegate.webserver.errors import install_error_handlers
+from tidegate.webserver.errors import finish_document, install_error_handlers
 
 API_PREFIX = "/api/v1"
 INSECURE_ENV = "TIDEGATE_WEBSERVER_INSECURE"  # set by `tidegate webserver --insecure` for its workers
@@ -89,6 +90,7 @@ def create_app(
         docs_url=f"{API_PREFIX}/docs",
         redoc_url=None,
     )
+    _document_errors_as_400(app)
     app.state.context = WebContext(defs, storage, settings or Settings.load())
     app.state.auth = AuthSettings(storage, insecure=insecure, limiter=limiter)
     install_error_handlers(app)
@@ -103,6 +105,18 @@ def create_app(
     return app
 
 
+def _document_errors_as_400(app: FastAPI) -> None:
+    from fastapi.openapi.utils import get_openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            document = get_openapi(title=app.title, version=app.version, summary=app.summary, routes=app.routes)
+            app.openapi_schema = finish_document(document)
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
 def create_app_from_env() -> FastAPI:
     """The app of one `tidegate webserver` worker process: the code location, database and
     settings from the environment the CLI prepared (uvicorn calls this in each worker)."""
@@ -114,3 +128,11 @@ def create_app_from_env() -> FastAPI:
     from tidegate.webserver.ui import mount_ui
 
     return mount_ui(create_app(defs, storage, settings=settings, insecure=os.environ.get(INSECURE_ENV) == "1"))
+
+
+def openapi_document() -> dict[str, Any]:
+    """The REST API's OpenAPI document (it does not depend on the loaded code or database)."""
+    from tidegate.definitions.defs import Definitions
+
+    app = create_app(Definitions(), Storage("sqlite://"), settings=Settings.load())
+    return app.openapi()

@@ -71,7 +71,11 @@ class FailedAuthLimiter:
 
     def failed(self, client: str) -> None:
         with self._lock:
-            self._recent(client, time.monotonic()).append(time.monotonic())
+            now = time.monotonic()
+            if len(self._failures) > 10_000:  # forget addresses whose failures have all expired
+                for address in [a for a, f in self._failures.items() if not f or f[-1] <= now - self.window_seconds]:
+                    del self._failures[address]
+            self._recent(client, now).append(now)
 
 
 @dataclass

@@ -6,6 +6,6 @@ from fastapi import APIRouter
 
 
 def api_routers() -> list[APIRouter]:
-    from tidegate.webserver.api import runs
+    from tidegate.webserver.api import assets, automation, operations, runs
 
-    return [runs.router]
+    return [runs.router, assets.router, automation.router, operations.router]

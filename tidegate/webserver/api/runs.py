@@ -42,7 +42,7 @@ STREAM_POLL_SECONDS = 0.5
 STREAM_BATCH = 500
 
 log = logging.getLogger("tidegate.webserver")
-router = APIRouter(tags=["runs"])
+router = APIRouter(tags=["runs"], responses=error_responses())
 Viewer = Annotated[Principal, Depends(require_role(Role.VIEWER))]
 Launcher = Annotated[Principal, Depends(require_role(Role.LAUNCHER))]
 
@@ -64,7 +64,7 @@ def launch_run(body: LaunchRequest, principal: Launcher, connection: HTTPConnect
         run_key=body.run_key,
         selection=body.asset_selection,
     )
-    request.tags.setdefault(LAUNCHED_BY_TAG, principal.name)
+    request.tags[LAUNCHED_BY_TAG] = principal.name  # who launched it, whatever the body says
     result = request.submit(context.storage, origin=API_ORIGIN)
     if not result.created:
         raise DuplicateRunKeyError(
