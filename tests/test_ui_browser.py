@@ -114,7 +114,9 @@ def ui_server(tmp_path_factory: pytest.TempPathFactory, redis_url: str) -> Itera
         ):
             with (tmp / f"{name}.log").open("wb") as log:
                 processes.append(
-                    subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, start_new_session=True)
+                    subprocess.Popen(
+                        argv, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, start_new_session=True
+                    )
                 )
         _wait_healthy(base, processes[-1], tmp / "webserver.log")
         yield UIServer(base, admin, viewer, control, tmp, storage)

@@ -36,7 +36,9 @@ def flaky_report(flaky_source: int) -> int:
     return flaky_source * 2
 
 
-@tg.asset(group_name="ui_test", partitions_def=tg.DailyPartitionsDefinition(start_date="2020-01-01", end_date="2026-01-01"))
+@tg.asset(
+    group_name="ui_test", partitions_def=tg.DailyPartitionsDefinition(start_date="2020-01-01", end_date="2026-01-01")
+)
 def daily_events(context: tg.AssetExecutionContext) -> str:
     """A daily partitioned asset, for the partition grid."""
     return context.partition_key

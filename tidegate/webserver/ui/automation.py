@@ -67,7 +67,12 @@ def automation_list(ui: Page) -> Response:
         for n, s in sorted(defs.schedules.items())
     ]
     sensors = [
-        {"def": s, "state": states.get(n), "status": effective_status(s, states.get(n)), "lag": sensor_lag(ui, s, states.get(n))}
+        {
+            "def": s,
+            "state": states.get(n),
+            "status": effective_status(s, states.get(n)),
+            "lag": sensor_lag(ui, s, states.get(n)),
+        }
         for n, s in sorted(defs.sensors.items())
     ]
     return ui.render("automation.html", schedules=schedules, sensors=sensors)

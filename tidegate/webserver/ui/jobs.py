@@ -47,6 +47,8 @@ def _launch_request(name: str, form: FormData | None) -> LaunchRequest:
         raise LaunchRequestError(f"priority {priority!r}: expected a whole number")
     return LaunchRequest(
         job=name,
+        asset_selection=None,
+        run_key=None,
         partition=_form_text(form, "partition") or None,
         tags=parse_tags(_form_text(form, "tags")),
         priority=int(priority) if priority else None,
@@ -98,8 +100,6 @@ def launch(ui: LaunchAction, name: str) -> Response:
     try:
         body = _launch_request(name, ui.form)
         run = api_runs.launch_run(body, ui.principal, ui.request)
-    except LaunchRequestError as exc:
-        return redirect(f"/jobs/{name}", problem=str(exc))
     except TidegateError as exc:
         return redirect(f"/jobs/{name}", problem=str(exc))
     return redirect(f"/runs/{run.run_id}", notice=f"run of {name} launched")

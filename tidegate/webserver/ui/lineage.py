@@ -69,19 +69,12 @@ def layout(graph: AssetGraph, key: AssetKey, depth: int = 2) -> Lineage:
     for k in order:
         layers[layer[k]].append(k)
     position = {k: i for members in layers for i, k in enumerate(members)}
-    for neighbours in (graph.upstream, graph.downstream):
-        sweep = layers[1:] if neighbours is graph.upstream else list(reversed(layers[:-1]))
+    # Down the layers by the upstream neighbours' positions, then up by the downstream ones'.
+    for sweep, neighbours in ((layers[1:], graph.upstream), (list(reversed(layers[:-1])), graph.downstream)):
         for members in sweep:
-
-            def centre(k: AssetKey, neighbours: object = neighbours) -> float:
-                linked = [position[n] for n in graph.upstream[k] | graph.downstream[k] if n in chosen]
-                return sum(linked) / len(linked) if linked else position[k]
-
-            members.sort(key=lambda k: (centre(k), str(k)))
+            members.sort(key=lambda k, linked=neighbours: (_barycentre(k, linked[k] & chosen, position), str(k)))
             position.update({k: i for i, k in enumerate(members)})
-    nodes = {
-        k: Node(str(k), MARGIN + layer[k] * LAYER_GAP, MARGIN + position[k] * ROW_GAP, k == key) for k in chosen
-    }
+    nodes = {k: Node(str(k), MARGIN + layer[k] * LAYER_GAP, MARGIN + position[k] * ROW_GAP, k == key) for k in chosen}
     edges = []
     for k in order:
         for up in sorted(graph.upstream[k] & chosen, key=str):
@@ -92,3 +85,7 @@ def layout(graph: AssetGraph, key: AssetKey, depth: int = 2) -> Lineage:
     width = MARGIN * 2 + (len(layers) - 1) * LAYER_GAP + NODE_WIDTH
     height = MARGIN * 2 + (max(len(m) for m in layers) - 1) * ROW_GAP + NODE_HEIGHT
     return Lineage([nodes[k] for k in order], edges, width, height, depth, truncated)
+
+
+def _barycentre(key: AssetKey, linked: frozenset[AssetKey], position: dict[AssetKey, int]) -> float:
+    return sum(position[n] for n in linked) / len(linked) if linked else float(position[key])

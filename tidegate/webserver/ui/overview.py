@@ -13,8 +13,8 @@ from starlette.responses import Response
 from tidegate.names import BackfillStatus, Role, RunStatus, TickStatus
 from tidegate.scheduler.run_queue import QueueDecision, decide, location_hold
 from tidegate.webserver.ui.automation import effective_status, next_ticks, sensor_lag
-from tidegate.webserver.ui.queries import runs_by_key
 from tidegate.webserver.ui.base import UIRequest, UIRoute, action, page, redirect
+from tidegate.webserver.ui.queries import runs_by_key
 
 router = APIRouter(route_class=UIRoute)
 Page = Annotated[UIRequest, Depends(page)]
@@ -39,7 +39,7 @@ def overview(ui: Page) -> Response:
     for name, sensor in sorted(defs.sensors.items()):
         last = storage.get_ticks(name, limit=1)
         lag = sensor_lag(ui, sensor, states.get(name))
-        if (last and last[0].status == TickStatus.FAILURE) or "waiting" in lag and not lag.startswith("0 "):
+        if (last and last[0].status == TickStatus.FAILURE) or ("waiting" in lag and not lag.startswith("0 ")):
             failing_sensors.append({"name": name, "tick": last[0] if last else None, "lag": lag})
     schedules = [
         {"name": n, "status": effective_status(s, states.get(n)), "next": next_ticks(s, 1, now)[0]}
@@ -87,7 +87,9 @@ def backfill_cancel(ui: LaunchAction, backfill_id: str) -> Response:
     from tidegate.scheduler.backfill import cancel_backfill
 
     run_ids = cancel_backfill(ui.context.storage, backfill_id)
-    return redirect(f"/backfills/{backfill_id}", notice=f"backfill canceled ({len(run_ids)} unfinished run(s) canceled)")
+    return redirect(
+        f"/backfills/{backfill_id}", notice=f"backfill canceled ({len(run_ids)} unfinished run(s) canceled)"
+    )
 
 
 @router.get("/queue")

@@ -4,7 +4,7 @@ flight, a backfill's runs by run key, and the partition status grid as run-lengt
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from sqlalchemy import select
@@ -77,7 +77,7 @@ class PartitionGrid:
 
 
 def partition_grid(
-    keys: Sequence[str], statuses: dict[str, tuple[str, object, str]], in_progress: set[str]
+    keys: Sequence[str], statuses: Mapping[str, tuple[str, object, str]], in_progress: set[str]
 ) -> PartitionGrid:
     rle: list[list[object]] = []
     totals: dict[str, int] = {}

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends
 from starlette.responses import Response
@@ -91,7 +91,7 @@ def timeline(run: RunRecord, steps: list[StepRecord], now: datetime) -> list[Tim
     return bars
 
 
-def _run_values(ui: UIRequest, run_id: str) -> dict[str, object]:
+def _run_values(ui: UIRequest, run_id: str) -> dict[str, Any]:
     storage = ui.context.storage
     run = storage.get_run(run_id)
     steps = storage.get_steps(run_id)
