@@ -72,7 +72,8 @@ def layout(graph: AssetGraph, key: AssetKey, depth: int = 2) -> Lineage:
     # Down the layers by the upstream neighbours' positions, then up by the downstream ones'.
     for sweep, neighbours in ((layers[1:], graph.upstream), (list(reversed(layers[:-1])), graph.downstream)):
         for members in sweep:
-            members.sort(key=lambda k, linked=neighbours: (_barycentre(k, linked[k] & chosen, position), str(k)))
+            centre = {k: _barycentre(k, neighbours[k] & chosen, position) for k in members}
+            members.sort(key=lambda k: (centre[k], str(k)))
             position.update({k: i for i, k in enumerate(members)})
     nodes = {k: Node(str(k), MARGIN + layer[k] * LAYER_GAP, MARGIN + position[k] * ROW_GAP, k == key) for k in chosen}
     edges = []
