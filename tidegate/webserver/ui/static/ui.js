@@ -94,6 +94,7 @@ function drawPartitionGrid(canvas, data) {
     }
     if (style.mark === "cross") ctx.stroke();
   }
+  canvas.dataset.drawn = "yes";
   const output = document.getElementById("grid-cell");
   let current = 0;
   function describe(position) {
