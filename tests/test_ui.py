@@ -147,9 +147,9 @@ def test_login_redirects_only_inside_the_ui(ui: UI) -> None:
 
 def test_the_partition_grid_is_run_length_rows_with_in_progress_first() -> None:
     keys = [f"k{i:06d}" for i in range(100_000)]
-    statuses = {k: ("MATERIALIZED", None, "r") for k in keys[:60_000]}
-    statuses.update({k: ("FAILED", None, "r") for k in keys[60_000:60_010]})
-    grid = partition_grid(keys, statuses, in_progress={keys[5]})  # type: ignore[arg-type]
+    statuses = dict.fromkeys(keys[:60_000], "MATERIALIZED")
+    statuses.update(dict.fromkeys(keys[60_000:60_010], "FAILED"))
+    grid = partition_grid(keys, statuses, in_progress={keys[5]})
     assert grid.runs == [["M", 5], ["R", 1], ["M", 59_994], ["F", 10], ["-", 39_990]]
     assert grid.totals == {"M": 59_999, "R": 1, "F": 10, "-": 39_990}
     assert range_rows(keys, grid, 2) == [("k000000", "k000004", "M", 5), ("k000005", "k000005", "R", 1)]

@@ -17,6 +17,7 @@ from tidegate.webserver.ui.queries import (
     IN_PROGRESS_CODE,
     materialization_page,
     partition_grid,
+    partition_status_map,
     partitions_in_progress,
     range_rows,
 )
@@ -63,7 +64,9 @@ def asset_detail(
     if definition.partitions_def is not None:
         keys = definition.partitions_def.get_partition_keys(dynamic_keys=storage.dynamic_partition_keys)
         grid = partition_grid(
-            keys, storage.partition_statuses(str(definition.key)), partitions_in_progress(storage, str(definition.key))
+            keys,
+            partition_status_map(storage, str(definition.key)),
+            partitions_in_progress(storage, str(definition.key)),
         )
         ranges = range_rows(keys, grid, RANGE_ROWS)
     return ui.render(

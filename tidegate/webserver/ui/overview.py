@@ -14,7 +14,7 @@ from tidegate.names import BackfillStatus, Role, RunStatus, TickStatus
 from tidegate.scheduler.run_queue import QueueDecision, decide, location_hold
 from tidegate.webserver.ui.automation import effective_status, next_ticks, sensor_lag
 from tidegate.webserver.ui.base import UIRequest, UIRoute, action, page, redirect
-from tidegate.webserver.ui.queries import runs_by_key
+from tidegate.webserver.ui.queries import recent_failures, runs_by_key
 
 router = APIRouter(route_class=UIRoute)
 Page = Annotated[UIRequest, Depends(page)]
@@ -48,8 +48,9 @@ def overview(ui: Page) -> Response:
     return ui.render(
         "overview.html",
         started=storage.started_runs()[:OVERVIEW_ROWS],
+        limit=OVERVIEW_ROWS,
         queued=queue_decisions(ui)[:OVERVIEW_ROWS],
-        failures=storage.recently_failed_runs(since=storage.db_now() - timedelta(hours=24))[:OVERVIEW_ROWS],
+        failures=recent_failures(storage, storage.db_now() - timedelta(hours=24), OVERVIEW_ROWS),
         failing_sensors=failing_sensors,
         schedules=schedules,
         backfills=storage.list_backfills(status=BackfillStatus.REQUESTED, limit=OVERVIEW_ROWS),

@@ -6,13 +6,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from tidegate.names import PARTITION_TAG, PartitionStatus, RunStatus, StepStatus
 from tidegate.storage.api import Storage
 from tidegate.storage.records import MaterializationRecord, RunRecord, from_row
-from tidegate.storage.schema import materializations, runs, steps
+from tidegate.storage.schema import asset_partitions, materializations, runs, steps
 
 # One character per partition status in the grid's run-length rows (the legend in ui.js and
 # the asset page uses the same letters).
@@ -57,6 +58,16 @@ def partitions_in_progress(storage: Storage, asset_key: str) -> set[str]:
     return {t[PARTITION_TAG] for t in tags if isinstance(t, dict) and PARTITION_TAG in t}
 
 
+def partition_status_map(storage: Storage, asset_key: str) -> dict[str, str]:
+    """Partition key -> its latest outcome (MATERIALIZED | FAILED): only the two columns the grid
+    needs, from the (asset_key, status) index."""
+    query = select(asset_partitions.c.partition_key, asset_partitions.c.status).where(
+        asset_partitions.c.asset_key == asset_key
+    )
+    with storage.engine.connect() as conn:
+        return dict(conn.execute(query).tuples().all())
+
+
 def runs_by_key(storage: Storage, origin: str) -> dict[str, RunRecord]:
     """Run key -> run, of the runs submitted with ``origin`` (a backfill's)."""
     with storage.engine.connect() as conn:
@@ -76,17 +87,14 @@ class PartitionGrid:
     last_key: str | None
 
 
-def partition_grid(
-    keys: Sequence[str], statuses: Mapping[str, tuple[str, object, str]], in_progress: set[str]
-) -> PartitionGrid:
+def partition_grid(keys: Sequence[str], statuses: Mapping[str, str], in_progress: set[str]) -> PartitionGrid:
     rle: list[list[object]] = []
     totals: dict[str, int] = {}
     for key in keys:
         if key in in_progress:
             code = IN_PROGRESS_CODE
         else:
-            found = statuses.get(key)
-            code = GRID_CODES.get(PartitionStatus(found[0]) if found else PartitionStatus.MISSING, "-")
+            code = GRID_CODES.get(PartitionStatus(statuses.get(key, PartitionStatus.MISSING)), "-")
         totals[code] = totals.get(code, 0) + 1
         if rle and rle[-1][0] == code:
             rle[-1][1] = int(rle[-1][1]) + 1  # type: ignore[call-overload]
@@ -105,3 +113,13 @@ def range_rows(keys: Sequence[str], grid: PartitionGrid, limit: int) -> list[tup
         rows.append((keys[position], keys[position + n - 1], str(code), n))
         position += n
     return rows
+
+
+def recent_failures(storage: Storage, since: datetime, limit: int) -> tuple[int, list[RunRecord]]:
+    """How many runs failed since ``since``, and the newest ``limit`` of them (two queries that
+    read the failed runs' index entries, never every failed run's row)."""
+    recent = (runs.c.status == RunStatus.FAILURE, runs.c.ended_at >= since)
+    with storage.engine.connect() as conn:
+        count = conn.execute(select(func.count()).select_from(runs).where(*recent)).scalar_one()
+        rows = conn.execute(select(runs).where(*recent).order_by(runs.c.ended_at.desc()).limit(limit)).all()
+    return int(count), [from_row(RunRecord, r) for r in rows]
