@@ -257,7 +257,7 @@ def main() -> None:
     storage = Storage.open(url, upgrade=True)
     progress(f"filling {RUNS} runs, {PARTITIONS} partitions, {TICKS} ticks ...")
     filled = fill(storage)
-    token = storage.create_token("bench", "viewer").token
+    token = storage.create_token("bench", "launcher").token
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("TIDEGATE_")}
     env.update(TIDEGATE_DATABASE_URL=url, TIDEGATE_BROKER_URL="memory://localhost/", PYTHONPATH=str(ROOT))

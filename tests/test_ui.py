@@ -171,3 +171,14 @@ def test_lineage_of_a_big_graph_draws_a_bounded_neighbourhood_left_to_right() ->
     for key in keys:
         for up in graph.upstream[key] & keys:
             assert where[str(up)] < where[str(key)], f"{up} is not left of {key}"
+
+
+def test_a_cached_grid_is_recomputed_when_a_partition_changes(ui: UI) -> None:
+    from tidegate.webserver.ui.queries import PartitionGridCache
+
+    cache = PartitionGridCache()
+    keys = [f"2020-01-{day:02d}" for day in range(1, 11)]
+    first = cache.grid(ui.storage, "daily_events", keys)
+    assert first.runs == [["-", 10]] and cache.grid(ui.storage, "daily_events", keys) is first
+    ui.storage.report_materialization("daily_events", partition_key="2020-01-02")
+    assert cache.grid(ui.storage, "daily_events", keys).runs == [["-", 1], ["M", 1], ["-", 8]]

@@ -15,16 +15,15 @@ from tidegate.webserver.ui.lineage import layout
 from tidegate.webserver.ui.queries import (
     GRID_CODES,
     IN_PROGRESS_CODE,
+    PartitionGridCache,
     materialization_page,
-    partition_grid,
-    partition_status_map,
-    partitions_in_progress,
     range_rows,
 )
 
 router = APIRouter(route_class=UIRoute)
 Page = Annotated[UIRequest, Depends(page)]
 HISTORY_PAGE = 25
+GRIDS = PartitionGridCache()
 RANGE_ROWS = 200
 CODE_NAMES = {
     GRID_CODES[PartitionStatus.MATERIALIZED]: "materialized",
@@ -63,11 +62,7 @@ def asset_detail(
     ranges: list[tuple[str, str, str, int]] = []
     if definition.partitions_def is not None:
         keys = definition.partitions_def.get_partition_keys(dynamic_keys=storage.dynamic_partition_keys)
-        grid = partition_grid(
-            keys,
-            partition_status_map(storage, str(definition.key)),
-            partitions_in_progress(storage, str(definition.key)),
-        )
+        grid = GRIDS.grid(storage, str(definition.key), keys)
         ranges = range_rows(keys, grid, RANGE_ROWS)
     return ui.render(
         "asset.html",

@@ -4,6 +4,8 @@ flight, a backfill's runs by run key, and the partition status grid as run-lengt
 
 from __future__ import annotations
 
+import itertools
+import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -65,7 +67,7 @@ def partition_status_map(storage: Storage, asset_key: str) -> dict[str, str]:
         asset_partitions.c.asset_key == asset_key
     )
     with storage.engine.connect() as conn:
-        return dict(conn.execute(query).tuples().all())
+        return {key: status for key, status in conn.execute(query)}
 
 
 def runs_by_key(storage: Storage, origin: str) -> dict[str, RunRecord]:
@@ -87,20 +89,49 @@ class PartitionGrid:
     last_key: str | None
 
 
+_STATUS_CODES = {PartitionStatus.MATERIALIZED.value: "M", PartitionStatus.FAILED.value: "F"}
+
+
 def partition_grid(keys: Sequence[str], statuses: Mapping[str, str], in_progress: set[str]) -> PartitionGrid:
-    rle: list[list[object]] = []
+    codes = [IN_PROGRESS_CODE if key in in_progress else _STATUS_CODES.get(statuses.get(key, ""), "-") for key in keys]
+    rle: list[list[object]] = [[code, sum(1 for _ in group)] for code, group in itertools.groupby(codes)]
     totals: dict[str, int] = {}
-    for key in keys:
-        if key in in_progress:
-            code = IN_PROGRESS_CODE
-        else:
-            code = GRID_CODES.get(PartitionStatus(statuses.get(key, PartitionStatus.MISSING)), "-")
-        totals[code] = totals.get(code, 0) + 1
-        if rle and rle[-1][0] == code:
-            rle[-1][1] = int(rle[-1][1]) + 1  # type: ignore[call-overload]
-        else:
-            rle.append([code, 1])
+    for code, count in rle:
+        totals[str(code)] = totals.get(str(code), 0) + int(count)  # type: ignore[call-overload]
     return PartitionGrid(len(keys), rle, totals, keys[0] if keys else None, keys[-1] if keys else None)
+
+
+class PartitionGridCache:
+    """The last grids computed in this process, each valid while the asset's stored statuses
+    are unchanged: checked on every request by one aggregate over the asset's rows (how many,
+    the latest change), so a warm grid of 100,000 partitions costs that query, not a transfer
+    of every status. Nothing is shared between processes; a miss recomputes."""
+
+    def __init__(self, size: int = 8) -> None:
+        self.size = size
+        self._grids: dict[tuple[object, ...], PartitionGrid] = {}
+        self._lock = threading.Lock()
+
+    def grid(self, storage: Storage, asset_key: str, keys: Sequence[str]) -> PartitionGrid:
+        in_progress = partitions_in_progress(storage, asset_key)
+        query = select(func.count(), func.max(asset_partitions.c.updated_at)).where(
+            asset_partitions.c.asset_key == asset_key
+        )
+        with storage.engine.connect() as conn:
+            count, latest = conn.execute(query).one()
+        stamp = (storage.safe_url, asset_key, count, latest, frozenset(in_progress), len(keys), *keys[:1], *keys[-1:])
+        with self._lock:
+            found = self._grids.get(stamp)
+        if found is not None:
+            return found
+        grid = partition_grid(keys, partition_status_map(storage, asset_key), in_progress)
+        with self._lock:
+            for stale in [k for k in self._grids if k[:2] == stamp[:2]]:  # older grids of this asset
+                del self._grids[stale]
+            while len(self._grids) >= self.size:
+                del self._grids[next(iter(self._grids))]
+            self._grids[stamp] = grid
+        return grid
 
 
 def range_rows(keys: Sequence[str], grid: PartitionGrid, limit: int) -> list[tuple[str, str, str, int]]:
