@@ -127,22 +127,15 @@ class Server:
     def __init__(self, env: dict[str, str], workers: int, log_dir: Path) -> None:
         self.port = free_port()
         argv = [TIDEGATE, "webserver", "-f", str(PROJECT), "--port", str(self.port), "--workers", str(workers)]
+        argv += ["--log-level", "info"]  # uvicorn logs "Application startup complete." once per worker
         self.log = log_dir / f"webserver-{workers}.log"
         with self.log.open("wb") as out:
             self.proc = subprocess.Popen(argv, env=env, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT)
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                status, _ = Client(self.port, "").get("/readyz")
-                if status == 200:
-                    break
-            except OSError:
-                pass
+        deadline = time.monotonic() + 120
+        while self.log.read_text(errors="replace").count("Application startup complete.") < workers:
             if self.proc.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"webserver did not start:\n{self.log.read_text()[-2000:]}")
             time.sleep(0.2)
-        # uvicorn's worker processes need a moment after the first one answers
-        time.sleep(1.0 if workers > 1 else 0.0)
 
     def peak_rss(self) -> list[tuple[str, int | None]]:
         rows = [(f"webserver main (pid {self.proc.pid})", vm_hwm_kib(self.proc.pid))]

@@ -16,7 +16,7 @@ from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, and_, func, or_, select
+from sqlalchemy import ColumnElement, Select, and_, func, literal, or_, select, tuple_
 
 from tidegate.definitions.instance import (
     AssetMaterialization,
@@ -119,9 +119,12 @@ class DagsterInstance:
                     raise InvalidInvocationError(f"get_run_records: cursor run '{cursor}' not found")
                 query = query.where(_after(column, anchor[0], anchor[1], cursor, ascending))
             # ties (and runs without that time, which come last) newest first, or oldest when ascending
-            keys = (column, runs.c.created_at, runs.c.run_id)
+            keys: tuple[Any, ...] = (column, runs.c.created_at, runs.c.run_id)
+            if column is runs.c.created_at:  # never NULL: in the order of its index, no sort of the table
+                keys = (runs.c.created_at, runs.c.run_id)
             order = [k.asc() if ascending else k.desc() for k in keys]
-            order[0] = order[0].nulls_last()  # the same on SQLite and PostgreSQL
+            if column is not runs.c.created_at:
+                order[0] = order[0].nulls_last()  # the same on SQLite and PostgreSQL
             return list(conn.execute(query.order_by(*order).limit(limit)).all())
 
     def get_runs_count(self, filters: RunsFilter | None = None) -> int:
@@ -350,6 +353,11 @@ def _filtered(query: Select[Any], filters: RunsFilter | None) -> Select[Any]:
 def _after(column: Any, value: Any, created: datetime, run_id: str, ascending: bool) -> ColumnElement[bool]:
     """Rows strictly after the cursor run (``value``, ``created``, ``run_id``) in the listing's
     order: by ``column`` (NULLs last), then creation time, then run id."""
+
+    if column is runs.c.created_at:  # never NULL: one row-value comparison, which the index serves
+        pair = tuple_(runs.c.created_at, runs.c.run_id)
+        anchor = tuple_(literal(created, runs.c.created_at.type), literal(run_id, runs.c.run_id.type))
+        return pair > anchor if ascending else pair < anchor  # type: ignore[no-any-return]
 
     def beyond(col: Any, anchor: Any) -> ColumnElement[bool]:
         return col > anchor if ascending else col < anchor  # type: ignore[no-any-return]
