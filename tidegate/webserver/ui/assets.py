@@ -16,13 +16,16 @@ from tidegate.webserver.ui.queries import (
     GRID_CODES,
     IN_PROGRESS_CODE,
     PartitionGridCache,
+    latest_materializations,
     materialization_page,
+    partition_counts,
     range_rows,
 )
 
 router = APIRouter(route_class=UIRoute)
 Page = Annotated[UIRequest, Depends(page)]
 HISTORY_PAGE = 25
+CATALOG_PAGE = 200
 GRIDS = PartitionGridCache()
 RANGE_ROWS = 200
 CODE_NAMES = {
@@ -34,18 +37,29 @@ CODE_NAMES = {
 
 
 @router.get("/assets")
-def asset_list(ui: Page, group: str = "", q: str = "") -> Response:
+def asset_list(ui: Page, group: str = "", q: str = "", page: Annotated[int, Query(ge=1)] = 1) -> Response:
     defs, storage = ui.context.defs, ui.context.storage
-    latest = storage.latest_materializations()
-    counts = storage.partition_status_counts()
-    rows = []
-    for key in ui.context.defs.graph.order:
-        definition = defs.assets[key]
-        if (group and definition.group_name != group) or (q and q.lower() not in str(key).lower()):
-            continue
-        rows.append((definition, latest.get(str(key)), counts.get(str(key), {})))
+    chosen = [
+        defs.assets[key]
+        for key in sorted(defs.assets, key=str)
+        if (not group or defs.assets[key].group_name == group) and (not q or q.lower() in str(key).lower())
+    ]
+    shown = chosen[(page - 1) * CATALOG_PAGE : page * CATALOG_PAGE]
+    names = [str(a.key) for a in shown]
+    latest = latest_materializations(storage, names)
+    counts = partition_counts(storage, [str(a.key) for a in shown if a.partitions_def is not None])
+    rows = [(a, latest.get(str(a.key)), counts.get(str(a.key), {})) for a in shown]
     groups = sorted({a.group_name for a in defs.assets.values()})
-    return ui.render("assets.html", rows=rows, groups=groups, group=group, q=q)
+    return ui.render(
+        "assets.html",
+        rows=rows,
+        groups=groups,
+        group=group,
+        q=q,
+        page=page,
+        total=len(chosen),
+        more=page * CATALOG_PAGE < len(chosen),
+    )
 
 
 @router.get("/assets/{key:path}")

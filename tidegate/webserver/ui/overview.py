@@ -50,7 +50,7 @@ def overview(ui: Page) -> Response:
         started=storage.started_runs()[:OVERVIEW_ROWS],
         limit=OVERVIEW_ROWS,
         queued=queue_decisions(ui)[:OVERVIEW_ROWS],
-        failures=recent_failures(storage, storage.db_now() - timedelta(hours=24), OVERVIEW_ROWS),
+        failures=recent_failures(storage, storage.db_now() - timedelta(hours=24), OVERVIEW_ROWS + 1),
         failing_sensors=failing_sensors,
         schedules=schedules,
         backfills=storage.list_backfills(status=BackfillStatus.REQUESTED, limit=OVERVIEW_ROWS),

@@ -146,11 +146,40 @@ def range_rows(keys: Sequence[str], grid: PartitionGrid, limit: int) -> list[tup
     return rows
 
 
-def recent_failures(storage: Storage, since: datetime, limit: int) -> tuple[int, list[RunRecord]]:
-    """How many runs failed since ``since``, and the newest ``limit`` of them (two queries that
-    read the failed runs' index entries, never every failed run's row)."""
-    recent = (runs.c.status == RunStatus.FAILURE, runs.c.ended_at >= since)
+def recent_failures(storage: Storage, since: datetime, limit: int) -> list[RunRecord]:
+    """Up to ``limit`` runs that failed since ``since``, newest created first: read along the
+    creation-time index and stopped at ``limit`` (a count of every failure would read them all)."""
+    query = (
+        select(runs)
+        .where(runs.c.status == RunStatus.FAILURE, runs.c.ended_at >= since)
+        .order_by(runs.c.created_at.desc())
+        .limit(limit)
+    )
     with storage.engine.connect() as conn:
-        count = conn.execute(select(func.count()).select_from(runs).where(*recent)).scalar_one()
-        rows = conn.execute(select(runs).where(*recent).order_by(runs.c.ended_at.desc()).limit(limit)).all()
-    return int(count), [from_row(RunRecord, r) for r in rows]
+        return [from_row(RunRecord, r) for r in conn.execute(query)]
+
+
+def latest_materializations(storage: Storage, asset_keys: Sequence[str]) -> dict[str, MaterializationRecord]:
+    """The newest materialization of each of ``asset_keys`` (one indexed lookup per key)."""
+    newest = (
+        select(func.max(materializations.c.id))
+        .where(materializations.c.asset_key.in_(list(asset_keys)))
+        .group_by(materializations.c.asset_key)
+    )
+    query = select(materializations).where(materializations.c.id.in_(newest))
+    with storage.engine.connect() as conn:
+        return {r.asset_key: from_row(MaterializationRecord, r) for r in conn.execute(query)}
+
+
+def partition_counts(storage: Storage, asset_keys: Sequence[str]) -> dict[str, dict[str, int]]:
+    """asset key -> {MATERIALIZED: n, FAILED: m} for ``asset_keys`` only."""
+    query = (
+        select(asset_partitions.c.asset_key, asset_partitions.c.status, func.count())
+        .where(asset_partitions.c.asset_key.in_(list(asset_keys)))
+        .group_by(asset_partitions.c.asset_key, asset_partitions.c.status)
+    )
+    counts: dict[str, dict[str, int]] = {}
+    with storage.engine.connect() as conn:
+        for asset_key, status, count in conn.execute(query):
+            counts.setdefault(asset_key, {})[status] = count
+    return counts
