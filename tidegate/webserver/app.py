@@ -127,7 +127,9 @@ def create_app_from_env() -> FastAPI:
     settings = Settings.load()
     defs = CodeLocation.from_env().load()
     storage = Storage.open(settings.database_url)
-    return create_app(defs, storage, settings=settings, insecure=os.environ.get(INSECURE_ENV) == "1")
+    from tidegate.webserver.ui import mount_ui
+
+    return mount_ui(create_app(defs, storage, settings=settings, insecure=os.environ.get(INSECURE_ENV) == "1"))
 
 
 def openapi_document() -> dict[str, Any]:
