@@ -6,6 +6,7 @@ The public API mirrors Dagster's names: ``import tidegate as tg`` (or ``as dg``)
 from tidegate.definitions.asset import AssetIn, AssetsDefinition, asset
 from tidegate.definitions.asset_sensor import AssetSensorDefinition, asset_sensor
 from tidegate.definitions.asset_spec import AssetSpec
+from tidegate.definitions.automation_condition import AutomationCondition
 from tidegate.definitions.context import AssetExecutionContext, MaterializeResult
 from tidegate.definitions.defs import Definitions
 from tidegate.definitions.defs import definitions as definitions  # tg.definitions: the decorator, not the subpackage
@@ -114,6 +115,7 @@ __all__ = [
     "AssetSensorDefinition",
     "AssetSpec",
     "AssetsDefinition",
+    "AutomationCondition",
     "BackfillPolicy",
     "Backoff",
     "ConfigurableResource",

@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, overload
 
+from tidegate.definitions.automation_condition import AutomationCondition, check_automation_condition
 from tidegate.definitions.key import AssetKey, CoercibleToAssetKey
 from tidegate.definitions.limits import check_metadata, check_name, check_tags
 from tidegate.definitions.partitions import BackfillPolicy, PartitionMapping, PartitionsDefinition
@@ -73,6 +74,7 @@ class AssetsDefinition:
     owners: tuple[str, ...] = ()
     code_version: str | None = None
     is_external: bool = False
+    automation_condition: AutomationCondition | None = None
 
     @property
     def name(self) -> str:
@@ -146,6 +148,7 @@ def asset(
     kinds: Iterable[str] | None = None,
     owners: Sequence[str] | None = None,
     code_version: str | None = None,
+    automation_condition: AutomationCondition | None = None,
 ) -> Callable[[Callable[..., Any]], AssetsDefinition]: ...
 
 
@@ -174,6 +177,7 @@ def asset(
     kinds: Iterable[str] | None = None,
     owners: Sequence[str] | None = None,
     code_version: str | None = None,
+    automation_condition: AutomationCondition | None = None,
 ) -> AssetsDefinition | Callable[[Callable[..., Any]], AssetsDefinition]:
     """Define an asset from a function, validating every argument at once.
 
@@ -208,6 +212,7 @@ def asset(
             kinds=kinds,
             owners=owners or (),
             code_version=code_version,
+            automation_condition=automation_condition,
         )
 
     return build(fn) if fn is not None else build
@@ -237,6 +242,7 @@ def _build_asset(
     kinds: Iterable[str] | None = None,
     owners: Sequence[str] = (),
     code_version: str | None = None,
+    automation_condition: AutomationCondition | None = None,
 ) -> AssetsDefinition:
     fn_name = getattr(func, "__name__", repr(func))
     label = f"asset {name or fn_name!r}"
@@ -320,6 +326,7 @@ def _build_asset(
         kinds=kind_set,
         owners=tuple(owners),
         code_version=code_version,
+        automation_condition=check_automation_condition(label, automation_condition),
     )
 
 

@@ -21,6 +21,7 @@ from tidegate.definitions.asset import (
     check_descriptive_args,
     check_kinds,
 )
+from tidegate.definitions.automation_condition import AutomationCondition, check_automation_condition
 from tidegate.definitions.key import AssetKey, CoercibleToAssetKey
 from tidegate.definitions.partitions import PartitionsDefinition
 from tidegate.errors import ExternalAssetError, InvalidDefinitionError, TidegateError
@@ -43,6 +44,7 @@ class AssetSpec:
     tags: Mapping[str, str] = field(default_factory=dict)
     kinds: frozenset[str] = frozenset()
     partitions_def: PartitionsDefinition | None = None
+    automation_condition: AutomationCondition | None = None
 
     def __init__(
         self,
@@ -58,6 +60,7 @@ class AssetSpec:
         tags: Mapping[str, str] | None = None,
         kinds: Iterable[str] | None = None,
         partitions_def: PartitionsDefinition | None = None,
+        automation_condition: AutomationCondition | None = None,
     ) -> None:
         try:
             asset_key = AssetKey.from_coercible(key)
@@ -95,6 +98,7 @@ class AssetSpec:
             tags=dict(tags or {}),
             kinds=check_kinds(label, kinds),
             partitions_def=partitions_def,
+            automation_condition=check_automation_condition(label, automation_condition),
         )
         for name, value in values.items():
             object.__setattr__(self, name, value)
@@ -123,6 +127,7 @@ class AssetSpec:
             code_version=self.code_version,
             partitions_def=self.partitions_def,
             io_manager_key=str(io_manager_key),
+            automation_condition=self.automation_condition,
         )
 
 

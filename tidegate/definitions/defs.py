@@ -11,6 +11,7 @@ from typing import Any, TypeVar
 
 from tidegate.definitions.asset import DEFAULT_IO_MANAGER_KEY, AssetsDefinition
 from tidegate.definitions.asset_spec import AssetSpec, external_asset
+from tidegate.definitions.automation_condition import check_condition_executable
 from tidegate.definitions.graph import AssetGraph
 from tidegate.definitions.instigator import Target
 from tidegate.definitions.job import (
@@ -77,6 +78,7 @@ class Definitions:
             a = item.to_assets_definition() if isinstance(item, AssetSpec) else item
             if not isinstance(a, AssetsDefinition):
                 raise InvalidDefinitionError(f"Definitions: assets= holds {a!r}, not an @asset or AssetSpec")
+            check_condition_executable(a)
             if a.key in seen:
                 raise DuplicateDefinitionError(
                     f"asset '{a.key}': defined twice ({_where(seen[a.key])} and {_where(a)})"

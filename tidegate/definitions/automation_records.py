@@ -1,0 +1,294 @@
+"""What one automation evaluation reads and leaves behind, all JSON round-trippable.
+
+``AssetSlice`` is the snapshot's facts about one asset; ``AutomationCursor`` is the state the
+next evaluation starts from (per asset, per condition node: ``since`` and ``newly_true``
+memories, the previous request, the previous evaluation time); ``EvaluationRecord`` is the
+explained condition tree of one asset on one tick, what ``tidegate automation explain`` prints.
+
+Subsets of partitions are stored as runs of consecutive keys in the asset's partition order
+(``[["2024-01-01", "2024-03-31"], ...]``), so three years of daily partitions cost one pair,
+not a thousand strings. An unpartitioned asset's only "partition" is ``None``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Collection, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from tidegate.definitions.key import AssetKey
+
+PartitionKey = str | None
+SAMPLE_SIZE = 10  # partition keys quoted by a "why"
+MAX_RUNS = 200  # runs of keys kept per stored subset; more and the subset is marked truncated
+
+
+@dataclass(frozen=True)
+class AssetSlice:
+    """The snapshot's facts about one asset (partition key None = unpartitioned)."""
+
+    materialized: frozenset[PartitionKey] = frozenset()  # a materialization at or below the upper id
+    updated: frozenset[PartitionKey] = frozenset()  # materialized in (cursor's upper id, this upper id]
+    failed: frozenset[PartitionKey] = frozenset()  # the latest execution of the partition failed
+    run_in_progress: frozenset[PartitionKey] = frozenset()
+    backfill_in_progress: frozenset[PartitionKey] = frozenset()
+
+
+# -- subsets as runs of keys -------------------------------------------------------------------
+
+
+def encode_subset(subset: Collection[PartitionKey], ordered: Sequence[PartitionKey]) -> list[list[PartitionKey]]:
+    """``subset`` as runs ``[first, last]`` of consecutive keys of ``ordered``.
+
+    Keys of ``subset`` not in ``ordered`` (a partition that no longer exists) are dropped.
+    """
+    runs: list[list[PartitionKey]] = []
+    if not subset:
+        return runs
+    start: PartitionKey = None
+    previous: PartitionKey = None
+    inside = False
+    for key in ordered:
+        if key in subset:
+            if not inside:
+                start, inside = key, True
+            previous = key
+        elif inside:
+            runs.append([start, previous])
+            inside = False
+    if inside:
+        runs.append([start, previous])
+    return runs
+
+
+def decode_subset(runs: Iterable[Sequence[PartitionKey]], ordered: Sequence[PartitionKey]) -> frozenset[PartitionKey]:
+    """The keys of ``ordered`` covered by ``runs`` (a run whose ends no longer exist is dropped)."""
+    runs = list(runs)
+    if not runs:
+        return frozenset()
+    index = {k: i for i, k in enumerate(ordered)}
+    found: set[PartitionKey] = set()
+    for first, last in runs:
+        i, j = index.get(first), index.get(last)
+        if i is not None and j is not None and i <= j:
+            found.update(ordered[i : j + 1])
+    return frozenset(found)
+
+
+# -- the cursor ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class NodeCursor:
+    """A stateful node's memory: ``SINCE`` keeps its true subset, ``NEWLY_TRUE`` its operand's."""
+
+    subset: tuple[tuple[PartitionKey, PartitionKey], ...]  # runs, as encode_subset
+
+
+@dataclass(frozen=True)
+class AssetCursor:
+    """One asset's state after an evaluation."""
+
+    condition_hash: str  # a changed condition starts over (initial_evaluation is true again)
+    evaluation_time: float  # POSIX timestamp of the evaluation that wrote this
+    requested: tuple[tuple[PartitionKey, PartitionKey], ...]  # runs: what that evaluation requested
+    nodes: Mapping[str, NodeCursor] = field(default_factory=dict)  # by node id
+    # True when re-evaluating with unchanged inputs gives the same result and state: the
+    # evaluator may then skip this asset while neither it nor a dependency changed.
+    stable: bool = False
+    partitions_fingerprint: str = ""
+    record: Mapping[str, Any] | None = None  # the EvaluationRecord (as JSON) reused when skipped
+
+
+@dataclass(frozen=True)
+class AutomationCursor:
+    """Everything the next evaluation needs; stored by the beat with the tick."""
+
+    evaluation_time: float | None = None
+    assets: Mapping[AssetKey, AssetCursor] = field(default_factory=dict)
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {
+                "v": 1,
+                "evaluation_time": self.evaluation_time,
+                "assets": {
+                    key.to_user_string(): {
+                        "hash": c.condition_hash,
+                        "time": c.evaluation_time,
+                        "requested": [list(r) for r in c.requested],
+                        "nodes": {node: [list(r) for r in n.subset] for node, n in c.nodes.items()},
+                        "stable": c.stable,
+                        "partitions": c.partitions_fingerprint,
+                        "record": c.record,
+                    }
+                    for key, c in sorted(self.assets.items())
+                },
+            },
+            separators=(",", ":"),
+        )
+
+    @classmethod
+    def from_json(cls, text: str | None) -> AutomationCursor:
+        if not text:
+            return cls()
+        data = json.loads(text)
+        assets = {
+            AssetKey.from_user_string(name): AssetCursor(
+                condition_hash=value["hash"],
+                evaluation_time=float(value["time"]),
+                requested=_runs(value["requested"]),
+                nodes={node: NodeCursor(_runs(runs)) for node, runs in value["nodes"].items()},
+                stable=bool(value.get("stable", False)),
+                partitions_fingerprint=value.get("partitions", ""),
+                record=value.get("record"),
+            )
+            for name, value in data.get("assets", {}).items()
+        }
+        return cls(evaluation_time=data.get("evaluation_time"), assets=assets)
+
+
+def _runs(raw: Iterable[Sequence[PartitionKey]]) -> tuple[tuple[PartitionKey, PartitionKey], ...]:
+    return tuple((first, last) for first, last in raw)
+
+
+# -- evaluation records (explain) ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class NodeRecord:
+    """One condition node on one tick: what it was, where it was true, and why."""
+
+    label: str | None
+    name: str
+    description: str
+    asset: str  # the asset the node was evaluated on (a dependency, under ANY/ALL_DEPS_MATCH)
+    true_count: int
+    candidate_count: int
+    true_runs: list[list[PartitionKey]]  # encode_subset of the true subset (capped at MAX_RUNS)
+    truncated: bool
+    why: str
+    children: list[NodeRecord] = field(default_factory=list)
+
+    @property
+    def title(self) -> str:
+        return self.label or self.name
+
+    def is_true_for(self, partition: PartitionKey, ordered: Sequence[PartitionKey]) -> bool | None:
+        """Whether the node held for ``partition`` (None when the stored subset was truncated
+        and does not show it)."""
+        if partition in decode_subset(self.true_runs, ordered):
+            return True
+        return None if self.truncated else False
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "label": self.label,
+            "name": self.name,
+            "description": self.description,
+            "asset": self.asset,
+            "true_count": self.true_count,
+            "candidate_count": self.candidate_count,
+            "true_runs": self.true_runs,
+            "truncated": self.truncated,
+            "why": self.why,
+            "children": [c.to_dict() for c in self.children],
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> NodeRecord:
+        return cls(
+            label=data["label"],
+            name=data["name"],
+            description=data["description"],
+            asset=data["asset"],
+            true_count=int(data["true_count"]),
+            candidate_count=int(data["candidate_count"]),
+            true_runs=[list(r) for r in data["true_runs"]],
+            truncated=bool(data["truncated"]),
+            why=data["why"],
+            children=[cls.from_dict(c) for c in data["children"]],
+        )
+
+
+@dataclass(frozen=True)
+class EvaluationRecord:
+    """One asset's evaluation on one tick; JSON-able for the evaluations table."""
+
+    asset_key: AssetKey
+    evaluation_time: datetime
+    requested: list[PartitionKey]  # partition keys requested (None for an unpartitioned asset)
+    reused: bool  # nothing it reads changed: the previous evaluation's result stands
+    root: NodeRecord
+
+    @property
+    def requested_count(self) -> int:
+        return len(self.requested)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "asset_key": self.asset_key.to_user_string(),
+            "evaluation_time": self.evaluation_time.isoformat(),
+            "requested": self.requested,
+            "reused": self.reused,
+            "root": self.root.to_dict(),
+        }
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), separators=(",", ":"))
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> EvaluationRecord:
+        return cls(
+            asset_key=AssetKey.from_user_string(data["asset_key"]),
+            evaluation_time=datetime.fromisoformat(data["evaluation_time"]),
+            requested=list(data["requested"]),
+            reused=bool(data["reused"]),
+            root=NodeRecord.from_dict(data["root"]),
+        )
+
+    @classmethod
+    def from_json(cls, text: str) -> EvaluationRecord:
+        return cls.from_dict(json.loads(text))
+
+    def explain_lines(self, partition: PartitionKey = None, ordered: Sequence[PartitionKey] | None = None) -> list[str]:
+        """The tree as indented lines ``✓ label [true/candidates] — why``; with ``partition``
+        (and the asset's ``ordered`` keys) each root-asset node says true/false for it."""
+        lines: list[str] = []
+        _explain(self.root, 0, partition, ordered, lines)
+        return lines
+
+
+def _explain(
+    node: NodeRecord, depth: int, partition: PartitionKey, ordered: Sequence[PartitionKey] | None, lines: list[str]
+) -> None:
+    if ordered is not None and partition is not None:
+        held = node.is_true_for(partition, ordered)
+        mark = "?" if held is None else ("✓" if held else "✗")
+    else:
+        mark = "✓" if node.true_count else "✗"
+    lines.append(f"{'  ' * depth}{mark} {node.title} [{node.true_count}/{node.candidate_count}] — {node.why}")
+    for child in node.children:
+        # a dependency's subtree is about the dependency's partitions, not ``partition``
+        child_ordered = ordered if child.asset == node.asset else None
+        _explain(child, depth + 1, partition if child_ordered is not None else None, child_ordered, lines)
+
+
+@dataclass(frozen=True)
+class AutomationRunGroup:
+    """Requests that one run (or one backfill) executes together."""
+
+    asset_keys: tuple[AssetKey, ...]
+    partition_key: str | None  # the run's partition (None: unpartitioned, or a backfill)
+    is_backfill: bool
+    partition_keys: tuple[str, ...] = ()  # a backfill's partitions
+
+
+@dataclass(frozen=True)
+class AutomationResult:
+    requested: dict[AssetKey, frozenset[PartitionKey]]
+    cursor: AutomationCursor
+    evaluations: dict[AssetKey, EvaluationRecord]
+    evaluated: int = 0  # assets whose condition ran (the others reused their previous result)
