@@ -106,4 +106,3 @@ def default_automation_condition_sensor(keys: Iterable[AssetKey]) -> AutomationC
         default_status=DefaultSensorStatus.RUNNING,
         description="the default automation condition sensor: assets with a condition no other sensor targets",
     )
-

@@ -300,7 +300,7 @@ class Definitions:
             default_automation_condition_sensor,
         )
 
-        conditioned = {k for k, a in self.graph.assets.items() if getattr(a, "automation_condition", None) is not None}
+        conditioned = {k for k, a in self.graph.assets.items() if a.automation_condition is not None}
         for sensor in self.sensors.values():
             if isinstance(sensor, AutomationConditionSensorDefinition):
                 conditioned -= sensor.selection.resolve(self.graph)

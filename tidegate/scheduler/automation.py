@@ -82,7 +82,8 @@ def parse_cursor(label: str, cursor: str | None) -> tuple[int, int, str] | None:
         return int(materialization), int(event), conditions
     except ValueError:
         raise InstigatorEvaluationError(
-            f"{label}: cursor {cursor[:40]!r}... is not an automation cursor (reset it with `tidegate sensor cursor --reset`)"
+            f"{label}: cursor {cursor[:40]!r}... is not an automation cursor "
+            "(reset it with `tidegate sensor cursor --reset`)"
         ) from None
 
 
@@ -158,11 +159,7 @@ class AutomationTicks:
         changes = self.storage.automation_changes(materialization, event)
         fresh, updated, changed = _apply(self.defs, state, changes, partition_keys)
         graph = self.defs.graph
-        targets = [
-            k
-            for k in sensor.selection.resolve(graph)
-            if getattr(graph.assets[k], "automation_condition", None) is not None
-        ]
+        targets = [k for k in sensor.selection.resolve(graph) if graph.assets[k].automation_condition is not None]
         inputs = _Inputs(self.defs, fresh, updated, partition_keys)
         result = evaluate_automation(graph, targets, inputs, now, conditions, changed)
         outcome = self._outcome(sensor, result, now, changes)
@@ -197,7 +194,11 @@ class AutomationTicks:
         )
 
     def _outcome(
-        self, sensor: AutomationConditionSensorDefinition, result: AutomationResult, now: datetime, changes: AutomationChanges
+        self,
+        sensor: AutomationConditionSensorDefinition,
+        result: AutomationResult,
+        now: datetime,
+        changes: AutomationChanges,
     ) -> TickOutcome:
         runs: list[PlannedRun] = []
         backfills: list[PlannedBackfill] = []
@@ -302,9 +303,7 @@ def _apply(
     changed = {key for _, _, key, _ in events}
     for before, after in ((state.run_in_progress, running), (state.backfill_in_progress, backfilling)):
         changed |= {k for k in before.keys() | after.keys() if before.get(k, _EMPTY) != after.get(k, _EMPTY)}
-    fresh = AssetState(
-        changes.materializations_upper, changes.events_upper, materialized, failed, running, backfilling
-    )
+    fresh = AssetState(changes.materializations_upper, changes.events_upper, materialized, failed, running, backfilling)
     return fresh, {k: frozenset(v) for k, v in updated.items()}, changed
 
 

@@ -5,7 +5,6 @@ partition, so a beat restarted mid-backfill carries on without submitting anythi
 from __future__ import annotations
 
 import json
-
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass

@@ -10,7 +10,6 @@ The evaluation records are written by ``commit_tick``, in the tick's transaction
 from __future__ import annotations
 
 import json
-
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime

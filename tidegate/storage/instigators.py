@@ -163,7 +163,14 @@ class InstigatorStorage:
         def delete_dynamic_partitions_in(self, conn: Connection, name: str, keys: Sequence[str]) -> int: ...
 
         def create_backfill_in(
-            self, conn: Connection, job_name: str, partition_keys: Sequence[str], *, tags: Mapping[str, str] | None
+            self,
+            conn: Connection,
+            job_name: str,
+            partition_keys: Sequence[str],
+            *,
+            max_concurrent: int | None = None,
+            tags: Mapping[str, str] | None = None,
+            run_ranges: Sequence[tuple[str, str]] | None = None,
         ) -> str: ...
 
         def insert_automation_evaluations_in(
@@ -453,7 +460,12 @@ class InstigatorStorage:
             skipped_keys = [*done.skipped_keys, *last.skipped_keys]
             status = outcome.status
             launched = bool(outcome.automation is not None and outcome.automation.backfills)
-            if status == TickStatus.SUCCESS and not run_ids and not outcome.dynamic_partitions_requests and not launched:
+            if (
+                status == TickStatus.SUCCESS
+                and not run_ids
+                and not outcome.dynamic_partitions_requests
+                and not launched
+            ):
                 status = TickStatus.SKIPPED
             skip_reason = outcome.skip_reason
             if status == TickStatus.SKIPPED and skip_reason is None and skipped_keys:
