@@ -7,6 +7,7 @@ from tidegate.definitions.asset import AssetIn, AssetsDefinition, asset
 from tidegate.definitions.asset_sensor import AssetSensorDefinition, asset_sensor
 from tidegate.definitions.asset_spec import AssetSpec
 from tidegate.definitions.automation_condition import AutomationCondition
+from tidegate.definitions.automation_sensor import AutomationConditionSensorDefinition
 from tidegate.definitions.context import AssetExecutionContext, MaterializeResult
 from tidegate.definitions.defs import Definitions
 from tidegate.definitions.defs import definitions as definitions  # tg.definitions: the decorator, not the subpackage
@@ -116,6 +117,7 @@ __all__ = [
     "AssetSpec",
     "AssetsDefinition",
     "AutomationCondition",
+    "AutomationConditionSensorDefinition",
     "BackfillPolicy",
     "Backoff",
     "ConfigurableResource",
