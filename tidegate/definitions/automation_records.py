@@ -99,7 +99,6 @@ class AssetCursor:
     # evaluator may then skip this asset while neither it nor a dependency changed.
     stable: bool = False
     partitions_fingerprint: str = ""
-    record: Mapping[str, Any] | None = None  # the EvaluationRecord (as JSON) reused when skipped
 
 
 @dataclass(frozen=True)
@@ -122,7 +121,6 @@ class AutomationCursor:
                         "nodes": {node: [list(r) for r in n.subset] for node, n in c.nodes.items()},
                         "stable": c.stable,
                         "partitions": c.partitions_fingerprint,
-                        "record": c.record,
                     }
                     for key, c in sorted(self.assets.items())
                 },
@@ -143,7 +141,6 @@ class AutomationCursor:
                 nodes={node: NodeCursor(_runs(runs)) for node, runs in value["nodes"].items()},
                 stable=bool(value.get("stable", False)),
                 partitions_fingerprint=value.get("partitions", ""),
-                record=value.get("record"),
             )
             for name, value in data.get("assets", {}).items()
         }
@@ -220,7 +217,6 @@ class EvaluationRecord:
     asset_key: AssetKey
     evaluation_time: datetime
     requested: list[PartitionKey]  # partition keys requested (None for an unpartitioned asset)
-    reused: bool  # nothing it reads changed: the previous evaluation's result stands
     root: NodeRecord
 
     @property
@@ -232,7 +228,6 @@ class EvaluationRecord:
             "asset_key": self.asset_key.to_user_string(),
             "evaluation_time": self.evaluation_time.isoformat(),
             "requested": self.requested,
-            "reused": self.reused,
             "root": self.root.to_dict(),
         }
 
@@ -245,7 +240,6 @@ class EvaluationRecord:
             asset_key=AssetKey.from_user_string(data["asset_key"]),
             evaluation_time=datetime.fromisoformat(data["evaluation_time"]),
             requested=list(data["requested"]),
-            reused=bool(data["reused"]),
             root=NodeRecord.from_dict(data["root"]),
         )
 
@@ -254,7 +248,7 @@ class EvaluationRecord:
         return cls.from_dict(json.loads(text))
 
     def explain_lines(self, partition: PartitionKey = None, ordered: Sequence[PartitionKey] | None = None) -> list[str]:
-        """The tree as indented lines ``✓ label [true/candidates] — why``; with ``partition``
+        """The tree as indented lines ``✓ why [true/candidates]``; with ``partition``
         (and the asset's ``ordered`` keys) each root-asset node says true/false for it."""
         lines: list[str] = []
         _explain(self.root, 0, partition, ordered, lines)
@@ -262,18 +256,26 @@ class EvaluationRecord:
 
 
 def _explain(
-    node: NodeRecord, depth: int, partition: PartitionKey, ordered: Sequence[PartitionKey] | None, lines: list[str]
+    node: NodeRecord,
+    depth: int,
+    partition: PartitionKey,
+    ordered: Sequence[PartitionKey] | None,
+    lines: list[str],
+    parent_asset: str | None = None,
 ) -> None:
-    if ordered is not None and partition is not None:
+    if node.candidate_count == 0:
+        mark = "–"  # nothing left to evaluate: an earlier operand of an AND was already false
+    elif ordered is not None and partition is not None:
         held = node.is_true_for(partition, ordered)
         mark = "?" if held is None else ("✓" if held else "✗")
     else:
         mark = "✓" if node.true_count else "✗"
-    lines.append(f"{'  ' * depth}{mark} {node.title} [{node.true_count}/{node.candidate_count}] — {node.why}")
+    where = f"upstream '{node.asset}': " if parent_asset is not None and node.asset != parent_asset else ""
+    lines.append(f"{'  ' * depth}{mark} {where}{node.why}  [{node.true_count}/{node.candidate_count}]")
     for child in node.children:
         # a dependency's subtree is about the dependency's partitions, not ``partition``
-        child_ordered = ordered if child.asset == node.asset else None
-        _explain(child, depth + 1, partition if child_ordered is not None else None, child_ordered, lines)
+        same = child.asset == node.asset
+        _explain(child, depth + 1, partition if same else None, ordered if same else None, lines, node.asset)
 
 
 @dataclass(frozen=True)
