@@ -9,6 +9,7 @@ with the runs and backfills they requested.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import click
 
@@ -41,7 +42,19 @@ def _ordered(module: str | None, file_: str | None, asset: str) -> Sequence[Part
     partitions_def = defs.graph.assets[key].partitions_def
     if partitions_def is None:
         raise InvalidInvocationError(f"asset '{asset}': not partitioned; drop --partition")
-    return list(partitions_def.get_partition_keys(None, open_storage().dynamic_partition_keys))
+    storage = open_storage()
+    try:
+        return list(partitions_def.get_partition_keys(None, storage.dynamic_partition_keys))
+    finally:
+        storage.dispose()
+
+
+def _evaluations(asset: str, **kwargs: Any) -> list[EvaluationRow]:
+    storage = open_storage()
+    try:
+        return storage.automation_evaluations(asset, **kwargs)
+    finally:
+        storage.dispose()
 
 
 @automation.command()
@@ -58,7 +71,7 @@ def explain(
     """The condition tree of ASSET as last evaluated (or at --tick): each node true or false,
     on how many of its candidate partitions, and why."""
     name = _asset(asset)
-    rows = open_storage().automation_evaluations(name, tick_id=tick, limit=1)
+    rows = _evaluations(name, tick_id=tick, limit=1)
     if not rows:
         at = f" at or before tick {tick}" if tick is not None else ""
         raise InvalidInvocationError(
@@ -92,7 +105,7 @@ def history(asset: str, limit: int, requested_only: bool, as_json: bool) -> None
     """The stored evaluations of ASSET, newest first, with the runs they requested. A tick
     stores an asset's evaluation when it changed or requested runs."""
     name = _asset(asset)
-    rows = open_storage().automation_evaluations(name, limit=limit, requested_only=requested_only)
+    rows = _evaluations(name, limit=limit, requested_only=requested_only)
     if as_json:
         print_json([_row_json(r) for r in rows])
         return

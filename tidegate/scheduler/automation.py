@@ -21,6 +21,7 @@ The sensor's cursor is ``"<materialization id>:<event id>:<conditions cursor JSO
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -132,6 +133,7 @@ class AutomationTicks:
         self.defs = defs
         self.storage = storage
         self._state: dict[str, AssetState] = {}
+        self._stored: dict[str, dict[AssetKey, str]] = {}  # per sensor: each asset's last stored record, digested
 
     def evaluate(
         self, sensor: AutomationConditionSensorDefinition, cursor: str | None, now: datetime
@@ -162,10 +164,12 @@ class AutomationTicks:
         targets = [k for k in sensor.selection.resolve(graph) if graph.assets[k].automation_condition is not None]
         inputs = _Inputs(self.defs, fresh, updated, partition_keys)
         result = evaluate_automation(graph, targets, inputs, now, conditions, changed)
-        outcome = self._outcome(sensor, result, now, changes)
+        stored = dict(self._stored.get(sensor.name, {}))
+        outcome = self._outcome(sensor, result, now, changes, stored)
 
         def install() -> None:
             self._state[sensor.name] = fresh
+            self._stored[sensor.name] = stored
 
         return AutomationTick(outcome, install, result)
 
@@ -199,7 +203,10 @@ class AutomationTicks:
         result: AutomationResult,
         now: datetime,
         changes: AutomationChanges,
+        stored: dict[AssetKey, str],
     ) -> TickOutcome:
+        """The tick to commit; ``stored`` (each asset's last stored record digest) is updated
+        with the records it writes."""
         runs: list[PlannedRun] = []
         backfills: list[PlannedBackfill] = []
         runs_of: dict[AssetKey, list[int]] = {}
@@ -228,17 +235,21 @@ class AutomationTicks:
             for key in group.asset_keys:
                 runs_of.setdefault(key, []).append(len(runs))
             runs.append(PlannedRun(plan, None, tags))
-        writes = [
-            EvaluationWrite(
-                key.to_user_string(),
-                record.requested_count,
-                record.to_dict(),
-                tuple(runs_of.get(key, ())),
-                tuple(backfills_of.get(key, ())),
-            )
-            for key, record in sorted(result.evaluations.items())
-            if not record.reused or record.requested_count
-        ]
+        writes = []
+        for key, record in sorted(result.evaluations.items()):
+            data = record.to_dict()
+            digest = _digest(data)
+            if record.requested_count or stored.get(key) != digest:  # else the stored one still says it all
+                stored[key] = digest
+                writes.append(
+                    EvaluationWrite(
+                        key.to_user_string(),
+                        record.requested_count,
+                        data,
+                        tuple(runs_of.get(key, ())),
+                        tuple(backfills_of.get(key, ())),
+                    )
+                )
         requested = sum(len(v) for v in result.requested.values())
         cursor = f"{changes.materializations_upper}:{changes.events_upper}:{result.cursor.to_json()}"
         return TickOutcome(
@@ -249,6 +260,12 @@ class AutomationTicks:
             cursor=cursor,
             automation=AutomationWrites(sensor.name, now, backfills, writes),
         )
+
+
+def _digest(record: Mapping[str, object]) -> str:
+    """What a record says, its evaluation time left out: equal digests, nothing new to store."""
+    said = {k: v for k, v in record.items() if k != "evaluation_time"}
+    return hashlib.sha1(json.dumps(said, sort_keys=True, default=str).encode()).hexdigest()
 
 
 def _partitions_of(
