@@ -26,7 +26,7 @@ import tidegate as tg
 from tidegate.cli import main
 from tidegate.definitions.automation_sensor import DEFAULT_AUTOMATION_SENSOR
 from tidegate.errors import InvalidDefinitionError
-from tidegate.names import AUTOMATION_TAG, SCHEDULE_TAG, RunStatus, TickStatus
+from tidegate.names import AUTOMATION_TAG, BACKFILL_TAG, SCHEDULE_TAG, RunStatus, TickStatus
 from tidegate.scheduler.beat import Beat
 from tidegate.scheduler.clock import FakeClock
 from tidegate.storage.api import Storage
@@ -226,14 +226,20 @@ def test_a_ticks_queries_do_not_grow_with_the_graph(database_url: str) -> None:
 def test_many_partitions_of_one_asset_become_a_backfill(storage: Storage, tmp_path: Path) -> None:
     days = tg.DailyPartitionsDefinition(start_date="2024-01-01", end_date="2024-03-01")
 
-    @tg.asset(partitions_def=days, automation_condition=tg.AutomationCondition.on_missing())
+    missing = tg.AutomationCondition.missing() & ~tg.AutomationCondition.in_progress()
+
+    @tg.asset(partitions_def=days, automation_condition=missing)
     def daily() -> int:
         return 1
 
     sensor = tg.AutomationConditionSensorDefinition(
         "daily_automation", target=tg.AssetSelection.assets("daily"), default_status=RUNNING, run_tags={"team": "a"}
     )
-    defs = tg.Definitions(assets=[daily], sensors=[sensor])
+    @tg.asset(partitions_def=days, deps=["daily"])
+    def report() -> int:  # no condition: never requested
+        return 1
+
+    defs = tg.Definitions(assets=[daily, report], sensors=[sensor])
     assert DEFAULT_AUTOMATION_SENSOR not in defs.sensors  # every asset with a condition is targeted
     h = Harness(defs, storage, tmp_path)
     h.beat.backfills.tick = lambda now=None: 0  # type: ignore[method-assign]  # keep the backfill requested
@@ -248,6 +254,11 @@ def test_many_partitions_of_one_asset_become_a_backfill(storage: Storage, tmp_pa
     assert [r.backfill_ids for r in rows] == [(backfills[0].backfill_id,)]
     h.after(seconds=30)  # the backfill is in progress: nothing is requested again
     assert len(storage.list_backfills()) == 1
+    del h.beat.backfills.tick  # the backfill daemon runs it: one run per partition, of daily alone
+    h.after(seconds=1)
+    runs = [r for r in storage.list_runs(limit=1000) if r.tags.get(BACKFILL_TAG) == backfills[0].backfill_id]
+    assert runs and all(r.tags["team"] == "a" for r in runs)
+    assert {s.asset_key for r in runs for s in storage.get_steps(r.run_id)} == {"daily"}
 
 
 def test_automation_sensor_options_are_validated() -> None:
