@@ -316,7 +316,7 @@ def _apply(
             updated.setdefault(key, set()).add(partition)
         else:
             failed[key] = failed.get(key, _EMPTY) | {partition}
-    running, backfilling = _in_progress(defs, changes.active, changes.backfills, partition_keys)
+    running, backfilling = _in_progress(defs, changes.active, changes.backfills, changes.settling, partition_keys)
     changed = {key for _, _, key, _ in events}
     for before, after in ((state.run_in_progress, running), (state.backfill_in_progress, backfilling)):
         changed |= {k for k in before.keys() | after.keys() if before.get(k, _EMPTY) != after.get(k, _EMPTY)}
@@ -328,6 +328,7 @@ def _in_progress(
     defs: Definitions,
     active: Sequence[ActiveStep],
     backfills: Sequence[PendingBackfill],
+    settling: Sequence[PartitionEvent],
     partition_keys: Callable[[PartitionsDefinition], list[str]],
 ) -> tuple[dict[AssetKey, frozenset[Partition]], dict[AssetKey, frozenset[Partition]]]:
     running: dict[AssetKey, set[Partition]] = {}
@@ -336,6 +337,12 @@ def _in_progress(
         key = AssetKey.from_user_string(step.asset_key)
         into = backfilling if BACKFILL_TAG in step.tags else running
         into.setdefault(key, set()).update(_partitions_of(defs, key, step.tags, partition_keys))
+    for outcome in settling:  # done, but above the snapshot's upper ids
+        key = AssetKey.from_user_string(outcome.asset_key)
+        partitions = (
+            [outcome.partition_key] if outcome.tags is None else _partitions_of(defs, key, outcome.tags, partition_keys)
+        )
+        running.setdefault(key, set()).update(partitions)
     for backfill in backfills:  # requested, its runs not all submitted yet
         for name in backfill.asset_keys:
             backfilling.setdefault(AssetKey.from_user_string(name), set()).update(backfill.partition_keys)

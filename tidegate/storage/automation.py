@@ -69,6 +69,9 @@ class AutomationChanges:
     failed: list[PartitionEvent]
     active: list[ActiveStep]
     backfills: list[PendingBackfill]
+    # Outcomes committed above the upper ids (the horizon lags while other transactions run):
+    # their steps are done, but this snapshot does not show them yet; they count as in progress.
+    settling: list[PartitionEvent]
 
 
 @dataclass(frozen=True)
@@ -109,10 +112,15 @@ class AutomationStorage:
 
     def automation_changes(self, after_materialization: int, after_event: int) -> AutomationChanges:
         """One tick's reads, a fixed number of queries whatever the size of the graph: the
-        steps in progress (read FIRST: a step that ends after this read was seen in progress,
-        and its materialization, if above the upper id, is seen next tick: never neither), the
-        upper ids (the log's horizons), then the materializations and the step failures after
-        the cursor's ids up to them. No transaction is held across the queries."""
+        steps in progress and the requested backfills, the upper ids (the log's horizons), the
+        materializations and the step failures after the cursor's ids up to them, and those
+        above them (``settling``). No transaction is held across the queries.
+
+        The steps in progress are read FIRST, the outcomes above the upper ids LAST: a step
+        seen neither in progress nor settling ended before the first read and committed its
+        outcome at or below the upper ids (or is seen settling), so every step's asset is in
+        progress, settling, or updated/failed in this snapshot: never none of them (which would
+        make an eager asset whose dependency was just updated in the same run look due)."""
         step_state = select(steps.c.asset_key, runs.c.run_id, runs.c.tags).join(runs, runs.c.run_id == steps.c.run_id)
         step_state = step_state.where(runs.c.status.in_(_ACTIVE_RUNS), steps.c.status.not_in(_DONE_STEPS))
         pending = select(backfills.c.tags, backfills.c.partition_keys).where(
@@ -151,7 +159,20 @@ class AutomationStorage:
                     .order_by(events.c.id)
                 )
             ]
-        return AutomationChanges(mat_upper, event_upper, materialized, failed, active, requested)
+            settling = [
+                PartitionEvent(r.asset_key, r.partition_key, _aware(r.timestamp))
+                for r in conn.execute(select(m.c.asset_key, m.c.partition_key, m.c.timestamp).where(m.c.id > mat_upper))
+            ]
+            settling += [
+                PartitionEvent(r.asset_key, None, _aware(r.timestamp), dict(r.tags or {}))
+                for r in conn.execute(
+                    select(steps.c.asset_key, events.c.timestamp, runs.c.tags)
+                    .join(steps, and_(steps.c.run_id == events.c.run_id, steps.c.step_key == events.c.step_key))
+                    .join(runs, runs.c.run_id == events.c.run_id)
+                    .where(events.c.event_type == EventType.STEP_FAILURE, events.c.id > event_upper)
+                )
+            ]
+        return AutomationChanges(mat_upper, event_upper, materialized, failed, active, requested, settling)
 
     def event_log_horizons(self) -> tuple[int, int]:
         """The upper ids of the materializations and of the events (where a new automation
