@@ -374,7 +374,9 @@ def test_conditions_are_validated_when_defined() -> None:
 
     spec = tg.AssetSpec("warehouse_table", automation_condition=AC.eager())
     assert spec.automation_condition == AC.eager()
-    with pytest.raises(InvalidDefinitionError, match="asset 'warehouse_table': has an automation_condition but is external"):
+    with pytest.raises(
+        InvalidDefinitionError, match="asset 'warehouse_table': has an automation_condition but is external"
+    ):
         tg.Definitions(assets=[spec])
 
 

@@ -17,7 +17,8 @@ import datetime
 import hashlib
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, TypeVar
+from functools import cached_property
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from tidegate.definitions.cron import validate_cron, validate_timezone
 from tidegate.definitions.selection import AssetSelection
@@ -40,14 +41,12 @@ class AutomationCondition:
 
     # -- what the evaluator and explain output read -----------------------------------------
 
-    @property
-    def name(self) -> str:
-        """The node's short name, e.g. ``missing`` or ``AND``."""
-        raise NotImplementedError
+    name: ClassVar[str] = ""  # the node's short name, e.g. ``missing`` or ``AND``
+    _description: ClassVar[str] = ""
 
     @property
     def description(self) -> str:
-        raise NotImplementedError
+        return self._description
 
     @property
     def children(self) -> tuple[AutomationCondition, ...]:
@@ -77,7 +76,30 @@ class AutomationCondition:
 
     def fingerprint(self) -> str:
         """A stable hash of the tree: a changed condition starts from a fresh cursor."""
+        return self._fingerprint
+
+    @cached_property
+    def _fingerprint(self) -> str:
         return hashlib.sha256(repr(self).encode()).hexdigest()[:16]
+
+    @cached_property
+    def is_stateful(self) -> bool:
+        """Whether the tree keeps state between evaluations (SINCE, NEWLY_TRUE), so it must be
+        evaluated even on no candidates."""
+        return any(isinstance(n, SinceCondition | NewlyTrueCondition) for n in self.walk())
+
+    @cached_property
+    def cron_nodes(self) -> tuple[CronTickPassedCondition, ...]:
+        return tuple(n for n in self.walk() if isinstance(n, CronTickPassedCondition))
+
+    @cached_property
+    def reads_beyond_deps(self) -> bool:
+        """Whether a dependency condition nests another one (it reads dependencies' dependencies)."""
+        return any(
+            isinstance(n, DepsAutomationCondition)
+            and any(isinstance(m, DepsAutomationCondition) for m in n.operand.walk())
+            for n in self.walk()
+        )
 
     # -- operators --------------------------------------------------------------------------
 
@@ -278,57 +300,57 @@ def _check_selection(where: str, value: object) -> AssetSelection:
 @dataclass(frozen=True)
 class MissingCondition(AutomationCondition):
     label: str | None = None
-    name = "missing"  # type: ignore[assignment]
-    description = "Target has not been materialized"  # type: ignore[assignment]
+    name = "missing"
+    _description = "Target has not been materialized"
 
 
 @dataclass(frozen=True)
 class RunInProgressCondition(AutomationCondition):
     label: str | None = None
-    name = "run_in_progress"  # type: ignore[assignment]
-    description = "Target is part of an in-progress run"  # type: ignore[assignment]
+    name = "run_in_progress"
+    _description = "Target is part of an in-progress run"
 
 
 @dataclass(frozen=True)
 class BackfillInProgressCondition(AutomationCondition):
     label: str | None = None
-    name = "backfill_in_progress"  # type: ignore[assignment]
-    description = "Target is part of an in-progress backfill"  # type: ignore[assignment]
+    name = "backfill_in_progress"
+    _description = "Target is part of an in-progress backfill"
 
 
 @dataclass(frozen=True)
 class ExecutionFailedCondition(AutomationCondition):
     label: str | None = None
-    name = "execution_failed"  # type: ignore[assignment]
-    description = "Latest execution of the target failed"  # type: ignore[assignment]
+    name = "execution_failed"
+    _description = "Latest execution of the target failed"
 
 
 @dataclass(frozen=True)
 class NewlyUpdatedCondition(AutomationCondition):
     label: str | None = None
-    name = "newly_updated"  # type: ignore[assignment]
-    description = "Target was materialized since the previous evaluation"  # type: ignore[assignment]
+    name = "newly_updated"
+    _description = "Target was materialized since the previous evaluation"
 
 
 @dataclass(frozen=True)
 class NewlyRequestedCondition(AutomationCondition):
     label: str | None = None
-    name = "newly_requested"  # type: ignore[assignment]
-    description = "Target was requested on the previous evaluation"  # type: ignore[assignment]
+    name = "newly_requested"
+    _description = "Target was requested on the previous evaluation"
 
 
 @dataclass(frozen=True)
 class WillBeRequestedCondition(AutomationCondition):
     label: str | None = None
-    name = "will_be_requested"  # type: ignore[assignment]
-    description = "Target will be requested in this evaluation, in a run the dependent can join"  # type: ignore[assignment]
+    name = "will_be_requested"
+    _description = "Target will be requested in this evaluation, in a run the dependent can join"
 
 
 @dataclass(frozen=True)
 class InitialEvaluationCondition(AutomationCondition):
     label: str | None = None
-    name = "initial_evaluation"  # type: ignore[assignment]
-    description = "This is the first evaluation of this condition"  # type: ignore[assignment]
+    name = "initial_evaluation"
+    _description = "This is the first evaluation of this condition"
 
 
 @dataclass(frozen=True)
@@ -342,9 +364,7 @@ class CronTickPassedCondition(AutomationCondition):
         validate_cron(label, self.cron_schedule)
         validate_timezone(label, self.cron_timezone)
 
-    @property
-    def name(self) -> str:
-        return "cron_tick_passed"
+    name = "cron_tick_passed"
 
     @property
     def description(self) -> str:
@@ -366,9 +386,7 @@ class InLatestTimeWindowCondition(AutomationCondition):
                 f"AutomationCondition.in_latest_time_window: lookback_delta must be a positive timedelta, got {delta!r}"
             )
 
-    @property
-    def name(self) -> str:
-        return "in_latest_time_window"
+    name = "in_latest_time_window"
 
     @property
     def description(self) -> str:
@@ -384,8 +402,8 @@ class InLatestTimeWindowCondition(AutomationCondition):
 class AndAutomationCondition(AutomationCondition):
     operands: tuple[AutomationCondition, ...]
     label: str | None = None
-    name = "AND"  # type: ignore[assignment]
-    description = "All of"  # type: ignore[assignment]
+    name = "AND"
+    _description = "All of"
 
     @property
     def children(self) -> tuple[AutomationCondition, ...]:
@@ -408,6 +426,10 @@ class AndAutomationCondition(AutomationCondition):
                 f"AutomationCondition '{self.display()}'.without: no operand {shown!r} "
                 f"(operands: {', '.join(repr(c.display()) for c in self.operands)})"
             )
+        if len(kept) < 2:
+            raise InvalidDefinitionError(
+                f"AutomationCondition '{self.display()}'.without: an AND keeps at least 2 operands"
+            )
         return dataclasses.replace(self, operands=kept)
 
 
@@ -415,8 +437,8 @@ class AndAutomationCondition(AutomationCondition):
 class OrAutomationCondition(AutomationCondition):
     operands: tuple[AutomationCondition, ...]
     label: str | None = None
-    name = "OR"  # type: ignore[assignment]
-    description = "Any of"  # type: ignore[assignment]
+    name = "OR"
+    _description = "Any of"
 
     @property
     def children(self) -> tuple[AutomationCondition, ...]:
@@ -433,8 +455,8 @@ class OrAutomationCondition(AutomationCondition):
 class NotAutomationCondition(AutomationCondition):
     operand: AutomationCondition
     label: str | None = None
-    name = "NOT"  # type: ignore[assignment]
-    description = "Not"  # type: ignore[assignment]
+    name = "NOT"
+    _description = "Not"
 
     @property
     def children(self) -> tuple[AutomationCondition, ...]:
@@ -452,8 +474,8 @@ class SinceCondition(AutomationCondition):
     trigger_condition: AutomationCondition
     reset_condition: AutomationCondition
     label: str | None = None
-    name = "SINCE"  # type: ignore[assignment]
-    description = "Trigger condition has become true since the last time the reset condition became true"  # type: ignore[assignment]
+    name = "SINCE"
+    _description = "Trigger condition has become true since the last time the reset condition became true"
 
     @property
     def children(self) -> tuple[AutomationCondition, ...]:
@@ -470,8 +492,8 @@ class SinceCondition(AutomationCondition):
 class NewlyTrueCondition(AutomationCondition):
     operand: AutomationCondition
     label: str | None = None
-    name = "NEWLY_TRUE"  # type: ignore[assignment]
-    description = "Operand became true on this evaluation"  # type: ignore[assignment]
+    name = "NEWLY_TRUE"
+    _description = "Operand became true on this evaluation"
 
     @property
     def children(self) -> tuple[AutomationCondition, ...]:
@@ -518,14 +540,14 @@ class DepsAutomationCondition(AutomationCondition):
 
 @dataclass(frozen=True)
 class AnyDepsCondition(DepsAutomationCondition):
-    name = "ANY_DEPS_MATCH"  # type: ignore[assignment]
-    description = "Any dependency matches"  # type: ignore[assignment]
+    name = "ANY_DEPS_MATCH"
+    _description = "Any dependency matches"
 
 
 @dataclass(frozen=True)
 class AllDepsCondition(DepsAutomationCondition):
-    name = "ALL_DEPS_MATCH"  # type: ignore[assignment]
-    description = "All dependencies match"  # type: ignore[assignment]
+    name = "ALL_DEPS_MATCH"
+    _description = "All dependencies match"
 
 
 # -- load-time checks ----------------------------------------------------------------------------

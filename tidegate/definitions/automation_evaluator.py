@@ -18,7 +18,7 @@ partitions are the same, and no tick of a cron in its condition passed since.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Protocol
@@ -55,7 +55,6 @@ from tidegate.definitions.automation_records import (
     NodeCursor,
     NodeRecord,
     PartitionKey,
-    decode_subset,
 )
 from tidegate.definitions.cron import ticks_between, validate_timezone
 from tidegate.definitions.graph import AssetGraph
@@ -63,7 +62,9 @@ from tidegate.definitions.key import AssetKey
 from tidegate.definitions.partitions import (
     AllPartitionMapping,
     IdentityPartitionMapping,
+    PartitionMapping,
     PartitionsDefinition,
+    TimeWindowPartitionMapping,
     TimeWindowPartitionsDefinition,
 )
 from tidegate.definitions.selection import AssetSelection
@@ -81,6 +82,8 @@ __all__ = [
 
 Subset = frozenset[PartitionKey]
 EMPTY: Subset = frozenset()
+Why = str | Callable[[], str]  # a reason, computed only when a record is built
+EXPLAINED_DEPS = 3  # dependency subtrees kept in a record (those that decided the outcome)
 # Operands whose truth is an event of this evaluation: next time, with nothing new, they are
 # false again, so an evaluation that saw one of them true is not stable.
 _EVENT_OPERANDS = (
@@ -136,7 +139,7 @@ class _Root:
 @dataclass(frozen=True)
 class _Result:
     true: Subset
-    record: NodeRecord
+    record: NodeRecord | None  # None when evaluated without explanation
 
 
 class _Evaluation:
@@ -158,6 +161,10 @@ class _Evaluation:
         self._index: dict[AssetKey, dict[PartitionKey, int]] = {}
         self._slices: dict[AssetKey, AssetSlice] = {}
         self._selections: dict[int, set[AssetKey]] = {}
+        self._deps_cache: dict[tuple[int, AssetKey], list[AssetKey]] = {}
+        self._displays: dict[int, str] = {}
+        self._full: dict[AssetKey, Subset] = {}
+        self._cron_cache: dict[tuple[str, str, float], bool] = {}
 
     # -- inputs, memoized ----------------------------------------------------------------------
 
@@ -168,7 +175,28 @@ class _Evaluation:
         return found
 
     def full(self, key: AssetKey) -> Subset:
-        return frozenset(self.keys(key))
+        found = self._full.get(key)
+        if found is None:
+            found = self._full[key] = frozenset(self.keys(key))
+        return found
+
+    def index(self, key: AssetKey) -> dict[PartitionKey, int]:
+        found = self._index.get(key)
+        if found is None:
+            found = self._index[key] = {k: i for i, k in enumerate(self.keys(key))}
+        return found
+
+    def decode(self, key: AssetKey, runs: Sequence[Sequence[PartitionKey]]) -> Subset:
+        """The keys covered by ``runs`` (a run whose ends no longer exist is dropped)."""
+        if not runs:
+            return EMPTY
+        index, ordered = self.index(key), self.keys(key)
+        found: set[PartitionKey] = set()
+        for first, last in runs:
+            i, j = index.get(first), index.get(last)
+            if i is not None and j is not None and i <= j:
+                found.update(ordered[i : j + 1])
+        return frozenset(found)
 
     def slice(self, key: AssetKey) -> AssetSlice:
         found = self._slices.get(key)
@@ -177,212 +205,270 @@ class _Evaluation:
         return found
 
     def encode(self, key: AssetKey, subset: Collection[PartitionKey]) -> list[list[PartitionKey]]:
-        """Runs of consecutive keys, via an index (cheap for the small subsets that dominate)."""
+        """Runs of consecutive keys. Sorts only the smaller of the subset and its complement:
+        "every partition but three" costs as little as "three partitions"."""
         if not subset:
             return []
-        index = self._index.get(key)
-        if index is None:
-            index = self._index[key] = {k: i for i, k in enumerate(self.keys(key))}
-        positions = sorted(index[k] for k in subset if k in index)
-        ordered = self.keys(key)
+        ordered, index = self.keys(key), self.index(key)
+        if len(subset) * 2 <= len(ordered):
+            return _runs_of(sorted(index[k] for k in subset if k in index), ordered)
+        gaps = sorted(index[k] for k in self.full(key).difference(subset))
         runs: list[list[PartitionKey]] = []
-        start = previous = -2
-        for pos in positions:
-            if pos != previous + 1:
-                if start >= 0:
-                    runs.append([ordered[start], ordered[previous]])
-                start = pos
-            previous = pos
-        if start >= 0:
-            runs.append([ordered[start], ordered[previous]])
+        start = 0
+        for gap in [*gaps, len(ordered)]:
+            if gap > start:
+                runs.append([ordered[start], ordered[gap - 1]])
+            start = gap + 1
         return runs
 
-    def fingerprint(self, key: AssetKey) -> str:
-        keys = self.keys(key)
-        return f"{len(keys)}:{keys[0] if keys else ''}:{keys[-1] if keys else ''}"
+    def partitions_fingerprint(self, plan: _GraphPlan) -> str:
+        """One string that changes when any partitions definition gains or loses a partition
+        (a new day, a dynamic key): computed once per definition, not per asset."""
+        parts = []
+        for representative in plan.definition_representatives:
+            keys = self.keys(representative)
+            parts.append(f"{len(keys)}:{keys[0] if keys else ''}:{keys[-1] if keys else ''}")
+        return "|".join(parts)
 
     # -- the walk ------------------------------------------------------------------------------
 
     def run(self, targets: Collection[AssetKey]) -> AutomationResult:
+        plan = _plan(self.graph)
         wanted = set(targets)
+        partitions = self.partitions_fingerprint(plan)
+        partitions_changed = partitions != self.cursor.partitions_fingerprint
+        # Assets whose inputs may have changed: changed assets and their children, and the
+        # children of assets requested on the previous evaluation (newly_requested flips).
+        dirty: set[AssetKey] = set()
+        if self.changed is not None:
+            for key in self.changed:
+                dirty.add(key)
+                dirty.update(self.graph.downstream.get(key, ()))
+            for key, stored in self.cursor.assets.items():
+                if stored.requested:
+                    dirty.add(key)
+                    dirty.update(self.graph.downstream.get(key, ()))
         cursors: dict[AssetKey, AssetCursor] = {}
         evaluations: dict[AssetKey, EvaluationRecord] = {}
-        for key in self.graph.order:
-            asset = self.graph.assets[key]
-            condition = asset.automation_condition
-            if key not in wanted or condition is None or asset.is_external:
+        for key in plan.conditioned:
+            if key not in wanted:
                 continue
+            condition = self.graph.assets[key].automation_condition
+            assert condition is not None
             previous = self.cursor.assets.get(key)
             if previous is not None and previous.condition_hash != condition.fingerprint():
                 previous = None
-            fingerprint = "|".join(self.fingerprint(k) for k in (key, *sorted(self.graph.upstream[key])))
-            if previous is not None and self._can_skip(key, condition, previous, fingerprint):
-                cursors[key] = previous
+            if (
+                previous is not None
+                and self.changed is not None
+                and previous.stable
+                and key not in dirty
+                and not (partitions_changed and key in plan.partition_sensitive)
+                and not condition.reads_beyond_deps
+                and not self._cron_due(condition, previous)
+            ):
+                cursors[key] = previous  # nothing it reads changed: same result, same state
                 continue
-            root = _Root(key, previous)
-            result = self.node(condition, "0", key, self.full(key), root)
-            requested = result.true
-            if requested:
-                self.requested[key] = requested
-            previous_nodes = previous.nodes if previous is not None else None
-            stable = (
-                previous is not None and not root.volatile and not requested and previous_nodes == root.nodes
-            )
-            cursors[key] = AssetCursor(
-                condition_hash=condition.fingerprint(),
-                evaluation_time=self.now.timestamp(),
-                requested=_as_runs(self.encode(key, requested)),
-                nodes=root.nodes,
-                stable=stable,
-                partitions_fingerprint=fingerprint,
-            )
-            evaluations[key] = EvaluationRecord(
-                asset_key=key,
-                evaluation_time=self.now,
-                requested=sorted(requested, key=_sort_key),
-                root=result.record,
-            )
+            cursors[key], evaluations[key] = self._evaluate_asset(key, condition, previous)
+            if key in self.requested:
+                dirty.update(self.graph.downstream.get(key, ()))
         return AutomationResult(
             requested=dict(self.requested),
-            cursor=AutomationCursor(evaluation_time=self.now.timestamp(), assets=cursors),
+            cursor=AutomationCursor(
+                evaluation_time=self.now.timestamp(), assets=cursors, partitions_fingerprint=partitions
+            ),
             evaluations=evaluations,
             evaluated=len(evaluations),
         )
 
-    def _can_skip(self, key: AssetKey, condition: AutomationCondition, previous: AssetCursor, fingerprint: str) -> bool:
-        if self.changed is None or not previous.stable or previous.partitions_fingerprint != fingerprint:
-            return False
-        deps = self.graph.upstream[key]
-        if key in self.changed or any(d in self.changed for d in deps):
-            return False
-        for dep in deps:
-            if self.requested.get(dep):
-                return False
-            dep_cursor = self.cursor.assets.get(dep)
-            if dep_cursor is not None and dep_cursor.requested:
-                return False
-        since = datetime.fromtimestamp(previous.evaluation_time, tz=self.now.tzinfo)
-        for node in condition.walk():
-            if isinstance(node, DepsAutomationCondition) and any(
-                isinstance(n, DepsAutomationCondition) for n in node.operand.walk()
-            ):
-                return False  # a dependency's dependencies: their changes are not tracked here
-            if isinstance(node, CronTickPassedCondition) and _ticks_passed(node, since, self.now):
-                return False
-        return True
+    def _evaluate_asset(
+        self, key: AssetKey, condition: AutomationCondition, previous: AssetCursor | None
+    ) -> tuple[AssetCursor, EvaluationRecord]:
+        root = _Root(key, previous)
+        result = self.node(condition, "0", key, self.full(key), root)
+        assert result.record is not None
+        requested = result.true
+        if requested:
+            self.requested[key] = requested
+        stable = previous is not None and not root.volatile and not requested and previous.nodes == root.nodes
+        cursor = AssetCursor(
+            condition_hash=condition.fingerprint(),
+            evaluation_time=self.now.timestamp(),
+            requested=_as_runs(self.encode(key, requested)),
+            nodes=root.nodes,
+            stable=stable,
+        )
+        record = EvaluationRecord(
+            asset_key=key, evaluation_time=self.now, requested=sorted(requested, key=_sort_key), root=result.record
+        )
+        return cursor, record
+
+    def _cron_due(self, condition: AutomationCondition, previous: AssetCursor) -> bool:
+        """Whether a tick of a cron in ``condition`` passed since ``previous`` was evaluated."""
+        for node in condition.cron_nodes:
+            cache_key = (node.cron_schedule, node.cron_timezone, previous.evaluation_time)
+            due = self._cron_cache.get(cache_key)
+            if due is None:
+                since = datetime.fromtimestamp(previous.evaluation_time, tz=self.now.tzinfo)
+                due = self._cron_cache[cache_key] = bool(_ticks_passed(node, since, self.now))
+            if due:
+                return True
+        return False
 
     # -- nodes -----------------------------------------------------------------------------------
 
-    def node(self, condition: AutomationCondition, node_id: str, key: AssetKey, candidates: Subset, root: _Root) -> _Result:
+    def node(
+        self,
+        condition: AutomationCondition,
+        node_id: str,
+        key: AssetKey,
+        candidates: Subset,
+        root: _Root,
+        explain: bool = True,
+    ) -> _Result:
+        """Evaluate one node on ``candidates`` of ``key``; ``explain`` builds its record."""
+        if not candidates and not condition.is_stateful:
+            return self._record(condition, key, candidates, EMPTY, "not evaluated: no candidates left", [], explain)
         if isinstance(condition, AndAutomationCondition):
-            return self._and(condition, node_id, key, candidates, root)
+            return self._and(condition, node_id, key, candidates, root, explain)
         if isinstance(condition, OrAutomationCondition):
-            children = [self.node(c, f"{node_id}.{i}", key, candidates, root) for i, c in enumerate(condition.operands)]
+            children = [
+                self.node(c, f"{node_id}.{i}", key, candidates, root, explain) for i, c in enumerate(condition.operands)
+            ]
             true = frozenset().union(*(c.true for c in children)) & candidates
-            return self._record(condition, key, candidates, true, _or_why(children, true), children)
+            return self._record(condition, key, candidates, true, lambda: _or_why(children), children, explain)
         if isinstance(condition, NotAutomationCondition):
-            child = self.node(condition.operand, f"{node_id}.0", key, candidates, root)
+            child = self.node(condition.operand, f"{node_id}.0", key, candidates, root, explain)
             true = candidates - child.true
-            return self._record(condition, key, candidates, true, _not_why(child, candidates), [child])
+            return self._record(condition, key, candidates, true, lambda: _not_why(child), [child], explain)
         if isinstance(condition, SinceCondition):
-            return self._since(condition, node_id, key, candidates, root)
+            return self._since(condition, node_id, key, candidates, root, explain)
         if isinstance(condition, NewlyTrueCondition):
-            full = self.full(key)
-            child = self.node(condition.operand, f"{node_id}.0", key, full, root)
-            before = self._state(root, node_id, key)
-            root.nodes[node_id] = NodeCursor(_as_runs(self.encode(key, child.true)))
-            true = (child.true - before) & candidates
-            why = "became true" if true else ("still true, not newly" if child.true & candidates else "operand false")
-            return self._record(condition, key, candidates, true, why, [child])
+            return self._newly_true(condition, node_id, key, candidates, root, explain)
         if isinstance(condition, DepsAutomationCondition):
-            return self._deps(condition, node_id, key, candidates, root)
+            return self._deps(condition, node_id, key, candidates, root, explain)
         true, why = self._operand(condition, key, candidates, root)
         if true and isinstance(condition, _EVENT_OPERANDS):
             root.volatile = True
-        return self._record(condition, key, candidates, true, why, [])
+        return self._record(condition, key, candidates, true, why, [], explain)
 
-    def _and(self, condition: AndAutomationCondition, node_id: str, key: AssetKey, candidates: Subset, root: _Root) -> _Result:
+    def _and(
+        self,
+        condition: AndAutomationCondition,
+        node_id: str,
+        key: AssetKey,
+        candidates: Subset,
+        root: _Root,
+        explain: bool,
+    ) -> _Result:
         current = candidates
         children: list[_Result] = []
         first_false: _Result | None = None
         for i, operand in enumerate(condition.operands):
-            child = self.node(operand, f"{node_id}.{i}", key, current, root)  # every operand runs: state stays current
+            # every operand runs, even on no candidates: stateful ones must stay current
+            child = self.node(operand, f"{node_id}.{i}", key, current, root, explain)
             children.append(child)
             current = current & child.true
             if not current and first_false is None:
                 first_false = child
-        why = "every operand true" if current else f"'{_title(first_false)}' is false" if first_false else "no candidates"
-        return self._record(condition, key, candidates, current, why, children)
 
-    def _since(self, condition: SinceCondition, node_id: str, key: AssetKey, candidates: Subset, root: _Root) -> _Result:
+        def why() -> str:
+            if current:
+                return "every operand true"
+            return f"'{_title(first_false)}' is false" if first_false else "no candidates"
+
+        return self._record(condition, key, candidates, current, why, children, explain)
+
+    def _since(
+        self, condition: SinceCondition, node_id: str, key: AssetKey, candidates: Subset, root: _Root, explain: bool
+    ) -> _Result:
         full = self.full(key)
-        trigger = self.node(condition.trigger_condition, f"{node_id}.0", key, full, root)
-        reset = self.node(condition.reset_condition, f"{node_id}.1", key, full, root)
+        trigger = self.node(condition.trigger_condition, f"{node_id}.0", key, full, root, explain)
+        reset = self.node(condition.reset_condition, f"{node_id}.1", key, full, root, explain)
         state = (self._state(root, node_id, key) | trigger.true) - reset.true
         root.nodes[node_id] = NodeCursor(_as_runs(self.encode(key, state)))
         true = state & candidates
-        if true:
-            why = f"'{_title(trigger)}' has been true since '{_title(reset)}' was last true"
-        elif reset.true & candidates:
-            why = f"reset by '{_title(reset)}'"
-        else:
-            why = f"'{_title(trigger)}' not true since '{_title(reset)}' was last true"
-        return self._record(condition, key, candidates, true, why, [trigger, reset])
 
-    def _deps(self, condition: DepsAutomationCondition, node_id: str, key: AssetKey, candidates: Subset, root: _Root) -> _Result:
-        deps = sorted(self._selected_deps(condition, key))
+        def why() -> str:
+            if true:
+                return f"'{_title(trigger)}' has been true since '{_title(reset)}' was last true"
+            if reset.true & candidates:
+                return f"reset by '{_title(reset)}'"
+            return f"'{_title(trigger)}' not true since '{_title(reset)}' was last true"
+
+        return self._record(condition, key, candidates, true, why, [trigger, reset], explain)
+
+    def _newly_true(
+        self, condition: NewlyTrueCondition, node_id: str, key: AssetKey, candidates: Subset, root: _Root, explain: bool
+    ) -> _Result:
+        child = self.node(condition.operand, f"{node_id}.0", key, self.full(key), root, explain)
+        before = self._state(root, node_id, key)
+        root.nodes[node_id] = NodeCursor(_as_runs(self.encode(key, child.true)))
+        true = (child.true - before) & candidates
+
+        def why() -> str:
+            if true:
+                return "became true on this evaluation"
+            return "still true, not newly" if child.true & candidates else "operand false"
+
+        return self._record(condition, key, candidates, true, why, [child], explain)
+
+    def _deps(
+        self,
+        condition: DepsAutomationCondition,
+        node_id: str,
+        key: AssetKey,
+        candidates: Subset,
+        root: _Root,
+        explain: bool,
+    ) -> _Result:
+        deps = self._selected_deps(condition, key)
         is_all = isinstance(condition, AllDepsCondition)
         true = candidates if is_all else EMPTY
-        children: list[_Result] = []
-        matched: list[str] = []
-        unmatched: list[str] = []
+        outcomes: list[tuple[AssetKey, Subset, Subset, Subset]] = []  # dep, its candidates, its true, mapped
         for dep in deps:
             parents = self._parents(key, dep, candidates)
-            child = self.node(condition.operand, f"{node_id}[{dep.to_user_string()}]", dep, parents, root)
-            children.append(child)
+            child = self.node(condition.operand, f"{node_id}[{dep.to_user_string()}]", dep, parents, root, False)
             mapped = self._children_matching(key, dep, child.true, candidates)
             true = true & mapped if is_all else true | mapped
-            if mapped:
-                shown = child.true & self._parents(key, dep, mapped)
-                matched.append(_dep_fact(dep, shown, self._is_partitioned(dep)))
-            else:
-                unmatched.append(f"upstream '{dep}'")
+            outcomes.append((dep, parents, child.true, mapped))
+        if not explain:
+            return _Result(true, None)
+        # The record keeps the subtrees that explain the outcome (the dependencies that
+        # matched, or for ALL those that did not), evaluated again with their records.
+        telling = [o for o in outcomes if bool(o[3]) != is_all] or outcomes[:1]
+        children = [
+            self.node(condition.operand, f"{node_id}[{dep.to_user_string()}]", dep, parents, root, True)
+            for dep, parents, _, _ in telling[:EXPLAINED_DEPS]
+        ]
+        matched = [
+            _dep_fact(dep, dep_true & self._parents(key, dep, mapped), self._is_partitioned(dep))
+            for dep, _, dep_true, mapped in outcomes
+            if mapped
+        ]
+        unmatched = [f"upstream '{dep}'" for dep, _, _, mapped in outcomes if not mapped]
         what = _deps_verb(condition)
         if not deps:
             why = "no dependencies (after allow/ignore)"
         elif is_all and true:
             why = f"every dependency {what}"
         elif is_all:
-            why = f"not {what}: {', '.join(unmatched)}" if unmatched else f"dependencies {what} only for other partitions"
+            why = f"not {what}: {_first(unmatched)}" if unmatched else f"dependencies {what} only for other partitions"
         else:
-            why = "; ".join(f"{m} {what}" for m in matched) if true else f"no dependency {what}"
-        return self._record(condition, key, candidates, true, why, children)
+            why = _first([f"{m} {what}" for m in matched]) if true else f"no dependency {what}"
+        return self._record(condition, key, candidates, true, why, children, explain)
 
-    def _parents(self, child: AssetKey, parent: AssetKey, children: Subset) -> Subset:
-        """Partitions of ``parent`` that partitions ``children`` of ``child`` depend on."""
-        if not children:
-            return EMPTY
-        child_def = self.graph.assets[child].partitions_def
-        parent_def = self.graph.assets[parent].partitions_def
-        if parent_def is None or child_def is None:
-            return self.full(parent)
-        mapping = self.graph.assets[child].partition_mappings.get(parent)
-        if mapping is None or isinstance(mapping, IdentityPartitionMapping):
-            return children & self.full(parent)
-        if isinstance(mapping, AllPartitionMapping):
-            return self.full(parent)
-        found: set[PartitionKey] = set()
-        for c in children:
-            found.update(mapping.upstream_keys(c, child_def, parent_def, current_time=self.now))
-        return frozenset(found) & self.full(parent)
-
-    def _selected_deps(self, condition: DepsAutomationCondition, key: AssetKey) -> set[AssetKey]:
-        deps = set(self.graph.upstream[key])
-        if condition.allow_selection is not None:
-            deps &= self._resolve(condition.allow_selection)
-        if condition.ignore_selection is not None:
-            deps -= self._resolve(condition.ignore_selection)
-        return deps
+    def _selected_deps(self, condition: DepsAutomationCondition, key: AssetKey) -> list[AssetKey]:
+        cache_key = (id(condition), key)
+        found = self._deps_cache.get(cache_key)
+        if found is None:
+            deps = set(self.graph.upstream[key])
+            if condition.allow_selection is not None:
+                deps &= self._resolve(condition.allow_selection)
+            if condition.ignore_selection is not None:
+                deps -= self._resolve(condition.ignore_selection)
+            found = self._deps_cache[cache_key] = sorted(deps)
+        return found
 
     def _resolve(self, selection: AssetSelection) -> set[AssetKey]:
         found = self._selections.get(id(selection))
@@ -401,8 +487,8 @@ class _Evaluation:
         parent_def = self.graph.assets[parent].partitions_def
         if parent_def is None or child_def is None:
             return candidates  # one side unpartitioned: every partition depends on every partition
-        mapping = self.graph.assets[child].partition_mappings.get(parent)
-        if mapping is None or isinstance(mapping, IdentityPartitionMapping):
+        mapping = _mapping(self.graph, child, parent)
+        if isinstance(mapping, IdentityPartitionMapping):
             return candidates & parents
         if isinstance(mapping, AllPartitionMapping):
             return candidates
@@ -412,57 +498,80 @@ class _Evaluation:
             if any(p in parents for p in mapping.upstream_keys(c, child_def, parent_def, current_time=self.now))
         )
 
+    def _parents(self, child: AssetKey, parent: AssetKey, children: Subset) -> Subset:
+        """Partitions of ``parent`` that partitions ``children`` of ``child`` depend on."""
+        if not children:
+            return EMPTY
+        child_def = self.graph.assets[child].partitions_def
+        parent_def = self.graph.assets[parent].partitions_def
+        if parent_def is None or child_def is None:
+            return self.full(parent)
+        mapping = _mapping(self.graph, child, parent)
+        if isinstance(mapping, IdentityPartitionMapping):
+            return children & self.full(parent)
+        if isinstance(mapping, AllPartitionMapping):
+            return self.full(parent)
+        found: set[PartitionKey] = set()
+        for c in children:
+            found.update(mapping.upstream_keys(c, child_def, parent_def, current_time=self.now))
+        return frozenset(found) & self.full(parent)
+
     def _state(self, root: _Root, node_id: str, key: AssetKey) -> Subset:
         if root.previous is None:
             return EMPTY
         node = root.previous.nodes.get(node_id)
-        return decode_subset(node.subset, self.keys(key)) if node is not None else EMPTY
+        return self.decode(key, node.subset) if node is not None else EMPTY
 
     # -- operands --------------------------------------------------------------------------------
 
-    def _operand(self, condition: AutomationCondition, key: AssetKey, candidates: Subset, root: _Root) -> tuple[Subset, str]:
-        facts = self.slice(key)
-        partitioned = self._is_partitioned(key)
-        if isinstance(condition, MissingCondition):
-            true = candidates - facts.materialized
-            return true, _fact(true, partitioned, "never materialized", "materialized")
-        if isinstance(condition, RunInProgressCondition):
-            true = candidates & facts.run_in_progress
-            return true, _fact(true, partitioned, "in a run in progress", "no run in progress")
-        if isinstance(condition, BackfillInProgressCondition):
-            true = candidates & facts.backfill_in_progress
-            return true, _fact(true, partitioned, "in a backfill in progress", "no backfill in progress")
-        if isinstance(condition, ExecutionFailedCondition):
-            true = candidates & facts.failed
-            return true, _fact(true, partitioned, "latest execution failed", "latest execution did not fail")
-        if isinstance(condition, NewlyUpdatedCondition):
-            true = candidates & facts.updated
-            return true, _fact(true, partitioned, "materialized since the previous evaluation", "no new materialization")
+    def _operand(
+        self, condition: AutomationCondition, key: AssetKey, candidates: Subset, root: _Root
+    ) -> tuple[Subset, Why]:
+        """An operand's true subset and (lazily) the reason, as a fact about ``key``."""
+        kind = type(condition)
+        facts_of = _SLICE_FACTS.get(kind)
+        if facts_of is not None:  # a set of the snapshot's AssetSlice
+            attribute, yes, no = facts_of
+            facts: Subset = getattr(self.slice(key), attribute)
+            true = candidates - facts if attribute == "materialized" else candidates & facts
+            return true, _lazy_fact(true, self._is_partitioned(key), yes, no)
         if isinstance(condition, NewlyRequestedCondition):
             own = self.cursor.assets.get(key)
-            before = decode_subset(own.requested, self.keys(key)) if own is not None else EMPTY
-            true = candidates & before
-            return true, _fact(true, partitioned, "requested on the previous evaluation", "not requested on the previous evaluation")
+            true = candidates & self.decode(key, own.requested) if own is not None else EMPTY
+            return true, _lazy_fact(
+                true,
+                self._is_partitioned(key),
+                "requested on the previous evaluation",
+                "not requested on the previous evaluation",
+            )
         if isinstance(condition, WillBeRequestedCondition):
-            return self._will_be_requested(key, candidates, root, partitioned)
+            return self._will_be_requested(key, candidates, root)
         if isinstance(condition, InitialEvaluationCondition):
             first = root.previous is None
-            return (candidates if first else EMPTY), ("first evaluation of this condition" if first else "evaluated before")
+            return (candidates if first else EMPTY), (
+                "first evaluation of this condition" if first else "evaluated before"
+            )
         if isinstance(condition, CronTickPassedCondition):
             return self._cron_tick_passed(condition, candidates, root)
         if isinstance(condition, InLatestTimeWindowCondition):
             return self._in_latest_time_window(condition, key, candidates)
         raise TypeError(f"automation: no evaluation for condition {condition!r}")  # a new node kind without a case
 
-    def _will_be_requested(self, key: AssetKey, candidates: Subset, root: _Root, partitioned: bool) -> tuple[Subset, str]:
+    def _will_be_requested(self, key: AssetKey, candidates: Subset, root: _Root) -> tuple[Subset, Why]:
         requested = self.requested.get(key, EMPTY) & candidates
-        if requested and key != root.key and not _runs_together(
-            self.graph.assets[key].partitions_def, self.graph.assets[root.key].partitions_def
+        if (
+            requested
+            and key != root.key
+            and not _runs_together(self.graph.assets[key].partitions_def, self.graph.assets[root.key].partitions_def)
         ):
             return EMPTY, f"requested, but in a run '{root.key}' cannot join (other partitions)"
-        return requested, _fact(requested, partitioned, "requested in this evaluation", "not requested in this evaluation")
+        return requested, _lazy_fact(
+            requested, self._is_partitioned(key), "requested in this evaluation", "not requested in this evaluation"
+        )
 
-    def _cron_tick_passed(self, condition: CronTickPassedCondition, candidates: Subset, root: _Root) -> tuple[Subset, str]:
+    def _cron_tick_passed(
+        self, condition: CronTickPassedCondition, candidates: Subset, root: _Root
+    ) -> tuple[Subset, Why]:
         if root.previous is None:
             return EMPTY, "first evaluation: no previous evaluation to count ticks from"
         since = datetime.fromtimestamp(root.previous.evaluation_time, tz=self.now.tzinfo)
@@ -471,7 +580,9 @@ class _Evaluation:
             return candidates, f"tick {ticks[-1].isoformat()} passed"
         return EMPTY, f"no tick since {since.isoformat()}"
 
-    def _in_latest_time_window(self, condition: InLatestTimeWindowCondition, key: AssetKey, candidates: Subset) -> tuple[Subset, str]:
+    def _in_latest_time_window(
+        self, condition: InLatestTimeWindowCondition, key: AssetKey, candidates: Subset
+    ) -> tuple[Subset, Why]:
         definition = self.graph.assets[key].partitions_def
         if not isinstance(definition, TimeWindowPartitionsDefinition):
             return candidates, "not time-partitioned: always in the latest window"
@@ -487,8 +598,11 @@ class _Evaluation:
                     break
                 inside.add(partition)
         true = candidates & frozenset(inside)
-        return true, f"latest window ends {latest.end.isoformat()}; " + (
-            _describe(true) if true else "candidates are older"
+        return (
+            true,
+            lambda: (
+                f"latest window ends {latest.end.isoformat()}; " + (_describe(true) if true else "candidates are older")
+            ),
         )
 
     # -- records ---------------------------------------------------------------------------------
@@ -499,10 +613,14 @@ class _Evaluation:
         key: AssetKey,
         candidates: Subset,
         true: Subset,
-        why: str,
+        why: Why,
         children: Sequence[_Result],
+        explain: bool,
     ) -> _Result:
+        if not explain:
+            return _Result(true, None)
         runs = self.encode(key, true)
+        reason = why if isinstance(why, str) else why()
         record = NodeRecord(
             label=condition.label,
             name=condition.name,
@@ -512,10 +630,48 @@ class _Evaluation:
             candidate_count=len(candidates),
             true_runs=runs[:MAX_RUNS],
             truncated=len(runs) > MAX_RUNS,
-            why=f"{condition.display()}: {'true' if true else 'false'} — {why}",
-            children=[c.record for c in children],
+            why=f"{self.display(condition)}: {'true' if true else 'false'} — {reason}",
+            children=[c.record for c in children if c.record is not None],
         )
         return _Result(true, record)
+
+    def display(self, condition: AutomationCondition) -> str:
+        found = self._displays.get(id(condition))
+        if found is None:
+            found = self._displays[id(condition)] = condition.display()
+        return found
+
+
+# -- what the walk needs of a graph, computed once per graph ------------------------------------
+
+
+@dataclass(frozen=True)
+class _GraphPlan:
+    conditioned: tuple[AssetKey, ...]  # assets with a condition, not external, in topological order
+    partition_sensitive: frozenset[AssetKey]  # partitioned, or with a partitioned dependency
+    definition_representatives: tuple[AssetKey, ...]  # one asset per distinct partitions definition
+
+
+_PLANS: dict[int, tuple[AssetGraph, _GraphPlan]] = {}
+
+
+def _plan(graph: AssetGraph) -> _GraphPlan:
+    cached = _PLANS.get(id(graph))
+    if cached is not None and cached[0] is graph:
+        return cached[1]
+    conditioned = tuple(
+        k for k in graph.order if graph.assets[k].automation_condition is not None and not graph.assets[k].is_external
+    )
+    partitioned = {k for k, a in graph.assets.items() if a.partitions_def is not None}
+    sensitive = frozenset(k for k in conditioned if k in partitioned or graph.upstream[k] & partitioned)
+    representatives: dict[object, AssetKey] = {}
+    for key in sorted(partitioned):
+        representatives.setdefault(_definition_token(graph.assets[key].partitions_def), key)
+    plan = _GraphPlan(conditioned, sensitive, tuple(representatives.values()))
+    if len(_PLANS) > 8:  # a beat reloading definitions: keep the few latest graphs
+        _PLANS.clear()
+    _PLANS[id(graph)] = (graph, plan)
+    return plan
 
 
 # -- small pieces ------------------------------------------------------------------------------
@@ -532,9 +688,39 @@ def _ticks_passed(condition: CronTickPassedCondition, since: datetime, now: date
     return ticks_between(cron, tz, max(since, now - timedelta(days=400)), now)[-1:]
 
 
+def _mapping(graph: AssetGraph, child: AssetKey, parent: AssetKey) -> PartitionMapping:
+    """The mapping between two partitioned assets, inferred as Dagster does when none is given:
+    time windows to time windows by overlap, anything else by identical keys."""
+    given = graph.assets[child].partition_mappings.get(parent)
+    if given is not None:
+        return given
+    child_def, parent_def = graph.assets[child].partitions_def, graph.assets[parent].partitions_def
+    if (
+        child_def != parent_def
+        and isinstance(child_def, TimeWindowPartitionsDefinition)
+        and isinstance(parent_def, TimeWindowPartitionsDefinition)
+    ):
+        return TimeWindowPartitionMapping()
+    return IdentityPartitionMapping()
+
+
 def _runs_together(a: PartitionsDefinition | None, b: PartitionsDefinition | None) -> bool:
     """Requests of two assets can share a run when they have the same partitions (or none)."""
     return a == b
+
+
+def _runs_of(positions: Sequence[int], ordered: Sequence[PartitionKey]) -> list[list[PartitionKey]]:
+    runs: list[list[PartitionKey]] = []
+    start = previous = -2
+    for pos in positions:
+        if pos != previous + 1:
+            if start >= 0:
+                runs.append([ordered[start], ordered[previous]])
+            start = pos
+        previous = pos
+    if start >= 0:
+        runs.append([ordered[start], ordered[previous]])
+    return runs
 
 
 def _as_runs(runs: list[list[PartitionKey]]) -> tuple[tuple[PartitionKey, PartitionKey], ...]:
@@ -546,20 +732,34 @@ def _sort_key(partition: PartitionKey) -> str:
 
 
 def _title(result: _Result | None) -> str:
-    if result is None:
+    if result is None or result.record is None:
         return "?"
     return result.record.label or result.record.why.split(": ", 1)[0]
 
 
 def _describe(subset: Collection[PartitionKey]) -> str:
-    keys = sorted((k for k in subset if k is not None))
-    if not keys:
+    """``partition 2024-01-22``, ``3 partitions: a, b, c``, or for many the count and the range."""
+    named = [k for k in subset if k is not None]
+    if not named:
         return ""
-    if len(keys) == 1:
-        return f"partition {keys[0]}"
-    shown = ", ".join(keys[:SAMPLE_SIZE])
-    more = f", … ({len(keys)} in all)" if len(keys) > SAMPLE_SIZE else ""
-    return f"{len(keys)} partitions: {shown}{more}"
+    if len(named) == 1:
+        return f"partition {named[0]}"
+    if len(named) <= SAMPLE_SIZE:
+        return f"{len(named)} partitions: {', '.join(sorted(named))}"
+    return f"{len(named)} partitions from {min(named)} to {max(named)}"
+
+
+_SLICE_FACTS: dict[type, tuple[str, str, str]] = {  # operand -> (AssetSlice set, reason if true, if false)
+    MissingCondition: ("materialized", "never materialized", "materialized"),
+    RunInProgressCondition: ("run_in_progress", "in a run in progress", "no run in progress"),
+    BackfillInProgressCondition: ("backfill_in_progress", "in a backfill in progress", "no backfill in progress"),
+    ExecutionFailedCondition: ("failed", "latest execution failed", "latest execution did not fail"),
+    NewlyUpdatedCondition: ("updated", "materialized since the previous evaluation", "no new materialization"),
+}
+
+
+def _lazy_fact(true: Subset, partitioned: bool, yes: str, no: str) -> Callable[[], str]:
+    return lambda: _fact(true, partitioned, yes, no)
 
 
 def _fact(true: Subset, partitioned: bool, yes: str, no: str) -> str:
@@ -586,14 +786,20 @@ def _deps_verb(condition: DepsAutomationCondition) -> str:
     return f"matches {condition.operand.display()}"
 
 
-def _or_why(children: Sequence[_Result], true: Subset) -> str:
+def _or_why(children: Sequence[_Result]) -> str:
     held = [_title(c) for c in children if c.true]
     return f"'{held[0]}' is true" if held else "no operand true"
 
 
-def _not_why(child: _Result, candidates: Subset) -> str:
+def _not_why(child: _Result) -> str:
     """A NOT is explained by its operand: ``~any_deps_missing: false — upstream 'orders' … missing``."""
-    return child.record.why.split(" — ", 1)[1] if " — " in child.record.why else _title(child)
+    why = child.record.why if child.record is not None else ""
+    return why.split(" — ", 1)[1] if " — " in why else _title(child)
+
+
+def _first(facts: Sequence[str], shown: int = 3) -> str:
+    more = f"; and {len(facts) - shown} more" if len(facts) > shown else ""
+    return "; ".join(facts[:shown]) + more
 
 
 def _walk_groups(graph: AssetGraph, requested: Mapping[AssetKey, Collection[PartitionKey]]) -> Iterator[AssetKey]:
@@ -602,7 +808,9 @@ def _walk_groups(graph: AssetGraph, requested: Mapping[AssetKey, Collection[Part
             yield key
 
 
-def group_requests(graph: AssetGraph, requested: Mapping[AssetKey, Collection[PartitionKey]]) -> list[AutomationRunGroup]:
+def group_requests(
+    graph: AssetGraph, requested: Mapping[AssetKey, Collection[PartitionKey]]
+) -> list[AutomationRunGroup]:
     """The runs (and backfills) to create for ``requested``.
 
     One run per (partitions definition, partition key): every unpartitioned request of the

@@ -98,32 +98,46 @@ class AssetCursor:
     # True when re-evaluating with unchanged inputs gives the same result and state: the
     # evaluator may then skip this asset while neither it nor a dependency changed.
     stable: bool = False
-    partitions_fingerprint: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "hash": self.condition_hash,
+            "time": self.evaluation_time,
+            "requested": [list(r) for r in self.requested],
+            "nodes": {node: [list(r) for r in n.subset] for node, n in self.nodes.items()},
+            "stable": self.stable,
+        }
+
+    @classmethod
+    def from_dict(cls, value: Mapping[str, Any]) -> AssetCursor:
+        return cls(
+            condition_hash=value["hash"],
+            evaluation_time=float(value["time"]),
+            requested=_runs(value["requested"]),
+            nodes={node: NodeCursor(_runs(runs)) for node, runs in value["nodes"].items()},
+            stable=bool(value.get("stable", False)),
+        )
 
 
 @dataclass(frozen=True)
 class AutomationCursor:
-    """Everything the next evaluation needs; stored by the beat with the tick."""
+    """Everything the next evaluation needs; stored by the beat with the tick.
+
+    Only the assets evaluated on a tick (the keys of ``AutomationResult.evaluations``) have a
+    new AssetCursor: a store may write just those (``AssetCursor.to_dict``) and keep the rest.
+    """
 
     evaluation_time: float | None = None
     assets: Mapping[AssetKey, AssetCursor] = field(default_factory=dict)
+    partitions_fingerprint: str = ""  # changes when a partitions definition gains a partition
 
     def to_json(self) -> str:
         return json.dumps(
             {
                 "v": 1,
                 "evaluation_time": self.evaluation_time,
-                "assets": {
-                    key.to_user_string(): {
-                        "hash": c.condition_hash,
-                        "time": c.evaluation_time,
-                        "requested": [list(r) for r in c.requested],
-                        "nodes": {node: [list(r) for r in n.subset] for node, n in c.nodes.items()},
-                        "stable": c.stable,
-                        "partitions": c.partitions_fingerprint,
-                    }
-                    for key, c in sorted(self.assets.items())
-                },
+                "partitions": self.partitions_fingerprint,
+                "assets": {key.to_user_string(): c.to_dict() for key, c in sorted(self.assets.items())},
             },
             separators=(",", ":"),
         )
@@ -134,17 +148,14 @@ class AutomationCursor:
             return cls()
         data = json.loads(text)
         assets = {
-            AssetKey.from_user_string(name): AssetCursor(
-                condition_hash=value["hash"],
-                evaluation_time=float(value["time"]),
-                requested=_runs(value["requested"]),
-                nodes={node: NodeCursor(_runs(runs)) for node, runs in value["nodes"].items()},
-                stable=bool(value.get("stable", False)),
-                partitions_fingerprint=value.get("partitions", ""),
-            )
+            AssetKey.from_user_string(name): AssetCursor.from_dict(value)
             for name, value in data.get("assets", {}).items()
         }
-        return cls(evaluation_time=data.get("evaluation_time"), assets=assets)
+        return cls(
+            evaluation_time=data.get("evaluation_time"),
+            assets=assets,
+            partitions_fingerprint=data.get("partitions", ""),
+        )
 
 
 def _runs(raw: Iterable[Sequence[PartitionKey]]) -> tuple[tuple[PartitionKey, PartitionKey], ...]:

@@ -1,0 +1,3 @@
+import tidegate as dg
+
+condition = dg.AutomationCondition.eager().ignore(dg.AssetSelection.assets("foo"))
