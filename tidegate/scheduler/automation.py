@@ -180,10 +180,11 @@ class AutomationTicks:
         materialized_rows, failed_rows = self.storage.automation_history(materialization)
         latest: dict[tuple[AssetKey, Partition], datetime] = {}
         materialized: dict[AssetKey, set[Partition]] = {}
-        for row in materialized_rows:
-            key = AssetKey.from_user_string(row.asset_key)
-            materialized.setdefault(key, set()).add(row.partition_key)
-            latest[key, row.partition_key] = row.timestamp
+        keys: dict[str, AssetKey] = {}
+        for name, partition, when in materialized_rows:
+            key = keys.get(name) or keys.setdefault(name, AssetKey.from_user_string(name))
+            materialized.setdefault(key, set()).add(partition)
+            latest[key, partition] = when
         failed: dict[AssetKey, set[Partition]] = {}
         for row in failed_rows:
             key = AssetKey.from_user_string(row.asset_key)

@@ -179,29 +179,31 @@ class AutomationStorage:
         sensor starts: what happened before is history, not an update)."""
         return horizon(self.engine, "materializations"), horizon(self.engine, "events")
 
-    def automation_history(self, materializations_upper: int) -> tuple[list[PartitionEvent], list[PartitionEvent]]:
-        """What a beat reads once when it starts (two queries): every (asset, partition)
+    def automation_history(
+        self, materializations_upper: int
+    ) -> tuple[list[tuple[str, str | None, datetime]], list[PartitionEvent]]:
+        """What a beat reads once when it starts (two queries, each on a connection of its own
+        and fetched whole before Python touches the rows): every (asset, partition)
         materialized at or below ``materializations_upper`` with its latest time, and every
         failed step with its time and run tags (a failure later than the latest
         materialization of its partition counts as that partition's outcome)."""
         m = materializations
+        latest = (
+            select(m.c.asset_key, m.c.partition_key, func.max(m.c.timestamp))
+            .where(m.c.id <= materializations_upper)
+            .group_by(m.c.asset_key, m.c.partition_key)
+        )
         with self.engine.connect() as conn:
-            materialized = [
-                PartitionEvent(r.asset_key, r.partition_key, _aware(r.latest))
-                for r in conn.execute(
-                    select(m.c.asset_key, m.c.partition_key, func.max(m.c.timestamp).label("latest"))
-                    .where(m.c.id <= materializations_upper)
-                    .group_by(m.c.asset_key, m.c.partition_key)
-                )
-            ]
-            failed = [
-                PartitionEvent(r.asset_key, None, _aware(r.ended_at), dict(r.tags or {}))
-                for r in conn.execute(
-                    select(steps.c.asset_key, steps.c.ended_at, runs.c.tags)
-                    .join(runs, runs.c.run_id == steps.c.run_id)
-                    .where(steps.c.status == StepStatus.FAILED, steps.c.ended_at.is_not(None))
-                )
-            ]
+            rows = conn.execute(latest).all()
+        failures = (
+            select(steps.c.asset_key, steps.c.ended_at, runs.c.tags)
+            .join(runs, runs.c.run_id == steps.c.run_id)
+            .where(steps.c.status == StepStatus.FAILED, steps.c.ended_at.is_not(None))
+        )
+        with self.engine.connect() as conn:
+            failed_rows = conn.execute(failures).all()
+        materialized = [(key, partition, _aware(when)) for key, partition, when in rows]
+        failed = [PartitionEvent(r.asset_key, None, _aware(r.ended_at), dict(r.tags or {})) for r in failed_rows]
         return materialized, failed
 
     def insert_automation_evaluations_in(
