@@ -235,6 +235,7 @@ def test_many_partitions_of_one_asset_become_a_backfill(storage: Storage, tmp_pa
     sensor = tg.AutomationConditionSensorDefinition(
         "daily_automation", target=tg.AssetSelection.assets("daily"), default_status=RUNNING, run_tags={"team": "a"}
     )
+
     @tg.asset(partitions_def=days, deps=["daily"])
     def report() -> int:  # no condition: never requested
         return 1
@@ -266,3 +267,52 @@ def test_automation_sensor_options_are_validated() -> None:
         tg.AutomationConditionSensorDefinition("x", target=tg.AssetSelection.all(), run_tags={"k": 1})  # type: ignore[dict-item]
     with pytest.raises(InvalidDefinitionError, match="minimum_interval_seconds"):
         tg.AutomationConditionSensorDefinition("x", target=tg.AssetSelection.all(), minimum_interval_seconds=0)
+
+
+def test_evaluations_past_the_retention_are_pruned_except_each_assets_newest(storage: Storage) -> None:
+    from tidegate.storage.automation import EvaluationWrite
+
+    day = timedelta(days=1)
+    with storage.engine.begin() as conn:
+        for tick_id, age in ((1, 40), (2, 35), (3, 1)):
+            writes = [EvaluationWrite("old", 0, {"n": tick_id})]
+            if tick_id < 3:
+                writes.append(EvaluationWrite("quiet", 0, {"n": tick_id}))
+            storage.insert_automation_evaluations_in(
+                conn,
+                sensor="s",
+                tick_id=tick_id,
+                evaluated_at=START - age * day,
+                writes=writes,
+                run_ids=[],
+                backfill_ids=[],
+            )
+    assert storage.prune_automation_evaluations(before=START - 30 * day) == 3
+    assert [r.tick_id for r in storage.automation_evaluations("old")] == [3]
+    assert [r.tick_id for r in storage.automation_evaluations("quiet")] == [2]  # its newest stays
+
+
+def test_the_beat_prunes_with_the_configured_retention(storage: Storage, tmp_path: Path) -> None:
+    from tidegate.config import Settings
+    from tidegate.storage.automation import EvaluationWrite
+
+    config = Settings.from_dict({"beat": {"automation_evaluation_retention_days": 2}})
+    assert config.beat.automation_evaluation_retention_days == 2
+    h = Harness(_defs(2), storage, tmp_path)
+    h.beat = Beat(h.defs, storage, h.pending.extend, clock=h.clock, holder="beat-a", config=config)
+    h.at(START)
+    h.after(seconds=30)
+    assert storage.automation_evaluations("a0")
+    with storage.engine.begin() as conn:
+        storage.insert_automation_evaluations_in(
+            conn,
+            sensor="other",
+            tick_id=0,
+            evaluated_at=START - timedelta(days=3),
+            writes=[EvaluationWrite("a0", 0, {}), EvaluationWrite("a0", 0, {})],
+            run_ids=[],
+            backfill_ids=[],
+        )
+    h.beat._last_purge = None
+    h.after(hours=2)
+    assert [r.sensor for r in storage.automation_evaluations("a0", limit=100)].count("other") == 1
