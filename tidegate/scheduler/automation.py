@@ -40,6 +40,7 @@ from tidegate.definitions.defs import Definitions
 from tidegate.definitions.job import IMPLICIT_ASSET_JOB
 from tidegate.definitions.key import AssetKey
 from tidegate.definitions.partitions import PartitionsDefinition
+from tidegate.definitions.selection import AssetSelection
 from tidegate.errors import InstigatorEvaluationError
 from tidegate.names import (
     ASSET_SELECTION_TAG,
@@ -228,7 +229,7 @@ class AutomationTicks:
                 continue
             plan = self.defs.plan(
                 IMPLICIT_ASSET_JOB,
-                names,
+                AssetSelection.assets(*group.asset_keys),  # flat: a list of thousands would nest unions
                 partition_key=group.partition_key,
                 dynamic_keys=self.storage.dynamic_partition_keys,
                 current_time=now,
