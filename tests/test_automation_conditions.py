@@ -14,6 +14,7 @@ import tidegate as tg
 from tests.automation_world import World
 from tidegate import AssetSelection
 from tidegate import AutomationCondition as AC
+from tidegate.definitions.automation_evaluator import evaluate_automation
 from tidegate.definitions.automation_records import AutomationCursor, EvaluationRecord
 from tidegate.errors import InvalidDefinitionError
 
@@ -431,3 +432,43 @@ def test_cursor_round_trips_through_json() -> None:
     again = AutomationCursor.from_json(w.cursor.to_json())
     assert again == w.cursor
     assert AutomationCursor.from_json(None) == AutomationCursor()
+
+
+def test_a_request_in_another_partitions_definition_is_not_joined() -> None:
+    """will_be_requested only counts a request that can share the dependent's run: an
+    unpartitioned asset waits for its daily parent's run to finish, then goes."""
+    daily = tg.DailyPartitionsDefinition(start_date="2024-01-19")
+
+    @tg.asset(partitions_def=daily)
+    def raw() -> None: ...
+
+    @tg.asset(partitions_def=daily, deps=["raw"], automation_condition=AC.eager())
+    def cleaned() -> None: ...
+
+    @tg.asset(deps=["cleaned"], automation_condition=AC.eager())
+    def overview() -> None: ...
+
+    w = World(tg.Definitions(assets=[raw, cleaned, overview]), T0)  # partitions 01-19 .. 01-21
+    for name in ("raw", "cleaned"):
+        w.materialize(name, "2024-01-19", "2024-01-20", "2024-01-21")
+    w.materialize("overview")
+    w.tick()
+    assert w.tick() == NOTHING
+    w.materialize("raw", "2024-01-21")
+    assert w.tick() == {("cleaned", "2024-01-21")}  # overview cannot join a daily run
+    assert w.last is not None
+    why = "\n".join(w.last.evaluations[tg.AssetKey("overview")].explain_lines())
+    assert "requested, but in a run 'overview' cannot join (other partitions)" in why
+    w.run_requested()
+    assert w.tick() == {("overview", None)}
+
+
+def test_without_changed_every_target_is_evaluated() -> None:
+    w = World(tg.Definitions(assets=_chain(3, AC.eager())), T0)
+    w.tick()
+    _settle(w)
+    targets = [tg.AssetKey(f"a{i}") for i in range(1, 4)]
+    result = evaluate_automation(w.graph, targets, w, w.now, w.cursor, changed=None)
+    assert result.evaluated == 3 and result.requested == {}
+    only_two = evaluate_automation(w.graph, targets[:2], w, w.now, w.cursor, changed=None)
+    assert set(only_two.evaluations) == set(targets[:2])

@@ -54,6 +54,10 @@ class AutomationCondition:
 
     def display(self) -> str:
         """The label if one was given, else a readable expression of the tree."""
+        return self._display
+
+    @cached_property
+    def _display(self) -> str:
         return self.label or self._expression()
 
     def _expression(self) -> str:
@@ -87,6 +91,12 @@ class AutomationCondition:
         """Whether the tree keeps state between evaluations (SINCE, NEWLY_TRUE), so it must be
         evaluated even on no candidates."""
         return any(isinstance(n, SinceCondition | NewlyTrueCondition) for n in self.walk())
+
+    @cached_property
+    def reads_evaluation_state(self) -> bool:
+        """Whether the tree reads the evaluated asset's own history (``initial_evaluation``,
+        ``cron_tick_passed``): its result on a dependency then depends on who asks."""
+        return any(isinstance(n, InitialEvaluationCondition | CronTickPassedCondition) for n in self.walk())
 
     @cached_property
     def cron_nodes(self) -> tuple[CronTickPassedCondition, ...]:

@@ -12,15 +12,17 @@ partitions does).
 Cost follows what changed: an asset is skipped (its previous state and "requested nothing"
 stand) when its last evaluation was *stable* (evaluating again with the same inputs would
 give the same result and state), neither it nor a dependency is in ``changed``, no
-dependency was requested on this or the previous evaluation, its and its dependencies'
-partitions are the same, and no tick of a cron in its condition passed since.
+dependency was requested on this or the previous evaluation, no partitions definition gained
+a partition (for an asset with partitions on either side), and no tick of a cron in its
+condition passed since. A dependency condition without state is evaluated once per
+dependency per tick, whatever the number of dependents.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Protocol
 
 from tidegate.definitions.automation_condition import (
@@ -43,9 +45,27 @@ from tidegate.definitions.automation_condition import (
     SinceCondition,
     WillBeRequestedCondition,
 )
+from tidegate.definitions.automation_explain import (
+    dep_fact,
+    deps_verb,
+    describe,
+    fact,
+    first_facts,
+    not_why,
+    or_why,
+    title,
+)
+from tidegate.definitions.automation_plan import (
+    GraphPlan,
+    definition_token,
+    graph_plan,
+    group_requests,
+    partition_mapping,
+    runs_together,
+    sort_key,
+)
 from tidegate.definitions.automation_records import (
     MAX_RUNS,
-    SAMPLE_SIZE,
     AssetCursor,
     AssetSlice,
     AutomationCursor,
@@ -56,15 +76,12 @@ from tidegate.definitions.automation_records import (
     NodeRecord,
     PartitionKey,
 )
-from tidegate.definitions.cron import ticks_between, validate_timezone
+from tidegate.definitions.cron import next_tick, validate_cron, validate_timezone
 from tidegate.definitions.graph import AssetGraph
 from tidegate.definitions.key import AssetKey
 from tidegate.definitions.partitions import (
     AllPartitionMapping,
     IdentityPartitionMapping,
-    PartitionMapping,
-    PartitionsDefinition,
-    TimeWindowPartitionMapping,
     TimeWindowPartitionsDefinition,
 )
 from tidegate.definitions.selection import AssetSelection
@@ -162,8 +179,9 @@ class _Evaluation:
         self._slices: dict[AssetKey, AssetSlice] = {}
         self._selections: dict[int, set[AssetKey]] = {}
         self._deps_cache: dict[tuple[int, AssetKey], list[AssetKey]] = {}
-        self._displays: dict[int, str] = {}
         self._full: dict[AssetKey, Subset] = {}
+        self._names: dict[AssetKey, str] = {}
+        self._dep_results: dict[tuple[str, AssetKey, Subset, object], tuple[Subset, bool]] = {}
         self._cron_cache: dict[tuple[str, str, float], bool] = {}
 
     # -- inputs, memoized ----------------------------------------------------------------------
@@ -221,7 +239,7 @@ class _Evaluation:
             start = gap + 1
         return runs
 
-    def partitions_fingerprint(self, plan: _GraphPlan) -> str:
+    def partitions_fingerprint(self, plan: GraphPlan) -> str:
         """One string that changes when any partitions definition gains or loses a partition
         (a new day, a dynamic key): computed once per definition, not per asset."""
         parts = []
@@ -233,7 +251,7 @@ class _Evaluation:
     # -- the walk ------------------------------------------------------------------------------
 
     def run(self, targets: Collection[AssetKey]) -> AutomationResult:
-        plan = _plan(self.graph)
+        plan = graph_plan(self.graph)
         wanted = set(targets)
         partitions = self.partitions_fingerprint(plan)
         partitions_changed = partitions != self.cursor.partitions_fingerprint
@@ -299,7 +317,7 @@ class _Evaluation:
             stable=stable,
         )
         record = EvaluationRecord(
-            asset_key=key, evaluation_time=self.now, requested=sorted(requested, key=_sort_key), root=result.record
+            asset_key=key, evaluation_time=self.now, requested=sorted(requested, key=sort_key), root=result.record
         )
         return cursor, record
 
@@ -310,7 +328,7 @@ class _Evaluation:
             due = self._cron_cache.get(cache_key)
             if due is None:
                 since = datetime.fromtimestamp(previous.evaluation_time, tz=self.now.tzinfo)
-                due = self._cron_cache[cache_key] = bool(_ticks_passed(node, since, self.now))
+                due = self._cron_cache[cache_key] = _first_tick_after(node, since, self.now) is not None
             if due:
                 return True
         return False
@@ -329,6 +347,11 @@ class _Evaluation:
         """Evaluate one node on ``candidates`` of ``key``; ``explain`` builds its record."""
         if not candidates and not condition.is_stateful:
             return self._record(condition, key, candidates, EMPTY, "not evaluated: no candidates left", [], explain)
+        if type(condition) in _OPERAND_TYPES:
+            true, why = self._operand(condition, key, candidates, root)
+            if true and isinstance(condition, _EVENT_OPERANDS):
+                root.volatile = True
+            return self._record(condition, key, candidates, true, why, [], explain)
         if isinstance(condition, AndAutomationCondition):
             return self._and(condition, node_id, key, candidates, root, explain)
         if isinstance(condition, OrAutomationCondition):
@@ -336,11 +359,13 @@ class _Evaluation:
                 self.node(c, f"{node_id}.{i}", key, candidates, root, explain) for i, c in enumerate(condition.operands)
             ]
             true = frozenset().union(*(c.true for c in children)) & candidates
-            return self._record(condition, key, candidates, true, lambda: _or_why(children), children, explain)
+            return self._record(
+                condition, key, candidates, true, lambda: or_why([c.record for c in children]), children, explain
+            )
         if isinstance(condition, NotAutomationCondition):
             child = self.node(condition.operand, f"{node_id}.0", key, candidates, root, explain)
             true = candidates - child.true
-            return self._record(condition, key, candidates, true, lambda: _not_why(child), [child], explain)
+            return self._record(condition, key, candidates, true, lambda: not_why(child.record), [child], explain)
         if isinstance(condition, SinceCondition):
             return self._since(condition, node_id, key, candidates, root, explain)
         if isinstance(condition, NewlyTrueCondition):
@@ -375,7 +400,11 @@ class _Evaluation:
         def why() -> str:
             if current:
                 return "every operand true"
-            return f"'{_title(first_false)}' is false" if first_false else "no candidates"
+            return (
+                f"'{title(first_false.record if first_false is not None else None)}' is false"
+                if first_false
+                else "no candidates"
+            )
 
         return self._record(condition, key, candidates, current, why, children, explain)
 
@@ -391,10 +420,10 @@ class _Evaluation:
 
         def why() -> str:
             if true:
-                return f"'{_title(trigger)}' has been true since '{_title(reset)}' was last true"
+                return f"'{title(trigger.record)}' has been true since '{title(reset.record)}' was last true"
             if reset.true & candidates:
-                return f"reset by '{_title(reset)}'"
-            return f"'{_title(trigger)}' not true since '{_title(reset)}' was last true"
+                return f"reset by '{title(reset.record)}'"
+            return f"'{title(trigger.record)}' not true since '{title(reset.record)}' was last true"
 
         return self._record(condition, key, candidates, true, why, [trigger, reset], explain)
 
@@ -426,37 +455,72 @@ class _Evaluation:
         is_all = isinstance(condition, AllDepsCondition)
         true = candidates if is_all else EMPTY
         outcomes: list[tuple[AssetKey, Subset, Subset, Subset]] = []  # dep, its candidates, its true, mapped
+        decided = not condition.operand.is_stateful  # without state, stop once the outcome is known
         for dep in deps:
             parents = self._parents(key, dep, candidates)
-            child = self.node(condition.operand, f"{node_id}[{dep.to_user_string()}]", dep, parents, root, False)
-            mapped = self._children_matching(key, dep, child.true, candidates)
+            dep_true = self._dep_operand(condition.operand, self._dep_node_id(node_id, dep), dep, parents, root)
+            mapped = self._children_matching(key, dep, dep_true, candidates)
             true = true & mapped if is_all else true | mapped
-            outcomes.append((dep, parents, child.true, mapped))
+            outcomes.append((dep, parents, dep_true, mapped))
+            if decided and (not true if is_all else len(true) == len(candidates)):
+                break
         if not explain:
             return _Result(true, None)
         # The record keeps the subtrees that explain the outcome (the dependencies that
         # matched, or for ALL those that did not), evaluated again with their records.
         telling = [o for o in outcomes if bool(o[3]) != is_all] or outcomes[:1]
         children = [
-            self.node(condition.operand, f"{node_id}[{dep.to_user_string()}]", dep, parents, root, True)
+            self.node(condition.operand, self._dep_node_id(node_id, dep), dep, parents, root, True)
             for dep, parents, _, _ in telling[:EXPLAINED_DEPS]
         ]
         matched = [
-            _dep_fact(dep, dep_true & self._parents(key, dep, mapped), self._is_partitioned(dep))
+            dep_fact(dep, dep_true & self._parents(key, dep, mapped), self._is_partitioned(dep))
             for dep, _, dep_true, mapped in outcomes
             if mapped
         ]
         unmatched = [f"upstream '{dep}'" for dep, _, _, mapped in outcomes if not mapped]
-        what = _deps_verb(condition)
+        what = deps_verb(condition)
         if not deps:
             why = "no dependencies (after allow/ignore)"
         elif is_all and true:
             why = f"every dependency {what}"
         elif is_all:
-            why = f"not {what}: {_first(unmatched)}" if unmatched else f"dependencies {what} only for other partitions"
+            why = (
+                f"not {what}: {first_facts(unmatched)}"
+                if unmatched
+                else f"dependencies {what} only for other partitions"
+            )
         else:
-            why = _first([f"{m} {what}" for m in matched]) if true else f"no dependency {what}"
+            why = first_facts([f"{m} {what}" for m in matched]) if true else f"no dependency {what}"
         return self._record(condition, key, candidates, true, why, children, explain)
+
+    def _dep_operand(
+        self, operand: AutomationCondition, node_id: str, dep: AssetKey, parents: Subset, root: _Root
+    ) -> Subset:
+        """A dependency condition's operand on ``dep``. Without state and without reading the
+        evaluated asset's history, its result is the same for every dependent asset with the
+        same partitions definition: computed once per evaluation (a dependency read by many
+        assets is evaluated once)."""
+        if operand.is_stateful or operand.reads_evaluation_state:
+            return self.node(operand, node_id, dep, parents, root, False).true
+        cache_key = (operand.fingerprint(), dep, parents, self._token(root.key))
+        hit = self._dep_results.get(cache_key)
+        if hit is None:
+            volatile, root.volatile = root.volatile, False
+            hit = self._dep_results[cache_key] = (
+                self.node(operand, node_id, dep, parents, root, False).true,
+                root.volatile,
+            )
+            root.volatile = volatile
+        if hit[1]:
+            root.volatile = True
+        return hit[0]
+
+    def _token(self, key: AssetKey) -> object:
+        return definition_token(self.graph.assets[key].partitions_def)
+
+    def _dep_node_id(self, node_id: str, dep: AssetKey) -> str:
+        return f"{node_id}[{self.name(dep)}]"
 
     def _selected_deps(self, condition: DepsAutomationCondition, key: AssetKey) -> list[AssetKey]:
         cache_key = (id(condition), key)
@@ -487,7 +551,7 @@ class _Evaluation:
         parent_def = self.graph.assets[parent].partitions_def
         if parent_def is None or child_def is None:
             return candidates  # one side unpartitioned: every partition depends on every partition
-        mapping = _mapping(self.graph, child, parent)
+        mapping = partition_mapping(self.graph, child, parent)
         if isinstance(mapping, IdentityPartitionMapping):
             return candidates & parents
         if isinstance(mapping, AllPartitionMapping):
@@ -506,7 +570,7 @@ class _Evaluation:
         parent_def = self.graph.assets[parent].partitions_def
         if parent_def is None or child_def is None:
             return self.full(parent)
-        mapping = _mapping(self.graph, child, parent)
+        mapping = partition_mapping(self.graph, child, parent)
         if isinstance(mapping, IdentityPartitionMapping):
             return children & self.full(parent)
         if isinstance(mapping, AllPartitionMapping):
@@ -562,7 +626,7 @@ class _Evaluation:
         if (
             requested
             and key != root.key
-            and not _runs_together(self.graph.assets[key].partitions_def, self.graph.assets[root.key].partitions_def)
+            and not runs_together(self.graph.assets[key].partitions_def, self.graph.assets[root.key].partitions_def)
         ):
             return EMPTY, f"requested, but in a run '{root.key}' cannot join (other partitions)"
         return requested, _lazy_fact(
@@ -575,9 +639,9 @@ class _Evaluation:
         if root.previous is None:
             return EMPTY, "first evaluation: no previous evaluation to count ticks from"
         since = datetime.fromtimestamp(root.previous.evaluation_time, tz=self.now.tzinfo)
-        ticks = _ticks_passed(condition, since, self.now)
-        if ticks:
-            return candidates, f"tick {ticks[-1].isoformat()} passed"
+        tick = _first_tick_after(condition, since, self.now)
+        if tick is not None:
+            return candidates, f"tick {tick.isoformat()} passed"
         return EMPTY, f"no tick since {since.isoformat()}"
 
     def _in_latest_time_window(
@@ -601,7 +665,7 @@ class _Evaluation:
         return (
             true,
             lambda: (
-                f"latest window ends {latest.end.isoformat()}; " + (_describe(true) if true else "candidates are older")
+                f"latest window ends {latest.end.isoformat()}; " + (describe(true) if true else "candidates are older")
             ),
         )
 
@@ -625,88 +689,34 @@ class _Evaluation:
             label=condition.label,
             name=condition.name,
             description=condition.description,
-            asset=key.to_user_string(),
+            asset=self.name(key),
             true_count=len(true),
             candidate_count=len(candidates),
             true_runs=runs[:MAX_RUNS],
             truncated=len(runs) > MAX_RUNS,
-            why=f"{self.display(condition)}: {'true' if true else 'false'} — {reason}",
+            why=f"{condition.display()}: {'true' if true else 'false'} — {reason}",
             children=[c.record for c in children if c.record is not None],
         )
         return _Result(true, record)
 
-    def display(self, condition: AutomationCondition) -> str:
-        found = self._displays.get(id(condition))
+    def name(self, key: AssetKey) -> str:
+        found = self._names.get(key)
         if found is None:
-            found = self._displays[id(condition)] = condition.display()
+            found = self._names[key] = key.to_user_string()
         return found
-
-
-# -- what the walk needs of a graph, computed once per graph ------------------------------------
-
-
-@dataclass(frozen=True)
-class _GraphPlan:
-    conditioned: tuple[AssetKey, ...]  # assets with a condition, not external, in topological order
-    partition_sensitive: frozenset[AssetKey]  # partitioned, or with a partitioned dependency
-    definition_representatives: tuple[AssetKey, ...]  # one asset per distinct partitions definition
-
-
-_PLANS: dict[int, tuple[AssetGraph, _GraphPlan]] = {}
-
-
-def _plan(graph: AssetGraph) -> _GraphPlan:
-    cached = _PLANS.get(id(graph))
-    if cached is not None and cached[0] is graph:
-        return cached[1]
-    conditioned = tuple(
-        k for k in graph.order if graph.assets[k].automation_condition is not None and not graph.assets[k].is_external
-    )
-    partitioned = {k for k, a in graph.assets.items() if a.partitions_def is not None}
-    sensitive = frozenset(k for k in conditioned if k in partitioned or graph.upstream[k] & partitioned)
-    representatives: dict[object, AssetKey] = {}
-    for key in sorted(partitioned):
-        representatives.setdefault(_definition_token(graph.assets[key].partitions_def), key)
-    plan = _GraphPlan(conditioned, sensitive, tuple(representatives.values()))
-    if len(_PLANS) > 8:  # a beat reloading definitions: keep the few latest graphs
-        _PLANS.clear()
-    _PLANS[id(graph)] = (graph, plan)
-    return plan
 
 
 # -- small pieces ------------------------------------------------------------------------------
 
 
-def _ticks_passed(condition: CronTickPassedCondition, since: datetime, now: datetime) -> list[datetime]:
+def _first_tick_after(condition: CronTickPassedCondition, since: datetime, now: datetime) -> datetime | None:
+    """The first tick of the condition's cron in ``(since, now]``, or None (one step of the
+    cron, however long ago ``since`` was)."""
     if now <= since:
-        return []
-    tz = validate_timezone("cron_tick_passed", condition.cron_timezone)
-    from tidegate.definitions.cron import validate_cron
-
-    cron = validate_cron("cron_tick_passed", condition.cron_schedule)
-    # the latest tick is what matters; look back no further than needed
-    return ticks_between(cron, tz, max(since, now - timedelta(days=400)), now)[-1:]
-
-
-def _mapping(graph: AssetGraph, child: AssetKey, parent: AssetKey) -> PartitionMapping:
-    """The mapping between two partitioned assets, inferred as Dagster does when none is given:
-    time windows to time windows by overlap, anything else by identical keys."""
-    given = graph.assets[child].partition_mappings.get(parent)
-    if given is not None:
-        return given
-    child_def, parent_def = graph.assets[child].partitions_def, graph.assets[parent].partitions_def
-    if (
-        child_def != parent_def
-        and isinstance(child_def, TimeWindowPartitionsDefinition)
-        and isinstance(parent_def, TimeWindowPartitionsDefinition)
-    ):
-        return TimeWindowPartitionMapping()
-    return IdentityPartitionMapping()
-
-
-def _runs_together(a: PartitionsDefinition | None, b: PartitionsDefinition | None) -> bool:
-    """Requests of two assets can share a run when they have the same partitions (or none)."""
-    return a == b
+        return None
+    tz = validate_timezone(condition.display(), condition.cron_timezone)
+    tick = next_tick(validate_cron(condition.display(), condition.cron_schedule), tz, since)
+    return tick if tick <= now else None
 
 
 def _runs_of(positions: Sequence[int], ordered: Sequence[PartitionKey]) -> list[list[PartitionKey]]:
@@ -727,28 +737,20 @@ def _as_runs(runs: list[list[PartitionKey]]) -> tuple[tuple[PartitionKey, Partit
     return tuple((first, last) for first, last in runs)
 
 
-def _sort_key(partition: PartitionKey) -> str:
-    return "" if partition is None else partition
-
-
-def _title(result: _Result | None) -> str:
-    if result is None or result.record is None:
-        return "?"
-    return result.record.label or result.record.why.split(": ", 1)[0]
-
-
-def _describe(subset: Collection[PartitionKey]) -> str:
-    """``partition 2024-01-22``, ``3 partitions: a, b, c``, or for many the count and the range."""
-    named = [k for k in subset if k is not None]
-    if not named:
-        return ""
-    if len(named) == 1:
-        return f"partition {named[0]}"
-    if len(named) <= SAMPLE_SIZE:
-        return f"{len(named)} partitions: {', '.join(sorted(named))}"
-    return f"{len(named)} partitions from {min(named)} to {max(named)}"
-
-
+_OPERAND_TYPES = frozenset(
+    {
+        MissingCondition,
+        RunInProgressCondition,
+        BackfillInProgressCondition,
+        ExecutionFailedCondition,
+        NewlyUpdatedCondition,
+        NewlyRequestedCondition,
+        WillBeRequestedCondition,
+        InitialEvaluationCondition,
+        CronTickPassedCondition,
+        InLatestTimeWindowCondition,
+    }
+)
 _SLICE_FACTS: dict[type, tuple[str, str, str]] = {  # operand -> (AssetSlice set, reason if true, if false)
     MissingCondition: ("materialized", "never materialized", "materialized"),
     RunInProgressCondition: ("run_in_progress", "in a run in progress", "no run in progress"),
@@ -759,90 +761,4 @@ _SLICE_FACTS: dict[type, tuple[str, str, str]] = {  # operand -> (AssetSlice set
 
 
 def _lazy_fact(true: Subset, partitioned: bool, yes: str, no: str) -> Callable[[], str]:
-    return lambda: _fact(true, partitioned, yes, no)
-
-
-def _fact(true: Subset, partitioned: bool, yes: str, no: str) -> str:
-    if not partitioned:
-        return yes if true else no
-    return f"{_describe(true)} {yes}" if true else no
-
-
-def _dep_fact(dep: AssetKey, true: Subset, partitioned: bool) -> str:
-    where = f" {_describe(true)}" if partitioned and true else ""
-    return f"upstream '{dep}'{where}"
-
-
-def _dep_name(fact: str) -> str:
-    return fact.split("'")[1]
-
-
-def _deps_verb(condition: DepsAutomationCondition) -> str:
-    """``any_deps_missing`` -> "missing"; an unlabelled one names its operand."""
-    label = condition.label or ""
-    for prefix in ("any_deps_", "all_deps_"):
-        if label.startswith(prefix):
-            return label[len(prefix) :].replace("_", " ")
-    return f"matches {condition.operand.display()}"
-
-
-def _or_why(children: Sequence[_Result]) -> str:
-    held = [_title(c) for c in children if c.true]
-    return f"'{held[0]}' is true" if held else "no operand true"
-
-
-def _not_why(child: _Result) -> str:
-    """A NOT is explained by its operand: ``~any_deps_missing: false — upstream 'orders' … missing``."""
-    why = child.record.why if child.record is not None else ""
-    return why.split(" — ", 1)[1] if " — " in why else _title(child)
-
-
-def _first(facts: Sequence[str], shown: int = 3) -> str:
-    more = f"; and {len(facts) - shown} more" if len(facts) > shown else ""
-    return "; ".join(facts[:shown]) + more
-
-
-def _walk_groups(graph: AssetGraph, requested: Mapping[AssetKey, Collection[PartitionKey]]) -> Iterator[AssetKey]:
-    for key in graph.order:
-        if requested.get(key):
-            yield key
-
-
-def group_requests(
-    graph: AssetGraph, requested: Mapping[AssetKey, Collection[PartitionKey]]
-) -> list[AutomationRunGroup]:
-    """The runs (and backfills) to create for ``requested``.
-
-    One run per (partitions definition, partition key): every unpartitioned request of the
-    tick shares one run, so an eager chain runs in one run in dependency order; requests of
-    one partition key of assets with the same partitions share one. An asset requested for
-    several partitions becomes a backfill (shared with the assets requested for exactly the
-    same partitions of the same definition).
-    """
-    runs: dict[tuple[object, PartitionKey], list[AssetKey]] = {}
-    backfills: dict[tuple[object, tuple[str, ...]], list[AssetKey]] = {}
-    for key in _walk_groups(graph, requested):
-        definition = graph.assets[key].partitions_def
-        partitions = sorted(requested[key], key=_sort_key)
-        token = _definition_token(definition)
-        if len(partitions) > 1:
-            backfills.setdefault((token, tuple(str(p) for p in partitions)), []).append(key)
-        else:
-            runs.setdefault((token, partitions[0]), []).append(key)
-    groups = [
-        AutomationRunGroup(asset_keys=tuple(keys), partition_key=partition, is_backfill=False)
-        for (_, partition), keys in runs.items()
-    ]
-    groups += [
-        AutomationRunGroup(asset_keys=tuple(keys), partition_key=None, is_backfill=True, partition_keys=partitions)
-        for (_, partitions), keys in backfills.items()
-    ]
-    return sorted(groups, key=lambda g: (g.is_backfill, _sort_key(g.partition_key), g.partition_keys, g.asset_keys))
-
-
-def _definition_token(definition: PartitionsDefinition | None) -> object:
-    try:
-        hash(definition)
-    except TypeError:
-        return id(definition)
-    return definition
+    return lambda: fact(true, partitioned, yes, no)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import heapq
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
@@ -72,17 +73,25 @@ def _walk(start: Iterable[AssetKey], edges: Mapping[AssetKey, frozenset[AssetKey
 def _topological_order(
     assets: Mapping[AssetKey, AssetsDefinition], upstream: Mapping[AssetKey, frozenset[AssetKey]]
 ) -> tuple[AssetKey, ...]:
+    # Kahn's algorithm with a min-heap: the smallest ready key goes first (deterministic), in
+    # O(n log n) rather than rescanning every remaining asset per step (5,000 assets: seconds).
     remaining = {k: set(v) for k, v in upstream.items()}
+    children: dict[AssetKey, list[AssetKey]] = {k: [] for k in upstream}
+    for k, parents in upstream.items():
+        for up in parents:
+            children.setdefault(up, []).append(k)
     order: list[AssetKey] = []
-    ready = sorted(k for k, ups in remaining.items() if not ups)
+    ready = [k for k, ups in remaining.items() if not ups]
+    heapq.heapify(ready)
     while ready:
-        key = ready.pop(0)
+        key = heapq.heappop(ready)
         order.append(key)
         del remaining[key]
-        freed = [k for k, ups in remaining.items() if key in ups]
-        for k in freed:
-            remaining[k].discard(key)
-        ready = sorted(set(ready) | {k for k in freed if not remaining[k]})
+        for child in children.get(key, ()):
+            waiting = remaining[child]
+            waiting.discard(key)
+            if not waiting:
+                heapq.heappush(ready, child)
     if remaining:
         cycle = _find_cycle(remaining)
         text = " -> ".join(cycle)

@@ -17,9 +17,10 @@ _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_\-]*")  # fullmatch: "$" would admit a 
 class AssetKey:
     """The identity of an asset: ``AssetKey("orders")`` or ``AssetKey(["sales", "orders"])``."""
 
-    __slots__ = ("path",)
+    __slots__ = ("_hash", "path")
 
     path: tuple[str, ...]
+    _hash: int
 
     def __init__(self, path: str | Sequence[str]) -> None:
         parts = (path,) if isinstance(path, str) else tuple(path)
@@ -34,6 +35,7 @@ class AssetKey:
                     "(letters, digits, '_' and '-', not starting with a digit)"
                 )
         object.__setattr__(self, "path", parts)
+        object.__setattr__(self, "_hash", hash(parts))  # keys are hashed a lot (graph maps, evaluation)
 
     def __setattr__(self, name: str, value: object) -> None:
         raise AttributeError("AssetKey is immutable")
@@ -68,7 +70,7 @@ class AssetKey:
         return isinstance(other, AssetKey) and other.path == self.path
 
     def __hash__(self) -> int:
-        return hash(self.path)
+        return self._hash
 
     def __lt__(self, other: object) -> bool:
         if not isinstance(other, AssetKey):
