@@ -25,7 +25,8 @@ from sqlalchemy import event
 import tidegate as tg
 from tidegate.cli import main
 from tidegate.definitions.automation_sensor import DEFAULT_AUTOMATION_SENSOR
-from tidegate.errors import InvalidDefinitionError
+from tidegate.definitions.job import IMPLICIT_ASSET_JOB
+from tidegate.errors import InvalidDefinitionError, PartitionKeyError
 from tidegate.names import AUTOMATION_TAG, BACKFILL_TAG, SCHEDULE_TAG, RunStatus, TickStatus
 from tidegate.scheduler.beat import Beat
 from tidegate.scheduler.clock import FakeClock
@@ -316,3 +317,21 @@ def test_the_beat_prunes_with_the_configured_retention(storage: Storage, tmp_pat
     h.beat._last_purge = None
     h.after(hours=2)
     assert [r.sensor for r in storage.automation_evaluations("a0", limit=100)].count("other") == 1
+
+
+def test_an_unpartitioned_selection_plans_beside_partitioned_assets() -> None:
+    days = tg.DailyPartitionsDefinition(start_date="2024-01-01")
+
+    @tg.asset(partitions_def=days)
+    def daily() -> int:
+        return 1
+
+    @tg.asset(automation_condition=EAGER)
+    def plain() -> int:
+        return 1
+
+    defs = tg.Definitions(assets=[daily, plain])
+    plan = defs.plan(IMPLICIT_ASSET_JOB, tg.AssetSelection.assets("plain"))  # an automation run of plain
+    assert [s.asset_key for s in plan.steps] == ["plain"]
+    with pytest.raises(PartitionKeyError, match="give a partition key"):
+        defs.plan(IMPLICIT_ASSET_JOB, tg.AssetSelection.assets("daily"))  # daily still needs its key

@@ -186,7 +186,10 @@ class Definitions:
         partitions = {self.graph.assets[k].partitions_def for k in chosen} - {None}
         if len(partitions) > 1:
             raise InvalidDefinitionError(f"job '{job_name}': the selection spans different partitions definitions")
-        partitions_def = next(iter(partitions), None) or job.partitions_def
+        # The implicit job's partitions are inferred from its assets: a selection of unpartitioned
+        # assets (an automation run, say) has none, even when other assets are partitioned.
+        inferred_only = job_name == IMPLICIT_ASSET_JOB and keys is not None
+        partitions_def = next(iter(partitions), None) or (None if inferred_only else job.partitions_def)
         if partition_range is not None:
             if partition_key is not None or partitions_def is None:
                 raise PartitionKeyError(
