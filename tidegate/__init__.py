@@ -8,6 +8,7 @@ from tidegate.definitions.asset import AssetIn, AssetsDefinition, asset
 from tidegate.definitions.asset_sensor import AssetSensorDefinition, asset_sensor
 from tidegate.definitions.asset_spec import AssetSpec
 from tidegate.definitions.automation_condition import AutomationCondition
+from tidegate.definitions.automation_sensor import AutomationConditionSensorDefinition
 from tidegate.definitions.config import Config, EnvVar, RunConfig
 from tidegate.definitions.context import AssetExecutionContext, MaterializeResult
 from tidegate.definitions.defs import Definitions
@@ -128,6 +129,7 @@ __all__ = [
     "AssetSpec",
     "AssetsDefinition",
     "AutomationCondition",
+    "AutomationConditionSensorDefinition",
     "BackfillPolicy",
     "Backoff",
     "Config",

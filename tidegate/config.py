@@ -164,7 +164,8 @@ class MonitorConfig:
 
 @dataclass(frozen=True, config=_SECTION)
 class BeatConfig:
-    """``[beat]``: how many sensor evaluations run at once, and how large a tick's commits are.
+    """``[beat]``: how many sensor evaluations run at once, how large a tick's commits are, and
+    how long automation evaluation records are kept (each asset's newest is always kept).
 
     ``synchronous_sensors`` makes each beat round wait for its sensors' evaluations (up to
     their time limits) before going on: the earlier behaviour, kept as a baseline to measure against."""
@@ -172,6 +173,7 @@ class BeatConfig:
     max_concurrent_evaluations: PositiveCount = 8
     tick_batch_size: PositiveCount = 200
     synchronous_sensors: bool = False
+    automation_evaluation_retention_days: PositiveCount = 30
 
 
 # -- the model -----------------------------------------------------------------------------

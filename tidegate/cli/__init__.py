@@ -20,6 +20,7 @@ from tidegate.cli.common import (
     open_storage,
     resolve_location,
 )
+from tidegate.cli.conditions import automation
 from tidegate.cli.external import report_asset
 from tidegate.cli.flower import flower
 from tidegate.cli.inspect_ import assets, partitions, pool, queue, runs
@@ -58,6 +59,7 @@ main.add_command(backfill)
 main.add_command(flower)
 main.add_command(webserver)
 main.add_command(token)
+main.add_command(automation)
 
 
 @main.group()

@@ -107,6 +107,7 @@ class Definitions:
 
         self.schedules: dict[str, ScheduleDefinition] = _unique_by_name(given_schedules, "schedule", ScheduleDefinition)
         self.sensors: dict[str, SensorDefinition] = _unique_by_name(given_sensors, "sensor", SensorDefinition)
+        self._add_default_automation_sensor()
         _check_instigator_names(self.schedules, self.sensors)
         for name, schedule in list(self.schedules.items()):
             if isinstance(schedule, PartitionedJobSchedule) and schedule.bound_partitions is None:
@@ -417,6 +418,22 @@ class Definitions:
         outside = ", ".join(repr(str(k)) for k in sorted(set(request.asset_selection or ()) - set(allowed)))
         if outside:
             raise RunRequestTargetError(f"{label}: RunRequest selects {outside}, outside {scope}")
+
+    def _add_default_automation_sensor(self) -> None:
+        """As Dagster: assets with an automation condition that no automation condition sensor
+        targets are covered by ``default_automation_condition_sensor`` (running by default)."""
+        from tidegate.definitions.automation_sensor import (
+            DEFAULT_AUTOMATION_SENSOR,
+            AutomationConditionSensorDefinition,
+            default_automation_condition_sensor,
+        )
+
+        conditioned = {k for k, a in self.graph.assets.items() if a.automation_condition is not None}
+        for sensor in self.sensors.values():
+            if isinstance(sensor, AutomationConditionSensorDefinition):
+                conditioned -= sensor.selection.resolve(self.graph)
+        if conditioned and DEFAULT_AUTOMATION_SENSOR not in self.sensors:
+            self.sensors[DEFAULT_AUTOMATION_SENSOR] = default_automation_condition_sensor(conditioned)
 
     # -- validation ----------------------------------------------------------------------
 

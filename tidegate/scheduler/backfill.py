@@ -4,6 +4,7 @@ partition, so a beat restarted mid-backfill carries on without submitting anythi
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -13,7 +14,7 @@ from typing import Any
 from tidegate.definitions.defs import Definitions
 from tidegate.definitions.partitions import PartitionKeyRange
 from tidegate.errors import TidegateError
-from tidegate.names import BACKFILL_TAG, BackfillStatus, PartitionStatus, RunStatus
+from tidegate.names import ASSET_SELECTION_TAG, BACKFILL_TAG, BackfillStatus, PartitionStatus, RunStatus
 from tidegate.storage.api import Storage
 from tidegate.storage.backfills import BackfillRecord
 
@@ -54,6 +55,7 @@ class BackfillDaemon:
             try:
                 plan = self.defs.plan(
                     backfill.job_name,
+                    _selection(backfill),
                     partition_key=first if last is None else None,
                     partition_range=None if last is None else PartitionKeyRange(first, last),
                     dynamic_keys=self.storage.dynamic_partition_keys,
@@ -148,3 +150,10 @@ def cancel_backfill(storage: Storage, backfill_id: str) -> list[str]:
     for run_id in run_ids:
         storage.cancel_run(run_id)
     return run_ids
+
+
+def _selection(backfill: BackfillRecord) -> list[str] | None:
+    """The assets of its job a backfill runs (an automation tick's backfill of one asset), or
+    None for the whole job."""
+    raw = backfill.tags.get(ASSET_SELECTION_TAG)
+    return None if raw is None else [str(k) for k in json.loads(raw)]

@@ -41,6 +41,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from tidegate.config import Settings
+from tidegate.definitions.automation_sensor import AutomationConditionSensorDefinition
 from tidegate.definitions.config import instigator_resources
 from tidegate.definitions.context import Resources
 from tidegate.definitions.cron import next_tick, ticks_between
@@ -56,6 +57,7 @@ from tidegate.definitions.schedule import ScheduleDefinition, ScheduleEvaluation
 from tidegate.definitions.sensor import SensorDefinition, SensorEvaluationContext
 from tidegate.errors import TidegateError
 from tidegate.names import PRIORITY_TAG, SCHEDULE_TAG, SENSOR_TAG, TICK_TAG, InstigatorStatus, TickStatus
+from tidegate.scheduler.automation import AutomationTicks
 from tidegate.scheduler.backfill import BackfillDaemon
 from tidegate.scheduler.clock import Clock, SystemClock
 from tidegate.scheduler.launcher import Launcher
@@ -125,6 +127,7 @@ class Beat:
         self.holder = holder or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         self.lease_seconds = lease_seconds
         self.backfills = BackfillDaemon(defs, storage)
+        self.automation = AutomationTicks(defs, storage)
         self.launcher = Launcher(storage, publish, defs=defs, config=config or Settings.defaults())
         self.launcher_interval = launcher_interval
         self.retention = skipped_tick_retention
@@ -422,10 +425,14 @@ class Beat:
         on_commit: Callable[[], None] | None = None
         try:
             try:
-                evaluation = sensor.evaluate(context, self._resources)
-                outcome = _outcome(evaluation, self._plan(sensor, evaluation, None))
-                on_commit = evaluation.on_commit
-                flight.backlog = evaluation.backlog
+                if isinstance(sensor, AutomationConditionSensorDefinition):
+                    tick = self.automation.evaluate(sensor, context.cursor, flight.started_at)
+                    outcome, on_commit = tick.outcome, tick.install
+                else:
+                    evaluation = sensor.evaluate(context, self._resources)
+                    outcome = _outcome(evaluation, self._plan(sensor, evaluation, None))
+                    on_commit = evaluation.on_commit
+                    flight.backlog = evaluation.backlog
             except Exception:
                 outcome = TickOutcome(TickStatus.FAILURE, error=traceback.format_exc())
             with flight.lock:
@@ -575,14 +582,17 @@ class Beat:
         return runs
 
     def _purge(self, now: datetime) -> None:
-        if self.retention is None:
-            return
         if self._last_purge is not None and now - self._last_purge < timedelta(hours=1):
             return
         self._last_purge = now
-        removed = self.storage.purge_ticks(status=TickStatus.SKIPPED, before=now - self.retention)
+        if self.retention is not None:
+            removed = self.storage.purge_ticks(status=TickStatus.SKIPPED, before=now - self.retention)
+            if removed:
+                log.info("purged %d SKIPPED tick(s) older than %s", removed, self.retention)
+        kept = timedelta(days=self.options.automation_evaluation_retention_days)
+        removed = self.storage.prune_automation_evaluations(before=now - kept)
         if removed:
-            log.info("purged %d SKIPPED tick(s) older than %s", removed, self.retention)
+            log.info("pruned %d automation evaluation(s) older than %s", removed, kept)
 
 
 def _after_commit(sensor: SensorDefinition, hook: Callable[[], None] | None) -> None:

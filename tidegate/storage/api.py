@@ -37,6 +37,7 @@ from tidegate.definitions.metadata import metadata_json_default
 from tidegate.errors import RunNotFoundError, StorageError
 from tidegate.names import PARTITION_TAG, PartitionStatus, RunStatus, StepStatus
 from tidegate.storage import migrate
+from tidegate.storage.automation import AutomationStorage
 from tidegate.storage.backfills import BackfillStorage
 from tidegate.storage.control import RunControl
 from tidegate.storage.engine import database_now, dialect_insert, make_engine, normalize_url, retry_transient
@@ -70,7 +71,9 @@ def _ref(row: Any) -> StepRef:
     return StepRef(row.run_id, row.step_key, row.attempt, row.queue, row.display_name, row.timeout)
 
 
-class Storage(RunControl, InstigatorStorage, DynamicPartitionStorage, BackfillStorage, RunSearch, TokenStorage):
+class Storage(
+    RunControl, InstigatorStorage, DynamicPartitionStorage, BackfillStorage, RunSearch, TokenStorage, AutomationStorage
+):
     """Runs, steps, events and materializations in one SQL database."""
 
     def __init__(self, url: str, *, engine: Engine | None = None) -> None:

@@ -17,7 +17,7 @@ from tidegate.storage.records import from_row
 from tidegate.storage.schema import backfills, runs
 
 if TYPE_CHECKING:
-    from sqlalchemy import Engine
+    from sqlalchemy import Connection, Engine
 
 
 @dataclass(frozen=True)
@@ -89,22 +89,45 @@ class BackfillStorage:
         run_config: Mapping[str, Any] | None = None,
     ) -> BackfillRecord:
         """One row, however many partitions (they are a JSON list): one statement."""
-        backfill_id = uuid.uuid4().hex[:12]
         with self.engine.begin() as conn:
-            conn.execute(
-                insert(backfills).values(
-                    backfill_id=backfill_id,
-                    job_name=job_name,
-                    partition_keys=list(partition_keys),
-                    status=BackfillStatus.REQUESTED,
-                    max_concurrent=max_concurrent,
-                    tags=dict(tags or {}),
-                    created_at=datetime.now(UTC),
-                    run_ranges=[list(r) for r in run_ranges] if run_ranges is not None else None,
-                    run_config=dict(run_config) if run_config else None,
-                )
+            backfill_id = self.create_backfill_in(
+                conn,
+                job_name,
+                partition_keys,
+                max_concurrent=max_concurrent,
+                tags=tags,
+                run_ranges=run_ranges,
+                run_config=run_config,
             )
         return self.get_backfill(backfill_id)
+
+    def create_backfill_in(
+        self,
+        conn: Connection,
+        job_name: str,
+        partition_keys: Sequence[str],
+        *,
+        max_concurrent: int | None = None,
+        tags: Mapping[str, str] | None = None,
+        run_ranges: Sequence[tuple[str, str]] | None = None,
+        run_config: Mapping[str, Any] | None = None,
+    ) -> str:
+        """``create_backfill`` within the caller's transaction (an automation tick's); its id."""
+        backfill_id = uuid.uuid4().hex[:12]
+        conn.execute(
+            insert(backfills).values(
+                backfill_id=backfill_id,
+                job_name=job_name,
+                partition_keys=list(partition_keys),
+                status=BackfillStatus.REQUESTED,
+                max_concurrent=max_concurrent,
+                tags=dict(tags or {}),
+                created_at=datetime.now(UTC),
+                run_ranges=[list(r) for r in run_ranges] if run_ranges is not None else None,
+                run_config=dict(run_config) if run_config else None,
+            )
+        )
+        return backfill_id
 
     def get_backfill(self, backfill_id: str) -> BackfillRecord:
         from tidegate.errors import BackfillNotFoundError, TidegateError

@@ -28,6 +28,7 @@ from tidegate.storage.schema import instigators, leases, ticks
 if TYPE_CHECKING:
     from sqlalchemy import Engine
 
+    from tidegate.storage.automation import EvaluationWrite
     from tidegate.storage.records import SubmitResult
 
 # A tick records the cursor it set as is up to this many characters; a longer one is stored once,
@@ -93,6 +94,27 @@ class TickOutcome:
     cursor_set: bool = False
     cursor: str | None = None
     dynamic_partitions_requests: Sequence[Any] = ()  # applied before the runs, in the same transaction
+    automation: AutomationWrites | None = None  # an automation tick's backfills and evaluation records
+
+
+@dataclass(frozen=True)
+class PlannedBackfill:
+    """A backfill an automation tick requests (many partitions of one asset)."""
+
+    job_name: str
+    partition_keys: Sequence[str]
+    tags: Mapping[str, str]
+
+
+@dataclass(frozen=True)
+class AutomationWrites:
+    """What an automation tick writes besides its runs, in the same transaction: backfills and
+    the evaluation records (which name the runs and backfills of their asset)."""
+
+    sensor: str
+    evaluated_at: datetime
+    backfills: Sequence[PlannedBackfill] = ()
+    evaluations: Sequence[EvaluationWrite] = ()
 
 
 class _TickTaken(Exception):
@@ -104,6 +126,7 @@ class _Submitted:
     """What the runs of one tick did so far, across its batches."""
 
     run_ids: list[str] = field(default_factory=list)
+    every_run: list[str] = field(default_factory=list)  # per planned run, created or not: its run id
     new_keys: list[str] = field(default_factory=list)
     skipped_keys: list[str] = field(default_factory=list)
 
@@ -138,6 +161,30 @@ class InstigatorStorage:
         def add_dynamic_partitions_in(self, conn: Connection, name: str, keys: Sequence[str]) -> list[str]: ...
 
         def delete_dynamic_partitions_in(self, conn: Connection, name: str, keys: Sequence[str]) -> int: ...
+
+        def create_backfill_in(
+            self,
+            conn: Connection,
+            job_name: str,
+            partition_keys: Sequence[str],
+            *,
+            max_concurrent: int | None = None,
+            tags: Mapping[str, str] | None = None,
+            run_ranges: Sequence[tuple[str, str]] | None = None,
+            run_config: Mapping[str, Any] | None = None,
+        ) -> str: ...
+
+        def insert_automation_evaluations_in(
+            self,
+            conn: Connection,
+            *,
+            sensor: str,
+            tick_id: int,
+            evaluated_at: datetime,
+            writes: Sequence[EvaluationWrite],
+            run_ids: Sequence[str],
+            backfill_ids: Sequence[str],
+        ) -> None: ...
 
     """The instigator half of the storage API (a mixin of Storage)."""
 
@@ -265,7 +312,8 @@ class InstigatorStorage:
         runs = list(outcome.runs)
         done = _Submitted()
         partitions_applied = False
-        if batch_size is not None and len(runs) > batch_size and all(r.run_key is not None for r in runs):
+        batched = outcome.automation is None  # an automation tick is ONE transaction, whatever its size
+        if batched and batch_size is not None and len(runs) > batch_size and all(r.run_key is not None for r in runs):
             *early, last = [runs[i : i + batch_size] for i in range(0, len(runs), batch_size)]
             pause = BATCH_PAUSE_SECONDS if self.dialect == "sqlite" else 0.0  # PostgreSQL locks rows only
             for number, batch in enumerate(early):
@@ -338,6 +386,7 @@ class InstigatorStorage:
             result = self.submit_in(
                 conn, run.plan, origin=origin, run_key=run.run_key, tags=run.tags, priority=run.priority
             )
+            done.every_run.append(result.run_id)
             if result.created:
                 done.run_ids.append(result.run_id)
                 if run.run_key is not None:
@@ -405,11 +454,19 @@ class InstigatorStorage:
                 self._apply_partitions(conn, outcome)
             last = _Submitted()
             self._submit_runs(conn, origin, runs, last)
+            if outcome.automation is not None:
+                self._commit_automation(conn, tick_id, outcome.automation, [*done.every_run, *last.every_run])
             run_ids = [*done.run_ids, *last.run_ids]
             new_keys = [*done.new_keys, *last.new_keys]
             skipped_keys = [*done.skipped_keys, *last.skipped_keys]
             status = outcome.status
-            if status == TickStatus.SUCCESS and not run_ids and not outcome.dynamic_partitions_requests:
+            launched = bool(outcome.automation is not None and outcome.automation.backfills)
+            if (
+                status == TickStatus.SUCCESS
+                and not run_ids
+                and not outcome.dynamic_partitions_requests
+                and not launched
+            ):
                 status = TickStatus.SKIPPED
             skip_reason = outcome.skip_reason
             if status == TickStatus.SKIPPED and skip_reason is None and skipped_keys:
@@ -432,6 +489,21 @@ class InstigatorStorage:
                 conn.execute(update(instigators).where(instigators.c.name == name).values(last_run_key=new_keys[-1]))
             row = conn.execute(select(ticks).where(ticks.c.id == tick_id)).one()
         return _tick(row)
+
+    def _commit_automation(self, conn: Connection, tick_id: int, writes: AutomationWrites, run_ids: list[str]) -> None:
+        """An automation tick's backfills and evaluation records, in the tick's transaction."""
+        backfill_ids = [
+            self.create_backfill_in(conn, b.job_name, b.partition_keys, tags=b.tags) for b in writes.backfills
+        ]
+        self.insert_automation_evaluations_in(
+            conn,
+            sensor=writes.sensor,
+            tick_id=tick_id,
+            evaluated_at=writes.evaluated_at,
+            writes=writes.evaluations,
+            run_ids=run_ids,
+            backfill_ids=backfill_ids,
+        )
 
     def get_ticks(
         self, name: str, *, limit: int = 20, status: str | None = None, before_id: int | None = None

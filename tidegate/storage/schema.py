@@ -211,3 +211,22 @@ api_tokens = Table(
     UniqueConstraint("name", name="uq_api_tokens_name"),
     UniqueConstraint("token_hash", name="uq_api_tokens_hash"),
 )
+
+
+# Per automation tick and asset whose evaluation changed (or requested runs): the condition tree
+# as evaluated (each node's true subset and candidate size, and why) and the runs requested.
+automation_evaluations = Table(
+    "automation_evaluations",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("sensor", String(NAME_COLUMN), nullable=False),
+    Column("tick_id", BigInteger, nullable=False),
+    Column("asset_key", String(ASSET_KEY_COLUMN), nullable=False),
+    Column("evaluated_at", DateTime(timezone=True), nullable=False),  # the tick time (the beat's clock)
+    Column("requested", Integer, nullable=False),  # how many (asset, partition)s were requested
+    Column("record", JSON, nullable=False),
+    Column("run_ids", JSON, nullable=False),
+    Column("backfill_ids", JSON, nullable=False),
+)
+Index("ix_automation_evaluations_asset", automation_evaluations.c.asset_key, automation_evaluations.c.tick_id)
+Index("ix_automation_evaluations_time", automation_evaluations.c.evaluated_at)

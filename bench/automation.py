@@ -1,0 +1,318 @@
+"""Declarative automation at graph scale: ``python bench/automation.py``.
+
+On PostgreSQL (database ``tidegate_bench_automation``, created if missing through
+``BENCH_PG_ADMIN_URL``, truncated first), in one process:
+
+1. A graph of ``BENCH_AUTOMATION_ASSETS`` (5,000) assets in layers of 100, each asset depending
+   on up to 10 assets of the layer above (seeded at random), every asset ``eager()``; the
+   layers 10..19 (1,000 assets) are daily-partitioned over three years (1,095 partitions).
+   Every (asset, partition) is materialized once (server-side INSERT ... SELECT).
+2. The automation tick as the beat runs it: ``AutomationTicks.evaluate`` (the reads and the
+   evaluation) then ``Storage.commit_tick`` (cursor, tick, evaluation records, runs in one
+   transaction), SQL statements counted on the engine. First the cold tick (a beat's first:
+   it reads the history), then: nothing changed (median of ``BENCH_AUTOMATION_IDLE``, 10);
+   1% of the assets updated (a new materialization of each, the latest partition for a
+   partitioned one); 10% updated. The runs a scenario requested are deleted before the next.
+3. The naive way in the same run (Dagster's reported behaviour): each asset's facts read with
+   its own queries (materialized partitions, updates after the cursor, failures, runs in
+   progress: four per asset) and every asset evaluated (no skipping), for the idle and the
+   1% scenarios, one tick each.
+
+Prints the conditions, a table (time of the reads+evaluation, of the commit, SQL statements,
+runs requested), the ratios against the naive way and the peak RSS of this process. The aim
+(issue 13): nothing changed <= 50 ms, 1% updated <= 500 ms, statements independent of the
+graph size.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import random
+import resource
+import statistics
+import sys
+import time
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import event, func, select, text
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import tidegate as tg
+from bench.common import load_avg, ms, prepare_postgres, progress, table, version
+from tidegate.definitions.automation_evaluator import AssetSlice, evaluate_automation
+from tidegate.definitions.automation_sensor import AutomationConditionSensorDefinition
+from tidegate.definitions.key import AssetKey
+from tidegate.names import PartitionStatus, RunStatus, StepStatus
+from tidegate.scheduler.automation import AutomationTick, AutomationTicks, parse_cursor
+from tidegate.storage.api import Storage
+from tidegate.storage.schema import asset_partitions, materializations, metadata, runs, steps
+
+PG_ADMIN_URL = os.environ.get("BENCH_PG_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/test")
+PG_DB = "tidegate_bench_automation"
+ASSETS = int(os.environ.get("BENCH_AUTOMATION_ASSETS", "5000"))
+IDLE = int(os.environ.get("BENCH_AUTOMATION_IDLE", "10"))
+LAYER, FAN_IN = 100, 10
+PARTITIONED_LAYERS = range(10, 20)
+DAYS = tg.DailyPartitionsDefinition(start_date="2021-01-01", end_date="2024-01-01")
+T0 = datetime(2024, 6, 1, tzinfo=UTC)
+
+
+def build_defs(count: int) -> tg.Definitions:
+    rng = random.Random(5000)
+    eager = tg.AutomationCondition.eager()
+    made: list[tg.AssetsDefinition] = []
+    names: list[list[str]] = []
+    for index in range(count):
+        layer = index // LAYER
+        if layer == len(names):
+            names.append([])
+        name = f"n{index:05d}"
+        above = names[layer - 1] if layer else []
+        deps = rng.sample(above, min(len(above), rng.randint(1, FAN_IN))) if above else []
+        partitioned = layer in PARTITIONED_LAYERS
+
+        def body() -> None:
+            return None
+
+        made.append(
+            tg.asset(name=name, deps=deps, automation_condition=eager, partitions_def=DAYS if partitioned else None)(
+                body
+            )
+        )
+        names[layer].append(name)
+    sensor = AutomationConditionSensorDefinition("bench", target=tg.AssetSelection.all())
+    return tg.Definitions(assets=made, sensors=[sensor])
+
+
+class Counter:
+    def __init__(self, storage: Storage) -> None:
+        self.n = 0
+        event.listen(storage.engine, "before_cursor_execute", self._count)
+
+    def _count(self, *args: Any) -> None:
+        self.n += 1
+
+
+def seed(storage: Storage, defs: tg.Definitions) -> None:
+    """Every (asset, partition) materialized once, in two statements."""
+    keys = [k.to_user_string() for k in defs.graph.order]
+    partitioned = [k.to_user_string() for k in defs.graph.order if defs.graph.assets[k].partitions_def]
+    plain = sorted(set(keys) - set(partitioned))
+    with storage.engine.begin() as conn:
+        conn.execute(
+            text(
+                "INSERT INTO materializations (asset_key, partition_key, run_id, step_key, metadata, timestamp) "
+                "SELECT k, NULL, '', k, '{}', now() FROM unnest(CAST(:keys AS text[])) AS k"
+            ),
+            {"keys": plain},
+        )
+        conn.execute(
+            text(
+                "INSERT INTO materializations (asset_key, partition_key, run_id, step_key, metadata, timestamp) "
+                "SELECT k, to_char(DATE '2021-01-01' + d, 'YYYY-MM-DD'), '', k, '{}', now() "
+                "FROM unnest(CAST(:keys AS text[])) AS k, generate_series(0, 1094) AS d"
+            ),
+            {"keys": partitioned},
+        )
+
+
+def update(storage: Storage, defs: tg.Definitions, share: float, rng: random.Random) -> int:
+    chosen = rng.sample(list(defs.graph.order), max(1, int(len(defs.graph.order) * share)))
+    rows = [
+        dict(
+            asset_key=k.to_user_string(),
+            partition_key="2023-12-31" if defs.graph.assets[k].partitions_def else None,
+            run_id="",
+            step_key=k.to_user_string(),
+            metadata={},
+            timestamp=datetime.now(UTC),
+        )
+        for k in chosen
+    ]
+    with storage.engine.begin() as conn:
+        conn.execute(materializations.insert(), rows)
+    return len(chosen)
+
+
+def tick(
+    storage: Storage, ticks: AutomationTicks, sensor: AutomationConditionSensorDefinition, when: datetime
+) -> tuple[float, float, int, int]:
+    """(evaluation seconds, commit seconds, statements, runs requested) of one tick."""
+    counter = Counter(storage)
+    state = storage.get_instigator(sensor.name) or storage.initialize_instigator(sensor.name, "sensor", when)
+    counter.n = 0
+    start = time.perf_counter()
+    evaluated: AutomationTick = ticks.evaluate(sensor, state.cursor, when)
+    middle = time.perf_counter()
+    record = storage.commit_tick(
+        sensor.name,
+        "sensor",
+        expected_version=state.version,
+        tick_time=when,
+        started_at=when,
+        outcome=evaluated.outcome,
+        origin=f"sensor:{sensor.name}",
+        next_tick_at=when + timedelta(seconds=30),
+    )
+    end = time.perf_counter()
+    assert record is not None
+    evaluated.install()
+    statements = counter.n - 2  # get_instigator and the listener's own setup are not the tick's
+    event.remove(storage.engine, "before_cursor_execute", counter._count)
+    return middle - start, end - middle, statements, len(evaluated.outcome.runs)
+
+
+class NaiveInputs:
+    """Each asset's facts read with its own queries, as an evaluator that asks per asset does."""
+
+    def __init__(self, storage: Storage, defs: tg.Definitions, after: int) -> None:
+        self.storage, self.defs, self.after = storage, defs, after
+        self.keys = DAYS.get_partition_keys(T0)
+
+    def slice(self, key: AssetKey) -> AssetSlice:
+        name = key.to_user_string()
+        m = materializations
+        with self.storage.engine.connect() as conn:
+            done = frozenset(conn.execute(select(m.c.partition_key).where(m.c.asset_key == name).distinct()).scalars())
+            new = frozenset(
+                conn.execute(select(m.c.partition_key).where(m.c.asset_key == name, m.c.id > self.after)).scalars()
+            )
+            failed = frozenset(
+                conn.execute(
+                    select(asset_partitions.c.partition_key).where(
+                        asset_partitions.c.asset_key == name, asset_partitions.c.status == PartitionStatus.FAILED
+                    )
+                ).scalars()
+            )
+            running = conn.execute(
+                select(func.count())
+                .select_from(steps.join(runs, runs.c.run_id == steps.c.run_id))
+                .where(steps.c.asset_key == name, runs.c.status.in_([RunStatus.QUEUED, RunStatus.STARTED]))
+                .where(steps.c.status.not_in(list(StepStatus.TERMINAL)))
+            ).scalar_one()
+        return AssetSlice(
+            materialized=done, updated=new, failed=failed, run_in_progress=frozenset([None]) if running else frozenset()
+        )
+
+    def partition_keys(self, key: AssetKey) -> Sequence[str | None]:
+        return [None] if self.defs.graph.assets[key].partitions_def is None else self.keys
+
+
+def naive_tick(storage: Storage, defs: tg.Definitions, cursor: str | None, when: datetime) -> tuple[float, int, int]:
+    parsed = parse_cursor("bench", cursor)
+    assert parsed is not None
+    counter = Counter(storage)
+    start = time.perf_counter()
+    from tidegate.definitions.automation_records import AutomationCursor
+
+    result = evaluate_automation(
+        defs.graph,
+        list(defs.graph.order),
+        NaiveInputs(storage, defs, parsed[0]),
+        when,
+        AutomationCursor.from_json(parsed[2]),
+        None,
+    )
+    took = time.perf_counter() - start
+    event.remove(storage.engine, "before_cursor_execute", counter._count)
+    return took, counter.n, sum(len(v) for v in result.requested.values())
+
+
+def clear_runs(storage: Storage) -> None:
+    with storage.engine.begin() as conn:
+        conn.execute(text("TRUNCATE runs, steps, events, backfills"))
+
+
+def main() -> None:
+    url, pg_version = prepare_postgres(PG_DB, PG_ADMIN_URL.replace("postgresql+psycopg", "postgresql"))
+    storage = Storage.open(url, upgrade=True)
+    with storage.engine.begin() as conn:
+        conn.execute(text(f"TRUNCATE {', '.join(t.name for t in metadata.sorted_tables)} RESTART IDENTITY"))
+    progress(f"building a graph of {ASSETS} assets")
+    defs = build_defs(ASSETS)
+    sensor = defs.sensors["bench"]
+    assert isinstance(sensor, AutomationConditionSensorDefinition)
+    partitioned = sum(1 for a in defs.graph.assets.values() if a.partitions_def)
+    progress("seeding materializations")
+    seed(storage, defs)
+    with storage.engine.connect() as conn:
+        seeded = conn.execute(select(func.count()).select_from(materializations)).scalar_one()
+    ticks = AutomationTicks(defs, storage)
+    rng = random.Random(13)
+    rows: list[list[str]] = []
+    when = T0
+    progress("cold tick")
+    cold = tick(storage, ticks, sensor, when)
+    rows.append(["cold (first tick: reads the history)", ms(cold[0]), ms(cold[1]), str(cold[2]), str(cold[3])])
+    progress(f"ours: {rows[-1]}")
+    clear_runs(storage)
+    idle = []
+    for _ in range(IDLE):
+        when += timedelta(seconds=30)
+        idle.append(tick(storage, ticks, sensor, when))
+    rows.append(
+        [
+            f"nothing changed (median of {IDLE})",
+            ms(statistics.median(t[0] for t in idle)),
+            ms(statistics.median(t[1] for t in idle)),
+            str(int(statistics.median(t[2] for t in idle))),
+            str(idle[-1][3]),
+        ]
+    )
+    progress(f"ours: {rows[-1]}")
+    results: dict[str, tuple[float, float, int, int]] = {"idle": sorted(idle)[len(idle) // 2]}
+    for label, share in (("1%", 0.01), ("10%", 0.10)):
+        clear_runs(storage)
+        when += timedelta(seconds=30)
+        touched = update(storage, defs, share, rng)
+        progress(f"{label} updated ({touched} assets)")
+        results[label] = tick(storage, ticks, sensor, when)
+        r = results[label]
+        rows.append([f"{label} updated ({touched} assets)", ms(r[0]), ms(r[1]), str(r[2]), str(r[3])])
+        progress(f"ours: {rows[-1]}")
+    # the naive way, last (it is slow): idle, then after a fresh 1% update, from the same cursor
+    clear_runs(storage)
+    naive: dict[str, tuple[float, int, int]] = {}
+    cursor = storage.get_instigator("bench").cursor  # type: ignore[union-attr]
+    progress("naive, nothing changed")
+    naive["idle"] = naive_tick(storage, defs, cursor, when + timedelta(seconds=1))
+    progress(f"naive: {naive['idle']}")
+    touched = update(storage, defs, 0.01, rng)
+    progress(f"naive, 1% updated ({touched} assets)")
+    naive["1%"] = naive_tick(storage, defs, cursor, when + timedelta(seconds=2))
+    progress(f"naive: {naive['1%']}")
+    for label, (took, statements, requested) in naive.items():
+        rows.append(
+            [f"naive, {label}: per-asset queries, no skipping", ms(took), "-", str(statements), f"{requested}*"]
+        )
+    print(
+        f"conditions: {platform.node()} {os.cpu_count()} CPUs, load {load_avg()}, Python {platform.python_version()}, "
+        f"PostgreSQL {pg_version}, SQLAlchemy {version('sqlalchemy')}, psycopg {version('psycopg')}"
+    )
+    print(
+        f"graph: {ASSETS} assets in layers of {LAYER}, fan-in up to {FAN_IN}, all eager(); {partitioned} "
+        f"daily-partitioned over 3 years ({len(DAYS.get_partition_keys(T0))} partitions); {seeded:,} materializations"
+    )
+    print(
+        table(["tick", "reads+evaluation", "commit", "SQL statements", "runs"], rows, [False, True, True, True, True])
+    )
+    print("* naive: (asset, partition)s requested, not grouped into runs and not committed")
+    for label in ("idle", "1%"):
+        ours, theirs = results[label][0], naive[label][0]
+        statements = naive[label][1] / max(1, results[label][2])
+        print(f"ratio naive/ours, {label}: time {theirs / ours:,.1f}x, statements {statements:,.0f}x")
+    print(
+        f"aims: nothing changed {ms(results['idle'][0] + results['idle'][1])} (<= 50 ms), 1% updated "
+        f"{ms(results['1%'][0] + results['1%'][1])} (<= 500 ms)"
+    )
+    print(f"peak RSS of this process: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:,.0f} MiB")
+    storage.dispose()
+
+
+if __name__ == "__main__":
+    main()

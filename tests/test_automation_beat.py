@@ -1,0 +1,337 @@
+"""Automation condition sensors in the beat, stepped with a fake clock, on SQLite and
+PostgreSQL; runs are executed in this process by the worker's step code.
+
+* a schedule materializes ``source`` every hour; ten eager assets below it run once per
+  update, in one run, in topological order; the tick, its cursor, its evaluation records and
+  its run commit together, and ``tidegate automation explain/history`` show them;
+* a tick's reads are the same few queries whatever the size of the graph;
+* many partitions of one asset requested at once become a backfill;
+* the default sensor covers the assets with a condition that no automation sensor targets.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+from sqlalchemy import event
+
+import tidegate as tg
+from tidegate.cli import main
+from tidegate.definitions.automation_sensor import DEFAULT_AUTOMATION_SENSOR
+from tidegate.definitions.job import IMPLICIT_ASSET_JOB
+from tidegate.errors import InvalidDefinitionError, PartitionKeyError
+from tidegate.names import AUTOMATION_TAG, BACKFILL_TAG, SCHEDULE_TAG, RunStatus, TickStatus
+from tidegate.scheduler.beat import Beat
+from tidegate.scheduler.clock import FakeClock
+from tidegate.storage.api import Storage
+from tidegate.storage.records import StepRef
+from tidegate.workers.execution import StepExecutor
+from tidegate.workers.io import FilesystemIOManager
+
+RUNNING = tg.DefaultSensorStatus.RUNNING
+EAGER = tg.AutomationCondition.eager()
+START = datetime(2024, 3, 4, 0, 0, 30, tzinfo=UTC)
+
+
+def _layered(count: int, *, prefix: str = "a") -> list[tg.AssetsDefinition]:
+    """``count`` eager assets below ``source``: each depends on the previous one, every third
+    also on the one three back (fan-in 2)."""
+    made: list[tg.AssetsDefinition] = []
+    for i in range(count):
+        deps = ["source"] if i == 0 else [f"{prefix}{i - 1}"]
+        if i >= 3 and i % 3 == 0:
+            deps.append(f"{prefix}{i - 3}")
+
+        def body() -> int:
+            return 1
+
+        made.append(tg.asset(name=f"{prefix}{i}", deps=deps, automation_condition=EAGER)(body))
+    return made
+
+
+@tg.asset
+def source() -> int:
+    return 1
+
+
+SOURCE_JOB = tg.define_asset_job("source_job", [source])
+
+
+def _defs(count: int = 10, **kwargs: Any) -> tg.Definitions:
+    hourly = tg.ScheduleDefinition("hourly", cron_schedule="0 * * * *", job=SOURCE_JOB, default_status=RUNNING)
+    return tg.Definitions(assets=[source, *_layered(count)], jobs=[SOURCE_JOB], schedules=[hourly], **kwargs)
+
+
+class Harness:
+    """A beat on a fake clock, and a worker's step code running what it publishes."""
+
+    def __init__(self, defs: tg.Definitions, storage: Storage, tmp_path: Path) -> None:
+        self.defs, self.storage = defs, storage
+        self.clock = FakeClock(START)
+        self.pending: list[StepRef] = []
+        self.beat = Beat(defs, storage, self.pending.extend, clock=self.clock, holder="beat-a")
+        self.executor = StepExecutor(
+            defs=defs,
+            storage=storage,
+            publish=self.pending.extend,
+            worker_name="w@test",
+            heartbeat_seconds=5,
+            default_io_manager=FilesystemIOManager(tmp_path / "io"),
+        )
+
+    def at(self, when: datetime) -> Any:
+        self.clock.set(when)
+        report = self.beat.tick()
+        self.drain()
+        return report
+
+    def after(self, **delta: float) -> Any:
+        return self.at(self.clock.now() + timedelta(**delta))
+
+    def drain(self) -> None:
+        """Run every published step (and the steps they release) to the end."""
+        while self.pending:
+            ref = self.pending.pop(0)
+            self.executor.execute(ref.run_id, ref.step_key, ref.attempt)
+        self.beat.launcher.tick()  # close/start what the steps left
+        if self.pending:
+            self.drain()
+
+
+def _automation_runs(storage: Storage) -> list[Any]:
+    found = [r for r in storage.list_runs(limit=10_000) if AUTOMATION_TAG in r.tags]
+    return sorted(found, key=lambda r: r.created_at)
+
+
+def test_an_eager_graph_runs_once_per_scheduled_update_in_one_run_in_order(
+    storage: Storage, database_url: str, tmp_path: Path
+) -> None:
+    defs = _defs()
+    assert DEFAULT_AUTOMATION_SENSOR in defs.sensors  # the default sensor covers the eager assets
+    h = Harness(defs, storage, tmp_path)
+    h.at(START)
+    h.after(seconds=30)
+    assert _automation_runs(storage) == []  # source never materialized: everything waits for it
+
+    for hour in (1, 2):
+        h.at(START.replace(hour=hour, second=0))  # the schedule's tick: source is materialized
+        scheduled = [r for r in storage.list_runs(limit=100) if r.tags.get(SCHEDULE_TAG) == "hourly"]
+        assert len(scheduled) == hour and all(r.status == RunStatus.SUCCESS for r in scheduled)
+        for _ in range(3):  # three automation ticks: one request, then nothing new
+            h.after(seconds=31)
+        runs = _automation_runs(storage)
+        assert len(runs) == hour, [r.asset_selection for r in runs]
+        latest = runs[-1]
+        assert latest.status == RunStatus.SUCCESS
+        assert sorted(latest.asset_selection or ()) == sorted(f"a{i}" for i in range(10))
+        order = [m.asset_key for m in storage.get_materializations() if m.run_id == latest.run_id]  # by id
+        assert sorted(order) == sorted(f"a{i}" for i in range(10))
+        position = {key: i for i, key in enumerate(order)}
+        for asset in defs.graph.order:  # every dependency materialized before its dependents
+            for up in defs.graph.upstream[asset]:
+                if up.to_user_string() != "source":
+                    assert position[up.to_user_string()] < position[asset.to_user_string()]
+
+    ticks = storage.get_ticks(DEFAULT_AUTOMATION_SENSOR, limit=100)
+    requesting = [t for t in ticks if t.run_ids]
+    assert [len(t.run_ids) for t in requesting] == [1, 1]
+    assert {t.run_ids[0] for t in requesting} == {r.run_id for r in _automation_runs(storage)}
+    assert all(t.status == TickStatus.SKIPPED for t in ticks if not t.run_ids)
+
+    # the evaluation that requested the latest run, as the CLI shows it
+    history = storage.automation_evaluations("a9", requested_only=True)
+    assert [row.run_ids for row in history] == [(r.run_id,) for r in reversed(_automation_runs(storage))]
+    env = {"TIDEGATE_DATABASE_URL": database_url}
+    runner = CliRunner()
+    shown = runner.invoke(main, ["automation", "history", "a9", "--json"], env=env)
+    assert shown.exit_code == 0, shown.output
+    assert {tuple(r["run_ids"]) for r in json.loads(shown.output) if r["requested"]} == {
+        (r.run_id,) for r in _automation_runs(storage)
+    }
+    first = min(t.id for t in requesting)
+    explained = runner.invoke(main, ["automation", "explain", "a9", "--tick", str(first)], env=env)
+    assert explained.exit_code == 0, explained.output
+    assert f"tick {first}" in explained.output
+    assert "requested: (unpartitioned)" in explained.output
+    table = runner.invoke(main, ["automation", "history", "a9"], env=env)
+    assert table.exit_code == 0 and "TICK" in table.output, table.output
+    missing = runner.invoke(main, ["automation", "explain", "nowhere"], env=env)
+    assert missing.exit_code == 2 and "asset 'nowhere': no automation evaluation stored" in missing.output
+
+
+@contextmanager
+def _counting(storage: Storage) -> Iterator[list[str]]:
+    statements: list[str] = []
+
+    def count(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        statements.append(statement.split()[0].upper())
+
+    event.listen(storage.engine, "before_cursor_execute", count)
+    try:
+        yield statements
+    finally:
+        event.remove(storage.engine, "before_cursor_execute", count)
+
+
+def _tick_statements(count: int, storage: Storage) -> tuple[int, int]:
+    """Statements of one automation evaluation of a graph of ``count`` eager assets: with
+    nothing changed, and after ``source`` was updated."""
+    defs = _defs(count)
+    sensor = defs.sensors[DEFAULT_AUTOMATION_SENSOR]
+    beat = Beat(defs, storage, lambda refs: None, clock=FakeClock(START), holder=f"count-{count}")
+    ticks = beat.automation
+    state = beat.storage.get_instigator(sensor.name)
+    cursor = state.cursor if state else None
+    first = ticks.evaluate(sensor, cursor, START)  # the first tick reads the history once
+    first.install()
+    cursor = first.outcome.cursor
+    with _counting(storage) as idle:
+        tick = ticks.evaluate(sensor, cursor, START + timedelta(seconds=30))
+    tick.install()
+    cursor = tick.outcome.cursor
+    storage.report_materialization("source")
+    with _counting(storage) as updated:
+        tick = ticks.evaluate(sensor, cursor, START + timedelta(seconds=60))
+    assert len(tick.outcome.runs) == 1  # the whole eager graph, in one run
+    return len(idle), len(updated)
+
+
+def test_a_ticks_queries_do_not_grow_with_the_graph(database_url: str) -> None:
+    small = Storage.open(database_url, upgrade=True)
+    try:
+        counts_small = _tick_statements(10, small)
+    finally:
+        small.dispose()
+    from tests.support import truncate_all
+
+    if database_url.startswith("postgresql"):
+        truncate_all(database_url)
+    else:
+        Path(database_url.removeprefix("sqlite:///")).unlink()
+    large = Storage.open(database_url, upgrade=True)
+    try:
+        counts_large = _tick_statements(300, large)
+    finally:
+        large.dispose()
+    assert counts_small == counts_large
+    assert max(counts_large) <= 12, counts_large
+
+
+def test_many_partitions_of_one_asset_become_a_backfill(storage: Storage, tmp_path: Path) -> None:
+    days = tg.DailyPartitionsDefinition(start_date="2024-01-01", end_date="2024-03-01")
+
+    missing = tg.AutomationCondition.missing() & ~tg.AutomationCondition.in_progress()
+
+    @tg.asset(partitions_def=days, automation_condition=missing)
+    def daily() -> int:
+        return 1
+
+    sensor = tg.AutomationConditionSensorDefinition(
+        "daily_automation", target=tg.AssetSelection.assets("daily"), default_status=RUNNING, run_tags={"team": "a"}
+    )
+
+    @tg.asset(partitions_def=days, deps=["daily"])
+    def report() -> int:  # no condition: never requested
+        return 1
+
+    defs = tg.Definitions(assets=[daily, report], sensors=[sensor])
+    assert DEFAULT_AUTOMATION_SENSOR not in defs.sensors  # every asset with a condition is targeted
+    h = Harness(defs, storage, tmp_path)
+    h.beat.backfills.tick = lambda now=None: 0  # type: ignore[method-assign]  # keep the backfill requested
+    h.at(START)
+    h.after(seconds=30)
+    backfills = storage.list_backfills()
+    ticks = [t for t in storage.get_ticks("daily_automation", limit=10) if t.status == TickStatus.SUCCESS]
+    assert len(backfills) == 1 and len(ticks) == 1
+    assert len(backfills[0].partition_keys) == 60  # 2024-01-01 .. 2024-02-29
+    assert backfills[0].tags["team"] == "a"
+    rows = storage.automation_evaluations("daily", requested_only=True)
+    assert [r.backfill_ids for r in rows] == [(backfills[0].backfill_id,)]
+    h.after(seconds=30)  # the backfill is in progress: nothing is requested again
+    assert len(storage.list_backfills()) == 1
+    del h.beat.backfills.tick  # the backfill daemon runs it: one run per partition, of daily alone
+    h.after(seconds=1)
+    runs = [r for r in storage.list_runs(limit=1000) if r.tags.get(BACKFILL_TAG) == backfills[0].backfill_id]
+    assert runs and all(r.tags["team"] == "a" for r in runs)
+    assert {s.asset_key for r in runs for s in storage.get_steps(r.run_id)} == {"daily"}
+
+
+def test_automation_sensor_options_are_validated() -> None:
+    with pytest.raises(InvalidDefinitionError, match="automation condition sensor 'x'"):
+        tg.AutomationConditionSensorDefinition("x", target=tg.AssetSelection.all(), run_tags={"k": 1})  # type: ignore[dict-item]
+    with pytest.raises(InvalidDefinitionError, match="minimum_interval_seconds"):
+        tg.AutomationConditionSensorDefinition("x", target=tg.AssetSelection.all(), minimum_interval_seconds=0)
+
+
+def test_evaluations_past_the_retention_are_pruned_except_each_assets_newest(storage: Storage) -> None:
+    from tidegate.storage.automation import EvaluationWrite
+
+    day = timedelta(days=1)
+    with storage.engine.begin() as conn:
+        for tick_id, age in ((1, 40), (2, 35), (3, 1)):
+            writes = [EvaluationWrite("old", 0, {"n": tick_id})]
+            if tick_id < 3:
+                writes.append(EvaluationWrite("quiet", 0, {"n": tick_id}))
+            storage.insert_automation_evaluations_in(
+                conn,
+                sensor="s",
+                tick_id=tick_id,
+                evaluated_at=START - age * day,
+                writes=writes,
+                run_ids=[],
+                backfill_ids=[],
+            )
+    assert storage.prune_automation_evaluations(before=START - 30 * day) == 3
+    assert [r.tick_id for r in storage.automation_evaluations("old")] == [3]
+    assert [r.tick_id for r in storage.automation_evaluations("quiet")] == [2]  # its newest stays
+
+
+def test_the_beat_prunes_with_the_configured_retention(storage: Storage, tmp_path: Path) -> None:
+    from tidegate.config import Settings
+    from tidegate.storage.automation import EvaluationWrite
+
+    config = Settings.from_dict({"beat": {"automation_evaluation_retention_days": 2}})
+    assert config.beat.automation_evaluation_retention_days == 2
+    h = Harness(_defs(2), storage, tmp_path)
+    h.beat = Beat(h.defs, storage, h.pending.extend, clock=h.clock, holder="beat-a", config=config)
+    h.at(START)
+    h.after(seconds=30)
+    assert storage.automation_evaluations("a0")
+    with storage.engine.begin() as conn:
+        storage.insert_automation_evaluations_in(
+            conn,
+            sensor="other",
+            tick_id=0,
+            evaluated_at=START - timedelta(days=3),
+            writes=[EvaluationWrite("a0", 0, {}), EvaluationWrite("a0", 0, {})],
+            run_ids=[],
+            backfill_ids=[],
+        )
+    h.beat._last_purge = None
+    h.after(hours=2)
+    assert [r.sensor for r in storage.automation_evaluations("a0", limit=100)].count("other") == 1
+
+
+def test_an_unpartitioned_selection_plans_beside_partitioned_assets() -> None:
+    days = tg.DailyPartitionsDefinition(start_date="2024-01-01")
+
+    @tg.asset(partitions_def=days)
+    def daily() -> int:
+        return 1
+
+    @tg.asset(automation_condition=EAGER)
+    def plain() -> int:
+        return 1
+
+    defs = tg.Definitions(assets=[daily, plain])
+    plan = defs.plan(IMPLICIT_ASSET_JOB, tg.AssetSelection.assets("plain"))  # an automation run of plain
+    assert [s.asset_key for s in plan.steps] == ["plain"]
+    with pytest.raises(PartitionKeyError, match="give a partition key"):
+        defs.plan(IMPLICIT_ASSET_JOB, tg.AssetSelection.assets("daily"))  # daily still needs its key

@@ -1,0 +1,361 @@
+"""The beat's side of declarative automation: one tick of an automation condition sensor.
+
+A tick reads the event log in a fixed number of queries (``Storage.automation_changes``: the
+steps in progress, the log's upper ids, the materializations and step failures after the
+cursor up to them), applies them to the state it keeps in memory (per asset: the partitions
+materialized, those whose latest execution failed, those in progress), hands the evaluator
+(:func:`tidegate.definitions.automation_evaluator.evaluate_automation`) the assets that changed,
+groups what it requests into runs (and backfills for many partitions of one asset), and
+returns a :class:`TickOutcome` that the beat commits in ONE transaction: the cursor, the tick,
+the runs, the backfills and the evaluation records.
+
+The in-memory state belongs to the cursor it was computed for (the event ids in it): it is
+replaced only once the tick that produced it has committed, and thrown away (read again from
+the history, two queries) when the stored cursor is not the one it belongs to (this beat just
+started, another beat ticked, an operator reset the cursor). So a beat killed at any point
+leaves a cursor and a state that agree, and the next tick starts from them: no request is lost
+or made twice.
+
+The sensor's cursor is ``"<materialization id>:<event id>:<conditions cursor JSON>"``.
+"""
+
+from __future__ import annotations
+
+import gc
+import hashlib
+import json
+import logging
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from tidegate.definitions.automation_evaluator import (
+    AssetSlice,
+    AutomationCursor,
+    AutomationResult,
+    evaluate_automation,
+    group_requests,
+)
+from tidegate.definitions.automation_sensor import AutomationConditionSensorDefinition
+from tidegate.definitions.defs import Definitions
+from tidegate.definitions.job import IMPLICIT_ASSET_JOB
+from tidegate.definitions.key import AssetKey
+from tidegate.definitions.partitions import PartitionsDefinition
+from tidegate.definitions.selection import AssetSelection
+from tidegate.errors import InstigatorEvaluationError
+from tidegate.names import (
+    ASSET_SELECTION_TAG,
+    AUTOMATION_TAG,
+    BACKFILL_TAG,
+    PARTITION_RANGE_END_TAG,
+    PARTITION_RANGE_START_TAG,
+    PARTITION_TAG,
+    SENSOR_TAG,
+    TickStatus,
+)
+from tidegate.storage.api import Storage
+from tidegate.storage.automation import ActiveStep, AutomationChanges, EvaluationWrite, PartitionEvent, PendingBackfill
+from tidegate.storage.instigators import AutomationWrites, PlannedBackfill, PlannedRun, TickOutcome
+
+log = logging.getLogger("tidegate.automation")
+
+Partition = str | None
+_EMPTY: frozenset[Partition] = frozenset()
+_NEVER = datetime.min.replace(tzinfo=UTC)
+
+
+@dataclass(frozen=True)
+class AssetState:
+    """What the event log says of every asset, as of a cursor's event ids."""
+
+    materializations: int  # the upper materialization id it reflects
+    events: int  # the upper event id it reflects
+    materialized: Mapping[AssetKey, frozenset[Partition]]
+    failed: Mapping[AssetKey, frozenset[Partition]]
+    run_in_progress: Mapping[AssetKey, frozenset[Partition]] = field(default_factory=dict)
+    backfill_in_progress: Mapping[AssetKey, frozenset[Partition]] = field(default_factory=dict)
+
+
+def parse_cursor(label: str, cursor: str | None) -> tuple[int, int, str] | None:
+    """(materialization id, event id, conditions cursor JSON), or None for a first tick."""
+    if not cursor:
+        return None
+    try:
+        materialization, event, conditions = cursor.split(":", 2)
+        return int(materialization), int(event), conditions
+    except ValueError:
+        raise InstigatorEvaluationError(
+            f"{label}: cursor {cursor[:40]!r}... is not an automation cursor "
+            "(reset it with `tidegate sensor cursor --reset`)"
+        ) from None
+
+
+class _Inputs:
+    """``AutomationInputs`` over one tick's state: slices built on demand, partition keys
+    computed once per partitions definition."""
+
+    def __init__(
+        self,
+        defs: Definitions,
+        state: AssetState,
+        updated: Mapping[AssetKey, frozenset[Partition]],
+        partitions: Callable[[PartitionsDefinition], list[str]],
+    ) -> None:
+        self.defs, self.state, self.updated, self._partitions = defs, state, updated, partitions
+
+    def slice(self, key: AssetKey) -> AssetSlice:
+        s = self.state
+        return AssetSlice(
+            materialized=s.materialized.get(key, _EMPTY),
+            updated=self.updated.get(key, _EMPTY),
+            failed=s.failed.get(key, _EMPTY),
+            run_in_progress=s.run_in_progress.get(key, _EMPTY),
+            backfill_in_progress=s.backfill_in_progress.get(key, _EMPTY),
+        )
+
+    def partition_keys(self, key: AssetKey) -> Sequence[Partition]:
+        partitions_def = self.defs.graph.assets[key].partitions_def
+        return [None] if partitions_def is None else self._partitions(partitions_def)
+
+
+@dataclass
+class AutomationTick:
+    """One evaluation, ready to commit; ``install`` keeps its state once committed."""
+
+    outcome: TickOutcome
+    install: Callable[[], None]
+    result: AutomationResult | None = None
+
+
+class AutomationTicks:
+    """Evaluates automation condition sensors for one beat; keeps, per sensor, the state of the
+    last cursor it committed (see the module docstring)."""
+
+    def __init__(self, defs: Definitions, storage: Storage) -> None:
+        self.defs = defs
+        self.storage = storage
+        self._state: dict[str, AssetState] = {}
+        self._stored: dict[str, dict[AssetKey, str]] = {}  # per sensor: each asset's last stored record, digested
+
+    def evaluate(
+        self, sensor: AutomationConditionSensorDefinition, cursor: str | None, now: datetime
+    ) -> AutomationTick:
+        """Evaluate ``sensor`` at ``now`` from its stored ``cursor`` (see the module docstring)."""
+        partition_cache: dict[PartitionsDefinition, list[str]] = {}
+
+        def partition_keys(partitions_def: PartitionsDefinition) -> list[str]:
+            if partitions_def not in partition_cache:
+                partition_cache[partitions_def] = partitions_def.get_partition_keys(
+                    now, self.storage.dynamic_partition_keys
+                )
+            return partition_cache[partitions_def]
+
+        parsed = parse_cursor(sensor.label, cursor)
+        if parsed is None:
+            materialization, event = self.storage.event_log_horizons()
+            conditions = AutomationCursor()
+        else:
+            materialization, event, text = parsed
+            conditions = AutomationCursor.from_json(text)
+        state = self._state.get(sensor.name)
+        if state is None or (state.materializations, state.events) != (materialization, event):
+            state = self._load(materialization, event, partition_keys)
+        changes = self.storage.automation_changes(materialization, event)
+        fresh, updated, changed = _apply(self.defs, state, changes, partition_keys)
+        graph = self.defs.graph
+        targets = [k for k in sensor.selection.resolve(graph) if graph.assets[k].automation_condition is not None]
+        inputs = _Inputs(self.defs, fresh, updated, partition_keys)
+        result = evaluate_automation(graph, targets, inputs, now, conditions, changed)
+        stored = dict(self._stored.get(sensor.name, {}))
+        outcome = self._outcome(sensor, result, now, changes, stored)
+
+        def install() -> None:
+            self._state[sensor.name] = fresh
+            self._stored[sensor.name] = stored
+
+        return AutomationTick(outcome, install, result)
+
+    def _load(
+        self, materialization: int, event: int, partition_keys: Callable[[PartitionsDefinition], list[str]]
+    ) -> AssetState:
+        """The state as of ``materialization`` (an id), read from the history (two queries)."""
+        materialized_rows, failed_rows = self.storage.automation_history(materialization)
+        latest: dict[tuple[AssetKey, Partition], datetime] = {}
+        materialized: dict[AssetKey, set[Partition]] = {}
+        keys: dict[str, AssetKey] = {}
+        for name, partition, when in materialized_rows:
+            key = keys.get(name) or keys.setdefault(name, AssetKey.from_user_string(name))
+            materialized.setdefault(key, set()).add(partition)
+            latest[key, partition] = when
+        failed: dict[AssetKey, set[Partition]] = {}
+        for row in failed_rows:
+            key = AssetKey.from_user_string(row.asset_key)
+            for partition in _partitions_of(self.defs, key, row.tags or {}, partition_keys):
+                if row.timestamp > latest.get((key, partition), _NEVER):
+                    failed.setdefault(key, set()).add(partition)
+        state = AssetState(
+            materialization,
+            event,
+            {k: frozenset(v) for k, v in materialized.items()},
+            {k: frozenset(v) for k, v in failed.items()},
+        )
+        # Millions of partition keys live as long as the beat: keep them out of the cyclic
+        # garbage collector's sweeps (each full collection would walk them all, seconds per tick;
+        # they hold no cycles and are still freed by reference counting once replaced).
+        gc.collect()
+        gc.freeze()
+        return state
+
+    def _outcome(
+        self,
+        sensor: AutomationConditionSensorDefinition,
+        result: AutomationResult,
+        now: datetime,
+        changes: AutomationChanges,
+        stored: dict[AssetKey, str],
+    ) -> TickOutcome:
+        """The tick to commit; ``stored`` (each asset's last stored record digest) is updated
+        with the records it writes."""
+        runs: list[PlannedRun] = []
+        backfills: list[PlannedBackfill] = []
+        runs_of: dict[AssetKey, list[int]] = {}
+        backfills_of: dict[AssetKey, list[int]] = {}
+        tags = {**sensor.run_tags, AUTOMATION_TAG: sensor.name, SENSOR_TAG: sensor.name}
+        for group in group_requests(self.defs.graph, result.requested):
+            names = [k.to_user_string() for k in group.asset_keys]
+            if group.is_backfill:
+                for key in group.asset_keys:
+                    backfills_of.setdefault(key, []).append(len(backfills))
+                backfills.append(
+                    PlannedBackfill(
+                        IMPLICIT_ASSET_JOB,
+                        list(group.partition_keys),
+                        {**tags, ASSET_SELECTION_TAG: json.dumps(names)},
+                    )
+                )
+                continue
+            plan = self.defs.plan(
+                IMPLICIT_ASSET_JOB,
+                AssetSelection.assets(*group.asset_keys),  # flat: a list of thousands would nest unions
+                partition_key=group.partition_key,
+                dynamic_keys=self.storage.dynamic_partition_keys,
+                current_time=now,
+            )
+            for key in group.asset_keys:
+                runs_of.setdefault(key, []).append(len(runs))
+            runs.append(PlannedRun(plan, None, tags))
+        writes = []
+        for key, record in sorted(result.evaluations.items()):
+            data = record.to_dict()
+            digest = _digest(data)
+            if record.requested_count or stored.get(key) != digest:  # else the stored one still says it all
+                stored[key] = digest
+                writes.append(
+                    EvaluationWrite(
+                        key.to_user_string(),
+                        record.requested_count,
+                        data,
+                        tuple(runs_of.get(key, ())),
+                        tuple(backfills_of.get(key, ())),
+                    )
+                )
+        requested = sum(len(v) for v in result.requested.values())
+        cursor = f"{changes.materializations_upper}:{changes.events_upper}:{result.cursor.to_json()}"
+        return TickOutcome(
+            TickStatus.SUCCESS if runs or backfills else TickStatus.SKIPPED,
+            runs=runs,
+            skip_reason=None if requested else "no asset's condition requested a run",
+            cursor_set=True,
+            cursor=cursor,
+            automation=AutomationWrites(sensor.name, now, backfills, writes),
+        )
+
+
+def _digest(record: Mapping[str, object]) -> str:
+    """What a record says, its evaluation time left out: equal digests, nothing new to store."""
+    said = {k: v for k, v in record.items() if k != "evaluation_time"}
+    return hashlib.sha1(json.dumps(said, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _partitions_of(
+    defs: Definitions,
+    key: AssetKey,
+    tags: Mapping[str, str],
+    partition_keys: Callable[[PartitionsDefinition], list[str]],
+) -> Iterable[Partition]:
+    """The partitions of ``key`` a run with ``tags`` executes: its partition, every partition
+    of its range, or None for an unpartitioned asset."""
+    asset = defs.graph.assets.get(key)
+    if asset is None or asset.partitions_def is None:
+        return [None]
+    if PARTITION_TAG in tags:
+        return [tags[PARTITION_TAG]]
+    start, end = tags.get(PARTITION_RANGE_START_TAG), tags.get(PARTITION_RANGE_END_TAG)
+    if start is None or end is None:
+        return []
+    keys = partition_keys(asset.partitions_def)
+    try:
+        return keys[keys.index(start) : keys.index(end) + 1]
+    except ValueError:  # the range's keys no longer exist
+        return []
+
+
+def _apply(
+    defs: Definitions,
+    state: AssetState,
+    changes: AutomationChanges,
+    partition_keys: Callable[[PartitionsDefinition], list[str]],
+) -> tuple[AssetState, dict[AssetKey, frozenset[Partition]], set[AssetKey]]:
+    """``state`` moved on by ``changes`` (a new state; ``state`` is left as it was), the
+    partitions updated per asset, and the assets whose facts changed."""
+    events: list[tuple[datetime, int, AssetKey, Partition]] = []  # (time, 1 materialized / 0 failed, ...)
+    for row in changes.materialized:
+        events.append((row.timestamp, 1, AssetKey.from_user_string(row.asset_key), row.partition_key))
+    for row in changes.failed:
+        key = AssetKey.from_user_string(row.asset_key)
+        events += [(row.timestamp, 0, key, p) for p in _partitions_of(defs, key, row.tags or {}, partition_keys)]
+    events.sort(key=lambda e: (e[0], e[1]))
+    materialized = dict(state.materialized)
+    failed = dict(state.failed)
+    updated: dict[AssetKey, set[Partition]] = {}
+    for _, kind, key, partition in events:
+        if kind:
+            materialized[key] = materialized.get(key, _EMPTY) | {partition}
+            failed[key] = failed.get(key, _EMPTY) - {partition}
+            updated.setdefault(key, set()).add(partition)
+        else:
+            failed[key] = failed.get(key, _EMPTY) | {partition}
+    running, backfilling = _in_progress(defs, changes.active, changes.backfills, changes.settling, partition_keys)
+    changed = {key for _, _, key, _ in events}
+    for before, after in ((state.run_in_progress, running), (state.backfill_in_progress, backfilling)):
+        changed |= {k for k in before.keys() | after.keys() if before.get(k, _EMPTY) != after.get(k, _EMPTY)}
+    fresh = AssetState(changes.materializations_upper, changes.events_upper, materialized, failed, running, backfilling)
+    return fresh, {k: frozenset(v) for k, v in updated.items()}, changed
+
+
+def _in_progress(
+    defs: Definitions,
+    active: Sequence[ActiveStep],
+    backfills: Sequence[PendingBackfill],
+    settling: Sequence[PartitionEvent],
+    partition_keys: Callable[[PartitionsDefinition], list[str]],
+) -> tuple[dict[AssetKey, frozenset[Partition]], dict[AssetKey, frozenset[Partition]]]:
+    running: dict[AssetKey, set[Partition]] = {}
+    backfilling: dict[AssetKey, set[Partition]] = {}
+    for step in active:
+        key = AssetKey.from_user_string(step.asset_key)
+        into = backfilling if BACKFILL_TAG in step.tags else running
+        into.setdefault(key, set()).update(_partitions_of(defs, key, step.tags, partition_keys))
+    for outcome in settling:  # done, but above the snapshot's upper ids
+        key = AssetKey.from_user_string(outcome.asset_key)
+        partitions = (
+            [outcome.partition_key] if outcome.tags is None else _partitions_of(defs, key, outcome.tags, partition_keys)
+        )
+        running.setdefault(key, set()).update(partitions)
+    for backfill in backfills:  # requested, its runs not all submitted yet
+        for name in backfill.asset_keys:
+            backfilling.setdefault(AssetKey.from_user_string(name), set()).update(backfill.partition_keys)
+    return {k: frozenset(v) for k, v in running.items()}, {k: frozenset(v) for k, v in backfilling.items()}
+
+
+__all__ = ["AssetState", "AutomationTick", "AutomationTicks", "PartitionEvent", "parse_cursor"]

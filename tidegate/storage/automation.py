@@ -1,0 +1,276 @@
+"""Storage of declarative automation: what a tick reads of the event log, and the evaluation
+records it writes. Mixed into :class:`tidegate.storage.api.Storage`.
+
+A tick's reads are a fixed number of queries however large the graph (see
+:meth:`AutomationStorage.automation_changes`); only a beat that starts (or finds its cursor
+moved by someone else) reads the history once (:meth:`AutomationStorage.automation_history`).
+The evaluation records are written by ``commit_tick``, in the tick's transaction.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import Connection, and_, delete, func, insert, select
+
+from tidegate.names import ASSET_SELECTION_TAG, BackfillStatus, EventType, RunStatus, StepStatus
+from tidegate.storage.events import horizon
+from tidegate.storage.schema import automation_evaluations, backfills, events, materializations, runs, steps
+
+if TYPE_CHECKING:
+    from sqlalchemy import Engine
+
+# Run statuses whose steps count as in progress (a queued run's steps are planned already).
+_ACTIVE_RUNS = (RunStatus.QUEUED, RunStatus.STARTED)
+_DONE_STEPS = tuple(StepStatus.TERMINAL)
+
+
+@dataclass(frozen=True)
+class PartitionEvent:
+    """An (asset, partition) materialized or failed at ``timestamp``; a failure names its run's
+    tags (its partition or partition range) instead of a partition."""
+
+    asset_key: str
+    partition_key: str | None
+    timestamp: datetime
+    tags: Mapping[str, str] | None = None  # failures only
+
+
+@dataclass(frozen=True)
+class ActiveStep:
+    """A step not yet done of a queued or started run: its asset is in progress."""
+
+    asset_key: str
+    run_id: str
+    tags: Mapping[str, str]
+
+
+@dataclass(frozen=True)
+class PendingBackfill:
+    """A requested backfill of some assets (an automation tick's): in progress for its
+    partitions even before its runs are submitted."""
+
+    asset_keys: tuple[str, ...]
+    partition_keys: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class AutomationChanges:
+    """What changed in the event log in (the cursor's ids, these upper ids], and what is in
+    progress now."""
+
+    materializations_upper: int
+    events_upper: int
+    materialized: list[PartitionEvent]
+    failed: list[PartitionEvent]
+    active: list[ActiveStep]
+    backfills: list[PendingBackfill]
+    # Outcomes committed above the upper ids (the horizon lags while other transactions run):
+    # their steps are done, but this snapshot does not show them yet; they count as in progress.
+    settling: list[PartitionEvent]
+
+
+@dataclass(frozen=True)
+class EvaluationRow:
+    """One stored evaluation of one asset by one automation tick."""
+
+    id: int
+    sensor: str
+    tick_id: int
+    asset_key: str
+    evaluated_at: datetime
+    requested: int
+    record: Any
+    run_ids: tuple[str, ...]
+    backfill_ids: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class EvaluationWrite:
+    """An evaluation record to store with its tick; ``runs``/``backfills`` index the tick's
+    planned runs and backfills that include the asset."""
+
+    asset_key: str
+    requested: int
+    record: Any
+    runs: tuple[int, ...] = ()
+    backfills: tuple[int, ...] = ()
+
+
+def _aware(value: datetime) -> datetime:
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value
+
+
+class AutomationStorage:
+    if TYPE_CHECKING:  # provided by Storage, which mixes this class in
+        engine: Engine
+        dialect: str
+
+    def automation_changes(self, after_materialization: int, after_event: int) -> AutomationChanges:
+        """One tick's reads, a fixed number of queries whatever the size of the graph: the
+        steps in progress and the requested backfills, the upper ids (the log's horizons), the
+        materializations and the step failures after the cursor's ids up to them, and those
+        above them (``settling``). No transaction is held across the queries.
+
+        The steps in progress are read FIRST, the outcomes above the upper ids LAST: a step
+        seen neither in progress nor settling ended before the first read and committed its
+        outcome at or below the upper ids (or is seen settling), so every step's asset is in
+        progress, settling, or updated/failed in this snapshot: never none of them (which would
+        make an eager asset whose dependency was just updated in the same run look due)."""
+        step_state = select(steps.c.asset_key, runs.c.run_id, runs.c.tags).join(runs, runs.c.run_id == steps.c.run_id)
+        step_state = step_state.where(runs.c.status.in_(_ACTIVE_RUNS), steps.c.status.not_in(_DONE_STEPS))
+        pending = select(backfills.c.tags, backfills.c.partition_keys).where(
+            backfills.c.status == BackfillStatus.REQUESTED
+        )
+        with self.engine.connect() as conn:
+            active = [ActiveStep(r.asset_key, r.run_id, dict(r.tags or {})) for r in conn.execute(step_state)]
+            requested = [
+                PendingBackfill(tuple(json.loads(r.tags[ASSET_SELECTION_TAG])), tuple(r.partition_keys or ()))
+                for r in conn.execute(pending)
+                if ASSET_SELECTION_TAG in (r.tags or {})
+            ]
+        mat_upper = max(after_materialization, horizon(self.engine, "materializations"))
+        event_upper = max(after_event, horizon(self.engine, "events"))
+        m = materializations
+        with self.engine.connect() as conn:
+            materialized = [
+                PartitionEvent(r.asset_key, r.partition_key, _aware(r.timestamp))
+                for r in conn.execute(
+                    select(m.c.asset_key, m.c.partition_key, m.c.timestamp)
+                    .where(m.c.id > after_materialization, m.c.id <= mat_upper)
+                    .order_by(m.c.id)
+                )
+            ]
+            failed = [
+                PartitionEvent(r.asset_key, None, _aware(r.timestamp), dict(r.tags or {}))
+                for r in conn.execute(
+                    select(steps.c.asset_key, events.c.timestamp, runs.c.tags)
+                    .join(steps, and_(steps.c.run_id == events.c.run_id, steps.c.step_key == events.c.step_key))
+                    .join(runs, runs.c.run_id == events.c.run_id)
+                    .where(
+                        events.c.event_type == EventType.STEP_FAILURE,
+                        events.c.id > after_event,
+                        events.c.id <= event_upper,
+                    )
+                    .order_by(events.c.id)
+                )
+            ]
+            settling = [
+                PartitionEvent(r.asset_key, r.partition_key, _aware(r.timestamp))
+                for r in conn.execute(select(m.c.asset_key, m.c.partition_key, m.c.timestamp).where(m.c.id > mat_upper))
+            ]
+            settling += [
+                PartitionEvent(r.asset_key, None, _aware(r.timestamp), dict(r.tags or {}))
+                for r in conn.execute(
+                    select(steps.c.asset_key, events.c.timestamp, runs.c.tags)
+                    .join(steps, and_(steps.c.run_id == events.c.run_id, steps.c.step_key == events.c.step_key))
+                    .join(runs, runs.c.run_id == events.c.run_id)
+                    .where(events.c.event_type == EventType.STEP_FAILURE, events.c.id > event_upper)
+                )
+            ]
+        return AutomationChanges(mat_upper, event_upper, materialized, failed, active, requested, settling)
+
+    def event_log_horizons(self) -> tuple[int, int]:
+        """The upper ids of the materializations and of the events (where a new automation
+        sensor starts: what happened before is history, not an update)."""
+        return horizon(self.engine, "materializations"), horizon(self.engine, "events")
+
+    def automation_history(
+        self, materializations_upper: int
+    ) -> tuple[list[tuple[str, str | None, datetime]], list[PartitionEvent]]:
+        """What a beat reads once when it starts (two queries, each on a connection of its own
+        and fetched whole before Python touches the rows): every (asset, partition)
+        materialized at or below ``materializations_upper`` with its latest time, and every
+        failed step with its time and run tags (a failure later than the latest
+        materialization of its partition counts as that partition's outcome)."""
+        m = materializations
+        latest = (
+            select(m.c.asset_key, m.c.partition_key, func.max(m.c.timestamp))
+            .where(m.c.id <= materializations_upper)
+            .group_by(m.c.asset_key, m.c.partition_key)
+        )
+        with self.engine.connect() as conn:
+            rows = conn.execute(latest).all()
+        failures = (
+            select(steps.c.asset_key, steps.c.ended_at, runs.c.tags)
+            .join(runs, runs.c.run_id == steps.c.run_id)
+            .where(steps.c.status == StepStatus.FAILED, steps.c.ended_at.is_not(None))
+        )
+        with self.engine.connect() as conn:
+            failed_rows = conn.execute(failures).all()
+        materialized = [(key, partition, _aware(when)) for key, partition, when in rows]
+        failed = [PartitionEvent(r.asset_key, None, _aware(r.ended_at), dict(r.tags or {})) for r in failed_rows]
+        return materialized, failed
+
+    def insert_automation_evaluations_in(
+        self,
+        conn: Connection,
+        *,
+        sensor: str,
+        tick_id: int,
+        evaluated_at: datetime,
+        writes: Sequence[EvaluationWrite],
+        run_ids: Sequence[str],
+        backfill_ids: Sequence[str],
+    ) -> None:
+        """Store a tick's evaluation records within its transaction (one statement)."""
+        if not writes:
+            return
+        conn.execute(
+            insert(automation_evaluations),
+            [
+                dict(
+                    sensor=sensor,
+                    tick_id=tick_id,
+                    asset_key=w.asset_key,
+                    evaluated_at=evaluated_at,
+                    requested=w.requested,
+                    record=w.record,
+                    run_ids=sorted({run_ids[i] for i in w.runs}),
+                    backfill_ids=sorted({backfill_ids[i] for i in w.backfills}),
+                )
+                for w in writes
+            ],
+        )
+
+    def automation_evaluations(
+        self, asset_key: str, *, tick_id: int | None = None, limit: int = 20, requested_only: bool = False
+    ) -> list[EvaluationRow]:
+        """The stored evaluations of ``asset_key``, newest first (with ``tick_id``: those of that
+        tick and before). A tick stores an asset's evaluation only when it differs from the
+        asset's previous one or requested runs, so the newest at or before a tick is the
+        evaluation that tick made."""
+        e = automation_evaluations
+        query = select(e).where(e.c.asset_key == asset_key)
+        if tick_id is not None:
+            query = query.where(e.c.tick_id <= tick_id)
+        if requested_only:
+            query = query.where(e.c.requested > 0)
+        query = query.order_by(e.c.tick_id.desc(), e.c.id.desc()).limit(limit)
+        with self.engine.connect() as conn:
+            return [
+                EvaluationRow(
+                    id=r.id,
+                    sensor=r.sensor,
+                    tick_id=r.tick_id,
+                    asset_key=r.asset_key,
+                    evaluated_at=_aware(r.evaluated_at),
+                    requested=r.requested,
+                    record=r.record,
+                    run_ids=tuple(r.run_ids or ()),
+                    backfill_ids=tuple(r.backfill_ids or ()),
+                )
+                for r in conn.execute(query)
+            ]
+
+    def prune_automation_evaluations(self, *, before: datetime) -> int:
+        """Delete evaluations made before ``before`` (the beat's clock), in one transaction,
+        except each asset's newest of each sensor (what explain shows while nothing changes)."""
+        e = automation_evaluations
+        newest = select(func.max(e.c.id)).group_by(e.c.sensor, e.c.asset_key).scalar_subquery()
+        with self.engine.begin() as conn:
+            return conn.execute(delete(e).where(e.c.evaluated_at < before, e.c.id.not_in(newest))).rowcount
