@@ -199,6 +199,45 @@ def test_invalid_launches_are_400_naming_the_value_and_create_no_run(
     assert api.call("GET", "/api/v1/runs").json() == {"runs": [], "next_cursor": None}
 
 
+@pytest.mark.parametrize(
+    ("body", "named"),
+    [
+        ({"job": "greet_job", "run_config": {"ops": {"greeting": {"config": {"times": 2}}}}}, "person_name"),
+        ({"job": "greet_job", "run_config": {"ops": {"greeting": {"config": {"person_name": 5}}}}}, "person_name"),
+        ({"job": "greet_job", "run_config": {"ops": {"nobody": {"config": {}}}}}, "nobody"),
+        ({"job": "scale_job", "run_config": {"ops": {"scaled": {"config": {"factor": "x"}}}}}, "factor"),
+        ({"asset_selection": "greeting", "run_config": {"solids": {}}}, "solids"),
+    ],
+)
+def test_invalid_run_config_is_400_naming_the_node_and_field_and_creates_no_run(
+    api: Api, body: dict[str, Any], named: str
+) -> None:
+    response = api.call("POST", "/api/v1/runs", json=body)
+    assert response.status_code == 400, response.text
+    assert response.json()["code"] == "invalid_run_config"
+    assert named in response.json()["message"]
+    assert api.call("GET", "/api/v1/runs").json() == {"runs": [], "next_cursor": None}
+
+
+def test_run_config_is_launched_with_and_shown_with_env_vars_redacted(api: Api) -> None:
+    config = {"ops": {"greeting": {"config": {"person_name": {"env": "GREETING_SECRET_NAME"}, "times": 2}}}}
+    run = _launch(api, job="greet_job", run_config=config)
+    detail = api.call("GET", f"/api/v1/runs/{run['run_id']}", Role.VIEWER).json()
+    assert detail["run_config"] == {
+        "ops": {"greeting": {"config": {"person_name": "<redacted> (EnvVar GREETING_SECRET_NAME)", "times": 2}}}
+    }
+    default = api.call("GET", f"/api/v1/runs/{_launch(api, job='greet_job')['run_id']}").json()
+    assert default["run_config"] == {"ops": {"greeting": {"config": {"person_name": "everyone", "times": 1}}}}
+    selected = _launch(
+        api, job=None, asset_selection="greeting", run_config={"ops": {"greeting": {"config": {"person_name": "sel"}}}}
+    )
+    assert selected["job_name"] == "__ASSET_JOB"
+    op_run = _launch(api, job="scale_job", run_config={"ops": {"scaled": {"config": {"factor": 7}}}})
+    op_detail = api.call("GET", f"/api/v1/runs/{op_run['run_id']}").json()
+    assert op_detail["run_config"] == {"ops": {"scaled": {"config": {"factor": 7}}}}
+    assert {s["step_key"] for s in op_detail["steps"]} == {"base_value", "scaled"}
+
+
 def test_runs_list_filters_and_cursor_pagination(api: Api) -> None:
     ids = [_launch(api, tags={"n": str(i)})["run_id"] for i in range(5)]
     api.call("POST", f"/api/v1/runs/{ids[0]}/cancel")

@@ -29,6 +29,14 @@ class LaunchRequest(_Strict):
     tags: dict[str, str] = Field(default_factory=dict)
     run_key: str | None = Field(None, description="Idempotency key: a second launch with it answers 409.")
     priority: int | None = Field(None, description="Run priority (default: the tidegate/priority tag, else 0).")
+    run_config: dict[str, Any] | None = Field(
+        None,
+        description=(
+            'The run\'s config in RunConfig\'s dict form: {"ops": {NAME: {"config": {...}}}, '
+            '"resources": {KEY: {"config": {...}}}}; an environment variable as {"env": "NAME"}. '
+            "Default: the job's default config. Checked against the job before any run exists."
+        ),
+    )
 
 
 class ReexecuteRequest(_Strict):
@@ -100,6 +108,9 @@ class Step(BaseModel):
 
 
 class RunDetail(Run):
+    run_config: dict[str, Any] | None = Field(
+        description="The run's config as stored; each EnvVar shown as '<redacted> (EnvVar NAME)'."
+    )
     steps: list[Step]
 
 
