@@ -136,6 +136,38 @@ def test_the_launch_form_is_checked_and_a_refused_launch_names_the_value(ui: UI)
     assert missing.status_code == 404 and "run &#39;nope&#39;: not found" in missing.text
 
 
+def test_the_run_config_editor_is_prefilled_checked_and_the_run_shows_it_redacted(ui: UI) -> None:
+    ui.log_in("admin")
+    jobs = ui.client.get("/ui/jobs").text
+    assert re.search(r"greet_job</a></th>\s*<td>assets</td>", jobs) and re.search(
+        r"scale_job</a></th>\s*<td>ops</td>", jobs
+    )
+    form = ui.client.get("/ui/jobs/greet_job").text
+    assert re.search(
+        r'<textarea id="run_config"[^>]*>ops:\n  greeting:\n    config:\n      person_name: everyone', form
+    )
+    csrf = ui.csrf("/ui/jobs/greet_job")
+    for text, named in (
+        ("ops:\n  greeting:\n    config:\n      times: 2\n", "config field 'person_name'"),
+        ('{"ops": {"nobody": {}}}', "'nobody'"),
+        ("ops: [unclosed", "not valid YAML or JSON at line 1"),
+    ):
+        check = ui.client.post("/ui/jobs/greet_job/check", data={"csrf": csrf, "run_config": text}).json()
+        assert check["ok"] is False and named in check["message"], check
+    refused = ui.client.post("/ui/jobs/greet_job/launch", data={"csrf": csrf, "run_config": '{"ops": {"nobody": {}}}'})
+    assert "nobody" in refused.text and ui.storage.list_runs() == []
+    secret = "ops:\n  greeting:\n    config:\n      person_name: {env: UI_SECRET_NAME}\n"
+    assert ui.client.post("/ui/jobs/greet_job/check", data={"csrf": csrf, "run_config": secret}).json()["ok"] is True
+    launched = ui.client.post("/ui/jobs/greet_job/launch", data={"csrf": csrf, "run_config": secret})
+    assert "&lt;redacted&gt; (EnvVar UI_SECRET_NAME)" in launched.text
+    op_form = ui.client.get("/ui/jobs/scale_job").text
+    assert "person_name: ops" in op_form
+    ui.client.post("/ui/jobs/scale_job/launch", data={"csrf": csrf, "run_config": ""})
+    assert {r.job_name: r.run_config for r in ui.storage.list_runs()}["scale_job"] == {
+        "ops": {"scaled": {"config": {"person_name": "ops", "times": 2}}}
+    }
+
+
 def test_login_redirects_only_inside_the_ui(ui: UI) -> None:
     response = ui.client.post(
         "/ui/login",
