@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -27,14 +27,15 @@ from tidegate.webserver.auth import FailedAuthLimiter, check_startup
 
 PROJECT = ROOT / "tests" / "projects" / "api_project.py"
 DEFS = CodeLocation.parse(str(PROJECT)).load()
+EXPLAIN_PROJECT = ROOT / "tests" / "projects" / "explain_project.py"
 
 
 class Api:
     """A test client plus one token per role."""
 
-    def __init__(self, storage: Storage, limiter: FailedAuthLimiter | None = None) -> None:
+    def __init__(self, storage: Storage, limiter: FailedAuthLimiter | None = None, defs: Any = DEFS) -> None:
         self.storage = storage
-        self.app = create_app(DEFS, storage, settings=Settings(), limiter=limiter or FailedAuthLimiter(10_000))
+        self.app = create_app(defs, storage, settings=Settings(), limiter=limiter or FailedAuthLimiter(10_000))
         self.client = TestClient(self.app)
         self.tokens = {role: storage.create_token(f"t-{role.value}", role).token for role in Role}
 
@@ -73,6 +74,7 @@ MATRIX: list[tuple[str, str, Role, Any]] = [
     ("GET", "/api/v1/assets/{asset_key}/materializations", Role.VIEWER, None),
     ("POST", "/api/v1/assets/{asset_key}/materializations", Role.LAUNCHER, {}),
     ("GET", "/api/v1/assets/{asset_key}/partitions", Role.VIEWER, None),
+    ("GET", "/api/v1/assets/{asset_key}/automation", Role.VIEWER, None),
     ("GET", "/api/v1/schedules", Role.VIEWER, None),
     ("GET", "/api/v1/schedules/{name}", Role.VIEWER, None),
     ("POST", "/api/v1/schedules/{name}/start", Role.ADMIN, None),
@@ -316,6 +318,29 @@ def test_assets_report_an_external_materialization_and_partition_status(api: Api
     bad = api.call("POST", "/api/v1/assets/daily_sales/materializations", json={"partition": "2030-01-01"})
     assert bad.status_code == 400 and bad.json()["code"] == "invalid_partition" and "2030-01-01" in bad.text
     assert api.call("GET", "/api/v1/assets/nope/materializations").status_code == 404
+
+
+def test_an_assets_latest_automation_evaluation_explains_why_or_why_not(storage: Storage) -> None:
+    from tidegate.scheduler.beat import Beat
+    from tidegate.scheduler.clock import FakeClock
+
+    defs = CodeLocation.parse(str(EXPLAIN_PROJECT)).load()
+    beat = Beat(defs, storage, lambda refs: None, clock=FakeClock(datetime(2024, 3, 4, tzinfo=UTC)), holder="api")
+    beat.tick()
+    app = Api(storage, defs=defs)
+    with app.client:
+        response = app.call("GET", "/api/v1/assets/fresh_report/automation", Role.VIEWER)
+        assert response.status_code == 200, response.text
+        found = response.json()
+        assert found["asset_key"] == "fresh_report" and found["condition"] == "keep fresh"
+        assert found["sensor"] == "default_automation_condition_sensor" and found["requested"] == []
+        assert found["explanation"][0].startswith("✗ ") and "[0/1]" in found["explanation"][0]
+        assert len(found["explanation"]) > 1 and found["explanation"][1].startswith("  ")
+        assert found["evaluation"]["root"]["label"] == "keep fresh"
+        before = app.call("GET", f"/api/v1/assets/fresh_report/automation?tick={found['tick_id'] - 1}")
+        assert before.status_code == 404 and "at or before tick" in before.json()["message"]
+        never = app.call("GET", "/api/v1/assets/upstream_feed/automation")
+        assert never.status_code == 404 and "upstream_feed" in never.json()["message"]
 
 
 def test_schedules_and_sensors_start_stop_cursor_preview_and_lag(api: Api) -> None:
