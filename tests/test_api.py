@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import logging
+import pickle
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -17,6 +18,7 @@ from sqlalchemy import update
 
 from tests.support import ROOT
 from tidegate.config import Settings
+from tidegate.definitions.key import AssetKey
 from tidegate.definitions.loading import CodeLocation
 from tidegate.errors import AuthenticationError
 from tidegate.names import Role, RunStatus
@@ -238,6 +240,32 @@ def test_run_config_is_launched_with_and_shown_with_env_vars_redacted(api: Api) 
     op_detail = api.call("GET", f"/api/v1/runs/{op_run['run_id']}").json()
     assert op_detail["run_config"] == {"ops": {"scaled": {"config": {"factor": 7}}}}
     assert {s["step_key"] for s in op_detail["steps"]} == {"base_value", "scaled"}
+
+
+def test_an_op_job_and_an_asset_selection_launched_with_config_run_to_success(api: Api, tmp_path: Path) -> None:
+    """The beat's run queue and the worker's step code, in this process, run what the API launched."""
+    from tidegate.scheduler.beat import Beat
+    from tidegate.storage.records import StepRef
+    from tidegate.workers.execution import StepExecutor
+    from tidegate.workers.io import FilesystemIOManager
+
+    pending: list[StepRef] = []
+    beat = Beat(DEFS, api.storage, pending.extend, holder="api-test")
+    executor = StepExecutor(DEFS, api.storage, pending.extend, "w@api-test", 5, FilesystemIOManager(tmp_path / "io"))
+    op_run = _launch(api, job="scale_job", run_config={"ops": {"scaled": {"config": {"factor": 7}}}})["run_id"]
+    config = {"ops": {"greeting": {"config": {"person_name": "Ada", "times": 2}}}}
+    selected = _launch(api, job=None, asset_selection="greeting", run_config=config)["run_id"]
+    beat.launcher.tick()
+    while pending:
+        ref = pending.pop(0)
+        executor.execute(ref.run_id, ref.step_key, ref.attempt)
+        beat.launcher.tick()
+    for run_id in (op_run, selected):
+        detail = api.call("GET", f"/api/v1/runs/{run_id}").json()
+        assert detail["status"] == RunStatus.SUCCESS, detail
+    io = FilesystemIOManager(tmp_path / "io")
+    assert pickle.loads(io.op_output_path([op_run, "scaled", "result"]).read_bytes()) == 14  # 2 * factor 7
+    assert pickle.loads(io.path_for(AssetKey(["greeting"])).read_bytes()) == "hello Adahello Ada"
 
 
 def test_runs_list_filters_and_cursor_pagination(api: Api) -> None:
