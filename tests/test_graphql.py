@@ -420,6 +420,9 @@ def test_sensor_cursor_schedule_and_backfill(gql: GraphQL) -> None:
     )
     unknown = gql(backfill, {"p": {**BACKFILL, "partitionNames": ["eu", "mars"]}}, Role.LAUNCHER)
     assert unknown["launchPartitionBackfill"] == {"__typename": "PartitionKeysNotFoundError", "partitionKeys": ["mars"]}
+    configured = {**BACKFILL, "runConfigData": {"ops": {"regional_sales": {"config": {"n": 1}}}}}
+    invalid = gql(backfill, {"p": configured}, Role.LAUNCHER)["launchPartitionBackfill"]
+    assert invalid == {"__typename": "RunConfigValidationInvalid"}
     assert gql.storage.list_backfills() == []
     tagged = {**BACKFILL, "partitionNames": None, "allPartitions": True, "tags": [{"key": "team", "value": "sales"}]}
     created = gql(backfill, {"p": tagged}, Role.LAUNCHER)["launchPartitionBackfill"]
