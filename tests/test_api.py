@@ -401,6 +401,11 @@ def test_backfills_queue_pools_and_metrics(api: Api) -> None:
     assert api.call("POST", f"/api/v1/backfills/{backfill_id}/cancel").status_code == 409
     both = api.call("POST", "/api/v1/backfills", json={"job": "daily_job", "all": True, "missing": True})
     assert both.status_code == 400 and "exactly one" in both.json()["message"]
+    configured = {"job": "daily_job", "all": True, "run_config": {"ops": {"daily_sales": {"config": {"n": 1}}}}}
+    refused = api.call("POST", "/api/v1/backfills", json=configured)
+    assert refused.status_code == 400 and refused.json()["code"] == "invalid_run_config"
+    assert "daily_sales" in refused.json()["message"]
+    assert [b["backfill_id"] for b in api.call("GET", "/api/v1/backfills").json()] == [backfill_id]
     unknown = api.call("GET", "/api/v1/backfills/zzzz")
     assert unknown.status_code == 404 and unknown.json()["code"] == "backfill_not_found"
     run_id = _launch(api)["run_id"]

@@ -156,11 +156,15 @@ class TidegateClient:
         all: bool = False,
         missing: bool = False,
         max_concurrent: int | None = None,
+        run_config: Any = None,
     ) -> dict[str, Any]:
         """Create a backfill of ``job`` (exactly one of a range, ``partitions``, ``all`` or
-        ``missing``); the backfill with its progress."""
+        ``missing``), each run with ``run_config`` (None: the job's default); the backfill with
+        its progress."""
         body: dict[str, Any] = {"job": job, "all": all, "missing": missing}
         body.update({"from_key": from_key, "to_key": to_key, "max_concurrent": max_concurrent})
+        if run_config is not None:
+            body["run_config"] = run_config_dict("run_config", run_config)
         if partitions is not None:
             body["partitions"] = list(partitions)
         created: dict[str, Any] = self.request(

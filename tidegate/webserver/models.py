@@ -359,6 +359,9 @@ class BackfillRequest(_Strict):
     all: bool = False
     missing: bool = False
     max_concurrent: int | None = Field(None, ge=1)
+    run_config: dict[str, Any] | None = Field(
+        default=None, description="Each run's config (RunConfig's dict form; default: the job's), checked first."
+    )
 
 
 class Backfill(BaseModel):
