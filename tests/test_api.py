@@ -6,8 +6,9 @@ from __future__ import annotations
 
 import json
 import logging
+import pickle
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,7 @@ from sqlalchemy import update
 
 from tests.support import ROOT
 from tidegate.config import Settings
+from tidegate.definitions.key import AssetKey
 from tidegate.definitions.loading import CodeLocation
 from tidegate.errors import AuthenticationError
 from tidegate.names import Role, RunStatus
@@ -27,14 +29,15 @@ from tidegate.webserver.auth import FailedAuthLimiter, check_startup
 
 PROJECT = ROOT / "tests" / "projects" / "api_project.py"
 DEFS = CodeLocation.parse(str(PROJECT)).load()
+EXPLAIN_PROJECT = ROOT / "tests" / "projects" / "explain_project.py"
 
 
 class Api:
     """A test client plus one token per role."""
 
-    def __init__(self, storage: Storage, limiter: FailedAuthLimiter | None = None) -> None:
+    def __init__(self, storage: Storage, limiter: FailedAuthLimiter | None = None, defs: Any = DEFS) -> None:
         self.storage = storage
-        self.app = create_app(DEFS, storage, settings=Settings(), limiter=limiter or FailedAuthLimiter(10_000))
+        self.app = create_app(defs, storage, settings=Settings(), limiter=limiter or FailedAuthLimiter(10_000))
         self.client = TestClient(self.app)
         self.tokens = {role: storage.create_token(f"t-{role.value}", role).token for role in Role}
 
@@ -73,6 +76,7 @@ MATRIX: list[tuple[str, str, Role, Any]] = [
     ("GET", "/api/v1/assets/{asset_key}/materializations", Role.VIEWER, None),
     ("POST", "/api/v1/assets/{asset_key}/materializations", Role.LAUNCHER, {}),
     ("GET", "/api/v1/assets/{asset_key}/partitions", Role.VIEWER, None),
+    ("GET", "/api/v1/assets/{asset_key}/automation", Role.VIEWER, None),
     ("GET", "/api/v1/schedules", Role.VIEWER, None),
     ("GET", "/api/v1/schedules/{name}", Role.VIEWER, None),
     ("POST", "/api/v1/schedules/{name}/start", Role.ADMIN, None),
@@ -199,6 +203,71 @@ def test_invalid_launches_are_400_naming_the_value_and_create_no_run(
     assert api.call("GET", "/api/v1/runs").json() == {"runs": [], "next_cursor": None}
 
 
+@pytest.mark.parametrize(
+    ("body", "named"),
+    [
+        ({"job": "greet_job", "run_config": {"ops": {"greeting": {"config": {"times": 2}}}}}, "person_name"),
+        ({"job": "greet_job", "run_config": {"ops": {"greeting": {"config": {"person_name": 5}}}}}, "person_name"),
+        ({"job": "greet_job", "run_config": {"ops": {"nobody": {"config": {}}}}}, "nobody"),
+        ({"job": "scale_job", "run_config": {"ops": {"scaled": {"config": {"factor": "x"}}}}}, "factor"),
+        ({"asset_selection": "greeting", "run_config": {"solids": {}}}, "solids"),
+    ],
+)
+def test_invalid_run_config_is_400_naming_the_node_and_field_and_creates_no_run(
+    api: Api, body: dict[str, Any], named: str
+) -> None:
+    response = api.call("POST", "/api/v1/runs", json=body)
+    assert response.status_code == 400, response.text
+    assert response.json()["code"] == "invalid_run_config"
+    assert named in response.json()["message"]
+    assert api.call("GET", "/api/v1/runs").json() == {"runs": [], "next_cursor": None}
+
+
+def test_run_config_is_launched_with_and_shown_with_env_vars_redacted(api: Api) -> None:
+    config = {"ops": {"greeting": {"config": {"person_name": {"env": "GREETING_SECRET_NAME"}, "times": 2}}}}
+    run = _launch(api, job="greet_job", run_config=config)
+    detail = api.call("GET", f"/api/v1/runs/{run['run_id']}", Role.VIEWER).json()
+    assert detail["run_config"] == {
+        "ops": {"greeting": {"config": {"person_name": "<redacted> (EnvVar GREETING_SECRET_NAME)", "times": 2}}}
+    }
+    default = api.call("GET", f"/api/v1/runs/{_launch(api, job='greet_job')['run_id']}").json()
+    assert default["run_config"] == {"ops": {"greeting": {"config": {"person_name": "everyone", "times": 1}}}}
+    selected = _launch(
+        api, job=None, asset_selection="greeting", run_config={"ops": {"greeting": {"config": {"person_name": "sel"}}}}
+    )
+    assert selected["job_name"] == "__ASSET_JOB"
+    op_run = _launch(api, job="scale_job", run_config={"ops": {"scaled": {"config": {"factor": 7}}}})
+    op_detail = api.call("GET", f"/api/v1/runs/{op_run['run_id']}").json()
+    assert op_detail["run_config"] == {"ops": {"scaled": {"config": {"factor": 7}}}}
+    assert {s["step_key"] for s in op_detail["steps"]} == {"base_value", "scaled"}
+
+
+def test_an_op_job_and_an_asset_selection_launched_with_config_run_to_success(api: Api, tmp_path: Path) -> None:
+    """The beat's run queue and the worker's step code, in this process, run what the API launched."""
+    from tidegate.scheduler.beat import Beat
+    from tidegate.storage.records import StepRef
+    from tidegate.workers.execution import StepExecutor
+    from tidegate.workers.io import FilesystemIOManager
+
+    pending: list[StepRef] = []
+    beat = Beat(DEFS, api.storage, pending.extend, holder="api-test")
+    executor = StepExecutor(DEFS, api.storage, pending.extend, "w@api-test", 5, FilesystemIOManager(tmp_path / "io"))
+    op_run = _launch(api, job="scale_job", run_config={"ops": {"scaled": {"config": {"factor": 7}}}})["run_id"]
+    config = {"ops": {"greeting": {"config": {"person_name": "Ada", "times": 2}}}}
+    selected = _launch(api, job=None, asset_selection="greeting", run_config=config)["run_id"]
+    beat.launcher.tick()
+    while pending:
+        ref = pending.pop(0)
+        executor.execute(ref.run_id, ref.step_key, ref.attempt)
+        beat.launcher.tick()
+    for run_id in (op_run, selected):
+        detail = api.call("GET", f"/api/v1/runs/{run_id}").json()
+        assert detail["status"] == RunStatus.SUCCESS, detail
+    io = FilesystemIOManager(tmp_path / "io")
+    assert pickle.loads(io.op_output_path([op_run, "scaled", "result"]).read_bytes()) == 14  # 2 * factor 7
+    assert pickle.loads(io.path_for(AssetKey(["greeting"])).read_bytes()) == "hello Adahello Ada"
+
+
 def test_runs_list_filters_and_cursor_pagination(api: Api) -> None:
     ids = [_launch(api, tags={"n": str(i)})["run_id"] for i in range(5)]
     api.call("POST", f"/api/v1/runs/{ids[0]}/cancel")
@@ -279,6 +348,29 @@ def test_assets_report_an_external_materialization_and_partition_status(api: Api
     assert api.call("GET", "/api/v1/assets/nope/materializations").status_code == 404
 
 
+def test_an_assets_latest_automation_evaluation_explains_why_or_why_not(storage: Storage) -> None:
+    from tidegate.scheduler.beat import Beat
+    from tidegate.scheduler.clock import FakeClock
+
+    defs = CodeLocation.parse(str(EXPLAIN_PROJECT)).load()
+    beat = Beat(defs, storage, lambda refs: None, clock=FakeClock(datetime(2024, 3, 4, tzinfo=UTC)), holder="api")
+    beat.tick()
+    app = Api(storage, defs=defs)
+    with app.client:
+        response = app.call("GET", "/api/v1/assets/fresh_report/automation", Role.VIEWER)
+        assert response.status_code == 200, response.text
+        found = response.json()
+        assert found["asset_key"] == "fresh_report" and found["condition"] == "keep fresh"
+        assert found["sensor"] == "default_automation_condition_sensor" and found["requested"] == []
+        assert found["explanation"][0].startswith("✗ ") and "[0/1]" in found["explanation"][0]
+        assert len(found["explanation"]) > 1 and found["explanation"][1].startswith("  ")
+        assert found["evaluation"]["root"]["label"] == "keep fresh"
+        before = app.call("GET", f"/api/v1/assets/fresh_report/automation?tick={found['tick_id'] - 1}")
+        assert before.status_code == 404 and "at or before tick" in before.json()["message"]
+        never = app.call("GET", "/api/v1/assets/upstream_feed/automation")
+        assert never.status_code == 404 and "upstream_feed" in never.json()["message"]
+
+
 def test_schedules_and_sensors_start_stop_cursor_preview_and_lag(api: Api) -> None:
     assert api.call("POST", "/api/v1/schedules/morning/start").json()["status"] == "RUNNING"
     schedule = api.call("GET", "/api/v1/schedules/morning").json()
@@ -309,6 +401,11 @@ def test_backfills_queue_pools_and_metrics(api: Api) -> None:
     assert api.call("POST", f"/api/v1/backfills/{backfill_id}/cancel").status_code == 409
     both = api.call("POST", "/api/v1/backfills", json={"job": "daily_job", "all": True, "missing": True})
     assert both.status_code == 400 and "exactly one" in both.json()["message"]
+    configured = {"job": "daily_job", "all": True, "run_config": {"ops": {"daily_sales": {"config": {"n": 1}}}}}
+    refused = api.call("POST", "/api/v1/backfills", json=configured)
+    assert refused.status_code == 400 and refused.json()["code"] == "invalid_run_config"
+    assert "daily_sales" in refused.json()["message"]
+    assert [b["backfill_id"] for b in api.call("GET", "/api/v1/backfills").json()] == [backfill_id]
     unknown = api.call("GET", "/api/v1/backfills/zzzz")
     assert unknown.status_code == 404 and unknown.json()["code"] == "backfill_not_found"
     run_id = _launch(api)["run_id"]

@@ -223,7 +223,18 @@ def test_bad_selector_config_or_partition_is_a_typed_result_and_creates_no_run(g
     config = launch(gql, runConfigData={"ops": {"orders": {"config": {"limit": 3}}}})
     assert config["__typename"] == "RunConfigValidationInvalid"
     (error,) = config["errors"]
-    assert error["reason"] == "FIELD_NOT_DEFINED" and error["path"] == ["ops"] and "'ops'" in error["message"]
+    assert error["reason"] == "FIELD_NOT_DEFINED" and error["path"] == ["ops", "orders"]
+    assert "'orders'" in error["message"] and "takes no config" in error["message"]
+    for run_config, reason, path in [
+        ({"ops": {"discount": {"config": {"label": "x"}}}}, "MISSING_REQUIRED_FIELD", ["rate"]),
+        ({"ops": {"discount": {"config": {"rate": "lots"}}}}, "RUNTIME_TYPE_MISMATCH", ["rate"]),
+        ({"ops": {"discount": {"config": {"rate": 1, "colour": "red"}}}}, "FIELD_NOT_DEFINED", ["colour"]),
+    ]:
+        invalid = launch(gql, job="discount_job", runConfigData=run_config)
+        assert invalid["__typename"] == "RunConfigValidationInvalid", invalid
+        (error,) = invalid["errors"]
+        assert error["reason"] == reason and error["path"] == ["ops", "discount", "config", *path], error
+        assert f"'{path[0]}'" in error["message"] and "asset 'discount'" in error["message"]
     partition = launch(
         gql, job="regional_job", executionMetadata={"tags": [{"key": "dagster/partition", "value": "mars"}]}
     )
@@ -231,6 +242,17 @@ def test_bad_selector_config_or_partition_is_a_typed_result_and_creates_no_run(g
     subset = launch(gql, assetSelection=[{"path": ["regional_sales"]}])
     assert subset["__typename"] == "InvalidSubsetError"
     assert run_count(gql.storage) == 0
+
+
+def test_run_config_data_is_launched_with_and_a_string_form_too(gql: GraphQL) -> None:
+    given = launch(gql, job="discount_job", runConfigData={"ops": {"discount": {"config": {"rate": 0.5}}}})
+    assert given["__typename"] == "LaunchRunSuccess", given
+    stored = gql.storage.get_run(given["run"]["runId"]).run_config
+    assert stored == {"ops": {"discount": {"config": {"rate": 0.5}}}}
+    as_text = launch(gql, job="discount_job", runConfigData='{"ops": {"discount": {"config": {"rate": 2}}}}')
+    assert gql.storage.get_run(as_text["run"]["runId"]).run_config["ops"]["discount"]["config"]["rate"] == 2
+    default = launch(gql, job="discount_job")  # {}: the job's default config
+    assert gql.storage.get_run(default["run"]["runId"]).run_config["ops"]["discount"]["config"]["rate"] == 0.1
 
 
 # -- auth ------------------------------------------------------------------------------------------
@@ -398,6 +420,9 @@ def test_sensor_cursor_schedule_and_backfill(gql: GraphQL) -> None:
     )
     unknown = gql(backfill, {"p": {**BACKFILL, "partitionNames": ["eu", "mars"]}}, Role.LAUNCHER)
     assert unknown["launchPartitionBackfill"] == {"__typename": "PartitionKeysNotFoundError", "partitionKeys": ["mars"]}
+    configured = {**BACKFILL, "runConfigData": {"ops": {"regional_sales": {"config": {"n": 1}}}}}
+    invalid = gql(backfill, {"p": configured}, Role.LAUNCHER)["launchPartitionBackfill"]
+    assert invalid == {"__typename": "RunConfigValidationInvalid"}
     assert gql.storage.list_backfills() == []
     tagged = {**BACKFILL, "partitionNames": None, "allPartitions": True, "tags": [{"key": "team", "value": "sales"}]}
     created = gql(backfill, {"p": tagged}, Role.LAUNCHER)["launchPartitionBackfill"]
@@ -422,8 +447,8 @@ def test_reload_serves_the_changed_code(storage: Storage, tmp_path: Path, monkey
     assert "extra_job" not in job_names()
     project.write_text(
         PROJECT.read_text().replace(
-            "jobs=[orders_job, regional_job]",
-            'jobs=[orders_job, regional_job, tg.define_asset_job("extra_job", "orders")]',
+            "jobs=[orders_job, regional_job, discount_job]",
+            'jobs=[orders_job, regional_job, discount_job, tg.define_asset_job("extra_job", "orders")]',
         )
     )
     reloaded = gql(queries.RELOAD_REPOSITORY_LOCATION_MUTATION, name)["reloadRepositoryLocation"]

@@ -149,7 +149,14 @@ def test_dagster_graphql_client_launches_and_follows_a_run(deployment: Deploymen
     with pytest.raises(DagsterGraphQLClientError) as bad_config:
         launcher.submit_job_execution("orders_job", run_config={"ops": {"orders": {"config": {"n": 1}}}})
     assert bad_config.value.args[0] == "RunConfigValidationInvalid"
+    configured = launcher.submit_job_execution(
+        "discount_job", run_config={"ops": {"discount": {"config": {"rate": 0.25}}}}
+    )
+    assert deployment.storage.get_run(configured).run_config == {"ops": {"discount": {"config": {"rate": 0.25}}}}
+    with pytest.raises(DagsterGraphQLClientError) as missing:
+        launcher.submit_job_execution("discount_job", run_config={"ops": {"discount": {"config": {"label": "x"}}}})
+    assert missing.value.args[0] == "RunConfigValidationInvalid" and "'rate'" in str(missing.value.args[1])
     with pytest.raises(DagsterGraphQLClientError) as no_token:
         deployment.client(None).get_run_status(run_id)
     assert "401" in str(no_token.value)
-    assert [r.run_id for r in deployment.storage.search_runs(RunFilter())] == [run_id]  # no other run was created
+    assert {r.run_id for r in deployment.storage.search_runs(RunFilter())} == {run_id, configured}  # no other run

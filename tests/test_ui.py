@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -134,6 +135,61 @@ def test_the_launch_form_is_checked_and_a_refused_launch_names_the_value(ui: UI)
     assert 'data-run-terminal="no"' in live.text and "<html" not in live.text
     missing = ui.client.get("/ui/runs/nope")
     assert missing.status_code == 404 and "run &#39;nope&#39;: not found" in missing.text
+
+
+def test_the_run_config_editor_is_prefilled_checked_and_the_run_shows_it_redacted(ui: UI) -> None:
+    ui.log_in("admin")
+    jobs = ui.client.get("/ui/jobs").text
+    assert re.search(r"greet_job</a></th>\s*<td>assets</td>", jobs) and re.search(
+        r"scale_job</a></th>\s*<td>ops</td>", jobs
+    )
+    form = ui.client.get("/ui/jobs/greet_job").text
+    assert re.search(
+        r'<textarea id="run_config"[^>]*>ops:\n  greeting:\n    config:\n      person_name: everyone', form
+    )
+    csrf = ui.csrf("/ui/jobs/greet_job")
+    for text, named in (
+        ("ops:\n  greeting:\n    config:\n      times: 2\n", "config field 'person_name'"),
+        ('{"ops": {"nobody": {}}}', "'nobody'"),
+        ("ops: [unclosed", "not valid YAML or JSON at line 1"),
+    ):
+        check = ui.client.post("/ui/jobs/greet_job/check", data={"csrf": csrf, "run_config": text}).json()
+        assert check["ok"] is False and named in check["message"], check
+    refused = ui.client.post("/ui/jobs/greet_job/launch", data={"csrf": csrf, "run_config": '{"ops": {"nobody": {}}}'})
+    assert "nobody" in refused.text and ui.storage.list_runs() == []
+    secret = "ops:\n  greeting:\n    config:\n      person_name: {env: UI_SECRET_NAME}\n"
+    assert ui.client.post("/ui/jobs/greet_job/check", data={"csrf": csrf, "run_config": secret}).json()["ok"] is True
+    launched = ui.client.post("/ui/jobs/greet_job/launch", data={"csrf": csrf, "run_config": secret})
+    assert "&lt;redacted&gt; (EnvVar UI_SECRET_NAME)" in launched.text
+    op_form = ui.client.get("/ui/jobs/scale_job").text
+    assert "person_name: ops" in op_form
+    ui.client.post("/ui/jobs/scale_job/launch", data={"csrf": csrf, "run_config": ""})
+    assert {r.job_name: r.run_config for r in ui.storage.list_runs()}["scale_job"] == {
+        "ops": {"scaled": {"config": {"person_name": "ops", "times": 2}}}
+    }
+
+
+def test_the_catalog_and_asset_page_show_the_condition_and_why_or_why_not(ui: UI) -> None:
+    from tidegate.scheduler.beat import Beat
+    from tidegate.scheduler.clock import FakeClock
+
+    defs = CodeLocation.parse(str(ROOT / "tests" / "projects" / "explain_project.py")).load()
+    Beat(defs, ui.storage, lambda refs: None, clock=FakeClock(datetime(2024, 3, 4, tzinfo=UTC)), holder="ui").tick()
+    ui.client = TestClient(mount_ui(create_app(defs, ui.storage)))
+    ui.log_in("viewer")
+    catalog = ui.client.get("/ui/assets").text
+    assert re.search(r"fresh_report</a></th>.*?<td>keep fresh</td>", catalog, re.S)
+    page = ui.client.get("/ui/assets/fresh_report")
+    assert page.status_code == 200 and "Automation: why / why not" in page.text
+    (tick,) = [r.tick_id for r in ui.storage.automation_evaluations("fresh_report")]
+    assert f"tick {tick} of sensor default_automation_condition_sensor" in page.text
+    explained = re.search(r'<pre id="automation-explain"[^>]*>(.*?)</pre>', page.text, re.S)
+    assert explained and explained.group(1).startswith("✗ keep fresh: false")
+    assert "✓ missing: true — never materialized  [1/1]" in explained.group(1)
+    history = ui.client.get("/ui/assets/fresh_report/automation")
+    assert history.status_code == 200 and f'/ui/assets/fresh_report?tick={tick}">{tick}</a>' in history.text
+    earlier = ui.client.get(f"/ui/assets/fresh_report?tick={tick - 1}").text
+    assert f"No automation evaluation stored at or before tick {tick - 1}" in earlier
 
 
 def test_login_redirects_only_inside_the_ui(ui: UI) -> None:

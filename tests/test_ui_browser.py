@@ -208,6 +208,15 @@ def test_launch_from_form_and_follow_to_success(admin: Page) -> None:
     admin.shot("ui-asset.png")
 
 
+def test_the_run_config_editor_shows_the_servers_verdict_before_submit(admin: Page) -> None:
+    page = admin.goto("/jobs/greet_job")
+    page.wait_for_selector("#launch-check.ok")  # the pre-filled default config fits
+    page.fill("#run_config", "ops:\n  greeting:\n    config:\n      times: 2\n")
+    page.wait_for_selector("#launch-check.invalid")
+    assert "asset 'greeting': config field 'person_name': Field required" in page.inner_text("#launch-check")
+    assert page.get_attribute("#run_config", "aria-invalid") == "true"
+
+
 def test_cancel_a_running_run(admin: Page) -> None:
     run_id = launch(admin, "slow_job")
     page = admin.page
@@ -274,6 +283,7 @@ PAGES = [
     "/runs",
     "/jobs",
     "/jobs/etl_job",
+    "/jobs/greet_job",
     "/assets",
     "/assets/enriched_orders",
     "/assets/daily_events",

@@ -15,6 +15,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from tidegate.definitions.config import run_config_dict
 from tidegate.errors import TidegateError
 from tidegate.names import RunStatus
 
@@ -93,11 +94,16 @@ class TidegateClient:
         tags: Mapping[str, str] | None = None,
         run_key: str | None = None,
         priority: int | None = None,
+        run_config: Any = None,
     ) -> str:
-        """Launch ``job`` (or materialize ``asset_selection``); the new run's id. A run key
-        that has a run already raises TidegateAPIError with status 409."""
+        """Launch ``job`` (or materialize ``asset_selection``) with ``run_config`` (a RunConfig
+        or its dict form; None: the job's default config); the new run's id. A run key that
+        has a run already raises TidegateAPIError with status 409; config that does not fit
+        the job, status 400 with code ``invalid_run_config``."""
         body: dict[str, Any] = {"job": job, "asset_selection": asset_selection, "tags": dict(tags or {})}
         body.update({"partition": partition, "run_key": run_key, "priority": priority})
+        if run_config is not None:
+            body["run_config"] = run_config_dict("run_config", run_config)
         run = self.request("POST", "/runs", body={k: v for k, v in body.items() if v is not None})
         return str(run["run_id"])
 
@@ -150,11 +156,15 @@ class TidegateClient:
         all: bool = False,
         missing: bool = False,
         max_concurrent: int | None = None,
+        run_config: Any = None,
     ) -> dict[str, Any]:
         """Create a backfill of ``job`` (exactly one of a range, ``partitions``, ``all`` or
-        ``missing``); the backfill with its progress."""
+        ``missing``), each run with ``run_config`` (None: the job's default); the backfill with
+        its progress."""
         body: dict[str, Any] = {"job": job, "all": all, "missing": missing}
         body.update({"from_key": from_key, "to_key": to_key, "max_concurrent": max_concurrent})
+        if run_config is not None:
+            body["run_config"] = run_config_dict("run_config", run_config)
         if partitions is not None:
             body["partitions"] = list(partitions)
         created: dict[str, Any] = self.request(

@@ -1,6 +1,7 @@
 """The UI's browser tests: the ETL example plus a job that runs until a file appears (to cancel
 it while running), one that fails until a file appears (to re-execute from failure) and a
-sensor that only skips (to stop, start and set the cursor of)."""
+sensor that only skips (to stop, start and set the cursor of); a configured asset's job and an op
+job (run config in the launch form)."""
 
 from __future__ import annotations
 
@@ -49,6 +50,29 @@ def daily_rollup(daily_events: str) -> str:
     return daily_events
 
 
+class GreetingConfig(tg.Config):
+    person_name: str
+    times: int = 1
+
+
+@tg.asset(group_name="ui_test")
+def greeting(config: GreetingConfig) -> str:
+    return f"hello {config.person_name}" * config.times
+
+
+@tg.op
+def scaled(config: GreetingConfig) -> int:
+    return config.times
+
+
+@tg.job(config={"ops": {"scaled": {"config": {"person_name": "ops", "times": 2}}}})
+def scale_job() -> None:
+    scaled()
+
+
+greet_job = tg.define_asset_job(
+    "greet_job", selection="greeting", config={"ops": {"greeting": {"config": {"person_name": "everyone"}}}}
+)
 slow_job = tg.define_asset_job("slow_job", selection="slow_asset")
 flaky_job = tg.define_asset_job("flaky_job", selection="flaky_source+")
 
@@ -68,8 +92,8 @@ daily_etl = tg.ScheduleDefinition(
 )
 
 defs = tg.Definitions(
-    assets=[*etl.defs.assets.values(), slow_asset, flaky_source, flaky_report, daily_events, daily_rollup],
-    jobs=[etl_job, slow_job, flaky_job],
+    assets=[*etl.defs.assets.values(), slow_asset, flaky_source, flaky_report, daily_events, daily_rollup, greeting],
+    jobs=[etl_job, slow_job, flaky_job, greet_job, scale_job],
     schedules=[daily_etl],
     sensors=[quiet_sensor],
     resources=etl.defs.resources,

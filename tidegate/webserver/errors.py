@@ -33,6 +33,7 @@ ERROR_TABLE: tuple[tuple[type[Exception], int, str], ...] = (
     (e.UnknownJobError, 400, "unknown_job"),
     (e.PartitionKeyError, 400, "invalid_partition"),
     (e.InputLimitError, 400, "input_limit"),
+    (e.RunConfigError, 400, "invalid_run_config"),
     (e.LaunchRequestError, 400, "invalid_launch"),
     (e.InvalidSelectionError, 400, "invalid_selection"),
     (e.EmptySelectionError, 400, "invalid_selection"),

@@ -7,6 +7,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from tidegate.definitions.automation_records import EvaluationRecord
+from tidegate.storage.automation import EvaluationRow
 from tidegate.storage.backfills import BackfillProgress, BackfillRecord
 from tidegate.storage.instigators import TickRecord
 from tidegate.storage.records import EventRecord, MaterializationRecord, RunRecord, StepRecord
@@ -29,6 +31,14 @@ class LaunchRequest(_Strict):
     tags: dict[str, str] = Field(default_factory=dict)
     run_key: str | None = Field(None, description="Idempotency key: a second launch with it answers 409.")
     priority: int | None = Field(None, description="Run priority (default: the tidegate/priority tag, else 0).")
+    run_config: dict[str, Any] | None = Field(
+        None,
+        description=(
+            'The run\'s config in RunConfig\'s dict form: {"ops": {NAME: {"config": {...}}}, '
+            '"resources": {KEY: {"config": {...}}}}; an environment variable as {"env": "NAME"}. '
+            "Default: the job's default config. Checked against the job before any run exists."
+        ),
+    )
 
 
 class ReexecuteRequest(_Strict):
@@ -100,6 +110,9 @@ class Step(BaseModel):
 
 
 class RunDetail(Run):
+    run_config: dict[str, Any] | None = Field(
+        description="The run's config as stored; each EnvVar shown as '<redacted> (EnvVar NAME)'."
+    )
     steps: list[Step]
 
 
@@ -182,6 +195,42 @@ class Asset(BaseModel):
     description: str | None
     last_materialization: Materialization | None
     partitions: PartitionCounts | None
+
+
+class AutomationEvaluation(BaseModel):
+    """An asset's automation evaluation by one tick of an automation sensor: "why / why not"."""
+
+    asset_key: str
+    condition: str | None = Field(description="The asset's automation condition (its label, else its expression).")
+    tick_id: int
+    sensor: str
+    evaluated_at: datetime
+    requested: list[str | None] = Field(description="Partition keys requested (null: the unpartitioned asset).")
+    run_ids: list[str]
+    backfill_ids: list[str]
+    explanation: list[str] = Field(
+        description="The condition tree as `tidegate automation explain` prints it: one line a node, "
+        "indented by depth, `✓`/`✗` (true/false), the reason and [true/candidates]."
+    )
+    evaluation: dict[str, Any] = Field(
+        description="The stored tree: each node's label, why, true and candidate counts."
+    )
+
+    @classmethod
+    def of(cls, row: EvaluationRow, condition: str | None) -> AutomationEvaluation:
+        record = EvaluationRecord.from_dict(row.record)
+        return cls(
+            asset_key=row.asset_key,
+            condition=condition,
+            tick_id=row.tick_id,
+            sensor=row.sensor,
+            evaluated_at=row.evaluated_at,
+            requested=list(record.requested),
+            run_ids=list(row.run_ids),
+            backfill_ids=list(row.backfill_ids),
+            explanation=record.explain_lines(),
+            evaluation=dict(row.record),
+        )
 
 
 class MaterializationPage(BaseModel):
@@ -310,6 +359,9 @@ class BackfillRequest(_Strict):
     all: bool = False
     missing: bool = False
     max_concurrent: int | None = Field(None, ge=1)
+    run_config: dict[str, Any] | None = Field(
+        default=None, description="Each run's config (RunConfig's dict form; default: the job's), checked first."
+    )
 
 
 class Backfill(BaseModel):

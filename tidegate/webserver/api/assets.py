@@ -1,5 +1,6 @@
 """/api/v1/assets: assets with their last materialization and partition counts, one asset's
-materializations (paginated) and partition status, reporting an external materialization."""
+materializations (paginated), partition status and latest automation evaluation ("why / why
+not"), reporting an external materialization."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from tidegate.webserver.auth import Principal, require_role
 from tidegate.webserver.errors import error_responses
 from tidegate.webserver.models import (
     Asset,
+    AutomationEvaluation,
     Materialization,
     MaterializationPage,
     PartitionCounts,
@@ -112,6 +114,29 @@ def asset_partitions(
         if status is None or state == status:
             rows.append(PartitionState(partition_key=key, status=state, updated_at=when, run_id=run_id))
     return rows
+
+
+@router.get(
+    "/assets/{asset_key:path}/automation",
+    summary="An asset's latest automation evaluation: its condition tree, each node true or false and why",
+    responses=error_responses(404),
+)
+def asset_automation(
+    asset_key: str,
+    principal: Viewer,
+    connection: HTTPConnection,
+    tick: Annotated[
+        int | None, Query(ge=0, le=2**62, description="The evaluation in force at this tick id (default: the newest)")
+    ] = None,
+) -> AutomationEvaluation:
+    context = web_context(connection)
+    asset = _asset(context.defs, asset_key)
+    rows = context.storage.automation_evaluations(str(asset.key), tick_id=tick, limit=1)
+    if not rows:
+        at = f" at or before tick {tick}" if tick is not None else ""
+        raise NotFoundError(f"asset '{asset.key}': no automation evaluation stored{at}")
+    condition = asset.automation_condition.display() if asset.automation_condition is not None else None
+    return AutomationEvaluation.of(rows[0], condition)
 
 
 @router.post(

@@ -50,7 +50,7 @@ def create_backfill(body: BackfillRequest, principal: Launcher, connection: HTTP
     if not keys:
         raise TidegateError(f"job '{body.job}': no partitions to backfill")
     record = backfills.create_backfill(
-        context.defs, context.storage, body.job, keys, max_concurrent=body.max_concurrent
+        context.defs, context.storage, body.job, keys, max_concurrent=body.max_concurrent, run_config=body.run_config
     )
     log.info("backfill %s of job %s created by token '%s'", record.backfill_id, body.job, principal.name)
     return Backfill.of(record, context.storage.backfill_progress(record))

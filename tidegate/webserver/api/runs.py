@@ -15,6 +15,7 @@ from fastapi.responses import StreamingResponse
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import HTTPConnection
 
+from tidegate.definitions.config import redacted
 from tidegate.definitions.instance import RunsFilter
 from tidegate.definitions.job import IMPLICIT_ASSET_JOB
 from tidegate.errors import ConflictError, DuplicateRunKeyError, LaunchRequestError, NotFoundError
@@ -63,6 +64,7 @@ def launch_run(body: LaunchRequest, principal: Launcher, connection: HTTPConnect
         priority=body.priority,
         run_key=body.run_key,
         selection=body.asset_selection,
+        run_config=body.run_config,
     )
     request.tags[LAUNCHED_BY_TAG] = principal.name  # who launched it, whatever the body says
     result = request.submit(context.storage, origin=API_ORIGIN)
@@ -104,8 +106,12 @@ def list_runs(
 
 
 def _detail(storage: Storage, run_id: str) -> RunDetail:
-    run = Run.of(storage.get_run(run_id))
-    return RunDetail(**run.model_dump(), steps=[Step.of(s) for s in storage.get_steps(run_id)])
+    record = storage.get_run(run_id)
+    return RunDetail(
+        **Run.of(record).model_dump(),
+        run_config=redacted(record.run_config) if record.run_config else None,
+        steps=[Step.of(s) for s in storage.get_steps(run_id)],
+    )
 
 
 @router.get("/runs/{run_id}", summary="A run with its steps", responses=error_responses(404))

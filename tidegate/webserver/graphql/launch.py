@@ -6,6 +6,7 @@ valid."""
 from __future__ import annotations
 
 import dataclasses
+import re
 from typing import Annotated, Any
 
 import strawberry
@@ -16,6 +17,7 @@ from tidegate.errors import (
     EmptySelectionError,
     InvalidSelectionError,
     PartitionKeyError,
+    RunConfigError,
     TidegateError,
     UnknownJobError,
 )
@@ -38,6 +40,7 @@ from tidegate.webserver.graphql.errors import (
     PythonError,
     RunConfigValidationInvalid,
     RunConflict,
+    RuntimeMismatchConfigError,
     UnauthorizedError,
     log_unexpected,
 )
@@ -104,22 +107,31 @@ def _launch(context: GraphQLContext, params: ExecutionParams) -> LaunchRunResult
         return InvalidSubsetError(
             message=f"job '{job_name}': op and step selections are not supported; select assets with assetSelection"
         )
-    invalid = config_errors(job_name, params.run_config_data)
-    if invalid is not None:
-        return invalid
+    config = config_dict(params.run_config_data)
+    if config is not None and not isinstance(config, dict):
+        return _not_an_object(job_name, config)
     tags = tag_dict(params.execution_metadata.tags if params.execution_metadata else None)
     partition_key = tags.pop(DAGSTER_PARTITION_TAG, None) or tags.pop(PARTITION_TAG, None)
     tags[LAUNCHED_BY_TAG] = context.caller  # who launched it, whatever the tags say
-    request = prepare_job_run(defs, context.storage, job_name, partition_key=partition_key, tags=tags)
-    if selector.asset_selection:
-        selection = ["/".join(key.path) for key in selector.asset_selection]
-        try:
+    selection = ["/".join(key.path) for key in selector.asset_selection] if selector.asset_selection else None
+    try:
+        # {} (what Dagster's client sends without run_config) means the job's default config
+        request = prepare_job_run(
+            defs, context.storage, job_name, partition_key=partition_key, tags=tags, run_config=config or None
+        )
+        if selection is not None:
             plan = defs.plan(
-                job_name, selection, partition_key=partition_key, dynamic_keys=context.storage.dynamic_partition_keys
+                job_name,
+                selection,
+                partition_key=partition_key,
+                dynamic_keys=context.storage.dynamic_partition_keys,
+                run_config=config or None,
             )
-        except (EmptySelectionError, InvalidSelectionError) as exc:
-            return InvalidSubsetError(message=str(exc))
-        request = dataclasses.replace(request, plan=plan)
+            request = dataclasses.replace(request, plan=plan)
+    except RunConfigError as exc:
+        return config_invalid(job_name, exc)
+    except (EmptySelectionError, InvalidSelectionError) as exc:
+        return InvalidSubsetError(message=str(exc))
     result = request.submit(context.storage, origin=GRAPHQL_ORIGIN)
     return LaunchRunSuccess(run=Run(record=context.storage.get_run(result.run_id)))
 
@@ -148,35 +160,46 @@ def _job_not_found(
     )
 
 
-def config_errors(job_name: str, run_config: Any) -> RunConfigValidationInvalid | None:
-    """tidegate's jobs take no run config yet: an empty ``runConfigData`` (what Dagster's client
-    sends without ``run_config``) is accepted; any field is one Dagster's FIELD_NOT_DEFINED, and
-    a value that is not an object a RUNTIME_TYPE_MISMATCH. No run is created either way."""
-    config = config_dict(run_config)
-    if config is None or config == {}:
-        return None
-    errors: list[PipelineConfigValidationError]
-    if not isinstance(config, dict):
-        errors = [
-            FieldNotDefinedConfigError(
-                message=f"job '{job_name}': run config must be an object, got {type(config).__name__}",
-                path=[],
-                reason=EvaluationErrorReason.RUNTIME_TYPE_MISMATCH,
-                field_name="",
-            )
-        ]
-    else:
-        errors = [
-            FieldNotDefinedConfigError(
-                message=f"job '{job_name}': run config field '{name}' is not defined "
-                "(tidegate's jobs take no run config)",
-                path=[str(name)],
-                reason=EvaluationErrorReason.FIELD_NOT_DEFINED,
-                field_name=str(name),
-            )
-            for name in config
-        ]
+def _not_an_object(job_name: str, config: Any) -> RunConfigValidationInvalid:
+    message = f"job '{job_name}': run config must be an object, got {type(config).__name__}"
+    error = RuntimeMismatchConfigError(message=message, path=[], reason=EvaluationErrorReason.RUNTIME_TYPE_MISMATCH)
+    return RunConfigValidationInvalid(pipeline_name=job_name, errors=[error])
+
+
+_NODE = re.compile(r"\b(?:op|asset|node) '([^']+)'")
+_RESOURCE = re.compile(r"\bresource '([^']+)'")
+_FIELD = re.compile(r"config field '([^']+)': ([^;]*)")
+
+
+def config_invalid(job_name: str, exc: RunConfigError) -> RunConfigValidationInvalid:
+    """Dagster's result for config that does not fit the job: one error per field named in
+    tidegate's message, with the path to it (``ops.NODE.config.FIELD`` or
+    ``resources.KEY.config.FIELD``) and Dagster's reason. Each message is tidegate's, naming
+    the job, the op or asset and the field (never a value: it may be a secret)."""
+    text = str(exc)
+    node, resource = _NODE.search(text), _RESOURCE.search(text)
+    base = ["resources", resource.group(1)] if resource else ["ops", node.group(1)] if node else []
+    errors: list[PipelineConfigValidationError] = []
+    for match in _FIELD.finditer(text):
+        field, why = match.group(1), match.group(2)
+        path = [*base, "config", *field.split(".")]
+        if "required" in why.lower():
+            reason = EvaluationErrorReason.MISSING_REQUIRED_FIELD
+        elif "not a field" in why or "not permitted" in why.lower():
+            errors.append(_not_defined(text, path, field))
+            continue
+        else:
+            reason = EvaluationErrorReason.RUNTIME_TYPE_MISMATCH
+        errors.append(RuntimeMismatchConfigError(message=text, path=path, reason=reason))
+    if not errors:  # an unknown node or resource, config for a node that takes none, a bad section
+        errors.append(_not_defined(text, base, base[-1] if base else ""))
     return RunConfigValidationInvalid(pipeline_name=job_name, errors=errors)
+
+
+def _not_defined(message: str, path: list[str], field: str) -> FieldNotDefinedConfigError:
+    return FieldNotDefinedConfigError(
+        message=message, path=path, reason=EvaluationErrorReason.FIELD_NOT_DEFINED, field_name=field
+    )
 
 
 def launch_backfill(context: GraphQLContext, params: LaunchBackfillParams) -> LaunchBackfillResult:
@@ -212,9 +235,9 @@ def _backfill(context: GraphQLContext, params: LaunchBackfillParams) -> LaunchBa
             f"'{repository.repository_location_name}'",
             partition_set_name=name,
         )
-    invalid = config_errors(job_name, params.run_config_data)
-    if invalid is not None:
-        return invalid
+    config = config_dict(params.run_config_data)
+    if config is not None and not isinstance(config, dict):
+        return _not_an_object(job_name, config)
     if bool(params.all_partitions) == (params.partition_names is not None):
         return PythonError(
             message=f"partition set '{name}': give exactly one of partitionNames or allPartitions",
@@ -230,7 +253,10 @@ def _backfill(context: GraphQLContext, params: LaunchBackfillParams) -> LaunchBa
         defs, context.storage, job_name, partitions=params.partition_names, all_keys=bool(params.all_partitions)
     )
     tags = {**tag_dict(params.tags), LAUNCHED_BY_TAG: context.caller}  # its runs carry them
-    record = create_backfill(defs, context.storage, job_name, keys, tags=tags)
+    try:
+        record = create_backfill(defs, context.storage, job_name, keys, tags=tags, run_config=config or None)
+    except RunConfigError as exc:
+        return config_invalid(job_name, exc)
     return LaunchBackfillSuccess(backfill_id=record.backfill_id, launched_run_ids=[])
 
 

@@ -1,15 +1,18 @@
-"""Assets: the catalog (group, last materialization, partition counts) and an asset's page
-(materialization history with metadata, the partition status grid, lineage)."""
+"""Assets: the catalog (group, last materialization, partition counts, automation condition) and
+an asset's page (materialization history with metadata, the partition status grid, lineage, the
+latest automation evaluation: "why / why not"), and its automation evaluation history."""
 
 from __future__ import annotations
 
 import json
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query
 from starlette.responses import Response
 
+from tidegate.definitions.automation_records import EvaluationRecord
 from tidegate.names import PartitionStatus
+from tidegate.storage.api import Storage
 from tidegate.webserver.ui.base import UIRequest, UIRoute, page
 from tidegate.webserver.ui.lineage import layout
 from tidegate.webserver.ui.queries import (
@@ -62,12 +65,34 @@ def asset_list(ui: Page, group: str = "", q: str = "", page: Annotated[int, Quer
     )
 
 
+EVALUATION_HISTORY = 50
+
+
+def _evaluation(storage: Storage, asset_key: str, tick: int | None) -> dict[str, Any] | None:
+    """The asset's evaluation in force at ``tick`` (the newest without), explained as
+    ``tidegate automation explain`` prints it."""
+    rows = storage.automation_evaluations(asset_key, tick_id=tick, limit=1)
+    if not rows:
+        return None
+    record = EvaluationRecord.from_dict(rows[0].record)
+    return {"row": rows[0], "requested": record.requested, "lines": record.explain_lines()}
+
+
+@router.get("/assets/{key:path}/automation")
+def automation_history(ui: Page, key: str) -> Response:
+    """The asset's stored automation evaluations, newest first (as ``tidegate automation history``)."""
+    definition = ui.context.defs.get_asset(key)
+    rows = ui.context.storage.automation_evaluations(str(definition.key), limit=EVALUATION_HISTORY)
+    return ui.render("asset_automation.html", asset=definition, rows=rows, limit=EVALUATION_HISTORY)
+
+
 @router.get("/assets/{key:path}")
 def asset_detail(
     ui: Page,
     key: str,
     before: int | None = None,
     depth: Annotated[int, Query(ge=1, le=10)] = 2,
+    tick: Annotated[int | None, Query(ge=0, le=2**62)] = None,
 ) -> Response:
     defs, storage = ui.context.defs, ui.context.storage
     definition = defs.get_asset(key)
@@ -90,4 +115,6 @@ def asset_detail(
         lineage=layout(defs.graph, definition.key, depth),
         upstream=sorted(str(k) for k in defs.graph.upstream[definition.key]),
         downstream=sorted(str(k) for k in defs.graph.downstream[definition.key]),
+        evaluation=_evaluation(storage, str(definition.key), tick),
+        tick=tick,
     )

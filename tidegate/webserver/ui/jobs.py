@@ -1,17 +1,20 @@
-"""Jobs: the list and the launch form (partition picker, tags, priority). The form is checked
-by the server as it is filled in (``/check``: the same validation as a launch, nothing
-submitted), and launches go through the REST API's own handler."""
+"""Jobs: the list (with each job's kind, assets or ops) and the launch form (partition picker,
+run config editor, tags, priority). The form is checked by the server as it is filled in
+(``/check``: the same validation as a launch, run config included, nothing submitted), and
+launches go through the REST API's own handler."""
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends
 from starlette.datastructures import FormData
 from starlette.responses import JSONResponse, Response
 
+from tidegate.definitions.defs import Definitions
 from tidegate.definitions.job import IMPLICIT_ASSET_JOB
-from tidegate.errors import LaunchRequestError, TidegateError
+from tidegate.definitions.op_job import PartitionedConfig
+from tidegate.errors import LaunchRequestError, RunConfigError, TidegateError
 from tidegate.names import Role
 from tidegate.submit import prepare_job_run
 from tidegate.webserver.api import runs as api_runs
@@ -41,6 +44,40 @@ def parse_tags(text: str) -> dict[str, str]:
     return tags
 
 
+def parse_run_config(text: str) -> dict[str, Any] | None:
+    """The editor's text (YAML, so JSON too) as a run config dict; empty: None (the job's
+    default config). Malformed text raises RunConfigError naming the line, never echoing it."""
+    if not text.strip():
+        return None
+    import yaml
+
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        where = getattr(exc, "problem_mark", None)
+        at = f" at line {where.line + 1} column {where.column + 1}" if where is not None else ""
+        raise RunConfigError(f"run config: not valid YAML or JSON{at}") from None
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise RunConfigError(
+            f"run config: expected a mapping with 'ops' and/or 'resources', got {type(value).__name__}"
+        )
+    return value
+
+
+def default_config_text(defs: Definitions, name: str) -> str:
+    """The job's default run config as YAML, to start the editor from ('' when it has none, or
+    when it depends on the partition)."""
+    job = defs.get_job(name)
+    if job.config is None or isinstance(job.config, PartitionedConfig):
+        return ""
+    import yaml
+
+    stored = defs.check_job_config(name, None)  # EnvVars stay {"env": NAME} markers: no value is read
+    return yaml.safe_dump(stored, sort_keys=False) if stored else ""
+
+
 def _launch_request(name: str, form: FormData | None) -> LaunchRequest:
     priority = _form_text(form, "priority")
     if priority and not priority.lstrip("-").isdigit():
@@ -52,6 +89,7 @@ def _launch_request(name: str, form: FormData | None) -> LaunchRequest:
         partition=_form_text(form, "partition") or None,
         tags=parse_tags(_form_text(form, "tags")),
         priority=int(priority) if priority else None,
+        run_config=parse_run_config(_form_text(form, "run_config")),
     )
 
 
@@ -74,6 +112,8 @@ def job_detail(ui: Page, name: str) -> Response:
         partition_keys=keys if len(keys) <= PICKER_KEYS else keys[-PICKER_KEYS:],
         picker=len(keys) <= PICKER_KEYS,
         partition_count=len(keys),
+        config_text=default_config_text(defs, name),
+        partitioned_config=isinstance(job.config, PartitionedConfig),
     )
 
 
@@ -89,6 +129,7 @@ def check_launch(ui: LaunchAction, name: str) -> JSONResponse:
             partition_key=body.partition,
             tags=body.tags,
             priority=body.priority,
+            run_config=body.run_config,
         )
     except TidegateError as exc:
         return JSONResponse({"ok": False, "message": str(exc)})

@@ -3,6 +3,7 @@ logs, and the cancel / re-execute buttons (through the REST API's own handlers).
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Annotated, Any
@@ -10,6 +11,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends
 from starlette.responses import Response
 
+from tidegate.definitions.config import redacted
 from tidegate.definitions.instance import RunsFilter
 from tidegate.errors import LaunchRequestError, NotFoundError
 from tidegate.names import Role, RunStatus, StepStatus, step_task_id
@@ -106,6 +108,8 @@ def _run_values(ui: UIRequest, run_id: str) -> dict[str, Any]:
         "terminal": run.status in RunStatus.TERMINAL,
         "has_failure": any(s.status in (StepStatus.FAILED, StepStatus.SKIPPED, StepStatus.CANCELED) for s in steps),
         "task_id": step_task_id,
+        # as `tidegate runs show` shows it: each EnvVar as "<redacted> (EnvVar NAME)"
+        "run_config": json.dumps(redacted(run.run_config), indent=2, sort_keys=True) if run.run_config else None,
     }
 
 
