@@ -70,7 +70,7 @@ VENV_BIN = Path(sys.executable).parent
 DEFS_FILE = "bench/scale_defs.py"
 
 REDIS_URL = os.environ.get("BENCH_SCALE_REDIS_URL", "redis://127.0.0.1:6379/15")  # flushed before and after
-PG_DATABASE = "tidegate_bench_scale"  # created if missing, truncated
+PG_DATABASE = os.environ.get("BENCH_PG_DATABASE", "tidegate_bench_scale")  # created if missing, truncated
 
 STEPS = int(os.environ.get("BENCH_SCALE_STEPS", "400"))
 QUICK_STEPS = 100

@@ -64,7 +64,7 @@ DEFS_FILE = "bench/steps_defs.py"
 REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/13")  # flushed first
 RESULT_URL = os.environ.get("BENCH_RESULT_URL", "redis://127.0.0.1:6379/14")  # flushed first
 PG_ADMIN_URL = os.environ.get("BENCH_PG_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/test")
-PG_DATABASE = "tidegate_bench"
+PG_DATABASE = os.environ.get("BENCH_PG_DATABASE", "tidegate_bench")
 
 WORKERS = 2
 CONCURRENCY = 1
