@@ -15,6 +15,7 @@ import logging
 import os
 import threading
 from dataclasses import dataclass
+from typing import Any
 
 from celery import Celery, Task
 from sqlalchemy.exc import DBAPIError
@@ -39,6 +40,16 @@ def requeue_countdown(retries: int) -> float:
 
 
 log = logging.getLogger("tidegate.worker")
+
+
+def continuation_queue(request: Any) -> str | None:
+    """The queue a step delivery came from, on which the step may claim a child it readies
+    and run it next in this process; None (no continuation) when the delivery carries a time
+    limit, which would also bound the children run under it."""
+    if any(limit for limit in (request.timelimit or ())):
+        return None
+    routing_key = (request.delivery_info or {}).get("routing_key")
+    return routing_key if isinstance(routing_key, str) and routing_key else None
 
 
 @dataclass
@@ -83,7 +94,7 @@ def register_tasks(celery_app: Celery) -> None:
         countdown = requeue_countdown(self.request.retries or 0)
         try:
             executor = runtime(self.request.hostname or "worker")
-            return executor.execute(run_id, step_key, attempt)
+            return executor.execute(run_id, step_key, attempt, queue=continuation_queue(self.request))
         except (TidegateError, DBAPIError) as exc:
             if isinstance(exc, TidegateError) and _runtime is not None:
                 raise  # not the storage opening: the executor records such errors itself
