@@ -85,6 +85,8 @@ class StepExecutor:
     heartbeat_seconds: float = 10.0
     default_io_manager: IOManager | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    _beating: dict[int, tuple[ClaimedStep, Interruption]] = field(default_factory=dict, repr=False)
+    _beater: threading.Thread | None = field(default=None, repr=False)
 
     def execute(self, run_id: str, step_key: str, attempt: int, *, queue: str | None = None) -> str:
         """Claim and run this attempt; returns its outcome. With ``queue`` (the queue this
@@ -502,14 +504,36 @@ class StepExecutor:
 
     @contextmanager
     def _heartbeat(self, claimed: ClaimedStep, interruption: Interruption) -> Iterator[None]:
-        """Beat every ``heartbeat_seconds`` while the asset runs. A beat that finds the step no
-        longer this attempt's (run canceled, attempt given up by the run monitor) sets
-        ``interruption`` and stops beating."""
-        stop = threading.Event()
-        step = claimed.step
+        """Beat at least every ``heartbeat_seconds`` while the asset runs. One thread per
+        executor (so per worker process) beats all its running steps; it starts with the first
+        and ends when a round finds none. A beat that finds a step no longer this attempt's
+        (run canceled, attempt given up by the run monitor) sets its ``interruption`` and stops
+        beating it."""
+        key = id(interruption)
+        with self._lock:
+            self._beating[key] = (claimed, interruption)
+            if self._beater is None:
+                self._beater = threading.Thread(target=self._beat_loop, name="tidegate-heartbeat", daemon=True)
+                self._beater.start()
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._beating.pop(key, None)
 
-        def beat() -> None:
-            while not stop.wait(self.heartbeat_seconds):
+    def _beat_loop(self) -> None:
+        while True:
+            time.sleep(self.heartbeat_seconds)
+            with self._lock:
+                if not self._beating:
+                    self._beater = None  # the next step starts another
+                    return
+                round_ = list(self._beating.items())
+            for key, (claimed, interruption) in round_:
+                with self._lock:
+                    if key not in self._beating:
+                        continue  # ended meanwhile
+                step = claimed.step
                 try:
                     owned = self.storage.heartbeat(step.run_id, step.step_key, step.attempt)
                 except Exception as exc:  # the database may be briefly away; the next beat retries
@@ -519,17 +543,12 @@ class StepExecutor:
                     log.debug("heartbeat failure", exc_info=True)
                     continue
                 if not owned:
+                    with self._lock:
+                        if self._beating.get(key) is None:
+                            continue  # it ended and recorded meanwhile: nothing to interrupt
+                        del self._beating[key]
                     interruption.set(self._interruption_reason(claimed))
                     log.warning("%s: stopping it", interruption.reason)
-                    return
-
-        thread = threading.Thread(target=beat, name=f"heartbeat-{step.step_key}", daemon=True)
-        thread.start()
-        try:
-            yield
-        finally:
-            stop.set()
-            thread.join()
 
     def _interruption_reason(self, claimed: ClaimedStep) -> str:
         step = claimed.step
