@@ -39,7 +39,15 @@ from tidegate.names import PARTITION_TAG, PartitionStatus, RunStatus, StepStatus
 from tidegate.storage import migrate
 from tidegate.storage.backfills import BackfillStorage
 from tidegate.storage.control import RunControl
-from tidegate.storage.engine import database_now, dialect_insert, make_engine, normalize_url, retry_transient
+from tidegate.storage.engine import (
+    as_database_now,
+    database_now,
+    dialect_insert,
+    make_engine,
+    normalize_url,
+    now_column,
+    retry_transient,
+)
 from tidegate.storage.instigators import InstigatorStorage
 from tidegate.storage.partitions import DynamicPartitionStorage
 from tidegate.storage.records import (
@@ -307,7 +315,9 @@ class Storage(RunControl, InstigatorStorage, DynamicPartitionStorage, BackfillSt
         finished or canceled run): the caller must then do nothing.
         """
         with self.engine.begin() as conn:
-            return self._claim(conn, run_id, step_key, attempt, worker, database_now(conn), None)
+            # PostgreSQL: now() in the UPDATE itself (one round trip less), read back from its row.
+            now = None if self.dialect == "postgresql" else database_now(conn)
+            return self._claim(conn, run_id, step_key, attempt, worker, now, None)
 
     def _claim(
         self,
@@ -316,11 +326,13 @@ class Storage(RunControl, InstigatorStorage, DynamicPartitionStorage, BackfillSt
         step_key: str,
         attempt: int,
         worker: str,
-        now: datetime,
+        now: datetime | None,
         run: RunRecord | None,
     ) -> ClaimedStep | None:
         """The claim's compare-and-set, its STEP_STARTED event and the records it returns, in
-        the caller's transaction; ``run``, when the caller has it, spares reading the run."""
+        the caller's transaction; ``run``, when the caller has it, spares reading the run.
+        ``now`` None stands for PostgreSQL's ``now()`` (the transaction's database time)."""
+        stamp: Any = now if now is not None else func.now()
         row = conn.execute(
             update(steps)
             .where(
@@ -328,11 +340,15 @@ class Storage(RunControl, InstigatorStorage, DynamicPartitionStorage, BackfillSt
                 steps.c.status.in_([StepStatus.READY, StepStatus.ENQUEUED]),
                 exists().where(runs.c.run_id == run_id, runs.c.status == RunStatus.STARTED),
             )
-            .values(status=StepStatus.RUNNING, worker=worker, started_at=now, heartbeat_at=now, ended_at=None)
+            .values(status=StepStatus.RUNNING, worker=worker, started_at=stamp, heartbeat_at=stamp, ended_at=None)
             .returning(*steps.c)
         ).one_or_none()
         if row is None:
             return None
+        step = from_row(StepRecord, row)
+        if now is None:
+            assert step.started_at is not None
+            now = step.started_at
         self._append_events(
             conn,
             run_id,
@@ -342,7 +358,7 @@ class Storage(RunControl, InstigatorStorage, DynamicPartitionStorage, BackfillSt
         )
         if run is None:
             run = from_row(RunRecord, conn.execute(select(runs).where(runs.c.run_id == run_id)).one())
-        return ClaimedStep(run, from_row(StepRecord, row))
+        return ClaimedStep(run, step)
 
     @retry_transient
     def heartbeat(self, run_id: str, step_key: str, attempt: int) -> bool:
@@ -443,8 +459,7 @@ class Storage(RunControl, InstigatorStorage, DynamicPartitionStorage, BackfillSt
         The run row is locked first (the module's lock order).
         """
         with self.engine.begin() as conn:
-            now = database_now(conn)
-            self._lock_run(conn, run_id)
+            now = self._lock_run_now(conn, run_id)
             done = conn.execute(
                 update(steps)
                 .where(*self._attempt(run_id, step_key, attempt), steps.c.status == StepStatus.RUNNING)
@@ -556,8 +571,7 @@ class Storage(RunControl, InstigatorStorage, DynamicPartitionStorage, BackfillSt
         Returns None if this attempt no longer owned the step.
         """
         with self.engine.begin() as conn:
-            now = database_now(conn)
-            self._lock_run(conn, run_id)
+            now = self._lock_run_now(conn, run_id)
             owned = self._attempt(run_id, step_key, attempt)
             if retry_delay is not None:
                 retry_at = now + timedelta(seconds=retry_delay)
@@ -789,6 +803,13 @@ class Storage(RunControl, InstigatorStorage, DynamicPartitionStorage, BackfillSt
             if latest >= now:
                 return latest + timedelta(microseconds=1)
         return now
+
+    def _lock_run_now(self, conn: Connection, run_id: str) -> datetime:
+        """``_lock_run`` that also reads the transaction's ``database_now`` with the run's row."""
+        row = conn.execute(
+            select(runs.c.run_id, now_column(self.dialect)).where(runs.c.run_id == run_id).with_for_update()
+        ).first()
+        return database_now(conn) if row is None else as_database_now(row[1])
 
     @staticmethod
     def _lock_run(conn: Connection, run_id: str) -> None:
