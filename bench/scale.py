@@ -83,6 +83,7 @@ THROUGHPUT_AIM = 0.5  # trivial steps/s, tidegate / raw Celery with the same wor
 CPU_AIM = 2.0  # worker CPU per trivial step, tidegate / raw Celery
 SLEEP_POLL_SECONDS = 0.02  # runs of 10 s and more: 20 ms is at most 0.2 %, and spares the CPU
 TRIVIAL_TIMEOUT = 120.0
+CONTINUATION = os.environ.get("BENCH_CONTINUATION", "0")  # the tidegate workers' TIDEGATE_CONTINUATION
 
 
 @dataclass(frozen=True)
@@ -252,6 +253,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         BENCH_RESULT_URL=REDIS_URL,
         BENCH_SCALE_STEPS=str(steps),
         BENCH_SCALE_SLEEP=str(SLEEP_SECONDS),
+        TIDEGATE_CONTINUATION=CONTINUATION,
         PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
     )
     defs = CodeLocation(file=str(ROOT / DEFS_FILE)).load()
@@ -356,6 +358,7 @@ def report(res: Results, trivial_runs: int) -> None:
         ("workers", f"tidegate worker -f {DEFS_FILE} -c C -P POOL -l WARNING -n NAME"),
         ("", "celery -A bench.raw_celery worker -E -Q bench_raw -c C -P POOL -l WARNING -n NAME"),
         ("", "(tidegate's Celery settings on both: json, acks_late, prefetch 1, task events)"),
+        ("", f"TIDEGATE_CONTINUATION={CONTINUATION} on the tidegate workers (BENCH_CONTINUATION)"),
         *(("", f"{c.config.key}: {c.config.label:<22} {c.config.shape}") for c in res.configs),
         ("sleep_job", f"root -> {steps} steps sleeping {SLEEP_SECONDS * 1000:.0f} ms -> sink, one run per set-up"),
         ("trivial", f"root -> {steps} no-op steps -> sink ({steps + 2} steps), {trivial_runs} run(s) per set-up;"),

@@ -67,6 +67,7 @@ PG_ADMIN_URL = os.environ.get("BENCH_PG_ADMIN_URL", "postgresql://postgres@127.0
 PG_DATABASE = os.environ.get("BENCH_PG_DATABASE", "tidegate_bench")
 
 WORKERS = 2
+CONTINUATION = os.environ.get("BENCH_CONTINUATION", "0")  # the workers' TIDEGATE_CONTINUATION
 STEP_AIM = 2.0  # a chain / fan-out step against raw Celery's same shape (issue 17)
 CONCURRENCY = 1
 POOL = "prefork"
@@ -245,6 +246,7 @@ def main() -> int:
         BENCH_BROKER_URL=REDIS_URL,
         BENCH_RESULT_URL=RESULT_URL,
         PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
+        TIDEGATE_CONTINUATION=CONTINUATION,
     )
     defs = CodeLocation(file=str(ROOT / DEFS_FILE)).load()
     for job, expected in (("chain_job", CHAIN_STEPS), ("fanout_job", FANOUT_STEPS), ("dynamic_job", 2)):
@@ -340,6 +342,7 @@ def report(res: Results) -> None:
         ("", f"tidegate: {tidegate_cmd}"),
         ("", f"raw:      {raw_cmd}"),
         ("", f"ping answered {res.ready['tidegate']:.2f} s (tidegate), {res.ready['raw']:.2f} s (raw) after start"),
+        ("", f"TIDEGATE_CONTINUATION={CONTINUATION} on the tidegate workers (BENCH_CONTINUATION)"),
         ("assets", "no-op bodies, deps= edges, return None: no IO manager, empty materialization"),
         ("ops", f"dynamic_job: no-op ops, {DYNAMIC_WIDTH} DynamicOutputs, a null IO manager (stores nothing)"),
         ("method", "wall = submit_run + Launcher.tick until get_run is seen terminal, polled every 5 ms"),

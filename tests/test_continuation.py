@@ -107,6 +107,7 @@ def executor(storage: Storage, tmp_path: Path, name: str = "w1@test") -> tuple[S
             publish=published,
             worker_name=name,
             heartbeat_seconds=5.0,
+            continuation=True,
             default_io_manager=FilesystemIOManager(tmp_path / "io"),
         ),
         published,
@@ -140,11 +141,14 @@ def test_one_delivery_runs_a_chain_on_its_queue_each_step_recorded_once(storage:
     assert storage.get_run(run_id).status == RunStatus.SUCCESS
 
 
-def test_without_a_queue_children_are_published(storage: Storage, tmp_path: Path) -> None:
+def test_without_a_queue_or_with_continuation_off_children_are_published(storage: Storage, tmp_path: Path) -> None:
     run_id = started(storage, "chain")
     worker, published = executor(storage, tmp_path)
     assert worker.execute(run_id, "a", 1) == Outcome.SUCCEEDED
     assert bodies == ["a"] and [r.step_key for r in published] == ["b"]
+    worker.continuation = False  # the default: TIDEGATE_CONTINUATION unset
+    assert worker.execute(run_id, "b", 1, queue=DEFAULT_QUEUE) == Outcome.SUCCEEDED
+    assert bodies == ["a", "b"] and [r.step_key for r in published] == ["b", "c"]
 
 
 def test_a_second_delivery_of_a_continued_child_runs_nothing(storage: Storage, tmp_path: Path) -> None:
@@ -220,7 +224,7 @@ def test_a_real_worker_continues_a_chain_from_its_delivery(
     redis.Redis.from_url(redis_url).flushdb()
     harness = Harness(f"sqlite:///{tmp_path / 'tidegate.db'}", redis_url, tmp_path)
     try:
-        worker_factory(harness.env, name="cont", concurrency=1)
+        worker_factory({**harness.env, "TIDEGATE_CONTINUATION": "1"}, name="cont", concurrency=1)
         run_id = harness.run("big_job", timeout=15)
         assert harness.storage.get_run(run_id).status == RunStatus.SUCCESS
         continued = [s for s in harness.storage.get_steps(run_id) if s.enqueued_at is None]

@@ -74,6 +74,7 @@ def runtime(worker_name: str) -> StepExecutor:
                 publish=CeleryPublisher(app, storage),
                 worker_name=worker_name,
                 heartbeat_seconds=settings.heartbeat_seconds,
+                continuation=settings.continuation,
             )
             _runtime = _ProcessRuntime(os.getpid(), executor)
         return _runtime.executor

@@ -83,20 +83,22 @@ class StepExecutor:
     publish: Publish
     worker_name: str
     heartbeat_seconds: float = 10.0
+    continuation: bool = False  # TIDEGATE_CONTINUATION: ``execute``'s ``queue`` is ignored without it
     default_io_manager: IOManager | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     _beating: dict[int, tuple[ClaimedStep, Interruption]] = field(default_factory=dict, repr=False)
     _beater: threading.Thread | None = field(default=None, repr=False)
 
     def execute(self, run_id: str, step_key: str, attempt: int, *, queue: str | None = None) -> str:
-        """Claim and run this attempt; returns its outcome. With ``queue`` (the queue this
-        delivery came from), a success that makes a child READY on that queue claims it in
+        """Claim and run this attempt; returns its outcome. With ``continuation`` on and
+        ``queue`` (the queue this delivery came from), a success that makes a child READY on that queue claims it in
         the same transaction and runs it next here instead of publishing it (a continuation),
         up to ``MAX_CONTINUED_STEPS`` in a row; their outcomes are recorded as any step's."""
         claimed = self.storage.claim_step(run_id, step_key, attempt, self.worker_name)
         if claimed is None:
             log.info("step %s of run %s attempt %d: not claimable, ignoring this delivery", step_key, run_id, attempt)
             return Outcome.DUPLICATE
+        queue = queue if self.continuation else None
         outcome, following = self._run_claimed(claimed, queue)
         continued = 0
         while following is not None:
