@@ -11,6 +11,7 @@ import click
 
 from tidegate.cli.common import code_location_options, handle_errors, load, open_storage
 from tidegate.cli.output import Column, json_option, print_json, print_table
+from tidegate.definitions.config import instigator_resources
 from tidegate.definitions.context import Resources
 from tidegate.definitions.cron import cron_ticks
 from tidegate.definitions.defs import Definitions
@@ -140,12 +141,12 @@ def schedule_preview(name: str, module: str | None, file_: str | None, ticks: in
         context = ScheduleEvaluationContext(
             when.astimezone(s.timezone),
             s.name,
-            Resources(defs.resources),
+            Resources(instigator_resources(defs.resources)),
             logging.getLogger("tidegate.preview"),
             instance=instance,
         )
         try:
-            evaluation = s.evaluate(context, defs.resources)
+            evaluation = s.evaluate(context, instigator_resources(defs.resources))
             what = ", ".join(f"run_key={r.run_key!r} tags={dict(r.tags)}" for r in evaluation.run_requests)
             what = what or f"skip ({evaluation.skip_reason})"
         except Exception as exc:
@@ -224,12 +225,12 @@ def sensor_preview(name: str, module: str | None, file_: str | None, cursor: str
         cursor=cursor if cursor is not None else (state.cursor if state else None),
         last_tick_completion_time=state.last_tick_at if state else None,
         last_run_key=state.last_run_key if state else None,
-        resources=Resources(defs.resources),
+        resources=Resources(instigator_resources(defs.resources)),
         log=logging.getLogger("tidegate.preview"),
         instance=DagsterInstance(storage),
     )
     try:
-        evaluation = s.evaluate(context, defs.resources)
+        evaluation = s.evaluate(context, instigator_resources(defs.resources))
     except TidegateError:
         raise
     except Exception as exc:

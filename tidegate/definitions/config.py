@@ -27,6 +27,7 @@ from typing import Any
 import pydantic
 import pydantic_core
 
+from tidegate.definitions.limits import check_run_config_size
 from tidegate.definitions.resource import ConfigurableResource
 from tidegate.errors import RunConfigError
 
@@ -92,6 +93,20 @@ class Config(pydantic.BaseModel):
             model = cls.model_construct(**dict(data))
         model._env_vars.update(env)
         return model
+
+    def __eq__(self, other: object) -> bool:
+        # By value: which fields came from an EnvVar is not part of it.
+        if not isinstance(other, Config):
+            return NotImplemented
+        return type(self) is type(other) and self.__dict__ == other.__dict__
+
+    def __hash__(self) -> int:
+        return hash((type(self), *self.__dict__.values()))
+
+    def __repr_args__(self) -> Any:
+        # A field given by an EnvVar may hold a secret (once read on the worker): never shown.
+        for name, value in super().__repr_args__():
+            yield name, (REDACTED if name in self._env_vars else value)
 
 
 @dataclass(frozen=True)
@@ -263,6 +278,7 @@ def check_run_config(
         _validate(f"{label}: {node.label}", node.config_type, _as_env_vars(values or {}))
     for key, entry in stored.get("resources", {}).items():
         _check_resource(f"{label}: resource '{key}'", key, resources, entry.get("config") or {})
+    check_run_config_size(label, stored)
     return stored or None
 
 
@@ -376,6 +392,10 @@ def node_config(
     if config_type is None:
         return NodeConfig(None, values)
     config = _validate(label, config_type, values or {})
+    for name, raw in (entry.get("config") or {}).items():
+        env_name = _env_name(raw)
+        if env_name is not None:
+            config._env_vars[name] = EnvVar(env_name)  # kept as a marker if stored again, redacted in repr
     return NodeConfig(config, config.model_dump())
 
 
@@ -407,6 +427,34 @@ def run_resources(resources: Mapping[str, Any], run_config: Mapping[str, Any] | 
         values = (configured.get(key) or {}).get("config") or {}
         result[key] = _configured(f"resource '{key}'", resource, values)
     return result
+
+
+def instigator_resources(resources: Mapping[str, Any]) -> dict[str, Any]:
+    """The resources schedules and sensors receive (in the beat, or a preview): EnvVar fields
+    read from this process's environment. A resource whose variable is unset becomes an
+    ``UnavailableResource`` that raises the RunConfigError when used, so only the instigators
+    using it fail their ticks."""
+    result: dict[str, Any] = {}
+    for key, resource in resources.items():
+        try:
+            result[key] = _configured(f"resource '{key}'", resource, {})
+        except RunConfigError as exc:
+            result[key] = UnavailableResource(exc)
+    return result
+
+
+class UnavailableResource:
+    """Stands for a resource that could not be built (an environment variable unset): any use
+    raises the error saying why."""
+
+    def __init__(self, error: RunConfigError) -> None:
+        self._error = error
+
+    def __getattr__(self, name: str) -> Any:
+        raise RunConfigError(str(self._error))
+
+    def __repr__(self) -> str:
+        return f"UnavailableResource({self._error})"
 
 
 def _configured(label: str, resource: Any, values: Mapping[str, Any]) -> Any:

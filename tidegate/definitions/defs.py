@@ -393,14 +393,17 @@ class Definitions:
             selection = list(request.asset_selection)
         elif target.selection is not None and not request.job_name:
             selection = target.selection
-        return self.plan(
-            job_name,
-            selection,
-            partition_key=request.partition_key,
-            dynamic_keys=dynamic_keys,
-            current_time=current_time,
-            run_config=request.run_config,
-        )
+        try:
+            return self.plan(
+                job_name,
+                selection,
+                partition_key=request.partition_key,
+                dynamic_keys=dynamic_keys,
+                current_time=current_time,
+                run_config=request.run_config,
+            )
+        except RunConfigError as exc:
+            raise RunConfigError(f"{label}: {exc}") from None  # the tick's error names its instigator
 
     def _check_request_selection(self, label: str, target: Target, job_name: str, request: RunRequest) -> None:
         """As Dagster: a RunRequest may select a subset of its target, never assets outside it."""

@@ -46,6 +46,8 @@ MAX_TAG_VALUE_LENGTH = 4096
 # Metadata (definitions and `tidegate assets report`): keys as tag keys; the whole, as JSON.
 MAX_METADATA_KEY_LENGTH = 255
 MAX_METADATA_BYTES = 1024 * 1024
+# A run's config (runs.run_config, a JSON column read with the run), as JSON.
+MAX_RUN_CONFIG_BYTES = 1024 * 1024
 # A sensor's cursor (a TEXT column), in bytes of UTF-8: one is read and written every tick.
 MAX_CURSOR_BYTES = 1024 * 1024
 
@@ -139,6 +141,13 @@ def check_metadata(label: str, metadata: Mapping[str, Any], *, stored: bool = Fa
         if size > MAX_METADATA_BYTES:
             raise InputLimitError(f"{label}: metadata is {size} bytes as JSON, at most {MAX_METADATA_BYTES}")
     return metadata
+
+
+def check_run_config_size(label: str, run_config: Mapping[str, Any]) -> None:
+    """A run's config, as stored: at most :data:`MAX_RUN_CONFIG_BYTES` bytes as JSON."""
+    size = len(json.dumps(run_config).encode())
+    if size > MAX_RUN_CONFIG_BYTES:
+        raise InputLimitError(f"{label}: run config is {size} bytes as JSON, at most {MAX_RUN_CONFIG_BYTES}")
 
 
 def check_stored_text(label: str, what: str, value: str, max_bytes: int | None = None) -> str:

@@ -41,6 +41,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from tidegate.config import Settings
+from tidegate.definitions.config import instigator_resources
 from tidegate.definitions.context import Resources
 from tidegate.definitions.cron import next_tick, ticks_between
 from tidegate.definitions.defs import Definitions
@@ -127,7 +128,9 @@ class Beat:
         self.launcher = Launcher(storage, publish, defs=defs, config=config or Settings.defaults())
         self.launcher_interval = launcher_interval
         self.retention = skipped_tick_retention
-        self.resources = Resources(defs.resources)
+        # EnvVar fields read once, here: a resource whose variable is unset fails only its users' ticks
+        self._resources = instigator_resources(defs.resources)
+        self.resources = Resources(self._resources)
         self.instance = DagsterInstance(storage)  # context.instance of schedules and sensors
         self._states: dict[str, InstigatorState] = {}
         self._refreshed_at: datetime | None = None
@@ -380,7 +383,7 @@ class Beat:
             instance=self.instance,
         )
         try:
-            evaluation = schedule.evaluate(context, self.defs.resources)
+            evaluation = schedule.evaluate(context, self._resources)
             runs = self._plan(schedule, evaluation, tick_time)
         except Exception:
             return TickOutcome(TickStatus.FAILURE, error=traceback.format_exc())
@@ -419,7 +422,7 @@ class Beat:
         on_commit: Callable[[], None] | None = None
         try:
             try:
-                evaluation = sensor.evaluate(context, self.defs.resources)
+                evaluation = sensor.evaluate(context, self._resources)
                 outcome = _outcome(evaluation, self._plan(sensor, evaluation, None))
                 on_commit = evaluation.on_commit
                 flight.backlog = evaluation.backlog

@@ -35,6 +35,7 @@ from sqlalchemy.exc import DBAPIError
 
 from tidegate.config import MonitorConfig
 from tidegate.definitions.defs import Definitions
+from tidegate.definitions.op_graph import parse_step_key
 from tidegate.errors import TidegateError
 from tidegate.names import MAX_RETRIES_TAG, RETRY_NUMBER_TAG
 from tidegate.scheduler.reexecution import submit_reexecution
@@ -130,6 +131,12 @@ class RunMonitor:
             asset = self.defs.get_asset(step.asset_key)
             policy = asset.retry_policy
             partition_keys = None if asset.partitions_def is not None else []
+        elif self.defs is not None:  # an op step: its op's retry policy; ops have no partition status
+            job = self.defs.jobs.get(self.storage.get_run(step.run_id).job_name)
+            node = job.op_graph.nodes.get(parse_step_key(step.step_key)[0]) if job and job.op_graph else None
+            if node is not None and job is not None:
+                policy = node.op.retry_policy or job.op_retry_policy
+                partition_keys = []
         allowed = policy.max_retries if policy is not None else (self.config.worker_lost_retries if lost else 0)
         retry_delay = None
         if step.attempt <= allowed:

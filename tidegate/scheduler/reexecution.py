@@ -5,10 +5,13 @@ from __future__ import annotations
 
 from tidegate.definitions.defs import Definitions
 from tidegate.definitions.job import RunPlan
+from tidegate.definitions.partitions import PartitionKeyRange
 from tidegate.errors import TidegateError
 from tidegate.names import (
     CODE_LOCATION_TAG,
     PARENT_RUN_TAG,
+    PARTITION_RANGE_END_TAG,
+    PARTITION_RANGE_START_TAG,
     PARTITION_TAG,
     RETRY_NUMBER_TAG,
     ROOT_RUN_TAG,
@@ -34,10 +37,18 @@ def reexecution_plan(defs: Definitions, storage: Storage, run: RunRecord, *, fro
         steps = [s for s in steps if s.status != StepStatus.SUCCEEDED]
     # an op job's subset is its step keys (only the failed mapped keys of a fan-out run again)
     keys = [s.step_key if op_job else s.asset_key for s in steps]
-    run_config = run.run_config if run.run_config is not None else {}  # the config the run had
-    if op_job:  # and the same partition
-        return defs.plan(run.job_name, keys, partition_key=run.tags.get(PARTITION_TAG), run_config=run_config)
-    return defs.plan(run.job_name, keys, run_config=run_config)
+    tags = run.tags
+    partition_range = None
+    if PARTITION_RANGE_START_TAG in tags and PARTITION_RANGE_END_TAG in tags:
+        partition_range = PartitionKeyRange(tags[PARTITION_RANGE_START_TAG], tags[PARTITION_RANGE_END_TAG])
+    return defs.plan(
+        run.job_name,
+        keys,
+        partition_key=tags.get(PARTITION_TAG),  # the same partition(s) as its parent, with its config
+        partition_range=partition_range,
+        dynamic_keys=storage.dynamic_partition_keys,
+        run_config=run.run_config if run.run_config is not None else {},
+    )
 
 
 def submit_reexecution(

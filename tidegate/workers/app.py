@@ -121,17 +121,25 @@ def register_tasks(celery_app: Celery) -> None:
         partition_key: str | None = None,
         tags: dict[str, str] | None = None,
         run_key: str | None = None,
+        run_config: dict[str, Any] | None = None,
     ) -> str:
         """Submit a QUEUED run of ``job_name`` and return its id; the beat starts it within the
         run queue's limits. A second launch with the same ``run_key`` returns the first run.
-        An unknown job, a bad partition key or malformed tags fail the task with a typed error
-        (shown as the task's exception in Flower)."""
+        An unknown job, a bad partition key, malformed tags or ``run_config`` (the dict form)
+        that does not fit the job fail the task with a typed error (shown as the task's
+        exception in Flower)."""
         try:
             executor = runtime(self.request.hostname or "worker")
         except DBAPIError as exc:
             raise self.retry(exc=exc, countdown=5, max_retries=12) from exc
         request = prepare_job_run(
-            executor.defs, executor.storage, job_name, partition_key=partition_key, tags=tags, run_key=run_key
+            executor.defs,
+            executor.storage,
+            job_name,
+            partition_key=partition_key,
+            tags=tags,
+            run_key=run_key,
+            run_config=run_config,
         )
         return request.submit(executor.storage, origin=FLOWER_ORIGIN).run_id
 
