@@ -292,3 +292,31 @@ def test_sensor_run_request_carries_op_config_and_bad_config_fails_the_tick(tmp_
     tick = storage.get_ticks("batches", limit=1)[0]
     assert tick.status == TickStatus.FAILURE and "op 'sized'" in (tick.error or "") and "size" in (tick.error or "")
     storage.dispose()
+
+
+def test_run_monitor_retries_a_lost_op_step_by_its_retry_policy(tmp_path: Path) -> None:
+    from datetime import timedelta
+
+    from tidegate.config import MonitorConfig
+    from tidegate.scheduler.monitor import RunMonitor
+
+    @dg.op(retry_policy=dg.RetryPolicy(max_retries=1))
+    def slow() -> int:
+        return 1
+
+    @dg.job(partitions_def=dg.StaticPartitionsDefinition(["p"]))
+    def lost_job() -> None:
+        plus_one(slow())
+
+    defs = dg.Definitions(jobs=[lost_job])
+    storage = Storage.open(f"sqlite:///{tmp_path / 'db.sqlite'}", upgrade=True)
+    run_id = storage.submit_run(defs.plan("lost_job", partition_key="p"), origin="test").run_id
+    storage.start_run(run_id)
+    assert storage.claim_step(run_id, "slow", 1, "worker@gone") is not None
+    config = MonitorConfig(heartbeat_timeout_seconds=20, worker_lost_retries=0)  # only the op policy retries
+    monitor = RunMonitor(storage, [].extend, defs, config)
+    assert monitor.check(now=storage.db_now() + timedelta(seconds=21))["lost"] == 1
+    step = next(s for s in storage.get_steps(run_id) if s.step_key == "slow")
+    assert step.status == StepStatus.READY and step.attempt == 2  # retried per the op's policy
+    assert storage.partition_status_counts() == {}  # an op step records no asset partition status
+    storage.dispose()
