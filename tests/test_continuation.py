@@ -1,7 +1,7 @@
 """Continuation (``TIDEGATE_CONTINUATION``, off by default): a step whose success readies a
-child on the queue its delivery came from claims that child in the same transaction and runs it next in the same process, instead of
-publishing it. On SQLite and PostgreSQL, with the real executor and storage; one test with a
-real worker over Redis shows a Celery delivery continues.
+child on the queue its delivery came from claims that child in the same transaction and runs it
+next in the same process, instead of publishing it. On SQLite and PostgreSQL, with the real
+executor and storage; one test with a real worker over Redis shows a Celery delivery continues.
 
 Each guarantee of a published step holds: the claim is the same compare-and-set (a second
 delivery of the child runs nothing), a pool's limit is kept (a child in a full pool is WAITING,
