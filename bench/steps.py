@@ -238,6 +238,7 @@ def main() -> int:
     began = time.perf_counter()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # run the finally blocks
     sys.path.insert(0, str(ROOT))  # bench.raw_celery, as the raw workers import it
+    os.environ.update(BENCH_BROKER_URL=REDIS_URL, BENCH_RESULT_URL=RESULT_URL)  # the raw app reads these on import
     raw = importlib.import_module("bench.raw_celery")
     res = Results(load=[load_avg()])
 
