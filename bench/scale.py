@@ -41,6 +41,8 @@ import redis
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # bench.common, bench.raw_celery
 
+from sqlalchemy import text
+
 from bench.common import (
     POLL_SECONDS,
     ROOT,
@@ -70,15 +72,18 @@ VENV_BIN = Path(sys.executable).parent
 DEFS_FILE = "bench/scale_defs.py"
 
 REDIS_URL = os.environ.get("BENCH_SCALE_REDIS_URL", "redis://127.0.0.1:6379/15")  # flushed before and after
-PG_DATABASE = "tidegate_bench_scale"  # created if missing, truncated
+PG_DATABASE = os.environ.get("BENCH_PG_DATABASE", "tidegate_bench_scale")  # created if missing, truncated
 
 STEPS = int(os.environ.get("BENCH_SCALE_STEPS", "400"))
 QUICK_STEPS = 100
 SLEEP_SECONDS = float(os.environ.get("BENCH_SCALE_SLEEP", "0.2"))
 TRIVIAL_RUNS = int(os.environ.get("BENCH_SCALE_TRIVIAL_RUNS", "3"))
 AIM = 0.85  # share of linear speedup, up to 8 processes
+THROUGHPUT_AIM = 0.5  # trivial steps/s, tidegate / raw Celery with the same workers and pool (issue 17)
+CPU_AIM = 2.0  # worker CPU per trivial step, tidegate / raw Celery
 SLEEP_POLL_SECONDS = 0.02  # runs of 10 s and more: 20 ms is at most 0.2 %, and spares the CPU
 TRIVIAL_TIMEOUT = 120.0
+CONTINUATION = os.environ.get("BENCH_CONTINUATION", "0")  # the tidegate workers' TIDEGATE_CONTINUATION
 
 
 @dataclass(frozen=True)
@@ -128,6 +133,17 @@ def process_cpu(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS  # fields 14 and 15 of stat(5)
 
 
+def postgres_cpu(storage: Storage) -> float:
+    """CPU seconds used so far by the PostgreSQL backends serving this bench's database (the
+    workers' pooled connections and the bench's own); 0 when the server's processes are not
+    visible from here."""
+    with storage.engine.connect() as conn:
+        pids = conn.execute(
+            text("SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()")
+        ).scalars()
+        return sum(process_cpu(int(pid)) for pid in pids)
+
+
 def workers_cpu(workers: Sequence[Worker]) -> float:
     """CPU seconds used so far by the workers' main processes and their pool children."""
     return sum(process_cpu(pid) for w in workers for pid in (w.proc.pid, *child_pids(w.proc.pid)))
@@ -138,6 +154,7 @@ class Timed:
     wall: float
     worker_cpu: float
     load1: float  # 1-minute load average when the run ended
+    pg_cpu: float = 0.0  # CPU of the database's backends over the run (tidegate only)
 
 
 @dataclass
@@ -162,9 +179,9 @@ def timed_run(
     timeout: float,
     poll: float = POLL_SECONDS,
 ) -> Timed:
-    cpu = workers_cpu(workers)
+    cpu, pg = workers_cpu(workers), postgres_cpu(storage)
     timing = run_job(storage, launcher, defs, job, timeout=timeout, poll=poll)
-    return Timed(timing.wall, workers_cpu(workers) - cpu, os.getloadavg()[0])
+    return Timed(timing.wall, workers_cpu(workers) - cpu, os.getloadavg()[0], postgres_cpu(storage) - pg)
 
 
 def raw_fanout(raw: ModuleType, r: redis.Redis, width: int, workers: Sequence[Worker]) -> Timed:
@@ -236,6 +253,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         BENCH_RESULT_URL=REDIS_URL,
         BENCH_SCALE_STEPS=str(steps),
         BENCH_SCALE_SLEEP=str(SLEEP_SECONDS),
+        TIDEGATE_CONTINUATION=CONTINUATION,
         PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
     )
     defs = CodeLocation(file=str(ROOT / DEFS_FILE)).load()
@@ -340,6 +358,7 @@ def report(res: Results, trivial_runs: int) -> None:
         ("workers", f"tidegate worker -f {DEFS_FILE} -c C -P POOL -l WARNING -n NAME"),
         ("", "celery -A bench.raw_celery worker -E -Q bench_raw -c C -P POOL -l WARNING -n NAME"),
         ("", "(tidegate's Celery settings on both: json, acks_late, prefetch 1, task events)"),
+        ("", f"TIDEGATE_CONTINUATION={CONTINUATION} on the tidegate workers (BENCH_CONTINUATION)"),
         *(("", f"{c.config.key}: {c.config.label:<22} {c.config.shape}") for c in res.configs),
         ("sleep_job", f"root -> {steps} steps sleeping {SLEEP_SECONDS * 1000:.0f} ms -> sink, one run per set-up"),
         ("trivial", f"root -> {steps} no-op steps -> sink ({steps + 2} steps), {trivial_runs} run(s) per set-up;"),
@@ -407,30 +426,48 @@ def report(res: Results, trivial_runs: int) -> None:
         best_raw = max(best_raw, (raw_rate, c.config.label))
         cpu = statistics.median(t.worker_cpu for t in c.trivial) / total
         raw_cpu = statistics.median(t.worker_cpu for t in c.raw_trivial) / total
+        pg_cpu = statistics.median(t.pg_cpu for t in c.trivial) / total
         rows.append(
             [
                 c.config.label,
                 f"{rate:.1f}",
                 f"{raw_rate:.1f}",
                 f"{rate / raw_rate:.3f}",
+                "met" if rate / raw_rate >= THROUGHPUT_AIM else "NOT met",
                 f"{cpu * 1000:.1f} ms",
                 f"{raw_cpu * 1000:.2f} ms",
+                f"{cpu / raw_cpu:.2f}x" if raw_cpu else "?",
+                ("met" if cpu <= CPU_AIM * raw_cpu else "NOT met") if raw_cpu else "?",
+                f"{pg_cpu * 1000:.1f} ms",
                 f"{statistics.median(t.load1 for t in c.trivial):.2f}",
             ]
         )
     print(f"trivial steps: {total} per fan-out, median of {trivial_runs} run(s); CPU-bound on {affinity} usable CPUs")
     print(
         table(
-            ["set-up", "tidegate steps/s", "raw tasks/s", "tidegate/raw", "worker CPU/step", "raw CPU/task", "load 1m"],
+            [
+                "set-up",
+                "tidegate steps/s",
+                "raw tasks/s",
+                "tidegate/raw",
+                f"aim >= {THROUGHPUT_AIM}",
+                "worker CPU/step",
+                "raw CPU/task",
+                "CPU ratio",
+                f"aim <= {CPU_AIM:g}x",
+                "PostgreSQL CPU/step",
+                "load 1m",
+            ],
             rows,
-            [False, True, True, True, True, True, True],
+            [False, True, True, True, False, True, True, True, False, True, True],
         )
     )
     print(
         f"  maximum: tidegate {best[0]:.1f} steps/s ({best[1]}), raw Celery {best_raw[0]:.1f} tasks/s"
         f" ({best_raw[1]}): ratio {best[0] / best_raw[0]:.3f}"
     )
-    print("  worker CPU/step excludes PostgreSQL, Redis and the bench process, which share the same CPUs")
+    print("  worker CPU/step excludes PostgreSQL, Redis and the bench process, which share the same CPUs;")
+    print("  PostgreSQL CPU/step: the backends of this bench's database (/proc), raw Celery uses none")
     print()
 
     rows = []

@@ -27,6 +27,7 @@ import json
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
+from types import SimpleNamespace
 from typing import Any
 
 from sqlalchemy import Connection, Engine, and_, case, exists, func, insert, select, update
@@ -40,11 +41,20 @@ from tidegate.storage import migrate
 from tidegate.storage.automation import AutomationStorage
 from tidegate.storage.backfills import BackfillStorage
 from tidegate.storage.control import RunControl
-from tidegate.storage.engine import database_now, dialect_insert, make_engine, normalize_url, retry_transient
+from tidegate.storage.engine import (
+    as_database_now,
+    database_now,
+    dialect_insert,
+    make_engine,
+    normalize_url,
+    now_column,
+    retry_transient,
+)
 from tidegate.storage.instigators import InstigatorStorage
 from tidegate.storage.partitions import DynamicPartitionStorage
 from tidegate.storage.records import (
     ClaimedStep,
+    Continuation,
     EventRecord,
     MaterializationRecord,
     NewEvent,
@@ -288,7 +298,8 @@ class Storage(
         if not groups:
             return
         with self.engine.begin() as conn:
-            now = database_now(conn)
+            # PostgreSQL's now() in the UPDATE itself: the transaction's time, one round trip less.
+            now: Any = func.now() if self.dialect == "postgresql" else database_now(conn)
             for (run_id, attempt), keys in groups.items():
                 conn.execute(
                     update(steps)
@@ -311,30 +322,61 @@ class Storage(
         finished or canceled run): the caller must then do nothing.
         """
         with self.engine.begin() as conn:
-            now = database_now(conn)
-            claimed = conn.execute(
-                update(steps)
-                .where(
-                    *self._attempt(run_id, step_key, attempt),
-                    steps.c.status.in_([StepStatus.READY, StepStatus.ENQUEUED]),
-                    exists().where(runs.c.run_id == run_id, runs.c.status == RunStatus.STARTED),
-                )
-                .values(status=StepStatus.RUNNING, worker=worker, started_at=now, heartbeat_at=now, ended_at=None)
-            ).rowcount
-            if claimed != 1:
-                return None
-            self._append_events(
-                conn,
-                run_id,
-                step_key,
-                [NewEvent("STEP_STARTED", f"attempt {attempt} on {worker}", {"attempt": attempt})],
-                now,
+            # PostgreSQL: now() in the UPDATE itself (one round trip less), read back from its row.
+            now = None if self.dialect == "postgresql" else database_now(conn)
+            return self._claim(conn, run_id, step_key, attempt, worker, now, None)
+
+    def _claim(
+        self,
+        conn: Connection,
+        run_id: str,
+        step_key: str,
+        attempt: int,
+        worker: str,
+        now: datetime | None,
+        run: RunRecord | None,
+    ) -> ClaimedStep | None:
+        """The claim's compare-and-set, its STEP_STARTED event and the records it returns, in
+        the caller's transaction; ``run``, when the caller has it, spares reading the run.
+        ``now`` None stands for PostgreSQL's ``now()`` (the transaction's database time)."""
+        stamp: Any = now if now is not None else func.now()
+        # PostgreSQL: UPDATE ... FROM runs, the STARTED check and the run's row in the same round
+        # trip (SQLite's RETURNING cannot name the other table: it reads the run afterwards).
+        joined = self.dialect == "postgresql"
+        started = (
+            (runs.c.run_id == steps.c.run_id) & (runs.c.status == RunStatus.STARTED)
+            if joined
+            else exists().where(runs.c.run_id == run_id, runs.c.status == RunStatus.STARTED)
+        )
+        returning = [*steps.c, *(c.label(f"run_{c.name}") for c in runs.c)] if joined else list(steps.c)
+        row = conn.execute(
+            update(steps)
+            .where(
+                *self._attempt(run_id, step_key, attempt),
+                steps.c.status.in_([StepStatus.READY, StepStatus.ENQUEUED]),
+                started,
             )
+            .values(status=StepStatus.RUNNING, worker=worker, started_at=stamp, heartbeat_at=stamp, ended_at=None)
+            .returning(*returning)
+        ).one_or_none()
+        if row is None:
+            return None
+        step = from_row(StepRecord, row)
+        if now is None:
+            assert step.started_at is not None
+            now = step.started_at
+        self._append_events(
+            conn,
+            run_id,
+            step_key,
+            [NewEvent("STEP_STARTED", f"attempt {attempt} on {worker}", {"attempt": attempt})],
+            now,
+        )
+        if run is None and joined:
+            mapping = row._mapping
+            run = from_row(RunRecord, SimpleNamespace(**{c.name: mapping[f"run_{c.name}"] for c in runs.c}))
+        elif run is None:
             run = from_row(RunRecord, conn.execute(select(runs).where(runs.c.run_id == run_id)).one())
-            step = from_row(
-                StepRecord,
-                conn.execute(select(steps).where(steps.c.run_id == run_id, steps.c.step_key == step_key)).one(),
-            )
         return ClaimedStep(run, step)
 
     @retry_transient
@@ -369,6 +411,56 @@ class Storage(
         skip: Sequence[str] = (),
         skip_reason: str = "",
     ) -> list[StepRef] | None:
+        """Record success, in one transaction: see ``complete_step_and_claim``, which this is
+        without claiming a child. Returns the children to publish, or None if this attempt no
+        longer owned the step (nothing is written)."""
+        done = self._complete_step(
+            run_id,
+            step_key,
+            attempt,
+            asset_key=asset_key,
+            metadata=metadata,
+            events_=events_,
+            partition_keys=partition_keys,
+            materializations_=materializations_,
+            planned=planned,
+            more_upstream=more_upstream,
+            skip=skip,
+            skip_reason=skip_reason,
+        )
+        return None if done is None else done[0]
+
+    @retry_transient
+    def complete_step_and_claim(
+        self, run_id: str, step_key: str, attempt: int, *, continuation: Continuation, **outcome: Any
+    ) -> tuple[list[StepRef], ClaimedStep | None] | None:
+        """``complete_step`` (``outcome`` its keyword arguments) that also claims, in the same
+        transaction, one child it made READY on ``continuation.queue`` (one this worker
+        serves) with no timeout, for ``continuation.worker`` to run next in-process instead of
+        publishing it: the same compare-and-set as ``claim_step``, so the child runs once.
+        A child in a full pool is WAITING, never READY, so it is not claimed.
+
+        Returns the children still to publish and the claimed child (None if none fits), or
+        None if this attempt no longer owned the step."""
+        return self._complete_step(run_id, step_key, attempt, continuation=continuation, **outcome)
+
+    def _complete_step(
+        self,
+        run_id: str,
+        step_key: str,
+        attempt: int,
+        *,
+        continuation: Continuation | None = None,
+        asset_key: str,
+        metadata: Mapping[str, Any] | None,
+        events_: Sequence[NewEvent] = (),
+        partition_keys: Sequence[str] = (),
+        materializations_: Sequence[NewMaterialization] = (),
+        planned: Sequence[StepPlan] = (),
+        more_upstream: Mapping[str, int] | None = None,
+        skip: Sequence[str] = (),
+        skip_reason: str = "",
+    ) -> tuple[list[StepRef], ClaimedStep | None] | None:
         """Record success, in one transaction: the materialization (unless ``metadata`` is
         None; one per partition of ``partition_keys``) and the partitions' status, those the
         asset reported itself (``materializations_``), the events,
@@ -386,8 +478,7 @@ class Storage(
         The run row is locked first (the module's lock order).
         """
         with self.engine.begin() as conn:
-            now = database_now(conn)
-            self._lock_run(conn, run_id)
+            now = self._lock_run_now(conn, run_id)
             done = conn.execute(
                 update(steps)
                 .where(*self._attempt(run_id, step_key, attempt), steps.c.status == StepStatus.RUNNING)
@@ -423,7 +514,24 @@ class Storage(
             if done.pool is not None:
                 ready += self._fill_pools(conn, {done.pool}, now)  # hand the slot over
             self._finish_steps(conn, run_id, 1 + skipped, now)
-        return ready
+            claimed = None
+            if continuation is not None:
+                claimed, ready = self._claim_child(conn, continuation, ready, now)
+        return ready, claimed
+
+    def _claim_child(
+        self, conn: Connection, continuation: Continuation, ready: list[StepRef], now: datetime
+    ) -> tuple[ClaimedStep | None, list[StepRef]]:
+        """Claim the first of ``ready`` that ``continuation`` may run (its run and queue, no
+        timeout); returns it and the others."""
+        for i, ref in enumerate(ready):
+            run = continuation.run
+            if ref.run_id != run.run_id or ref.queue != continuation.queue or ref.timeout is not None:
+                continue  # another run's step (a pool slot handed over), another queue, a time limit
+            claimed = self._claim(conn, ref.run_id, ref.step_key, ref.attempt, continuation.worker, now, run)
+            if claimed is not None:
+                return claimed, ready[:i] + ready[i + 1 :]
+        return None, ready
 
     def _plan_more(
         self,
@@ -482,8 +590,7 @@ class Storage(
         Returns None if this attempt no longer owned the step.
         """
         with self.engine.begin() as conn:
-            now = database_now(conn)
-            self._lock_run(conn, run_id)
+            now = self._lock_run_now(conn, run_id)
             owned = self._attempt(run_id, step_key, attempt)
             if retry_delay is not None:
                 retry_at = now + timedelta(seconds=retry_delay)
@@ -721,6 +828,13 @@ class Storage(
             if latest >= now:
                 return latest + timedelta(microseconds=1)
         return now
+
+    def _lock_run_now(self, conn: Connection, run_id: str) -> datetime:
+        """``_lock_run`` that also reads the transaction's ``database_now`` with the run's row."""
+        row = conn.execute(
+            select(runs.c.run_id, now_column(self.dialect)).where(runs.c.run_id == run_id).with_for_update()
+        ).first()
+        return database_now(conn) if row is None else as_database_now(row[1])
 
     @staticmethod
     def _lock_run(conn: Connection, run_id: str) -> None:

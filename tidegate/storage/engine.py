@@ -172,6 +172,20 @@ def is_connection_error(exc: DBAPIError) -> bool:
     return isinstance(exc, OperationalError) and orig_module.startswith("psycopg") and not code
 
 
+def now_column(dialect: str) -> Any:
+    """``database_now``'s value as a column, to read it with another SELECT's row (one round
+    trip less); ``as_database_now`` converts what it returns."""
+    if dialect == "sqlite":
+        return func.strftime("%Y-%m-%d %H:%M:%f", "now")
+    return func.now()
+
+
+def as_database_now(value: Any) -> datetime:
+    if isinstance(value, str):
+        return datetime.fromisoformat(value).replace(tzinfo=UTC)
+    return value.astimezone(UTC)  # type: ignore[no-any-return]
+
+
 def database_now(conn: Connection) -> datetime:
     """The database server's current time, timezone-aware UTC.
 

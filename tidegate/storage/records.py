@@ -118,6 +118,17 @@ class ClaimedStep:
 
 
 @dataclass(frozen=True)
+class Continuation:
+    """Who may run next, in-process, a child that a completing step makes READY: the worker
+    (its name is recorded as the claim's), the queue of the delivery it is running (so one it
+    serves) and the completing step's run (only a child of the same run is claimed)."""
+
+    worker: str
+    queue: str
+    run: RunRecord
+
+
+@dataclass(frozen=True)
 class NewEvent:
     """An event to append in the same transaction as a step's outcome."""
 

@@ -42,6 +42,16 @@ def requeue_countdown(retries: int) -> float:
 log = logging.getLogger("tidegate.worker")
 
 
+def continuation_queue(request: Any) -> str | None:
+    """The queue a step delivery came from, on which the step may claim a child it readies
+    and run it next in this process; None (no continuation) when the delivery carries a time
+    limit, which would also bound the children run under it."""
+    if any(limit for limit in (request.timelimit or ())):
+        return None
+    routing_key = (request.delivery_info or {}).get("routing_key")
+    return routing_key if isinstance(routing_key, str) and routing_key else None
+
+
 @dataclass
 class _ProcessRuntime:
     pid: int
@@ -64,6 +74,7 @@ def runtime(worker_name: str) -> StepExecutor:
                 publish=CeleryPublisher(app, storage),
                 worker_name=worker_name,
                 heartbeat_seconds=settings.heartbeat_seconds,
+                continuation=settings.continuation,
             )
             _runtime = _ProcessRuntime(os.getpid(), executor)
         return _runtime.executor
@@ -84,7 +95,7 @@ def register_tasks(celery_app: Celery) -> None:
         countdown = requeue_countdown(self.request.retries or 0)
         try:
             executor = runtime(self.request.hostname or "worker")
-            return executor.execute(run_id, step_key, attempt)
+            return executor.execute(run_id, step_key, attempt, queue=continuation_queue(self.request))
         except (TidegateError, DBAPIError) as exc:
             if isinstance(exc, TidegateError) and _runtime is not None:
                 raise  # not the storage opening: the executor records such errors itself

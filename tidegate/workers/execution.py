@@ -37,7 +37,7 @@ from tidegate.errors import AssetOutputError, TidegateError
 from tidegate.names import PARTITION_RANGE_END_TAG, PARTITION_RANGE_START_TAG, PARTITION_TAG, StepStatus
 from tidegate.storage.api import Storage
 from tidegate.storage.engine import is_transient
-from tidegate.storage.records import ClaimedStep, NewEvent, NewMaterialization, StepRef
+from tidegate.storage.records import ClaimedStep, Continuation, NewEvent, NewMaterialization, StepRef
 from tidegate.workers.io import FilesystemIOManager, InputContext, IOManager, OutputContext
 
 log = logging.getLogger("tidegate.worker")
@@ -49,6 +49,10 @@ _T = TypeVar("_T")
 # How long a worker keeps trying to record an outcome it already has (the database restarting,
 # failing over) before leaving the step RUNNING for the run monitor, its output kept.
 RECORD_OUTCOME_SECONDS = 120.0
+
+# At most this many steps run in a row by continuation before the next child goes through the
+# broker again, so one delivery does not keep a worker process from the queue for long.
+MAX_CONTINUED_STEPS = 16
 
 
 class Outcome:
@@ -79,23 +83,43 @@ class StepExecutor:
     publish: Publish
     worker_name: str
     heartbeat_seconds: float = 10.0
+    continuation: bool = False  # TIDEGATE_CONTINUATION: ``execute``'s ``queue`` is ignored without it
     default_io_manager: IOManager | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    _beating: dict[int, tuple[ClaimedStep, Interruption]] = field(default_factory=dict, repr=False)
+    _beater: threading.Thread | None = field(default=None, repr=False)
 
-    def execute(self, run_id: str, step_key: str, attempt: int) -> str:
+    def execute(self, run_id: str, step_key: str, attempt: int, *, queue: str | None = None) -> str:
+        """Claim and run this attempt; returns its outcome. With ``continuation`` on and
+        ``queue`` (the queue this delivery came from), a success that makes a child READY on that queue claims it in
+        the same transaction and runs it next here instead of publishing it (a continuation),
+        up to ``MAX_CONTINUED_STEPS`` in a row; their outcomes are recorded as any step's."""
         claimed = self.storage.claim_step(run_id, step_key, attempt, self.worker_name)
         if claimed is None:
             log.info("step %s of run %s attempt %d: not claimable, ignoring this delivery", step_key, run_id, attempt)
             return Outcome.DUPLICATE
+        queue = queue if self.continuation else None
+        outcome, following = self._run_claimed(claimed, queue)
+        continued = 0
+        while following is not None:
+            continued += 1
+            log.debug("continuing with step %s of run %s", following.step.step_key, following.step.run_id)
+            _, following = self._run_claimed(following, queue if continued < MAX_CONTINUED_STEPS else None)
+        return outcome
+
+    def _run_claimed(self, claimed: ClaimedStep, queue: str | None) -> tuple[str, ClaimedStep | None]:
+        """Run a claimed attempt and record its outcome; also returns the child it claimed to
+        run next (only with ``queue``, only on success)."""
+        run_id, step_key, attempt = claimed.step.run_id, claimed.step.step_key, claimed.step.attempt
         captured = _CapturedLog()
         job = self.defs.jobs.get(claimed.run.job_name)
         if job is not None and job.op_graph is not None:
-            return self._execute_op(claimed, job, captured)
+            return self._execute_op(claimed, job, captured, queue)
         try:
             asset = self.defs.get_asset(claimed.step.asset_key)
         except TidegateError as exc:
             # The code changed under the run: no point retrying.
-            return self._record_failure(claimed, f"{exc}\n", None, captured)
+            return self._record_failure(claimed, f"{exc}\n", None, captured), None
         partition_keys: list[str] = []
         interruption = Interruption()
         try:
@@ -105,19 +129,17 @@ class StepExecutor:
         except Exception as exc:
             if interruption.is_set():
                 log.warning("%s; nothing recorded (%s)", interruption.reason, type(exc).__name__)
-                return Outcome.INTERRUPTED
+                return Outcome.INTERRUPTED, None
             error = traceback.format_exc()
             if type(exc).__name__ == "SoftTimeLimitExceeded":  # Celery enforcing @asset(timeout=)
                 error += f"TimeoutError: step '{step_key}' exceeded its timeout of {asset.timeout:g}s\n"
-            return self._record_failure(claimed, error, asset, captured, partition_keys)
+            return self._record_failure(claimed, error, asset, captured, partition_keys), None
         try:
-            ready = self._record(
+            done = self._record(
                 claimed,
-                lambda: self.storage.complete_step(
-                    run_id,
-                    step_key,
-                    attempt,
-                    asset_key=claimed.step.asset_key,
+                lambda: self._complete(
+                    claimed,
+                    queue,
                     metadata=recorded.metadata,
                     events_=[*captured.events, *recorded.events],
                     partition_keys=partition_keys,
@@ -125,22 +147,46 @@ class StepExecutor:
                 ),
             )
         except _Unrecorded as exc:
-            return exc.outcome
+            return exc.outcome, None
         except DBAPIError as exc:
             # The database refuses this outcome (not a passing failure): the step fails with why.
-            return self._record_unrecordable(claimed, exc)
-        if ready is None:
+            return self._record_unrecordable(claimed, exc), None
+        if done is None:
             log.warning(
                 "step %s of run %s attempt %d: finished after losing ownership; outcome not recorded",
                 step_key,
                 run_id,
                 attempt,
             )
-            return Outcome.LOST
-        self.publish(ready)
-        return Outcome.SUCCEEDED
+            return Outcome.LOST, None
+        ready, following = done
+        if ready:
+            self.publish(ready)
+        return Outcome.SUCCEEDED, following
 
-    def _execute_op(self, claimed: ClaimedStep, job: JobDefinition, captured: _CapturedLog) -> str:
+    def _complete(
+        self, claimed: ClaimedStep, queue: str | None, **outcome: Any
+    ) -> tuple[list[StepRef], ClaimedStep | None] | None:
+        """The success transaction: ``Storage.complete_step``, or with ``queue``
+        ``complete_step_and_claim`` (a continuation on that queue)."""
+        step = claimed.step
+        if queue is None:
+            ready = self.storage.complete_step(
+                step.run_id, step.step_key, step.attempt, asset_key=step.asset_key, **outcome
+            )
+            return None if ready is None else (ready, None)
+        return self.storage.complete_step_and_claim(
+            step.run_id,
+            step.step_key,
+            step.attempt,
+            continuation=Continuation(self.worker_name, queue, claimed.run),
+            asset_key=step.asset_key,
+            **outcome,
+        )
+
+    def _execute_op(
+        self, claimed: ClaimedStep, job: JobDefinition, captured: _CapturedLog, queue: str | None
+    ) -> tuple[str, ClaimedStep | None]:
         """One attempt of an op step: the same claim, heartbeat, recording and retries as an
         asset's; its success also plans a dynamic output's mapped steps (see op_execution)."""
         from tidegate.workers.op_execution import OpStepRun
@@ -150,26 +196,24 @@ class StepExecutor:
         try:
             op_run = OpStepRun(self, claimed, job, captured, interruption)
         except TidegateError as exc:  # the code changed under the run
-            return self._record_failure(claimed, f"{exc}\n", None, captured)
+            return self._record_failure(claimed, f"{exc}\n", None, captured), None
         try:
             with self._heartbeat(claimed, interruption):
                 done = op_run.run()
         except Exception as exc:
             if interruption.is_set():
                 log.warning("%s; nothing recorded (%s)", interruption.reason, type(exc).__name__)
-                return Outcome.INTERRUPTED
+                return Outcome.INTERRUPTED, None
             error = traceback.format_exc()
             if type(exc).__name__ == "SoftTimeLimitExceeded":
                 error += f"TimeoutError: step '{step.step_key}' exceeded its timeout of {op_run.op.timeout:g}s\n"
-            return self._record_failure(claimed, error, None, captured, retry_policy=op_run.retry_policy)
+            return self._record_failure(claimed, error, None, captured, retry_policy=op_run.retry_policy), None
         try:
-            ready = self._record(
+            recorded = self._record(
                 claimed,
-                lambda: self.storage.complete_step(
-                    step.run_id,
-                    step.step_key,
-                    step.attempt,
-                    asset_key=step.asset_key,
+                lambda: self._complete(
+                    claimed,
+                    queue,
                     metadata=None,
                     events_=[*captured.events, *done.events],
                     planned=done.planned,
@@ -179,13 +223,15 @@ class StepExecutor:
                 ),
             )
         except _Unrecorded as exc:
-            return exc.outcome
+            return exc.outcome, None
         except DBAPIError as exc:
-            return self._record_unrecordable(claimed, exc)
-        if ready is None:
-            return Outcome.LOST
-        self.publish(ready)
-        return Outcome.SUCCEEDED
+            return self._record_unrecordable(claimed, exc), None
+        if recorded is None:
+            return Outcome.LOST, None
+        ready, following = recorded
+        if ready:
+            self.publish(ready)
+        return Outcome.SUCCEEDED, following
 
     def _record(self, claimed: ClaimedStep, write: Callable[[], _T]) -> _T:
         """Run ``write`` (one storage transaction recording this attempt's outcome), retrying
@@ -460,14 +506,36 @@ class StepExecutor:
 
     @contextmanager
     def _heartbeat(self, claimed: ClaimedStep, interruption: Interruption) -> Iterator[None]:
-        """Beat every ``heartbeat_seconds`` while the asset runs. A beat that finds the step no
-        longer this attempt's (run canceled, attempt given up by the run monitor) sets
-        ``interruption`` and stops beating."""
-        stop = threading.Event()
-        step = claimed.step
+        """Beat at least every ``heartbeat_seconds`` while the asset runs. One thread per
+        executor (so per worker process) beats all its running steps; it starts with the first
+        and ends when a round finds none. A beat that finds a step no longer this attempt's
+        (run canceled, attempt given up by the run monitor) sets its ``interruption`` and stops
+        beating it."""
+        key = id(interruption)
+        with self._lock:
+            self._beating[key] = (claimed, interruption)
+            if self._beater is None:
+                self._beater = threading.Thread(target=self._beat_loop, name="tidegate-heartbeat", daemon=True)
+                self._beater.start()
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._beating.pop(key, None)
 
-        def beat() -> None:
-            while not stop.wait(self.heartbeat_seconds):
+    def _beat_loop(self) -> None:
+        while True:
+            time.sleep(self.heartbeat_seconds)
+            with self._lock:
+                if not self._beating:
+                    self._beater = None  # the next step starts another
+                    return
+                round_ = list(self._beating.items())
+            for key, (claimed, interruption) in round_:
+                with self._lock:
+                    if key not in self._beating:
+                        continue  # ended meanwhile
+                step = claimed.step
                 try:
                     owned = self.storage.heartbeat(step.run_id, step.step_key, step.attempt)
                 except Exception as exc:  # the database may be briefly away; the next beat retries
@@ -477,17 +545,12 @@ class StepExecutor:
                     log.debug("heartbeat failure", exc_info=True)
                     continue
                 if not owned:
+                    with self._lock:
+                        if self._beating.get(key) is None:
+                            continue  # it ended and recorded meanwhile: nothing to interrupt
+                        del self._beating[key]
                     interruption.set(self._interruption_reason(claimed))
                     log.warning("%s: stopping it", interruption.reason)
-                    return
-
-        thread = threading.Thread(target=beat, name=f"heartbeat-{step.step_key}", daemon=True)
-        thread.start()
-        try:
-            yield
-        finally:
-            stop.set()
-            thread.join()
 
     def _interruption_reason(self, claimed: ClaimedStep) -> str:
         step = claimed.step
