@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from datetime import datetime
 from typing import Any
 
@@ -108,6 +109,12 @@ class AssetCursor:
             "stable": self.stable,
         }
 
+    @cached_property
+    def json_fragment(self) -> str:
+        """``to_dict`` as compact JSON, computed once: an asset skipped on a tick keeps its
+        AssetCursor, so the cursor's JSON re-serializes only the assets evaluated."""
+        return json.dumps(self.to_dict(), separators=(",", ":"))
+
     @classmethod
     def from_dict(cls, value: Mapping[str, Any]) -> AssetCursor:
         return cls(
@@ -132,15 +139,16 @@ class AutomationCursor:
     partitions_fingerprint: str = ""  # changes when a partitions definition gains a partition
 
     def to_json(self) -> str:
-        return json.dumps(
-            {
-                "v": 1,
-                "evaluation_time": self.evaluation_time,
-                "partitions": self.partitions_fingerprint,
-                "assets": {key.to_user_string(): c.to_dict() for key, c in sorted(self.assets.items())},
-            },
+        # Assembled from each AssetCursor's cached fragment; the same text as json.dumps of
+        # {"v", "evaluation_time", "partitions", "assets": {name: to_dict()}} with compact separators.
+        head = json.dumps(
+            {"v": 1, "evaluation_time": self.evaluation_time, "partitions": self.partitions_fingerprint},
             separators=(",", ":"),
         )
+        assets = ",".join(
+            f"{_quoted(key)}:{c.json_fragment}" for key, c in sorted(self.assets.items(), key=_by_key)
+        )
+        return f'{head[:-1]},"assets":{{{assets}}}}}'
 
     @classmethod
     def from_json(cls, text: str | None) -> AutomationCursor:
@@ -156,6 +164,22 @@ class AutomationCursor:
             assets=assets,
             partitions_fingerprint=data.get("partitions", ""),
         )
+
+
+_QUOTED: dict[AssetKey, str] = {}
+
+
+def _quoted(key: AssetKey) -> str:
+    found = _QUOTED.get(key)
+    if found is None:
+        if len(_QUOTED) > 100_000:  # a bound: definitions reloaded many times with new keys
+            _QUOTED.clear()
+        found = _QUOTED[key] = json.dumps(key.to_user_string())
+    return found
+
+
+def _by_key(item: tuple[AssetKey, AssetCursor]) -> AssetKey:
+    return item[0]
 
 
 def _runs(raw: Iterable[Sequence[PartitionKey]]) -> tuple[tuple[PartitionKey, PartitionKey], ...]:

@@ -136,6 +136,9 @@ class AutomationTicks:
         self.storage = storage
         self._state: dict[str, AssetState] = {}
         self._stored: dict[str, dict[AssetKey, str]] = {}  # per sensor: each asset's last stored record, digested
+        # per sensor: the conditions cursor JSON it last committed and its parse (a tick whose
+        # stored cursor is that text reuses it rather than parsing half a megabyte again)
+        self._parsed: dict[str, tuple[str, AutomationCursor]] = {}
 
     def evaluate(
         self, sensor: AutomationConditionSensorDefinition, cursor: str | None, now: datetime
@@ -156,7 +159,8 @@ class AutomationTicks:
             conditions = AutomationCursor()
         else:
             materialization, event, text = parsed
-            conditions = AutomationCursor.from_json(text)
+            known = self._parsed.get(sensor.name)
+            conditions = known[1] if known is not None and known[0] == text else AutomationCursor.from_json(text)
         state = self._state.get(sensor.name)
         if state is None or (state.materializations, state.events) != (materialization, event):
             state = self._load(materialization, event, partition_keys)
@@ -167,11 +171,12 @@ class AutomationTicks:
         inputs = _Inputs(self.defs, fresh, updated, partition_keys)
         result = evaluate_automation(graph, targets, inputs, now, conditions, changed)
         stored = dict(self._stored.get(sensor.name, {}))
-        outcome = self._outcome(sensor, result, now, changes, stored)
+        outcome, conditions_text = self._outcome(sensor, result, now, changes, stored)
 
         def install() -> None:
             self._state[sensor.name] = fresh
             self._stored[sensor.name] = stored
+            self._parsed[sensor.name] = (conditions_text, result.cursor)
 
         return AutomationTick(outcome, install, result)
 
@@ -213,7 +218,7 @@ class AutomationTicks:
         now: datetime,
         changes: AutomationChanges,
         stored: dict[AssetKey, str],
-    ) -> TickOutcome:
+    ) -> tuple[TickOutcome, str]:
         """The tick to commit; ``stored`` (each asset's last stored record digest) is updated
         with the records it writes."""
         runs: list[PlannedRun] = []
@@ -260,8 +265,9 @@ class AutomationTicks:
                     )
                 )
         requested = sum(len(v) for v in result.requested.values())
-        cursor = f"{changes.materializations_upper}:{changes.events_upper}:{result.cursor.to_json()}"
-        return TickOutcome(
+        conditions = result.cursor.to_json()
+        cursor = f"{changes.materializations_upper}:{changes.events_upper}:{conditions}"
+        outcome = TickOutcome(
             TickStatus.SUCCESS if runs or backfills else TickStatus.SKIPPED,
             runs=runs,
             skip_reason=None if requested else "no asset's condition requested a run",
@@ -269,12 +275,13 @@ class AutomationTicks:
             cursor=cursor,
             automation=AutomationWrites(sensor.name, now, backfills, writes),
         )
+        return outcome, conditions
 
 
 def _digest(record: Mapping[str, object]) -> str:
     """What a record says, its evaluation time left out: equal digests, nothing new to store."""
-    said = {k: v for k, v in record.items() if k != "evaluation_time"}
-    return hashlib.sha1(json.dumps(said, sort_keys=True, default=str).encode()).hexdigest()
+    said = {k: v for k, v in record.items() if k != "evaluation_time"}  # to_dict's order is fixed: no sort_keys
+    return hashlib.sha1(json.dumps(said, separators=(",", ":"), default=str).encode()).hexdigest()
 
 
 def _partitions_of(
