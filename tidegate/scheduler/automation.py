@@ -171,7 +171,7 @@ class AutomationTicks:
         inputs = _Inputs(self.defs, fresh, updated, partition_keys)
         result = evaluate_automation(graph, targets, inputs, now, conditions, changed)
         stored = dict(self._stored.get(sensor.name, {}))
-        outcome, conditions_text = self._outcome(sensor, result, now, changes, stored)
+        outcome, conditions_text = self._outcome(sensor, result, now, changes, stored, conditions)
 
         def install() -> None:
             self._state[sensor.name] = fresh
@@ -218,6 +218,7 @@ class AutomationTicks:
         now: datetime,
         changes: AutomationChanges,
         stored: dict[AssetKey, str],
+        previous: AutomationCursor,
     ) -> tuple[TickOutcome, str]:
         """The tick to commit; ``stored`` (each asset's last stored record digest) is updated
         with the records it writes."""
@@ -265,7 +266,7 @@ class AutomationTicks:
                     )
                 )
         requested = sum(len(v) for v in result.requested.values())
-        conditions = result.cursor.to_json()
+        conditions = result.cursor.to_json(previous)
         cursor = f"{changes.materializations_upper}:{changes.events_upper}:{conditions}"
         outcome = TickOutcome(
             TickStatus.SUCCESS if runs or backfills else TickStatus.SKIPPED,
