@@ -139,6 +139,7 @@ class AutomationTicks:
         # per sensor: the conditions cursor JSON it last committed and its parse (a tick whose
         # stored cursor is that text reuses it rather than parsing half a megabyte again)
         self._parsed: dict[str, tuple[str, AutomationCursor]] = {}
+        self._targets: dict[str, tuple[AutomationConditionSensorDefinition, list[AssetKey]]] = {}
 
     def evaluate(
         self, sensor: AutomationConditionSensorDefinition, cursor: str | None, now: datetime
@@ -167,7 +168,14 @@ class AutomationTicks:
         changes = self.storage.automation_changes(materialization, event)
         fresh, updated, changed = _apply(self.defs, state, changes, partition_keys)
         graph = self.defs.graph
-        targets = [k for k in sensor.selection.resolve(graph) if graph.assets[k].automation_condition is not None]
+        known_targets = self._targets.get(sensor.name)
+        if known_targets is None or known_targets[0] is not sensor:  # resolved once per sensor definition
+            selected = sensor.selection.resolve(graph)
+            known_targets = self._targets[sensor.name] = (
+                sensor,
+                [k for k in selected if graph.assets[k].automation_condition is not None],
+            )
+        targets = known_targets[1]
         inputs = _Inputs(self.defs, fresh, updated, partition_keys)
         # The evaluation allocates tens of thousands of short-lived, acyclic objects per
         # thousand assets evaluated: the cyclic collector's sweeps meanwhile are pure cost
