@@ -1,7 +1,7 @@
 """Declarative automation at graph scale: ``python bench/automation.py``.
 
-On PostgreSQL (database ``tidegate_bench_automation``, created if missing through
-``BENCH_PG_ADMIN_URL``, truncated first), in one process:
+On PostgreSQL (database ``tidegate_bench_automation``, or ``BENCH_AUTOMATION_PG_DB``, created if
+missing through ``BENCH_PG_ADMIN_URL``, truncated first), in one process:
 
 1. A graph of ``BENCH_AUTOMATION_ASSETS`` (5,000) assets in layers of 100, each asset depending
    on up to 10 assets of the layer above (seeded at random), every asset ``eager()``; the
@@ -53,7 +53,7 @@ from tidegate.storage.api import Storage
 from tidegate.storage.schema import asset_partitions, materializations, metadata, runs, steps
 
 PG_ADMIN_URL = os.environ.get("BENCH_PG_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/test")
-PG_DB = "tidegate_bench_automation"
+PG_DB = os.environ.get("BENCH_AUTOMATION_PG_DB", "tidegate_bench_automation")
 ASSETS = int(os.environ.get("BENCH_AUTOMATION_ASSETS", "5000"))
 IDLE = int(os.environ.get("BENCH_AUTOMATION_IDLE", "10"))
 LAYER, FAN_IN = 100, 10

@@ -6,6 +6,8 @@ evaluator is pure: these tests need no service and no process.
 
 from __future__ import annotations
 
+import dataclasses
+import json
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -429,8 +431,21 @@ def test_cursor_round_trips_through_json() -> None:
     w.materialize("a0")
     w.tick()
     assert w.cursor is not None
-    again = AutomationCursor.from_json(w.cursor.to_json())
+    text = w.cursor.to_json()
+    again = AutomationCursor.from_json(text)
     assert again == w.cursor
+    # assembled from cached per-asset fragments, it is still plain compact JSON of the dict form
+    assets = {k.to_user_string(): c.to_dict() for k, c in sorted(w.cursor.assets.items())}
+    plain = {"v": 1, "evaluation_time": w.cursor.evaluation_time, "partitions": w.cursor.partitions_fingerprint}
+    assert text == json.dumps({**plain, "assets": assets}, separators=(",", ":"))
+    # the next cursor reuses the assets text only when every AssetCursor is the previous one
+    same = AutomationCursor(w.cursor.evaluation_time, dict(w.cursor.assets), w.cursor.partitions_fingerprint)
+    assert same.to_json(w.cursor) == text
+    first = next(iter(w.cursor.assets))
+    moved = dict(w.cursor.assets)
+    moved[first] = dataclasses.replace(moved[first], evaluation_time=1.5)
+    other = AutomationCursor(w.cursor.evaluation_time, moved, w.cursor.partitions_fingerprint)
+    assert AutomationCursor.from_json(other.to_json(w.cursor)) == other
     assert AutomationCursor.from_json(None) == AutomationCursor()
 
 

@@ -82,6 +82,7 @@ from tidegate.definitions.key import AssetKey
 from tidegate.definitions.partitions import (
     AllPartitionMapping,
     IdentityPartitionMapping,
+    TimeWindow,
     TimeWindowPartitionsDefinition,
 )
 from tidegate.definitions.selection import AssetSelection
@@ -180,6 +181,11 @@ class _Evaluation:
         self._selections: dict[int, set[AssetKey]] = {}
         self._deps_cache: dict[tuple[int, AssetKey], list[AssetKey]] = {}
         self._full: dict[AssetKey, Subset] = {}
+        # per shared key sequence (its id; the sequence is kept alive in ``_shared``/``_keys``)
+        self._shared: dict[int, tuple[Sequence[PartitionKey], tuple[PartitionKey, ...]]] = {}
+        self._full_of: dict[int, Subset] = {}
+        self._index_of: dict[int, dict[PartitionKey, int]] = {}
+        self._windows: dict[tuple[int, object, object], tuple[TimeWindow, Subset]] = {}
         self._names: dict[AssetKey, str] = {}
         self._dep_results: dict[tuple[str, AssetKey, Subset, object], tuple[Subset, bool]] = {}
         self._cron_cache: dict[tuple[str, str, float], bool] = {}
@@ -189,19 +195,33 @@ class _Evaluation:
     def keys(self, key: AssetKey) -> tuple[PartitionKey, ...]:
         found = self._keys.get(key)
         if found is None:
-            found = self._keys[key] = tuple(self.inputs.partition_keys(key))
+            raw = self.inputs.partition_keys(key)
+            # Assets of one partitions definition get the same sequence from the inputs: its
+            # tuple, set and index are built once per definition, not once per asset.
+            shared = self._shared.get(id(raw))
+            if shared is None or shared[0] is not raw:
+                shared = self._shared[id(raw)] = (raw, tuple(raw))
+            found = self._keys[key] = shared[1]
         return found
 
     def full(self, key: AssetKey) -> Subset:
         found = self._full.get(key)
         if found is None:
-            found = self._full[key] = frozenset(self.keys(key))
+            keys = self.keys(key)
+            found = self._full_of.get(id(keys))
+            if found is None:
+                found = self._full_of[id(keys)] = frozenset(keys)
+            self._full[key] = found
         return found
 
     def index(self, key: AssetKey) -> dict[PartitionKey, int]:
         found = self._index.get(key)
         if found is None:
-            found = self._index[key] = {k: i for i, k in enumerate(self.keys(key))}
+            keys = self.keys(key)
+            found = self._index_of.get(id(keys))
+            if found is None:
+                found = self._index_of[id(keys)] = {k: i for i, k in enumerate(keys)}
+            self._index[key] = found
         return found
 
     def decode(self, key: AssetKey, runs: Sequence[Sequence[PartitionKey]]) -> Subset:
@@ -653,15 +673,20 @@ class _Evaluation:
         keys = self.keys(key)
         if not keys:
             return EMPTY, "no partition exists yet"
-        latest = definition.time_window_for_key(str(keys[-1]))
-        inside = {keys[-1]}
-        if condition.lookback_delta is not None:
-            start = latest.end - condition.lookback_delta
-            for partition in reversed(keys[:-1]):
-                if definition.time_window_for_key(str(partition)).start < start:
-                    break
-                inside.add(partition)
-        true = candidates & frozenset(inside)
+        window_key = (id(keys), definition, condition.lookback_delta)
+        cached = self._windows.get(window_key)
+        if cached is None:  # once per partition sequence and lookback, not per asset
+            latest_window = definition.time_window_for_key(str(keys[-1]))
+            inside = {keys[-1]}
+            if condition.lookback_delta is not None:
+                start = latest_window.end - condition.lookback_delta
+                for partition in reversed(keys[:-1]):
+                    if definition.time_window_for_key(str(partition)).start < start:
+                        break
+                    inside.add(partition)
+            cached = self._windows[window_key] = (latest_window, frozenset(inside))
+        latest = cached[0]
+        true = candidates & cached[1]
         return (
             true,
             lambda: (

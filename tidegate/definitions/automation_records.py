@@ -16,6 +16,7 @@ import json
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import cached_property
 from typing import Any
 
 from tidegate.definitions.key import AssetKey
@@ -108,6 +109,12 @@ class AssetCursor:
             "stable": self.stable,
         }
 
+    @cached_property
+    def json_fragment(self) -> str:
+        """``to_dict`` as compact JSON, computed once: an asset skipped on a tick keeps its
+        AssetCursor, so the cursor's JSON re-serializes only the assets evaluated."""
+        return json.dumps(self.to_dict(), separators=(",", ":"))
+
     @classmethod
     def from_dict(cls, value: Mapping[str, Any]) -> AssetCursor:
         return cls(
@@ -131,16 +138,36 @@ class AutomationCursor:
     assets: Mapping[AssetKey, AssetCursor] = field(default_factory=dict)
     partitions_fingerprint: str = ""  # changes when a partitions definition gains a partition
 
-    def to_json(self) -> str:
-        return json.dumps(
-            {
-                "v": 1,
-                "evaluation_time": self.evaluation_time,
-                "partitions": self.partitions_fingerprint,
-                "assets": {key.to_user_string(): c.to_dict() for key, c in sorted(self.assets.items())},
-            },
+    def to_json(self, previous: AutomationCursor | None = None) -> str:
+        """Compact JSON of ``{"v", "evaluation_time", "partitions", "assets": {name: to_dict()}}``,
+        assembled from each AssetCursor's cached fragment; when every AssetCursor is the one of
+        ``previous`` (nothing was evaluated), its assets text is reused as is."""
+        head = json.dumps(
+            {"v": 1, "evaluation_time": self.evaluation_time, "partitions": self.partitions_fingerprint},
             separators=(",", ":"),
         )
+        return f'{head[:-1]},"assets":{{{self._assets_json(previous)}}}}}'
+
+    def _assets_json(self, previous: AutomationCursor | None) -> str:
+        cached: str | None = self.__dict__.get("_assets_text")
+        if cached is not None:
+            return cached
+        known: str | None = None if previous is None else previous.__dict__.get("_assets_text")
+        found: str
+        if (
+            known is not None
+            and previous is not None
+            and len(previous.assets) == len(self.assets)
+            and all(  # same keys, same AssetCursors, same order (identity: no hashing of 5,000 keys)
+                k is pk and c is pc
+                for (k, c), (pk, pc) in zip(self.assets.items(), previous.assets.items(), strict=True)
+            )
+        ):
+            found = known
+        else:
+            found = ",".join(f"{_quoted(key)}:{c.json_fragment}" for key, c in sorted(self.assets.items(), key=_by_key))
+        self.__dict__["_assets_text"] = found  # a cache beside the frozen fields
+        return found
 
     @classmethod
     def from_json(cls, text: str | None) -> AutomationCursor:
@@ -156,6 +183,22 @@ class AutomationCursor:
             assets=assets,
             partitions_fingerprint=data.get("partitions", ""),
         )
+
+
+_QUOTED: dict[AssetKey, str] = {}
+
+
+def _quoted(key: AssetKey) -> str:
+    found = _QUOTED.get(key)
+    if found is None:
+        if len(_QUOTED) > 100_000:  # a bound: definitions reloaded many times with new keys
+            _QUOTED.clear()
+        found = _QUOTED[key] = json.dumps(key.to_user_string())
+    return found
+
+
+def _by_key(item: tuple[AssetKey, AssetCursor]) -> AssetKey:
+    return item[0]
 
 
 def _runs(raw: Iterable[Sequence[PartitionKey]]) -> tuple[tuple[PartitionKey, PartitionKey], ...]:

@@ -136,6 +136,10 @@ class AutomationTicks:
         self.storage = storage
         self._state: dict[str, AssetState] = {}
         self._stored: dict[str, dict[AssetKey, str]] = {}  # per sensor: each asset's last stored record, digested
+        # per sensor: the conditions cursor JSON it last committed and its parse (a tick whose
+        # stored cursor is that text reuses it rather than parsing half a megabyte again)
+        self._parsed: dict[str, tuple[str, AutomationCursor]] = {}
+        self._targets: dict[str, tuple[AutomationConditionSensorDefinition, list[AssetKey]]] = {}
 
     def evaluate(
         self, sensor: AutomationConditionSensorDefinition, cursor: str | None, now: datetime
@@ -156,22 +160,40 @@ class AutomationTicks:
             conditions = AutomationCursor()
         else:
             materialization, event, text = parsed
-            conditions = AutomationCursor.from_json(text)
+            known = self._parsed.get(sensor.name)
+            conditions = known[1] if known is not None and known[0] == text else AutomationCursor.from_json(text)
         state = self._state.get(sensor.name)
         if state is None or (state.materializations, state.events) != (materialization, event):
             state = self._load(materialization, event, partition_keys)
         changes = self.storage.automation_changes(materialization, event)
         fresh, updated, changed = _apply(self.defs, state, changes, partition_keys)
         graph = self.defs.graph
-        targets = [k for k in sensor.selection.resolve(graph) if graph.assets[k].automation_condition is not None]
+        known_targets = self._targets.get(sensor.name)
+        if known_targets is None or known_targets[0] is not sensor:  # resolved once per sensor definition
+            selected = sensor.selection.resolve(graph)
+            known_targets = self._targets[sensor.name] = (
+                sensor,
+                [k for k in selected if graph.assets[k].automation_condition is not None],
+            )
+        targets = known_targets[1]
         inputs = _Inputs(self.defs, fresh, updated, partition_keys)
-        result = evaluate_automation(graph, targets, inputs, now, conditions, changed)
+        # The evaluation allocates tens of thousands of short-lived, acyclic objects per
+        # thousand assets evaluated: the cyclic collector's sweeps meanwhile are pure cost
+        # (reference counting frees them; a later collection finds any cycle).
+        collecting = gc.isenabled()
+        gc.disable()
+        try:
+            result = evaluate_automation(graph, targets, inputs, now, conditions, changed)
+        finally:
+            if collecting:
+                gc.enable()
         stored = dict(self._stored.get(sensor.name, {}))
-        outcome = self._outcome(sensor, result, now, changes, stored)
+        outcome, conditions_text = self._outcome(sensor, result, now, changes, stored, conditions)
 
         def install() -> None:
             self._state[sensor.name] = fresh
             self._stored[sensor.name] = stored
+            self._parsed[sensor.name] = (conditions_text, result.cursor)
 
         return AutomationTick(outcome, install, result)
 
@@ -213,7 +235,8 @@ class AutomationTicks:
         now: datetime,
         changes: AutomationChanges,
         stored: dict[AssetKey, str],
-    ) -> TickOutcome:
+        previous: AutomationCursor,
+    ) -> tuple[TickOutcome, str]:
         """The tick to commit; ``stored`` (each asset's last stored record digest) is updated
         with the records it writes."""
         runs: list[PlannedRun] = []
@@ -260,8 +283,9 @@ class AutomationTicks:
                     )
                 )
         requested = sum(len(v) for v in result.requested.values())
-        cursor = f"{changes.materializations_upper}:{changes.events_upper}:{result.cursor.to_json()}"
-        return TickOutcome(
+        conditions = result.cursor.to_json(previous)
+        cursor = f"{changes.materializations_upper}:{changes.events_upper}:{conditions}"
+        outcome = TickOutcome(
             TickStatus.SUCCESS if runs or backfills else TickStatus.SKIPPED,
             runs=runs,
             skip_reason=None if requested else "no asset's condition requested a run",
@@ -269,12 +293,13 @@ class AutomationTicks:
             cursor=cursor,
             automation=AutomationWrites(sensor.name, now, backfills, writes),
         )
+        return outcome, conditions
 
 
 def _digest(record: Mapping[str, object]) -> str:
     """What a record says, its evaluation time left out: equal digests, nothing new to store."""
-    said = {k: v for k, v in record.items() if k != "evaluation_time"}
-    return hashlib.sha1(json.dumps(said, sort_keys=True, default=str).encode()).hexdigest()
+    said = {k: v for k, v in record.items() if k != "evaluation_time"}  # to_dict's order is fixed: no sort_keys
+    return hashlib.sha1(json.dumps(said, separators=(",", ":"), default=str).encode()).hexdigest()
 
 
 def _partitions_of(
