@@ -251,7 +251,14 @@ def test_an_op_job_and_an_asset_selection_launched_with_config_run_to_success(ap
 
     pending: list[StepRef] = []
     beat = Beat(DEFS, api.storage, pending.extend, holder="api-test")
-    executor = StepExecutor(DEFS, api.storage, pending.extend, "w@api-test", 5, FilesystemIOManager(tmp_path / "io"))
+    executor = StepExecutor(
+        DEFS,
+        api.storage,
+        publish=pending.extend,
+        worker_name="w@api-test",
+        heartbeat_seconds=5,
+        default_io_manager=FilesystemIOManager(tmp_path / "io"),
+    )
     op_run = _launch(api, job="scale_job", run_config={"ops": {"scaled": {"config": {"factor": 7}}}})["run_id"]
     config = {"ops": {"greeting": {"config": {"person_name": "Ada", "times": 2}}}}
     selected = _launch(api, job=None, asset_selection="greeting", run_config=config)["run_id"]

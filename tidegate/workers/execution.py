@@ -83,8 +83,8 @@ class StepExecutor:
     publish: Publish
     worker_name: str
     heartbeat_seconds: float = 10.0
-    continuation: bool = False  # TIDEGATE_CONTINUATION: ``execute``'s ``queue`` is ignored without it
     default_io_manager: IOManager | None = None
+    continuation: bool = False  # TIDEGATE_CONTINUATION: ``execute``'s ``queue`` is ignored without it
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     _beating: dict[int, tuple[ClaimedStep, Interruption]] = field(default_factory=dict, repr=False)
     _beater: threading.Thread | None = field(default=None, repr=False)
