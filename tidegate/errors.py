@@ -7,7 +7,8 @@ name)``.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Literal
 
 if TYPE_CHECKING:
     from tidegate.definitions.key import AssetKey
@@ -96,10 +97,29 @@ class InputLimitError(InvalidDefinitionError, LaunchRequestError):
     ``except`` catches it."""
 
 
+@dataclass(frozen=True)
+class ConfigProblem:
+    """One place where a run's config does not fit its job: ``path`` in the run config's own
+    shape (``("ops", NODE, "config", FIELD)``, a nested graph's op as ``("ops", GRAPH, "ops",
+    OP, ...)``, or ``("resources", KEY, "config", FIELD)``) and ``kind``: ``missing`` (a
+    required field not given), ``not_defined`` (a node, resource or field the job does not
+    have) or ``type_mismatch`` (a value of the wrong type)."""
+
+    path: tuple[str, ...]
+    kind: Literal["missing", "not_defined", "type_mismatch"]
+
+
 class RunConfigError(LaunchRequestError):
     """A run's configuration does not fit its job: an unknown op, asset or resource, a field
     missing, unknown or of the wrong type, an environment variable unset on the worker. The
-    message names the job, the node and the field, never a value (it may be a secret)."""
+    message names the job, the node and the field, never a value (it may be a secret);
+    ``problems`` says the same per field, for a caller that answers in a structured form (the
+    GraphQL API's ``RunConfigValidationInvalid``). It is empty when the config as a whole is
+    malformed (not an object, not JSON-serialisable)."""
+
+    def __init__(self, message: str, problems: tuple[ConfigProblem, ...] = ()) -> None:
+        super().__init__(message)
+        self.problems = problems
 
 
 class NotFoundError(TidegateError):

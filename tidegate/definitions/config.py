@@ -22,14 +22,14 @@ import os
 import typing
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import pydantic
 import pydantic_core
 
 from tidegate.definitions.limits import check_run_config_size
 from tidegate.definitions.resource import ConfigurableResource
-from tidegate.errors import RunConfigError
+from tidegate.errors import ConfigProblem, RunConfigError
 
 ENV_KEY = "env"  # {"env": "NAME"}: an environment variable, read on the worker
 REDACTED = "<redacted>"
@@ -157,16 +157,20 @@ def run_config_dict(label: str, value: Any) -> dict[str, Any]:
     unknown = [k for k in value if k not in _TOP_LEVEL]
     if unknown:
         raise RunConfigError(
-            f"{label}: run config has unsupported section {unknown[0]!r} (tidegate takes 'ops' and 'resources')"
+            f"{label}: run config has unsupported section {unknown[0]!r} (tidegate takes 'ops' and 'resources')",
+            (ConfigProblem((str(unknown[0]),), "not_defined"),),
         )
     result: dict[str, Any] = {}
     ops = _section(label, value, "ops")
     if ops:
-        result["ops"] = {name: _node_entry(f"{label}: op '{name}'", entry) for name, entry in ops.items()}
+        result["ops"] = {
+            name: _node_entry(f"{label}: op '{name}'", entry, ("ops", name)) for name, entry in ops.items()
+        }
     resources = _section(label, value, "resources")
     if resources:
         result["resources"] = {
-            key: _resource_entry(f"{label}: resource '{key}'", entry) for key, entry in resources.items()
+            key: _resource_entry(f"{label}: resource '{key}'", entry, ("resources", key))
+            for key, entry in resources.items()
         }
     return result
 
@@ -180,28 +184,37 @@ def _section(label: str, value: Mapping[str, Any], name: str) -> Mapping[str, An
     return section
 
 
-def _node_entry(label: str, entry: Any) -> dict[str, Any]:
+def _node_entry(label: str, entry: Any, at: tuple[str, ...]) -> dict[str, Any]:
     if isinstance(entry, Config):
         return {"config": to_plain(label, entry)}
     if not isinstance(entry, Mapping):
-        raise RunConfigError(f"{label}: expected a Config or {{'config': {{...}}}}, got {entry!r:.80}")
+        raise RunConfigError(
+            f"{label}: expected a Config or {{'config': {{...}}}}, got {entry!r:.80}",
+            (ConfigProblem(at, "type_mismatch"),),
+        )
     unknown = [k for k in entry if k not in _NODE_KEYS]
     if unknown:
-        raise RunConfigError(f"{label}: unexpected key {unknown[0]!r} (expected 'config', or 'ops' for a graph)")
+        raise RunConfigError(
+            f"{label}: unexpected key {unknown[0]!r} (expected 'config', or 'ops' for a graph)",
+            (ConfigProblem((*at, str(unknown[0])), "not_defined"),),
+        )
     result: dict[str, Any] = {}
     if "config" in entry:
         result["config"] = to_plain(f"{label} config", entry["config"])
     if "ops" in entry:
         inner = _section(label, entry, "ops")
-        result["ops"] = {name: _node_entry(f"{label}: op '{name}'", e) for name, e in inner.items()}
+        result["ops"] = {name: _node_entry(f"{label}: op '{name}'", e, (*at, "ops", name)) for name, e in inner.items()}
     return result
 
 
-def _resource_entry(label: str, entry: Any) -> dict[str, Any]:
+def _resource_entry(label: str, entry: Any, at: tuple[str, ...]) -> dict[str, Any]:
     if isinstance(entry, ConfigurableResource):
         return {"config": to_plain(label, entry)}
     if not isinstance(entry, Mapping) or set(entry) - {"config"}:
-        raise RunConfigError(f"{label}: expected a ConfigurableResource or {{'config': {{...}}}}, got {entry!r:.80}")
+        raise RunConfigError(
+            f"{label}: expected a ConfigurableResource or {{'config': {{...}}}}, got {entry!r:.80}",
+            (ConfigProblem(at, "type_mismatch"),),
+        )
     return {"config": to_plain(f"{label} config", entry.get("config") or {})}
 
 
@@ -268,14 +281,20 @@ def check_run_config(
     for handle in given:
         if handle not in nodes:
             known = ", ".join(sorted(nodes)) or "none"
-            raise RunConfigError(f"{label}: run config names node '{handle}', which is not in this run ({known})")
+            raise RunConfigError(
+                f"{label}: run config names node '{handle}', which is not in this run ({known})",
+                (ConfigProblem(_node_path(handle), "not_defined"),),
+            )
     for handle, node in nodes.items():
         values = given.get(handle, {}).get("config")
         if node.config_type is None:
             if values not in (None, {}) and not node.any_config:
-                raise RunConfigError(f"{label}: {node.label} takes no config, but run config gives it {values!r:.80}")
+                raise RunConfigError(
+                    f"{label}: {node.label} takes no config, but run config gives it {values!r:.80}",
+                    (ConfigProblem(_node_path(handle), "not_defined"),),
+                )
             continue
-        _validate(f"{label}: {node.label}", node.config_type, _as_env_vars(values or {}))
+        _validate(f"{label}: {node.label}", node.config_type, _as_env_vars(values or {}), _node_path(handle))
     for key, entry in stored.get("resources", {}).items():
         _check_resource(f"{label}: resource '{key}'", key, resources, entry.get("config") or {})
     check_run_config_size(label, stored)
@@ -293,13 +312,25 @@ def _node_entries(ops: Mapping[str, Any], prefix: str = "") -> dict[str, dict[st
     return found
 
 
-def _validate(label: str, config_type: type[Config], values: Any) -> Config:
+def _node_path(handle: str) -> tuple[str, ...]:
+    """Where a node's entry sits in run config: ``ops.NAME``, a nested graph's op as
+    ``ops.GRAPH.ops.OP``."""
+    path: list[str] = []
+    for name in handle.split("."):
+        path += ["ops", name]
+    return tuple(path)
+
+
+def _validate(label: str, config_type: type[Config], values: Any, at: tuple[str, ...] = ()) -> Config:
     if not isinstance(values, Mapping):
-        raise RunConfigError(f"{label}: config must be a dict of fields, got {type(values).__name__}")
+        raise RunConfigError(
+            f"{label}: config must be a dict of fields, got {type(values).__name__}",
+            (ConfigProblem((*at, "config"), "type_mismatch"),),
+        )
     try:
         return config_type.model_validate(values)
     except pydantic.ValidationError as exc:
-        raise RunConfigError(f"{label}: {_describe(exc)}") from None
+        raise RunConfigError(f"{label}: {_describe(exc)}", _problems(exc, (*at, "config"))) from None
 
 
 def _describe(exc: pydantic.ValidationError) -> str:
@@ -310,6 +341,16 @@ def _describe(exc: pydantic.ValidationError) -> str:
         where = ".".join(str(p) for p in error["loc"]) or "(the config)"
         parts.append(f"config field '{where}': {error['msg']}")
     return "; ".join(parts)
+
+
+def _problems(exc: pydantic.ValidationError, at: tuple[str, ...]) -> tuple[ConfigProblem, ...]:
+    """Each of pydantic's errors as a ConfigProblem under ``at`` (pydantic's error type says
+    which kind: ``missing``, ``extra_forbidden``, or any other, a type mismatch)."""
+    kinds: dict[str, Literal["missing", "not_defined"]] = {"missing": "missing", "extra_forbidden": "not_defined"}
+    return tuple(
+        ConfigProblem((*at, *(str(p) for p in error["loc"])), kinds.get(error["type"], "type_mismatch"))
+        for error in exc.errors(include_input=False, include_url=False)
+    )
 
 
 def _as_env_vars(value: Any) -> Any:
@@ -327,17 +368,25 @@ def _as_env_vars(value: Any) -> Any:
 def _check_resource(label: str, key: str, resources: Mapping[str, Any], values: Mapping[str, Any]) -> None:
     if key not in resources:
         known = ", ".join(sorted(resources)) or "none"
-        raise RunConfigError(f"{label}: no such resource (Definitions(resources=...) has: {known})")
+        raise RunConfigError(
+            f"{label}: no such resource (Definitions(resources=...) has: {known})",
+            (ConfigProblem(("resources", key), "not_defined"),),
+        )
     resource = resources[key]
     if not isinstance(resource, ConfigurableResource):
-        raise RunConfigError(f"{label}: a {type(resource).__name__} is not a ConfigurableResource; it takes no config")
-    _field_values(label, resource, _as_env_vars(values))
+        raise RunConfigError(
+            f"{label}: a {type(resource).__name__} is not a ConfigurableResource; it takes no config",
+            (ConfigProblem(("resources", key, "config"), "not_defined"),),
+        )
+    _field_values(label, resource, _as_env_vars(values), ("resources", key, "config"))
 
 
 _ADAPTERS: dict[Any, pydantic.TypeAdapter[Any] | None] = {}
 
 
-def _field_values(label: str, resource: ConfigurableResource, values: Mapping[str, Any]) -> dict[str, Any]:
+def _field_values(
+    label: str, resource: ConfigurableResource, values: Mapping[str, Any], at: tuple[str, ...] = ()
+) -> dict[str, Any]:
     """``values`` checked against the resource's fields (names, and types where pydantic can
     check them; an EnvVar is checked when read), converted as pydantic converts them."""
     fields = {f.name: f for f in dataclasses.fields(resource)}  # type: ignore[arg-type]
@@ -348,7 +397,10 @@ def _field_values(label: str, resource: ConfigurableResource, values: Mapping[st
     result: dict[str, Any] = {}
     for name, value in values.items():
         if name not in fields:
-            raise RunConfigError(f"{label}: config field '{name}': not a field (fields: {', '.join(sorted(fields))})")
+            raise RunConfigError(
+                f"{label}: config field '{name}': not a field (fields: {', '.join(sorted(fields))})",
+                (ConfigProblem((*at, name), "not_defined"),),
+            )
         adapter = _adapter(hints.get(name))
         if adapter is None or isinstance(value, EnvVar):
             result[name] = value
@@ -357,7 +409,9 @@ def _field_values(label: str, resource: ConfigurableResource, values: Mapping[st
             result[name] = adapter.validate_python(value)
         except pydantic.ValidationError as exc:
             reason = "; ".join(e["msg"] for e in exc.errors(include_input=False, include_url=False))
-            raise RunConfigError(f"{label}: config field '{name}': {reason}") from None
+            raise RunConfigError(
+                f"{label}: config field '{name}': {reason}", (ConfigProblem((*at, name), "type_mismatch"),)
+            ) from None
     return result
 
 

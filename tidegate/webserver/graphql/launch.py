@@ -6,7 +6,6 @@ valid."""
 from __future__ import annotations
 
 import dataclasses
-import re
 from typing import Annotated, Any
 
 import strawberry
@@ -166,33 +165,28 @@ def _not_an_object(job_name: str, config: Any) -> RunConfigValidationInvalid:
     return RunConfigValidationInvalid(pipeline_name=job_name, errors=[error])
 
 
-_NODE = re.compile(r"\b(?:op|asset|node) '([^']+)'")
-_RESOURCE = re.compile(r"\bresource '([^']+)'")
-_FIELD = re.compile(r"config field '([^']+)': ([^;]*)")
-
-
 def config_invalid(job_name: str, exc: RunConfigError) -> RunConfigValidationInvalid:
-    """Dagster's result for config that does not fit the job: one error per field named in
-    tidegate's message, with the path to it (``ops.NODE.config.FIELD`` or
+    """Dagster's result for config that does not fit the job: one error per problem the check
+    found (``exc.problems``), with its path in the run config (``ops.NODE.config.FIELD`` or
     ``resources.KEY.config.FIELD``) and Dagster's reason. Each message is tidegate's, naming
     the job, the op or asset and the field (never a value: it may be a secret)."""
     text = str(exc)
-    node, resource = _NODE.search(text), _RESOURCE.search(text)
-    base = ["resources", resource.group(1)] if resource else ["ops", node.group(1)] if node else []
     errors: list[PipelineConfigValidationError] = []
-    for match in _FIELD.finditer(text):
-        field, why = match.group(1), match.group(2)
-        path = [*base, "config", *field.split(".")]
-        if "required" in why.lower():
-            reason = EvaluationErrorReason.MISSING_REQUIRED_FIELD
-        elif "not a field" in why or "not permitted" in why.lower():
-            errors.append(_not_defined(text, path, field))
-            continue
+    for problem in exc.problems:
+        path = list(problem.path)
+        if problem.kind == "not_defined":
+            errors.append(_not_defined(text, path, path[-1]))
         else:
-            reason = EvaluationErrorReason.RUNTIME_TYPE_MISMATCH
-        errors.append(RuntimeMismatchConfigError(message=text, path=path, reason=reason))
-    if not errors:  # an unknown node or resource, config for a node that takes none, a bad section
-        errors.append(_not_defined(text, base, base[-1] if base else ""))
+            reason = (
+                EvaluationErrorReason.MISSING_REQUIRED_FIELD
+                if problem.kind == "missing"
+                else EvaluationErrorReason.RUNTIME_TYPE_MISMATCH
+            )
+            errors.append(RuntimeMismatchConfigError(message=text, path=path, reason=reason))
+    if not errors:  # the config as a whole is malformed
+        errors.append(
+            RuntimeMismatchConfigError(message=text, path=[], reason=EvaluationErrorReason.RUNTIME_TYPE_MISMATCH)
+        )
     return RunConfigValidationInvalid(pipeline_name=job_name, errors=errors)
 
 
