@@ -22,7 +22,6 @@ import http.client
 import json
 import os
 import random
-import socket
 import statistics
 import subprocess
 import sys
@@ -38,8 +37,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import (
     ROOT,
+    analyze,
     child_pids,
     cpu_model,
+    free_port,
     load_avg,
     prepare_postgres,
     progress,
@@ -107,25 +108,13 @@ def fill(storage: Storage) -> float:
             ),
             {"runs": RUNS, "per_run": per_run},
         )
-    with storage.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-        conn.execute(text("ANALYZE"))
+    analyze(storage)
     return time.perf_counter() - start
-
-
-def free_port() -> int:
-    for port in range(3101, 3120):
-        with socket.socket() as probe:
-            try:
-                probe.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-    raise RuntimeError("no free port in 3101-3119")
 
 
 class Server:
     def __init__(self, env: dict[str, str], workers: int, log_dir: Path) -> None:
-        self.port = free_port()
+        self.port = free_port(3101, 3119)
         argv = [TIDEGATE, "webserver", "-f", str(PROJECT), "--port", str(self.port), "--workers", str(workers)]
         argv += ["--log-level", "info"]  # uvicorn logs "Application startup complete." once per worker
         self.log = log_dir / f"webserver-{workers}.log"

@@ -13,6 +13,7 @@ import os
 import platform
 import resource
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -296,3 +297,22 @@ def since(mark: tuple[float, float]) -> tuple[float, float]:
 
 def progress(message: str) -> None:
     print(f"[bench] {message}", file=sys.stderr, flush=True)
+
+
+def free_port(first: int, last: int) -> int:
+    """The first port in ``first..last`` free on the loopback interface (each bench keeps
+    its own range, so that two benches can run at once)."""
+    for port in range(first, last + 1):
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError(f"no free port in {first}-{last}")
+
+
+def analyze(storage: Storage) -> None:
+    """ANALYZE every table after a bulk fill, so that the planner sees the filled sizes."""
+    with storage.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        conn.execute(text("ANALYZE"))

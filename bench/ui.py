@@ -39,7 +39,18 @@ from sqlalchemy import text
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import ROOT, cpu_model, load_avg, prepare_postgres, progress, table, version, vm_hwm_kib
+from bench.common import (
+    ROOT,
+    analyze,
+    cpu_model,
+    free_port,
+    load_avg,
+    prepare_postgres,
+    progress,
+    table,
+    version,
+    vm_hwm_kib,
+)
 from tidegate.storage.api import Storage
 
 PROJECT = ROOT / "bench" / "ui_project.py"
@@ -118,20 +129,8 @@ def fill(storage: Storage) -> float:
     with storage.engine.begin() as conn:
         for statement in statements:
             conn.execute(text(statement), {k: v for k, v in params.items() if f":{k}" in statement})
-    with storage.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-        conn.execute(text("ANALYZE"))
+    analyze(storage)
     return time.perf_counter() - start
-
-
-def free_port() -> int:
-    for port in range(3141, 3160):
-        with socket.socket() as probe:
-            try:
-                probe.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-    raise RuntimeError("no free port in 3141-3159")
 
 
 class Session:
@@ -258,7 +257,7 @@ def main() -> None:
     progress(f"filling {RUNS} runs, {PARTITIONS} partitions, {TICKS} ticks ...")
     filled = fill(storage)
     token = storage.create_token("bench", "launcher").token
-    port = free_port()
+    port = free_port(3141, 3159)
     env = {k: v for k, v in os.environ.items() if not k.startswith("TIDEGATE_")}
     env.update(TIDEGATE_DATABASE_URL=url, TIDEGATE_BROKER_URL="memory://localhost/", PYTHONPATH=str(ROOT))
     server = subprocess.Popen(
