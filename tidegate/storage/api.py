@@ -30,7 +30,23 @@ from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
 from typing import Any
 
-from sqlalchemy import Connection, Engine, and_, case, exists, func, insert, select, update
+from sqlalchemy import (
+    JSON,
+    Connection,
+    DateTime,
+    Engine,
+    String,
+    Text,
+    and_,
+    case,
+    exists,
+    func,
+    insert,
+    literal,
+    select,
+    union_all,
+    update,
+)
 from sqlalchemy.engine import make_url
 
 from tidegate.definitions.job import RunPlan, StepPlan
@@ -70,11 +86,22 @@ from tidegate.storage.schema import asset_partitions, events, materializations, 
 from tidegate.storage.tokens import TokenStorage
 
 RUNLESS_RUN_ID = ""  # the run id of events recorded outside any run, as in Dagster
+# STEP_STARTED data of a step claimed by continuation: the id of the broker task it runs inside.
+CONTINUED_IN = "continued_in_task"
 
 
 _REF = (steps.c.run_id, steps.c.step_key, steps.c.attempt, steps.c.queue, steps.c.display_name, steps.c.timeout)
 _READY_OR_WAITING = case((steps.c.pool.is_(None), StepStatus.READY), else_=StepStatus.WAITING)
 _HOLDS_SLOT = (StepStatus.READY, StepStatus.ENQUEUED, StepStatus.RUNNING)
+
+
+# At most this many events of an asset step go into the success statement itself (bound
+# parameters); more (a step that logged a lot) take the general path.
+_FAST_EVENTS = 200
+
+
+class _NotOwned(Exception):
+    """The attempt no longer owned its step: leave the success transaction, rolling it back."""
 
 
 def _ref(row: Any) -> StepRef:
@@ -86,19 +113,21 @@ class Storage(
 ):
     """Runs, steps, events and materializations in one SQL database."""
 
-    def __init__(self, url: str, *, engine: Engine | None = None) -> None:
+    def __init__(self, url: str, *, engine: Engine | None = None, pre_ping: bool = True) -> None:
         self.url = normalize_url(url)
-        self.engine = engine or make_engine(self.url)
+        self.engine = engine or make_engine(self.url, pre_ping=pre_ping)
         self.dialect = make_url(self.url).get_backend_name()
 
     @classmethod
-    def open(cls, url: str, *, upgrade: bool | None = None) -> Storage:
+    def open(cls, url: str, *, upgrade: bool | None = None, pre_ping: bool = True) -> Storage:
         """Open the database, checking that its schema is current.
 
         ``upgrade=None`` upgrades a SQLite database (the embedded default) automatically and
-        asks for ``tidegate db upgrade`` elsewhere.
+        asks for ``tidegate db upgrade`` elsewhere. ``pre_ping=False`` (workers, whose every
+        write retries a lost connection) checks a pooled connection out without a round trip
+        (``make_engine``).
         """
-        storage = cls(url)
+        storage = cls(url, pre_ping=pre_ping)
         if upgrade is None:
             upgrade = storage.dialect == "sqlite"
         current = migrate.current_revision(storage.engine)
@@ -297,6 +326,22 @@ class Storage(
             groups.setdefault((ref.run_id, ref.attempt), []).append(ref.step_key)
         if not groups:
             return
+        if self.dialect == "postgresql" and len(groups) == 1:
+            # One statement, atomic by itself: no BEGIN and COMMIT round trips around it.
+            with self.engine.connect() as conn:
+                conn.execution_options(isolation_level="AUTOCOMMIT")
+                ((run_id, attempt), keys), *_ = groups.items()
+                conn.execute(
+                    update(steps)
+                    .where(
+                        steps.c.run_id == run_id,
+                        steps.c.step_key.in_(keys),
+                        steps.c.attempt == attempt,
+                        steps.c.status == StepStatus.READY,
+                    )
+                    .values(status=StepStatus.ENQUEUED, enqueued_at=func.now())
+                )
+            return
         with self.engine.begin() as conn:
             # PostgreSQL's now() in the UPDATE itself: the transaction's time, one round trip less.
             now: Any = func.now() if self.dialect == "postgresql" else database_now(conn)
@@ -320,11 +365,18 @@ class Storage(
 
         Returns None when the step is anything else (a duplicate delivery, an old attempt, a
         finished or canceled run): the caller must then do nothing.
+
+        PostgreSQL: one statement (the compare-and-set, the run's row and the STEP_STARTED
+        event in one ``UPDATE ... FROM runs`` with a data-modifying CTE), run outside an
+        explicit transaction: a single statement is atomic, and BEGIN and COMMIT would be two
+        more round trips.
         """
+        if self.dialect == "postgresql":
+            with self.engine.connect() as conn:
+                conn.execution_options(isolation_level="AUTOCOMMIT")
+                return self._claim(conn, run_id, step_key, attempt, worker, None, None)
         with self.engine.begin() as conn:
-            # PostgreSQL: now() in the UPDATE itself (one round trip less), read back from its row.
-            now = None if self.dialect == "postgresql" else database_now(conn)
-            return self._claim(conn, run_id, step_key, attempt, worker, now, None)
+            return self._claim(conn, run_id, step_key, attempt, worker, database_now(conn), None)
 
     def _claim(
         self,
@@ -335,54 +387,101 @@ class Storage(
         worker: str,
         now: datetime | None,
         run: RunRecord | None,
+        delivery: str | None = None,
     ) -> ClaimedStep | None:
         """The claim's compare-and-set, its STEP_STARTED event and the records it returns, in
         the caller's transaction; ``run``, when the caller has it, spares reading the run.
-        ``now`` None stands for PostgreSQL's ``now()`` (the transaction's database time)."""
-        stamp: Any = now if now is not None else func.now()
-        # PostgreSQL: UPDATE ... FROM runs, the STARTED check and the run's row in the same round
-        # trip (SQLite's RETURNING cannot name the other table: it reads the run afterwards).
-        joined = self.dialect == "postgresql"
-        started = (
-            (runs.c.run_id == steps.c.run_id) & (runs.c.status == RunStatus.STARTED)
-            if joined
-            else exists().where(runs.c.run_id == run_id, runs.c.status == RunStatus.STARTED)
-        )
-        returning = [*steps.c, *(c.label(f"run_{c.name}") for c in runs.c)] if joined else list(steps.c)
+        ``now`` None stands for PostgreSQL's ``now()`` (the transaction's database time).
+        ``delivery``: for a continuation, the broker task the step runs inside, recorded in
+        the event (``continued_deliveries``) so that revoking the step can terminate it.
+
+        PostgreSQL: one round trip, ``UPDATE steps ... FROM runs`` (the STARTED check and the
+        run's row) whose RETURNING feeds the event's INSERT in the same statement, so the
+        event exists exactly when the claim does. SQLite (its RETURNING cannot name the other
+        table): the UPDATE, then the event, then the run's row if the caller has none."""
+        message = f"attempt {attempt} on {worker}" + (f" (continuing task {delivery})" if delivery else "")
+        data: dict[str, Any] = {"attempt": attempt, CONTINUED_IN: delivery} if delivery else {"attempt": attempt}
+        owned = (*self._attempt(run_id, step_key, attempt), steps.c.status.in_([StepStatus.READY, StepStatus.ENQUEUED]))
+        if self.dialect == "postgresql":
+            stamp: Any = now if now is not None else func.now()
+            claimed = (
+                update(steps)
+                .where(*owned, runs.c.run_id == steps.c.run_id, runs.c.status == RunStatus.STARTED)
+                .values(status=StepStatus.RUNNING, worker=worker, started_at=stamp, heartbeat_at=stamp, ended_at=None)
+                .returning(*steps.c, *(c.label(f"run_{c.name}") for c in runs.c))
+                .cte("claimed")
+            )
+            event = (
+                insert(events)
+                .from_select(
+                    ["run_id", "step_key", "event_type", "timestamp", "message", "data"],
+                    select(
+                        claimed.c.run_id,
+                        claimed.c.step_key,
+                        literal("STEP_STARTED", String()),
+                        claimed.c.started_at,
+                        literal(message, Text()),
+                        literal(data, JSON()),
+                    ),
+                )
+                .cte("started_event")
+            )
+            row = conn.execute(select(claimed).add_cte(event)).one_or_none()
+            if row is None:
+                return None
+            step = from_row(StepRecord, row)
+            if run is None:
+                mapping = row._mapping
+                run = from_row(RunRecord, SimpleNamespace(**{c.name: mapping[f"run_{c.name}"] for c in runs.c}))
+            return ClaimedStep(run, step)
+        assert now is not None
         row = conn.execute(
             update(steps)
-            .where(
-                *self._attempt(run_id, step_key, attempt),
-                steps.c.status.in_([StepStatus.READY, StepStatus.ENQUEUED]),
-                started,
-            )
-            .values(status=StepStatus.RUNNING, worker=worker, started_at=stamp, heartbeat_at=stamp, ended_at=None)
-            .returning(*returning)
+            .where(*owned, exists().where(runs.c.run_id == run_id, runs.c.status == RunStatus.STARTED))
+            .values(status=StepStatus.RUNNING, worker=worker, started_at=now, heartbeat_at=now, ended_at=None)
+            .returning(*steps.c)
         ).one_or_none()
         if row is None:
             return None
         step = from_row(StepRecord, row)
-        if now is None:
-            assert step.started_at is not None
-            now = step.started_at
-        self._append_events(
-            conn,
-            run_id,
-            step_key,
-            [NewEvent("STEP_STARTED", f"attempt {attempt} on {worker}", {"attempt": attempt})],
-            now,
-        )
-        if run is None and joined:
-            mapping = row._mapping
-            run = from_row(RunRecord, SimpleNamespace(**{c.name: mapping[f"run_{c.name}"] for c in runs.c}))
-        elif run is None:
+        self._append_events(conn, run_id, step_key, [NewEvent("STEP_STARTED", message, data)], now)
+        if run is None:
             run = from_row(RunRecord, conn.execute(select(runs).where(runs.c.run_id == run_id)).one())
         return ClaimedStep(run, step)
+
+    def continued_deliveries(self, refs: Sequence[StepRef]) -> dict[tuple[str, str, int], str]:
+        """(run id, step key, attempt) -> the broker task it runs inside, for those of ``refs``
+        that a worker claimed by continuation (one query): revoking such a step must terminate
+        that task, since the step has no broker task of its own."""
+        if not refs:
+            return {}
+        wanted = {(r.run_id, r.step_key, r.attempt) for r in refs}
+        query = select(events.c.run_id, events.c.step_key, events.c.data).where(
+            events.c.run_id.in_(sorted({r.run_id for r in refs})),
+            events.c.step_key.in_(sorted({r.step_key for r in refs})),
+            events.c.event_type == "STEP_STARTED",
+        )
+        found: dict[tuple[str, str, int], str] = {}
+        with self.engine.connect() as conn:
+            for row in conn.execute(query):
+                data = row.data or {}
+                key = (row.run_id, row.step_key, data.get("attempt"))
+                if key in wanted and isinstance(data.get(CONTINUED_IN), str):
+                    found[key] = data[CONTINUED_IN]  # type: ignore[index]
+        return found
 
     @retry_transient
     def heartbeat(self, run_id: str, step_key: str, attempt: int) -> bool:
         """Record that this attempt is alive (at the database's time, which the run monitor
-        judges by); False if it no longer owns the step."""
+        judges by); False if it no longer owns the step. PostgreSQL: one statement with
+        ``now()`` in it, outside an explicit transaction (atomic by itself)."""
+        if self.dialect == "postgresql":
+            with self.engine.connect() as conn:
+                conn.execution_options(isolation_level="AUTOCOMMIT")
+                beat = update(steps).where(
+                    *self._attempt(run_id, step_key, attempt), steps.c.status == StepStatus.RUNNING
+                )
+                return conn.execute(beat.values(heartbeat_at=func.now())).rowcount == 1
         with self.engine.begin() as conn:
             now = database_now(conn)
             return (
@@ -432,7 +531,14 @@ class Storage(
 
     @retry_transient
     def complete_step_and_claim(
-        self, run_id: str, step_key: str, attempt: int, *, continuation: Continuation, **outcome: Any
+        self,
+        run_id: str,
+        step_key: str,
+        attempt: int,
+        *,
+        continuation: Continuation,
+        delivery: str | None = None,
+        **outcome: Any,
     ) -> tuple[list[StepRef], ClaimedStep | None] | None:
         """``complete_step`` (``outcome`` its keyword arguments) that also claims, in the same
         transaction, one child it made READY on ``continuation.queue`` (one this worker
@@ -440,9 +546,12 @@ class Storage(
         publishing it: the same compare-and-set as ``claim_step``, so the child runs once.
         A child in a full pool is WAITING, never READY, so it is not claimed.
 
+        ``delivery``: the id of the broker task this runs inside, recorded with the child's
+        claim (its STEP_STARTED event) so that a revoke of the child terminates that task.
+
         Returns the children still to publish and the claimed child (None if none fits), or
         None if this attempt no longer owned the step."""
-        return self._complete_step(run_id, step_key, attempt, continuation=continuation, **outcome)
+        return self._complete_step(run_id, step_key, attempt, continuation=continuation, delivery=delivery, **outcome)
 
     def _complete_step(
         self,
@@ -451,6 +560,7 @@ class Storage(
         attempt: int,
         *,
         continuation: Continuation | None = None,
+        delivery: str | None = None,
         asset_key: str,
         metadata: Mapping[str, Any] | None,
         events_: Sequence[NewEvent] = (),
@@ -476,7 +586,32 @@ class Storage(
         Returns the children to publish, or None if this attempt no longer owned the step
         (its outcome was already recorded, or it was given up as dead): nothing is written.
         The run row is locked first (the module's lock order).
+
+        PostgreSQL, for an asset step (nothing planned or skipped, no reported
+        materializations): fewer round trips, the same writes (``_complete_asset_step_pg``).
         """
+        if (
+            self.dialect == "postgresql"
+            and not planned
+            and not more_upstream
+            and not skip
+            and not materializations_
+            and len(events_) <= _FAST_EVENTS
+        ):
+            try:
+                return self._complete_asset_step_pg(
+                    run_id,
+                    step_key,
+                    attempt,
+                    continuation=continuation,
+                    delivery=delivery,
+                    asset_key=asset_key,
+                    metadata=metadata,
+                    events_=events_,
+                    partition_keys=partition_keys,
+                )
+            except _NotOwned:
+                return None  # rolled back: the run's counter is as it was
         with self.engine.begin() as conn:
             now = self._lock_run_now(conn, run_id)
             done = conn.execute(
@@ -516,11 +651,112 @@ class Storage(
             self._finish_steps(conn, run_id, 1 + skipped, now)
             claimed = None
             if continuation is not None:
-                claimed, ready = self._claim_child(conn, continuation, ready, now)
+                claimed, ready = self._claim_child(conn, continuation, ready, now, delivery)
+        return ready, claimed
+
+    def _complete_asset_step_pg(
+        self,
+        run_id: str,
+        step_key: str,
+        attempt: int,
+        *,
+        continuation: Continuation | None,
+        delivery: str | None,
+        asset_key: str,
+        metadata: Mapping[str, Any] | None,
+        events_: Sequence[NewEvent],
+        partition_keys: Sequence[str],
+    ) -> tuple[list[StepRef], ClaimedStep | None]:
+        """``_complete_step`` of an asset step on PostgreSQL, in one transaction of fewer
+        statements: (1) the run's counter minus one, which locks the run's row first (the
+        module's lock order) and reads the transaction's time; (2) RUNNING -> SUCCEEDED with
+        the materializations and the events in the same statement (data-modifying CTEs that
+        insert only if the compare-and-set matched); then the partitions' status, the
+        children, a pool slot handed over, the run's end and the continuation's claim as in
+        ``_complete_step``. Raises ``_NotOwned`` (the transaction rolled back, the counter
+        untouched) if this attempt no longer owned the step."""
+        with self.engine.begin() as conn:
+            counted = conn.execute(
+                update(runs)
+                .where(runs.c.run_id == run_id)
+                .values(steps_remaining=runs.c.steps_remaining - 1)
+                .returning(runs.c.steps_remaining, func.now())
+            ).one_or_none()
+            if counted is None:
+                raise _NotOwned
+            remaining, now = counted[0], as_database_now(counted[1])
+            done = (
+                update(steps)
+                .where(*self._attempt(run_id, step_key, attempt), steps.c.status == StepStatus.RUNNING)
+                .values(status=StepStatus.SUCCEEDED, ended_at=now, error=None)
+                .returning(steps.c.downstream, steps.c.pool)
+                .cte("done")
+            )
+            new_events = list(events_)
+            writes: list[Any] = []
+            if metadata is not None:
+                stored = dict(metadata)
+                rows = [
+                    select(
+                        literal(asset_key, String()),
+                        literal(key, String()),
+                        literal(run_id, String()),
+                        literal(step_key, String()),
+                        literal(stored, JSON()),
+                        literal(now, DateTime(timezone=True)),
+                    ).select_from(done)
+                    for key in (list[str | None](partition_keys) or [None])
+                ]
+                writes.append(
+                    insert(materializations)
+                    .from_select(
+                        ["asset_key", "partition_key", "run_id", "step_key", "metadata", "timestamp"],
+                        rows[0] if len(rows) == 1 else union_all(*rows),
+                    )
+                    .cte("materialized")
+                )
+                new_events.append(NewEvent("ASSET_MATERIALIZATION", asset_key, {"metadata": stored}))
+            new_events.append(NewEvent("STEP_SUCCESS", None, {"attempt": attempt}))
+            logged: list[Any] = [
+                select(
+                    literal(run_id, String()),
+                    literal(step_key, String()),
+                    literal(e.event_type, String()),
+                    literal(now, DateTime(timezone=True)),
+                    literal(e.message, Text()),
+                    literal(dict(e.data) if e.data is not None else None, JSON()),
+                ).select_from(done)
+                for e in new_events
+            ]
+            writes.append(
+                insert(events)
+                .from_select(
+                    ["run_id", "step_key", "event_type", "timestamp", "message", "data"],
+                    logged[0] if len(logged) == 1 else union_all(*logged),
+                )
+                .cte("logged")
+            )
+            row = conn.execute(select(done.c.downstream, done.c.pool).add_cte(*writes)).one_or_none()
+            if row is None:
+                raise _NotOwned  # leaves the transaction, which rolls back the counter
+            self._set_partition_status(conn, asset_key, partition_keys, PartitionStatus.MATERIALIZED, run_id, now)
+            ready = self._release_children(conn, run_id, list(row.downstream or ()), now)
+            if row.pool is not None:
+                ready += self._fill_pools(conn, {row.pool}, now)  # hand the slot over
+            if remaining == 0:
+                self._close_run(conn, run_id, now)
+            claimed = None
+            if continuation is not None:
+                claimed, ready = self._claim_child(conn, continuation, ready, now, delivery)
         return ready, claimed
 
     def _claim_child(
-        self, conn: Connection, continuation: Continuation, ready: list[StepRef], now: datetime
+        self,
+        conn: Connection,
+        continuation: Continuation,
+        ready: list[StepRef],
+        now: datetime,
+        delivery: str | None = None,
     ) -> tuple[ClaimedStep | None, list[StepRef]]:
         """Claim the first of ``ready`` that ``continuation`` may run (its run and queue, no
         timeout); returns it and the others."""
@@ -528,7 +764,7 @@ class Storage(
             run = continuation.run
             if ref.run_id != run.run_id or ref.queue != continuation.queue or ref.timeout is not None:
                 continue  # another run's step (a pool slot handed over), another queue, a time limit
-            claimed = self._claim(conn, ref.run_id, ref.step_key, ref.attempt, continuation.worker, now, run)
+            claimed = self._claim(conn, ref.run_id, ref.step_key, ref.attempt, continuation.worker, now, run, delivery)
             if claimed is not None:
                 return claimed, ready[:i] + ready[i + 1 :]
         return None, ready
