@@ -44,6 +44,7 @@ from sqlalchemy import (
     insert,
     literal,
     select,
+    true,
     union_all,
     update,
 )
@@ -667,24 +668,32 @@ class Storage(
         events_: Sequence[NewEvent],
         partition_keys: Sequence[str],
     ) -> tuple[list[StepRef], ClaimedStep | None]:
-        """``_complete_step`` of an asset step on PostgreSQL, in one transaction of fewer
-        statements: (1) the run's counter minus one, which locks the run's row first (the
-        module's lock order) and reads the transaction's time; (2) RUNNING -> SUCCEEDED with
-        the materializations and the events in the same statement (data-modifying CTEs that
-        insert only if the compare-and-set matched); then the partitions' status, the
-        children, a pool slot handed over, the run's end and the continuation's claim as in
-        ``_complete_step``. Raises ``_NotOwned`` (the transaction rolled back, the counter
-        untouched) if this attempt no longer owned the step."""
+        """``_complete_step`` of an asset step on PostgreSQL, in one transaction of two
+        statements in the common case:
+
+        1. the run's counter minus one, which locks the run's row first (the module's lock
+           order) and reads the run's status and the transaction's time;
+        2. RUNNING -> SUCCEEDED (the compare-and-set) and, through data-modifying CTEs that
+           act only if it matched: the materializations, the events, each child's counter
+           minus one (those reaching 0 READY, or WAITING for a pool) and, for a continuation,
+           one child that becomes READY with no pool, no timeout, on the continuation's queue
+           made RUNNING for its worker at once, with its STEP_STARTED event.
+
+        Then, only when needed: the partitions' status, pools (a slot handed over, WAITING
+        children), the run's end. Other runs' steps promoted in a pool are published, never
+        continued. Raises ``_NotOwned`` (rolled back, the counter untouched) if this attempt
+        no longer owned the step."""
         with self.engine.begin() as conn:
             counted = conn.execute(
                 update(runs)
                 .where(runs.c.run_id == run_id)
                 .values(steps_remaining=runs.c.steps_remaining - 1)
-                .returning(runs.c.steps_remaining, func.now())
+                .returning(runs.c.steps_remaining, runs.c.status, func.now())
             ).one_or_none()
             if counted is None:
                 raise _NotOwned
-            remaining, now = counted[0], as_database_now(counted[1])
+            remaining, run_status, now = counted[0], counted[1], as_database_now(counted[2])
+            stamp = literal(now, DateTime(timezone=True))
             done = (
                 update(steps)
                 .where(*self._attempt(run_id, step_key, attempt), steps.c.status == StepStatus.RUNNING)
@@ -692,18 +701,18 @@ class Storage(
                 .returning(steps.c.downstream, steps.c.pool)
                 .cte("done")
             )
-            new_events = list(events_)
             writes: list[Any] = []
+            new_events = list(events_)
             if metadata is not None:
                 stored = dict(metadata)
-                rows = [
+                made: list[Any] = [
                     select(
                         literal(asset_key, String()),
                         literal(key, String()),
                         literal(run_id, String()),
                         literal(step_key, String()),
                         literal(stored, JSON()),
-                        literal(now, DateTime(timezone=True)),
+                        stamp,
                     ).select_from(done)
                     for key in (list[str | None](partition_keys) or [None])
                 ]
@@ -711,7 +720,7 @@ class Storage(
                     insert(materializations)
                     .from_select(
                         ["asset_key", "partition_key", "run_id", "step_key", "metadata", "timestamp"],
-                        rows[0] if len(rows) == 1 else union_all(*rows),
+                        made[0] if len(made) == 1 else union_all(*made),
                     )
                     .cte("materialized")
                 )
@@ -722,7 +731,7 @@ class Storage(
                     literal(run_id, String()),
                     literal(step_key, String()),
                     literal(e.event_type, String()),
-                    literal(now, DateTime(timezone=True)),
+                    stamp,
                     literal(e.message, Text()),
                     literal(dict(e.data) if e.data is not None else None, JSON()),
                 ).select_from(done)
@@ -736,18 +745,86 @@ class Storage(
                 )
                 .cte("logged")
             )
-            row = conn.execute(select(done.c.downstream, done.c.pool).add_cte(*writes)).one_or_none()
-            if row is None:
+            # The children: empty unless the compare-and-set matched (they come from its row).
+            children = select(func.json_array_elements_text(done.c.downstream)).select_from(done).scalar_subquery()
+            becomes_ready = and_(steps.c.pending_upstream == 1, steps.c.status == StepStatus.PLANNED)
+            status: Any = case((becomes_ready, _READY_OR_WAITING), else_=steps.c.status)
+            values: dict[str, Any] = {
+                "pending_upstream": steps.c.pending_upstream - 1,
+                "ready_at": case((becomes_ready, now), else_=steps.c.ready_at),
+            }
+            if continuation is not None and continuation.run.run_id == run_id and run_status == RunStatus.STARTED:
+                # The one child to run next here: of those this release readies (read before it,
+                # under the run's lock), the first by key with no pool, no timeout, on the queue.
+                pick = (
+                    select(func.min(steps.c.step_key))
+                    .where(
+                        steps.c.run_id == run_id,
+                        steps.c.step_key.in_(children),
+                        becomes_ready,
+                        steps.c.attempt == 1,
+                        steps.c.pool.is_(None),
+                        steps.c.timeout.is_(None),
+                        steps.c.queue == continuation.queue,
+                    )
+                    .scalar_subquery()
+                )
+                runs_here = and_(becomes_ready, steps.c.step_key == pick)
+                status = case((runs_here, StepStatus.RUNNING), else_=status)
+                values.update(
+                    worker=case((runs_here, continuation.worker), else_=steps.c.worker),
+                    started_at=case((runs_here, now), else_=steps.c.started_at),
+                    heartbeat_at=case((runs_here, now), else_=steps.c.heartbeat_at),
+                )
+            released = (
+                update(steps)
+                .where(steps.c.run_id == run_id, steps.c.step_key.in_(children))
+                .values(status=status, **values)
+                .returning(*steps.c)
+                .cte("released")
+            )
+            if continuation is not None:
+                worker = continuation.worker
+                message = f"attempt 1 on {worker}" + (f" (continuing task {delivery})" if delivery else "")
+                data: dict[str, Any] = {"attempt": 1, CONTINUED_IN: delivery} if delivery else {"attempt": 1}
+                writes.append(
+                    insert(events)
+                    .from_select(
+                        ["run_id", "step_key", "event_type", "timestamp", "message", "data"],
+                        select(
+                            released.c.run_id,
+                            released.c.step_key,
+                            literal("STEP_STARTED", String()),
+                            stamp,
+                            literal(message, Text()),
+                            literal(data, JSON()),
+                        ).where(released.c.status == StepStatus.RUNNING),
+                    )
+                    .cte("started_event")
+                )
+            outcome = select(func.count().label("owned"), func.max(done.c.pool).label("done_pool")).subquery("outcome")
+            rows = conn.execute(
+                select(outcome.c.owned, outcome.c.done_pool, *released.c)
+                .select_from(outcome.outerjoin(released, true()))
+                .add_cte(*writes)
+            ).all()
+            if not rows or not rows[0].owned:
                 raise _NotOwned  # leaves the transaction, which rolls back the counter
+            mine = [r for r in rows if r.step_key is not None]
+            ready = [_ref(r) for r in mine if r.status == StepStatus.READY]
+            running = [from_row(StepRecord, r) for r in mine if r.status == StepStatus.RUNNING]
+            claimed = ClaimedStep(continuation.run, running[0]) if continuation is not None and running else None
             self._set_partition_status(conn, asset_key, partition_keys, PartitionStatus.MATERIALIZED, run_id, now)
-            ready = self._release_children(conn, run_id, list(row.downstream or ()), now)
-            if row.pool is not None:
-                ready += self._fill_pools(conn, {row.pool}, now)  # hand the slot over
+            pooled = {r.pool for r in mine if r.status == StepStatus.WAITING}
+            if rows[0].done_pool is not None:
+                pooled.add(rows[0].done_pool)  # hand the slot over
+            if pooled:
+                ready += self._fill_pools(conn, pooled, now)
+                if continuation is not None and claimed is None and run_status == RunStatus.STARTED:
+                    # A pooled child given a free slot: claimed as ``claim_step`` would (it holds the slot).
+                    claimed, ready = self._claim_child(conn, continuation, ready, now, delivery)
             if remaining == 0:
                 self._close_run(conn, run_id, now)
-            claimed = None
-            if continuation is not None:
-                claimed, ready = self._claim_child(conn, continuation, ready, now, delivery)
         return ready, claimed
 
     def _claim_child(
