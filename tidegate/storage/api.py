@@ -23,6 +23,7 @@ attempt and inserted with ON CONFLICT DO NOTHING, so a retry finds the run it al
 
 from __future__ import annotations
 
+import functools
 import json
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
@@ -38,6 +39,7 @@ from sqlalchemy import (
     String,
     Text,
     and_,
+    bindparam,
     case,
     exists,
     func,
@@ -402,32 +404,18 @@ class Storage(
         table): the UPDATE, then the event, then the run's row if the caller has none."""
         message = f"attempt {attempt} on {worker}" + (f" (continuing task {delivery})" if delivery else "")
         data: dict[str, Any] = {"attempt": attempt, CONTINUED_IN: delivery} if delivery else {"attempt": attempt}
-        owned = (*self._attempt(run_id, step_key, attempt), steps.c.status.in_([StepStatus.READY, StepStatus.ENQUEUED]))
         if self.dialect == "postgresql":
-            stamp: Any = now if now is not None else func.now()
-            claimed = (
-                update(steps)
-                .where(*owned, runs.c.run_id == steps.c.run_id, runs.c.status == RunStatus.STARTED)
-                .values(status=StepStatus.RUNNING, worker=worker, started_at=stamp, heartbeat_at=stamp, ended_at=None)
-                .returning(*steps.c, *(c.label(f"run_{c.name}") for c in runs.c))
-                .cte("claimed")
-            )
-            event = (
-                insert(events)
-                .from_select(
-                    ["run_id", "step_key", "event_type", "timestamp", "message", "data"],
-                    select(
-                        claimed.c.run_id,
-                        claimed.c.step_key,
-                        literal("STEP_STARTED", String()),
-                        claimed.c.started_at,
-                        literal(message, Text()),
-                        literal(data, JSON()),
-                    ),
-                )
-                .cte("started_event")
-            )
-            row = conn.execute(select(claimed).add_cte(event)).one_or_none()
+            params = {
+                "b_run_id": run_id,
+                "b_step_key": step_key,
+                "b_attempt": attempt,
+                "b_worker": worker,
+                "b_message": message,
+                "b_data": data,
+            }
+            if now is not None:
+                params["b_now"] = now
+            row = conn.execute(_claim_statement(now is not None), params).one_or_none()
             if row is None:
                 return None
             step = from_row(StepRecord, row)
@@ -436,6 +424,7 @@ class Storage(
                 run = from_row(RunRecord, SimpleNamespace(**{c.name: mapping[f"run_{c.name}"] for c in runs.c}))
             return ClaimedStep(run, step)
         assert now is not None
+        owned = (*self._attempt(run_id, step_key, attempt), steps.c.status.in_([StepStatus.READY, StepStatus.ENQUEUED]))
         row = conn.execute(
             update(steps)
             .where(*owned, exists().where(runs.c.run_id == run_id, runs.c.status == RunStatus.STARTED))
@@ -669,7 +658,7 @@ class Storage(
         partition_keys: Sequence[str],
     ) -> tuple[list[StepRef], ClaimedStep | None]:
         """``_complete_step`` of an asset step on PostgreSQL, in one transaction of two
-        statements in the common case:
+        statements in the common case (both built once per shape, ``_success_statements``):
 
         1. the run's counter minus one, which locks the run's row first (the module's lock
            order) and reads the run's status and the transaction's time;
@@ -680,134 +669,46 @@ class Storage(
            made RUNNING for its worker at once, with its STEP_STARTED event.
 
         Then, only when needed: the partitions' status, pools (a slot handed over, WAITING
-        children), the run's end. Other runs' steps promoted in a pool are published, never
-        continued. Raises ``_NotOwned`` (rolled back, the counter untouched) if this attempt
-        no longer owned the step."""
+        children, and a pooled child given the slot may be continued), the run's end. Raises
+        ``_NotOwned`` (rolled back, the counter untouched) if this attempt no longer owned
+        the step."""
+        new_events = list(events_)
+        if metadata is not None:
+            new_events.append(NewEvent("ASSET_MATERIALIZATION", asset_key, {"metadata": dict(metadata)}))
+        new_events.append(NewEvent("STEP_SUCCESS", None, {"attempt": attempt}))
+        made = (list[str | None](partition_keys) or [None]) if metadata is not None else []
         with self.engine.begin() as conn:
-            counted = conn.execute(
-                update(runs)
-                .where(runs.c.run_id == run_id)
-                .values(steps_remaining=runs.c.steps_remaining - 1)
-                .returning(runs.c.steps_remaining, runs.c.status, func.now())
-            ).one_or_none()
+            counted = conn.execute(_COUNT_DOWN, {"b_run_id": run_id}).one_or_none()
             if counted is None:
                 raise _NotOwned
             remaining, run_status, now = counted[0], counted[1], as_database_now(counted[2])
-            stamp = literal(now, DateTime(timezone=True))
-            done = (
-                update(steps)
-                .where(*self._attempt(run_id, step_key, attempt), steps.c.status == StepStatus.RUNNING)
-                .values(status=StepStatus.SUCCEEDED, ended_at=now, error=None)
-                .returning(steps.c.downstream, steps.c.pool)
-                .cte("done")
+            runs_next = (
+                continuation is not None and continuation.run.run_id == run_id and run_status == RunStatus.STARTED
             )
-            writes: list[Any] = []
-            new_events = list(events_)
-            if metadata is not None:
-                stored = dict(metadata)
-                made: list[Any] = [
-                    select(
-                        literal(asset_key, String()),
-                        literal(key, String()),
-                        literal(run_id, String()),
-                        literal(step_key, String()),
-                        literal(stored, JSON()),
-                        stamp,
-                    ).select_from(done)
-                    for key in (list[str | None](partition_keys) or [None])
-                ]
-                writes.append(
-                    insert(materializations)
-                    .from_select(
-                        ["asset_key", "partition_key", "run_id", "step_key", "metadata", "timestamp"],
-                        made[0] if len(made) == 1 else union_all(*made),
-                    )
-                    .cte("materialized")
-                )
-                new_events.append(NewEvent("ASSET_MATERIALIZATION", asset_key, {"metadata": stored}))
-            new_events.append(NewEvent("STEP_SUCCESS", None, {"attempt": attempt}))
-            logged: list[Any] = [
-                select(
-                    literal(run_id, String()),
-                    literal(step_key, String()),
-                    literal(e.event_type, String()),
-                    stamp,
-                    literal(e.message, Text()),
-                    literal(dict(e.data) if e.data is not None else None, JSON()),
-                ).select_from(done)
-                for e in new_events
-            ]
-            writes.append(
-                insert(events)
-                .from_select(
-                    ["run_id", "step_key", "event_type", "timestamp", "message", "data"],
-                    logged[0] if len(logged) == 1 else union_all(*logged),
-                )
-                .cte("logged")
-            )
-            # The children: empty unless the compare-and-set matched (they come from its row).
-            children = select(func.json_array_elements_text(done.c.downstream)).select_from(done).scalar_subquery()
-            becomes_ready = and_(steps.c.pending_upstream == 1, steps.c.status == StepStatus.PLANNED)
-            status: Any = case((becomes_ready, _READY_OR_WAITING), else_=steps.c.status)
-            values: dict[str, Any] = {
-                "pending_upstream": steps.c.pending_upstream - 1,
-                "ready_at": case((becomes_ready, now), else_=steps.c.ready_at),
+            params: dict[str, Any] = {
+                "b_run_id": run_id,
+                "b_step_key": step_key,
+                "b_attempt": attempt,
+                "b_now": now,
+                "b_asset_key": asset_key,
+                "b_metadata": dict(metadata) if metadata is not None else None,
             }
-            if continuation is not None and continuation.run.run_id == run_id and run_status == RunStatus.STARTED:
-                # The one child to run next here: of those this release readies (read before it,
-                # under the run's lock), the first by key with no pool, no timeout, on the queue.
-                pick = (
-                    select(func.min(steps.c.step_key))
-                    .where(
-                        steps.c.run_id == run_id,
-                        steps.c.step_key.in_(children),
-                        becomes_ready,
-                        steps.c.attempt == 1,
-                        steps.c.pool.is_(None),
-                        steps.c.timeout.is_(None),
-                        steps.c.queue == continuation.queue,
-                    )
-                    .scalar_subquery()
+            for i, key in enumerate(made):
+                params[f"b_partition_{i}"] = key
+            for i, e in enumerate(new_events):
+                params[f"b_type_{i}"] = e.event_type
+                params[f"b_message_{i}"] = e.message
+                params[f"b_data_{i}"] = dict(e.data) if e.data is not None else None
+            if runs_next:
+                assert continuation is not None
+                params["b_queue"] = continuation.queue
+                params["b_worker"] = continuation.worker
+                params["b_started_message"] = f"attempt 1 on {continuation.worker}" + (
+                    f" (continuing task {delivery})" if delivery else ""
                 )
-                runs_here = and_(becomes_ready, steps.c.step_key == pick)
-                status = case((runs_here, StepStatus.RUNNING), else_=status)
-                values.update(
-                    worker=case((runs_here, continuation.worker), else_=steps.c.worker),
-                    started_at=case((runs_here, now), else_=steps.c.started_at),
-                    heartbeat_at=case((runs_here, now), else_=steps.c.heartbeat_at),
-                )
-            released = (
-                update(steps)
-                .where(steps.c.run_id == run_id, steps.c.step_key.in_(children))
-                .values(status=status, **values)
-                .returning(*steps.c)
-                .cte("released")
-            )
-            if continuation is not None:
-                worker = continuation.worker
-                message = f"attempt 1 on {worker}" + (f" (continuing task {delivery})" if delivery else "")
-                data: dict[str, Any] = {"attempt": 1, CONTINUED_IN: delivery} if delivery else {"attempt": 1}
-                writes.append(
-                    insert(events)
-                    .from_select(
-                        ["run_id", "step_key", "event_type", "timestamp", "message", "data"],
-                        select(
-                            released.c.run_id,
-                            released.c.step_key,
-                            literal("STEP_STARTED", String()),
-                            stamp,
-                            literal(message, Text()),
-                            literal(data, JSON()),
-                        ).where(released.c.status == StepStatus.RUNNING),
-                    )
-                    .cte("started_event")
-                )
-            outcome = select(func.count().label("owned"), func.max(done.c.pool).label("done_pool")).subquery("outcome")
-            rows = conn.execute(
-                select(outcome.c.owned, outcome.c.done_pool, *released.c)
-                .select_from(outcome.outerjoin(released, true()))
-                .add_cte(*writes)
-            ).all()
+                params["b_started_data"] = {"attempt": 1, CONTINUED_IN: delivery} if delivery else {"attempt": 1}
+            statement = _success_statement(len(made), len(new_events), runs_next)
+            rows = conn.execute(statement, params).all()
             if not rows or not rows[0].owned:
                 raise _NotOwned  # leaves the transaction, which rolls back the counter
             mine = [r for r in rows if r.step_key is not None]
@@ -1307,3 +1208,185 @@ class Storage(
                 for e in new
             ],
         )
+
+
+# -- statements built once -------------------------------------------------------------------
+# SQLAlchemy builds and keys a statement in Python on every call (for a CTE of many parts that
+# is most of a step's CPU in the worker); these are built once from bind parameters, so a call
+# only binds values (and psycopg prepares them after a few uses).
+
+_COUNT_DOWN = (
+    update(runs)
+    .where(runs.c.run_id == bindparam("b_run_id"))
+    .values(steps_remaining=runs.c.steps_remaining - 1)
+    .returning(runs.c.steps_remaining, runs.c.status, func.now())
+)
+
+
+@functools.cache
+def _success_statement(materialized: int, logged: int, runs_next: bool) -> Any:
+    """Statement 2 of ``Storage._complete_asset_step_pg`` for ``materialized`` partition rows
+    (0: no materialization), ``logged`` events and, with ``runs_next``, the continuation's
+    claim of one child. Parameters (b_ and): run_id, step_key, attempt, now, asset_key,
+    metadata, partition_<i>, type_<i>, message_<i>, data_<i>; with ``runs_next`` queue, worker,
+    started_message, started_data."""
+    now = bindparam("b_now", type_=DateTime(timezone=True))
+    run_id = bindparam("b_run_id", type_=String())
+    step_key = bindparam("b_step_key", type_=String())
+    done = (
+        update(steps)
+        .where(
+            steps.c.run_id == run_id,
+            steps.c.step_key == step_key,
+            steps.c.attempt == bindparam("b_attempt"),
+            steps.c.status == StepStatus.RUNNING,
+        )
+        .values(status=StepStatus.SUCCEEDED, ended_at=now, error=None)
+        .returning(steps.c.downstream, steps.c.pool)
+        .cte("done")
+    )
+    writes: list[Any] = []
+    if materialized:
+        made: list[Any] = [
+            select(
+                bindparam("b_asset_key", type_=String()),
+                bindparam(f"b_partition_{i}", type_=String()),
+                run_id,
+                step_key,
+                bindparam("b_metadata", type_=JSON()),
+                now,
+            ).select_from(done)
+            for i in range(materialized)
+        ]
+        writes.append(
+            insert(materializations)
+            .from_select(
+                ["asset_key", "partition_key", "run_id", "step_key", "metadata", "timestamp"],
+                made[0] if len(made) == 1 else union_all(*made),
+            )
+            .cte("materialized")
+        )
+    events_rows: list[Any] = [
+        select(
+            run_id,
+            step_key,
+            bindparam(f"b_type_{i}", type_=String()),
+            now,
+            bindparam(f"b_message_{i}", type_=Text()),
+            bindparam(f"b_data_{i}", type_=JSON()),
+        ).select_from(done)
+        for i in range(logged)
+    ]
+    writes.append(
+        insert(events)
+        .from_select(
+            ["run_id", "step_key", "event_type", "timestamp", "message", "data"],
+            events_rows[0] if len(events_rows) == 1 else union_all(*events_rows),
+        )
+        .cte("logged")
+    )
+    # The children: none unless the compare-and-set matched (they come from its row).
+    children = select(func.json_array_elements_text(done.c.downstream)).select_from(done).scalar_subquery()
+    becomes_ready = and_(steps.c.pending_upstream == 1, steps.c.status == StepStatus.PLANNED)
+    status: Any = case((becomes_ready, _READY_OR_WAITING), else_=steps.c.status)
+    values: dict[str, Any] = {
+        "pending_upstream": steps.c.pending_upstream - 1,
+        "ready_at": case((becomes_ready, now), else_=steps.c.ready_at),
+    }
+    if runs_next:
+        # The one child to run next here: of those this release readies (read before it, under
+        # the run's lock), the first by key with no pool, no timeout, on the queue.
+        pick = (
+            select(func.min(steps.c.step_key))
+            .where(
+                steps.c.run_id == run_id,
+                steps.c.step_key.in_(children),
+                becomes_ready,
+                steps.c.attempt == 1,
+                steps.c.pool.is_(None),
+                steps.c.timeout.is_(None),
+                steps.c.queue == bindparam("b_queue", type_=String()),
+            )
+            .scalar_subquery()
+        )
+        runs_here = and_(becomes_ready, steps.c.step_key == pick)
+        status = case((runs_here, StepStatus.RUNNING), else_=status)
+        values.update(
+            worker=case((runs_here, bindparam("b_worker", type_=String())), else_=steps.c.worker),
+            started_at=case((runs_here, now), else_=steps.c.started_at),
+            heartbeat_at=case((runs_here, now), else_=steps.c.heartbeat_at),
+        )
+    released = (
+        update(steps)
+        .where(steps.c.run_id == run_id, steps.c.step_key.in_(children))
+        .values(status=status, **values)
+        .returning(*steps.c)
+        .cte("released")
+    )
+    if runs_next:
+        writes.append(
+            insert(events)
+            .from_select(
+                ["run_id", "step_key", "event_type", "timestamp", "message", "data"],
+                select(
+                    released.c.run_id,
+                    released.c.step_key,
+                    literal("STEP_STARTED", String()),
+                    now,
+                    bindparam("b_started_message", type_=Text()),
+                    bindparam("b_started_data", type_=JSON()),
+                ).where(released.c.status == StepStatus.RUNNING),
+            )
+            .cte("started_event")
+        )
+    outcome = select(func.count().label("owned"), func.max(done.c.pool).label("done_pool")).subquery("outcome")
+    return (
+        select(outcome.c.owned, outcome.c.done_pool, *released.c)
+        .select_from(outcome.outerjoin(released, true()))
+        .add_cte(*writes)
+    )
+
+
+@functools.cache
+def _claim_statement(with_now: bool) -> Any:
+    """``Storage._claim``'s one statement on PostgreSQL: the compare-and-set joined with the
+    STARTED run (its row returned, labelled ``run_<column>``) and the STEP_STARTED event
+    inserted from what it returns. Parameters (b_ and): run_id, step_key, attempt, worker,
+    message, data, and with ``with_now`` now (else the transaction's ``now()``)."""
+    stamp: Any = bindparam("b_now", type_=DateTime(timezone=True)) if with_now else func.now()
+    claimed = (
+        update(steps)
+        .where(
+            steps.c.run_id == bindparam("b_run_id", type_=String()),
+            steps.c.step_key == bindparam("b_step_key", type_=String()),
+            steps.c.attempt == bindparam("b_attempt"),
+            steps.c.status.in_([StepStatus.READY, StepStatus.ENQUEUED]),
+            runs.c.run_id == steps.c.run_id,
+            runs.c.status == RunStatus.STARTED,
+        )
+        .values(
+            status=StepStatus.RUNNING,
+            worker=bindparam("b_worker", type_=String()),
+            started_at=stamp,
+            heartbeat_at=stamp,
+            ended_at=None,
+        )
+        .returning(*steps.c, *(c.label(f"run_{c.name}") for c in runs.c))
+        .cte("claimed")
+    )
+    event = (
+        insert(events)
+        .from_select(
+            ["run_id", "step_key", "event_type", "timestamp", "message", "data"],
+            select(
+                claimed.c.run_id,
+                claimed.c.step_key,
+                literal("STEP_STARTED", String()),
+                claimed.c.started_at,
+                bindparam("b_message", type_=Text()),
+                bindparam("b_data", type_=JSON()),
+            ),
+        )
+        .cte("started_event")
+    )
+    return select(claimed).add_cte(event)
