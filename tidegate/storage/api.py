@@ -1297,7 +1297,7 @@ def _success_statement(materialized: int, logged: int, runs_next: bool) -> Any:
         # The one child to run next here: of those this release readies (read before it, under
         # the run's lock), the first by key with no pool, no timeout, on the queue.
         pick = (
-            select(func.min(steps.c.step_key))
+            select(func.min(steps.c.step_key).label("step_key"))
             .where(
                 steps.c.run_id == run_id,
                 steps.c.step_key.in_(children),
@@ -1307,9 +1307,9 @@ def _success_statement(materialized: int, logged: int, runs_next: bool) -> Any:
                 steps.c.timeout.is_(None),
                 steps.c.queue == bindparam("b_queue", type_=String()),
             )
-            .scalar_subquery()
+            .cte("pick")
         )
-        runs_here = and_(becomes_ready, steps.c.step_key == pick)
+        runs_here = and_(becomes_ready, steps.c.step_key == select(pick.c.step_key).scalar_subquery())
         status = case((runs_here, StepStatus.RUNNING), else_=status)
         values.update(
             worker=case((runs_here, bindparam("b_worker", type_=String())), else_=steps.c.worker),
