@@ -98,9 +98,11 @@ _READY_OR_WAITING = case((steps.c.pool.is_(None), StepStatus.READY), else_=StepS
 _HOLDS_SLOT = (StepStatus.READY, StepStatus.ENQUEUED, StepStatus.RUNNING)
 
 
-# At most this many events of an asset step go into the success statement itself (bound
-# parameters); more (a step that logged a lot) take the general path.
-_FAST_EVENTS = 200
+# At most this many events, and partitions, of an asset step go into its success statement
+# (one cached statement per count, ``_success_statement``); more (a step that logged a lot, a
+# range of many partitions) take the general path.
+_FAST_EVENTS = 32
+_FAST_PARTITIONS = 4
 
 
 class _NotOwned(Exception):
@@ -587,6 +589,7 @@ class Storage(
             and not skip
             and not materializations_
             and len(events_) <= _FAST_EVENTS
+            and len(partition_keys) <= _FAST_PARTITIONS
         ):
             try:
                 return self._complete_asset_step_pg(
@@ -1223,7 +1226,7 @@ _COUNT_DOWN = (
 )
 
 
-@functools.cache
+@functools.lru_cache(maxsize=512)
 def _success_statement(materialized: int, logged: int, runs_next: bool) -> Any:
     """Statement 2 of ``Storage._complete_asset_step_pg`` for ``materialized`` partition rows
     (0: no materialization), ``logged`` events and, with ``runs_next``, the continuation's
