@@ -83,7 +83,7 @@ THROUGHPUT_AIM = 0.5  # trivial steps/s, tidegate / raw Celery with the same wor
 CPU_AIM = 2.0  # worker CPU per trivial step, tidegate / raw Celery
 SLEEP_POLL_SECONDS = 0.02  # runs of 10 s and more: 20 ms is at most 0.2 %, and spares the CPU
 TRIVIAL_TIMEOUT = 120.0
-CONTINUATION = os.environ.get("BENCH_CONTINUATION", "0")  # the tidegate workers' TIDEGATE_CONTINUATION
+CONTINUATION = os.environ.get("BENCH_CONTINUATION", "1")  # the workers' TIDEGATE_CONTINUATION (on, as in tidegate)
 
 
 @dataclass(frozen=True)

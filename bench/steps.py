@@ -67,7 +67,7 @@ PG_ADMIN_URL = os.environ.get("BENCH_PG_ADMIN_URL", "postgresql://postgres@127.0
 PG_DATABASE = os.environ.get("BENCH_PG_DATABASE", "tidegate_bench")
 
 WORKERS = 2
-CONTINUATION = os.environ.get("BENCH_CONTINUATION", "0")  # the workers' TIDEGATE_CONTINUATION
+CONTINUATION = os.environ.get("BENCH_CONTINUATION", "1")  # the workers' TIDEGATE_CONTINUATION (on, as in tidegate)
 STEP_AIM = 2.0  # a chain / fan-out step against raw Celery's same shape (issue 17)
 CONCURRENCY = 1
 POOL = "prefork"

@@ -38,9 +38,9 @@ from sqlalchemy import func, select, true
 
 from tests.support import ROOT, TIDEGATE, tidegate_env, truncate_all
 from tidegate.definitions.loading import CodeLocation
-from tidegate.names import RunStatus, StepStatus, step_task_id
+from tidegate.names import EXECUTE_STEP_TASK, RunStatus, StepStatus, step_task_id
 from tidegate.storage.api import Storage
-from tidegate.storage.records import RunRecord
+from tidegate.storage.records import RunRecord, StepRef
 from tidegate.storage.schema import events, materializations, runs, steps
 
 PROJECT = ROOT / "tests" / "projects" / "fault_project.py"
@@ -472,12 +472,20 @@ class Cluster:
 
     def wait_task_finished(self, task_id: str, timeout: float) -> str | None:
         """The line a worker logged when the Celery task ``task_id`` returned or was terminated
-        by a revoke, if it did."""
+        by a revoke, if it did. A step a worker claimed by continuation runs inside the task of
+        the step before it (recorded with its claim): its own "continued step ...[task_id] ...
+        finished" line, or the termination of that task, stands for it."""
+        run_id, rest = task_id.split(".", 1)
+        step_key, attempt = rest.rsplit(".", 1)
+        ref = StepRef(run_id, step_key, int(attempt), "", "")
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
+            terminated = [task_id, *self.storage.continued_deliveries([ref]).values()]
             for worker in [*self.workers.values(), *self.retired]:
                 for line in worker.log().splitlines():
-                    if f"[{task_id}] succeeded" in line or f"Terminating {task_id}" in line:
+                    if f"[{task_id}] succeeded" in line or any(f"Terminating {t}" in line for t in terminated):
+                        return line
+                    if f"continued step {EXECUTE_STEP_TASK}[{task_id}] " in line and " finished: " in line:
                         return line
             time.sleep(0.1)
         return None

@@ -145,7 +145,23 @@ class CeleryPublisher:
         self.unavailable = BrokerUnavailable()
 
     def __call__(self, refs: Sequence[StepRef]) -> None:
+        if not refs:
+            return
+        # One producer (one broker connection taken from the pool) for all of them: a fan-out's
+        # hundreds of children are sent without a pool round per step.
+        # (Taking the producer does not connect: the first send does, under its timeouts.)
         sent: list[StepRef] = []
+        try:
+            with self.app.producer_or_acquire() as producer:
+                self._send(refs, producer, sent)
+        except Exception as exc:  # taking or giving back the producer: what was sent stays sent
+            self.unavailable.failed(exc)
+            log.warning("broker unreachable (%s): %d step(s) stay READY", self.unavailable.error, len(refs) - len(sent))
+        self.storage.mark_enqueued(sent)
+
+    def _send(self, refs: Sequence[StepRef], producer: Any, sent: list[StepRef]) -> None:
+        """Send ``refs`` in order, appending each sent one to ``sent``; stop at the first
+        failure (the rest stay READY)."""
         for ref in refs:
             if not self.unavailable.open():
                 log.info("broker unreachable: %d step(s) stay READY", len(refs) - len(sent))
@@ -167,6 +183,7 @@ class CeleryPublisher:
                     # on a frozen broker. A connection broken by a Redis restart fails this once;
                     # the steps stay READY and the next publish, on a new connection, sends them.
                     retry=False,
+                    producer=producer,
                     **limits,
                 )
             except Exception as exc:
@@ -181,18 +198,33 @@ class CeleryPublisher:
                 break
             self.unavailable.succeeded()
             sent.append(ref)
-        self.storage.mark_enqueued(sent)
 
     def revoke(self, refs: Sequence[StepRef]) -> None:
         """Stop running steps: Celery terminates the prefork child executing each task (a
-        threads-pool worker cannot be interrupted; its outcome is simply not recorded)."""
+        threads-pool worker cannot be interrupted; its outcome is simply not recorded).
+
+        A step a worker claimed by continuation runs inside the broker task of the step before
+        it (recorded with its claim, ``Storage.continued_deliveries``): that task is revoked
+        too, which terminates the process running the step. The steps before it in that task
+        have recorded their outcomes already; a later one cannot have been claimed, since a
+        step taken away (the reason for a revoke) records nothing and so claims no child."""
+        if not refs:
+            return
+        try:
+            deliveries = self.storage.continued_deliveries(refs)
+        except Exception as exc:  # the database away: the steps' own tasks are still revoked
+            log.warning("could not read which tasks run continued steps: %s", exc)
+            deliveries = {}
         for ref in refs:
             task_id = step_task_id(ref.run_id, ref.step_key, ref.attempt)
             if not self.unavailable.open():
                 log.warning("broker unreachable: %s not revoked", task_id)
                 continue
+            delivery = deliveries.get((ref.run_id, ref.step_key, ref.attempt))
             try:
-                self.app.control.revoke(task_id, terminate=True, signal="SIGTERM")
+                self.app.control.revoke(
+                    task_id if delivery is None else [task_id, delivery], terminate=True, signal="SIGTERM"
+                )
             except Exception as exc:
                 self.unavailable.failed(exc)
                 log.warning("could not revoke %s", task_id, exc_info=True)

@@ -9,7 +9,7 @@ TIDEGATE_BROKER_URL            Celery broker (default ``redis://localhost:6379/0
 TIDEGATE_IO_BASE_DIR           the filesystem IO manager's root (``$TIDEGATE_HOME/storage``)
 TIDEGATE_VISIBILITY_TIMEOUT    seconds Redis waits before redelivering an unacked step (21600, > 0)
 TIDEGATE_HEARTBEAT_SECONDS     how often a running step writes its heartbeat (10, > 0)
-TIDEGATE_CONTINUATION          a worker runs a child its step readies next, in-process (false)
+TIDEGATE_CONTINUATION          a worker runs a child its step readies next, in-process (true)
 TIDEGATE_FLOWER_BASIC_AUTH     ``user:password[,user:password]`` for ``tidegate flower``
 TIDEGATE_CONFIG                the settings file (else ``./tidegate.toml``, else
                                ``$TIDEGATE_HOME/tidegate.toml``; the first that exists is used)
@@ -223,7 +223,7 @@ class Settings(BaseSettings):
     )
     visibility_timeout: PositiveInt = Field(21600, validation_alias="TIDEGATE_VISIBILITY_TIMEOUT")
     heartbeat_seconds: PositiveFloat = Field(10.0, validation_alias="TIDEGATE_HEARTBEAT_SECONDS")
-    continuation: bool = Field(False, validation_alias="TIDEGATE_CONTINUATION")
+    continuation: bool = Field(True, validation_alias="TIDEGATE_CONTINUATION")
     flower_basic_auth: SecretStr | None = Field(None, validation_alias="TIDEGATE_FLOWER_BASIC_AUTH")
     run_queue: RunQueueConfig = RunQueueConfig()
     run_monitor: MonitorConfig = MonitorConfig()

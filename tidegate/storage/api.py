@@ -23,6 +23,7 @@ attempt and inserted with ON CONFLICT DO NOTHING, so a retry finds the run it al
 
 from __future__ import annotations
 
+import functools
 import json
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
@@ -30,7 +31,25 @@ from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
 from typing import Any
 
-from sqlalchemy import Connection, Engine, and_, case, exists, func, insert, select, update
+from sqlalchemy import (
+    JSON,
+    Connection,
+    DateTime,
+    Engine,
+    String,
+    Text,
+    and_,
+    bindparam,
+    case,
+    exists,
+    func,
+    insert,
+    literal,
+    select,
+    true,
+    union_all,
+    update,
+)
 from sqlalchemy.engine import make_url
 
 from tidegate.definitions.job import RunPlan, StepPlan
@@ -70,11 +89,24 @@ from tidegate.storage.schema import asset_partitions, events, materializations, 
 from tidegate.storage.tokens import TokenStorage
 
 RUNLESS_RUN_ID = ""  # the run id of events recorded outside any run, as in Dagster
+# STEP_STARTED data of a step claimed by continuation: the id of the broker task it runs inside.
+CONTINUED_IN = "continued_in_task"
 
 
 _REF = (steps.c.run_id, steps.c.step_key, steps.c.attempt, steps.c.queue, steps.c.display_name, steps.c.timeout)
 _READY_OR_WAITING = case((steps.c.pool.is_(None), StepStatus.READY), else_=StepStatus.WAITING)
 _HOLDS_SLOT = (StepStatus.READY, StepStatus.ENQUEUED, StepStatus.RUNNING)
+
+
+# At most this many events, and partitions, of an asset step go into its success statement
+# (one cached statement per count, ``_success_statement``); more (a step that logged a lot, a
+# range of many partitions) take the general path.
+_FAST_EVENTS = 32
+_FAST_PARTITIONS = 4
+
+
+class _NotOwned(Exception):
+    """The attempt no longer owned its step: leave the success transaction, rolling it back."""
 
 
 def _ref(row: Any) -> StepRef:
@@ -86,19 +118,21 @@ class Storage(
 ):
     """Runs, steps, events and materializations in one SQL database."""
 
-    def __init__(self, url: str, *, engine: Engine | None = None) -> None:
+    def __init__(self, url: str, *, engine: Engine | None = None, pre_ping: bool = True) -> None:
         self.url = normalize_url(url)
-        self.engine = engine or make_engine(self.url)
+        self.engine = engine or make_engine(self.url, pre_ping=pre_ping)
         self.dialect = make_url(self.url).get_backend_name()
 
     @classmethod
-    def open(cls, url: str, *, upgrade: bool | None = None) -> Storage:
+    def open(cls, url: str, *, upgrade: bool | None = None, pre_ping: bool = True) -> Storage:
         """Open the database, checking that its schema is current.
 
         ``upgrade=None`` upgrades a SQLite database (the embedded default) automatically and
-        asks for ``tidegate db upgrade`` elsewhere.
+        asks for ``tidegate db upgrade`` elsewhere. ``pre_ping=False`` (workers, whose every
+        write retries a lost connection) checks a pooled connection out without a round trip
+        (``make_engine``).
         """
-        storage = cls(url)
+        storage = cls(url, pre_ping=pre_ping)
         if upgrade is None:
             upgrade = storage.dialect == "sqlite"
         current = migrate.current_revision(storage.engine)
@@ -297,6 +331,22 @@ class Storage(
             groups.setdefault((ref.run_id, ref.attempt), []).append(ref.step_key)
         if not groups:
             return
+        if self.dialect == "postgresql" and len(groups) == 1:
+            # One statement, atomic by itself: no BEGIN and COMMIT round trips around it.
+            with self.engine.connect() as conn:
+                conn.execution_options(isolation_level="AUTOCOMMIT")
+                ((run_id, attempt), keys), *_ = groups.items()
+                conn.execute(
+                    update(steps)
+                    .where(
+                        steps.c.run_id == run_id,
+                        steps.c.step_key.in_(keys),
+                        steps.c.attempt == attempt,
+                        steps.c.status == StepStatus.READY,
+                    )
+                    .values(status=StepStatus.ENQUEUED, enqueued_at=func.now())
+                )
+            return
         with self.engine.begin() as conn:
             # PostgreSQL's now() in the UPDATE itself: the transaction's time, one round trip less.
             now: Any = func.now() if self.dialect == "postgresql" else database_now(conn)
@@ -320,11 +370,18 @@ class Storage(
 
         Returns None when the step is anything else (a duplicate delivery, an old attempt, a
         finished or canceled run): the caller must then do nothing.
+
+        PostgreSQL: one statement (the compare-and-set, the run's row and the STEP_STARTED
+        event in one ``UPDATE ... FROM runs`` with a data-modifying CTE), run outside an
+        explicit transaction: a single statement is atomic, and BEGIN and COMMIT would be two
+        more round trips.
         """
+        if self.dialect == "postgresql":
+            with self.engine.connect() as conn:
+                conn.execution_options(isolation_level="AUTOCOMMIT")
+                return self._claim(conn, run_id, step_key, attempt, worker, None, None)
         with self.engine.begin() as conn:
-            # PostgreSQL: now() in the UPDATE itself (one round trip less), read back from its row.
-            now = None if self.dialect == "postgresql" else database_now(conn)
-            return self._claim(conn, run_id, step_key, attempt, worker, now, None)
+            return self._claim(conn, run_id, step_key, attempt, worker, database_now(conn), None)
 
     def _claim(
         self,
@@ -335,54 +392,88 @@ class Storage(
         worker: str,
         now: datetime | None,
         run: RunRecord | None,
+        delivery: str | None = None,
     ) -> ClaimedStep | None:
         """The claim's compare-and-set, its STEP_STARTED event and the records it returns, in
         the caller's transaction; ``run``, when the caller has it, spares reading the run.
-        ``now`` None stands for PostgreSQL's ``now()`` (the transaction's database time)."""
-        stamp: Any = now if now is not None else func.now()
-        # PostgreSQL: UPDATE ... FROM runs, the STARTED check and the run's row in the same round
-        # trip (SQLite's RETURNING cannot name the other table: it reads the run afterwards).
-        joined = self.dialect == "postgresql"
-        started = (
-            (runs.c.run_id == steps.c.run_id) & (runs.c.status == RunStatus.STARTED)
-            if joined
-            else exists().where(runs.c.run_id == run_id, runs.c.status == RunStatus.STARTED)
-        )
-        returning = [*steps.c, *(c.label(f"run_{c.name}") for c in runs.c)] if joined else list(steps.c)
+        ``now`` None stands for PostgreSQL's ``now()`` (the transaction's database time).
+        ``delivery``: for a continuation, the broker task the step runs inside, recorded in
+        the event (``continued_deliveries``) so that revoking the step can terminate it.
+
+        PostgreSQL: one round trip, ``UPDATE steps ... FROM runs`` (the STARTED check and the
+        run's row) whose RETURNING feeds the event's INSERT in the same statement, so the
+        event exists exactly when the claim does. SQLite (its RETURNING cannot name the other
+        table): the UPDATE, then the event, then the run's row if the caller has none."""
+        message = f"attempt {attempt} on {worker}" + (f" (continuing task {delivery})" if delivery else "")
+        data: dict[str, Any] = {"attempt": attempt, CONTINUED_IN: delivery} if delivery else {"attempt": attempt}
+        if self.dialect == "postgresql":
+            params = {
+                "b_run_id": run_id,
+                "b_step_key": step_key,
+                "b_attempt": attempt,
+                "b_worker": worker,
+                "b_message": message,
+                "b_data": data,
+            }
+            if now is not None:
+                params["b_now"] = now
+            row = conn.execute(_claim_statement(now is not None), params).one_or_none()
+            if row is None:
+                return None
+            step = from_row(StepRecord, row)
+            if run is None:
+                mapping = row._mapping
+                run = from_row(RunRecord, SimpleNamespace(**{c.name: mapping[f"run_{c.name}"] for c in runs.c}))
+            return ClaimedStep(run, step)
+        assert now is not None
+        owned = (*self._attempt(run_id, step_key, attempt), steps.c.status.in_([StepStatus.READY, StepStatus.ENQUEUED]))
         row = conn.execute(
             update(steps)
-            .where(
-                *self._attempt(run_id, step_key, attempt),
-                steps.c.status.in_([StepStatus.READY, StepStatus.ENQUEUED]),
-                started,
-            )
-            .values(status=StepStatus.RUNNING, worker=worker, started_at=stamp, heartbeat_at=stamp, ended_at=None)
-            .returning(*returning)
+            .where(*owned, exists().where(runs.c.run_id == run_id, runs.c.status == RunStatus.STARTED))
+            .values(status=StepStatus.RUNNING, worker=worker, started_at=now, heartbeat_at=now, ended_at=None)
+            .returning(*steps.c)
         ).one_or_none()
         if row is None:
             return None
         step = from_row(StepRecord, row)
-        if now is None:
-            assert step.started_at is not None
-            now = step.started_at
-        self._append_events(
-            conn,
-            run_id,
-            step_key,
-            [NewEvent("STEP_STARTED", f"attempt {attempt} on {worker}", {"attempt": attempt})],
-            now,
-        )
-        if run is None and joined:
-            mapping = row._mapping
-            run = from_row(RunRecord, SimpleNamespace(**{c.name: mapping[f"run_{c.name}"] for c in runs.c}))
-        elif run is None:
+        self._append_events(conn, run_id, step_key, [NewEvent("STEP_STARTED", message, data)], now)
+        if run is None:
             run = from_row(RunRecord, conn.execute(select(runs).where(runs.c.run_id == run_id)).one())
         return ClaimedStep(run, step)
+
+    def continued_deliveries(self, refs: Sequence[StepRef]) -> dict[tuple[str, str, int], str]:
+        """(run id, step key, attempt) -> the broker task it runs inside, for those of ``refs``
+        that a worker claimed by continuation (one query): revoking such a step must terminate
+        that task, since the step has no broker task of its own."""
+        if not refs:
+            return {}
+        wanted = {(r.run_id, r.step_key, r.attempt) for r in refs}
+        query = select(events.c.run_id, events.c.step_key, events.c.data).where(
+            events.c.run_id.in_(sorted({r.run_id for r in refs})),
+            events.c.step_key.in_(sorted({r.step_key for r in refs})),
+            events.c.event_type == "STEP_STARTED",
+        )
+        found: dict[tuple[str, str, int], str] = {}
+        with self.engine.connect() as conn:
+            for row in conn.execute(query):
+                data = row.data or {}
+                key = (row.run_id, row.step_key, data.get("attempt"))
+                if key in wanted and isinstance(data.get(CONTINUED_IN), str):
+                    found[key] = data[CONTINUED_IN]  # type: ignore[index]
+        return found
 
     @retry_transient
     def heartbeat(self, run_id: str, step_key: str, attempt: int) -> bool:
         """Record that this attempt is alive (at the database's time, which the run monitor
-        judges by); False if it no longer owns the step."""
+        judges by); False if it no longer owns the step. PostgreSQL: one statement with
+        ``now()`` in it, outside an explicit transaction (atomic by itself)."""
+        if self.dialect == "postgresql":
+            with self.engine.connect() as conn:
+                conn.execution_options(isolation_level="AUTOCOMMIT")
+                beat = update(steps).where(
+                    *self._attempt(run_id, step_key, attempt), steps.c.status == StepStatus.RUNNING
+                )
+                return conn.execute(beat.values(heartbeat_at=func.now())).rowcount == 1
         with self.engine.begin() as conn:
             now = database_now(conn)
             return (
@@ -432,7 +523,14 @@ class Storage(
 
     @retry_transient
     def complete_step_and_claim(
-        self, run_id: str, step_key: str, attempt: int, *, continuation: Continuation, **outcome: Any
+        self,
+        run_id: str,
+        step_key: str,
+        attempt: int,
+        *,
+        continuation: Continuation,
+        delivery: str | None = None,
+        **outcome: Any,
     ) -> tuple[list[StepRef], ClaimedStep | None] | None:
         """``complete_step`` (``outcome`` its keyword arguments) that also claims, in the same
         transaction, one child it made READY on ``continuation.queue`` (one this worker
@@ -440,9 +538,12 @@ class Storage(
         publishing it: the same compare-and-set as ``claim_step``, so the child runs once.
         A child in a full pool is WAITING, never READY, so it is not claimed.
 
+        ``delivery``: the id of the broker task this runs inside, recorded with the child's
+        claim (its STEP_STARTED event) so that a revoke of the child terminates that task.
+
         Returns the children still to publish and the claimed child (None if none fits), or
         None if this attempt no longer owned the step."""
-        return self._complete_step(run_id, step_key, attempt, continuation=continuation, **outcome)
+        return self._complete_step(run_id, step_key, attempt, continuation=continuation, delivery=delivery, **outcome)
 
     def _complete_step(
         self,
@@ -451,6 +552,7 @@ class Storage(
         attempt: int,
         *,
         continuation: Continuation | None = None,
+        delivery: str | None = None,
         asset_key: str,
         metadata: Mapping[str, Any] | None,
         events_: Sequence[NewEvent] = (),
@@ -476,7 +578,33 @@ class Storage(
         Returns the children to publish, or None if this attempt no longer owned the step
         (its outcome was already recorded, or it was given up as dead): nothing is written.
         The run row is locked first (the module's lock order).
+
+        PostgreSQL, for an asset step (nothing planned or skipped, no reported
+        materializations): fewer round trips, the same writes (``_complete_asset_step_pg``).
         """
+        if (
+            self.dialect == "postgresql"
+            and not planned
+            and not more_upstream
+            and not skip
+            and not materializations_
+            and len(events_) <= _FAST_EVENTS
+            and len(partition_keys) <= _FAST_PARTITIONS
+        ):
+            try:
+                return self._complete_asset_step_pg(
+                    run_id,
+                    step_key,
+                    attempt,
+                    continuation=continuation,
+                    delivery=delivery,
+                    asset_key=asset_key,
+                    metadata=metadata,
+                    events_=events_,
+                    partition_keys=partition_keys,
+                )
+            except _NotOwned:
+                return None  # rolled back: the run's counter is as it was
         with self.engine.begin() as conn:
             now = self._lock_run_now(conn, run_id)
             done = conn.execute(
@@ -516,11 +644,100 @@ class Storage(
             self._finish_steps(conn, run_id, 1 + skipped, now)
             claimed = None
             if continuation is not None:
-                claimed, ready = self._claim_child(conn, continuation, ready, now)
+                claimed, ready = self._claim_child(conn, continuation, ready, now, delivery)
+        return ready, claimed
+
+    def _complete_asset_step_pg(
+        self,
+        run_id: str,
+        step_key: str,
+        attempt: int,
+        *,
+        continuation: Continuation | None,
+        delivery: str | None,
+        asset_key: str,
+        metadata: Mapping[str, Any] | None,
+        events_: Sequence[NewEvent],
+        partition_keys: Sequence[str],
+    ) -> tuple[list[StepRef], ClaimedStep | None]:
+        """``_complete_step`` of an asset step on PostgreSQL, in one transaction of two
+        statements in the common case (both built once per shape, ``_success_statements``):
+
+        1. the run's counter minus one, which locks the run's row first (the module's lock
+           order) and reads the run's status and the transaction's time;
+        2. RUNNING -> SUCCEEDED (the compare-and-set) and, through data-modifying CTEs that
+           act only if it matched: the materializations, the events, each child's counter
+           minus one (those reaching 0 READY, or WAITING for a pool) and, for a continuation,
+           one child that becomes READY with no pool, no timeout, on the continuation's queue
+           made RUNNING for its worker at once, with its STEP_STARTED event.
+
+        Then, only when needed: the partitions' status, pools (a slot handed over, WAITING
+        children, and a pooled child given the slot may be continued), the run's end. Raises
+        ``_NotOwned`` (rolled back, the counter untouched) if this attempt no longer owned
+        the step."""
+        new_events = list(events_)
+        if metadata is not None:
+            new_events.append(NewEvent("ASSET_MATERIALIZATION", asset_key, {"metadata": dict(metadata)}))
+        new_events.append(NewEvent("STEP_SUCCESS", None, {"attempt": attempt}))
+        made = (list[str | None](partition_keys) or [None]) if metadata is not None else []
+        with self.engine.begin() as conn:
+            counted = conn.execute(_COUNT_DOWN, {"b_run_id": run_id}).one_or_none()
+            if counted is None:
+                raise _NotOwned
+            remaining, run_status, now = counted[0], counted[1], as_database_now(counted[2])
+            runs_next = (
+                continuation is not None and continuation.run.run_id == run_id and run_status == RunStatus.STARTED
+            )
+            params: dict[str, Any] = {
+                "b_run_id": run_id,
+                "b_step_key": step_key,
+                "b_attempt": attempt,
+                "b_now": now,
+                "b_asset_key": asset_key,
+                "b_metadata": dict(metadata) if metadata is not None else None,
+            }
+            for i, key in enumerate(made):
+                params[f"b_partition_{i}"] = key
+            for i, e in enumerate(new_events):
+                params[f"b_type_{i}"] = e.event_type
+                params[f"b_message_{i}"] = e.message
+                params[f"b_data_{i}"] = dict(e.data) if e.data is not None else None
+            if runs_next:
+                assert continuation is not None
+                params["b_queue"] = continuation.queue
+                params["b_worker"] = continuation.worker
+                params["b_started_message"] = f"attempt 1 on {continuation.worker}" + (
+                    f" (continuing task {delivery})" if delivery else ""
+                )
+                params["b_started_data"] = {"attempt": 1, CONTINUED_IN: delivery} if delivery else {"attempt": 1}
+            statement = _success_statement(len(made), len(new_events), runs_next)
+            rows = conn.execute(statement, params).all()
+            if not rows or not rows[0].owned:
+                raise _NotOwned  # leaves the transaction, which rolls back the counter
+            mine = [r for r in rows if r.step_key is not None]
+            ready = [_ref(r) for r in mine if r.status == StepStatus.READY]
+            running = [from_row(StepRecord, r) for r in mine if r.status == StepStatus.RUNNING]
+            claimed = ClaimedStep(continuation.run, running[0]) if continuation is not None and running else None
+            self._set_partition_status(conn, asset_key, partition_keys, PartitionStatus.MATERIALIZED, run_id, now)
+            pooled = {r.pool for r in mine if r.status == StepStatus.WAITING}
+            if rows[0].done_pool is not None:
+                pooled.add(rows[0].done_pool)  # hand the slot over
+            if pooled:
+                ready += self._fill_pools(conn, pooled, now)
+                if continuation is not None and claimed is None and run_status == RunStatus.STARTED:
+                    # A pooled child given a free slot: claimed as ``claim_step`` would (it holds the slot).
+                    claimed, ready = self._claim_child(conn, continuation, ready, now, delivery)
+            if remaining == 0:
+                self._close_run(conn, run_id, now)
         return ready, claimed
 
     def _claim_child(
-        self, conn: Connection, continuation: Continuation, ready: list[StepRef], now: datetime
+        self,
+        conn: Connection,
+        continuation: Continuation,
+        ready: list[StepRef],
+        now: datetime,
+        delivery: str | None = None,
     ) -> tuple[ClaimedStep | None, list[StepRef]]:
         """Claim the first of ``ready`` that ``continuation`` may run (its run and queue, no
         timeout); returns it and the others."""
@@ -528,7 +745,7 @@ class Storage(
             run = continuation.run
             if ref.run_id != run.run_id or ref.queue != continuation.queue or ref.timeout is not None:
                 continue  # another run's step (a pool slot handed over), another queue, a time limit
-            claimed = self._claim(conn, ref.run_id, ref.step_key, ref.attempt, continuation.worker, now, run)
+            claimed = self._claim(conn, ref.run_id, ref.step_key, ref.attempt, continuation.worker, now, run, delivery)
             if claimed is not None:
                 return claimed, ready[:i] + ready[i + 1 :]
         return None, ready
@@ -994,3 +1211,185 @@ class Storage(
                 for e in new
             ],
         )
+
+
+# -- statements built once -------------------------------------------------------------------
+# SQLAlchemy builds and keys a statement in Python on every call (for a CTE of many parts that
+# is most of a step's CPU in the worker); these are built once from bind parameters, so a call
+# only binds values (and psycopg prepares them after a few uses).
+
+_COUNT_DOWN = (
+    update(runs)
+    .where(runs.c.run_id == bindparam("b_run_id"))
+    .values(steps_remaining=runs.c.steps_remaining - 1)
+    .returning(runs.c.steps_remaining, runs.c.status, func.now())
+)
+
+
+@functools.lru_cache(maxsize=512)
+def _success_statement(materialized: int, logged: int, runs_next: bool) -> Any:
+    """Statement 2 of ``Storage._complete_asset_step_pg`` for ``materialized`` partition rows
+    (0: no materialization), ``logged`` events and, with ``runs_next``, the continuation's
+    claim of one child. Parameters (b_ and): run_id, step_key, attempt, now, asset_key,
+    metadata, partition_<i>, type_<i>, message_<i>, data_<i>; with ``runs_next`` queue, worker,
+    started_message, started_data."""
+    now = bindparam("b_now", type_=DateTime(timezone=True))
+    run_id = bindparam("b_run_id", type_=String())
+    step_key = bindparam("b_step_key", type_=String())
+    done = (
+        update(steps)
+        .where(
+            steps.c.run_id == run_id,
+            steps.c.step_key == step_key,
+            steps.c.attempt == bindparam("b_attempt"),
+            steps.c.status == StepStatus.RUNNING,
+        )
+        .values(status=StepStatus.SUCCEEDED, ended_at=now, error=None)
+        .returning(steps.c.downstream, steps.c.pool)
+        .cte("done")
+    )
+    writes: list[Any] = []
+    if materialized:
+        made: list[Any] = [
+            select(
+                bindparam("b_asset_key", type_=String()),
+                bindparam(f"b_partition_{i}", type_=String()),
+                run_id,
+                step_key,
+                bindparam("b_metadata", type_=JSON()),
+                now,
+            ).select_from(done)
+            for i in range(materialized)
+        ]
+        writes.append(
+            insert(materializations)
+            .from_select(
+                ["asset_key", "partition_key", "run_id", "step_key", "metadata", "timestamp"],
+                made[0] if len(made) == 1 else union_all(*made),
+            )
+            .cte("materialized")
+        )
+    events_rows: list[Any] = [
+        select(
+            run_id,
+            step_key,
+            bindparam(f"b_type_{i}", type_=String()),
+            now,
+            bindparam(f"b_message_{i}", type_=Text()),
+            bindparam(f"b_data_{i}", type_=JSON()),
+        ).select_from(done)
+        for i in range(logged)
+    ]
+    writes.append(
+        insert(events)
+        .from_select(
+            ["run_id", "step_key", "event_type", "timestamp", "message", "data"],
+            events_rows[0] if len(events_rows) == 1 else union_all(*events_rows),
+        )
+        .cte("logged")
+    )
+    # The children: none unless the compare-and-set matched (they come from its row).
+    children = select(func.json_array_elements_text(done.c.downstream)).select_from(done).scalar_subquery()
+    becomes_ready = and_(steps.c.pending_upstream == 1, steps.c.status == StepStatus.PLANNED)
+    status: Any = case((becomes_ready, _READY_OR_WAITING), else_=steps.c.status)
+    values: dict[str, Any] = {
+        "pending_upstream": steps.c.pending_upstream - 1,
+        "ready_at": case((becomes_ready, now), else_=steps.c.ready_at),
+    }
+    if runs_next:
+        # The one child to run next here: of those this release readies (read before it, under
+        # the run's lock), the first by key with no pool, no timeout, on the queue.
+        pick = (
+            select(func.min(steps.c.step_key).label("step_key"))
+            .where(
+                steps.c.run_id == run_id,
+                steps.c.step_key.in_(children),
+                becomes_ready,
+                steps.c.attempt == 1,
+                steps.c.pool.is_(None),
+                steps.c.timeout.is_(None),
+                steps.c.queue == bindparam("b_queue", type_=String()),
+            )
+            .cte("pick")
+        )
+        runs_here = and_(becomes_ready, steps.c.step_key == select(pick.c.step_key).scalar_subquery())
+        status = case((runs_here, StepStatus.RUNNING), else_=status)
+        values.update(
+            worker=case((runs_here, bindparam("b_worker", type_=String())), else_=steps.c.worker),
+            started_at=case((runs_here, now), else_=steps.c.started_at),
+            heartbeat_at=case((runs_here, now), else_=steps.c.heartbeat_at),
+        )
+    released = (
+        update(steps)
+        .where(steps.c.run_id == run_id, steps.c.step_key.in_(children))
+        .values(status=status, **values)
+        .returning(*steps.c)
+        .cte("released")
+    )
+    if runs_next:
+        writes.append(
+            insert(events)
+            .from_select(
+                ["run_id", "step_key", "event_type", "timestamp", "message", "data"],
+                select(
+                    released.c.run_id,
+                    released.c.step_key,
+                    literal("STEP_STARTED", String()),
+                    now,
+                    bindparam("b_started_message", type_=Text()),
+                    bindparam("b_started_data", type_=JSON()),
+                ).where(released.c.status == StepStatus.RUNNING),
+            )
+            .cte("started_event")
+        )
+    outcome = select(func.count().label("owned"), func.max(done.c.pool).label("done_pool")).subquery("outcome")
+    return (
+        select(outcome.c.owned, outcome.c.done_pool, *released.c)
+        .select_from(outcome.outerjoin(released, true()))
+        .add_cte(*writes)
+    )
+
+
+@functools.cache
+def _claim_statement(with_now: bool) -> Any:
+    """``Storage._claim``'s one statement on PostgreSQL: the compare-and-set joined with the
+    STARTED run (its row returned, labelled ``run_<column>``) and the STEP_STARTED event
+    inserted from what it returns. Parameters (b_ and): run_id, step_key, attempt, worker,
+    message, data, and with ``with_now`` now (else the transaction's ``now()``)."""
+    stamp: Any = bindparam("b_now", type_=DateTime(timezone=True)) if with_now else func.now()
+    claimed = (
+        update(steps)
+        .where(
+            steps.c.run_id == bindparam("b_run_id", type_=String()),
+            steps.c.step_key == bindparam("b_step_key", type_=String()),
+            steps.c.attempt == bindparam("b_attempt"),
+            steps.c.status.in_([StepStatus.READY, StepStatus.ENQUEUED]),
+            runs.c.run_id == steps.c.run_id,
+            runs.c.status == RunStatus.STARTED,
+        )
+        .values(
+            status=StepStatus.RUNNING,
+            worker=bindparam("b_worker", type_=String()),
+            started_at=stamp,
+            heartbeat_at=stamp,
+            ended_at=None,
+        )
+        .returning(*steps.c, *(c.label(f"run_{c.name}") for c in runs.c))
+        .cte("claimed")
+    )
+    event = (
+        insert(events)
+        .from_select(
+            ["run_id", "step_key", "event_type", "timestamp", "message", "data"],
+            select(
+                claimed.c.run_id,
+                claimed.c.step_key,
+                literal("STEP_STARTED", String()),
+                claimed.c.started_at,
+                bindparam("b_message", type_=Text()),
+                bindparam("b_data", type_=JSON()),
+            ),
+        )
+        .cte("started_event")
+    )
+    return select(claimed).add_cte(event)

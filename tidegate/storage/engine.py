@@ -39,13 +39,16 @@ def normalize_url(url: str) -> str:
     return parsed.render_as_string(hide_password=False)
 
 
-def make_engine(url: str) -> Engine:
+def make_engine(url: str, *, pre_ping: bool = True) -> Engine:
+    """``pre_ping=False`` (the workers) spares a round trip per checkout: a connection killed
+    server-side then fails its first statement, which invalidates every pooled connection
+    (SQLAlchemy's disconnect handling), and the caller's ``retry_transient`` reconnects."""
     url = normalize_url(url)
     if make_url(url).get_backend_name() == "sqlite":
         return _sqlite_engine(url)
     engine = create_engine(
         url,
-        pool_pre_ping=True,  # a connection killed server-side is replaced, not handed out
+        pool_pre_ping=pre_ping,  # a connection killed server-side is replaced, not handed out
         pool_size=5,
         max_overflow=10,
         pool_recycle=1800,

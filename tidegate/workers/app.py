@@ -67,7 +67,8 @@ def runtime(worker_name: str) -> StepExecutor:
     with _runtime_lock:
         if _runtime is None or _runtime.pid != os.getpid():
             settings = Settings.load()
-            storage = Storage.open(settings.database_url)
+            # No pre-ping: the claim and the outcome retry a connection the server dropped.
+            storage = Storage.open(settings.database_url, pre_ping=False)
             executor = StepExecutor(
                 defs=load_definitions(),
                 storage=storage,
@@ -95,7 +96,9 @@ def register_tasks(celery_app: Celery) -> None:
         countdown = requeue_countdown(self.request.retries or 0)
         try:
             executor = runtime(self.request.hostname or "worker")
-            return executor.execute(run_id, step_key, attempt, queue=continuation_queue(self.request))
+            return executor.execute(
+                run_id, step_key, attempt, queue=continuation_queue(self.request), task_id=self.request.id
+            )
         except (TidegateError, DBAPIError) as exc:
             if isinstance(exc, TidegateError) and _runtime is not None:
                 raise  # not the storage opening: the executor records such errors itself

@@ -34,7 +34,14 @@ from tidegate.definitions.metadata import metadata_json_default
 from tidegate.definitions.partitions import AllPartitionMapping
 from tidegate.definitions.retry import RetryPolicy
 from tidegate.errors import AssetOutputError, TidegateError
-from tidegate.names import PARTITION_RANGE_END_TAG, PARTITION_RANGE_START_TAG, PARTITION_TAG, StepStatus
+from tidegate.names import (
+    EXECUTE_STEP_TASK,
+    PARTITION_RANGE_END_TAG,
+    PARTITION_RANGE_START_TAG,
+    PARTITION_TAG,
+    StepStatus,
+    step_task_id,
+)
 from tidegate.storage.api import Storage
 from tidegate.storage.engine import is_transient
 from tidegate.storage.records import ClaimedStep, Continuation, NewEvent, NewMaterialization, StepRef
@@ -84,37 +91,54 @@ class StepExecutor:
     worker_name: str
     heartbeat_seconds: float = 10.0
     default_io_manager: IOManager | None = None
-    continuation: bool = False  # TIDEGATE_CONTINUATION: ``execute``'s ``queue`` is ignored without it
+    continuation: bool = True  # TIDEGATE_CONTINUATION: ``execute``'s ``queue`` is ignored without it
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     _beating: dict[int, tuple[ClaimedStep, Interruption]] = field(default_factory=dict, repr=False)
     _beater: threading.Thread | None = field(default=None, repr=False)
 
-    def execute(self, run_id: str, step_key: str, attempt: int, *, queue: str | None = None) -> str:
+    def execute(
+        self, run_id: str, step_key: str, attempt: int, *, queue: str | None = None, task_id: str | None = None
+    ) -> str:
         """Claim and run this attempt; returns its outcome. With ``continuation`` on and
-        ``queue`` (the queue this delivery came from), a success that makes a child READY on that queue claims it in
-        the same transaction and runs it next here instead of publishing it (a continuation),
-        up to ``MAX_CONTINUED_STEPS`` in a row; their outcomes are recorded as any step's."""
+        ``queue`` (the queue this delivery came from), a success that makes a child READY on
+        that queue claims it in the same transaction and runs it next here instead of
+        publishing it (a continuation), up to ``MAX_CONTINUED_STEPS`` in a row; their outcomes
+        are recorded as any step's. ``task_id`` (the broker task of this delivery) is recorded
+        with each continued claim: revoking a continued step terminates that task, which is
+        what runs it (``CeleryPublisher.revoke``). A canceled run, or a step taken away, ends
+        the chain: its next claim is the same compare-and-set as any delivery's."""
         claimed = self.storage.claim_step(run_id, step_key, attempt, self.worker_name)
         if claimed is None:
             log.info("step %s of run %s attempt %d: not claimable, ignoring this delivery", step_key, run_id, attempt)
             return Outcome.DUPLICATE
         queue = queue if self.continuation else None
-        outcome, following = self._run_claimed(claimed, queue)
+        outcome, following = self._run_claimed(claimed, queue, task_id)
         continued = 0
         while following is not None:
             continued += 1
-            log.debug("continuing with step %s of run %s", following.step.step_key, following.step.run_id)
-            _, following = self._run_claimed(following, queue if continued < MAX_CONTINUED_STEPS else None)
+            step = following.step
+            next_queue = queue if continued < MAX_CONTINUED_STEPS else None
+            result, following = self._run_claimed(following, next_queue, task_id)
+            # A continued step has no broker task of its own: say how it ended, by its step's task id.
+            log.info(
+                "continued step %s[%s] in task [%s] finished: %r",
+                EXECUTE_STEP_TASK,
+                step_task_id(step.run_id, step.step_key, step.attempt),
+                task_id,
+                result,
+            )
         return outcome
 
-    def _run_claimed(self, claimed: ClaimedStep, queue: str | None) -> tuple[str, ClaimedStep | None]:
+    def _run_claimed(
+        self, claimed: ClaimedStep, queue: str | None, task_id: str | None = None
+    ) -> tuple[str, ClaimedStep | None]:
         """Run a claimed attempt and record its outcome; also returns the child it claimed to
         run next (only with ``queue``, only on success)."""
         run_id, step_key, attempt = claimed.step.run_id, claimed.step.step_key, claimed.step.attempt
         captured = _CapturedLog()
         job = self.defs.jobs.get(claimed.run.job_name)
         if job is not None and job.op_graph is not None:
-            return self._execute_op(claimed, job, captured, queue)
+            return self._execute_op(claimed, job, captured, queue, task_id)
         try:
             asset = self.defs.get_asset(claimed.step.asset_key)
         except TidegateError as exc:
@@ -140,6 +164,7 @@ class StepExecutor:
                 lambda: self._complete(
                     claimed,
                     queue,
+                    task_id,
                     metadata=recorded.metadata,
                     events_=[*captured.events, *recorded.events],
                     partition_keys=partition_keys,
@@ -165,7 +190,7 @@ class StepExecutor:
         return Outcome.SUCCEEDED, following
 
     def _complete(
-        self, claimed: ClaimedStep, queue: str | None, **outcome: Any
+        self, claimed: ClaimedStep, queue: str | None, task_id: str | None, **outcome: Any
     ) -> tuple[list[StepRef], ClaimedStep | None] | None:
         """The success transaction: ``Storage.complete_step``, or with ``queue``
         ``complete_step_and_claim`` (a continuation on that queue)."""
@@ -180,12 +205,18 @@ class StepExecutor:
             step.step_key,
             step.attempt,
             continuation=Continuation(self.worker_name, queue, claimed.run),
+            delivery=task_id,
             asset_key=step.asset_key,
             **outcome,
         )
 
     def _execute_op(
-        self, claimed: ClaimedStep, job: JobDefinition, captured: _CapturedLog, queue: str | None
+        self,
+        claimed: ClaimedStep,
+        job: JobDefinition,
+        captured: _CapturedLog,
+        queue: str | None,
+        task_id: str | None = None,
     ) -> tuple[str, ClaimedStep | None]:
         """One attempt of an op step: the same claim, heartbeat, recording and retries as an
         asset's; its success also plans a dynamic output's mapped steps (see op_execution)."""
@@ -214,6 +245,7 @@ class StepExecutor:
                 lambda: self._complete(
                     claimed,
                     queue,
+                    task_id,
                     metadata=None,
                     events_=[*captured.events, *done.events],
                     planned=done.planned,
