@@ -13,7 +13,7 @@ from sqlalchemy import delete, exists, func, literal, select, update
 from tidegate.names import BackfillStatus, RunStatus, StepStatus
 from tidegate.storage.engine import database_now, dialect_insert, retry_transient
 from tidegate.storage.records import NewEvent, RunRecord, StepRecord, StepRef, from_row
-from tidegate.storage.schema import backfills, pools, runs, steps
+from tidegate.storage.schema import backfills, leases, pools, runs, steps
 
 if TYPE_CHECKING:
     from sqlalchemy import Connection, Engine
@@ -43,6 +43,7 @@ class PendingWork:
     enqueued: bool = True  # an ENQUEUED step: the monitor watches the broker for it
     failed: bool = True  # a FAILURE run ended since ``failed_since``: maybe a run retry
     backfills: bool = True  # a REQUESTED backfill
+    lease_holder: str | None = None  # who holds the lease asked about (``lease``), if anyone
 
     @property
     def steps_in_flight(self) -> bool:
@@ -77,8 +78,11 @@ class RunControl:
         with self.engine.connect() as conn:
             return self.pending_work_in(conn, failed_since=failed_since)
 
-    def pending_work_in(self, conn: Connection, *, failed_since: datetime | None = None) -> PendingWork:
-        """``pending_work`` on ``conn`` (the beat reads it in its round's transaction)."""
+    def pending_work_in(
+        self, conn: Connection, *, failed_since: datetime | None = None, lease: str | None = None
+    ) -> PendingWork:
+        """``pending_work`` on ``conn`` (the beat reads it in its round's transaction, with the
+        holder of its ``lease``)."""
 
         def step_in(status: str) -> Any:
             return exists().where(steps.c.status == status)  # ix_steps_status_ready_at
@@ -100,6 +104,11 @@ class RunControl:
                 step_in(StepStatus.ENQUEUED).label("enqueued"),
                 failed.label("failed"),
                 exists().where(backfills.c.status == BackfillStatus.REQUESTED).label("backfills"),
+                (
+                    select(leases.c.holder).where(leases.c.name == lease).scalar_subquery()
+                    if lease is not None
+                    else literal(None)
+                ).label("lease_holder"),
             )
         ).one()
         when = (
@@ -114,6 +123,7 @@ class RunControl:
             enqueued=bool(row.enqueued),
             failed=bool(row.failed),
             backfills=bool(row.backfills),
+            lease_holder=row.lease_holder,
         )
 
     # -- the run queue ---------------------------------------------------------------------

@@ -161,7 +161,9 @@ class InstigatorStorage:
 
         def add_dynamic_partitions_in(self, conn: Connection, name: str, keys: Sequence[str]) -> list[str]: ...
 
-        def pending_work_in(self, conn: Connection, *, failed_since: datetime | None = None) -> PendingWork: ...
+        def pending_work_in(
+            self, conn: Connection, *, failed_since: datetime | None = None, lease: str | None = None
+        ) -> PendingWork: ...
 
         def delete_dynamic_partitions_in(self, conn: Connection, name: str, keys: Sequence[str]) -> int: ...
 
@@ -548,15 +550,15 @@ class InstigatorStorage:
         the :class:`PendingWork` flags (with the database's time), the lease, and, if this
         holder leads, the instigator rows changed after ``changed_after`` (all if None).
 
-        The lease is taken or renewed (as ``acquire_lease``) unless the database's time is
-        before ``renew_after``: a time the caller derived from the expiry of its own last
-        renewal, so it still holds the lease without writing. An idle round is then three
-        reads and no write (no commit to flush to disk)."""
+        The lease is taken or renewed (as ``acquire_lease``) unless the flags' statement read
+        that ``holder`` holds it and the database's time is before ``renew_after``: a time the
+        caller derived from the expiry of its own last renewal, so the lease is still valid
+        without writing. An idle round is then two reads and no write (no commit to flush)."""
         with self.engine.begin() as conn:
-            work = self.pending_work_in(conn, failed_since=failed_since)
+            work = self.pending_work_in(conn, failed_since=failed_since, lease=lease)
             now = work.now
             expires = None
-            if renew_after is None or now >= renew_after:
+            if renew_after is None or now >= renew_after or work.lease_holder != holder:
                 if not self._take_lease(conn, lease, holder, now, ttl_seconds):
                     return BeatRound(False, now)
                 expires = now + timedelta(seconds=ttl_seconds)
