@@ -16,7 +16,7 @@ from tidegate.storage.records import NewEvent, RunRecord, StepRecord, StepRef, f
 from tidegate.storage.schema import backfills, leases, pools, runs, steps
 
 if TYPE_CHECKING:
-    from sqlalchemy import Connection, Engine
+    from sqlalchemy import Connection, Engine, Select
 
 _NOT_DONE = (StepStatus.PLANNED, StepStatus.WAITING, StepStatus.READY, StepStatus.ENQUEUED, StepStatus.RUNNING)
 
@@ -57,6 +57,47 @@ class CancelResult:
     released: tuple[StepRef, ...] = ()  # other runs' steps that got the freed pool slots: publish
 
 
+def pending_select(dialect: str, failed_since: datetime | None, lease: str | None) -> Select[Any]:
+    """The one-row statement of :class:`PendingWork` (``pending_from_row`` reads its row)."""
+
+    def step_in(status: str) -> Any:
+        return exists().where(steps.c.status == status)  # ix_steps_status_ready_at
+
+    failed: Any = literal(True)
+    if failed_since is not None:
+        failed = exists().where(runs.c.status == RunStatus.FAILURE, runs.c.ended_at >= failed_since)
+    now: Any = func.strftime("%Y-%m-%d %H:%M:%f", "now") if dialect == "sqlite" else func.now()
+    holder: Any = literal(None)
+    if lease is not None:
+        holder = select(leases.c.holder).where(leases.c.name == lease).scalar_subquery()
+    return select(
+        now.label("now"),
+        exists().where(runs.c.status == RunStatus.QUEUED).label("queued"),  # ix_runs_status_priority
+        step_in(StepStatus.READY).label("ready"),
+        step_in(StepStatus.WAITING).label("waiting"),
+        step_in(StepStatus.RUNNING).label("running"),
+        step_in(StepStatus.ENQUEUED).label("enqueued"),
+        failed.label("failed"),
+        exists().where(backfills.c.status == BackfillStatus.REQUESTED).label("backfills"),
+        holder.label("lease_holder"),
+    )
+
+
+def pending_from_row(row: Any) -> PendingWork:
+    when = datetime.fromisoformat(row.now).replace(tzinfo=UTC) if isinstance(row.now, str) else row.now.astimezone(UTC)
+    return PendingWork(
+        when,
+        queued=bool(row.queued),
+        ready=bool(row.ready),
+        waiting=bool(row.waiting),
+        running=bool(row.running),
+        enqueued=bool(row.enqueued),
+        failed=bool(row.failed),
+        backfills=bool(row.backfills),
+        lease_holder=row.lease_holder,
+    )
+
+
 class RunControl:
     if TYPE_CHECKING:  # provided by Storage, which mixes this class in
         engine: Engine
@@ -83,48 +124,7 @@ class RunControl:
     ) -> PendingWork:
         """``pending_work`` on ``conn`` (the beat reads it in its round's transaction, with the
         holder of its ``lease``)."""
-
-        def step_in(status: str) -> Any:
-            return exists().where(steps.c.status == status)  # ix_steps_status_ready_at
-
-        failed: Any = literal(True)
-        if failed_since is not None:
-            failed = exists().where(runs.c.status == RunStatus.FAILURE, runs.c.ended_at >= failed_since)
-        if self.dialect == "sqlite":
-            now: Any = func.strftime("%Y-%m-%d %H:%M:%f", "now")
-        else:
-            now = func.now()
-        row = conn.execute(
-            select(
-                now.label("now"),
-                exists().where(runs.c.status == RunStatus.QUEUED).label("queued"),  # ix_runs_status_priority
-                step_in(StepStatus.READY).label("ready"),
-                step_in(StepStatus.WAITING).label("waiting"),
-                step_in(StepStatus.RUNNING).label("running"),
-                step_in(StepStatus.ENQUEUED).label("enqueued"),
-                failed.label("failed"),
-                exists().where(backfills.c.status == BackfillStatus.REQUESTED).label("backfills"),
-                (
-                    select(leases.c.holder).where(leases.c.name == lease).scalar_subquery()
-                    if lease is not None
-                    else literal(None)
-                ).label("lease_holder"),
-            )
-        ).one()
-        when = (
-            datetime.fromisoformat(row.now).replace(tzinfo=UTC) if isinstance(row.now, str) else row.now.astimezone(UTC)
-        )
-        return PendingWork(
-            when,
-            queued=bool(row.queued),
-            ready=bool(row.ready),
-            waiting=bool(row.waiting),
-            running=bool(row.running),
-            enqueued=bool(row.enqueued),
-            failed=bool(row.failed),
-            backfills=bool(row.backfills),
-            lease_holder=row.lease_holder,
-        )
+        return pending_from_row(conn.execute(pending_select(self.dialect, failed_since, lease)).one())
 
     # -- the run queue ---------------------------------------------------------------------
 

@@ -22,6 +22,7 @@ from sqlalchemy import Connection, case, delete, select, update
 
 from tidegate.definitions.job import RunPlan
 from tidegate.names import InstigatorStatus, TickStatus
+from tidegate.storage.control import pending_from_row, pending_select
 from tidegate.storage.engine import database_now, dialect_insert
 from tidegate.storage.schema import instigators, leases, ticks
 
@@ -553,20 +554,45 @@ class InstigatorStorage:
         The lease is taken or renewed (as ``acquire_lease``) unless the flags' statement read
         that ``holder`` holds it and the database's time is before ``renew_after``: a time the
         caller derived from the expiry of its own last renewal, so the lease is still valid
-        without writing. An idle round is then two reads and no write (no commit to flush)."""
-        with self.engine.begin() as conn:
-            work = self.pending_work_in(conn, failed_since=failed_since, lease=lease)
+        without writing. An idle round of the leader is then one statement, the flags joined
+        with the changed rows, and no write (no commit to flush).
+
+        On PostgreSQL each statement commits on its own (autocommit: no BEGIN and COMMIT round
+        trips); the lease's upsert is one statement either way, and the instigator rows are read
+        after the time, so a change committed meanwhile is read again at the next round."""
+        with self._round_connection() as conn:
+            changed: dict[str, InstigatorState] | None = None
+            if renew_after is not None and changed_after is not None:
+                # the leader, as at most rounds: the flags and the changed rows in one statement
+                flags = pending_select(self.dialect, failed_since, lease).subquery("flags")
+                rows = conn.execute(
+                    select(flags, instigators).select_from(
+                        flags.outerjoin(instigators, instigators.c.updated_at > changed_after)
+                    )
+                ).all()
+                work = pending_from_row(rows[0])
+                changed = {r.name: _state(r) for r in rows if r.name is not None}
+                if work.lease_holder == holder and work.now < renew_after:
+                    return BeatRound(True, work.now, changed, work)
+            else:
+                work = self.pending_work_in(conn, failed_since=failed_since, lease=lease)
             now = work.now
-            expires = None
-            if renew_after is None or now >= renew_after or work.lease_holder != holder:
-                if not self._take_lease(conn, lease, holder, now, ttl_seconds):
-                    return BeatRound(False, now)
-                expires = now + timedelta(seconds=ttl_seconds)
-            query = select(instigators)
-            if changed_after is not None:
-                query = query.where(instigators.c.updated_at > changed_after)  # ix_instigators_updated_at
-            changed = {r.name: _state(r) for r in conn.execute(query)}
+            if not self._take_lease(conn, lease, holder, now, ttl_seconds):
+                return BeatRound(False, now)
+            expires = now + timedelta(seconds=ttl_seconds)
+            if changed is None:
+                query = select(instigators)
+                if changed_after is not None:
+                    query = query.where(instigators.c.updated_at > changed_after)  # ix_instigators_updated_at
+                changed = {r.name: _state(r) for r in conn.execute(query)}
         return BeatRound(True, now, changed, work, expires)
+
+    def _round_connection(self) -> Any:
+        """A context manager giving the connection of one beat round: autocommit on PostgreSQL,
+        a transaction on SQLite (whose engine begins each with BEGIN IMMEDIATE itself)."""
+        if self.dialect == "postgresql":
+            return self.engine.connect().execution_options(isolation_level="AUTOCOMMIT")
+        return self.engine.begin()
 
     def _take_lease(self, conn: Connection, name: str, holder: str, now: datetime, ttl_seconds: float) -> bool:
         """One upsert that only takes or renews a lease that is ``holder``'s or expired: a row
