@@ -51,7 +51,8 @@ class Launcher:
         if self.defs is not None:
             jobs, location = set(self.defs.jobs), self.defs.code_location
             hold = functools.partial(location_hold, jobs=jobs, location=location)
-        return decide(self.config.run_queue, self.storage.queued_runs(), self.storage.started_runs(), hold=hold)
+        queued, started = self.storage.queue_view()
+        return decide(self.config.run_queue, queued, started, hold=hold)
 
     def pending(self) -> PendingWork:
         """This launcher's look at the start of a round (see the module docstring)."""

@@ -83,6 +83,15 @@ def pending_select(dialect: str, failed_since: datetime | None, lease: str | Non
     )
 
 
+def _queued_query(limit: int) -> Select[Any]:
+    return (
+        select(runs)
+        .where(runs.c.status == RunStatus.QUEUED)
+        .order_by(runs.c.priority.desc(), runs.c.created_at, runs.c.run_id)
+        .limit(limit)
+    )
+
+
 def pending_from_row(row: Any) -> PendingWork:
     when = datetime.fromisoformat(row.now).replace(tzinfo=UTC) if isinstance(row.now, str) else row.now.astimezone(UTC)
     return PendingWork(
@@ -130,14 +139,18 @@ class RunControl:
 
     def queued_runs(self, limit: int = 1000) -> list[RunRecord]:
         """QUEUED runs, highest priority first, then oldest."""
-        query = (
-            select(runs)
-            .where(runs.c.status == RunStatus.QUEUED)
-            .order_by(runs.c.priority.desc(), runs.c.created_at, runs.c.run_id)
-            .limit(limit)
-        )
         with self.engine.connect() as conn:
-            return [from_row(RunRecord, r) for r in conn.execute(query)]
+            return [from_row(RunRecord, r) for r in conn.execute(_queued_query(limit))]
+
+    def queue_view(self, limit: int = 1000) -> tuple[list[RunRecord], list[RunRecord]]:
+        """``queued_runs(limit)`` and ``started_runs()`` on one connection (the launcher's round
+        after a tick committed runs: one checkout less before the run starts)."""
+        with self.engine.connect() as conn:
+            queued = [from_row(RunRecord, r) for r in conn.execute(_queued_query(limit))]
+            started = [
+                from_row(RunRecord, r) for r in conn.execute(select(runs).where(runs.c.status == RunStatus.STARTED))
+            ]
+        return queued, started
 
     def started_runs(self) -> list[RunRecord]:
         with self.engine.connect() as conn:
