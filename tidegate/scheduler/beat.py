@@ -7,14 +7,14 @@ every ``launcher_interval`` while this beat leads, so that neither waits for the
 run queue reads every queued run: with tens of thousands queued, a round takes a while).
 
 Cost per tick: schedules and sensors wait in a heap keyed by their next due time, so a tick
-touches only the due ones. Each round starts with one transaction on one connection
-(``Storage.beat_round``): the lease (renewed once a quarter of ``lease_seconds`` has passed,
-not at every round: a write is a disk flush), the instigator rows changed since the last
-round (started, stopped or reset from the CLI or API: seen at the next round, so within one
-``launcher_interval``, 1 s), and one statement of ``PendingWork`` flags (anything queued,
-in flight, failed, a backfill requested?). An idle round is those four statements and nothing
-else: backfills, the run queue, publishing and the run monitor read only when a flag says they
-have something (see tidegate/scheduler/launcher.py and monitor.py for their bounds).
+touches only the due ones. Each round starts with one read (``Storage.beat_round``): the
+``PendingWork`` flags (anything queued, in flight, failed, a backfill requested? who holds the
+lease?) joined with the instigator rows changed since the last round (started, stopped or reset
+from the CLI or API: seen at the next round, so within one ``launcher_interval``, 1 s). The
+lease is renewed once a quarter of ``lease_seconds`` has passed, not at every round (a write is
+a disk flush). An idle round is that one statement and nothing else: backfills, the run queue,
+publishing and the run monitor read only when a flag says they have something (see
+tidegate/scheduler/launcher.py and monitor.py for their bounds).
 
 A tick that commits runs wakes the launcher's thread at once (``run_forever``), so a schedule's
 run starts right after its tick, not at the launcher's next round.
@@ -195,15 +195,25 @@ class Beat:
             self.storage.release_lease(LEASE_NAME, self.holder)
 
     def _launch_forever(self, stop: threading.Event) -> None:
-        """The launcher's own loop (see the module docstring), while this beat holds the lease."""
+        """The launcher's own loop (see the module docstring), while this beat holds the lease:
+        a full round every ``launcher_interval``; between them, woken by a tick that committed
+        runs, only the run queue's part (those runs start at once, the rest keeps its cadence)."""
+        last_round = time.monotonic() - self.launcher_interval
+        woken = False
         while not stop.is_set():
+            full = not woken or time.monotonic() - last_round >= self.launcher_interval
             if self._leading:
                 try:
-                    self.launcher.tick()
+                    if full:
+                        self.launcher.tick()
+                    else:
+                        self.launcher.start_queued()
                 except Exception:  # the database may be away; the next round retries
                     log.exception("launcher round failed")
-            # until the next round, or a tick committed runs (one committed meanwhile: at once)
-            self._launch_now.wait(self.launcher_interval)
+            if full:
+                last_round = time.monotonic()
+            # until the next full round, or a tick committed runs (one committed meanwhile: at once)
+            woken = self._launch_now.wait(max(0.0, last_round + self.launcher_interval - time.monotonic()))
             self._launch_now.clear()
 
     def _sleep(self, stop: threading.Event, seconds: float) -> None:

@@ -64,8 +64,25 @@ class Launcher:
         many steps were published. ``pending``: the round's look if the caller read it (the
         beat, in its own round's transaction), else read here."""
         pending = pending or self.pending()
+        published = self.start_queued() if pending.queued else 0
+        due = []
+        if pending.ready:
+            due += self.storage.steps_to_publish(grace_seconds=self.republish_grace_seconds)
+        if pending.waiting:
+            due += self.storage.fill_all_pools()
+        if due:
+            self.publish(due)
+            published += len(due)
+        assert self.monitor is not None
+        self.monitor.check(pending=pending)
+        return published
+
+    def start_queued(self) -> int:
+        """The run queue's part of a round: start what it allows and publish those runs' ready
+        steps; returns how many. (The beat's launcher thread runs only this when a tick has just
+        committed runs, between its full rounds.)"""
         published = 0
-        for decision in self.queue_decisions() if pending.queued else []:
+        for decision in self.queue_decisions():
             if not decision.start:
                 continue
             run = decision.run
@@ -79,14 +96,4 @@ class Launcher:
                 log.info("run %s started: %d step(s) ready", run.run_id, len(ready))
             self.publish(ready)
             published += len(ready)
-        due = []
-        if pending.ready:
-            due += self.storage.steps_to_publish(grace_seconds=self.republish_grace_seconds)
-        if pending.waiting:
-            due += self.storage.fill_all_pools()
-        if due:
-            self.publish(due)
-            published += len(due)
-        assert self.monitor is not None
-        self.monitor.check(pending=pending)
         return published
