@@ -16,8 +16,9 @@ a disk flush). An idle round is that one statement and nothing else: backfills, 
 publishing and the run monitor read only when a flag says they have something (see
 tidegate/scheduler/launcher.py and monitor.py for their bounds).
 
-A tick that commits runs wakes the launcher's thread at once (``run_forever``), so a schedule's
-run starts right after its tick, not at the launcher's next round.
+A tick that commits runs wakes the launcher's thread at once (``run_forever``), which then runs
+the run queue's part of its round, so a schedule's run starts right after its tick, not at the
+launcher's next round.
 
 Sensors evaluate concurrently, each in a thread of its own that also commits its tick (in
 bounded batches when large), so a slow sensor or a large tick never holds up the loop: the
