@@ -7,8 +7,18 @@ every ``launcher_interval`` while this beat leads, so that neither waits for the
 run queue reads every queued run: with tens of thousands queued, a round takes a while).
 
 Cost per tick: schedules and sensors wait in a heap keyed by their next due time, so a tick
-touches only the due ones, plus one indexed query for instigator rows changed since the last
-tick (started, stopped or reset from the CLI).
+touches only the due ones. Each round starts with one read (``Storage.beat_round``): the
+``PendingWork`` flags (anything queued, in flight, failed, a backfill requested? who holds the
+lease?) joined with the instigator rows changed since the last round (started, stopped or reset
+from the CLI or API: seen at the next round, so within one ``launcher_interval``, 1 s). The
+lease is renewed once a quarter of ``lease_seconds`` has passed, not at every round (a write is
+a disk flush). An idle round is that one statement and nothing else: backfills, the run queue,
+publishing and the run monitor read only when a flag says they have something (see
+tidegate/scheduler/launcher.py and monitor.py for their bounds).
+
+A tick that commits runs wakes the launcher's thread at once (``run_forever``), which then runs
+the run queue's part of its round, so a schedule's run starts right after its tick, not at the
+launcher's next round.
 
 Sensors evaluate concurrently, each in a thread of its own that also commits its tick (in
 bounded batches when large), so a slow sensor or a large tick never holds up the loop: the
@@ -64,6 +74,7 @@ from tidegate.scheduler.launcher import Launcher
 from tidegate.storage.api import Storage
 from tidegate.storage.instance import DagsterInstance
 from tidegate.storage.instigators import (
+    BeatRound,
     InstigatorState,
     PlannedRun,
     TickOutcome,
@@ -137,6 +148,7 @@ class Beat:
         self.instance = DagsterInstance(storage)  # context.instance of schedules and sensors
         self._states: dict[str, InstigatorState] = {}
         self._refreshed_at: datetime | None = None
+        self._renew_after: datetime | None = None  # the database's time after which to renew the lease
         self._heap: list[tuple[datetime, str, str]] = []  # (due, kind, name)
         self._due: dict[str, datetime] = {}
         self._inflight: dict[str, _Inflight] = {}
@@ -144,6 +156,7 @@ class Beat:
         self._synchronous = synchronous_sensors  # None: see the synchronous_sensors property
         self._looping = False  # run_forever is running
         self._wake = threading.Event()  # set by an evaluation's thread when it is over
+        self._launch_now = threading.Event()  # set when a tick committed runs: the launcher's round starts
         self._leading = False  # this beat held the lease at its last tick
         self._launcher_thread: threading.Thread | None = None  # run_forever's; tick() runs the launcher if None
         self._last_purge: datetime | None = None
@@ -178,18 +191,31 @@ class Beat:
                 self._sleep(stop, self.seconds_until_next())
         finally:
             if launcher is not None:
+                self._launch_now.set()  # it sees ``stop`` at once
                 launcher.join(timeout=30)
             self.storage.release_lease(LEASE_NAME, self.holder)
 
     def _launch_forever(self, stop: threading.Event) -> None:
-        """The launcher's own loop (see the module docstring), while this beat holds the lease."""
+        """The launcher's own loop (see the module docstring), while this beat holds the lease:
+        a full round every ``launcher_interval``; between them, woken by a tick that committed
+        runs, only the run queue's part (those runs start at once, the rest keeps its cadence)."""
+        last_round = time.monotonic() - self.launcher_interval
+        woken = False
         while not stop.is_set():
+            full = not woken or time.monotonic() - last_round >= self.launcher_interval
             if self._leading:
                 try:
-                    self.launcher.tick()
+                    if full:
+                        self.launcher.tick()
+                    else:
+                        self.launcher.start_queued()
                 except Exception:  # the database may be away; the next round retries
                     log.exception("launcher round failed")
-            stop.wait(self.launcher_interval)
+            if full:
+                last_round = time.monotonic()
+            # until the next full round, or a tick committed runs (one committed meanwhile: at once)
+            woken = self._launch_now.wait(max(0.0, last_round + self.launcher_interval - time.monotonic()))
+            self._launch_now.clear()
 
     def _sleep(self, stop: threading.Event, seconds: float) -> None:
         """Until ``seconds`` pass, ``stop`` is set or an evaluation's thread ends (its sensor
@@ -229,13 +255,26 @@ class Beat:
 
     def tick(self, now: datetime | None = None) -> TickReport:
         now = now or self.clock.now()
-        self._leading = self.storage.acquire_lease(LEASE_NAME, self.holder, ttl_seconds=self.lease_seconds)
+        inline = self._launcher_thread is None  # this tick runs the launcher's round too
+        assert self.launcher.monitor is not None
+        look = self.storage.beat_round(
+            LEASE_NAME,
+            self.holder,
+            ttl_seconds=self.lease_seconds,
+            changed_after=self._refreshed_at,
+            failed_since=self.launcher.monitor.failed_since() if inline else None,
+            renew_after=self._renew_after,
+        )
+        self._leading = look.leader
         if not self._leading:
             self._heap.clear()  # a standby rebuilds from SQL when it becomes leader
             self._refreshed_at = None
+            self._renew_after = None
             return TickReport(leader=False)
+        if look.lease_expires is not None:  # renewed: again once a quarter of the lease has passed
+            self._renew_after = look.lease_expires - timedelta(seconds=0.75 * self.lease_seconds)
         report = TickReport(leader=True)
-        self._refresh(now)
+        self._refresh(now, look)
         self._collect_sensors(report)
         due: list[tuple[str, str]] = []
         while self._heap and self._heap[0][0] <= now:
@@ -254,29 +293,29 @@ class Beat:
                 report.failures.append(f"{kind} '{name}': tick not recorded: {exc!r:.200}")
                 self._push(name, kind, now)
         self._collect_sensors(report, wait=self.synchronous_sensors)
-        self.backfills.tick(now)
-        if self._launcher_thread is None:
-            report.published = self.launcher.tick()
+        backfilling = look.pending is None or look.pending.backfills
+        if backfilling:
+            self.backfills.tick(now)
+        if inline:
+            # what this tick committed is not in the look: then the launcher looks again itself
+            fresh = not report.schedule_ticks and not report.sensor_ticks and not backfilling
+            report.published = self.launcher.tick(look.pending if fresh else None)
         self._purge(now)
         return report
 
     # -- instigator state ------------------------------------------------------------------
 
-    def _refresh(self, now: datetime) -> None:
-        """Load state rows changed since the last refresh and (re)schedule those instigators.
+    def _refresh(self, now: datetime, look: BeatRound) -> None:
+        """(Re)schedule the instigators whose state rows ``look`` read as changed since the
+        last refresh (all of them at the first).
 
         "Since" is measured by the database's clock, which stamps every change (from the CLI
         on any host, or another beat), not by this beat's clock."""
         first = self._refreshed_at is None
-        read_at = self.storage.db_now()
         changed = {  # the overlap re-reads rows: only those that differ from what this beat holds
-            name: state
-            for name, state in self.storage.instigator_states(
-                changed_after=None if first else self._refreshed_at
-            ).items()
-            if state != self._states.get(name)
+            name: state for name, state in look.changed.items() if state != self._states.get(name)
         }
-        self._refreshed_at = read_at - timedelta(seconds=1)  # overlap: transactions still committing
+        self._refreshed_at = look.now - timedelta(seconds=1)  # overlap: transactions still committing
         self._states.update(changed)
         names = set(self.defs.schedules) | set(self.defs.sensors) if first else set(changed)
         if first:  # create the rows of instigators running by default that were never seen, at once
@@ -368,6 +407,8 @@ class Beat:
                 version = state.version
                 continue
             version += 1
+            if record.run_ids:
+                self._launch_now.set()
             report.schedule_ticks.append(f"{schedule.name}@{tick_time.isoformat()}")
             if record.status == TickStatus.FAILURE:
                 report.failures.append(f"{schedule.label}: {_last_line(record.error)}")
@@ -446,6 +487,8 @@ class Beat:
                 log.exception("%s: tick not recorded", sensor.label)
                 flight.error = f"{exc!r:.200}"
                 return
+            if flight.record is not None and flight.record.run_ids:
+                self._launch_now.set()
             if flight.record is not None and flight.record.status != TickStatus.FAILURE:
                 _after_commit(sensor, on_commit)
         finally:

@@ -2,6 +2,12 @@
 unsent, and runs the run monitor. The beat calls ``tick()`` every round; so do the launching
 CLI command and ``tidegate dev``.
 
+A round first reads :class:`PendingWork` (one statement: is any run QUEUED, any step READY,
+WAITING, RUNNING or ENQUEUED, any run failed since the last look?) and then does only what it
+says exists, so an idle round is one indexed statement. Nothing waits longer than before: a
+QUEUED run is considered at every round while any is queued (so a freed slot is used at the
+next round), and the monitor looks at every round while any step is in flight.
+
 A run whose job the loaded code does not define is failed only by a launcher of the run's own
 code location (the ``tidegate/code_location`` tag; untagged runs by any launcher); a launcher
 of another code location, e.g. ``tidegate job launch -m other``, leaves it queued.
@@ -20,6 +26,7 @@ from tidegate.definitions.defs import Definitions
 from tidegate.scheduler.monitor import RunMonitor
 from tidegate.scheduler.run_queue import QueueDecision, decide, location_hold
 from tidegate.storage.api import Storage
+from tidegate.storage.control import PendingWork
 from tidegate.storage.records import StepRef
 
 log = logging.getLogger("tidegate.launcher")
@@ -44,11 +51,36 @@ class Launcher:
         if self.defs is not None:
             jobs, location = set(self.defs.jobs), self.defs.code_location
             hold = functools.partial(location_hold, jobs=jobs, location=location)
-        return decide(self.config.run_queue, self.storage.queued_runs(), self.storage.started_runs(), hold=hold)
+        queued, started = self.storage.queue_view()
+        return decide(self.config.run_queue, queued, started, hold=hold)
 
-    def tick(self) -> int:
+    def pending(self) -> PendingWork:
+        """This launcher's look at the start of a round (see the module docstring)."""
+        assert self.monitor is not None
+        return self.storage.pending_work(failed_since=self.monitor.failed_since())
+
+    def tick(self, pending: PendingWork | None = None) -> int:
         """Start what the run queue allows, publish due steps, run the monitor; returns how
-        many steps were published."""
+        many steps were published. ``pending``: the round's look if the caller read it (the
+        beat, in its own round's transaction), else read here."""
+        pending = pending or self.pending()
+        published = self.start_queued() if pending.queued else 0
+        due = []
+        if pending.ready:
+            due += self.storage.steps_to_publish(grace_seconds=self.republish_grace_seconds)
+        if pending.waiting:
+            due += self.storage.fill_all_pools()
+        if due:
+            self.publish(due)
+            published += len(due)
+        assert self.monitor is not None
+        self.monitor.check(pending=pending)
+        return published
+
+    def start_queued(self) -> int:
+        """The run queue's part of a round: start what it allows and publish those runs' ready
+        steps; returns how many. (The beat's launcher thread runs only this when a tick has just
+        committed runs, between its full rounds.)"""
         published = 0
         for decision in self.queue_decisions():
             if not decision.start:
@@ -64,11 +96,4 @@ class Launcher:
                 log.info("run %s started: %d step(s) ready", run.run_id, len(ready))
             self.publish(ready)
             published += len(ready)
-        due = self.storage.steps_to_publish(grace_seconds=self.republish_grace_seconds)
-        due += self.storage.fill_all_pools()
-        if due:
-            self.publish(due)
-            published += len(due)
-        assert self.monitor is not None
-        self.monitor.check()
         return published

@@ -1,6 +1,6 @@
 """The run monitor: nothing stays stuck because a process or the broker died.
 
-Each round (part of every launcher tick):
+Each round (part of every launcher tick, once a second in ``tidegate beat``):
 - a RUNNING step whose heartbeat stopped lost its worker: it is retried (under its
   RetryPolicy, or ``worker_lost_retries`` times if it has none) or failed — never left RUNNING —
   and its task revoked (a worker that was only slow stops it, or at its next heartbeat);
@@ -17,6 +17,16 @@ judging them: their heartbeats failed for the same reason its checks did, and a 
 finished a step meanwhile is still recording its outcome. A step whose failure cannot be
 recorded as usual (the database refuses the run's partition key, say) is failed without
 touching partition status, with the recording error in its message: never left RUNNING.
+
+An idle round costs nothing of its own: the launcher's one-statement look (``PendingWork``)
+says whether any step is RUNNING, READY or ENQUEUED and whether a run failed since the last
+look for retries, and the round reads (and asks the broker) only about what exists. A lost
+worker is still declared within ``heartbeat_timeout_seconds`` plus one round, a timed-out step
+within its timeout plus ``timeout_grace_seconds`` plus one round, and a broker restart is seen
+at the first round with a step READY or ENQUEUED (the identity is kept across idle rounds, so a
+restart while idle only re-sends, harmlessly, what was sent after it). Failed runs are read
+once for retries: each round reads those ended since the previous round's look, less an overlap
+of ``RETRY_OVERLAP`` for transactions still committing (the first round: the last day).
 
 Every age is judged by the database's clock, the one that wrote the heartbeats and times it
 compares: a worker or beat whose host clock drifts is neither declared lost nor spared.
@@ -40,12 +50,17 @@ from tidegate.errors import TidegateError
 from tidegate.names import MAX_RETRIES_TAG, RETRY_NUMBER_TAG
 from tidegate.scheduler.reexecution import submit_reexecution
 from tidegate.storage.api import Storage
+from tidegate.storage.control import PendingWork
 from tidegate.storage.engine import is_transient
 from tidegate.storage.records import StepRecord, StepRef
 
 log = logging.getLogger("tidegate.monitor")
 
 RUN_RETRY_ORIGIN = "run_retry"
+RETRY_WINDOW = timedelta(days=1)  # failed runs older than this are not retried
+# Re-read failed runs this far before the previous look: a run's ended_at is its transaction's
+# time, and a transaction may commit later than that (PostgreSQL ends any idle one after 60 s).
+RETRY_OVERLAP = timedelta(minutes=5)
 
 
 @dataclass
@@ -58,12 +73,21 @@ class RunMonitor:
     _broker_id: str | None = None
     _last_look: float | None = None  # time.monotonic() of the last round that read the steps
     _judge_after: float = 0.0  # time.monotonic() before which heartbeats are not judged
+    _retried_through: datetime | None = None  # failed runs ended before this were read for retries
 
-    def check(self, now: datetime | None = None) -> dict[str, int]:
-        """One round; ``now`` stands for the database's time (tests pass a later one)."""
-        now = now or self.storage.db_now()
+    def failed_since(self) -> datetime | None:
+        """Since when failed runs are still to be read for retries (None: not known yet)."""
+        return None if self._retried_through is None else self._retried_through - RETRY_OVERLAP
+
+    def check(self, now: datetime | None = None, pending: PendingWork | None = None) -> dict[str, int]:
+        """One round; ``now`` stands for the database's time (tests pass a later one).
+        ``pending``, read at the start of the round, skips what it says does not exist."""
+        # the database's time of this look, to remember for retries (not a time a test passed)
+        looked_at = pending.now if pending is not None else (None if now is not None else self.storage.db_now())
+        now = now or looked_at
+        assert now is not None
         counts = {"lost": 0, "timed_out": 0, "republished": 0, "run_retries": 0}
-        running = self.storage.running_steps()
+        running = self.storage.running_steps() if pending is None or pending.running else []
         self._note_look()
         refused: DBAPIError | None = None
         for step in running:
@@ -81,8 +105,12 @@ class RunMonitor:
                 counts[outcome] += 1
         if refused is not None:
             raise refused
-        counts["republished"] = self._check_broker(now)
-        counts["run_retries"] = self._retry_runs(now)
+        if pending is None or pending.ready or pending.enqueued:
+            counts["republished"] = self._check_broker(now)
+        if pending is None or pending.failed:
+            counts["run_retries"] = self._retry_runs(now, looked_at)
+        elif looked_at is not None:
+            self._retried_through = looked_at  # none failed since the previous look
         return counts
 
     def _note_look(self) -> None:
@@ -189,11 +217,14 @@ class RunMonitor:
 
     # -- run retries -----------------------------------------------------------------------
 
-    def _retry_runs(self, now: datetime) -> int:
+    def _retry_runs(self, now: datetime, looked_at: datetime | None) -> int:
         if self.defs is None:
             return 0
         submitted = 0
-        for run in self.storage.recently_failed_runs(since=now - timedelta(days=1)):
+        since = now - RETRY_WINDOW
+        if self._retried_through is not None:
+            since = max(since, self._retried_through - RETRY_OVERLAP)
+        for run in self.storage.recently_failed_runs(since=since):
             try:
                 allowed = int(run.tags.get(MAX_RETRIES_TAG, "0"))
                 number = int(run.tags.get(RETRY_NUMBER_TAG, "0"))
@@ -217,4 +248,6 @@ class RunMonitor:
             if result.created:
                 log.info("run %s failed: retry %d of %d is run %s", run.run_id, number + 1, allowed, result.run_id)
                 submitted += 1
+        if looked_at is not None:  # only once every run was looked at: an error re-reads them
+            self._retried_through = looked_at
         return submitted

@@ -5,18 +5,18 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import delete, exists, func, literal, select, update
 
-from tidegate.names import RunStatus, StepStatus
+from tidegate.names import BackfillStatus, RunStatus, StepStatus
 from tidegate.storage.engine import database_now, dialect_insert, retry_transient
 from tidegate.storage.records import NewEvent, RunRecord, StepRecord, StepRef, from_row
-from tidegate.storage.schema import pools, runs, steps
+from tidegate.storage.schema import backfills, leases, pools, runs, steps
 
 if TYPE_CHECKING:
-    from sqlalchemy import Connection, Engine
+    from sqlalchemy import Connection, Engine, Select
 
 _NOT_DONE = (StepStatus.PLANNED, StepStatus.WAITING, StepStatus.READY, StepStatus.ENQUEUED, StepStatus.RUNNING)
 
@@ -30,10 +30,81 @@ class PoolInfo:
 
 
 @dataclass(frozen=True)
+class PendingWork:
+    """What the launcher and the beat may have to do, read in one statement (``pending_work``):
+    each flag says only whether a cheap indexed query found any such row, so that an idle
+    round reads nothing else. ``failed`` is True whenever it was not asked for."""
+
+    now: datetime  # the database's time of the read
+    queued: bool = True  # a QUEUED run: the run queue decides
+    ready: bool = True  # a READY step: maybe unpublished, or a retry that is due
+    waiting: bool = True  # a WAITING step: a pool may have a free slot
+    running: bool = True  # a RUNNING step: the monitor judges heartbeats and timeouts
+    enqueued: bool = True  # an ENQUEUED step: the monitor watches the broker for it
+    failed: bool = True  # a FAILURE run ended since ``failed_since``: maybe a run retry
+    backfills: bool = True  # a REQUESTED backfill
+    lease_holder: str | None = None  # who holds the lease asked about (``lease``), if anyone
+
+    @property
+    def steps_in_flight(self) -> bool:
+        return self.ready or self.enqueued or self.running
+
+
+@dataclass(frozen=True)
 class CancelResult:
     canceled: bool  # False: the run had already ended
     running: tuple[StepRef, ...]  # steps that were RUNNING: revoke their tasks
     released: tuple[StepRef, ...] = ()  # other runs' steps that got the freed pool slots: publish
+
+
+def pending_select(dialect: str, failed_since: datetime | None, lease: str | None) -> Select[Any]:
+    """The one-row statement of :class:`PendingWork` (``pending_from_row`` reads its row)."""
+
+    def step_in(status: str) -> Any:
+        return exists().where(steps.c.status == status)  # ix_steps_status_ready_at
+
+    failed: Any = literal(True)
+    if failed_since is not None:
+        failed = exists().where(runs.c.status == RunStatus.FAILURE, runs.c.ended_at >= failed_since)
+    now: Any = func.strftime("%Y-%m-%d %H:%M:%f", "now") if dialect == "sqlite" else func.now()
+    holder: Any = literal(None)
+    if lease is not None:
+        holder = select(leases.c.holder).where(leases.c.name == lease).scalar_subquery()
+    return select(
+        now.label("now"),
+        exists().where(runs.c.status == RunStatus.QUEUED).label("queued"),  # ix_runs_status_priority
+        step_in(StepStatus.READY).label("ready"),
+        step_in(StepStatus.WAITING).label("waiting"),
+        step_in(StepStatus.RUNNING).label("running"),
+        step_in(StepStatus.ENQUEUED).label("enqueued"),
+        failed.label("failed"),
+        exists().where(backfills.c.status == BackfillStatus.REQUESTED).label("backfills"),
+        holder.label("lease_holder"),
+    )
+
+
+def _queued_query(limit: int) -> Select[Any]:
+    return (
+        select(runs)
+        .where(runs.c.status == RunStatus.QUEUED)
+        .order_by(runs.c.priority.desc(), runs.c.created_at, runs.c.run_id)
+        .limit(limit)
+    )
+
+
+def pending_from_row(row: Any) -> PendingWork:
+    when = datetime.fromisoformat(row.now).replace(tzinfo=UTC) if isinstance(row.now, str) else row.now.astimezone(UTC)
+    return PendingWork(
+        when,
+        queued=bool(row.queued),
+        ready=bool(row.ready),
+        waiting=bool(row.waiting),
+        running=bool(row.running),
+        enqueued=bool(row.enqueued),
+        failed=bool(row.failed),
+        backfills=bool(row.backfills),
+        lease_holder=row.lease_holder,
+    )
 
 
 class RunControl:
@@ -50,18 +121,36 @@ class RunControl:
         @staticmethod
         def _attempt(run_id: str, step_key: str, attempt: int) -> tuple[Any, ...]: ...
 
+    # -- the launcher's and the beat's cheap look -----------------------------------------
+
+    def pending_work(self, *, failed_since: datetime | None = None) -> PendingWork:
+        """See :class:`PendingWork`; one statement on one connection."""
+        with self.engine.connect() as conn:
+            return self.pending_work_in(conn, failed_since=failed_since)
+
+    def pending_work_in(
+        self, conn: Connection, *, failed_since: datetime | None = None, lease: str | None = None
+    ) -> PendingWork:
+        """``pending_work`` on ``conn`` (the beat reads it in its round's transaction, with the
+        holder of its ``lease``)."""
+        return pending_from_row(conn.execute(pending_select(self.dialect, failed_since, lease)).one())
+
     # -- the run queue ---------------------------------------------------------------------
 
     def queued_runs(self, limit: int = 1000) -> list[RunRecord]:
         """QUEUED runs, highest priority first, then oldest."""
-        query = (
-            select(runs)
-            .where(runs.c.status == RunStatus.QUEUED)
-            .order_by(runs.c.priority.desc(), runs.c.created_at, runs.c.run_id)
-            .limit(limit)
-        )
         with self.engine.connect() as conn:
-            return [from_row(RunRecord, r) for r in conn.execute(query)]
+            return [from_row(RunRecord, r) for r in conn.execute(_queued_query(limit))]
+
+    def queue_view(self, limit: int = 1000) -> tuple[list[RunRecord], list[RunRecord]]:
+        """``queued_runs(limit)`` and ``started_runs()`` on one connection (the launcher's round
+        after a tick committed runs: one checkout less before the run starts)."""
+        with self.engine.connect() as conn:
+            queued = [from_row(RunRecord, r) for r in conn.execute(_queued_query(limit))]
+            started = [
+                from_row(RunRecord, r) for r in conn.execute(select(runs).where(runs.c.status == RunStatus.STARTED))
+            ]
+        return queued, started
 
     def started_runs(self) -> list[RunRecord]:
         with self.engine.connect() as conn:

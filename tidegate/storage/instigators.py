@@ -22,6 +22,7 @@ from sqlalchemy import Connection, case, delete, select, update
 
 from tidegate.definitions.job import RunPlan
 from tidegate.names import InstigatorStatus, TickStatus
+from tidegate.storage.control import pending_from_row, pending_select
 from tidegate.storage.engine import database_now, dialect_insert
 from tidegate.storage.schema import instigators, leases, ticks
 
@@ -29,6 +30,7 @@ if TYPE_CHECKING:
     from sqlalchemy import Engine
 
     from tidegate.storage.automation import EvaluationWrite
+    from tidegate.storage.control import PendingWork
     from tidegate.storage.records import SubmitResult
 
 # A tick records the cursor it set as is up to this many characters; a longer one is stored once,
@@ -159,6 +161,10 @@ class InstigatorStorage:
         ) -> SubmitResult: ...
 
         def add_dynamic_partitions_in(self, conn: Connection, name: str, keys: Sequence[str]) -> list[str]: ...
+
+        def pending_work_in(
+            self, conn: Connection, *, failed_since: datetime | None = None, lease: str | None = None
+        ) -> PendingWork: ...
 
         def delete_dynamic_partitions_in(self, conn: Connection, name: str, keys: Sequence[str]) -> int: ...
 
@@ -529,21 +535,92 @@ class InstigatorStorage:
         judged by the database's clock, so two beats whose hosts disagree on the time still
         agree on who leads."""
         with self.engine.begin() as conn:
-            now = database_now(conn)
+            return self._take_lease(conn, name, holder, database_now(conn), ttl_seconds)
+
+    def beat_round(
+        self,
+        lease: str,
+        holder: str,
+        *,
+        ttl_seconds: float,
+        changed_after: datetime | None,
+        failed_since: datetime | None = None,
+        renew_after: datetime | None = None,
+    ) -> BeatRound:
+        """The beat's look at the start of each round, on one connection in one transaction:
+        the :class:`PendingWork` flags (with the database's time), the lease, and, if this
+        holder leads, the instigator rows changed after ``changed_after`` (all if None).
+
+        The lease is taken or renewed (as ``acquire_lease``) unless the flags' statement read
+        that ``holder`` holds it and the database's time is before ``renew_after``: a time the
+        caller derived from the expiry of its own last renewal, so the lease is still valid
+        without writing. An idle round of the leader is then one statement, the flags joined
+        with the changed rows, and no write (no commit to flush).
+
+        On PostgreSQL each statement commits on its own (autocommit: no BEGIN and COMMIT round
+        trips); the lease's upsert is one statement either way, and the instigator rows are read
+        after the time, so a change committed meanwhile is read again at the next round."""
+        with self._round_connection() as conn:
+            changed: dict[str, InstigatorState] | None = None
+            if renew_after is not None and changed_after is not None:
+                # the leader, as at most rounds: the flags and the changed rows in one statement
+                flags = pending_select(self.dialect, failed_since, lease).subquery("flags")
+                rows = conn.execute(
+                    select(flags, instigators).select_from(
+                        flags.outerjoin(instigators, instigators.c.updated_at > changed_after)
+                    )
+                ).all()
+                work = pending_from_row(rows[0])
+                changed = {r.name: _state(r) for r in rows if r.name is not None}
+                if work.lease_holder == holder and work.now < renew_after:
+                    return BeatRound(True, work.now, changed, work)
+            else:
+                work = self.pending_work_in(conn, failed_since=failed_since, lease=lease)
+            now = work.now
+            if not self._take_lease(conn, lease, holder, now, ttl_seconds):
+                return BeatRound(False, now)
             expires = now + timedelta(seconds=ttl_seconds)
-            statement = dialect_insert(self.dialect)(leases).values(name=name, holder=holder, expires_at=expires)
-            statement = statement.on_conflict_do_update(
-                index_elements=["name"],
-                set_={"holder": holder, "expires_at": expires},
-                where=(leases.c.holder == holder) | (leases.c.expires_at <= now),
-            )
-            conn.execute(statement)
-            current = conn.execute(select(leases.c.holder).where(leases.c.name == name)).scalar()
-        return bool(current == holder)
+            if changed is None:
+                query = select(instigators)
+                if changed_after is not None:
+                    query = query.where(instigators.c.updated_at > changed_after)  # ix_instigators_updated_at
+                changed = {r.name: _state(r) for r in conn.execute(query)}
+        return BeatRound(True, now, changed, work, expires)
+
+    def _round_connection(self) -> Any:
+        """A context manager giving the connection of one beat round: autocommit on PostgreSQL,
+        a transaction on SQLite (whose engine begins each with BEGIN IMMEDIATE itself)."""
+        if self.dialect == "postgresql":
+            return self.engine.connect().execution_options(isolation_level="AUTOCOMMIT")
+        return self.engine.begin()
+
+    def _take_lease(self, conn: Connection, name: str, holder: str, now: datetime, ttl_seconds: float) -> bool:
+        """One upsert that only takes or renews a lease that is ``holder``'s or expired: a row
+        comes back exactly when ``holder`` holds it now (so two contenders cannot both win)."""
+        expires = now + timedelta(seconds=ttl_seconds)
+        statement = dialect_insert(self.dialect)(leases).values(name=name, holder=holder, expires_at=expires)
+        statement = statement.on_conflict_do_update(
+            index_elements=["name"],
+            set_={"holder": holder, "expires_at": expires},
+            where=(leases.c.holder == holder) | (leases.c.expires_at <= now),
+        )
+        return conn.execute(statement.returning(leases.c.holder)).first() is not None
 
     def release_lease(self, name: str, holder: str) -> None:
         with self.engine.begin() as conn:
             conn.execute(delete(leases).where(leases.c.name == name, leases.c.holder == holder))
+
+
+@dataclass(frozen=True)
+class BeatRound:
+    """What ``beat_round`` read: whether this beat leads, the database's time, the changed
+    instigator rows and the pending work."""
+
+    leader: bool
+    now: datetime  # the database's time, read before the rows
+    changed: dict[str, InstigatorState] = field(default_factory=dict)
+    pending: PendingWork | None = None
+    lease_expires: datetime | None = None  # when this round renewed the lease: its new expiry
 
 
 def _aware(value: datetime | None) -> datetime | None:
