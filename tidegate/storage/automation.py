@@ -15,7 +15,21 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import BigInteger, ColumnElement, Connection, and_, delete, func, insert, literal_column, select
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    ColumnElement,
+    Connection,
+    Text,
+    and_,
+    bindparam,
+    cast,
+    delete,
+    func,
+    insert,
+    literal_column,
+    select,
+)
 
 from tidegate.names import ASSET_SELECTION_TAG, BackfillStatus, EventType, RunStatus, StepStatus
 from tidegate.storage.events import horizon
@@ -96,7 +110,7 @@ class EvaluationWrite:
 
     asset_key: str
     requested: int
-    record: Any
+    record: Any  # JSON-able, or its JSON text
     runs: tuple[int, ...] = ()
     backfills: tuple[int, ...] = ()
 
@@ -220,11 +234,15 @@ class AutomationStorage:
         run_ids: Sequence[str],
         backfill_ids: Sequence[str],
     ) -> None:
-        """Store a tick's evaluation records within its transaction (one statement)."""
+        """Store a tick's evaluation records within its transaction (one statement). A record
+        given as JSON text (what the beat serialized once) is stored as is, not encoded again."""
         if not writes:
             return
+        record: ColumnElement[Any] = bindparam("record_text", type_=Text)
+        if self.dialect == "postgresql":
+            record = cast(record, JSON)
         conn.execute(
-            insert(automation_evaluations),
+            insert(automation_evaluations).values(record=record),
             [
                 dict(
                     sensor=sensor,
@@ -232,7 +250,7 @@ class AutomationStorage:
                     asset_key=w.asset_key,
                     evaluated_at=evaluated_at,
                     requested=w.requested,
-                    record=w.record,
+                    record_text=w.record if isinstance(w.record, str) else json.dumps(w.record, default=str),
                     run_ids=sorted({run_ids[i] for i in w.runs}),
                     backfill_ids=sorted({backfill_ids[i] for i in w.backfills}),
                 )
