@@ -47,6 +47,7 @@ from tidegate.definitions.automation_condition import (
     WillBeRequestedCondition,
 )
 from tidegate.definitions.automation_explain import (
+    SHOWN_FACTS,
     dep_fact,
     deps_verb,
     describe,
@@ -248,7 +249,10 @@ class _Evaluation:
         "every partition but three" costs as little as "three partitions"."""
         if not subset:
             return []
-        ordered, index = self.keys(key), self.index(key)
+        ordered = self.keys(key)
+        if len(ordered) == 1:  # an unpartitioned asset: its one "partition", or nothing
+            return [[ordered[0], ordered[0]]] if ordered[0] in subset else []
+        index = self.index(key)
         if len(subset) * 2 <= len(ordered):
             return _runs_of(sorted(index[k] for k in subset if k in index), ordered)
         gaps = sorted(index[k] for k in self.full(key).difference(subset))
@@ -526,25 +530,30 @@ class _Evaluation:
             self.node(condition.operand, self._dep_node_id(node_id, dep), dep, parents, root, True)
             for dep, parents, _, _ in telling[:EXPLAINED_DEPS]
         ]
-        matched = [
-            dep_fact(dep, dep_true & self._parents(key, dep, mapped), self._is_partitioned(dep))
-            for dep, _, dep_true, mapped in outcomes
-            if mapped
-        ]
-        unmatched = [f"upstream '{dep}'" for dep, _, _, mapped in outcomes if not mapped]
+        # Only the facts shown are built (the first few), the others counted.
+        matched = [o for o in outcomes if o[3]]
+        unmatched = [o[0] for o in outcomes if not o[3]]
         what = deps_verb(condition)
+        why: str
         if not deps:
             why = "no dependencies (after allow/ignore)"
         elif is_all and true:
             why = f"every dependency {what}"
         elif is_all:
+            named = [f"upstream '{self.name(d)}'" for d in unmatched[:SHOWN_FACTS]]
             why = (
-                f"not {what}: {first_facts(unmatched)}"
+                f"not {what}: {first_facts(named, len(unmatched))}"
                 if unmatched
                 else f"dependencies {what} only for other partitions"
             )
+        elif true:
+            shown = []
+            for dep, _, dep_true, mapped in matched[:SHOWN_FACTS]:
+                facts = dep_true & self._parents(key, dep, mapped)
+                shown.append(f"{dep_fact(self.name(dep), facts, self._is_partitioned(dep))} {what}")
+            why = first_facts(shown, len(matched))
         else:
-            why = first_facts([f"{m} {what}" for m in matched]) if true else f"no dependency {what}"
+            why = f"no dependency {what}"
         return self._record(condition, key, candidates, true, why, children, explain)
 
     def _dep_operand(
