@@ -178,19 +178,23 @@ class AutomationTicks:
         targets = known_targets[1]
         inputs = _Inputs(self.defs, fresh, updated, partition_keys)
         # The evaluation allocates tens of thousands of short-lived, acyclic objects per
-        # thousand assets evaluated: the cyclic collector's sweeps meanwhile are pure cost
-        # (reference counting frees them; a later collection finds any cycle).
+        # thousand assets evaluated (the records' trees above all): the cyclic collector's
+        # sweeps meanwhile are pure cost (reference counting frees them; a later collection
+        # finds any cycle). Measured: on a tick evaluating 4,400 assets the collector took
+        # about as long as the evaluation. So it is off until the records are serialized,
+        # and the trees are dropped before the tick commits.
         collecting = gc.isenabled()
         gc.disable()
         try:
             result = evaluate_automation(graph, targets, inputs, now, conditions, changed)
+            stored = dict(self._stored.get(sensor.name, {}))
+            outcome, conditions_text = self._outcome(
+                sensor, result, now, changes, stored, conditions, cursor, None if parsed is None else parsed[2]
+            )
+            result.evaluations.clear()  # serialized into the outcome's writes
         finally:
             if collecting:
                 gc.enable()
-        stored = dict(self._stored.get(sensor.name, {}))
-        outcome, conditions_text = self._outcome(
-            sensor, result, now, changes, stored, conditions, cursor, None if parsed is None else parsed[2]
-        )
 
         def install() -> None:
             self._state[sensor.name] = fresh
