@@ -335,3 +335,42 @@ def test_an_unpartitioned_selection_plans_beside_partitioned_assets() -> None:
     assert [s.asset_key for s in plan.steps] == ["plain"]
     with pytest.raises(PartitionKeyError, match="give a partition key"):
         defs.plan(IMPLICIT_ASSET_JOB, tg.AssetSelection.assets("daily"))  # daily still needs its key
+
+
+def test_an_unchanged_cursor_is_not_written_again(storage: Storage) -> None:
+    """A tick that evaluates nothing and sees no new event leaves the cursor as it was, so the
+    commit does not store it again (half a megabyte for 5,000 assets); the next tick that
+    evaluates something writes it, and a beat reading it back starts from the same state."""
+    defs = _defs(5)
+    sensor = defs.sensors[DEFAULT_AUTOMATION_SENSOR]
+    beat = Beat(defs, storage, lambda refs: None, clock=FakeClock(START), holder="unchanged")
+    ticks = beat.automation
+    when = START
+    cursors = []
+    for _ in range(4):
+        state = storage.get_instigator(sensor.name) or storage.initialize_instigator(sensor.name, "sensor", when)
+        tick = ticks.evaluate(sensor, state.cursor, when)
+        record = storage.commit_tick(
+            sensor.name,
+            "sensor",
+            expected_version=state.version,
+            tick_time=when,
+            started_at=when,
+            outcome=tick.outcome,
+            origin=f"sensor:{sensor.name}",
+            next_tick_at=when + timedelta(seconds=30),
+        )
+        assert record is not None
+        tick.install()
+        cursors.append((tick.outcome.cursor_set, storage.get_instigator(sensor.name).cursor))  # type: ignore[union-attr]
+        when += timedelta(seconds=30)
+    (first_set, first), (_, second), (third_set, third), (fourth_set, fourth) = cursors
+    assert first_set and first is not None
+    assert third_set is False and fourth_set is False  # settled: nothing evaluated, no event
+    assert second == third == fourth
+    storage.report_materialization("source")
+    fresh = Beat(defs, storage, lambda refs: None, clock=FakeClock(when), holder="unchanged-2").automation
+    state = storage.get_instigator(sensor.name)
+    assert state is not None
+    tick = fresh.evaluate(sensor, state.cursor, when)  # a new beat: parses the stored cursor
+    assert tick.outcome.cursor_set and len(tick.outcome.runs) == 1
