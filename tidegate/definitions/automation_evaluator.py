@@ -190,6 +190,8 @@ class _Evaluation:
         self._windows: dict[tuple[int, object, object], tuple[TimeWindow, Subset]] = {}
         self._names: dict[AssetKey, str] = {}
         self._dep_results: dict[tuple[str, AssetKey, Subset, object], tuple[Subset, bool]] = {}
+        self._dep_records: dict[tuple[str, AssetKey, Subset, object, AssetKey | None], tuple[_Result, bool]] = {}
+        self._nested: dict[int, bool] = {}  # per operand (id): whether it has dependency conditions inside
         self._cron_cache: dict[tuple[str, str, float], bool] = {}
 
     # -- inputs, memoized ----------------------------------------------------------------------
@@ -527,7 +529,7 @@ class _Evaluation:
         # matched, or for ALL those that did not), evaluated again with their records.
         telling = [o for o in outcomes if bool(o[3]) != is_all] or outcomes[:1]
         children = [
-            self.node(condition.operand, self._dep_node_id(node_id, dep), dep, parents, root, True)
+            self._explained_dep(condition.operand, self._dep_node_id(node_id, dep), dep, parents, root)
             for dep, parents, _, _ in telling[:EXPLAINED_DEPS]
         ]
         # Only the facts shown are built (the first few), the others counted.
@@ -573,6 +575,35 @@ class _Evaluation:
                 self.node(operand, node_id, dep, parents, root, False).true,
                 root.volatile,
             )
+            root.volatile = volatile
+        if hit[1]:
+            root.volatile = True
+        return hit[0]
+
+    def _explained_dep(
+        self, operand: AutomationCondition, node_id: str, dep: AssetKey, parents: Subset, root: _Root
+    ) -> _Result:
+        """A dependency condition's operand on ``dep`` with its record. As for
+        ``_dep_operand``: without state, without reading the evaluated asset's history and
+        without dependencies of its own, the record is the same for every dependent with the
+        same partitions definition (and, when that differs from the dependency's, the same
+        asset: will_be_requested names it), so it is built once per evaluation and shared
+        (records are immutable)."""
+        nested = self._nested.get(id(operand))
+        if nested is None:
+            nested = self._nested[id(operand)] = any(isinstance(n, DepsAutomationCondition) for n in operand.walk())
+        if operand.is_stateful or operand.reads_evaluation_state or nested:
+            return self.node(operand, node_id, dep, parents, root, True)
+        who = (
+            None
+            if runs_together(self.graph.assets[dep].partitions_def, self.graph.assets[root.key].partitions_def)
+            else root.key
+        )
+        cache_key = (operand.fingerprint(), dep, parents, self._token(root.key), who)
+        hit = self._dep_records.get(cache_key)
+        if hit is None:
+            volatile, root.volatile = root.volatile, False
+            hit = self._dep_records[cache_key] = (self.node(operand, node_id, dep, parents, root, True), root.volatile)
             root.volatile = volatile
         if hit[1]:
             root.volatile = True
