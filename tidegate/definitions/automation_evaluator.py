@@ -515,10 +515,17 @@ class _Evaluation:
         true = candidates if is_all else EMPTY
         outcomes: list[tuple[AssetKey, Subset, Subset, Subset]] = []  # dep, its candidates, its true, mapped
         decided = not condition.operand.is_stateful  # without state, stop once the outcome is known
+        plain = not self._is_partitioned(key)  # every partition of each dependency maps to it
         for dep in deps:
-            parents = self._parents(key, dep, candidates)
+            if plain:  # _parents and _children_matching for an unpartitioned dependent, inline
+                parents = self.full(dep) if candidates else EMPTY
+            else:
+                parents = self._parents(key, dep, candidates)
             dep_true = self._dep_operand(condition.operand, self._dep_node_id(node_id, dep), dep, parents, root)
-            mapped = self._children_matching(key, dep, dep_true, candidates)
+            if plain:
+                mapped = candidates if dep_true and candidates else EMPTY
+            else:
+                mapped = self._children_matching(key, dep, dep_true, candidates)
             true = true & mapped if is_all else true | mapped
             outcomes.append((dep, parents, dep_true, mapped))
             if decided and (not true if is_all else len(true) == len(candidates)):
