@@ -517,10 +517,8 @@ class _Evaluation:
         decided = not condition.operand.is_stateful  # without state, stop once the outcome is known
         plain = not self._is_partitioned(key)  # every partition of each dependency maps to it
         for dep in deps:
-            if plain:  # _parents and _children_matching for an unpartitioned dependent, inline
-                parents = self.full(dep) if candidates else EMPTY
-            else:
-                parents = self._parents(key, dep, candidates)
+            # _parents and _children_matching, inline for an unpartitioned dependent
+            parents = (self.full(dep) if candidates else EMPTY) if plain else self._parents(key, dep, candidates)
             dep_true = self._dep_operand(condition.operand, self._dep_node_id(node_id, dep), dep, parents, root)
             if plain:
                 mapped = candidates if dep_true and candidates else EMPTY
