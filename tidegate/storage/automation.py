@@ -32,8 +32,17 @@ from sqlalchemy import (
 )
 
 from tidegate.names import ASSET_SELECTION_TAG, BackfillStatus, EventType, RunStatus, StepStatus
+from tidegate.storage.engine import dialect_insert
 from tidegate.storage.events import horizon
-from tidegate.storage.schema import automation_evaluations, backfills, events, materializations, runs, steps
+from tidegate.storage.schema import (
+    automation_cursor_entries,
+    automation_evaluations,
+    backfills,
+    events,
+    materializations,
+    runs,
+    steps,
+)
 
 if TYPE_CHECKING:
     from sqlalchemy import Engine
@@ -113,6 +122,19 @@ class EvaluationWrite:
     record: Any  # JSON-able, or its JSON text
     runs: tuple[int, ...] = ()
     backfills: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True)
+class CursorEntriesWrite:
+    """An automation cursor's per-asset entries to store with its tick: ``entries`` (asset ->
+    its AssetCursor JSON) are those that changed, written at the head's sequence number
+    ``seq``; ``removed`` assets are no longer targeted; ``replace`` drops every other entry of
+    the sensor first (a first tick, or a cursor stored whole by an earlier version)."""
+
+    seq: int
+    entries: Mapping[str, str]
+    removed: tuple[str, ...] = ()
+    replace: bool = False
 
 
 def _aware(value: datetime) -> datetime:
@@ -257,6 +279,38 @@ class AutomationStorage:
                 for w in writes
             ],
         )
+
+    def write_automation_cursor_in(self, conn: Connection, sensor: str, write: CursorEntriesWrite) -> None:
+        """Store an automation cursor's changed entries within its tick's transaction (one
+        statement, and one more to delete what ``replace``/``removed`` drop)."""
+        t = automation_cursor_entries
+        if write.replace:
+            conn.execute(delete(t).where(t.c.sensor == sensor))
+        elif write.removed:
+            conn.execute(delete(t).where(t.c.sensor == sensor, t.c.asset_key.in_(write.removed)))
+        if not write.entries:
+            return
+        rows = [dict(sensor=sensor, asset_key=k, seq=write.seq, entry=v) for k, v in write.entries.items()]
+        if write.replace:
+            conn.execute(insert(t), rows)
+            return
+        upsert = dialect_insert(self.dialect)(t)
+        conn.execute(
+            upsert.on_conflict_do_update(
+                index_elements=[t.c.sensor, t.c.asset_key],
+                set_={"seq": upsert.excluded.seq, "entry": upsert.excluded.entry},
+            ),
+            rows,
+        )
+
+    def automation_cursor_entries(self, sensor: str) -> list[tuple[str, int, str]]:
+        """Every stored cursor entry of ``sensor``: (asset, seq, AssetCursor JSON)."""
+        t = automation_cursor_entries
+        with self.engine.connect() as conn:
+            return [
+                (r.asset_key, r.seq, r.entry)
+                for r in conn.execute(select(t.c.asset_key, t.c.seq, t.c.entry).where(t.c.sensor == sensor))
+            ]
 
     def automation_evaluations(
         self, asset_key: str, *, tick_id: int | None = None, limit: int = 20, requested_only: bool = False

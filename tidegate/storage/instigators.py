@@ -28,7 +28,7 @@ from tidegate.storage.schema import instigators, leases, ticks
 if TYPE_CHECKING:
     from sqlalchemy import Engine
 
-    from tidegate.storage.automation import EvaluationWrite
+    from tidegate.storage.automation import CursorEntriesWrite, EvaluationWrite
     from tidegate.storage.records import SubmitResult
 
 # A tick records the cursor it set as is up to this many characters; a longer one is stored once,
@@ -115,6 +115,7 @@ class AutomationWrites:
     evaluated_at: datetime
     backfills: Sequence[PlannedBackfill] = ()
     evaluations: Sequence[EvaluationWrite] = ()
+    cursor_entries: CursorEntriesWrite | None = None  # the cursor's per-asset entries that changed
 
 
 class _TickTaken(Exception):
@@ -185,6 +186,8 @@ class InstigatorStorage:
             run_ids: Sequence[str],
             backfill_ids: Sequence[str],
         ) -> None: ...
+
+        def write_automation_cursor_in(self, conn: Connection, sensor: str, write: CursorEntriesWrite) -> None: ...
 
     """The instigator half of the storage API (a mixin of Storage)."""
 
@@ -504,6 +507,8 @@ class InstigatorStorage:
             run_ids=run_ids,
             backfill_ids=backfill_ids,
         )
+        if writes.cursor_entries is not None:
+            self.write_automation_cursor_in(conn, writes.sensor, writes.cursor_entries)
 
     def get_ticks(
         self, name: str, *, limit: int = 20, status: str | None = None, before_id: int | None = None
