@@ -16,7 +16,10 @@ started, another beat ticked, an operator reset the cursor). So a beat killed at
 leaves a cursor and a state that agree, and the next tick starts from them: no request is lost
 or made twice.
 
-The sensor's cursor is ``"<materialization id>:<event id>:<conditions cursor JSON>"``.
+The sensor's cursor is ``"<materialization id>:<event id>:<conditions head JSON>"``, the head
+``{"v": 2, "seq": N, "evaluation_time": ..., "partitions": ...}``; each asset's state is a row
+of ``automation_cursor_entries`` (written when the asset is evaluated, in the tick's
+transaction, with the head's sequence number). A head of version 1 held every asset's state.
 """
 
 from __future__ import annotations
