@@ -209,20 +209,18 @@ class NaiveInputs:
         return [None] if self.defs.graph.assets[key].partitions_def is None else self.keys
 
 
-def naive_tick(storage: Storage, defs: tg.Definitions, cursor: str | None, when: datetime) -> tuple[float, int, int]:
+def naive_tick(
+    storage: Storage, defs: tg.Definitions, ticks: AutomationTicks, cursor: str | None, when: datetime
+) -> tuple[float, int, int]:
     parsed = parse_cursor("bench", cursor)
     assert parsed is not None
+    sensor = defs.sensors["bench"]
+    assert isinstance(sensor, AutomationConditionSensorDefinition)
+    conditions = ticks.conditions_cursor(sensor, cursor)  # every asset's state, as our next tick's
     counter = Counter(storage)
     start = time.perf_counter()
-    from tidegate.definitions.automation_records import AutomationCursor
-
     result = evaluate_automation(
-        defs.graph,
-        list(defs.graph.order),
-        NaiveInputs(storage, defs, parsed[0]),
-        when,
-        AutomationCursor.from_json(parsed[2]),
-        None,
+        defs.graph, list(defs.graph.order), NaiveInputs(storage, defs, parsed[0]), when, conditions, None
     )
     took = time.perf_counter() - start
     event.remove(storage.engine, "before_cursor_execute", counter._count)
@@ -296,11 +294,11 @@ def main() -> None:
     naive: dict[str, tuple[float, int, int]] = {}
     cursor = storage.get_instigator("bench").cursor  # type: ignore[union-attr]
     progress("naive, nothing changed")
-    naive["idle"] = naive_tick(storage, defs, cursor, when + timedelta(seconds=1))
+    naive["idle"] = naive_tick(storage, defs, ticks, cursor, when + timedelta(seconds=1))
     progress(f"naive: {naive['idle']}")
     touched = update(storage, defs, 0.01, rng)
     progress(f"naive, 1% updated ({touched} assets)")
-    naive["1%"] = naive_tick(storage, defs, cursor, when + timedelta(seconds=2))
+    naive["1%"] = naive_tick(storage, defs, ticks, cursor, when + timedelta(seconds=2))
     progress(f"naive: {naive['1%']}")
     for label, (took, statements, requested) in naive.items():
         rows.append(

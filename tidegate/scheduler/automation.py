@@ -227,6 +227,17 @@ class AutomationTicks:
 
         return AutomationTick(outcome, install, result)
 
+    def conditions_cursor(self, sensor: AutomationConditionSensorDefinition, cursor: str | None) -> AutomationCursor:
+        """The conditions cursor (every asset's state) that the sensor's stored ``cursor``
+        stands for, as the next evaluation would start from it."""
+        parsed = parse_cursor(sensor.label, cursor)
+        if parsed is None:
+            return AutomationCursor()
+        known = self._parsed.get(sensor.name)
+        if known is not None and known[0] == parsed[2]:
+            return known[1]
+        return self._read_conditions(sensor, parsed[2])[0]
+
     def _read_conditions(
         self, sensor: AutomationConditionSensorDefinition, text: str
     ) -> tuple[AutomationCursor, int, bool]:
