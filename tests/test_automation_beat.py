@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner
-from sqlalchemy import event
+from sqlalchemy import event, select
 
 import tidegate as tg
 from tidegate.cli import main
@@ -335,3 +335,106 @@ def test_an_unpartitioned_selection_plans_beside_partitioned_assets() -> None:
     assert [s.asset_key for s in plan.steps] == ["plain"]
     with pytest.raises(PartitionKeyError, match="give a partition key"):
         defs.plan(IMPLICIT_ASSET_JOB, tg.AssetSelection.assets("daily"))  # daily still needs its key
+
+
+def _commit_one(storage: Storage, ticks: Any, sensor: Any, when: datetime) -> Any:
+    """Evaluate and commit one automation tick as the beat does; the AutomationTick."""
+    state = storage.get_instigator(sensor.name) or storage.initialize_instigator(sensor.name, "sensor", when)
+    tick = ticks.evaluate(sensor, state.cursor, when)
+    record = storage.commit_tick(
+        sensor.name,
+        "sensor",
+        expected_version=state.version,
+        tick_time=when,
+        started_at=when,
+        outcome=tick.outcome,
+        origin=f"sensor:{sensor.name}",
+        next_tick_at=when + timedelta(seconds=30),
+    )
+    assert record is not None
+    tick.install()
+    return tick
+
+
+def test_an_unchanged_cursor_is_not_written_again(storage: Storage) -> None:
+    """A tick that evaluates nothing and sees no new event leaves the cursor as it was, so the
+    commit does not store it again; the next tick that evaluates something writes it, and a
+    beat reading it back starts from the same state."""
+    defs = _defs(5)
+    sensor = defs.sensors[DEFAULT_AUTOMATION_SENSOR]
+    beat = Beat(defs, storage, lambda refs: None, clock=FakeClock(START), holder="unchanged")
+    when = START
+    cursors = []
+    for _ in range(4):
+        tick = _commit_one(storage, beat.automation, sensor, when)
+        cursors.append((tick.outcome.cursor_set, storage.get_instigator(sensor.name).cursor))  # type: ignore[union-attr]
+        when += timedelta(seconds=30)
+    (first_set, first), (_, second), (third_set, third), (fourth_set, fourth) = cursors
+    assert first_set and first is not None
+    assert third_set is False and fourth_set is False  # settled: nothing evaluated, no event
+    assert second == third == fourth
+    storage.report_materialization("source")
+    fresh = Beat(defs, storage, lambda refs: None, clock=FakeClock(when), holder="unchanged-2").automation
+    state = storage.get_instigator(sensor.name)
+    assert state is not None
+    tick = fresh.evaluate(sensor, state.cursor, when)  # a new beat: reads the stored cursor
+    assert tick.outcome.cursor_set and len(tick.outcome.runs) == 1
+
+
+def test_the_cursor_is_stored_per_asset(storage: Storage) -> None:
+    """The instigator row keeps a small head; each asset's state is a row written only when
+    the asset was evaluated; a new beat resumes from the rows; a cursor of the earlier format
+    (the assets inline) is read and moved to rows; a head older than its rows is refused;
+    a reset cursor starts over and replaces the rows."""
+    from tidegate.definitions.automation_records import AutomationCursor
+    from tidegate.errors import InstigatorEvaluationError
+    from tidegate.storage.schema import automation_cursor_entries
+
+    def rows() -> dict[str, int]:
+        with storage.engine.connect() as conn:
+            t = automation_cursor_entries
+            return dict(conn.execute(select(t.c.asset_key, t.c.seq).where(t.c.sensor == sensor.name)).all())
+
+    defs = _defs(5)
+    sensor = defs.sensors[DEFAULT_AUTOMATION_SENSOR]
+    ticks = Beat(defs, storage, lambda refs: None, clock=FakeClock(START), holder="rows").automation
+    when = START
+    _commit_one(storage, ticks, sensor, when)
+    head = storage.get_instigator(sensor.name).cursor  # type: ignore[union-attr]
+    assert head is not None and '"assets"' not in head and '"seq":1' in head
+    assert rows() == {f"a{i}": 1 for i in range(5)}
+    for _ in range(3):  # settle
+        when += timedelta(seconds=30)
+        _commit_one(storage, ticks, sensor, when)
+    settled = rows()
+    storage.report_materialization("source")
+    when += timedelta(seconds=30)
+    tick = _commit_one(storage, ticks, sensor, when)
+    assert len(tick.outcome.runs) == 1
+    moved = {k for k, v in rows().items() if v != settled[k]}
+    assert moved and len(moved) == 5  # the eager chain evaluated: its rows, and only those, rewritten
+    # a new beat resumes from the rows: the requested run is not requested again
+    when += timedelta(seconds=30)
+    again = Beat(defs, storage, lambda refs: None, clock=FakeClock(when), holder="rows-2").automation
+    assert _commit_one(storage, again, sensor, when).outcome.runs == []
+    # a head older than its rows (an operator put back an old cursor) is refused
+    state = storage.get_instigator(sensor.name)
+    assert state is not None and state.cursor is not None
+    storage.set_cursor(sensor.name, "sensor", head)
+    with pytest.raises(InstigatorEvaluationError, match="older than the per-asset state"):
+        Beat(defs, storage, lambda refs: None, clock=FakeClock(when), holder="rows-3").automation.evaluate(
+            sensor, head, when + timedelta(seconds=30)
+        )
+    # a cursor of the earlier format: its assets inline, read as is, then moved to rows
+    materialization, event_id, _ = state.cursor.split(":", 2)
+    inline = AutomationCursor(0.0, again._parsed[sensor.name][1].assets, "")
+    storage.set_cursor(sensor.name, "sensor", f"{materialization}:{event_id}:{inline.to_json()}")
+    when += timedelta(seconds=60)
+    older = Beat(defs, storage, lambda refs: None, clock=FakeClock(when), holder="rows-4").automation
+    tick = _commit_one(storage, older, sensor, when)
+    assert tick.outcome.runs == [] and set(rows().values()) == {1}  # every row rewritten, sequence 1
+    # a reset starts over: first evaluation, every row replaced
+    storage.set_cursor(sensor.name, "sensor", None)
+    when += timedelta(seconds=30)
+    _commit_one(storage, older, sensor, when)
+    assert set(rows()) == {f"a{i}" for i in range(5)} and set(rows().values()) == {1}

@@ -20,10 +20,11 @@ dependency per tick, whatever the number of dependents.
 
 from __future__ import annotations
 
+import heapq
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Protocol
+from typing import Protocol, cast
 
 from tidegate.definitions.automation_condition import (
     AllDepsCondition,
@@ -46,6 +47,7 @@ from tidegate.definitions.automation_condition import (
     WillBeRequestedCondition,
 )
 from tidegate.definitions.automation_explain import (
+    SHOWN_FACTS,
     dep_fact,
     deps_verb,
     describe,
@@ -188,6 +190,8 @@ class _Evaluation:
         self._windows: dict[tuple[int, object, object], tuple[TimeWindow, Subset]] = {}
         self._names: dict[AssetKey, str] = {}
         self._dep_results: dict[tuple[str, AssetKey, Subset, object], tuple[Subset, bool]] = {}
+        self._dep_records: dict[tuple[str, AssetKey, Subset, object, AssetKey | None], tuple[_Result, bool]] = {}
+        self._nested: dict[int, bool] = {}  # per operand (id): whether it has dependency conditions inside
         self._cron_cache: dict[tuple[str, str, float], bool] = {}
 
     # -- inputs, memoized ----------------------------------------------------------------------
@@ -247,7 +251,10 @@ class _Evaluation:
         "every partition but three" costs as little as "three partitions"."""
         if not subset:
             return []
-        ordered, index = self.keys(key), self.index(key)
+        ordered = self.keys(key)
+        if len(ordered) == 1:  # an unpartitioned asset: its one "partition", or nothing
+            return [[ordered[0], ordered[0]]] if ordered[0] in subset else []
+        index = self.index(key)
         if len(subset) * 2 <= len(ordered):
             return _runs_of(sorted(index[k] for k in subset if k in index), ordered)
         gaps = sorted(index[k] for k in self.full(key).difference(subset))
@@ -272,49 +279,81 @@ class _Evaluation:
 
     def run(self, targets: Collection[AssetKey]) -> AutomationResult:
         plan = graph_plan(self.graph)
-        wanted = set(targets)
+        domain = _domain(self.graph, plan, targets)
         partitions = self.partitions_fingerprint(plan)
         partitions_changed = partitions != self.cursor.partitions_fingerprint
-        # Assets whose inputs may have changed: changed assets and their children, and the
-        # children of assets requested on the previous evaluation (newly_requested flips).
-        dirty: set[AssetKey] = set()
-        if self.changed is not None:
+        previous_assets = self.cursor.assets
+        # The new cursor starts as the previous one (restricted to the targets): an asset not
+        # evaluated keeps its entry.
+        if self.cursor.__dict__.get("_domain") is domain:  # its keys are exactly the domain's
+            cursors: dict[AssetKey, AssetCursor] = dict(previous_assets)
+        else:
+            cursors = {k: previous_assets[k] for k in domain.order if k in previous_assets}
+        # Which assets to evaluate, without walking the graph: those whose inputs may have
+        # changed (changed assets and their children, the children of assets requested on the
+        # previous evaluation: newly_requested flips), those whose last evaluation was not
+        # stable (or never happened, or was of another condition), those reading beyond their
+        # dependencies, with a cron (evaluated when a tick passed), or partition-sensitive
+        # when a partitions definition gained a partition. Evaluated in topological order;
+        # an asset requested now makes its children due (will_be_requested).
+        settled_not = _unsettled(self.cursor, domain, self.graph) if self.changed is not None else frozenset()
+        due: set[AssetKey]
+        if self.changed is None:
+            due = set(domain.order)
+        else:
+            due = set(settled_not)
+            due.update(domain.always)
             for key in self.changed:
-                dirty.add(key)
-                dirty.update(self.graph.downstream.get(key, ()))
-            for key, stored in self.cursor.assets.items():
-                if stored.requested:
-                    dirty.add(key)
-                    dirty.update(self.graph.downstream.get(key, ()))
-        cursors: dict[AssetKey, AssetCursor] = {}
+                due.add(key)
+                due.update(self.graph.downstream.get(key, ()))
+            for key in _requested_keys(self.cursor):
+                due.add(key)
+                due.update(self.graph.downstream.get(key, ()))
+            if partitions_changed:
+                due.update(plan.partition_sensitive)
+            for key in domain.crons:
+                stored = previous_assets.get(key)
+                condition = self.graph.assets[key].automation_condition
+                if stored is not None and condition is not None and self._cron_due(condition, stored):
+                    due.add(key)
+        position = domain.position
+        heap = [position[k] for k in due if k in position]
+        heapq.heapify(heap)
+        seen: set[int] = set()
         evaluations: dict[AssetKey, EvaluationRecord] = {}
-        for key in plan.conditioned:
-            if key not in wanted:
+        unsettled: set[AssetKey] = (
+            set(_unsettled(self.cursor, domain, self.graph)) if self.changed is not None else set()
+        )
+        while heap:
+            at = heapq.heappop(heap)
+            if at in seen:
                 continue
+            seen.add(at)
+            key = domain.order[at]
             condition = self.graph.assets[key].automation_condition
             assert condition is not None
-            previous = self.cursor.assets.get(key)
+            previous = previous_assets.get(key)
             if previous is not None and previous.condition_hash != condition.fingerprint():
                 previous = None
-            if (
-                previous is not None
-                and self.changed is not None
-                and previous.stable
-                and key not in dirty
-                and not (partitions_changed and key in plan.partition_sensitive)
-                and not condition.reads_beyond_deps
-                and not self._cron_due(condition, previous)
-            ):
-                cursors[key] = previous  # nothing it reads changed: same result, same state
-                continue
             cursors[key], evaluations[key] = self._evaluate_asset(key, condition, previous)
+            if cursors[key].stable:
+                unsettled.discard(key)
+            else:
+                unsettled.add(key)
             if key in self.requested:
-                dirty.update(self.graph.downstream.get(key, ()))
+                for child in self.graph.downstream.get(key, ()):
+                    found = position.get(child)
+                    if found is not None and found not in seen:
+                        heapq.heappush(heap, found)
+        cursor = AutomationCursor(
+            evaluation_time=self.now.timestamp(), assets=cursors, partitions_fingerprint=partitions
+        )
+        cursor.__dict__["_domain"] = domain  # caches beside the frozen fields: the next evaluation's start
+        cursor.__dict__["_unsettled"] = (domain, frozenset(unsettled))
+        cursor.__dict__["_requested_keys"] = frozenset(self.requested)
         return AutomationResult(
             requested=dict(self.requested),
-            cursor=AutomationCursor(
-                evaluation_time=self.now.timestamp(), assets=cursors, partitions_fingerprint=partitions
-            ),
+            cursor=cursor,
             evaluations=evaluations,
             evaluated=len(evaluations),
         )
@@ -476,10 +515,15 @@ class _Evaluation:
         true = candidates if is_all else EMPTY
         outcomes: list[tuple[AssetKey, Subset, Subset, Subset]] = []  # dep, its candidates, its true, mapped
         decided = not condition.operand.is_stateful  # without state, stop once the outcome is known
+        plain = not self._is_partitioned(key)  # every partition of each dependency maps to it
         for dep in deps:
-            parents = self._parents(key, dep, candidates)
+            # _parents and _children_matching, inline for an unpartitioned dependent
+            parents = (self.full(dep) if candidates else EMPTY) if plain else self._parents(key, dep, candidates)
             dep_true = self._dep_operand(condition.operand, self._dep_node_id(node_id, dep), dep, parents, root)
-            mapped = self._children_matching(key, dep, dep_true, candidates)
+            if plain:
+                mapped = candidates if dep_true and candidates else EMPTY
+            else:
+                mapped = self._children_matching(key, dep, dep_true, candidates)
             true = true & mapped if is_all else true | mapped
             outcomes.append((dep, parents, dep_true, mapped))
             if decided and (not true if is_all else len(true) == len(candidates)):
@@ -490,28 +534,33 @@ class _Evaluation:
         # matched, or for ALL those that did not), evaluated again with their records.
         telling = [o for o in outcomes if bool(o[3]) != is_all] or outcomes[:1]
         children = [
-            self.node(condition.operand, self._dep_node_id(node_id, dep), dep, parents, root, True)
+            self._explained_dep(condition.operand, self._dep_node_id(node_id, dep), dep, parents, root)
             for dep, parents, _, _ in telling[:EXPLAINED_DEPS]
         ]
-        matched = [
-            dep_fact(dep, dep_true & self._parents(key, dep, mapped), self._is_partitioned(dep))
-            for dep, _, dep_true, mapped in outcomes
-            if mapped
-        ]
-        unmatched = [f"upstream '{dep}'" for dep, _, _, mapped in outcomes if not mapped]
+        # Only the facts shown are built (the first few), the others counted.
+        matched = [o for o in outcomes if o[3]]
+        unmatched = [o[0] for o in outcomes if not o[3]]
         what = deps_verb(condition)
+        why: str
         if not deps:
             why = "no dependencies (after allow/ignore)"
         elif is_all and true:
             why = f"every dependency {what}"
         elif is_all:
+            named = [f"upstream '{self.name(d)}'" for d in unmatched[:SHOWN_FACTS]]
             why = (
-                f"not {what}: {first_facts(unmatched)}"
+                f"not {what}: {first_facts(named, len(unmatched))}"
                 if unmatched
                 else f"dependencies {what} only for other partitions"
             )
+        elif true:
+            shown = []
+            for dep, _, dep_true, mapped in matched[:SHOWN_FACTS]:
+                facts = dep_true & self._parents(key, dep, mapped)
+                shown.append(f"{dep_fact(self.name(dep), facts, self._is_partitioned(dep))} {what}")
+            why = first_facts(shown, len(matched))
         else:
-            why = first_facts([f"{m} {what}" for m in matched]) if true else f"no dependency {what}"
+            why = f"no dependency {what}"
         return self._record(condition, key, candidates, true, why, children, explain)
 
     def _dep_operand(
@@ -531,6 +580,35 @@ class _Evaluation:
                 self.node(operand, node_id, dep, parents, root, False).true,
                 root.volatile,
             )
+            root.volatile = volatile
+        if hit[1]:
+            root.volatile = True
+        return hit[0]
+
+    def _explained_dep(
+        self, operand: AutomationCondition, node_id: str, dep: AssetKey, parents: Subset, root: _Root
+    ) -> _Result:
+        """A dependency condition's operand on ``dep`` with its record. As for
+        ``_dep_operand``: without state, without reading the evaluated asset's history and
+        without dependencies of its own, the record is the same for every dependent with the
+        same partitions definition (and, when that differs from the dependency's, the same
+        asset: will_be_requested names it), so it is built once per evaluation and shared
+        (records are immutable)."""
+        nested = self._nested.get(id(operand))
+        if nested is None:
+            nested = self._nested[id(operand)] = any(isinstance(n, DepsAutomationCondition) for n in operand.walk())
+        if operand.is_stateful or operand.reads_evaluation_state or nested:
+            return self.node(operand, node_id, dep, parents, root, True)
+        who = (
+            None
+            if runs_together(self.graph.assets[dep].partitions_def, self.graph.assets[root.key].partitions_def)
+            else root.key
+        )
+        cache_key = (operand.fingerprint(), dep, parents, self._token(root.key), who)
+        hit = self._dep_records.get(cache_key)
+        if hit is None:
+            volatile, root.volatile = root.volatile, False
+            hit = self._dep_records[cache_key] = (self.node(operand, node_id, dep, parents, root, True), root.volatile)
             root.volatile = volatile
         if hit[1]:
             root.volatile = True
@@ -729,6 +807,74 @@ class _Evaluation:
         if found is None:
             found = self._names[key] = key.to_user_string()
         return found
+
+
+# -- what to evaluate ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, eq=False)
+class _Domain:
+    """The assets one evaluation may evaluate (conditioned targets), computed once per
+    (graph, targets): their topological order and position, those always evaluated (they
+    read beyond their dependencies) and those with a cron."""
+
+    targets: Collection[AssetKey]
+    order: tuple[AssetKey, ...]
+    position: dict[AssetKey, int]
+    always: frozenset[AssetKey]
+    crons: tuple[AssetKey, ...]
+
+
+_DOMAINS: dict[tuple[int, int], tuple[GraphPlan, _Domain]] = {}
+
+
+def _domain(graph: AssetGraph, plan: GraphPlan, targets: Collection[AssetKey]) -> _Domain:
+    """The domain of ``targets`` (cached per plan and targets object: a beat passes the same
+    list each tick)."""
+    cache_key = (id(plan), id(targets))
+    found = _DOMAINS.get(cache_key)
+    if found is not None and found[0] is plan and found[1].targets is targets:
+        return found[1]
+    wanted = set(targets)
+    order = tuple(k for k in plan.conditioned if k in wanted)
+    conditions = {k: graph.assets[k].automation_condition for k in order}
+    domain = _Domain(
+        targets=targets,
+        order=order,
+        position={k: i for i, k in enumerate(order)},
+        always=frozenset(k for k, c in conditions.items() if c is not None and c.reads_beyond_deps),
+        crons=tuple(k for k, c in conditions.items() if c is not None and c.cron_nodes),
+    )
+    if len(_DOMAINS) > 16:
+        _DOMAINS.clear()
+    _DOMAINS[cache_key] = (plan, domain)
+    return domain
+
+
+def _unsettled(cursor: AutomationCursor, domain: _Domain, graph: AssetGraph) -> frozenset[AssetKey]:
+    """The assets of ``domain`` that ``cursor`` cannot vouch for: never evaluated, evaluated
+    under another condition, or not stable. Kept with a cursor that an evaluation produced;
+    computed (one pass) for a cursor read from storage."""
+    cached = cursor.__dict__.get("_unsettled")
+    if cached is not None and cached[0] is domain:
+        return cast(frozenset[AssetKey], cached[1])
+    found = set()
+    for key in domain.order:
+        stored = cursor.assets.get(key)
+        condition = graph.assets[key].automation_condition
+        if stored is None or condition is None or not stored.stable or stored.condition_hash != condition.fingerprint():
+            found.add(key)
+    result = frozenset(found)
+    cursor.__dict__["_unsettled"] = (domain, result)
+    return result
+
+
+def _requested_keys(cursor: AutomationCursor) -> frozenset[AssetKey]:
+    """The assets ``cursor`` says were requested (kept with a cursor an evaluation produced)."""
+    cached = cursor.__dict__.get("_requested_keys")
+    if cached is None:
+        cached = cursor.__dict__["_requested_keys"] = frozenset(k for k, c in cursor.assets.items() if c.requested)
+    return cast(frozenset[AssetKey], cached)
 
 
 # -- small pieces ------------------------------------------------------------------------------

@@ -28,7 +28,7 @@ def fact(true: Collection[PartitionKey], partitioned: bool, yes: str, no: str) -
     return f"{describe(true)} {yes}" if true else no
 
 
-def dep_fact(dep: AssetKey, true: Collection[PartitionKey], partitioned: bool) -> str:
+def dep_fact(dep: AssetKey | str, true: Collection[PartitionKey], partitioned: bool) -> str:
     where = f" {describe(true)}" if partitioned and true else ""
     return f"upstream '{dep}'{where}"
 
@@ -42,9 +42,14 @@ def deps_verb(condition: DepsAutomationCondition) -> str:
     return f"matches {condition.operand.display()}"
 
 
-def first_facts(facts: Sequence[str], shown: int = 3) -> str:
-    more = f"; and {len(facts) - shown} more" if len(facts) > shown else ""
-    return "; ".join(facts[:shown]) + more
+SHOWN_FACTS = 3  # facts a reason names; the others are counted
+
+
+def first_facts(facts: Sequence[str], total: int | None = None) -> str:
+    """The first SHOWN_FACTS of ``facts`` (of ``total``, when only those were built)."""
+    total = len(facts) if total is None else total
+    more = f"; and {total - SHOWN_FACTS} more" if total > SHOWN_FACTS else ""
+    return "; ".join(facts[:SHOWN_FACTS]) + more
 
 
 def title(record: NodeRecord | None) -> str:

@@ -15,11 +15,34 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Connection, and_, delete, func, insert, select
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    ColumnElement,
+    Connection,
+    Text,
+    and_,
+    bindparam,
+    cast,
+    delete,
+    func,
+    insert,
+    literal_column,
+    select,
+)
 
 from tidegate.names import ASSET_SELECTION_TAG, BackfillStatus, EventType, RunStatus, StepStatus
+from tidegate.storage.engine import dialect_insert
 from tidegate.storage.events import horizon
-from tidegate.storage.schema import automation_evaluations, backfills, events, materializations, runs, steps
+from tidegate.storage.schema import (
+    automation_cursor_entries,
+    automation_evaluations,
+    backfills,
+    events,
+    materializations,
+    runs,
+    steps,
+)
 
 if TYPE_CHECKING:
     from sqlalchemy import Engine
@@ -96,9 +119,22 @@ class EvaluationWrite:
 
     asset_key: str
     requested: int
-    record: Any
+    record: Any  # JSON-able, or its JSON text
     runs: tuple[int, ...] = ()
     backfills: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True)
+class CursorEntriesWrite:
+    """An automation cursor's per-asset entries to store with its tick: ``entries`` (asset ->
+    its AssetCursor JSON) are those that changed, written at the head's sequence number
+    ``seq``; ``removed`` assets are no longer targeted; ``replace`` drops every other entry of
+    the sensor first (a first tick, or a cursor stored whole by an earlier version)."""
+
+    seq: int
+    entries: Mapping[str, str]
+    removed: tuple[str, ...] = ()
+    replace: bool = False
 
 
 def _aware(value: datetime) -> datetime:
@@ -114,7 +150,8 @@ class AutomationStorage:
         """One tick's reads, a fixed number of queries whatever the size of the graph: the
         steps in progress and the requested backfills, the upper ids (the log's horizons), the
         materializations and the step failures after the cursor's ids up to them, and those
-        above them (``settling``). No transaction is held across the queries.
+        above them (``settling``; read by the same two queries, one per table). No transaction
+        is held across the queries.
 
         The steps in progress are read FIRST, the outcomes above the upper ids LAST: a step
         seen neither in progress nor settling ended before the first read and committed its
@@ -126,53 +163,55 @@ class AutomationStorage:
         pending = select(backfills.c.tags, backfills.c.partition_keys).where(
             backfills.c.status == BackfillStatus.REQUESTED
         )
-        with self.engine.connect() as conn:
+        m = materializations
+        with self.engine.connect() as conn:  # one connection for the tick's reads (the horizons take their own)
             active = [ActiveStep(r.asset_key, r.run_id, dict(r.tags or {})) for r in conn.execute(step_state)]
             requested = [
                 PendingBackfill(tuple(json.loads(r.tags[ASSET_SELECTION_TAG])), tuple(r.partition_keys or ()))
                 for r in conn.execute(pending)
                 if ASSET_SELECTION_TAG in (r.tags or {})
             ]
-        mat_upper = max(after_materialization, horizon(self.engine, "materializations"))
-        event_upper = max(after_event, horizon(self.engine, "events"))
-        m = materializations
-        with self.engine.connect() as conn:
-            materialized = [
-                PartitionEvent(r.asset_key, r.partition_key, _aware(r.timestamp))
-                for r in conn.execute(
-                    select(m.c.asset_key, m.c.partition_key, m.c.timestamp)
-                    .where(m.c.id > after_materialization, m.c.id <= mat_upper)
-                    .order_by(m.c.id)
+            conn.rollback()  # no snapshot kept across the horizons (SQLite would keep one)
+            mat_upper = max(after_materialization, horizon(self.engine, "materializations"))
+            event_upper = max(after_event, horizon(self.engine, "events"))
+            # After the horizons: every row after the cursor, up to the upper ids (the tick's
+            # updates and failures) and above them (settling), one query per table. Bounded
+            # above by the id sequence (no row visible to the statement has a larger id), so
+            # that even a generic plan of ``id > $1`` (a third of the table, estimated) is an
+            # index range scan, not a scan of the whole log.
+            materialized: list[PartitionEvent] = []
+            failed: list[PartitionEvent] = []
+            settling: list[PartitionEvent] = []
+            for r in conn.execute(
+                select(m.c.id, m.c.asset_key, m.c.partition_key, m.c.timestamp)
+                .where(m.c.id > after_materialization, m.c.id <= self._id_ceiling("materializations"))
+                .order_by(m.c.id)
+            ):
+                into = materialized if r.id <= mat_upper else settling
+                into.append(PartitionEvent(r.asset_key, r.partition_key, _aware(r.timestamp)))
+            for r in conn.execute(
+                select(events.c.id, steps.c.asset_key, events.c.timestamp, runs.c.tags)
+                .join(steps, and_(steps.c.run_id == events.c.run_id, steps.c.step_key == events.c.step_key))
+                .join(runs, runs.c.run_id == events.c.run_id)
+                .where(
+                    events.c.event_type == EventType.STEP_FAILURE,
+                    events.c.id > after_event,
+                    events.c.id <= self._id_ceiling("events"),
                 )
-            ]
-            failed = [
-                PartitionEvent(r.asset_key, None, _aware(r.timestamp), dict(r.tags or {}))
-                for r in conn.execute(
-                    select(steps.c.asset_key, events.c.timestamp, runs.c.tags)
-                    .join(steps, and_(steps.c.run_id == events.c.run_id, steps.c.step_key == events.c.step_key))
-                    .join(runs, runs.c.run_id == events.c.run_id)
-                    .where(
-                        events.c.event_type == EventType.STEP_FAILURE,
-                        events.c.id > after_event,
-                        events.c.id <= event_upper,
-                    )
-                    .order_by(events.c.id)
-                )
-            ]
-            settling = [
-                PartitionEvent(r.asset_key, r.partition_key, _aware(r.timestamp))
-                for r in conn.execute(select(m.c.asset_key, m.c.partition_key, m.c.timestamp).where(m.c.id > mat_upper))
-            ]
-            settling += [
-                PartitionEvent(r.asset_key, None, _aware(r.timestamp), dict(r.tags or {}))
-                for r in conn.execute(
-                    select(steps.c.asset_key, events.c.timestamp, runs.c.tags)
-                    .join(steps, and_(steps.c.run_id == events.c.run_id, steps.c.step_key == events.c.step_key))
-                    .join(runs, runs.c.run_id == events.c.run_id)
-                    .where(events.c.event_type == EventType.STEP_FAILURE, events.c.id > event_upper)
-                )
-            ]
+                .order_by(events.c.id)
+            ):
+                into = failed if r.id <= event_upper else settling
+                into.append(PartitionEvent(r.asset_key, None, _aware(r.timestamp), dict(r.tags or {})))
         return AutomationChanges(mat_upper, event_upper, materialized, failed, active, requested, settling)
+
+    def _id_ceiling(self, source: str) -> ColumnElement[int]:
+        """An upper bound of the ids of ``source`` that a statement can see: the sequence's
+        last value on PostgreSQL (read within the statement, after its snapshot), the largest
+        id elsewhere."""
+        table = materializations if source == "materializations" else events
+        if self.dialect == "postgresql":
+            return literal_column(f"(SELECT last_value FROM {source}_id_seq)", BigInteger)
+        return select(func.coalesce(func.max(table.c.id), 0)).scalar_subquery()
 
     def event_log_horizons(self) -> tuple[int, int]:
         """The upper ids of the materializations and of the events (where a new automation
@@ -217,11 +256,15 @@ class AutomationStorage:
         run_ids: Sequence[str],
         backfill_ids: Sequence[str],
     ) -> None:
-        """Store a tick's evaluation records within its transaction (one statement)."""
+        """Store a tick's evaluation records within its transaction (one statement). A record
+        given as JSON text (what the beat serialized once) is stored as is, not encoded again."""
         if not writes:
             return
+        record: ColumnElement[Any] = bindparam("record_text", type_=Text)
+        if self.dialect == "postgresql":
+            record = cast(record, JSON)
         conn.execute(
-            insert(automation_evaluations),
+            insert(automation_evaluations).values(record=record),
             [
                 dict(
                     sensor=sensor,
@@ -229,13 +272,45 @@ class AutomationStorage:
                     asset_key=w.asset_key,
                     evaluated_at=evaluated_at,
                     requested=w.requested,
-                    record=w.record,
+                    record_text=w.record if isinstance(w.record, str) else json.dumps(w.record, default=str),
                     run_ids=sorted({run_ids[i] for i in w.runs}),
                     backfill_ids=sorted({backfill_ids[i] for i in w.backfills}),
                 )
                 for w in writes
             ],
         )
+
+    def write_automation_cursor_in(self, conn: Connection, sensor: str, write: CursorEntriesWrite) -> None:
+        """Store an automation cursor's changed entries within its tick's transaction (one
+        statement, and one more to delete what ``replace``/``removed`` drop)."""
+        t = automation_cursor_entries
+        if write.replace:
+            conn.execute(delete(t).where(t.c.sensor == sensor))
+        elif write.removed:
+            conn.execute(delete(t).where(t.c.sensor == sensor, t.c.asset_key.in_(write.removed)))
+        if not write.entries:
+            return
+        rows = [dict(sensor=sensor, asset_key=k, seq=write.seq, entry=v) for k, v in write.entries.items()]
+        if write.replace:
+            conn.execute(insert(t), rows)
+            return
+        upsert = dialect_insert(self.dialect)(t)
+        conn.execute(
+            upsert.on_conflict_do_update(
+                index_elements=[t.c.sensor, t.c.asset_key],
+                set_={"seq": upsert.excluded.seq, "entry": upsert.excluded.entry},
+            ),
+            rows,
+        )
+
+    def automation_cursor_entries(self, sensor: str) -> list[tuple[str, int, str]]:
+        """Every stored cursor entry of ``sensor``: (asset, seq, AssetCursor JSON)."""
+        t = automation_cursor_entries
+        with self.engine.connect() as conn:
+            return [
+                (r.asset_key, r.seq, r.entry)
+                for r in conn.execute(select(t.c.asset_key, t.c.seq, t.c.entry).where(t.c.sensor == sensor))
+            ]
 
     def automation_evaluations(
         self, asset_key: str, *, tick_id: int | None = None, limit: int = 20, requested_only: bool = False

@@ -29,7 +29,7 @@ from tidegate.storage.schema import instigators, leases, ticks
 if TYPE_CHECKING:
     from sqlalchemy import Engine
 
-    from tidegate.storage.automation import EvaluationWrite
+    from tidegate.storage.automation import CursorEntriesWrite, EvaluationWrite
     from tidegate.storage.control import PendingWork
     from tidegate.storage.records import SubmitResult
 
@@ -117,6 +117,7 @@ class AutomationWrites:
     evaluated_at: datetime
     backfills: Sequence[PlannedBackfill] = ()
     evaluations: Sequence[EvaluationWrite] = ()
+    cursor_entries: CursorEntriesWrite | None = None  # the cursor's per-asset entries that changed
 
 
 class _TickTaken(Exception):
@@ -191,6 +192,8 @@ class InstigatorStorage:
             run_ids: Sequence[str],
             backfill_ids: Sequence[str],
         ) -> None: ...
+
+        def write_automation_cursor_in(self, conn: Connection, sensor: str, write: CursorEntriesWrite) -> None: ...
 
     """The instigator half of the storage API (a mixin of Storage)."""
 
@@ -510,6 +513,8 @@ class InstigatorStorage:
             run_ids=run_ids,
             backfill_ids=backfill_ids,
         )
+        if writes.cursor_entries is not None:
+            self.write_automation_cursor_in(conn, writes.sensor, writes.cursor_entries)
 
     def get_ticks(
         self, name: str, *, limit: int = 20, status: str | None = None, before_id: int | None = None

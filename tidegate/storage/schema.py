@@ -230,3 +230,15 @@ automation_evaluations = Table(
 )
 Index("ix_automation_evaluations_asset", automation_evaluations.c.asset_key, automation_evaluations.c.tick_id)
 Index("ix_automation_evaluations_time", automation_evaluations.c.evaluated_at)
+
+# An automation sensor's cursor, per asset: the instigator row keeps the cursor's head (event
+# ids, a sequence number); each asset's state is a row here, written only when it changed, in
+# the tick's transaction. ``seq`` is the head's sequence number of the tick that wrote it.
+automation_cursor_entries = Table(
+    "automation_cursor_entries",
+    metadata,
+    Column("sensor", String(NAME_COLUMN), primary_key=True),
+    Column("asset_key", String(ASSET_KEY_COLUMN), primary_key=True),
+    Column("seq", BigInteger, nullable=False),
+    Column("entry", Text, nullable=False),  # the AssetCursor as JSON
+)
