@@ -7,8 +7,9 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
@@ -155,3 +156,41 @@ def dedicated_pg_database(prefix: str) -> Iterator[str]:
     finally:
         with psycopg.connect(admin, autocommit=True, connect_timeout=3) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+# -- tidegate processes other than workers (beat, webserver) ------------------------------------
+
+
+def spawn_process(argv: list[str], env: dict[str, str], log_path: Path) -> subprocess.Popen[bytes]:
+    """Start ``argv`` in a session of its own (so that its children stop with it), stdout and
+    stderr to ``log_path``, in the project's root directory."""
+    with log_path.open("wb") as log:
+        return subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, start_new_session=True)
+
+
+def stop_process(process: subprocess.Popen[bytes], timeout: float = 15.0) -> None:
+    """SIGTERM to the process's group, SIGKILL after ``timeout`` seconds."""
+    if process.poll() is None:
+        with suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(timeout=5)
+
+
+def wait_http_ok(url: str, process: subprocess.Popen[bytes], log_path: Path, timeout: float = 60.0) -> bytes:
+    """Poll ``url`` until it answers 200 and return the body; fail with the log if the process
+    exits or ``timeout`` passes first (an upper bound for start-up, never a timing assertion)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            log = log_path.read_text(errors="replace")
+            raise RuntimeError(f"{process.args!r} exited with {process.returncode}:\n{log}")
+        with suppress(OSError), urllib.request.urlopen(url, timeout=2) as response:
+            if response.status == 200:
+                body: bytes = response.read()
+                return body
+        time.sleep(0.1)
+    raise RuntimeError(f"{url} not answering after {timeout}s:\n{log_path.read_text(errors='replace')}")

@@ -3,10 +3,7 @@ worker`` over PostgreSQL and Redis, driven by tidegate.client.TidegateClient."""
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
-import signal
 import socket
 import subprocess
 import time
@@ -16,7 +13,17 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import ROOT, SECRET, TIDEGATE, start_worker, tidegate_env, truncate_all
+from tests.support import (
+    ROOT,
+    SECRET,
+    TIDEGATE,
+    spawn_process,
+    start_worker,
+    stop_process,
+    tidegate_env,
+    truncate_all,
+    wait_http_ok,
+)
 from tidegate.client import TidegateAPIError, TidegateClient
 from tidegate.names import Role, RunStatus
 from tidegate.storage.api import Storage
@@ -35,22 +42,6 @@ def _free_port() -> int:
                 continue
             return port
     raise RuntimeError("no free port in 3101-3119")
-
-
-def _start(argv: list[str], env: dict[str, str], log_path: Path) -> subprocess.Popen[bytes]:
-    with log_path.open("wb") as log:
-        return subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, start_new_session=True)
-
-
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=5)
 
 
 class Served:
@@ -77,22 +68,17 @@ def served(tmp_path: Path, pg_url: str, redis_url: str) -> Iterator[Served]:
     storage = Storage.open(pg_url, upgrade=True)
     tokens = {role: storage.create_token(f"proc-{role.value}", role).token for role in Role}
     worker = start_worker(env, name="api", log_dir=tmp_path, concurrency=2)
-    beat = _start([TIDEGATE, "-v", "beat", "--lease-seconds", "1"], env, tmp_path / "beat.log")
-    webserver = _start(argv, env, tmp_path / "webserver.log")
+    beat = spawn_process([TIDEGATE, "-v", "beat", "--lease-seconds", "1"], env, tmp_path / "beat.log")
+    webserver = spawn_process(argv, env, tmp_path / "webserver.log")
     url = f"http://127.0.0.1:{port}"
     served = Served(url, storage, tokens, tmp_path)
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            with contextlib.suppress(OSError), urllib.request.urlopen(f"{url}/readyz", timeout=2) as response:
-                assert json.loads(response.read()) == {"status": "ok", "database": "reachable"}
-                break
-            assert webserver.poll() is None and time.monotonic() < deadline, served.logs_text()
-            time.sleep(0.2)
+        ready = wait_http_ok(f"{url}/readyz", webserver, tmp_path / "webserver.log", timeout=30)
+        assert json.loads(ready) == {"status": "ok", "database": "reachable"}
         yield served
     finally:
-        _stop(webserver)
-        _stop(beat)
+        stop_process(webserver)
+        stop_process(beat)
         worker.stop()
         storage.dispose()
 

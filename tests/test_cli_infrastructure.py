@@ -133,11 +133,15 @@ def test_a_full_disk_is_one_line_and_the_run_is_ended_once_there_is_room(tmp_pat
     assert "full" in last, last
     assert "Traceback" not in done.stderr, done.stderr
 
+    # Room again before reading: opening the WAL database needs a few bytes for its -shm file,
+    # which a full disk refuses ("disk I/O error") when the writer's last close removed it.
+    # Nothing writes until the monitor below runs, so the run is as the full disk left it.
+    filler.unlink()
     storage = Storage(database_url)
     try:
         (run,) = storage.list_runs()
         assert run.status == RunStatus.STARTED  # nothing could be written: the disk was full
-        filler.unlink()  # room again: the run monitor of the next beat (or launch) ends the run
+        # the run monitor of the next beat (or launch) ends the run
         monitor = RunMonitor(
             storage,
             lambda refs: None,

@@ -5,13 +5,8 @@ errors it knows for a token whose role is too low or no token at all."""
 
 from __future__ import annotations
 
-import contextlib
-import os
-import signal
 import socket
-import subprocess
 import time
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +14,18 @@ from typing import Any
 
 import pytest
 
-from tests.support import ROOT, TIDEGATE, WorkerProcess, require_service, start_worker, tidegate_env, truncate_all
+from tests.support import (
+    ROOT,
+    TIDEGATE,
+    WorkerProcess,
+    require_service,
+    spawn_process,
+    start_worker,
+    stop_process,
+    tidegate_env,
+    truncate_all,
+    wait_http_ok,
+)
 from tidegate.names import Role, RunStatus, StepStatus
 from tidegate.storage.api import Storage
 from tidegate.storage.run_search import RunFilter
@@ -61,37 +67,6 @@ class Deployment:
         )
 
 
-def _spawn(argv: list[str], env: dict[str, str], log_path: Path) -> subprocess.Popen[bytes]:
-    with log_path.open("wb") as log:
-        return subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, start_new_session=True)
-
-
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=5)
-
-
-def _wait_healthy(port: int, proc: subprocess.Popen[bytes], log_path: Path, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"webserver exited with {proc.returncode}:\n{log_path.read_text(errors='replace')}")
-        with (
-            contextlib.suppress(OSError),
-            urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as response,
-        ):
-            if response.status == 200:
-                return
-        time.sleep(0.2)
-    raise RuntimeError(f"webserver not healthy after {timeout}s:\n{log_path.read_text(errors='replace')}")
-
-
 @pytest.fixture
 def deployment(tmp_path: Path, pg_url: str, redis_url: str) -> Iterator[Deployment]:
     try:
@@ -105,17 +80,17 @@ def deployment(tmp_path: Path, pg_url: str, redis_url: str) -> Iterator[Deployme
     port = free_port()
     web_log = tmp_path / "webserver.log"
     procs = [
-        _spawn([TIDEGATE, "-v", "beat", "-f", str(PROJECT), "--lease-seconds", "2"], env, tmp_path / "beat.log"),
-        _spawn([TIDEGATE, "webserver", "-f", str(PROJECT), "--port", str(port)], env, web_log),
+        spawn_process([TIDEGATE, "-v", "beat", "-f", str(PROJECT), "--lease-seconds", "2"], env, tmp_path / "beat.log"),
+        spawn_process([TIDEGATE, "webserver", "-f", str(PROJECT), "--port", str(port)], env, web_log),
     ]
     worker: WorkerProcess | None = None
     try:
         worker = start_worker(env, name="gql", log_dir=tmp_path, concurrency=1)
-        _wait_healthy(port, procs[1], web_log)
+        wait_http_ok(f"http://127.0.0.1:{port}/healthz", procs[1], web_log)
         yield Deployment(storage, port, tokens, tmp_path)
     finally:
         for proc in procs:
-            _stop(proc)
+            stop_process(proc)
         if worker is not None:
             worker.stop()
         storage.dispose()

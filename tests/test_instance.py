@@ -4,6 +4,7 @@ sensors and schedules written as Dagster users write them that use it inside the
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -51,6 +52,11 @@ def test_get_runs_filters_by_job_status_tags_ids_and_creation_time(storage: Stor
     succeeded = dg.materialize([daily_orders], instance=instance, tags={"team": "sales"}).run_id
     failed = dg.materialize([broken], instance=instance, raise_on_error=False, tags={"team": "ops"}).run_id
     between = datetime.now(UTC)
+    # SQLite records created_at to the millisecond: a run created in the same millisecond as
+    # ``between`` would be recorded before it. Wait (a condition, at most 1 ms) for the next one.
+    next_ms = between.replace(microsecond=between.microsecond // 1000 * 1000) + timedelta(milliseconds=1)
+    while datetime.now(UTC) < next_ms:
+        time.sleep(0.0002)
     queued = _queue(storage, team="sales", kind="nightly")
     started = _queue(storage, team="ops")
     storage.start_run(started)

@@ -14,8 +14,6 @@ import re
 import shutil
 import socket
 import subprocess
-import time
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +21,16 @@ from typing import Any
 
 import pytest
 
-from tests.support import ROOT, TIDEGATE, require_service, start_worker, tidegate_env
+from tests.support import (
+    ROOT,
+    TIDEGATE,
+    require_service,
+    spawn_process,
+    start_worker,
+    stop_process,
+    tidegate_env,
+    wait_http_ok,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -65,20 +72,6 @@ class UIServer:
     storage: Any
 
 
-def _wait_healthy(url: str, process: subprocess.Popen[bytes], log: Path) -> None:
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"webserver exited:\n{log.read_text()}")
-        try:
-            with urllib.request.urlopen(f"{url}/healthz", timeout=1) as response:
-                if response.status == 200:
-                    return
-        except OSError:
-            time.sleep(0.1)
-    raise RuntimeError(f"webserver not healthy:\n{log.read_text()}")
-
-
 @pytest.fixture(scope="module")
 def ui_server(tmp_path_factory: pytest.TempPathFactory, redis_url: str) -> Iterator[UIServer]:
     if not os.access(CHROMIUM, os.X_OK):
@@ -112,23 +105,13 @@ def ui_server(tmp_path_factory: pytest.TempPathFactory, redis_url: str) -> Itera
             ("beat", [TIDEGATE, "beat", "-f", str(PROJECT)]),
             ("webserver", [TIDEGATE, "webserver", "-f", str(PROJECT), "--port", str(port)]),
         ):
-            with (tmp / f"{name}.log").open("wb") as log:
-                processes.append(
-                    subprocess.Popen(
-                        argv, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, start_new_session=True
-                    )
-                )
-        _wait_healthy(base, processes[-1], tmp / "webserver.log")
+            processes.append(spawn_process(argv, env, tmp / f"{name}.log"))
+        wait_http_ok(f"{base}/healthz", processes[-1], tmp / "webserver.log", timeout=30)
         yield UIServer(base, admin, viewer, control, tmp, storage)
     finally:
         (control / "release").touch()  # a slow step still running ends at once
         for process in processes:
-            process.terminate()
-        for process in processes:
-            try:
-                process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                process.kill()
+            stop_process(process)
         worker.stop()
         storage.dispose()
 
