@@ -62,7 +62,7 @@ from tidegate.storage.schema import steps as steps_table
 
 PROJECT = Path(__file__).parent / "projects" / "queue_project.py"
 QUEUE_SUFFIX = f"_{os.getpid()}_{uuid.uuid4().hex[:6]}"
-REDIS_DB = 7  # not 11 (conftest's default) nor 8: other suites use those concurrently
+REDIS_DB = int(os.environ.get("TIDEGATE_TEST_CONTROL_REDIS_DB", "7"))  # apart from the conftest default (11)
 
 
 def load_project() -> Definitions:
