@@ -39,6 +39,11 @@ def normalize_url(url: str) -> str:
     return parsed.render_as_string(hide_password=False)
 
 
+# A process frozen or cut off inside a transaction must not hold row locks for hours: the
+# server ends its transaction, and waiters give up and retry.
+SERVER_OPTIONS = "-c lock_timeout=20s -c idle_in_transaction_session_timeout=60s"
+
+
 def make_engine(url: str, *, pre_ping: bool = True) -> Engine:
     """``pre_ping=False`` (the workers) spares a round trip per checkout: a connection killed
     server-side then fails its first statement, which invalidates every pooled connection
@@ -46,6 +51,10 @@ def make_engine(url: str, *, pre_ping: bool = True) -> Engine:
     url = normalize_url(url)
     if make_url(url).get_backend_name() == "sqlite":
         return _sqlite_engine(url)
+    # A URL's own ``options`` (``?options=-csearch_path%3Dtenant``) would be replaced by the
+    # connect argument below: keep them, after tidegate's, so that they win where both set one.
+    given = make_url(url).query.get("options")
+    options = " ".join([SERVER_OPTIONS, *([given] if isinstance(given, str) else given or [])])
     engine = create_engine(
         url,
         pool_pre_ping=pre_ping,  # a connection killed server-side is replaced, not handed out
@@ -53,9 +62,7 @@ def make_engine(url: str, *, pre_ping: bool = True) -> Engine:
         max_overflow=10,
         pool_recycle=1800,
         connect_args={
-            # A process frozen or cut off inside a transaction must not hold row locks for
-            # hours: the server ends its transaction, and waiters give up and retry.
-            "options": "-c lock_timeout=20s -c idle_in_transaction_session_timeout=60s",
+            "options": options,
             "keepalives": 1,
             "keepalives_idle": 30,
             "keepalives_interval": 10,
