@@ -15,12 +15,13 @@ from __future__ import annotations
 import functools
 import os
 import sqlite3
+import threading
 import time
 import weakref
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 from sqlalchemy import Connection, Engine, create_engine, event, func, select
 from sqlalchemy.dialects import postgresql, sqlite
@@ -82,6 +83,39 @@ def make_engine(url: str, *, pre_ping: bool = True) -> Engine:
     return engine
 
 
+class _WalKeeper:
+    """One idle connection per process, held open for the engine's life, so that closing a
+    transaction's connection (NullPool) is never the last close of the file: the last close
+    checkpoints the WAL into the database and syncs it to disk, every transaction (4 ms on a
+    busy disk against 1.5 ms without). SQLite still checkpoints on its own every 1,000 WAL
+    pages, and at the last close of all. A connection must not be used across a fork, closing
+    included: a child opens its own and keeps its parent's, untouched, until it exits."""
+
+    _inherited: ClassVar[list[sqlite3.Connection]] = []
+
+    def __init__(self, database: str) -> None:
+        self.database = database
+        self.pid = 0
+        self.connection: sqlite3.Connection | None = None
+        self.lock = threading.Lock()
+
+    def hold(self) -> None:
+        if self.pid == os.getpid():
+            return
+        with self.lock:
+            if self.pid == os.getpid():
+                return
+            if self.connection is not None:  # the parent's, in a forked child: never closed here
+                self._inherited.append(self.connection)
+            self.connection = sqlite3.connect(self.database, check_same_thread=False)
+            self.pid = os.getpid()
+
+    def close(self) -> None:
+        if self.connection is not None and self.pid == os.getpid():
+            self.connection.close()
+        self.connection = None
+
+
 def _use_wal(cursor: Any) -> None:
     """Switch the file to WAL once (the mode is stored in the file, so later connections only
     read it). The switch needs a lock that SQLite may refuse at once, without its busy handler,
@@ -105,6 +139,10 @@ def _sqlite_engine(url: str) -> Engine:
     # NullPool: a connection never crosses a fork (Celery prefork) or a thread.
     engine = create_engine(url, poolclass=NullPool, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000})
 
+    keeper = _WalKeeper(database) if database and database != ":memory:" else None
+    if keeper is not None:
+        weakref.finalize(engine, keeper.close)
+
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
         dbapi_connection.isolation_level = None  # we emit BEGIN ourselves
@@ -114,6 +152,8 @@ def _sqlite_engine(url: str) -> Engine:
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.close()
+        if keeper is not None:
+            keeper.hold()
 
     @event.listens_for(engine, "begin")
     def _on_begin(connection: Any) -> None:
