@@ -6,6 +6,7 @@ broker test on the real Redis."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -96,4 +97,39 @@ def test_one_publish_sends_every_child_of_a_wide_fan_out(storage: Storage, tmp_p
     assert statuses.pop("root") == StepStatus.SUCCEEDED
     assert set(statuses.values()) == {StepStatus.ENQUEUED}
     assert storage.get_run(run_id).status == RunStatus.STARTED
+    client.flushdb()
+
+
+def test_a_publish_larger_than_a_batch_sends_every_child_once_with_its_sent_event(
+    storage: Storage, tmp_path: Path, redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Children beyond ``PUBLISH_BATCH`` go out in further pipelines: every child is sent
+    once, marked ENQUEUED, and Flower's task-sent event goes with each (same pipeline)."""
+    import redis
+
+    import tidegate.broker
+
+    monkeypatch.setattr(tidegate.broker, "PUBLISH_BATCH", 25)  # 60 children: batches of 25, 25, 10
+    client = redis.Redis.from_url(redis_url)
+    client.flushdb()
+    app = make_celery_app(redis_url)
+    publisher = CeleryPublisher(app, storage)
+    run_id = _started(storage)
+    events = client.pubsub()
+    # Pub/sub channels are server-wide: kombu prefixes this database's fanout topics with /<db>.
+    events.psubscribe(f"/{client.connection_pool.connection_kwargs.get('db', 0)}.celeryev*")
+    events.get_message(timeout=1.0)  # the subscription's confirmation
+    assert _executor(storage, tmp_path, publisher).execute(run_id, "root", 1) == Outcome.SUCCEEDED
+    assert client.llen(DEFAULT_QUEUE) == WIDTH
+    bodies = [json.loads(m)["headers"]["id"] for m in client.lrange(DEFAULT_QUEUE, 0, -1)]
+    assert len(set(bodies)) == WIDTH
+    sent = 0
+    while (message := events.get_message(timeout=1.0)) is not None:
+        if message["type"] == "pmessage" and b"task.sent" in message["channel"]:
+            sent += 1
+    assert sent == WIDTH
+    statuses = {s.step_key: s.status for s in storage.get_steps(run_id)}
+    assert statuses.pop("root") == StepStatus.SUCCEEDED
+    assert set(statuses.values()) == {StepStatus.ENQUEUED}
+    events.close()
     client.flushdb()

@@ -1363,7 +1363,9 @@ def _claim_statement(with_now: bool) -> Any:
             steps.c.run_id == bindparam("b_run_id", type_=String()),
             steps.c.step_key == bindparam("b_step_key", type_=String()),
             steps.c.attempt == bindparam("b_attempt"),
-            steps.c.status.in_([StepStatus.READY, StepStatus.ENQUEUED]),
+            # Two comparisons, not IN (...): an IN list is an expanding parameter, which
+            # SQLAlchemy renders into the SQL again on every call.
+            (steps.c.status == StepStatus.READY) | (steps.c.status == StepStatus.ENQUEUED),
             runs.c.run_id == steps.c.run_id,
             runs.c.status == RunStatus.STARTED,
         )
