@@ -29,6 +29,7 @@ from sqlalchemy import (
     insert,
     literal_column,
     select,
+    text,
 )
 
 from tidegate.names import ASSET_SELECTION_TAG, BackfillStatus, EventType, RunStatus, StepStatus
@@ -260,6 +261,31 @@ class AutomationStorage:
         given as JSON text (what the beat serialized once) is stored as is, not encoded again."""
         if not writes:
             return
+        if self.dialect == "postgresql":
+            # one statement over arrays: an executemany of thousands of rows cost the beat
+            # 0.3 s of CPU (each row's parameters adapted and piped) on a 1%-updated tick
+            conn.execute(
+                text(
+                    "INSERT INTO automation_evaluations "
+                    "(sensor, tick_id, asset_key, evaluated_at, requested, record, run_ids, backfill_ids) "
+                    "SELECT :sensor, :tick_id, a, :evaluated_at, q, CAST(r AS json), CAST(ru AS json), "
+                    "CAST(b AS json) FROM unnest(CAST(:assets AS text[]), CAST(:requested AS integer[]), "
+                    "CAST(:records AS text[]), CAST(:runs AS text[]), CAST(:backfills AS text[])) AS u(a, q, r, ru, b)"
+                ),
+                dict(
+                    sensor=sensor,
+                    tick_id=tick_id,
+                    evaluated_at=evaluated_at,
+                    assets=[w.asset_key for w in writes],
+                    requested=[w.requested for w in writes],
+                    records=[
+                        w.record if isinstance(w.record, str) else json.dumps(w.record, default=str) for w in writes
+                    ],
+                    runs=[json.dumps(sorted({run_ids[i] for i in w.runs})) for w in writes],
+                    backfills=[json.dumps(sorted({backfill_ids[i] for i in w.backfills})) for w in writes],
+                ),
+            )
+            return
         record: ColumnElement[Any] = bindparam("record_text", type_=Text)
         if self.dialect == "postgresql":
             record = cast(record, JSON)
@@ -289,6 +315,17 @@ class AutomationStorage:
         elif write.removed:
             conn.execute(delete(t).where(t.c.sensor == sensor, t.c.asset_key.in_(write.removed)))
         if not write.entries:
+            return
+        if self.dialect == "postgresql":  # one statement over arrays (as for the records above)
+            conn.execute(
+                text(
+                    "INSERT INTO automation_cursor_entries (sensor, asset_key, seq, entry) "
+                    "SELECT :sensor, a, :seq, e "
+                    "FROM unnest(CAST(:keys AS text[]), CAST(:entries AS text[])) AS u(a, e) "
+                    "ON CONFLICT (sensor, asset_key) DO UPDATE SET seq = excluded.seq, entry = excluded.entry"
+                ),
+                dict(sensor=sensor, seq=write.seq, keys=list(write.entries), entries=list(write.entries.values())),
+            )
             return
         rows = [dict(sensor=sensor, asset_key=k, seq=write.seq, entry=v) for k, v in write.entries.items()]
         if write.replace:
