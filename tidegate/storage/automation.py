@@ -261,33 +261,27 @@ class AutomationStorage:
         given as JSON text (what the beat serialized once) is stored as is, not encoded again."""
         if not writes:
             return
-        if self.dialect == "postgresql":
-            # One statement, the rows as one JSON document (each record's text a string in it,
-            # stored as is): an executemany of thousands of rows cost the beat 0.3 s of CPU
-            # (each row's parameters adapted and piped) on a 1%-updated tick, and text arrays
-            # are worse (psycopg escapes each element with a regular expression).
-            rows = json.dumps(
-                [
-                    [
-                        w.asset_key,
-                        w.requested,
-                        w.record if isinstance(w.record, str) else json.dumps(w.record, default=str),
-                        json.dumps(sorted({run_ids[i] for i in w.runs})),
-                        json.dumps(sorted({backfill_ids[i] for i in w.backfills})),
-                    ]
-                    for w in writes
-                ]
-            )
-            conn.execute(
-                text(
-                    "INSERT INTO automation_evaluations "
-                    "(sensor, tick_id, asset_key, evaluated_at, requested, record, run_ids, backfill_ids) "
-                    "SELECT :sensor, :tick_id, e->>0, :evaluated_at, CAST(e->>1 AS integer), CAST(e->>2 AS json), "
-                    "CAST(e->>3 AS json), CAST(e->>4 AS json) "
-                    "FROM json_array_elements(CAST(:rows AS json)) WITH ORDINALITY AS u(e, n) ORDER BY n"
-                ),
-                dict(sensor=sensor, tick_id=tick_id, evaluated_at=evaluated_at, rows=rows),
-            )
+        if conn.dialect.driver == "psycopg":
+            # COPY, in the tick's transaction: the records of a 1%-updated tick (4,418 of them,
+            # 20 MB) cost the beat 0.5 s of CPU through an executemany (each row's parameters
+            # processed); COPY 0.03 s of CPU and less time than the executemany on the server
+            # (a JSON document of the rows: three times as long, PostgreSQL parsing it twice).
+            driver: Any = conn.connection.driver_connection
+            columns = "sensor, tick_id, asset_key, evaluated_at, requested, record, run_ids, backfill_ids"
+            with driver.cursor() as cursor, cursor.copy(f"COPY automation_evaluations ({columns}) FROM STDIN") as copy:
+                for w in writes:
+                    copy.write_row(
+                        (
+                            sensor,
+                            tick_id,
+                            w.asset_key,
+                            evaluated_at,
+                            w.requested,
+                            w.record if isinstance(w.record, str) else json.dumps(w.record, default=str),
+                            json.dumps(sorted({run_ids[i] for i in w.runs})),
+                            json.dumps(sorted({backfill_ids[i] for i in w.backfills})),
+                        )
+                    )
             return
         record: ColumnElement[Any] = bindparam("record_text", type_=Text)
         if self.dialect == "postgresql":
