@@ -381,7 +381,7 @@ def main() -> None:
             [False, True, True, True, True, True, True, True],
         )
     )
-    print("evaluated, requested: assets; * naive: (asset, partition)s requested, not grouped or committed")
+    print("evaluated: assets; requested: (asset, partition)s; * naive: requested, not grouped into runs or committed")
     for label, r in results.items():
         if r[5]:
             print(f"CPU per evaluated asset, {label}: {r[4] / r[5] * 1000:.2f} ms ({r[5]} evaluated, {r[6]} requested)")
