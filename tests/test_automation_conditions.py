@@ -167,35 +167,6 @@ def test_eager_on_daily_partitions_considers_only_the_latest_partition() -> None
     assert w.tick(timedelta(hours=14)) == {("summary", "2024-01-22")}
 
 
-def test_a_records_json_is_the_json_of_its_dict() -> None:
-    """The record's text is built from its nodes' texts (a shared subtree encoded once): the
-    same text as encoding its dict, for partitioned and unpartitioned assets, labels, None."""
-    daily = tg.DailyPartitionsDefinition(start_date="2024-01-15")
-
-    @tg.asset(partitions_def=daily)
-    def orders() -> None: ...
-
-    @tg.asset
-    def customers() -> None: ...
-
-    @tg.asset(partitions_def=daily, deps=["orders", "customers"], automation_condition=AC.eager())
-    def report() -> None: ...
-
-    @tg.asset(deps=["customers"], automation_condition=AC.eager().with_label('façade "q"'))
-    def summary() -> None: ...
-
-    w = World(tg.Definitions(assets=[orders, customers, report, summary]), T0 + timedelta(days=1))
-    w.tick()
-    w.materialize("customers")
-    w.materialize("orders", "2024-01-22")
-    w.tick()
-    assert w.last is not None
-    assert len(w.last.evaluations) == 2
-    for record in w.last.evaluations.values():
-        assert record.to_json() == json.dumps(record.to_dict(), separators=(",", ":"))
-        assert EvaluationRecord.from_json(record.to_json()) == record
-
-
 def test_explain_names_the_missing_upstream_partition() -> None:
     daily = tg.DailyPartitionsDefinition(start_date="2024-01-15")
 

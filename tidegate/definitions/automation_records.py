@@ -248,18 +248,6 @@ class NodeRecord:
             "children": [c.to_dict() for c in self.children],
         }
 
-    @cached_property
-    def json_text(self) -> str:
-        """``to_dict`` as compact JSON, built from the children's texts: a subtree shared by
-        several records (a dependency's, built once per tick) is encoded once."""
-        dumps = json.dumps
-        return (
-            f'{{"label":{dumps(self.label)},"name":{dumps(self.name)},"description":{dumps(self.description)},'
-            f'"asset":{dumps(self.asset)},"true_count":{self.true_count},"candidate_count":{self.candidate_count},'
-            f'"true_runs":{dumps(self.true_runs, separators=(",", ":"))},"truncated":{dumps(self.truncated)},'
-            f'"why":{dumps(self.why)},"children":[{",".join(c.json_text for c in self.children)}]}}'
-        )
-
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> NodeRecord:
         return cls(
@@ -298,12 +286,7 @@ class EvaluationRecord:
         }
 
     def to_json(self) -> str:
-        """``to_dict`` as compact JSON (the same text as ``json.dumps(to_dict())``)."""
-        return (
-            f'{{"asset_key":{json.dumps(self.asset_key.to_user_string())},'
-            f'"evaluation_time":{json.dumps(self.evaluation_time.isoformat())},'
-            f'"requested":{json.dumps(self.requested, separators=(",", ":"))},"root":{self.root.json_text}}}'
-        )
+        return json.dumps(self.to_dict(), separators=(",", ":"))
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> EvaluationRecord:
