@@ -156,6 +156,9 @@ class _Root:
     volatile: bool = False  # an event operand was true: the next evaluation may differ
 
 
+_MISSING = object()
+
+
 @dataclass(frozen=True)
 class _Result:
     true: Subset
@@ -193,6 +196,9 @@ class _Evaluation:
         self._dep_records: dict[tuple[str, AssetKey, Subset, object, AssetKey | None], tuple[_Result, bool]] = {}
         self._nested: dict[int, bool] = {}  # per operand (id): whether it has dependency conditions inside
         self._cron_cache: dict[tuple[str, str, float], bool] = {}
+        # per condition (id): the condition, its label, name, description, and its record's why prefixes
+        self._tokens: dict[AssetKey, object] = {}  # per asset: its partitions definition's token
+        self._heads: dict[int, tuple[AutomationCondition, str | None, str, str, str, str]] = {}
 
     # -- inputs, memoized ----------------------------------------------------------------------
 
@@ -615,7 +621,10 @@ class _Evaluation:
         return hit[0]
 
     def _token(self, key: AssetKey) -> object:
-        return definition_token(self.graph.assets[key].partitions_def)
+        found = self._tokens.get(key, _MISSING)
+        if found is _MISSING:
+            found = self._tokens[key] = definition_token(self.graph.assets[key].partitions_def)
+        return found
 
     def _dep_node_id(self, node_id: str, dep: AssetKey) -> str:
         return f"{node_id}[{self.name(dep)}]"
@@ -788,16 +797,28 @@ class _Evaluation:
             return _Result(true, None)
         runs = self.encode(key, true)
         reason = why if isinstance(why, str) else why()
+        head = self._heads.get(id(condition))
+        if head is None:  # a node's fixed texts, once per condition (conditions are immutable)
+            display = condition.display()
+            head = self._heads[id(condition)] = (
+                condition,  # kept: its id stays its own while the evaluation lives
+                condition.label,
+                condition.name,
+                condition.description,
+                f"{display}: true — ",
+                f"{display}: false — ",
+            )
+        name = self._names.get(key)
         record = NodeRecord(
-            label=condition.label,
-            name=condition.name,
-            description=condition.description,
-            asset=self.name(key),
+            label=head[1],
+            name=head[2],
+            description=head[3],
+            asset=name if name is not None else self.name(key),
             true_count=len(true),
             candidate_count=len(candidates),
-            true_runs=runs[:MAX_RUNS],
+            true_runs=runs[:MAX_RUNS] if len(runs) > MAX_RUNS else runs,
             truncated=len(runs) > MAX_RUNS,
-            why=f"{condition.display()}: {'true' if true else 'false'} — {reason}",
+            why=(head[4] if true else head[5]) + reason,
             children=[c.record for c in children if c.record is not None],
         )
         return _Result(true, record)

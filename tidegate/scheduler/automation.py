@@ -137,6 +137,7 @@ class AutomationTick:
     outcome: TickOutcome
     install: Callable[[], None]
     result: AutomationResult | None = None
+    evaluated: int = 0  # assets evaluated (the records are dropped before the commit)
 
 
 class AutomationTicks:
@@ -215,6 +216,7 @@ class AutomationTicks:
                 seq,
                 whole,
             )
+            evaluated = len(result.evaluations)
             result.evaluations.clear()  # serialized into the outcome's writes
         finally:
             if collecting:
@@ -225,7 +227,7 @@ class AutomationTicks:
             self._stored[sensor.name] = stored
             self._parsed[sensor.name] = (conditions_text, result.cursor, next_seq)
 
-        return AutomationTick(outcome, install, result)
+        return AutomationTick(outcome, install, result, evaluated)
 
     def conditions_cursor(self, sensor: AutomationConditionSensorDefinition, cursor: str | None) -> AutomationCursor:
         """The conditions cursor (every asset's state) that the sensor's stored ``cursor``
