@@ -217,6 +217,12 @@ def test_a_job_launched_through_flower_runs_and_its_steps_show_in_flower(
         assert sales["args"] == repr([run_id, "daily_sales", 1])
         assert sales["worker"].startswith("fw@")
         assert sales["sent"] is not None  # task-sent events are on
+        # daily_report ran by continuation inside daily_sales's task: the worker's own task
+        # events show it as a task of its own, under its step task id, with that parent.
+        report = steps[f"daily_report[2024-01-05] · run {short}"]
+        assert report["uuid"] == f"{run_id}.daily_report.1" and report["worker"] == sales["worker"]
+        assert report["args"] == repr([run_id, "daily_report", 1])
+        assert report["parent_id"] == sales["uuid"], report
 
         # Flower's Prometheus metrics count the events of each named step.
         status, metrics = flower.request("GET", "/metrics")

@@ -20,12 +20,13 @@ from typing import Any
 from celery import Celery, Task
 from sqlalchemy.exc import DBAPIError
 
-from tidegate.broker import CeleryPublisher, get_app
+from tidegate.broker import CeleryPublisher, get_app, step_task_name
 from tidegate.config import Settings
 from tidegate.definitions.loading import load_definitions
 from tidegate.errors import TidegateError
-from tidegate.names import EXECUTE_STEP_TASK, LAUNCH_JOB_TASK
+from tidegate.names import EXECUTE_STEP_TASK, LAUNCH_JOB_TASK, step_task_id
 from tidegate.storage.api import Storage
+from tidegate.storage.records import StepRecord, StepRef
 from tidegate.submit import FLOWER_ORIGIN, prepare_job_run
 from tidegate.workers.execution import StepExecutor
 
@@ -50,6 +51,59 @@ def continuation_queue(request: Any) -> str | None:
         return None
     routing_key = (request.delivery_info or {}).get("routing_key")
     return routing_key if isinstance(routing_key, str) and routing_key else None
+
+
+class ContinuedTaskEvents:
+    """Celery's task events (received, started, succeeded) for each step run by continuation,
+    under the task id and name its own delivery would have had, so that Flower lists it as a
+    task of its own (its parent the task it ran in) and counts it in its metrics. Sent only when
+    the worker sends task events (``-E``, as ``tidegate worker`` does); a failure to send is
+    logged and changes nothing: the step's outcome is in the database already."""
+
+    def __init__(self, task: Task) -> None:
+        self.task = task
+        self.enabled = bool(task.app.conf.worker_send_task_events)
+        self._dispatcher: Any = None
+        self._context: Any = None
+
+    def __enter__(self) -> ContinuedTaskEvents:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self._context is not None:
+            self._context.__exit__(None, None, None)
+
+    def started(self, step: StepRecord) -> None:
+        uuid = step_task_id(step.run_id, step.step_key, step.attempt)
+        args = [step.run_id, step.step_key, step.attempt]
+        self._send(
+            "task-received",
+            uuid=uuid,
+            name=step_task_name(StepRef(step.run_id, step.step_key, step.attempt, step.queue, step.display_name)),
+            args=repr(args),
+            kwargs="{}",
+            root_id=self.task.request.root_id or self.task.request.id,
+            parent_id=self.task.request.id,
+            retries=0,
+            eta=None,
+            expires=None,
+        )
+        self._send("task-started", uuid=uuid, pid=os.getpid())
+
+    def finished(self, step: StepRecord, outcome: str, runtime: float) -> None:
+        uuid = step_task_id(step.run_id, step.step_key, step.attempt)
+        self._send("task-succeeded", uuid=uuid, result=repr(outcome), runtime=runtime)
+
+    def _send(self, event: str, **fields: Any) -> None:
+        if not self.enabled:
+            return
+        try:
+            if self._dispatcher is None:
+                self._context = self.task.app.events.default_dispatcher(hostname=self.task.request.hostname)
+                self._dispatcher = self._context.__enter__()
+            self._dispatcher.send(event, **fields)
+        except Exception as exc:  # the broker is away: Flower misses this step, nothing else does
+            log.info("continued step %s: task event %s not sent: %s", fields.get("uuid"), event, exc)
 
 
 @dataclass
@@ -96,9 +150,15 @@ def register_tasks(celery_app: Celery) -> None:
         countdown = requeue_countdown(self.request.retries or 0)
         try:
             executor = runtime(self.request.hostname or "worker")
-            return executor.execute(
-                run_id, step_key, attempt, queue=continuation_queue(self.request), task_id=self.request.id
-            )
+            with ContinuedTaskEvents(self) as seen:
+                return executor.execute(
+                    run_id,
+                    step_key,
+                    attempt,
+                    queue=continuation_queue(self.request),
+                    task_id=self.request.id,
+                    seen=seen,
+                )
         except (TidegateError, DBAPIError) as exc:
             if isinstance(exc, TidegateError) and _runtime is not None:
                 raise  # not the storage opening: the executor records such errors itself

@@ -18,7 +18,7 @@ import traceback
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from sqlalchemy.exc import DBAPIError
 
@@ -44,7 +44,14 @@ from tidegate.names import (
 )
 from tidegate.storage.api import Storage
 from tidegate.storage.engine import is_transient
-from tidegate.storage.records import ClaimedStep, Continuation, NewEvent, NewMaterialization, StepRef
+from tidegate.storage.records import (
+    ClaimedStep,
+    Continuation,
+    NewEvent,
+    NewMaterialization,
+    StepRecord,
+    StepRef,
+)
 from tidegate.workers.io import FilesystemIOManager, InputContext, IOManager, OutputContext
 
 log = logging.getLogger("tidegate.worker")
@@ -81,6 +88,15 @@ class _Recorded:
     materializations: list[NewMaterialization]
 
 
+class ContinuedStepObserver(Protocol):
+    """Told when a step run by continuation starts and ends: it has no broker delivery of its
+    own, so nothing else tells Celery's monitors (Flower) about it."""
+
+    def started(self, step: StepRecord) -> None: ...
+
+    def finished(self, step: StepRecord, outcome: str, runtime: float) -> None: ...
+
+
 @dataclass
 class StepExecutor:
     """Runs steps of one code location against one storage; safe to share between threads."""
@@ -97,7 +113,14 @@ class StepExecutor:
     _beater: threading.Thread | None = field(default=None, repr=False)
 
     def execute(
-        self, run_id: str, step_key: str, attempt: int, *, queue: str | None = None, task_id: str | None = None
+        self,
+        run_id: str,
+        step_key: str,
+        attempt: int,
+        *,
+        queue: str | None = None,
+        task_id: str | None = None,
+        seen: ContinuedStepObserver | None = None,
     ) -> str:
         """Claim and run this attempt; returns its outcome. With ``continuation`` on and
         ``queue`` (the queue this delivery came from), a success that makes a child READY on
@@ -106,7 +129,9 @@ class StepExecutor:
         are recorded as any step's. ``task_id`` (the broker task of this delivery) is recorded
         with each continued claim: revoking a continued step terminates that task, which is
         what runs it (``CeleryPublisher.revoke``). A canceled run, or a step taken away, ends
-        the chain: its next claim is the same compare-and-set as any delivery's."""
+        the chain: its next claim is the same compare-and-set as any delivery's. ``seen`` is told
+        when each continued step starts and ends (the worker sends Celery's task events for it,
+        so that Flower shows it as its own task)."""
         claimed = self.storage.claim_step(run_id, step_key, attempt, self.worker_name)
         if claimed is None:
             log.info("step %s of run %s attempt %d: not claimable, ignoring this delivery", step_key, run_id, attempt)
@@ -118,7 +143,12 @@ class StepExecutor:
             continued += 1
             step = following.step
             next_queue = queue if continued < MAX_CONTINUED_STEPS else None
+            if seen is not None:
+                seen.started(step)
+            began = time.monotonic()
             result, following = self._run_claimed(following, next_queue, task_id)
+            if seen is not None:
+                seen.finished(step, result, time.monotonic() - began)
             # A continued step has no broker task of its own: say how it ended, by its step's task id.
             log.info(
                 "continued step %s[%s] in task [%s] finished: %r",
