@@ -108,6 +108,9 @@ class _WalKeeper:
             if self.connection is not None:  # the parent's, in a forked child: never closed here
                 self._inherited.append(self.connection)
             self.connection = sqlite3.connect(self.database, check_same_thread=False)
+            # SQLite opens the file at the first statement: read the schema's version so that
+            # this connection joins the WAL (holds its index) and stays an open reader of it.
+            self.connection.execute("PRAGMA schema_version").fetchone()
             self.pid = os.getpid()
 
     def close(self) -> None:
