@@ -23,7 +23,6 @@ import itertools
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import time
@@ -36,7 +35,7 @@ import psycopg
 import redis
 from sqlalchemy import func, select, true
 
-from tests.support import ROOT, TIDEGATE, tidegate_env, truncate_all
+from tests.support import ROOT, TIDEGATE, free_port, tidegate_env, truncate_all
 from tidegate.definitions.loading import CodeLocation
 from tidegate.names import EXECUTE_STEP_TASK, RunStatus, StepStatus, step_task_id
 from tidegate.storage.api import Storage
@@ -140,17 +139,6 @@ def pid_alive(pid: int) -> bool:
     return stat.rpartition(")")[2].split()[0] != "Z"
 
 
-def free_port(start: int = 6391, stop: int = 6450) -> int:
-    for port in range(start, stop):
-        with socket.socket() as sock:
-            try:
-                sock.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-    raise RuntimeError(f"no free port in {start}..{stop - 1}")
-
-
 class PrivateRedis:
     """A ``redis-server`` of our own, without persistence: killed with SIGKILL and started again
     on the same port, it comes back empty (and with a new run_id)."""
@@ -159,7 +147,7 @@ class PrivateRedis:
         self.binary = shutil.which("redis-server")
         if self.binary is None:
             raise RuntimeError("redis-server is not installed")
-        self.port = port or free_port()
+        self.port = port or free_port(6391, 6449)
         self.logs = logs
         self.process: Process | None = None
         self.starts = 0
@@ -216,7 +204,7 @@ class PrivatePostgres:
         self.initdb, self.pg_ctl = shutil.which("initdb"), shutil.which("pg_ctl")
         if self.initdb is None or self.pg_ctl is None:
             raise RuntimeError("initdb/pg_ctl are not installed")
-        self.port = port or free_port(5491, 5590)
+        self.port = port or free_port(5491, 5589)
         self.root = Path(tempfile.mkdtemp(prefix="tidegate-pg-"))
         self.data = self.root / "data"
         self.as_owner: list[str] = []

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -194,3 +195,21 @@ def wait_http_ok(url: str, process: subprocess.Popen[bytes], log_path: Path, tim
                 return body
         time.sleep(0.1)
     raise RuntimeError(f"{url} not answering after {timeout}s:\n{log_path.read_text(errors='replace')}")
+
+
+def free_port(first: int | None = None, last: int | None = None) -> int:
+    """A port free on the loopback interface: the first free one in ``first..last`` (a fixed
+    range, so that a process can be started again on it), else one the system picks."""
+    if first is None or last is None:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port: int = sock.getsockname()[1]
+            return port
+    for candidate in range(first, last + 1):
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", candidate))
+            except OSError:
+                continue
+            return candidate
+    raise RuntimeError(f"no free port in {first}-{last}")

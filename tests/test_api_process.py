@@ -4,7 +4,6 @@ worker`` over PostgreSQL and Redis, driven by tidegate.client.TidegateClient."""
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 import time
 import urllib.request
@@ -17,6 +16,7 @@ from tests.support import (
     ROOT,
     SECRET,
     TIDEGATE,
+    free_port,
     spawn_process,
     start_worker,
     stop_process,
@@ -31,17 +31,6 @@ from tidegate.storage.api import Storage
 PROJECT = ROOT / "tests" / "projects" / "api_project.py"
 
 pytestmark = pytest.mark.slow
-
-
-def _free_port() -> int:
-    for port in range(3101, 3120):
-        with socket.socket() as probe:
-            try:
-                probe.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-    raise RuntimeError("no free port in 3101-3119")
 
 
 class Served:
@@ -61,7 +50,7 @@ class Served:
 def served(tmp_path: Path, pg_url: str, redis_url: str) -> Iterator[Served]:
     truncate_all(pg_url)
     env = tidegate_env(database_url=pg_url, broker_url=redis_url, definitions=PROJECT, io_dir=tmp_path / "io")
-    port = _free_port()
+    port = free_port(3101, 3119)
     argv = [TIDEGATE, "webserver", "-f", str(PROJECT), "--port", str(port)]
     refused = subprocess.run(argv, env=env, cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert refused.returncode == 2 and "no active API token" in refused.stderr

@@ -5,7 +5,6 @@ errors it knows for a token whose role is too low or no token at all."""
 
 from __future__ import annotations
 
-import socket
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -18,6 +17,7 @@ from tests.support import (
     ROOT,
     TIDEGATE,
     WorkerProcess,
+    free_port,
     require_service,
     spawn_process,
     start_worker,
@@ -39,13 +39,6 @@ pytestmark = [
     # their warning, not ours, raised by every call the client makes.
     pytest.mark.filterwarnings("ignore:Using variable_values and operation_name:DeprecationWarning"),
 ]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 @dataclass

@@ -12,7 +12,6 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import socket
 import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -24,6 +23,7 @@ import pytest
 from tests.support import (
     ROOT,
     TIDEGATE,
+    free_port,
     require_service,
     spawn_process,
     start_worker,
@@ -49,17 +49,6 @@ CHROMIUM_ARGS = [
 ]
 PORTS = range(3141, 3160)
 WAIT = 60_000  # ms: an upper bound for a state to show, never a timing assertion
-
-
-def free_port() -> int:
-    for port in PORTS:
-        with socket.socket() as sock:
-            try:
-                sock.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-    raise RuntimeError(f"no free port in {PORTS}")
 
 
 @dataclass
@@ -98,7 +87,7 @@ def ui_server(tmp_path_factory: pytest.TempPathFactory, redis_url: str) -> Itera
     )
     worker = start_worker(env, name="ui", log_dir=tmp, concurrency=2)
     processes: list[subprocess.Popen[bytes]] = []
-    port = free_port()
+    port = free_port(PORTS.start, PORTS.stop - 1)
     base = f"http://127.0.0.1:{port}"
     try:
         for name, argv in (
