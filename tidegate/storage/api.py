@@ -36,6 +36,7 @@ from sqlalchemy import (
     Connection,
     DateTime,
     Engine,
+    Integer,
     String,
     Text,
     and_,
@@ -45,11 +46,14 @@ from sqlalchemy import (
     func,
     insert,
     literal,
+    null,
     select,
+    text,
     true,
     union_all,
     update,
 )
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import make_url
 
 from tidegate.definitions.job import RunPlan, StepPlan
@@ -61,6 +65,7 @@ from tidegate.storage.automation import AutomationStorage
 from tidegate.storage.backfills import BackfillStorage
 from tidegate.storage.control import RunControl
 from tidegate.storage.engine import (
+    DriverStatement,
     as_database_now,
     database_now,
     dialect_insert,
@@ -68,6 +73,7 @@ from tidegate.storage.engine import (
     normalize_url,
     now_column,
     retry_transient,
+    run_pipelined,
 )
 from tidegate.storage.instigators import InstigatorStorage
 from tidegate.storage.partitions import DynamicPartitionStorage
@@ -107,6 +113,11 @@ _FAST_PARTITIONS = 4
 
 class _NotOwned(Exception):
     """The attempt no longer owned its step: leave the success transaction, rolling it back."""
+
+
+class _Pooled(Exception):
+    """The step still runs, but its success hands pool slots over: not for the one-round-trip
+    success statement (which wrote nothing), for the general path."""
 
 
 def _ref(row: Any) -> StepRef:
@@ -372,14 +383,30 @@ class Storage(
         finished or canceled run): the caller must then do nothing.
 
         PostgreSQL: one statement (the compare-and-set, the run's row and the STEP_STARTED
-        event in one ``UPDATE ... FROM runs`` with a data-modifying CTE), run outside an
-        explicit transaction: a single statement is atomic, and BEGIN and COMMIT would be two
-        more round trips.
+        event in one ``UPDATE ... FROM runs`` with a data-modifying CTE) in a transaction
+        that commits without waiting for its WAL to reach the disk (``synchronous_commit``
+        off, set for this transaction only), all in one round trip (``run_pipelined``).
+
+        Why the claim need not be durable: the claim is visible to every other transaction at
+        once, as any commit; only a crash of PostgreSQL in the next fraction of a second
+        (its WAL writer flushes within 3 x ``wal_writer_delay``) can lose it. The WAL is one
+        sequence, so any later durable commit flushes the claim with it: the step's success
+        (or failure, or a heartbeat) that this worker commits is durable only after the
+        claim is. If the claim is lost, the step is READY or ENQUEUED again (with no
+        STEP_STARTED event: the same transaction), the worker's heartbeat and success, both
+        compare-and-set on RUNNING under this attempt, match nothing (the result is
+        discarded, nothing recorded), and the step is published again (READY: the outbox;
+        ENQUEUED: the run monitor re-sends stale ones) and claimed anew: its outcome is
+        still recorded exactly once. What is lost is what a crash mid-step always costs, the
+        step's work, run again (at least once, as after a worker's crash).
         """
         if self.dialect == "postgresql":
+            params = self._claim_params(run_id, step_key, attempt, worker, None)
+            dialect = self.engine.dialect
+            pipeline = [(_async_commit(dialect), {}), (_claim_driver_statement(dialect), params)]
             with self.engine.connect() as conn:
-                conn.execution_options(isolation_level="AUTOCOMMIT")
-                return self._claim(conn, run_id, step_key, attempt, worker, None, None)
+                _, rows = run_pipelined(conn, pipeline)
+            return self._claimed(rows[0] if rows else None, None)
         with self.engine.begin() as conn:
             return self._claim(conn, run_id, step_key, attempt, worker, database_now(conn), None)
 
@@ -404,27 +431,13 @@ class Storage(
         run's row) whose RETURNING feeds the event's INSERT in the same statement, so the
         event exists exactly when the claim does. SQLite (its RETURNING cannot name the other
         table): the UPDATE, then the event, then the run's row if the caller has none."""
-        message = f"attempt {attempt} on {worker}" + (f" (continuing task {delivery})" if delivery else "")
-        data: dict[str, Any] = {"attempt": attempt, CONTINUED_IN: delivery} if delivery else {"attempt": attempt}
         if self.dialect == "postgresql":
-            params = {
-                "b_run_id": run_id,
-                "b_step_key": step_key,
-                "b_attempt": attempt,
-                "b_worker": worker,
-                "b_message": message,
-                "b_data": data,
-            }
+            params = self._claim_params(run_id, step_key, attempt, worker, delivery)
             if now is not None:
                 params["b_now"] = now
-            row = conn.execute(_claim_statement(now is not None), params).one_or_none()
-            if row is None:
-                return None
-            step = from_row(StepRecord, row)
-            if run is None:
-                mapping = row._mapping
-                run = from_row(RunRecord, SimpleNamespace(**{c.name: mapping[f"run_{c.name}"] for c in runs.c}))
-            return ClaimedStep(run, step)
+            return self._claimed(conn.execute(_claim_statement(now is not None), params).one_or_none(), run)
+        message = f"attempt {attempt} on {worker}" + (f" (continuing task {delivery})" if delivery else "")
+        data: dict[str, Any] = {"attempt": attempt, CONTINUED_IN: delivery} if delivery else {"attempt": attempt}
         assert now is not None
         owned = (*self._attempt(run_id, step_key, attempt), steps.c.status.in_([StepStatus.READY, StepStatus.ENQUEUED]))
         row = conn.execute(
@@ -439,6 +452,31 @@ class Storage(
         self._append_events(conn, run_id, step_key, [NewEvent("STEP_STARTED", message, data)], now)
         if run is None:
             run = from_row(RunRecord, conn.execute(select(runs).where(runs.c.run_id == run_id)).one())
+        return ClaimedStep(run, step)
+
+    @staticmethod
+    def _claim_params(run_id: str, step_key: str, attempt: int, worker: str, delivery: str | None) -> dict[str, Any]:
+        """The parameters of ``_claim_statement`` (PostgreSQL) but ``b_now``."""
+        message = f"attempt {attempt} on {worker}" + (f" (continuing task {delivery})" if delivery else "")
+        data: dict[str, Any] = {"attempt": attempt, CONTINUED_IN: delivery} if delivery else {"attempt": attempt}
+        return {
+            "b_run_id": run_id,
+            "b_step_key": step_key,
+            "b_attempt": attempt,
+            "b_worker": worker,
+            "b_message": message,
+            "b_data": data,
+        }
+
+    @staticmethod
+    def _claimed(row: Any, run: RunRecord | None) -> ClaimedStep | None:
+        """The claim of ``_claim_statement``'s row (None: no claim), with ``run`` or the row's
+        ``run_<column>`` values."""
+        if row is None:
+            return None
+        step = from_row(StepRecord, row)
+        if run is None:
+            run = from_row(RunRecord, SimpleNamespace(**{c.name: getattr(row, f"run_{c.name}") for c in runs.c}))
         return ClaimedStep(run, step)
 
     def continued_deliveries(self, refs: Sequence[StepRef]) -> dict[tuple[str, str, int], str]:
@@ -580,7 +618,8 @@ class Storage(
         The run row is locked first (the module's lock order).
 
         PostgreSQL, for an asset step (nothing planned or skipped, no reported
-        materializations): fewer round trips, the same writes (``_complete_asset_step_pg``).
+        materializations) with no pool: one round trip, the same writes
+        (``_complete_asset_step_pg``).
         """
         if (
             self.dialect == "postgresql"
@@ -604,7 +643,9 @@ class Storage(
                     partition_keys=partition_keys,
                 )
             except _NotOwned:
-                return None  # rolled back: the run's counter is as it was
+                return None  # nothing written
+            except _Pooled:
+                pass  # nothing written: the general path below hands pool slots over
         with self.engine.begin() as conn:
             now = self._lock_run_now(conn, run_id)
             done = conn.execute(
@@ -660,75 +701,69 @@ class Storage(
         events_: Sequence[NewEvent],
         partition_keys: Sequence[str],
     ) -> tuple[list[StepRef], ClaimedStep | None]:
-        """``_complete_step`` of an asset step on PostgreSQL, in one transaction of two
-        statements in the common case (both built once per shape, ``_success_statements``):
+        """``_complete_step`` of an asset step on PostgreSQL: one transaction of three
+        statements sent with its BEGIN and COMMIT in one round trip (``run_pipelined``; each
+        built once per shape and bound per call, ``_success_statement``):
 
-        1. the run's counter minus one, which locks the run's row first (the module's lock
-           order) and reads the run's status and the transaction's time;
+        1. lock the run's row (the module's lock order: the run before its steps);
         2. RUNNING -> SUCCEEDED (the compare-and-set) and, through data-modifying CTEs that
-           act only if it matched: the materializations, the events, each child's counter
-           minus one (those reaching 0 READY, or WAITING for a pool) and, for a continuation,
-           one child that becomes READY with no pool, no timeout, on the continuation's queue
-           made RUNNING for its worker at once, with its STEP_STARTED event.
+           act only if it matched: the run's counter minus one, the materializations, the
+           partitions' status, the events, each child's counter minus one (those reaching 0
+           READY) and, for a continuation of a STARTED run, one child that becomes READY with
+           no pool, no timeout, on the continuation's queue made RUNNING for its worker at
+           once, with its STEP_STARTED event;
+        3. the run's end, if the counter reached 0 (it reads what 2 wrote).
 
-        Then, only when needed: the partitions' status, pools (a slot handed over, WAITING
-        children, and a pooled child given the slot may be continued), the run's end. Raises
-        ``_NotOwned`` (rolled back, the counter untouched) if this attempt no longer owned
-        the step."""
+        The run's row is locked from the first statement to the COMMIT with no client round
+        trip in between, so completions of one run queue there for one transaction's time.
+
+        A step that holds a pool slot, or has a child in a pool, needs pools handed over
+        (``_fill_pools``, reading and deciding in Python): the compare-and-set does not match
+        it, and this raises ``_Pooled`` (nothing written) for the general path. Raises
+        ``_NotOwned`` (nothing written) if this attempt no longer owned the step."""
         new_events = list(events_)
         if metadata is not None:
             new_events.append(NewEvent("ASSET_MATERIALIZATION", asset_key, {"metadata": dict(metadata)}))
         new_events.append(NewEvent("STEP_SUCCESS", None, {"attempt": attempt}))
         made = (list[str | None](partition_keys) or [None]) if metadata is not None else []
-        with self.engine.begin() as conn:
-            counted = conn.execute(_COUNT_DOWN, {"b_run_id": run_id}).one_or_none()
-            if counted is None:
-                raise _NotOwned
-            remaining, run_status, now = counted[0], counted[1], as_database_now(counted[2])
-            runs_next = (
-                continuation is not None and continuation.run.run_id == run_id and run_status == RunStatus.STARTED
+        runs_next = continuation is not None and continuation.run.run_id == run_id
+        params: dict[str, Any] = {
+            "b_run_id": run_id,
+            "b_step_key": step_key,
+            "b_attempt": attempt,
+            "b_asset_key": asset_key,
+            "b_metadata": dict(metadata) if metadata is not None else None,
+        }
+        for i, key in enumerate(made):
+            params[f"b_partition_{i}"] = key
+        for i, key in enumerate(partition_keys):
+            params[f"b_status_partition_{i}"] = key
+        for i, e in enumerate(new_events):
+            params[f"b_type_{i}"] = e.event_type
+            params[f"b_message_{i}"] = e.message
+            params[f"b_data_{i}"] = dict(e.data) if e.data is not None else None
+        if runs_next:
+            assert continuation is not None
+            params["b_queue"] = continuation.queue
+            params["b_worker"] = continuation.worker
+            params["b_started_message"] = f"attempt 1 on {continuation.worker}" + (
+                f" (continuing task {delivery})" if delivery else ""
             )
-            params: dict[str, Any] = {
-                "b_run_id": run_id,
-                "b_step_key": step_key,
-                "b_attempt": attempt,
-                "b_now": now,
-                "b_asset_key": asset_key,
-                "b_metadata": dict(metadata) if metadata is not None else None,
-            }
-            for i, key in enumerate(made):
-                params[f"b_partition_{i}"] = key
-            for i, e in enumerate(new_events):
-                params[f"b_type_{i}"] = e.event_type
-                params[f"b_message_{i}"] = e.message
-                params[f"b_data_{i}"] = dict(e.data) if e.data is not None else None
-            if runs_next:
-                assert continuation is not None
-                params["b_queue"] = continuation.queue
-                params["b_worker"] = continuation.worker
-                params["b_started_message"] = f"attempt 1 on {continuation.worker}" + (
-                    f" (continuing task {delivery})" if delivery else ""
-                )
-                params["b_started_data"] = {"attempt": 1, CONTINUED_IN: delivery} if delivery else {"attempt": 1}
-            statement = _success_statement(len(made), len(new_events), runs_next)
-            rows = conn.execute(statement, params).all()
-            if not rows or not rows[0].owned:
-                raise _NotOwned  # leaves the transaction, which rolls back the counter
-            mine = [r for r in rows if r.step_key is not None]
-            ready = [_ref(r) for r in mine if r.status == StepStatus.READY]
-            running = [from_row(StepRecord, r) for r in mine if r.status == StepStatus.RUNNING]
-            claimed = ClaimedStep(continuation.run, running[0]) if continuation is not None and running else None
-            self._set_partition_status(conn, asset_key, partition_keys, PartitionStatus.MATERIALIZED, run_id, now)
-            pooled = {r.pool for r in mine if r.status == StepStatus.WAITING}
-            if rows[0].done_pool is not None:
-                pooled.add(rows[0].done_pool)  # hand the slot over
-            if pooled:
-                ready += self._fill_pools(conn, pooled, now)
-                if continuation is not None and claimed is None and run_status == RunStatus.STARTED:
-                    # A pooled child given a free slot: claimed as ``claim_step`` would (it holds the slot).
-                    claimed, ready = self._claim_child(conn, continuation, ready, now, delivery)
-            if remaining == 0:
-                self._close_run(conn, run_id, now)
+            params["b_started_data"] = {"attempt": 1, CONTINUED_IN: delivery} if delivery else {"attempt": 1}
+        dialect = self.engine.dialect
+        statement = _success_statement(len(made), len(new_events), runs_next, len(partition_keys), dialect)
+        by_run = {"b_run_id": run_id}
+        with self.engine.connect() as conn:
+            _, rows, _ = run_pipelined(
+                conn, [(_lock_run_statement(dialect), by_run), (statement, params), (_close_statement(dialect), by_run)]
+            )
+        outcome = rows[0]
+        if not outcome.owned:
+            raise _Pooled if outcome.running else _NotOwned
+        mine = [r for r in rows if r.step_key is not None]
+        ready = [_ref(r) for r in mine if r.status == StepStatus.READY]
+        running = [from_row(StepRecord, r) for r in mine if r.status == StepStatus.RUNNING]
+        claimed = ClaimedStep(continuation.run, running[0]) if continuation is not None and running else None
         return ready, claimed
 
     def _claim_child(
@@ -1215,40 +1250,97 @@ class Storage(
 
 # -- statements built once -------------------------------------------------------------------
 # SQLAlchemy builds and keys a statement in Python on every call (for a CTE of many parts that
-# is most of a step's CPU in the worker); these are built once from bind parameters, so a call
-# only binds values (and psycopg prepares them after a few uses).
+# is most of a step's CPU in the worker); these are built (and, for ``run_pipelined``, compiled)
+# once from bind parameters, so a call only binds values (and psycopg prepares them after a few
+# uses).
 
-_COUNT_DOWN = (
-    update(runs)
-    .where(runs.c.run_id == bindparam("b_run_id"))
-    .values(steps_remaining=runs.c.steps_remaining - 1)
-    .returning(runs.c.steps_remaining, runs.c.status, func.now())
-)
+
+@functools.lru_cache(maxsize=4)
+def _lock_run_statement(dialect: Any) -> DriverStatement:
+    """Statement 1 of ``Storage._complete_asset_step_pg``: lock the run's row."""
+    return DriverStatement(
+        select(runs.c.run_id).where(runs.c.run_id == bindparam("b_run_id", type_=String())).with_for_update(),
+        dialect,
+    )
+
+
+@functools.lru_cache(maxsize=4)
+def _close_statement(dialect: Any) -> DriverStatement:
+    """Statement 3 of ``Storage._complete_asset_step_pg``: ``Storage._close_run`` in SQL, for
+    a STARTED run whose counter is 0 (the statement before made it so; a run whose counter
+    reached 0 is ended in that transaction, so no other STARTED run has 0)."""
+    run_id = bindparam("b_run_id", type_=String())
+    unsuccessful = exists().where(
+        steps.c.run_id == run_id,
+        steps.c.status != StepStatus.SUCCEEDED,
+        steps.c.status != StepStatus.SKIPPED,
+    )
+    closed = (
+        update(runs)
+        .where(runs.c.run_id == run_id, runs.c.status == RunStatus.STARTED, runs.c.steps_remaining == 0)
+        .values(status=case((unsuccessful, RunStatus.FAILURE), else_=RunStatus.SUCCESS), ended_at=func.now())
+        .returning(runs.c.run_id, runs.c.status)
+        .cte("closed")
+    )
+    ended = insert(events).from_select(
+        ["run_id", "step_key", "event_type", "timestamp", "message", "data"],
+        select(
+            closed.c.run_id,
+            null(),
+            literal("RUN_", String()) + closed.c.status,
+            func.now(),
+            null(),
+            null(),
+        ),
+    )
+    return DriverStatement(ended.add_cte(closed), dialect)
 
 
 @functools.lru_cache(maxsize=512)
-def _success_statement(materialized: int, logged: int, runs_next: bool) -> Any:
+def _success_statement(materialized: int, logged: int, runs_next: bool, partitioned: int, dialect: Any) -> Any:
     """Statement 2 of ``Storage._complete_asset_step_pg`` for ``materialized`` partition rows
-    (0: no materialization), ``logged`` events and, with ``runs_next``, the continuation's
-    claim of one child. Parameters (b_ and): run_id, step_key, attempt, now, asset_key,
-    metadata, partition_<i>, type_<i>, message_<i>, data_<i>; with ``runs_next`` queue, worker,
-    started_message, started_data."""
-    now = bindparam("b_now", type_=DateTime(timezone=True))
+    (0: no materialization), ``logged`` events, ``partitioned`` partitions' status and, with
+    ``runs_next``, the continuation's claim of one child (if the run is STARTED). Parameters
+    (b_ and): run_id, step_key, attempt, asset_key, metadata, partition_<i>,
+    status_partition_<i>, type_<i>, message_<i>, data_<i>; with ``runs_next`` queue, worker,
+    started_message, started_data. The time is the transaction's ``now()``.
+
+    Returns ``owned`` (1 if the compare-and-set matched), ``running`` (1 if the attempt was
+    RUNNING when the statement began: with ``owned`` 0, it has a pool to hand over),
+    ``done_pool`` and each released child's row."""
+    now: Any = func.now()
     run_id = bindparam("b_run_id", type_=String())
     step_key = bindparam("b_step_key", type_=String())
+    attempt = bindparam("b_attempt", type_=Integer())
+    child = steps.alias("child")
+    pooled_child = exists().where(
+        child.c.run_id == run_id,
+        child.c.pool.is_not(None),
+        child.c.step_key.in_(
+            select(func.json_array_elements_text(steps.c.downstream)).correlate(steps).scalar_subquery()
+        ),
+    )
     done = (
         update(steps)
         .where(
             steps.c.run_id == run_id,
             steps.c.step_key == step_key,
-            steps.c.attempt == bindparam("b_attempt"),
+            steps.c.attempt == attempt,
             steps.c.status == StepStatus.RUNNING,
+            steps.c.pool.is_(None),
+            ~pooled_child,
         )
         .values(status=StepStatus.SUCCEEDED, ended_at=now, error=None)
         .returning(steps.c.downstream, steps.c.pool)
         .cte("done")
     )
-    writes: list[Any] = []
+    writes: list[Any] = [
+        update(runs)
+        .where(runs.c.run_id == run_id, exists(select(literal(1)).select_from(done)))
+        .values(steps_remaining=runs.c.steps_remaining - 1)
+        .returning(runs.c.steps_remaining)
+        .cte("counted")
+    ]
     if materialized:
         made: list[Any] = [
             select(
@@ -1269,6 +1361,26 @@ def _success_statement(materialized: int, logged: int, runs_next: bool) -> Any:
             )
             .cte("materialized")
         )
+    if partitioned:
+        statuses: list[Any] = [
+            select(
+                bindparam("b_asset_key", type_=String()),
+                bindparam(f"b_status_partition_{i}", type_=String()),
+                literal(PartitionStatus.MATERIALIZED, String()),
+                run_id,
+                now,
+            ).select_from(done)
+            for i in range(partitioned)
+        ]
+        upsert = postgresql.insert(asset_partitions).from_select(
+            ["asset_key", "partition_key", "status", "run_id", "updated_at"],
+            statuses[0] if len(statuses) == 1 else union_all(*statuses),
+        )
+        upsert = upsert.on_conflict_do_update(
+            index_elements=["asset_key", "partition_key"],
+            set_={"status": upsert.excluded.status, "run_id": upsert.excluded.run_id, "updated_at": now},
+        )
+        writes.append(upsert.cte("partitioned"))
     events_rows: list[Any] = [
         select(
             run_id,
@@ -1297,8 +1409,9 @@ def _success_statement(materialized: int, logged: int, runs_next: bool) -> Any:
         "ready_at": case((becomes_ready, now), else_=steps.c.ready_at),
     }
     if runs_next:
-        # The one child to run next here: of those this release readies (read before it, under
-        # the run's lock), the first by key with no pool, no timeout, on the queue.
+        # The one child to run next here, if the run goes on: of those this release readies
+        # (read before it, under the run's lock), the first by key with no pool, no timeout,
+        # on the queue.
         pick = (
             select(func.min(steps.c.step_key).label("step_key"))
             .where(
@@ -1309,6 +1422,7 @@ def _success_statement(materialized: int, logged: int, runs_next: bool) -> Any:
                 steps.c.pool.is_(None),
                 steps.c.timeout.is_(None),
                 steps.c.queue == bindparam("b_queue", type_=String()),
+                exists().where(runs.c.run_id == run_id, runs.c.status == RunStatus.STARTED),
             )
             .cte("pick")
         )
@@ -1342,12 +1456,40 @@ def _success_statement(materialized: int, logged: int, runs_next: bool) -> Any:
             )
             .cte("started_event")
         )
-    outcome = select(func.count().label("owned"), func.max(done.c.pool).label("done_pool")).subquery("outcome")
-    return (
-        select(outcome.c.owned, outcome.c.done_pool, *released.c)
+    # Read from the statement's snapshot, before ``done`` wrote: was the attempt RUNNING?
+    was_running = (
+        select(func.count())
+        .where(
+            steps.c.run_id == run_id,
+            steps.c.step_key == step_key,
+            steps.c.attempt == attempt,
+            steps.c.status == StepStatus.RUNNING,
+        )
+        .scalar_subquery()
+    )
+    outcome = select(
+        func.count().label("owned"), func.max(done.c.pool).label("done_pool"), was_running.label("running")
+    ).subquery("outcome")
+    statement = (
+        select(outcome.c.owned, outcome.c.running, outcome.c.done_pool, *released.c)
         .select_from(outcome.outerjoin(released, true()))
         .add_cte(*writes)
     )
+    return DriverStatement(statement, dialect)
+
+
+# Statement 1 of ``Storage.claim_step``'s transaction on PostgreSQL: see its docstring.
+_ASYNC_COMMIT_SQL = text("SET LOCAL synchronous_commit TO OFF")
+
+
+@functools.lru_cache(maxsize=4)
+def _async_commit(dialect: Any) -> DriverStatement:
+    return DriverStatement(_ASYNC_COMMIT_SQL, dialect)
+
+
+@functools.lru_cache(maxsize=4)
+def _claim_driver_statement(dialect: Any) -> DriverStatement:
+    return DriverStatement(_claim_statement(False), dialect)
 
 
 @functools.cache

@@ -18,9 +18,10 @@ import sqlite3
 import threading
 import time
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any, ClassVar, TypeVar
 
 from sqlalchemy import Connection, Engine, create_engine, event, func, select
@@ -257,3 +258,68 @@ def database_now(conn: Connection) -> datetime:
 def dialect_insert(dialect: str) -> Any:
     """The INSERT construct with ON CONFLICT support of ``dialect`` (PostgreSQL or SQLite)."""
     return postgresql.insert if dialect == "postgresql" else sqlite.insert
+
+
+class DriverStatement:
+    """A SQLAlchemy statement compiled once for PostgreSQL's psycopg driver, to be sent with
+    others in one round trip (``run_pipelined``): SQLAlchemy's own execution reads each
+    statement's result before sending the next, which psycopg's pipeline mode cannot batch.
+    A call only binds values (``params``): the same conversions SQLAlchemy would apply (JSON
+    wrapped for psycopg), on the same SQL text, which psycopg prepares after a few uses."""
+
+    def __init__(self, statement: Any, dialect: Any) -> None:
+        self.compiled = statement.compile(dialect=dialect)
+        self.sql: str = self.compiled.string
+        self.processors: dict[str, Callable[[Any], Any]] = dict(self.compiled._bind_processors)
+
+    def params(self, values: Mapping[str, Any]) -> dict[str, Any]:
+        params: dict[str, Any] = self.compiled.construct_params(values)
+        for name, process in self.processors.items():
+            if name in params and params[name] is not None:
+                params[name] = process(params[name])
+        return params
+
+
+def run_pipelined(
+    conn: Connection, statements: Sequence[tuple[DriverStatement, Mapping[str, Any]]]
+) -> list[list[SimpleNamespace]]:
+    """Send BEGIN, ``statements`` and COMMIT to PostgreSQL in one round trip (psycopg's
+    pipeline mode) on ``conn``'s driver connection, then read each statement's rows (their
+    columns as attributes). The transaction is as atomic as any: a statement that fails
+    aborts the rest and the COMMIT, and the transaction rolls back. So the statements must
+    not depend on what the client would read between them: a later one that must act only
+    if an earlier one did reads that in SQL. ``conn`` must not be in a SQLAlchemy
+    transaction; it is left outside one.
+
+    A psycopg error is raised as SQLAlchemy's ``DBAPIError`` (what ``retry_transient`` and
+    the callers judge), and a broken connection is invalidated, as SQLAlchemy does."""
+    import psycopg
+
+    raw = conn.connection.driver_connection
+    assert isinstance(raw, psycopg.Connection)
+    try:
+        with raw.pipeline():
+            cursors = []
+            for statement, values in statements:
+                cursor = raw.cursor()
+                cursor.execute(statement.sql, statement.params(values))
+                cursors.append(cursor)
+            conn.dialect.do_commit(conn.connection)  # psycopg's commit(): queues COMMIT, then syncs
+        results: list[list[SimpleNamespace]] = []
+        for cursor in cursors:
+            if not cursor.description:  # a command, an INSERT without RETURNING: no rows
+                results.append([])
+                continue
+            names = [c.name for c in cursor.description]
+            results.append([SimpleNamespace(**dict(zip(names, row, strict=True))) for row in cursor.fetchall()])
+        return results
+    except psycopg.Error as exc:
+        invalidated = raw.broken or raw.closed
+        if not invalidated:
+            try:
+                raw.rollback()
+            except psycopg.Error:
+                invalidated = True
+        if invalidated:
+            conn.invalidate()
+        raise DBAPIError.instance(None, None, exc, psycopg.Error, connection_invalidated=invalidated) from exc
