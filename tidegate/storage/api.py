@@ -32,6 +32,7 @@ from types import SimpleNamespace
 from typing import Any
 
 from sqlalchemy import (
+    ARRAY,
     JSON,
     Connection,
     DateTime,
@@ -40,6 +41,7 @@ from sqlalchemy import (
     String,
     Text,
     and_,
+    any_,
     bindparam,
     case,
     exists,
@@ -133,6 +135,12 @@ class Storage(
         self.url = normalize_url(url)
         self.engine = engine or make_engine(self.url, pre_ping=pre_ping)
         self.dialect = make_url(self.url).get_backend_name()
+
+    @property
+    def _pipelined(self) -> bool:
+        """PostgreSQL through psycopg 3, whose pipeline mode sends a transaction in one round
+        trip (``run_pipelined``)."""
+        return self.engine.dialect.name == "postgresql" and self.engine.dialect.driver == "psycopg"
 
     @classmethod
     def open(cls, url: str, *, upgrade: bool | None = None, pre_ping: bool = True) -> Storage:
@@ -400,7 +408,7 @@ class Storage(
         still recorded exactly once. What is lost is what a crash mid-step always costs, the
         step's work, run again (at least once, as after a worker's crash).
         """
-        if self.dialect == "postgresql":
+        if self._pipelined:
             params = self._claim_params(run_id, step_key, attempt, worker, None)
             dialect = self.engine.dialect
             pipeline = [(_async_commit(dialect), {}), (_claim_driver_statement(dialect), params)]
@@ -408,7 +416,8 @@ class Storage(
                 _, rows = run_pipelined(conn, pipeline)
             return self._claimed(rows[0] if rows else None, None)
         with self.engine.begin() as conn:
-            return self._claim(conn, run_id, step_key, attempt, worker, database_now(conn), None)
+            now = None if self.dialect == "postgresql" else database_now(conn)
+            return self._claim(conn, run_id, step_key, attempt, worker, now, None)
 
     def _claim(
         self,
@@ -617,12 +626,12 @@ class Storage(
         (its outcome was already recorded, or it was given up as dead): nothing is written.
         The run row is locked first (the module's lock order).
 
-        PostgreSQL, for an asset step (nothing planned or skipped, no reported
+        PostgreSQL through psycopg, for an asset step (nothing planned or skipped, no reported
         materializations) with no pool: one round trip, the same writes
         (``_complete_asset_step_pg``).
         """
         if (
-            self.dialect == "postgresql"
+            self._pipelined
             and not planned
             and not more_upstream
             and not skip
@@ -759,7 +768,7 @@ class Storage(
             )
         outcome = rows[0]
         if not outcome.owned:
-            raise _Pooled if outcome.running else _NotOwned
+            raise _Pooled if outcome.was_status == StepStatus.RUNNING else _NotOwned
         mine = [r for r in rows if r.step_key is not None]
         ready = [_ref(r) for r in mine if r.status == StepStatus.READY]
         running = [from_row(StepRecord, r) for r in mine if r.status == StepStatus.RUNNING]
@@ -1296,6 +1305,12 @@ def _close_statement(dialect: Any) -> DriverStatement:
     return DriverStatement(ended.add_cte(closed), dialect)
 
 
+def _keys(query: Any) -> Any:
+    """``ARRAY(query)``: compared with ``= ANY``, the keys are the index's lookups, where
+    ``IN (query)`` may be planned as a scan of every step of the run, joined."""
+    return func.array(query.scalar_subquery(), type_=ARRAY(String()))
+
+
 @functools.lru_cache(maxsize=512)
 def _success_statement(materialized: int, logged: int, runs_next: bool, partitioned: int, dialect: Any) -> Any:
     """Statement 2 of ``Storage._complete_asset_step_pg`` for ``materialized`` partition rows
@@ -1305,8 +1320,8 @@ def _success_statement(materialized: int, logged: int, runs_next: bool, partitio
     status_partition_<i>, type_<i>, message_<i>, data_<i>; with ``runs_next`` queue, worker,
     started_message, started_data. The time is the transaction's ``now()``.
 
-    Returns ``owned`` (1 if the compare-and-set matched), ``running`` (1 if the attempt was
-    RUNNING when the statement began: with ``owned`` 0, it has a pool to hand over),
+    Returns ``owned`` (1 if the compare-and-set matched), ``was_status`` (the attempt's status
+    when the statement began: RUNNING with ``owned`` 0, it has a pool to hand over),
     ``done_pool`` and each released child's row."""
     now: Any = func.now()
     run_id = bindparam("b_run_id", type_=String())
@@ -1316,9 +1331,7 @@ def _success_statement(materialized: int, logged: int, runs_next: bool, partitio
     pooled_child = exists().where(
         child.c.run_id == run_id,
         child.c.pool.is_not(None),
-        child.c.step_key.in_(
-            select(func.json_array_elements_text(steps.c.downstream)).correlate(steps).scalar_subquery()
-        ),
+        child.c.step_key == any_(_keys(select(func.json_array_elements_text(steps.c.downstream)).correlate(steps))),
     )
     done = (
         update(steps)
@@ -1401,7 +1414,7 @@ def _success_statement(materialized: int, logged: int, runs_next: bool, partitio
         .cte("logged")
     )
     # The children: none unless the compare-and-set matched (they come from its row).
-    children = select(func.json_array_elements_text(done.c.downstream)).select_from(done).scalar_subquery()
+    children = any_(_keys(select(func.json_array_elements_text(done.c.downstream)).select_from(done)))
     becomes_ready = and_(steps.c.pending_upstream == 1, steps.c.status == StepStatus.PLANNED)
     status: Any = case((becomes_ready, _READY_OR_WAITING), else_=steps.c.status)
     values: dict[str, Any] = {
@@ -1416,7 +1429,7 @@ def _success_statement(materialized: int, logged: int, runs_next: bool, partitio
             select(func.min(steps.c.step_key).label("step_key"))
             .where(
                 steps.c.run_id == run_id,
-                steps.c.step_key.in_(children),
+                steps.c.step_key == children,
                 becomes_ready,
                 steps.c.attempt == 1,
                 steps.c.pool.is_(None),
@@ -1435,7 +1448,7 @@ def _success_statement(materialized: int, logged: int, runs_next: bool, partitio
         )
     released = (
         update(steps)
-        .where(steps.c.run_id == run_id, steps.c.step_key.in_(children))
+        .where(steps.c.run_id == run_id, steps.c.step_key == children)
         .values(status=status, **values)
         .returning(*steps.c)
         .cte("released")
@@ -1456,22 +1469,18 @@ def _success_statement(materialized: int, logged: int, runs_next: bool, partitio
             )
             .cte("started_event")
         )
-    # Read from the statement's snapshot, before ``done`` wrote: was the attempt RUNNING?
-    was_running = (
-        select(func.count())
-        .where(
-            steps.c.run_id == run_id,
-            steps.c.step_key == step_key,
-            steps.c.attempt == attempt,
-            steps.c.status == StepStatus.RUNNING,
-        )
+    # The attempt's status in the statement's snapshot, before ``done`` wrote (no status in
+    # the condition: the step's unique index finds it, not the status index's RUNNING entries).
+    was = (
+        select(steps.c.status)
+        .where(steps.c.run_id == run_id, steps.c.step_key == step_key, steps.c.attempt == attempt)
         .scalar_subquery()
     )
     outcome = select(
-        func.count().label("owned"), func.max(done.c.pool).label("done_pool"), was_running.label("running")
+        func.count().label("owned"), func.max(done.c.pool).label("done_pool"), was.label("was_status")
     ).subquery("outcome")
     statement = (
-        select(outcome.c.owned, outcome.c.running, outcome.c.done_pool, *released.c)
+        select(outcome.c.owned, outcome.c.was_status, outcome.c.done_pool, *released.c)
         .select_from(outcome.outerjoin(released, true()))
         .add_cte(*writes)
     )
