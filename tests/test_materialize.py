@@ -294,6 +294,43 @@ class TestContextAndResources:
             r.getMessage() == "hello from the asset" and r.name == "tidegate.asset.chatty" for r in caplog.records
         )
 
+    def test_context_log_reaches_each_handler_once_within_its_level_and_propagation(self) -> None:
+        """The step's logger records its LOG events itself (no handler of its own): the handlers
+        of ``tidegate.asset`` and above still get each record once, by their level, and a
+        logger that does not propagate stops it there."""
+        seen: dict[str, list[str]] = {"asset": [], "root": []}
+
+        class Keep(logging.Handler):
+            def __init__(self, where: str, level: int) -> None:
+                super().__init__(level)
+                self.where = where
+
+            def emit(self, record: logging.LogRecord) -> None:
+                seen[self.where].append(f"{record.levelname} {record.getMessage()}")
+
+        @tg.asset
+        def chatty(context: tg.AssetExecutionContext) -> int:
+            context.log.info("routine")
+            context.log.warning("odd")
+            return 1
+
+        asset_logger, root_logger = logging.getLogger("tidegate.asset"), logging.getLogger()
+        on_asset, on_root = Keep("asset", logging.WARNING), Keep("root", logging.INFO)
+        asset_logger.addHandler(on_asset)
+        root_logger.addHandler(on_root)
+        try:
+            result = tg.materialize([chatty])
+            assert seen == {"asset": ["WARNING odd"], "root": ["INFO routine", "WARNING odd"]}
+            asset_logger.propagate = False
+            seen["asset"].clear(), seen["root"].clear()
+            tg.materialize([chatty])
+            assert seen == {"asset": ["WARNING odd"], "root": []}
+        finally:
+            asset_logger.propagate = True
+            asset_logger.removeHandler(on_asset)
+            root_logger.removeHandler(on_root)
+        assert [e.message for e in events_of(result, "LOG")] == ["routine", "odd"]
+
 
 class TestRetriesAndFailures:
     def test_step_is_retried_then_succeeds(self) -> None:

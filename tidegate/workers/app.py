@@ -65,7 +65,6 @@ class ContinuedTaskEvents:
 
     def __init__(self, task: Task) -> None:
         self.task = task
-        self.enabled = bool(task.app.conf.worker_send_task_events)
         self.began = 0.0
         self._dispatcher: Any = None
         self._context: Any = None
@@ -79,6 +78,12 @@ class ContinuedTaskEvents:
 
     def started(self, step: StepRecord) -> None:
         self.began = time.time()
+
+    @property
+    def enabled(self) -> bool:
+        # Read when a continued step ends, not per delivery: most deliveries continue none, and
+        # a Celery setting is a lookup through several mappings.
+        return bool(self.task.app.conf.worker_send_task_events)
 
     def finished(self, step: StepRecord, outcome: str, runtime: float) -> None:
         if not self.enabled:

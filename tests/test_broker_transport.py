@@ -1,0 +1,56 @@
+"""tidegate's Redis transport (``tidegate.broker.RedisTransport``): kombu's, with one
+``redis.Redis`` object per channel and connection pool instead of one per command. On the
+real Redis: an app made by ``make_celery_app`` uses it, messages still go through with their
+unacked bookkeeping and acks, and a new pool gets a new client."""
+
+from __future__ import annotations
+
+import redis
+
+from tidegate.broker import RedisTransport, make_celery_app
+
+
+def test_a_redis_app_uses_the_transport_and_reuses_one_client_per_pool(redis_url: str) -> None:
+    app = make_celery_app(redis_url)
+    with app.connection_for_write() as conn:
+        assert isinstance(conn.transport, RedisTransport)
+        channel = conn.default_channel
+        with channel.conn_or_acquire() as first, channel.conn_or_acquire() as second:
+            assert first is second
+            assert first.connection_pool is channel.pool
+        given = redis.Redis.from_url(redis_url)
+        with channel.conn_or_acquire(given) as passed:
+            assert passed is given  # a caller's own client is used as it is
+        given.close()
+        old_pool = channel.pool
+        channel._pool = None  # as kombu does when it drops a pool (a reconnect, a fork)
+        with channel.conn_or_acquire() as third:
+            assert third is not first
+            assert third.connection_pool is channel.pool is not old_pool
+            assert third.ping()
+        old_pool.disconnect()
+
+
+def test_messages_are_delivered_and_acked_through_the_reused_client(redis_url: str) -> None:
+    app = make_celery_app(redis_url)
+    client = redis.Redis.from_url(redis_url)
+    try:
+        with app.connection_for_write() as conn:
+            queue = conn.SimpleQueue("tidegate-transport-test", no_ack=False)
+            try:
+                for i in range(3):
+                    queue.put({"n": i})
+                got = []
+                unacked = client.hlen("unacked")  # other tests' leftovers, if any
+                for _ in range(3):
+                    message = queue.get(timeout=5)
+                    assert client.hlen("unacked") == unacked + 1  # the delivery's unacked entry, then its ack
+                    message.ack()
+                    assert client.hlen("unacked") == unacked
+                    got.append(message.payload["n"])
+                assert got == [0, 1, 2]
+            finally:
+                queue.clear()
+                queue.close()
+    finally:
+        client.close()
