@@ -175,6 +175,7 @@ class _Evaluation:
         self._slices: dict[AssetKey, AssetSlice] = {}
         self._selections: dict[int, set[AssetKey]] = {}
         self._deps_cache: dict[tuple[int, AssetKey], list[AssetKey]] = {}
+        self._sorted_upstream: dict[AssetKey, list[AssetKey]] = {}
         self._full: dict[AssetKey, Subset] = {}
         # per shared key sequence (its id; the sequence is kept alive in ``_shared``/``_keys``)
         self._shared: dict[int, tuple[Sequence[PartitionKey], tuple[PartitionKey, ...]]] = {}
@@ -277,6 +278,7 @@ class _Evaluation:
     def run(self, targets: Collection[AssetKey]) -> AutomationResult:
         plan = graph_plan(self.graph)
         domain = _domain(self.graph, plan, targets)
+        self._sorted_upstream = domain.sorted_upstream
         partitions = self.partitions_fingerprint(plan)
         partitions_changed = partitions != self.cursor.partitions_fingerprint
         previous_assets = self.cursor.assets
@@ -423,17 +425,16 @@ class _Evaluation:
             true = candidates
             for i, operand in enumerate(cast(AndAutomationCondition, condition).operands):
                 # every operand runs, even on no candidates: stateful ones must stay current
-                true = true & self.node(operand, f"{node_id}.{i}", key, true, root, out)
+                true = true & self.node(operand, _child_id(node_id, i, operand), key, true, root, out)
         elif kind is OrAutomationCondition:
             found = [
-                self.node(c, f"{node_id}.{i}", key, candidates, root, out)
+                self.node(c, _child_id(node_id, i, c), key, candidates, root, out)
                 for i, c in enumerate(cast(OrAutomationCondition, condition).operands)
             ]
             true = frozenset().union(*found) & candidates
         elif kind is NotAutomationCondition:
-            true = candidates - self.node(
-                cast(NotAutomationCondition, condition).operand, f"{node_id}.0", key, candidates, root, out
-            )
+            operand = cast(NotAutomationCondition, condition).operand
+            true = candidates - self.node(operand, _child_id(node_id, 0, operand), key, candidates, root, out)
         elif kind is SinceCondition:
             true, extra = self._since(cast(SinceCondition, condition), node_id, key, candidates, root, out)
         elif kind is NewlyTrueCondition:
@@ -447,7 +448,10 @@ class _Evaluation:
             if reason is not None:
                 extra = {"w": reason}
         if out is not None:
-            out[slot] = self._values(key, candidates, true, extra)
+            if extra is None and (not true or self._plain(key)):
+                out[slot] = (len(true), len(candidates))
+            else:
+                out[slot] = self._values(key, candidates, true, extra)
         return true
 
     def _values(self, key: AssetKey, candidates: Subset, true: Subset, extra: dict[str, object] | None) -> Values:
@@ -476,7 +480,9 @@ class _Evaluation:
     ) -> tuple[Subset, dict[str, object] | None]:
         full = self.full(key)
         trigger = self.node(condition.trigger_condition, f"{node_id}.0", key, full, root, out)
-        reset = self.node(condition.reset_condition, f"{node_id}.1", key, full, root, out)
+        reset = self.node(
+            condition.reset_condition, _child_id(node_id, 1, condition.reset_condition), key, full, root, out
+        )
         state = (self._state(root, node_id, key) | trigger) - reset
         root.nodes[node_id] = NodeCursor(_as_runs(self.encode(key, state)))
         true = state & candidates
@@ -493,7 +499,7 @@ class _Evaluation:
         root: _Root,
         out: list[Values] | None,
     ) -> tuple[Subset, dict[str, object] | None]:
-        child = self.node(condition.operand, f"{node_id}.0", key, self.full(key), root, out)
+        child = self.node(condition.operand, _child_id(node_id, 0, condition.operand), key, self.full(key), root, out)
         before = self._state(root, node_id, key)
         root.nodes[node_id] = NodeCursor(_as_runs(self.encode(key, child)))
         true = (child - before) & candidates
@@ -516,10 +522,19 @@ class _Evaluation:
         outcomes: list[tuple[AssetKey, Subset, Subset, Subset]] = []  # dep, its candidates, its true, mapped
         decided = not condition.operand.is_stateful  # without state, stop once the outcome is known
         plain = self._plain(key)  # every partition of each dependency maps to it
+        operand = condition.operand
+        shared = None if operand.is_stateful or operand.reads_evaluation_state else operand.fingerprint()
+        token = self._token(root.key)
         for dep in deps:
             # _parents and _children_matching, inline for an unpartitioned dependent
             parents = (self.full(dep) if candidates else EMPTY) if plain else self._parents(key, dep, candidates)
-            dep_true = self._dep_operand(condition.operand, self._dep_node_id(node_id, dep), dep, parents, root)
+            hit = None if shared is None else self._dep_results.get((shared, dep, parents, token))
+            if hit is not None:  # _dep_operand's cache, inline
+                if hit[1]:
+                    root.volatile = True
+                dep_true = hit[0]
+            else:
+                dep_true = self._dep_operand(operand, self._dep_node_id(node_id, dep), dep, parents, root)
             if plain:
                 mapped = candidates if dep_true and candidates else EMPTY
             else:
@@ -647,6 +662,11 @@ class _Evaluation:
         return f"{node_id}[{self.name(dep)}]"
 
     def _selected_deps(self, condition: DepsAutomationCondition, key: AssetKey) -> list[AssetKey]:
+        if condition.allow_selection is None and condition.ignore_selection is None:
+            found = self._sorted_upstream.get(key)  # kept with the domain: sorted once, not every tick
+            if found is None:
+                found = self._sorted_upstream[key] = sorted(self.graph.upstream[key])
+            return found
         cache_key = (id(condition), key)
         found = self._deps_cache.get(cache_key)
         if found is None:
@@ -818,6 +838,7 @@ class _Domain:
     position: dict[AssetKey, int]
     always: frozenset[AssetKey]
     crons: tuple[AssetKey, ...]
+    sorted_upstream: dict[AssetKey, list[AssetKey]] = field(default_factory=dict)  # filled as asked
 
 
 _DOMAINS: dict[tuple[int, int], tuple[GraphPlan, _Domain]] = {}
@@ -883,6 +904,12 @@ def _first_tick_after(condition: CronTickPassedCondition, since: datetime, now: 
     tz = validate_timezone(condition.display(), condition.cron_timezone)
     tick = next_tick(validate_cron(condition.display(), condition.cron_schedule), tz, since)
     return tick if tick <= now else None
+
+
+def _child_id(node_id: str, index: int, child: AutomationCondition) -> str:
+    """A child node's id (``0.1.0``): it keys a stateful node's memory in the cursor, so a
+    subtree without state needs none (and is not given one: a string per node per asset)."""
+    return f"{node_id}.{index}" if child.is_stateful else ""
 
 
 def _runs_of(positions: Sequence[int], ordered: Sequence[PartitionKey]) -> list[list[PartitionKey]]:
