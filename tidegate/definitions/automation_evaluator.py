@@ -176,6 +176,7 @@ class _Evaluation:
         self._selections: dict[int, set[AssetKey]] = {}
         self._deps_cache: dict[tuple[int, AssetKey], list[AssetKey]] = {}
         self._sorted_upstream: dict[AssetKey, list[AssetKey]] = {}
+        self._canonical: dict[AssetKey, AssetKey] = {}
         self._full: dict[AssetKey, Subset] = {}
         # per shared key sequence (its id; the sequence is kept alive in ``_shared``/``_keys``)
         self._shared: dict[int, tuple[Sequence[PartitionKey], tuple[PartitionKey, ...]]] = {}
@@ -279,6 +280,7 @@ class _Evaluation:
         plan = graph_plan(self.graph)
         domain = _domain(self.graph, plan, targets)
         self._sorted_upstream = domain.sorted_upstream
+        self._canonical = domain.canonical
         partitions = self.partitions_fingerprint(plan)
         partitions_changed = partitions != self.cursor.partitions_fingerprint
         previous_assets = self.cursor.assets
@@ -362,7 +364,10 @@ class _Evaluation:
     ) -> tuple[AssetCursor, EvaluationRecord]:
         root = _Root(key, previous)
         values: list[Values] = []
-        requested = self.node(condition, "0", key, self.full(key), root, values)
+        if self._plain(key) and self.keys(key) == _PLAIN_KEYS:
+            requested = self.full(key) if self._plain_node(condition, "0", key, True, root, values) else EMPTY
+        else:
+            requested = self.node(condition, "0", key, self.full(key), root, values)
         if requested:
             self.requested[key] = requested
         stable = previous is not None and not root.volatile and not requested and previous.nodes == root.nodes
@@ -454,6 +459,73 @@ class _Evaluation:
                 out[slot] = self._values(key, candidates, true, extra)
         return true
 
+    def _plain_node(
+        self,
+        condition: AutomationCondition,
+        node_id: str,
+        key: AssetKey,
+        candidates: bool,
+        root: _Root,
+        out: list[Values],
+    ) -> bool:
+        """``node`` on an unpartitioned asset, its own condition: every subset is its one
+        partition or nothing, so a bool (the same results, state and stored values, without
+        a set per node)."""
+        slot = len(out)
+        out.append(_NOT_EVALUATED)
+        if not candidates and not condition.is_stateful:
+            return False
+        extra: dict[str, object] | None = None
+        kind = type(condition)
+        if kind is AndAutomationCondition:
+            true = candidates
+            for i, operand in enumerate(cast(AndAutomationCondition, condition).operands):
+                # every operand runs, even on no candidates: stateful ones must stay current
+                true = self._plain_node(operand, _child_id(node_id, i, operand), key, true, root, out) and true
+        elif kind is OrAutomationCondition:
+            true = False
+            for i, operand in enumerate(cast(OrAutomationCondition, condition).operands):
+                if self._plain_node(operand, _child_id(node_id, i, operand), key, candidates, root, out):
+                    true = candidates
+        elif kind is NotAutomationCondition:
+            operand = cast(NotAutomationCondition, condition).operand
+            held = self._plain_node(operand, _child_id(node_id, 0, operand), key, candidates, root, out)
+            true = candidates and not held
+        elif kind is SinceCondition:
+            since = cast(SinceCondition, condition)
+            trigger = self._plain_node(since.trigger_condition, f"{node_id}.0", key, True, root, out)
+            reset_condition = since.reset_condition
+            reset = self._plain_node(reset_condition, _child_id(node_id, 1, reset_condition), key, True, root, out)
+            state = (self._plain_state(root, node_id) or trigger) and not reset
+            root.nodes[node_id] = _PLAIN_TRUE if state else _PLAIN_FALSE
+            true = state and candidates
+        elif kind is NewlyTrueCondition:
+            operand = cast(NewlyTrueCondition, condition).operand
+            held = self._plain_node(operand, _child_id(node_id, 0, operand), key, True, root, out)
+            before = self._plain_state(root, node_id)
+            root.nodes[node_id] = _PLAIN_TRUE if held else _PLAIN_FALSE
+            true = held and not before and candidates
+        else:
+            subset = self.full(key) if candidates else EMPTY
+            if isinstance(condition, DepsAutomationCondition):
+                found, extra = self._deps(condition, node_id, key, subset, root, out)
+            else:
+                found, reason = self._operand(condition, key, subset, root)
+                if found and isinstance(condition, _EVENT_OPERANDS):
+                    root.volatile = True
+                if reason is not None:
+                    extra = {"w": reason}
+            true = bool(found)
+        out[slot] = (int(true), int(candidates)) if extra is None else (int(true), int(candidates), extra)
+        return true
+
+    def _plain_state(self, root: _Root, node_id: str) -> bool:
+        """``_state`` of an unpartitioned asset: whether its one partition is kept."""
+        if root.previous is None:
+            return False
+        node = root.previous.nodes.get(node_id)
+        return node is not None and _PLAIN_RUN in node.subset
+
     def _values(self, key: AssetKey, candidates: Subset, true: Subset, extra: dict[str, object] | None) -> Values:
         """A node's stored values: the counts, and what explain cannot derive (the true
         subset of a partitioned asset as runs, a reason)."""
@@ -525,21 +597,30 @@ class _Evaluation:
         operand = condition.operand
         shared = None if operand.is_stateful or operand.reads_evaluation_state else operand.fingerprint()
         token = self._token(root.key)
+        results, fulls = self._dep_results, self._full
         for dep in deps:
             # _parents and _children_matching, inline for an unpartitioned dependent
-            parents = (self.full(dep) if candidates else EMPTY) if plain else self._parents(key, dep, candidates)
-            hit = None if shared is None else self._dep_results.get((shared, dep, parents, token))
+            if plain:
+                parents = (fulls.get(dep) or self.full(dep)) if candidates else EMPTY
+            else:
+                parents = self._parents(key, dep, candidates)
+            hit = None if shared is None else results.get((shared, dep, parents, token))
             if hit is not None:  # _dep_operand's cache, inline
                 if hit[1]:
                     root.volatile = True
                 dep_true = hit[0]
             else:
-                dep_true = self._dep_operand(operand, self._dep_node_id(node_id, dep), dep, parents, root)
+                dep_id = self._dep_node_id(node_id, dep) if operand.is_stateful else ""
+                dep_true = self._dep_operand(operand, dep_id, dep, parents, root)
             if plain:
                 mapped = candidates if dep_true and candidates else EMPTY
+                if is_all:
+                    true = mapped if true else EMPTY
+                elif mapped:
+                    true = mapped
             else:
                 mapped = self._children_matching(key, dep, dep_true, candidates)
-            true = true & mapped if is_all else true | mapped
+                true = true & mapped if is_all else true | mapped
             outcomes.append((dep, parents, dep_true, mapped))
             if decided and (not true if is_all else len(true) == len(candidates)):
                 break
@@ -553,7 +634,8 @@ class _Evaluation:
         if shown:
             extra["d"] = [self.name(dep) for dep, _, _, _ in shown]
         for dep, parents, _, _ in shown:
-            self._explained_dep(condition.operand, self._dep_node_id(node_id, dep), dep, parents, root, out)
+            dep_id = self._dep_node_id(node_id, dep) if operand.is_stateful else ""
+            self._explained_dep(operand, dep_id, dep, parents, root, out)
         return true, extra
 
     def _deps_why(
@@ -665,7 +747,12 @@ class _Evaluation:
         if condition.allow_selection is None and condition.ignore_selection is None:
             found = self._sorted_upstream.get(key)  # kept with the domain: sorted once, not every tick
             if found is None:
-                found = self._sorted_upstream[key] = sorted(self.graph.upstream[key])
+                # the graph's own key objects: a lookup by an equal but other AssetKey object
+                # compares them in Python (hundreds of thousands of times a tick)
+                canonical = self._canonical
+                found = self._sorted_upstream[key] = [
+                    canonical.get(dep, dep) for dep in sorted(self.graph.upstream[key])
+                ]
             return found
         cache_key = (id(condition), key)
         found = self._deps_cache.get(cache_key)
@@ -839,6 +926,7 @@ class _Domain:
     always: frozenset[AssetKey]
     crons: tuple[AssetKey, ...]
     sorted_upstream: dict[AssetKey, list[AssetKey]] = field(default_factory=dict)  # filled as asked
+    canonical: dict[AssetKey, AssetKey] = field(default_factory=dict)  # each key -> the graph's own object
 
 
 _DOMAINS: dict[tuple[int, int], tuple[GraphPlan, _Domain]] = {}
@@ -860,6 +948,7 @@ def _domain(graph: AssetGraph, plan: GraphPlan, targets: Collection[AssetKey]) -
         position={k: i for i, k in enumerate(order)},
         always=frozenset(k for k, c in conditions.items() if c is not None and c.reads_beyond_deps),
         crons=tuple(k for k, c in conditions.items() if c is not None and c.cron_nodes),
+        canonical={k: k for k in graph.assets},
     )
     if len(_DOMAINS) > 16:
         _DOMAINS.clear()
@@ -951,4 +1040,8 @@ _SLICE_FACTS: dict[type, str] = {  # operand -> the AssetSlice set it reads
     ExecutionFailedCondition: "failed",
     NewlyUpdatedCondition: "updated",
 }
-_NOT_EVALUATED: Values = (0, 0)  # a node left with no candidates (explain: "not evaluated")
+_NOT_EVALUATED: Values = (0, 0)
+_PLAIN_KEYS = (None,)  # the partition keys of an unpartitioned asset
+_PLAIN_RUN = (None, None)
+_PLAIN_TRUE = NodeCursor((_PLAIN_RUN,))  # a stateful node's memory on an unpartitioned asset
+_PLAIN_FALSE = NodeCursor(())  # a node left with no candidates (explain: "not evaluated")
