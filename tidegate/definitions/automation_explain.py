@@ -125,8 +125,7 @@ Values = Sequence[Any]
 def explain(condition: AutomationCondition, nodes: Sequence[Values], asset: str) -> NodeRecord:
     """The NodeRecord tree of an evaluation of ``condition`` on ``asset`` from its stored
     ``nodes`` (in pre-order: a node, then its children's nodes)."""
-    found = _render(condition, iter(nodes), asset)
-    return found
+    return _render(condition, iter(nodes), asset)
 
 
 def _render(condition: AutomationCondition, nodes: Iterator[Values], asset: str) -> NodeRecord:

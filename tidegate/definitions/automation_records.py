@@ -2,8 +2,9 @@
 
 ``AssetSlice`` is the snapshot's facts about one asset; ``AutomationCursor`` is the state the
 next evaluation starts from (per asset, per condition node: ``since`` and ``newly_true``
-memories, the previous request, the previous evaluation time); ``EvaluationRecord`` is the
-explained condition tree of one asset on one tick, what ``tidegate automation explain`` prints.
+memories, the previous request, the previous evaluation time); ``EvaluationRecord`` is one
+asset's evaluation on one tick, stored compact (the condition's template and per node its
+counts) and explained when read: what ``tidegate automation explain`` prints.
 
 Subsets of partitions are stored as runs of consecutive keys in the asset's partition order
 (``[["2024-01-01", "2024-03-31"], ...]``), so three years of daily partitions cost one pair,
