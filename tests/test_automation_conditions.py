@@ -16,8 +16,9 @@ import tidegate as tg
 from tests.automation_world import World
 from tidegate import AssetSelection
 from tidegate import AutomationCondition as AC
+from tidegate.definitions.automation_condition import from_template
 from tidegate.definitions.automation_evaluator import evaluate_automation
-from tidegate.definitions.automation_records import AutomationCursor, EvaluationRecord
+from tidegate.definitions.automation_records import AutomationCursor, EvaluationRecord, explained
 from tidegate.errors import InvalidDefinitionError
 
 T0 = datetime(2024, 1, 22, 10, 0, tzinfo=UTC)
@@ -190,6 +191,53 @@ def test_explain_names_the_missing_upstream_partition() -> None:
         line.strip() for line in lines
     ]
     assert lines[0].startswith("✗ eager: false — '~any_deps_missing' is false")
+
+
+def test_a_record_is_stored_compact_and_explained_when_read() -> None:
+    """The stored JSON holds the condition's template once and per node its counts, not the
+    reasons; reading it explains the same tree; a record of the earlier format (the tree with
+    every reason) still reads."""
+
+    @tg.asset
+    def left() -> None: ...
+
+    @tg.asset(deps=["left"], automation_condition=AC.eager())
+    def right() -> None: ...
+
+    w = World(tg.Definitions(assets=[left, right]), T0)
+    w.tick()
+    w.materialize("left")
+    assert w.tick() == {("right", None)}
+    assert w.last is not None
+    made = w.last.evaluations[tg.AssetKey("right")]
+    stored = made.to_json()
+    assert " — " not in stored and '"v":2' in stored
+    again = EvaluationRecord.from_json(stored)
+    assert again.explain_lines() == made.explain_lines()
+    assert again.explain_lines()[0] == "✓ eager: true — every operand true  [1/1]"
+    legacy = made.explained_dict()  # what an earlier version stored
+    assert EvaluationRecord.from_dict(legacy).explain_lines() == made.explain_lines()
+    assert explained(json.loads(stored)) == legacy == explained(legacy)
+
+
+@pytest.mark.parametrize(
+    "condition",
+    [
+        AC.eager(),
+        AC.on_cron("0 9 * * 1", "Europe/Paris"),
+        AC.on_missing(),
+        AC.in_latest_time_window(timedelta(days=2)).with_label("recent") & ~AC.execution_failed(),
+        AC.any_deps_match(AC.missing()).allow(AssetSelection.assets("a")),
+    ],
+)
+def test_a_condition_template_reads_back_as_the_same_tree(condition: AC) -> None:
+    back = from_template(condition.template())
+    assert back.display() == condition.display()
+    assert [(n.name, n.label, n.description) for n in back.walk()] == [
+        (n.name, n.label, n.description) for n in condition.walk()
+    ]
+    with pytest.raises(InvalidDefinitionError, match="unknown node 'nope'"):
+        from_template('["nope", null, []]')
 
 
 # -- on_cron ---------------------------------------------------------------------------------------

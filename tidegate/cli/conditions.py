@@ -15,7 +15,7 @@ import click
 
 from tidegate.cli.common import handle_errors, load, open_storage
 from tidegate.cli.output import Column, json_option, print_json, print_table
-from tidegate.definitions.automation_records import EvaluationRecord, PartitionKey
+from tidegate.definitions.automation_records import EvaluationRecord, PartitionKey, explained
 from tidegate.definitions.key import AssetKey
 from tidegate.errors import InvalidInvocationError
 from tidegate.storage.automation import EvaluationRow
@@ -123,7 +123,7 @@ def history(asset: str, limit: int, requested_only: bool, as_json: bool) -> None
     ]
     table = []
     for r in rows:
-        root = r.record.get("root", {})
+        root = explained(r.record)["root"]
         launched = [*(x[:8] for x in r.run_ids), *(f"backfill {x}" for x in r.backfill_ids)]
         table.append(
             [
@@ -153,5 +153,5 @@ def _row_json(row: EvaluationRow) -> dict[str, object]:
         "requested": row.requested,
         "run_ids": list(row.run_ids),
         "backfill_ids": list(row.backfill_ids),
-        "evaluation": row.record,
+        "evaluation": explained(row.record),
     }

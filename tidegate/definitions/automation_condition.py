@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import hashlib
+import json
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from functools import cached_property
@@ -85,6 +86,24 @@ class AutomationCondition:
     @cached_property
     def _fingerprint(self) -> str:
         return hashlib.sha256(repr(self).encode()).hexdigest()[:16]
+
+    def template(self) -> str:
+        """The tree as compact JSON, what an evaluation record needs to render it again
+        (names, labels, cron and lookback parameters; not the allow/ignore selections, which
+        no explanation shows); computed once. ``from_template`` reads it back."""
+        return self._template
+
+    @cached_property
+    def _template(self) -> str:
+        return json.dumps(self._template_value(), separators=(",", ":"))
+
+    def _template_value(self) -> list[Any]:
+        value: list[Any] = [self.name, self.label, self._template_args()]
+        value.extend(c._template_value() for c in self.children)
+        return value
+
+    def _template_args(self) -> list[Any]:
+        return []
 
     @cached_property
     def is_stateful(self) -> bool:
@@ -383,6 +402,9 @@ class CronTickPassedCondition(AutomationCondition):
     def _expression(self) -> str:
         return f"cron_tick_passed({self.cron_schedule}, {self.cron_timezone})"
 
+    def _template_args(self) -> list[Any]:
+        return [self.cron_schedule, self.cron_timezone]
+
 
 @dataclass(frozen=True)
 class InLatestTimeWindowCondition(AutomationCondition):
@@ -403,6 +425,9 @@ class InLatestTimeWindowCondition(AutomationCondition):
         if self.lookback_delta is None:
             return "Within the latest time window"
         return f"Within {self.lookback_delta} of the end of the latest time window"
+
+    def _template_args(self) -> list[Any]:
+        return [] if self.lookback_delta is None else [self.lookback_delta.total_seconds()]
 
 
 # -- operators -----------------------------------------------------------------------------------
@@ -558,6 +583,58 @@ class AnyDepsCondition(DepsAutomationCondition):
 class AllDepsCondition(DepsAutomationCondition):
     name = "ALL_DEPS_MATCH"
     _description = "All dependencies match"
+
+
+# -- templates: a tree read back from an evaluation record ------------------------------------------
+
+_KINDS: dict[str, type[AutomationCondition]] = {
+    kind.name: kind
+    for kind in (
+        MissingCondition,
+        RunInProgressCondition,
+        BackfillInProgressCondition,
+        ExecutionFailedCondition,
+        NewlyUpdatedCondition,
+        NewlyRequestedCondition,
+        WillBeRequestedCondition,
+        InitialEvaluationCondition,
+        CronTickPassedCondition,
+        InLatestTimeWindowCondition,
+        AndAutomationCondition,
+        OrAutomationCondition,
+        NotAutomationCondition,
+        SinceCondition,
+        NewlyTrueCondition,
+        AnyDepsCondition,
+        AllDepsCondition,
+    )
+}
+
+
+def from_template(value: str | Sequence[Any]) -> AutomationCondition:
+    """The tree ``AutomationCondition.template()`` describes (dependency conditions without
+    their allow/ignore selections: it is read to explain an evaluation, not to evaluate)."""
+    data: Sequence[Any] = json.loads(value) if isinstance(value, str) else value
+    name, label, args, *raw = data
+    kind = _KINDS.get(name)
+    if kind is None:
+        raise InvalidDefinitionError(f"AutomationCondition template: unknown node {name!r}")
+    children = [from_template(c) for c in raw]
+    node: AutomationCondition
+    if kind is AndAutomationCondition or kind is OrAutomationCondition:
+        node = kind(operands=tuple(children), label=label)  # type: ignore[call-arg]
+    elif kind is SinceCondition:
+        node = SinceCondition(trigger_condition=children[0], reset_condition=children[1], label=label)
+    elif children:
+        node = kind(operand=children[0], label=label)  # type: ignore[call-arg]
+    elif kind is CronTickPassedCondition:
+        node = CronTickPassedCondition(cron_schedule=args[0], cron_timezone=args[1], label=label)
+    elif kind is InLatestTimeWindowCondition:
+        delta = datetime.timedelta(seconds=float(args[0])) if args else None
+        node = InLatestTimeWindowCondition(lookback_delta=delta, label=label)
+    else:
+        node = kind(label=label)  # type: ignore[call-arg]
+    return node
 
 
 # -- load-time checks ----------------------------------------------------------------------------

@@ -21,7 +21,7 @@ dependency per tick, whatever the number of dependents.
 from __future__ import annotations
 
 import heapq
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol, cast
@@ -47,15 +47,12 @@ from tidegate.definitions.automation_condition import (
     WillBeRequestedCondition,
 )
 from tidegate.definitions.automation_explain import (
+    FACTS,
     SHOWN_FACTS,
     dep_fact,
     deps_verb,
     describe,
-    fact,
     first_facts,
-    not_why,
-    or_why,
-    title,
 )
 from tidegate.definitions.automation_plan import (
     GraphPlan,
@@ -75,7 +72,6 @@ from tidegate.definitions.automation_records import (
     AutomationRunGroup,
     EvaluationRecord,
     NodeCursor,
-    NodeRecord,
     PartitionKey,
 )
 from tidegate.definitions.cron import next_tick, validate_cron, validate_timezone
@@ -102,7 +98,7 @@ __all__ = [
 
 Subset = frozenset[PartitionKey]
 EMPTY: Subset = frozenset()
-Why = str | Callable[[], str]  # a reason, computed only when a record is built
+Values = Sequence[object]  # a node's stored values (see automation_explain)
 EXPLAINED_DEPS = 3  # dependency subtrees kept in a record (those that decided the outcome)
 # Operands whose truth is an event of this evaluation: next time, with nothing new, they are
 # false again, so an evaluation that saw one of them true is not stable.
@@ -159,12 +155,6 @@ class _Root:
 _MISSING = object()
 
 
-@dataclass(frozen=True)
-class _Result:
-    true: Subset
-    record: NodeRecord | None  # None when evaluated without explanation
-
-
 class _Evaluation:
     def __init__(
         self,
@@ -185,6 +175,8 @@ class _Evaluation:
         self._slices: dict[AssetKey, AssetSlice] = {}
         self._selections: dict[int, set[AssetKey]] = {}
         self._deps_cache: dict[tuple[int, AssetKey], list[AssetKey]] = {}
+        self._sorted_upstream: dict[AssetKey, list[AssetKey]] = {}
+        self._canonical: dict[AssetKey, AssetKey] = {}
         self._full: dict[AssetKey, Subset] = {}
         # per shared key sequence (its id; the sequence is kept alive in ``_shared``/``_keys``)
         self._shared: dict[int, tuple[Sequence[PartitionKey], tuple[PartitionKey, ...]]] = {}
@@ -193,12 +185,13 @@ class _Evaluation:
         self._windows: dict[tuple[int, object, object], tuple[TimeWindow, Subset]] = {}
         self._names: dict[AssetKey, str] = {}
         self._dep_results: dict[tuple[str, AssetKey, Subset, object], tuple[Subset, bool]] = {}
-        self._dep_records: dict[tuple[str, AssetKey, Subset, object, AssetKey | None], tuple[_Result, bool]] = {}
+        self._dep_records: dict[tuple[str, AssetKey, Subset, object, AssetKey | None], tuple[list[Values], bool]] = {}
         self._nested: dict[int, bool] = {}  # per operand (id): whether it has dependency conditions inside
         self._cron_cache: dict[tuple[str, str, float], bool] = {}
-        # per condition (id): the condition, its label, name, description, and its record's why prefixes
         self._tokens: dict[AssetKey, object] = {}  # per asset: its partitions definition's token
-        self._heads: dict[int, tuple[AutomationCondition, str | None, str, str, str, str]] = {}
+        self._plains: dict[AssetKey, bool] = {}
+        self._verbs: dict[int, str] = {}  # per dependency condition (id): its verb in reasons
+        self._kept: list[AutomationCondition] = []  # the conditions keyed by id above, kept alive
 
     # -- inputs, memoized ----------------------------------------------------------------------
 
@@ -286,6 +279,8 @@ class _Evaluation:
     def run(self, targets: Collection[AssetKey]) -> AutomationResult:
         plan = graph_plan(self.graph)
         domain = _domain(self.graph, plan, targets)
+        self._sorted_upstream = domain.sorted_upstream
+        self._canonical = domain.canonical
         partitions = self.partitions_fingerprint(plan)
         partitions_changed = partitions != self.cursor.partitions_fingerprint
         previous_assets = self.cursor.assets
@@ -368,9 +363,11 @@ class _Evaluation:
         self, key: AssetKey, condition: AutomationCondition, previous: AssetCursor | None
     ) -> tuple[AssetCursor, EvaluationRecord]:
         root = _Root(key, previous)
-        result = self.node(condition, "0", key, self.full(key), root)
-        assert result.record is not None
-        requested = result.true
+        values: list[Values] = []
+        if self._plain(key) and self.keys(key) == _PLAIN_KEYS:
+            requested = self.full(key) if self._plain_node(condition, "0", key, True, root, values) else EMPTY
+        else:
+            requested = self.node(condition, "0", key, self.full(key), root, values)
         if requested:
             self.requested[key] = requested
         stable = previous is not None and not root.volatile and not requested and previous.nodes == root.nodes
@@ -382,7 +379,11 @@ class _Evaluation:
             stable=stable,
         )
         record = EvaluationRecord(
-            asset_key=key, evaluation_time=self.now, requested=sorted(requested, key=sort_key), root=result.record
+            asset_key=key,
+            evaluation_time=self.now,
+            requested=sorted(requested, key=sort_key),
+            condition=condition,
+            nodes=values,
         )
         return cursor, record
 
@@ -407,105 +408,176 @@ class _Evaluation:
         key: AssetKey,
         candidates: Subset,
         root: _Root,
-        explain: bool = True,
-    ) -> _Result:
-        """Evaluate one node on ``candidates`` of ``key``; ``explain`` builds its record."""
+        out: list[Values] | None = None,
+    ) -> Subset:
+        """Evaluate one node on ``candidates`` of ``key``: its true subset. With ``out``, its
+        stored values are appended there, then its children's (see ``automation_explain``)."""
+        slot = -1
+        if out is not None:
+            slot = len(out)
+            out.append(_NOT_EVALUATED)
         if not candidates and not condition.is_stateful:
-            return self._record(condition, key, candidates, EMPTY, "not evaluated: no candidates left", [], explain)
-        if type(condition) in _OPERAND_TYPES:
-            true, why = self._operand(condition, key, candidates, root)
+            return EMPTY  # its values: _NOT_EVALUATED
+        extra: dict[str, object] | None = None
+        kind = type(condition)
+        if kind in _OPERAND_TYPES:
+            true, reason = self._operand(condition, key, candidates, root)
+            if true and kind in _EVENT_OPERANDS:
+                root.volatile = True
+            if reason is not None:
+                extra = {"w": reason}
+        elif kind is AndAutomationCondition:
+            true = candidates
+            for i, operand in enumerate(cast(AndAutomationCondition, condition).operands):
+                # every operand runs, even on no candidates: stateful ones must stay current
+                true = true & self.node(operand, _child_id(node_id, i, operand), key, true, root, out)
+        elif kind is OrAutomationCondition:
+            found = [
+                self.node(c, _child_id(node_id, i, c), key, candidates, root, out)
+                for i, c in enumerate(cast(OrAutomationCondition, condition).operands)
+            ]
+            true = frozenset().union(*found) & candidates
+        elif kind is NotAutomationCondition:
+            operand = cast(NotAutomationCondition, condition).operand
+            true = candidates - self.node(operand, _child_id(node_id, 0, operand), key, candidates, root, out)
+        elif kind is SinceCondition:
+            true, extra = self._since(cast(SinceCondition, condition), node_id, key, candidates, root, out)
+        elif kind is NewlyTrueCondition:
+            true, extra = self._newly_true(cast(NewlyTrueCondition, condition), node_id, key, candidates, root, out)
+        elif isinstance(condition, DepsAutomationCondition):
+            true, extra = self._deps(condition, node_id, key, candidates, root, out)
+        else:
+            true, reason = self._operand(condition, key, candidates, root)
             if true and isinstance(condition, _EVENT_OPERANDS):
                 root.volatile = True
-            return self._record(condition, key, candidates, true, why, [], explain)
-        if isinstance(condition, AndAutomationCondition):
-            return self._and(condition, node_id, key, candidates, root, explain)
-        if isinstance(condition, OrAutomationCondition):
-            children = [
-                self.node(c, f"{node_id}.{i}", key, candidates, root, explain) for i, c in enumerate(condition.operands)
-            ]
-            true = frozenset().union(*(c.true for c in children)) & candidates
-            return self._record(
-                condition, key, candidates, true, lambda: or_why([c.record for c in children]), children, explain
-            )
-        if isinstance(condition, NotAutomationCondition):
-            child = self.node(condition.operand, f"{node_id}.0", key, candidates, root, explain)
-            true = candidates - child.true
-            return self._record(condition, key, candidates, true, lambda: not_why(child.record), [child], explain)
-        if isinstance(condition, SinceCondition):
-            return self._since(condition, node_id, key, candidates, root, explain)
-        if isinstance(condition, NewlyTrueCondition):
-            return self._newly_true(condition, node_id, key, candidates, root, explain)
-        if isinstance(condition, DepsAutomationCondition):
-            return self._deps(condition, node_id, key, candidates, root, explain)
-        true, why = self._operand(condition, key, candidates, root)
-        if true and isinstance(condition, _EVENT_OPERANDS):
-            root.volatile = True
-        return self._record(condition, key, candidates, true, why, [], explain)
+            if reason is not None:
+                extra = {"w": reason}
+        if out is not None:
+            if extra is None and (not true or self._plain(key)):
+                out[slot] = (len(true), len(candidates))
+            else:
+                out[slot] = self._values(key, candidates, true, extra)
+        return true
 
-    def _and(
+    def _plain_node(
         self,
-        condition: AndAutomationCondition,
+        condition: AutomationCondition,
+        node_id: str,
+        key: AssetKey,
+        candidates: bool,
+        root: _Root,
+        out: list[Values],
+    ) -> bool:
+        """``node`` on an unpartitioned asset, its own condition: every subset is its one
+        partition or nothing, so a bool (the same results, state and stored values, without
+        a set per node)."""
+        slot = len(out)
+        out.append(_NOT_EVALUATED)
+        if not candidates and not condition.is_stateful:
+            return False
+        extra: dict[str, object] | None = None
+        kind = type(condition)
+        if kind is AndAutomationCondition:
+            true = candidates
+            for i, operand in enumerate(cast(AndAutomationCondition, condition).operands):
+                # every operand runs, even on no candidates: stateful ones must stay current
+                true = self._plain_node(operand, _child_id(node_id, i, operand), key, true, root, out) and true
+        elif kind is OrAutomationCondition:
+            true = False
+            for i, operand in enumerate(cast(OrAutomationCondition, condition).operands):
+                if self._plain_node(operand, _child_id(node_id, i, operand), key, candidates, root, out):
+                    true = candidates
+        elif kind is NotAutomationCondition:
+            operand = cast(NotAutomationCondition, condition).operand
+            held = self._plain_node(operand, _child_id(node_id, 0, operand), key, candidates, root, out)
+            true = candidates and not held
+        elif kind is SinceCondition:
+            since = cast(SinceCondition, condition)
+            trigger = self._plain_node(since.trigger_condition, f"{node_id}.0", key, True, root, out)
+            reset_condition = since.reset_condition
+            reset = self._plain_node(reset_condition, _child_id(node_id, 1, reset_condition), key, True, root, out)
+            state = (self._plain_state(root, node_id) or trigger) and not reset
+            root.nodes[node_id] = _PLAIN_TRUE if state else _PLAIN_FALSE
+            true = state and candidates
+        elif kind is NewlyTrueCondition:
+            operand = cast(NewlyTrueCondition, condition).operand
+            held = self._plain_node(operand, _child_id(node_id, 0, operand), key, True, root, out)
+            before = self._plain_state(root, node_id)
+            root.nodes[node_id] = _PLAIN_TRUE if held else _PLAIN_FALSE
+            true = held and not before and candidates
+        else:
+            subset = self.full(key) if candidates else EMPTY
+            if isinstance(condition, DepsAutomationCondition):
+                found, extra = self._deps(condition, node_id, key, subset, root, out)
+            else:
+                found, reason = self._operand(condition, key, subset, root)
+                if found and isinstance(condition, _EVENT_OPERANDS):
+                    root.volatile = True
+                if reason is not None:
+                    extra = {"w": reason}
+            true = bool(found)
+        out[slot] = (int(true), int(candidates)) if extra is None else (int(true), int(candidates), extra)
+        return true
+
+    def _plain_state(self, root: _Root, node_id: str) -> bool:
+        """``_state`` of an unpartitioned asset: whether its one partition is kept."""
+        if root.previous is None:
+            return False
+        node = root.previous.nodes.get(node_id)
+        return node is not None and _PLAIN_RUN in node.subset
+
+    def _values(self, key: AssetKey, candidates: Subset, true: Subset, extra: dict[str, object] | None) -> Values:
+        """A node's stored values: the counts, and what explain cannot derive (the true
+        subset of a partitioned asset as runs, a reason)."""
+        if true and not self._plain(key):
+            runs = self.encode(key, true)
+            if extra is None:
+                extra = {}
+            if len(runs) > MAX_RUNS:
+                extra["r"], extra["x"] = runs[:MAX_RUNS], 1
+            else:
+                extra["r"] = runs
+        if extra is None:
+            return (len(true), len(candidates))
+        return (len(true), len(candidates), extra)
+
+    def _since(
+        self,
+        condition: SinceCondition,
         node_id: str,
         key: AssetKey,
         candidates: Subset,
         root: _Root,
-        explain: bool,
-    ) -> _Result:
-        current = candidates
-        children: list[_Result] = []
-        first_false: _Result | None = None
-        for i, operand in enumerate(condition.operands):
-            # every operand runs, even on no candidates: stateful ones must stay current
-            child = self.node(operand, f"{node_id}.{i}", key, current, root, explain)
-            children.append(child)
-            current = current & child.true
-            if not current and first_false is None:
-                first_false = child
-
-        def why() -> str:
-            if current:
-                return "every operand true"
-            return (
-                f"'{title(first_false.record if first_false is not None else None)}' is false"
-                if first_false
-                else "no candidates"
-            )
-
-        return self._record(condition, key, candidates, current, why, children, explain)
-
-    def _since(
-        self, condition: SinceCondition, node_id: str, key: AssetKey, candidates: Subset, root: _Root, explain: bool
-    ) -> _Result:
+        out: list[Values] | None,
+    ) -> tuple[Subset, dict[str, object] | None]:
         full = self.full(key)
-        trigger = self.node(condition.trigger_condition, f"{node_id}.0", key, full, root, explain)
-        reset = self.node(condition.reset_condition, f"{node_id}.1", key, full, root, explain)
-        state = (self._state(root, node_id, key) | trigger.true) - reset.true
+        trigger = self.node(condition.trigger_condition, f"{node_id}.0", key, full, root, out)
+        reset = self.node(
+            condition.reset_condition, _child_id(node_id, 1, condition.reset_condition), key, full, root, out
+        )
+        state = (self._state(root, node_id, key) | trigger) - reset
         root.nodes[node_id] = NodeCursor(_as_runs(self.encode(key, state)))
         true = state & candidates
-
-        def why() -> str:
-            if true:
-                return f"'{title(trigger.record)}' has been true since '{title(reset.record)}' was last true"
-            if reset.true & candidates:
-                return f"reset by '{title(reset.record)}'"
-            return f"'{title(trigger.record)}' not true since '{title(reset.record)}' was last true"
-
-        return self._record(condition, key, candidates, true, why, [trigger, reset], explain)
+        if out is None or self._plain(key):
+            return true, None  # explain derives whether the reset held on the candidates
+        return true, {"h": 1 if reset & candidates else 0}
 
     def _newly_true(
-        self, condition: NewlyTrueCondition, node_id: str, key: AssetKey, candidates: Subset, root: _Root, explain: bool
-    ) -> _Result:
-        child = self.node(condition.operand, f"{node_id}.0", key, self.full(key), root, explain)
+        self,
+        condition: NewlyTrueCondition,
+        node_id: str,
+        key: AssetKey,
+        candidates: Subset,
+        root: _Root,
+        out: list[Values] | None,
+    ) -> tuple[Subset, dict[str, object] | None]:
+        child = self.node(condition.operand, _child_id(node_id, 0, condition.operand), key, self.full(key), root, out)
         before = self._state(root, node_id, key)
-        root.nodes[node_id] = NodeCursor(_as_runs(self.encode(key, child.true)))
-        true = (child.true - before) & candidates
-
-        def why() -> str:
-            if true:
-                return "became true on this evaluation"
-            return "still true, not newly" if child.true & candidates else "operand false"
-
-        return self._record(condition, key, candidates, true, why, [child], explain)
+        root.nodes[node_id] = NodeCursor(_as_runs(self.encode(key, child)))
+        true = (child - before) & candidates
+        if out is None or self._plain(key):
+            return true, None
+        return true, {"h": 1 if child & candidates else 0}
 
     def _deps(
         self,
@@ -514,60 +586,92 @@ class _Evaluation:
         key: AssetKey,
         candidates: Subset,
         root: _Root,
-        explain: bool,
-    ) -> _Result:
+        out: list[Values] | None,
+    ) -> tuple[Subset, dict[str, object] | None]:
         deps = self._selected_deps(condition, key)
         is_all = isinstance(condition, AllDepsCondition)
         true = candidates if is_all else EMPTY
         outcomes: list[tuple[AssetKey, Subset, Subset, Subset]] = []  # dep, its candidates, its true, mapped
         decided = not condition.operand.is_stateful  # without state, stop once the outcome is known
-        plain = not self._is_partitioned(key)  # every partition of each dependency maps to it
+        plain = self._plain(key)  # every partition of each dependency maps to it
+        operand = condition.operand
+        shared = None if operand.is_stateful or operand.reads_evaluation_state else operand.fingerprint()
+        token = self._token(root.key)
+        results, fulls = self._dep_results, self._full
         for dep in deps:
             # _parents and _children_matching, inline for an unpartitioned dependent
-            parents = (self.full(dep) if candidates else EMPTY) if plain else self._parents(key, dep, candidates)
-            dep_true = self._dep_operand(condition.operand, self._dep_node_id(node_id, dep), dep, parents, root)
+            if plain:
+                parents = (fulls.get(dep) or self.full(dep)) if candidates else EMPTY
+            else:
+                parents = self._parents(key, dep, candidates)
+            hit = None if shared is None else results.get((shared, dep, parents, token))
+            if hit is not None:  # _dep_operand's cache, inline
+                if hit[1]:
+                    root.volatile = True
+                dep_true = hit[0]
+            else:
+                dep_id = self._dep_node_id(node_id, dep) if operand.is_stateful else ""
+                dep_true = self._dep_operand(operand, dep_id, dep, parents, root)
             if plain:
                 mapped = candidates if dep_true and candidates else EMPTY
+                if is_all:
+                    true = mapped if true else EMPTY
+                elif mapped:
+                    true = mapped
             else:
                 mapped = self._children_matching(key, dep, dep_true, candidates)
-            true = true & mapped if is_all else true | mapped
+                true = true & mapped if is_all else true | mapped
             outcomes.append((dep, parents, dep_true, mapped))
             if decided and (not true if is_all else len(true) == len(candidates)):
                 break
-        if not explain:
-            return _Result(true, None)
+        if out is None:
+            return true, None
         # The record keeps the subtrees that explain the outcome (the dependencies that
-        # matched, or for ALL those that did not), evaluated again with their records.
+        # matched, or for ALL those that did not), evaluated again with their values.
         telling = [o for o in outcomes if bool(o[3]) != is_all] or outcomes[:1]
-        children = [
-            self._explained_dep(condition.operand, self._dep_node_id(node_id, dep), dep, parents, root)
-            for dep, parents, _, _ in telling[:EXPLAINED_DEPS]
-        ]
-        # Only the facts shown are built (the first few), the others counted.
-        matched = [o for o in outcomes if o[3]]
-        unmatched = [o[0] for o in outcomes if not o[3]]
-        what = deps_verb(condition)
-        why: str
+        shown = telling[:EXPLAINED_DEPS]
+        extra: dict[str, object] = {"w": self._deps_why(condition, key, deps, outcomes, true, is_all)}
+        if shown:
+            extra["d"] = [self.name(dep) for dep, _, _, _ in shown]
+        for dep, parents, _, _ in shown:
+            dep_id = self._dep_node_id(node_id, dep) if operand.is_stateful else ""
+            self._explained_dep(operand, dep_id, dep, parents, root, out)
+        return true, extra
+
+    def _deps_why(
+        self,
+        condition: DepsAutomationCondition,
+        key: AssetKey,
+        deps: Sequence[AssetKey],
+        outcomes: Sequence[tuple[AssetKey, Subset, Subset, Subset]],
+        true: Subset,
+        is_all: bool,
+    ) -> str:
+        """A dependency condition's reason (only the facts shown are built, the others counted)."""
+        what = self._verbs.get(id(condition))
+        if what is None:
+            what = self._verbs[id(condition)] = deps_verb(condition)
+            self._kept.append(condition)  # its id stays its own while the evaluation lives
         if not deps:
-            why = "no dependencies (after allow/ignore)"
-        elif is_all and true:
-            why = f"every dependency {what}"
-        elif is_all:
+            return "no dependencies (after allow/ignore)"
+        if is_all and true:
+            return f"every dependency {what}"
+        if is_all:
+            unmatched = [o[0] for o in outcomes if not o[3]]
             named = [f"upstream '{self.name(d)}'" for d in unmatched[:SHOWN_FACTS]]
-            why = (
+            return (
                 f"not {what}: {first_facts(named, len(unmatched))}"
                 if unmatched
                 else f"dependencies {what} only for other partitions"
             )
-        elif true:
+        if true:
+            matched = [o for o in outcomes if o[3]]
             shown = []
             for dep, _, dep_true, mapped in matched[:SHOWN_FACTS]:
-                facts = dep_true & self._parents(key, dep, mapped)
-                shown.append(f"{dep_fact(self.name(dep), facts, self._is_partitioned(dep))} {what}")
-            why = first_facts(shown, len(matched))
-        else:
-            why = f"no dependency {what}"
-        return self._record(condition, key, candidates, true, why, children, explain)
+                facts = dep_true & self._parents(key, dep, mapped) if not self._plain(dep) else dep_true
+                shown.append(f"{dep_fact(self.name(dep), facts, not self._plain(dep))} {what}")
+            return first_facts(shown, len(matched))
+        return f"no dependency {what}"
 
     def _dep_operand(
         self, operand: AutomationCondition, node_id: str, dep: AssetKey, parents: Subset, root: _Root
@@ -577,13 +681,13 @@ class _Evaluation:
         same partitions definition: computed once per evaluation (a dependency read by many
         assets is evaluated once)."""
         if operand.is_stateful or operand.reads_evaluation_state:
-            return self.node(operand, node_id, dep, parents, root, False).true
+            return self.node(operand, node_id, dep, parents, root)
         cache_key = (operand.fingerprint(), dep, parents, self._token(root.key))
         hit = self._dep_results.get(cache_key)
         if hit is None:
             volatile, root.volatile = root.volatile, False
             hit = self._dep_results[cache_key] = (
-                self.node(operand, node_id, dep, parents, root, False).true,
+                self.node(operand, node_id, dep, parents, root),
                 root.volatile,
             )
             root.volatile = volatile
@@ -592,19 +696,27 @@ class _Evaluation:
         return hit[0]
 
     def _explained_dep(
-        self, operand: AutomationCondition, node_id: str, dep: AssetKey, parents: Subset, root: _Root
-    ) -> _Result:
-        """A dependency condition's operand on ``dep`` with its record. As for
+        self,
+        operand: AutomationCondition,
+        node_id: str,
+        dep: AssetKey,
+        parents: Subset,
+        root: _Root,
+        out: list[Values],
+    ) -> None:
+        """A dependency condition's operand on ``dep``, its values appended to ``out``. As for
         ``_dep_operand``: without state, without reading the evaluated asset's history and
-        without dependencies of its own, the record is the same for every dependent with the
+        without dependencies of its own, the values are the same for every dependent with the
         same partitions definition (and, when that differs from the dependency's, the same
-        asset: will_be_requested names it), so it is built once per evaluation and shared
-        (records are immutable)."""
+        asset: will_be_requested names it), so they are computed once per evaluation and shared
+        (they are never changed once made)."""
         nested = self._nested.get(id(operand))
         if nested is None:
             nested = self._nested[id(operand)] = any(isinstance(n, DepsAutomationCondition) for n in operand.walk())
+            self._kept.append(operand)
         if operand.is_stateful or operand.reads_evaluation_state or nested:
-            return self.node(operand, node_id, dep, parents, root, True)
+            self.node(operand, node_id, dep, parents, root, out)
+            return
         who = (
             None
             if runs_together(self.graph.assets[dep].partitions_def, self.graph.assets[root.key].partitions_def)
@@ -614,11 +726,13 @@ class _Evaluation:
         hit = self._dep_records.get(cache_key)
         if hit is None:
             volatile, root.volatile = root.volatile, False
-            hit = self._dep_records[cache_key] = (self.node(operand, node_id, dep, parents, root, True), root.volatile)
+            values: list[Values] = []
+            self.node(operand, node_id, dep, parents, root, values)
+            hit = self._dep_records[cache_key] = (values, root.volatile)
             root.volatile = volatile
         if hit[1]:
             root.volatile = True
-        return hit[0]
+        out.extend(hit[0])
 
     def _token(self, key: AssetKey) -> object:
         found = self._tokens.get(key, _MISSING)
@@ -630,6 +744,16 @@ class _Evaluation:
         return f"{node_id}[{self.name(dep)}]"
 
     def _selected_deps(self, condition: DepsAutomationCondition, key: AssetKey) -> list[AssetKey]:
+        if condition.allow_selection is None and condition.ignore_selection is None:
+            found = self._sorted_upstream.get(key)  # kept with the domain: sorted once, not every tick
+            if found is None:
+                # the graph's own key objects: a lookup by an equal but other AssetKey object
+                # compares them in Python (hundreds of thousands of times a tick)
+                canonical = self._canonical
+                found = self._sorted_upstream[key] = [
+                    canonical.get(dep, dep) for dep in sorted(self.graph.upstream[key])
+                ]
+            return found
         cache_key = (id(condition), key)
         found = self._deps_cache.get(cache_key)
         if found is None:
@@ -646,9 +770,6 @@ class _Evaluation:
         if found is None:
             found = self._selections[id(selection)] = selection.resolve(self.graph)
         return found
-
-    def _is_partitioned(self, key: AssetKey) -> bool:
-        return self.graph.assets[key].partitions_def is not None
 
     def _children_matching(self, child: AssetKey, parent: AssetKey, parents: Subset, candidates: Subset) -> Subset:
         """Partitions of ``child`` among ``candidates`` with at least one parent partition in ``parents``."""
@@ -697,38 +818,37 @@ class _Evaluation:
 
     def _operand(
         self, condition: AutomationCondition, key: AssetKey, candidates: Subset, root: _Root
-    ) -> tuple[Subset, Why]:
-        """An operand's true subset and (lazily) the reason, as a fact about ``key``."""
+    ) -> tuple[Subset, str | None]:
+        """An operand's true subset, and its reason when explain cannot derive it from the
+        kind and the counts alone (a fact about partitions, a cron, a time window)."""
         kind = type(condition)
-        facts_of = _SLICE_FACTS.get(kind)
-        if facts_of is not None:  # a set of the snapshot's AssetSlice
-            attribute, yes, no = facts_of
+        attribute = _SLICE_FACTS.get(kind)
+        if attribute is not None:  # a set of the snapshot's AssetSlice
             facts: Subset = getattr(self.slice(key), attribute)
             true = candidates - facts if attribute == "materialized" else candidates & facts
-            return true, _lazy_fact(true, self._is_partitioned(key), yes, no)
-        if isinstance(condition, NewlyRequestedCondition):
+            return true, self._fact(kind, key, true)
+        if kind is NewlyRequestedCondition:
             own = self.cursor.assets.get(key)
             true = candidates & self.decode(key, own.requested) if own is not None else EMPTY
-            return true, _lazy_fact(
-                true,
-                self._is_partitioned(key),
-                "requested on the previous evaluation",
-                "not requested on the previous evaluation",
-            )
-        if isinstance(condition, WillBeRequestedCondition):
+            return true, self._fact(kind, key, true)
+        if kind is WillBeRequestedCondition:
             return self._will_be_requested(key, candidates, root)
-        if isinstance(condition, InitialEvaluationCondition):
-            first = root.previous is None
-            return (candidates if first else EMPTY), (
-                "first evaluation of this condition" if first else "evaluated before"
-            )
+        if kind is InitialEvaluationCondition:
+            return (candidates if root.previous is None else EMPTY), None
         if isinstance(condition, CronTickPassedCondition):
             return self._cron_tick_passed(condition, candidates, root)
         if isinstance(condition, InLatestTimeWindowCondition):
             return self._in_latest_time_window(condition, key, candidates)
         raise TypeError(f"automation: no evaluation for condition {condition!r}")  # a new node kind without a case
 
-    def _will_be_requested(self, key: AssetKey, candidates: Subset, root: _Root) -> tuple[Subset, Why]:
+    def _fact(self, kind: type, key: AssetKey, true: Subset) -> str | None:
+        """The reason of a fact about a partitioned asset that held (which partitions); None
+        when explain derives it (unpartitioned, or false)."""
+        if not true or self._plain(key):
+            return None
+        return f"{describe(true)} {FACTS[kind][0]}"
+
+    def _will_be_requested(self, key: AssetKey, candidates: Subset, root: _Root) -> tuple[Subset, str | None]:
         requested = self.requested.get(key, EMPTY) & candidates
         if (
             requested
@@ -736,13 +856,11 @@ class _Evaluation:
             and not runs_together(self.graph.assets[key].partitions_def, self.graph.assets[root.key].partitions_def)
         ):
             return EMPTY, f"requested, but in a run '{root.key}' cannot join (other partitions)"
-        return requested, _lazy_fact(
-            requested, self._is_partitioned(key), "requested in this evaluation", "not requested in this evaluation"
-        )
+        return requested, self._fact(WillBeRequestedCondition, key, requested)
 
     def _cron_tick_passed(
         self, condition: CronTickPassedCondition, candidates: Subset, root: _Root
-    ) -> tuple[Subset, Why]:
+    ) -> tuple[Subset, str]:
         if root.previous is None:
             return EMPTY, "first evaluation: no previous evaluation to count ticks from"
         since = datetime.fromtimestamp(root.previous.evaluation_time, tz=self.now.tzinfo)
@@ -753,10 +871,10 @@ class _Evaluation:
 
     def _in_latest_time_window(
         self, condition: InLatestTimeWindowCondition, key: AssetKey, candidates: Subset
-    ) -> tuple[Subset, Why]:
+    ) -> tuple[Subset, str | None]:
         definition = self.graph.assets[key].partitions_def
         if not isinstance(definition, TimeWindowPartitionsDefinition):
-            return candidates, "not time-partitioned: always in the latest window"
+            return candidates, None  # explain: not time-partitioned
         keys = self.keys(key)
         if not keys:
             return EMPTY, "no partition exists yet"
@@ -774,54 +892,17 @@ class _Evaluation:
             cached = self._windows[window_key] = (latest_window, frozenset(inside))
         latest = cached[0]
         true = candidates & cached[1]
-        return (
-            true,
-            lambda: (
-                f"latest window ends {latest.end.isoformat()}; " + (describe(true) if true else "candidates are older")
-            ),
-        )
+        shown = describe(true) if true else "candidates are older"
+        return true, f"latest window ends {latest.end.isoformat()}; {shown}"
 
-    # -- records ---------------------------------------------------------------------------------
+    # -- small lookups ---------------------------------------------------------------------------
 
-    def _record(
-        self,
-        condition: AutomationCondition,
-        key: AssetKey,
-        candidates: Subset,
-        true: Subset,
-        why: Why,
-        children: Sequence[_Result],
-        explain: bool,
-    ) -> _Result:
-        if not explain:
-            return _Result(true, None)
-        runs = self.encode(key, true)
-        reason = why if isinstance(why, str) else why()
-        head = self._heads.get(id(condition))
-        if head is None:  # a node's fixed texts, once per condition (conditions are immutable)
-            display = condition.display()
-            head = self._heads[id(condition)] = (
-                condition,  # kept: its id stays its own while the evaluation lives
-                condition.label,
-                condition.name,
-                condition.description,
-                f"{display}: true — ",
-                f"{display}: false — ",
-            )
-        name = self._names.get(key)
-        record = NodeRecord(
-            label=head[1],
-            name=head[2],
-            description=head[3],
-            asset=name if name is not None else self.name(key),
-            true_count=len(true),
-            candidate_count=len(candidates),
-            true_runs=runs[:MAX_RUNS] if len(runs) > MAX_RUNS else runs,
-            truncated=len(runs) > MAX_RUNS,
-            why=(head[4] if true else head[5]) + reason,
-            children=[c.record for c in children if c.record is not None],
-        )
-        return _Result(true, record)
+    def _plain(self, key: AssetKey) -> bool:
+        """Whether ``key`` is unpartitioned (its one "partition" is None)."""
+        found = self._plains.get(key)
+        if found is None:
+            found = self._plains[key] = self.graph.assets[key].partitions_def is None
+        return found
 
     def name(self, key: AssetKey) -> str:
         found = self._names.get(key)
@@ -844,6 +925,8 @@ class _Domain:
     position: dict[AssetKey, int]
     always: frozenset[AssetKey]
     crons: tuple[AssetKey, ...]
+    sorted_upstream: dict[AssetKey, list[AssetKey]] = field(default_factory=dict)  # filled as asked
+    canonical: dict[AssetKey, AssetKey] = field(default_factory=dict)  # each key -> the graph's own object
 
 
 _DOMAINS: dict[tuple[int, int], tuple[GraphPlan, _Domain]] = {}
@@ -865,6 +948,7 @@ def _domain(graph: AssetGraph, plan: GraphPlan, targets: Collection[AssetKey]) -
         position={k: i for i, k in enumerate(order)},
         always=frozenset(k for k, c in conditions.items() if c is not None and c.reads_beyond_deps),
         crons=tuple(k for k, c in conditions.items() if c is not None and c.cron_nodes),
+        canonical={k: k for k in graph.assets},
     )
     if len(_DOMAINS) > 16:
         _DOMAINS.clear()
@@ -911,6 +995,12 @@ def _first_tick_after(condition: CronTickPassedCondition, since: datetime, now: 
     return tick if tick <= now else None
 
 
+def _child_id(node_id: str, index: int, child: AutomationCondition) -> str:
+    """A child node's id (``0.1.0``): it keys a stateful node's memory in the cursor, so a
+    subtree without state needs none (and is not given one: a string per node per asset)."""
+    return f"{node_id}.{index}" if child.is_stateful else ""
+
+
 def _runs_of(positions: Sequence[int], ordered: Sequence[PartitionKey]) -> list[list[PartitionKey]]:
     runs: list[list[PartitionKey]] = []
     start = previous = -2
@@ -943,14 +1033,15 @@ _OPERAND_TYPES = frozenset(
         InLatestTimeWindowCondition,
     }
 )
-_SLICE_FACTS: dict[type, tuple[str, str, str]] = {  # operand -> (AssetSlice set, reason if true, if false)
-    MissingCondition: ("materialized", "never materialized", "materialized"),
-    RunInProgressCondition: ("run_in_progress", "in a run in progress", "no run in progress"),
-    BackfillInProgressCondition: ("backfill_in_progress", "in a backfill in progress", "no backfill in progress"),
-    ExecutionFailedCondition: ("failed", "latest execution failed", "latest execution did not fail"),
-    NewlyUpdatedCondition: ("updated", "materialized since the previous evaluation", "no new materialization"),
+_SLICE_FACTS: dict[type, str] = {  # operand -> the AssetSlice set it reads
+    MissingCondition: "materialized",
+    RunInProgressCondition: "run_in_progress",
+    BackfillInProgressCondition: "backfill_in_progress",
+    ExecutionFailedCondition: "failed",
+    NewlyUpdatedCondition: "updated",
 }
-
-
-def _lazy_fact(true: Subset, partitioned: bool, yes: str, no: str) -> Callable[[], str]:
-    return lambda: fact(true, partitioned, yes, no)
+_NOT_EVALUATED: Values = (0, 0)
+_PLAIN_KEYS = (None,)  # the partition keys of an unpartitioned asset
+_PLAIN_RUN = (None, None)
+_PLAIN_TRUE = NodeCursor((_PLAIN_RUN,))  # a stateful node's memory on an unpartitioned asset
+_PLAIN_FALSE = NodeCursor(())  # a node left with no candidates (explain: "not evaluated")

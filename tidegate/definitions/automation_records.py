@@ -2,8 +2,9 @@
 
 ``AssetSlice`` is the snapshot's facts about one asset; ``AutomationCursor`` is the state the
 next evaluation starts from (per asset, per condition node: ``since`` and ``newly_true``
-memories, the previous request, the previous evaluation time); ``EvaluationRecord`` is the
-explained condition tree of one asset on one tick, what ``tidegate automation explain`` prints.
+memories, the previous request, the previous evaluation time); ``EvaluationRecord`` is one
+asset's evaluation on one tick, stored compact (the condition's template and per node its
+counts) and explained when read: what ``tidegate automation explain`` prints.
 
 Subsets of partitions are stored as runs of consecutive keys in the asset's partition order
 (``[["2024-01-01", "2024-03-31"], ...]``), so three years of daily partitions cost one pair,
@@ -17,12 +18,14 @@ from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import cached_property
-from typing import Any
+from typing import Any, cast
 
+from tidegate.definitions.automation_condition import AutomationCondition, from_template
+from tidegate.definitions.automation_explain import SAMPLE_SIZE as SAMPLE_SIZE  # defined beside its use
+from tidegate.definitions.automation_explain import PartitionKey as PartitionKey
+from tidegate.definitions.automation_explain import explain
 from tidegate.definitions.key import AssetKey
 
-PartitionKey = str | None
-SAMPLE_SIZE = 10  # partition keys quoted by a "why"
 MAX_RUNS = 200  # runs of keys kept per stored subset; more and the subset is marked truncated
 
 
@@ -264,20 +267,43 @@ class NodeRecord:
         )
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class EvaluationRecord:
-    """One asset's evaluation on one tick; JSON-able for the evaluations table."""
+    """One asset's evaluation on one tick; JSON-able for the evaluations table.
+
+    Stored compact: the condition's tree once (``AutomationCondition.template()``) and per node
+    its counts and what its reason cannot be derived from (see ``automation_explain``);
+    ``root``, the tree of NodeRecords with every reason, is rebuilt when read. A record stored
+    by an earlier version (the tree itself, ``"root"``) reads as it was.
+    """
 
     asset_key: AssetKey
     evaluation_time: datetime
     requested: list[PartitionKey]  # partition keys requested (None for an unpartitioned asset)
-    root: NodeRecord
+    condition: AutomationCondition | None  # None: a record of the earlier format, ``root`` given
+    nodes: Sequence[Any] = ()  # each node's stored values, in pre-order
+    stored_root: NodeRecord | None = None
 
     @property
     def requested_count(self) -> int:
         return len(self.requested)
 
+    @cached_property
+    def root(self) -> NodeRecord:
+        """The explained tree: each node's label, counts, true subset and why."""
+        if self.stored_root is not None:
+            return self.stored_root
+        assert self.condition is not None
+        return explain(self.condition, self.nodes, self.asset_key.to_user_string())
+
     def to_dict(self) -> dict[str, Any]:
+        """The stored form (``to_json``), as a dict."""
+        return cast(dict[str, Any], json.loads(self.to_json()))
+
+    def explained_dict(self) -> dict[str, Any]:
+        """The record with its tree explained (what the API and ``--json`` show): ``asset_key``,
+        ``evaluation_time``, ``requested``, and ``root``, each node's label, name, description,
+        asset, counts, true runs and why with its children."""
         return {
             "asset_key": self.asset_key.to_user_string(),
             "evaluation_time": self.evaluation_time.isoformat(),
@@ -286,16 +312,24 @@ class EvaluationRecord:
         }
 
     def to_json(self) -> str:
-        return json.dumps(self.to_dict(), separators=(",", ":"))
+        if self.condition is None:
+            return json.dumps(self.explained_dict(), separators=(",", ":"))
+        return (
+            f'{{"v":2,"asset_key":{_quoted(self.asset_key)},'
+            f'"evaluation_time":{json.dumps(self.evaluation_time.isoformat())},'
+            f'"requested":{json.dumps(self.requested, separators=(",", ":"))},'
+            f'"condition":{self.condition.template()},'
+            f'"nodes":{json.dumps(self.nodes, separators=(",", ":"))}}}'
+        )
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> EvaluationRecord:
-        return cls(
-            asset_key=AssetKey.from_user_string(data["asset_key"]),
-            evaluation_time=datetime.fromisoformat(data["evaluation_time"]),
-            requested=list(data["requested"]),
-            root=NodeRecord.from_dict(data["root"]),
-        )
+        key = AssetKey.from_user_string(data["asset_key"])
+        when = datetime.fromisoformat(data["evaluation_time"])
+        requested = list(data["requested"])
+        if "root" in data:  # the earlier format: the explained tree itself
+            return cls(key, when, requested, None, stored_root=NodeRecord.from_dict(data["root"]))
+        return cls(key, when, requested, from_template(data["condition"]), data["nodes"])
 
     @classmethod
     def from_json(cls, text: str) -> EvaluationRecord:
@@ -307,6 +341,12 @@ class EvaluationRecord:
         lines: list[str] = []
         _explain(self.root, 0, partition, ordered, lines)
         return lines
+
+
+def explained(record: Any) -> dict[str, Any]:
+    """A stored record (as read from the evaluations table) with its tree explained, whatever
+    its format: what readers show (``EvaluationRecord.explained_dict``)."""
+    return EvaluationRecord.from_dict(record).explained_dict()
 
 
 def _explain(

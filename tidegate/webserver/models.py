@@ -229,7 +229,7 @@ class AutomationEvaluation(BaseModel):
             run_ids=list(row.run_ids),
             backfill_ids=list(row.backfill_ids),
             explanation=record.explain_lines(),
-            evaluation=dict(row.record),
+            evaluation=record.explained_dict(),
         )
 
 

@@ -4,13 +4,14 @@ latest automation evaluation: "why / why not"), and its automation evaluation hi
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query
 from starlette.responses import Response
 
-from tidegate.definitions.automation_records import EvaluationRecord
+from tidegate.definitions.automation_records import EvaluationRecord, explained
 from tidegate.names import PartitionStatus
 from tidegate.storage.api import Storage
 from tidegate.webserver.ui.base import UIRequest, UIRoute, page
@@ -82,7 +83,8 @@ def _evaluation(storage: Storage, asset_key: str, tick: int | None) -> dict[str,
 def automation_history(ui: Page, key: str) -> Response:
     """The asset's stored automation evaluations, newest first (as ``tidegate automation history``)."""
     definition = ui.context.defs.get_asset(key)
-    rows = ui.context.storage.automation_evaluations(str(definition.key), limit=EVALUATION_HISTORY)
+    stored = ui.context.storage.automation_evaluations(str(definition.key), limit=EVALUATION_HISTORY)
+    rows = [dataclasses.replace(r, record=explained(r.record)) for r in stored]  # the template reads the tree
     return ui.render("asset_automation.html", asset=definition, rows=rows, limit=EVALUATION_HISTORY)
 
 
