@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import difflib
+import functools
 import heapq
+import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from tidegate.definitions.asset import AssetsDefinition
 from tidegate.definitions.key import AssetKey
@@ -43,6 +46,61 @@ class AssetGraph:
 
     def descendants(self, keys: Iterable[AssetKey], depth: int | None = None) -> set[AssetKey]:
         return _walk(keys, self.downstream, depth)
+
+    @functools.cached_property
+    def steps(self) -> StepLayout:
+        """What planning a run's steps needs of each asset, derived once per graph (see
+        :class:`StepLayout`)."""
+        return StepLayout.build(self)
+
+
+class AssetStep(NamedTuple):
+    """An asset's step as every run plans it: its step key (the ``a/b`` string of its asset
+    key), its upstream and downstream step keys (sorted by asset key), where it runs, and the
+    asset's node name in run config."""
+
+    name: str
+    upstream: tuple[str, ...]
+    downstream: tuple[str, ...]
+    queue: str
+    pool: str | None
+    timeout: float | None
+    partitioned: bool
+    node_name: str
+
+
+@dataclass(frozen=True)
+class StepLayout:
+    """Each asset's :class:`AssetStep`, computed once per graph: planning a run then looks each
+    of its assets up once and filters its neighbours by the run's step keys (a run of 4,000
+    assets is planned in milliseconds, not by sorting and converting every asset's neighbours
+    again)."""
+
+    of: Mapping[AssetKey, AssetStep]
+    node_names: Mapping[str, str]  # step key -> its asset's node name
+    plain: bool  # every step key is its own JSON string's content (nothing to escape)
+
+    @classmethod
+    def build(cls, graph: AssetGraph) -> StepLayout:
+        names = {k: k.to_user_string() for k in graph.assets}
+        of = {
+            k: AssetStep(
+                names[k],
+                tuple(names[u] for u in sorted(graph.upstream[k])),
+                tuple(names[d] for d in sorted(graph.downstream[k])),
+                a.queue,
+                a.pool,
+                a.timeout,
+                a.partitions_def is not None,
+                a.node_name,
+            )
+            for k, a in graph.assets.items()
+        }
+        return cls(
+            of,
+            {step.name: step.node_name for step in of.values()},
+            all(json.dumps(n) == f'"{n}"' for n in names.values()),
+        )
 
 
 def _unknown_input_message(key: AssetKey, up: AssetKey, by_key: Mapping[AssetKey, AssetsDefinition]) -> str:
