@@ -136,7 +136,7 @@ def test_a_big_automation_run_stores_exactly_its_planned_steps(storage: Storage)
         for name, key in names.items():
             step, asset = stored[name], graph.assets[key]
             ups = {u.to_user_string() for u in graph.upstream[key]} & set(names)
-            downs = sorted((d for d in graph.downstream[key] if d.to_user_string() in names))
+            downs = sorted(d for d in graph.downstream[key] if d.to_user_string() in names)
             parents[name] = ups
             assert step.asset_key == name and step.status == StepStatus.PLANNED and step.attempt == 1
             assert step.pending_upstream == len(ups)
