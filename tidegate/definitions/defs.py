@@ -194,12 +194,14 @@ class Definitions:
                 raise PartitionKeyError(f"job '{job.name}': its config is partitioned; give a partition key")
             run_config = job.config.run_config_for_partition_key(plan.partition_key)
         nodes: dict[str, ConfigNode] | None = {} if job.op_graph is None else None  # an op job: all its ops
+        node_names = self.graph.steps.node_names  # an asset's step key -> its node name
+        config_nodes = job.config_nodes
         for step in plan.steps if job.op_graph is None else ():
-            asset = self.graph.assets.get(AssetKey.from_coercible(step.asset_key))
-            if asset is None or nodes is None:
+            node = node_names.get(step.asset_key)
+            if node is None or nodes is None:
                 nodes = None  # not an asset's step: check against every node of the job
                 continue
-            nodes[asset.node_name] = job.config_nodes[asset.node_name]
+            nodes[node] = config_nodes[node]
         return dataclasses.replace(plan, run_config=self.check_job_config(plan.job_name, run_config, nodes))
 
     def check_job_config(
@@ -258,11 +260,17 @@ class Definitions:
         if selection is not None:
             chosen_selection = coerce_selection(selection)
             label = f"job '{job_name}'" if job_name != IMPLICIT_ASSET_JOB else "selection"
-            keys = executable_keys(chosen_selection, self.graph, label) & set(job.asset_keys)
+            keys = executable_keys(chosen_selection, self.graph, label)
+            if not keys <= job.asset_key_set:
+                keys &= job.asset_key_set
             if not keys and not selects_everything(chosen_selection):
                 raise EmptySelectionError(f"job '{job_name}': selection {selection!r} matches no asset")
-        chosen = [k for k in job.asset_keys if keys is None or k in keys]
-        partitions = {self.graph.assets[k].partitions_def for k in chosen} - {None}
+        assets = self.graph.assets
+        chosen = job.asset_keys if keys is None else keys
+        # distinct definition objects first: hashing a definition (a dataclass) per asset cost
+        # more than the rest of this check on a run of thousands of assets
+        found = {id(d): d for d in (assets[k].partitions_def for k in chosen) if d is not None}
+        partitions = set(found.values())
         if len(partitions) > 1:
             raise InvalidDefinitionError(f"job '{job_name}': the selection spans different partitions definitions")
         # a selection of unpartitioned assets only is not partitioned, whatever the job holds besides

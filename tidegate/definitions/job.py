@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from tidegate.definitions.config import ConfigNode, check_run_config, run_config_dict
 from tidegate.definitions.graph import AssetGraph
@@ -165,6 +166,11 @@ class JobDefinition:
     op_graph: OpGraph | None = None  # an op job's ops (``@job``, ``GraphDefinition.to_job``)
     resource_defs: Mapping[str, Any] = field(default_factory=dict, repr=False)  # an op job's own
 
+    @functools.cached_property
+    def asset_key_set(self) -> frozenset[AssetKey]:
+        """``asset_keys`` as a set, built once (a run's selection is checked against it)."""
+        return frozenset(self.asset_keys)
+
     @property
     def kind(self) -> str:
         """What its steps run: ``assets`` (``define_asset_job``) or ``ops`` (``@job``)."""
@@ -213,9 +219,12 @@ def validate_run_config(job: JobDefinition | UnresolvedAssetJob, run_config: Any
     return check_run_config(f"job '{job.name}'", config, job.config_nodes, job.resources) or {}
 
 
-@dataclass(frozen=True)
-class StepPlan:
-    """One step of a run: materialize one asset after its upstream steps in the same run."""
+class StepPlan(NamedTuple):
+    """One step of a run: materialize one asset after its upstream steps in the same run.
+
+    A named tuple rather than a frozen dataclass: a run of thousands of assets builds one per
+    asset, and a frozen dataclass's ``__init__`` (one ``object.__setattr__`` per field) cost
+    four times as much."""
 
     step_key: str
     asset_key: str
@@ -225,6 +234,7 @@ class StepPlan:
     display_name: str
     pool: str | None = None
     timeout: float | None = None
+    downstream_json: str | None = None  # ``downstream`` in its stored form (JSON), when the planner made it
 
 
 @dataclass(frozen=True)
@@ -250,20 +260,23 @@ def plan_run(
 
     An upstream asset outside the run is read from its IO manager as last materialized.
     """
-    keys = [k for k in job.asset_keys if selection is None or k in selection]
-    chosen = set(keys)
+    keys = job.asset_keys if selection is None else [k for k in job.asset_keys if k in selection]
+    layout = graph.steps  # each asset's step, derived once per graph: one look-up per step here
+    planned = [layout.of[k] for k in keys]
+    chosen = {a.name for a in planned}
+    shown = ""  # a partitioned asset's display name suffix
+    if partition_key is not None:
+        shown = f"[{partition_key}]"
+    elif partition_range is not None:
+        shown = f"[{partition_range.start}...{partition_range.end}]"
     steps = []
-    for key in keys:
-        ups = tuple(str(u) for u in sorted(graph.upstream[key]) if u in chosen)
-        downs = tuple(str(d) for d in sorted(graph.downstream[key]) if d in chosen)
-        asset = graph.assets[key]
-        shown = str(key)
-        if asset.partitions_def is not None and partition_key is not None:
-            shown = f"{key}[{partition_key}]"
-        elif asset.partitions_def is not None and partition_range is not None:
-            shown = f"{key}[{partition_range.start}...{partition_range.end}]"
-        steps.append(StepPlan(str(key), str(key), asset.queue, ups, downs, shown, asset.pool, asset.timeout))
-    subset = tuple(str(k) for k in keys) if selection is not None else None
+    for name, upstream, downstream, queue, pool, timeout, partitioned, _ in planned:
+        ups = tuple([u for u in upstream if u in chosen])
+        downs = tuple([d for d in downstream if d in chosen])
+        stored = ('["' + '","'.join(downs) + '"]' if downs else "[]") if layout.plain else None
+        display = name + shown if partitioned else name
+        steps.append(StepPlan(name, name, queue, ups, downs, display, pool, timeout, stored))
+    subset = tuple([a.name for a in planned]) if selection is not None else None
     tags = {**job.tags, **job.run_tags}
     if partition_key is not None:
         tags[PARTITION_TAG] = partition_key

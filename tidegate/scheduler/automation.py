@@ -191,6 +191,7 @@ class AutomationTicks:
                 sensor,
                 [k for k in selected if graph.assets[k].automation_condition is not None],
             )
+            graph.steps  # noqa: B018 - the layout runs are planned from, derived once per graph: on the first tick
         targets = known_targets[1]
         inputs = _Inputs(self.defs, fresh, updated, partition_keys)
         # The evaluation allocates tens of thousands of short-lived, acyclic objects per

@@ -253,28 +253,46 @@ class Storage(
 
     @staticmethod
     def _insert_steps(conn: Connection, run_id: str, planned: Sequence[StepPlan]) -> None:
-        """Insert PLANNED steps, each waiting for its upstream steps in the plan (one statement)."""
+        """Insert PLANNED steps, each waiting for its upstream steps in the plan (one statement).
+
+        The rows go to the driver as they are stored (``downstream`` as the JSON text the
+        planner made, else encoded here), past SQLAlchemy's per-row parameter processing (a
+        run of 4,000 steps cost the beat 0.26 s as an executemany of dicts): on psycopg by
+        ``COPY``, on SQLite through the driver's ``executemany``."""
         if not planned:
             return
-        conn.execute(
-            insert(steps),
-            [
-                {
-                    "run_id": run_id,
-                    "step_key": s.step_key,
-                    "asset_key": s.asset_key,
-                    "display_name": s.display_name,
-                    "status": StepStatus.PLANNED,
-                    "attempt": 1,
-                    "queue": s.queue,
-                    "downstream": list(s.downstream),
-                    "pending_upstream": len(s.upstream),
-                    "pool": s.pool,
-                    "timeout": s.timeout,
-                }
-                for s in planned
-            ],
-        )
+        status = StepStatus.PLANNED.value
+        rows = [
+            (
+                run_id,
+                s.step_key,
+                s.asset_key,
+                s.display_name,
+                status,
+                1,
+                s.queue,
+                s.downstream_json if s.downstream_json is not None else json.dumps(list(s.downstream)),
+                len(s.upstream),
+                s.pool,
+                s.timeout,
+            )
+            for s in planned
+        ]
+        columns = "run_id, step_key, asset_key, display_name, status, attempt, queue, downstream, pending_upstream, "
+        columns += "pool, timeout"
+        if conn.dialect.driver == "psycopg":
+            driver: Any = conn.connection.driver_connection
+            with driver.cursor() as cursor, cursor.copy(f"COPY steps ({columns}) FROM STDIN") as copy:
+                for row in rows:
+                    copy.write_row(row)
+        elif conn.dialect.name == "sqlite":
+            conn.exec_driver_sql(f"INSERT INTO steps ({columns}) VALUES ({', '.join('?' * len(rows[0]))})", rows)
+        else:  # another driver: through SQLAlchemy, the JSON column encoded by it
+            names = columns.split(", ")
+            values: list[dict[str, Any]] = [dict(zip(names, row, strict=True)) for row in rows]
+            for value, step in zip(values, planned, strict=True):
+                value["downstream"] = list(step.downstream)
+            conn.execute(insert(steps), values)
 
     def _insert_ignore(self, table: Any, values: Mapping[str, Any], conflict: Sequence[str]) -> Any:
         return (
