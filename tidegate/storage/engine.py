@@ -323,3 +323,6 @@ def run_pipelined(
         if invalidated:
             conn.invalidate()
         raise DBAPIError.instance(None, None, exc, psycopg.Error, connection_invalidated=invalidated) from exc
+    except BaseException:
+        conn.invalidate()  # interrupted mid-pipeline (a time limit, a signal): its state is unknown
+        raise
