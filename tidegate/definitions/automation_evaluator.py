@@ -781,7 +781,7 @@ class _Evaluation:
             return candidates  # one side unpartitioned: every partition depends on every partition
         mapping = partition_mapping(self.graph, child, parent)
         if isinstance(mapping, IdentityPartitionMapping):
-            return candidates & parents
+            return candidates if parents is candidates else candidates & parents
         if isinstance(mapping, AllPartitionMapping):
             return candidates
         return frozenset(
@@ -800,7 +800,10 @@ class _Evaluation:
             return self.full(parent)
         mapping = partition_mapping(self.graph, child, parent)
         if isinstance(mapping, IdentityPartitionMapping):
-            return children & self.full(parent)
+            every = self.full(parent)
+            # the same object when the child's candidates are all of a shared partition sequence:
+            # a dependency's cached result is then found without hashing a thousand keys
+            return every if children is every else children & every
         if isinstance(mapping, AllPartitionMapping):
             return self.full(parent)
         found: set[PartitionKey] = set()
