@@ -9,8 +9,12 @@ the planner pre-serializes, and this checks them column by column."""
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from datetime import UTC, datetime, timedelta
+
+import pytest
+from sqlalchemy.exc import IntegrityError
 
 import tidegate as tg
 from tidegate.definitions.automation_sensor import DEFAULT_AUTOMATION_SENSOR
@@ -145,3 +149,16 @@ def test_a_big_automation_run_stores_exactly_its_planned_steps(storage: Storage)
             assert step.display_name == (name if partition is None else f"{name}[{partition}]")
         assert sorted(_drive(storage, run.run_id, parents)) == sorted(names)
         assert storage.get_run(run.run_id).status == RunStatus.SUCCESS
+
+
+def test_a_failing_step_insert_is_a_database_error_and_commits_nothing(storage: Storage) -> None:
+    """Steps go to the driver in bulk (``COPY`` on psycopg): a failure there is raised as any
+    statement's (SQLAlchemy's IntegrityError here, which ``retry_transient`` and the callers
+    read alike on both databases) and the run's transaction commits nothing."""
+    defs = _graph()
+    plan = defs.plan("__ASSET_JOB", tg.AssetSelection.assets("l0_1", "l1_1"))
+    twice = dataclasses.replace(plan, steps=(*plan.steps, plan.steps[0]))  # a step key twice: UNIQUE(run, step)
+    with pytest.raises(IntegrityError):
+        storage.submit_run(twice, origin="test")
+    assert storage.list_runs() == []
+    assert storage.submit_run(plan, origin="test").created  # the connection is usable again

@@ -57,6 +57,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError
 
 from tidegate.definitions.job import RunPlan, StepPlan
 from tidegate.definitions.metadata import metadata_json_default
@@ -281,10 +282,7 @@ class Storage(
         columns = "run_id, step_key, asset_key, display_name, status, attempt, queue, downstream, pending_upstream, "
         columns += "pool, timeout"
         if conn.dialect.driver == "psycopg":
-            driver: Any = conn.connection.driver_connection
-            with driver.cursor() as cursor, cursor.copy(f"COPY steps ({columns}) FROM STDIN") as copy:
-                for row in rows:
-                    copy.write_row(row)
+            Storage._copy_in(conn, f"COPY steps ({columns}) FROM STDIN", rows)
         elif conn.dialect.name == "sqlite":
             conn.exec_driver_sql(f"INSERT INTO steps ({columns}) VALUES ({', '.join('?' * len(rows[0]))})", rows)
         else:  # another driver: through SQLAlchemy, the JSON column encoded by it
@@ -293,6 +291,26 @@ class Storage(
             for value, step in zip(values, planned, strict=True):
                 value["downstream"] = list(step.downstream)
             conn.execute(insert(steps), values)
+
+    @staticmethod
+    def _copy_in(conn: Connection, sql: str, rows: Iterable[tuple[Any, ...]]) -> None:
+        """``COPY ... FROM STDIN`` of ``rows`` on the psycopg connection under ``conn``, in its
+        transaction. A failure is raised as an executed statement's would be: wrapped in
+        SQLAlchemy's DBAPIError (which ``retry_transient`` reads), the connection invalidated
+        when it was lost."""
+        dbapi: Any = conn.dialect.loaded_dbapi
+        driver: Any = conn.connection.driver_connection
+        try:
+            with driver.cursor() as cursor, cursor.copy(sql) as copy:
+                for row in rows:
+                    copy.write_row(row)
+        except dbapi.Error as exc:
+            lost = conn.dialect.is_disconnect(exc, conn.connection.dbapi_connection, None)
+            if lost:
+                conn.invalidate()
+            raise DBAPIError.instance(
+                sql, None, exc, dbapi.Error, connection_invalidated=lost, dialect=conn.dialect
+            ) from exc
 
     def _insert_ignore(self, table: Any, values: Mapping[str, Any], conflict: Sequence[str]) -> Any:
         return (
