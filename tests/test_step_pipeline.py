@@ -179,15 +179,22 @@ def test_successes_that_hand_pool_slots_over(storage: Storage) -> None:
     assert _count(storage, first, "STEP_SUCCESS") == 2
 
 
-def test_a_claim_changes_no_setting_of_its_pooled_connection(pg_url: str) -> None:
-    """PostgreSQL: the claim commits without waiting for its WAL to be flushed, a setting of
-    its own transaction only (``SET LOCAL``): the connection goes back to the pool as it came."""
+def test_a_claim_leaves_its_pooled_connection_as_it_came(pg_url: str) -> None:
+    """PostgreSQL: the pipelined claim (BEGIN, statement, COMMIT in one round trip on the
+    driver connection) returns its connection to the pool outside a transaction, out of
+    pipeline mode, with its settings unchanged (the claim commits durably)."""
     engine = create_engine(normalize_url(pg_url), pool_size=1, max_overflow=0)
     storage = Storage(pg_url, engine=engine)
     try:
         run_id, _ = _started_run(storage)
         assert storage.claim_step(run_id, "top", 1, "w") is not None
         with engine.connect() as conn:
+            import psycopg
+
+            raw = conn.connection.driver_connection
+            assert isinstance(raw, psycopg.Connection)
+            assert raw.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+            assert raw.info.pipeline_status == psycopg.pq.PipelineStatus.OFF
             assert conn.execute(select(func.current_setting("synchronous_commit"))).scalar() == "on"
             assert conn.execute(select(runs.c.status).where(runs.c.run_id == run_id)).scalar() == RunStatus.STARTED
     finally:

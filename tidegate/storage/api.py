@@ -50,7 +50,6 @@ from sqlalchemy import (
     literal,
     null,
     select,
-    text,
     true,
     union_all,
     update,
@@ -427,29 +426,20 @@ class Storage(
         finished or canceled run): the caller must then do nothing.
 
         PostgreSQL: one statement (the compare-and-set, the run's row and the STEP_STARTED
-        event in one ``UPDATE ... FROM runs`` with a data-modifying CTE) in a transaction
-        that commits without waiting for its WAL to reach the disk (``synchronous_commit``
-        off, set for this transaction only), all in one round trip (``run_pipelined``).
+        event in one ``UPDATE ... FROM runs`` with a data-modifying CTE) between BEGIN and
+        COMMIT, all in one round trip (``run_pipelined``).
 
-        Why the claim need not be durable: the claim is visible to every other transaction at
-        once, as any commit; only a crash of PostgreSQL in the next fraction of a second
-        (its WAL writer flushes within 3 x ``wal_writer_delay``) can lose it. The WAL is one
-        sequence, so any later durable commit flushes the claim with it: the step's success
-        (or failure, or a heartbeat) that this worker commits is durable only after the
-        claim is. If the claim is lost, the step is READY or ENQUEUED again (with no
-        STEP_STARTED event: the same transaction), the worker's heartbeat and success, both
-        compare-and-set on RUNNING under this attempt, match nothing (the result is
-        discarded, nothing recorded), and the step is published again (READY: the outbox;
-        ENQUEUED: the run monitor re-sends stale ones) and claimed anew: its outcome is
-        still recorded exactly once. What is lost is what a crash mid-step always costs, the
-        step's work, run again (at least once, as after a worker's crash).
+        The claim commits durably. A claim committed with ``synchronous_commit`` off was
+        measured and dropped: a PostgreSQL crash in the next fraction of a second could lose
+        it, and another worker could then claim the same attempt while this one still runs
+        it; heartbeats and outcomes compare-and-set on (run, step, attempt, RUNNING), not on
+        the worker, so both would pass as the owner.
         """
         if self._pipelined:
             params = self._claim_params(run_id, step_key, attempt, worker, None)
             dialect = self.engine.dialect
-            pipeline = [(_async_commit(dialect), {}), (_claim_driver_statement(dialect), params)]
             with self.engine.connect() as conn:
-                _, rows = run_pipelined(conn, pipeline)
+                (rows,) = run_pipelined(conn, [(_claim_driver_statement(dialect), params)])
             return self._claimed(rows[0] if rows else None, None)
         with self.engine.begin() as conn:
             now = None if self.dialect == "postgresql" else database_now(conn)
@@ -1521,15 +1511,6 @@ def _success_statement(materialized: int, logged: int, runs_next: bool, partitio
         .add_cte(*writes)
     )
     return DriverStatement(statement, dialect)
-
-
-# Statement 1 of ``Storage.claim_step``'s transaction on PostgreSQL: see its docstring.
-_ASYNC_COMMIT_SQL = text("SET LOCAL synchronous_commit TO OFF")
-
-
-@functools.lru_cache(maxsize=4)
-def _async_commit(dialect: Any) -> DriverStatement:
-    return DriverStatement(_ASYNC_COMMIT_SQL, dialect)
 
 
 @functools.lru_cache(maxsize=4)

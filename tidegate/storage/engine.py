@@ -275,7 +275,7 @@ class DriverStatement:
     def params(self, values: Mapping[str, Any]) -> dict[str, Any]:
         params: dict[str, Any] = self.compiled.construct_params(values)
         for name, process in self.processors.items():
-            if name in params and params[name] is not None:
+            if name in params:  # None too: a JSON column's None is JSON null, as SQLAlchemy stores it
                 params[name] = process(params[name])
         return params
 
@@ -314,14 +314,22 @@ def run_pipelined(
             results.append([SimpleNamespace(**dict(zip(names, row, strict=True))) for row in cursor.fetchall()])
         return results
     except psycopg.Error as exc:
-        invalidated = raw.broken or raw.closed
-        if not invalidated:
-            try:
-                raw.rollback()
-            except psycopg.Error:
+        try:
+            invalidated = raw.broken or raw.closed
+            if not invalidated:
+                try:
+                    raw.rollback()
+                except psycopg.Error:
+                    invalidated = True
+            if invalidated or conn.dialect.is_disconnect(exc, conn.connection.dbapi_connection, None):
+                # As SQLAlchemy does on a disconnect: the whole pool goes, its other
+                # connections went with the same server (workers run without pre-ping).
+                conn.engine.pool._invalidate(conn.connection, exc)
+                conn.invalidate(exc)
                 invalidated = True
-        if invalidated:
-            conn.invalidate()
+        except BaseException:
+            conn.invalidate()  # interrupted while rolling back: its state is unknown
+            raise
         raise DBAPIError.instance(None, None, exc, psycopg.Error, connection_invalidated=invalidated) from exc
     except BaseException:
         conn.invalidate()  # interrupted mid-pipeline (a time limit, a signal): its state is unknown
