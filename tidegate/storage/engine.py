@@ -321,7 +321,7 @@ def run_pipelined(
                     raw.rollback()
                 except psycopg.Error:
                     invalidated = True
-            if invalidated or conn.dialect.is_disconnect(exc, conn.connection.dbapi_connection, None):
+            if invalidated or conn.dialect.is_disconnect(exc, conn.connection.dbapi_connection, None):  # type: ignore[arg-type]
                 # As SQLAlchemy does on a disconnect: the whole pool goes, its other
                 # connections went with the same server (workers run without pre-ping).
                 conn.engine.pool._invalidate(conn.connection, exc)
