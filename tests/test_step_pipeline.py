@@ -10,7 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
-from sqlalchemy import create_engine, func, select, update
+from sqlalchemy import create_engine, event, func, select, update
 
 import tidegate as tg
 from tests.test_storage_contract import DEFS
@@ -197,5 +197,40 @@ def test_a_claim_leaves_its_pooled_connection_as_it_came(pg_url: str) -> None:
             assert raw.info.pipeline_status == psycopg.pq.PipelineStatus.OFF
             assert conn.execute(select(func.current_setting("synchronous_commit"))).scalar() == "on"
             assert conn.execute(select(runs.c.status).where(runs.c.run_id == run_id)).scalar() == RunStatus.STARTED
+    finally:
+        storage.dispose()
+
+
+def test_a_pipelined_claim_after_postgresql_dropped_every_connection_invalidates_the_pool(pg_url: str) -> None:
+    """PostgreSQL: every pooled connection of a worker died with its server session (here
+    ``pg_terminate_backend``). The first pipelined claim fails on its dead connection; as
+    SQLAlchemy does on a disconnect, the whole pool is invalidated, so the retry opens a new
+    connection and claims, and later calls meet no other dead connection."""
+    engine = create_engine(normalize_url(pg_url), pool_size=3, max_overflow=0)
+    storage = Storage(pg_url, engine=engine)
+    try:
+        run_id, _ = _started_run(storage)
+        held = [engine.connect() for _ in range(3)]  # three pooled connections, then back in the pool
+        pids = [c.execute(select(func.pg_backend_pid())).scalar() for c in held]
+        for c in held:
+            c.close()
+        admin = create_engine(normalize_url(pg_url))
+        with admin.begin() as conn:
+            for pid in pids:
+                conn.execute(select(func.pg_terminate_backend(pid)))
+        admin.dispose()
+        invalidated: list[object] = []
+        event.listen(engine.pool, "invalidate", lambda *args: invalidated.append(args))
+        assert storage.claim_step(run_id, "top", 1, "w") is not None
+        # One dead connection met and invalidated (with the pool), not one per pooled connection.
+        assert len(invalidated) == 1
+        # No other dead connection is left in the pool: each of three checkouts is alive.
+        fresh = [engine.connect() for _ in range(3)]
+        try:
+            live = [c.execute(select(func.pg_backend_pid())).scalar() for c in fresh]
+            assert not set(live) & set(pids)
+        finally:
+            for c in fresh:
+                c.close()
     finally:
         storage.dispose()
