@@ -587,27 +587,35 @@ class AllDepsCondition(DepsAutomationCondition):
 
 # -- templates: a tree read back from an evaluation record ------------------------------------------
 
+# The operands: conditions on the asset's own state or on this evaluation, without children.
+OPERAND_KINDS: tuple[type[AutomationCondition], ...] = (
+    MissingCondition,
+    RunInProgressCondition,
+    BackfillInProgressCondition,
+    ExecutionFailedCondition,
+    NewlyUpdatedCondition,
+    NewlyRequestedCondition,
+    WillBeRequestedCondition,
+    InitialEvaluationCondition,
+    CronTickPassedCondition,
+    InLatestTimeWindowCondition,
+)
+
 _KINDS: dict[str, type[AutomationCondition]] = {
     kind.name: kind
-    for kind in (
-        MissingCondition,
-        RunInProgressCondition,
-        BackfillInProgressCondition,
-        ExecutionFailedCondition,
-        NewlyUpdatedCondition,
-        NewlyRequestedCondition,
-        WillBeRequestedCondition,
-        InitialEvaluationCondition,
-        CronTickPassedCondition,
-        InLatestTimeWindowCondition,
-        AndAutomationCondition,
-        OrAutomationCondition,
-        NotAutomationCondition,
-        SinceCondition,
-        NewlyTrueCondition,
-        AnyDepsCondition,
-        AllDepsCondition,
+    for kinds in (
+        OPERAND_KINDS,
+        (
+            AndAutomationCondition,
+            OrAutomationCondition,
+            NotAutomationCondition,
+            SinceCondition,
+            NewlyTrueCondition,
+            AnyDepsCondition,
+            AllDepsCondition,
+        ),
     )
+    for kind in kinds
 }
 
 

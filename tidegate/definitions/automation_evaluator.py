@@ -27,6 +27,7 @@ from datetime import datetime
 from typing import Protocol, cast
 
 from tidegate.definitions.automation_condition import (
+    OPERAND_KINDS,
     AllDepsCondition,
     AndAutomationCondition,
     AutomationCondition,
@@ -1022,20 +1023,7 @@ def _as_runs(runs: list[list[PartitionKey]]) -> tuple[tuple[PartitionKey, Partit
     return tuple((first, last) for first, last in runs)
 
 
-_OPERAND_TYPES = frozenset(
-    {
-        MissingCondition,
-        RunInProgressCondition,
-        BackfillInProgressCondition,
-        ExecutionFailedCondition,
-        NewlyUpdatedCondition,
-        NewlyRequestedCondition,
-        WillBeRequestedCondition,
-        InitialEvaluationCondition,
-        CronTickPassedCondition,
-        InLatestTimeWindowCondition,
-    }
-)
+_OPERAND_TYPES = frozenset(OPERAND_KINDS)
 _SLICE_FACTS: dict[type, str] = {  # operand -> the AssetSlice set it reads
     MissingCondition: "materialized",
     RunInProgressCondition: "run_in_progress",
