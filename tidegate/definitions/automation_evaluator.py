@@ -27,7 +27,6 @@ from datetime import datetime
 from typing import Protocol, cast
 
 from tidegate.definitions.automation_condition import (
-    OPERAND_KINDS,
     AllDepsCondition,
     AndAutomationCondition,
     AutomationCondition,
@@ -55,6 +54,7 @@ from tidegate.definitions.automation_explain import (
     describe,
     first_facts,
 )
+from tidegate.definitions.automation_plain import EVENT_OPERANDS, compile_plain
 from tidegate.definitions.automation_plan import (
     GraphPlan,
     definition_token,
@@ -81,6 +81,7 @@ from tidegate.definitions.key import AssetKey
 from tidegate.definitions.partitions import (
     AllPartitionMapping,
     IdentityPartitionMapping,
+    PartitionMapping,
     TimeWindow,
     TimeWindowPartitionsDefinition,
 )
@@ -101,15 +102,6 @@ Subset = frozenset[PartitionKey]
 EMPTY: Subset = frozenset()
 Values = Sequence[object]  # a node's stored values (see automation_explain)
 EXPLAINED_DEPS = 3  # dependency subtrees kept in a record (those that decided the outcome)
-# Operands whose truth is an event of this evaluation: next time, with nothing new, they are
-# false again, so an evaluation that saw one of them true is not stable.
-_EVENT_OPERANDS = (
-    NewlyUpdatedCondition,
-    NewlyRequestedCondition,
-    WillBeRequestedCondition,
-    InitialEvaluationCondition,
-    CronTickPassedCondition,
-)
 
 
 class AutomationInputs(Protocol):
@@ -129,6 +121,8 @@ def evaluate_automation(
     evaluation_time: datetime,
     cursor: AutomationCursor | None,
     changed: Collection[AssetKey] | None,
+    *,
+    fast_paths: bool = True,
 ) -> AutomationResult:
     """Evaluate the conditions of ``targets`` in topological order (targets without a
     condition, or external, are left out).
@@ -136,8 +130,13 @@ def evaluate_automation(
     ``changed``: the assets whose AssetSlice may differ from the previous evaluation's (any of
     its five sets); None treats every asset as changed. ``evaluations`` holds a record for
     each asset whose condition ran; an asset left out was skipped and its latest record stands.
+    ``fast_paths=False`` evaluates an unpartitioned asset's condition with the general code
+    (not its compiled program, see ``automation_plain``), with the same results: what the tests
+    compare the fast paths against.
     """
-    return _Evaluation(graph, inputs, evaluation_time, cursor or AutomationCursor(), changed).run(targets)
+    evaluation = _Evaluation(graph, inputs, evaluation_time, cursor or AutomationCursor(), changed)
+    evaluation.fast_paths = fast_paths
+    return evaluation.run(targets)
 
 
 # -- one evaluation ------------------------------------------------------------------------------
@@ -170,6 +169,7 @@ class _Evaluation:
         self.now = now
         self.cursor = cursor
         self.changed = None if changed is None else set(changed)
+        self.fast_paths = True
         self.requested: dict[AssetKey, Subset] = {}
         self._keys: dict[AssetKey, tuple[PartitionKey, ...]] = {}
         self._index: dict[AssetKey, dict[PartitionKey, int]] = {}
@@ -185,11 +185,15 @@ class _Evaluation:
         self._index_of: dict[int, dict[PartitionKey, int]] = {}
         self._windows: dict[tuple[int, object, object], tuple[TimeWindow, Subset]] = {}
         self._names: dict[AssetKey, str] = {}
-        self._dep_results: dict[tuple[str, AssetKey, Subset, object], tuple[Subset, bool]] = {}
+        self._dep_results: dict[object, tuple[Subset, bool]] = {}  # (operand, dep, parents, token)
+        self._dep_full: dict[tuple[str, int], dict[AssetKey, tuple[Subset, bool]]] = {}
+        self._token_ids: dict[object, int] = {}
+        self._together: dict[tuple[int, int], bool] = {}
+        self._mappings: dict[tuple[AssetKey, AssetKey], PartitionMapping] = {}
         self._dep_records: dict[tuple[str, AssetKey, Subset, object, AssetKey | None], tuple[list[Values], bool]] = {}
         self._nested: dict[int, bool] = {}  # per operand (id): whether it has dependency conditions inside
         self._cron_cache: dict[tuple[str, str, float], bool] = {}
-        self._tokens: dict[AssetKey, object] = {}  # per asset: its partitions definition's token
+        self._tokens: dict[AssetKey, int] = {}  # per asset: its partitions definition's token's number
         self._plains: dict[AssetKey, bool] = {}
         self._verbs: dict[int, str] = {}  # per dependency condition (id): its verb in reasons
         self._kept: list[AutomationCondition] = []  # the conditions keyed by id above, kept alive
@@ -365,8 +369,9 @@ class _Evaluation:
     ) -> tuple[AssetCursor, EvaluationRecord]:
         root = _Root(key, previous)
         values: list[Values] = []
-        if self._plain(key) and self.keys(key) == _PLAIN_KEYS:
-            requested = self.full(key) if self._plain_node(condition, "0", key, True, root, values) else EMPTY
+        if self.fast_paths and self._plain(key) and self.keys(key) == _PLAIN_KEYS:
+            # every subset is the one partition or nothing: the condition's compiled program
+            requested = self.full(key) if compile_plain(condition)(self, key, True, root, values) else EMPTY
         else:
             requested = self.node(condition, "0", key, self.full(key), root, values)
         if requested:
@@ -421,13 +426,7 @@ class _Evaluation:
             return EMPTY  # its values: _NOT_EVALUATED
         extra: dict[str, object] | None = None
         kind = type(condition)
-        if kind in _OPERAND_TYPES:
-            true, reason = self._operand(condition, key, candidates, root)
-            if true and kind in _EVENT_OPERANDS:
-                root.volatile = True
-            if reason is not None:
-                extra = {"w": reason}
-        elif kind is AndAutomationCondition:
+        if kind is AndAutomationCondition:
             true = candidates
             for i, operand in enumerate(cast(AndAutomationCondition, condition).operands):
                 # every operand runs, even on no candidates: stateful ones must stay current
@@ -445,14 +444,8 @@ class _Evaluation:
             true, extra = self._since(cast(SinceCondition, condition), node_id, key, candidates, root, out)
         elif kind is NewlyTrueCondition:
             true, extra = self._newly_true(cast(NewlyTrueCondition, condition), node_id, key, candidates, root, out)
-        elif isinstance(condition, DepsAutomationCondition):
-            true, extra = self._deps(condition, node_id, key, candidates, root, out)
         else:
-            true, reason = self._operand(condition, key, candidates, root)
-            if true and isinstance(condition, _EVENT_OPERANDS):
-                root.volatile = True
-            if reason is not None:
-                extra = {"w": reason}
+            true, extra = self.leaf(condition, node_id, key, candidates, root, out)
         if out is not None:
             if extra is None and (not true or self._plain(key)):
                 out[slot] = (len(true), len(candidates))
@@ -460,72 +453,31 @@ class _Evaluation:
                 out[slot] = self._values(key, candidates, true, extra)
         return true
 
-    def _plain_node(
+    def leaf(
         self,
         condition: AutomationCondition,
         node_id: str,
         key: AssetKey,
-        candidates: bool,
+        candidates: Subset,
         root: _Root,
-        out: list[Values],
-    ) -> bool:
-        """``node`` on an unpartitioned asset, its own condition: every subset is its one
-        partition or nothing, so a bool (the same results, state and stored values, without
-        a set per node)."""
-        slot = len(out)
-        out.append(_NOT_EVALUATED)
-        if not candidates and not condition.is_stateful:
-            return False
-        extra: dict[str, object] | None = None
-        kind = type(condition)
-        if kind is AndAutomationCondition:
-            true = candidates
-            for i, operand in enumerate(cast(AndAutomationCondition, condition).operands):
-                # every operand runs, even on no candidates: stateful ones must stay current
-                true = self._plain_node(operand, _child_id(node_id, i, operand), key, true, root, out) and true
-        elif kind is OrAutomationCondition:
-            true = False
-            for i, operand in enumerate(cast(OrAutomationCondition, condition).operands):
-                if self._plain_node(operand, _child_id(node_id, i, operand), key, candidates, root, out):
-                    true = candidates
-        elif kind is NotAutomationCondition:
-            operand = cast(NotAutomationCondition, condition).operand
-            held = self._plain_node(operand, _child_id(node_id, 0, operand), key, candidates, root, out)
-            true = candidates and not held
-        elif kind is SinceCondition:
-            since = cast(SinceCondition, condition)
-            trigger = self._plain_node(since.trigger_condition, f"{node_id}.0", key, True, root, out)
-            reset_condition = since.reset_condition
-            reset = self._plain_node(reset_condition, _child_id(node_id, 1, reset_condition), key, True, root, out)
-            state = (self._plain_state(root, node_id) or trigger) and not reset
-            root.nodes[node_id] = _PLAIN_TRUE if state else _PLAIN_FALSE
-            true = state and candidates
-        elif kind is NewlyTrueCondition:
-            operand = cast(NewlyTrueCondition, condition).operand
-            held = self._plain_node(operand, _child_id(node_id, 0, operand), key, True, root, out)
-            before = self._plain_state(root, node_id)
-            root.nodes[node_id] = _PLAIN_TRUE if held else _PLAIN_FALSE
-            true = held and not before and candidates
-        else:
-            subset = self.full(key) if candidates else EMPTY
-            if isinstance(condition, DepsAutomationCondition):
-                found, extra = self._deps(condition, node_id, key, subset, root, out)
-            else:
-                found, reason = self._operand(condition, key, subset, root)
-                if found and isinstance(condition, _EVENT_OPERANDS):
-                    root.volatile = True
-                if reason is not None:
-                    extra = {"w": reason}
-            true = bool(found)
-        out[slot] = (int(true), int(candidates)) if extra is None else (int(true), int(candidates), extra)
-        return true
+        out: list[Values] | None,
+    ) -> tuple[Subset, dict[str, object] | None]:
+        """A node without operands of its own kind: a dependency condition, or an operand
+        (its true subset, and what its stored values need beside the counts)."""
+        if isinstance(condition, DepsAutomationCondition):
+            return self._deps(condition, node_id, key, candidates, root, out)
+        true, reason = self._operand(condition, key, candidates, root)
+        if true and isinstance(condition, EVENT_OPERANDS):
+            root.volatile = True
+        return true, None if reason is None else {"w": reason}
 
-    def _plain_state(self, root: _Root, node_id: str) -> bool:
-        """``_state`` of an unpartitioned asset: whether its one partition is kept."""
-        if root.previous is None:
-            return False
-        node = root.previous.nodes.get(node_id)
-        return node is not None and _PLAIN_RUN in node.subset
+    def plain_full(self, key: AssetKey) -> Subset:
+        """``full`` of an unpartitioned asset (what the compiled plain program asks)."""
+        return self.full(key)
+
+    def previous_request(self, key: AssetKey) -> AssetCursor | None:
+        """The previous evaluation's state of ``key`` (its ``requested``: newly_requested)."""
+        return self.cursor.assets.get(key)
 
     def _values(self, key: AssetKey, candidates: Subset, true: Subset, extra: dict[str, object] | None) -> Values:
         """A node's stored values: the counts, and what explain cannot derive (the true
@@ -592,39 +544,54 @@ class _Evaluation:
         deps = self._selected_deps(condition, key)
         is_all = isinstance(condition, AllDepsCondition)
         true = candidates if is_all else EMPTY
-        outcomes: list[tuple[AssetKey, Subset, Subset, Subset]] = []  # dep, its candidates, its true, mapped
+        # dep, its candidates (None: all its partitions), its true, mapped
+        outcomes: list[tuple[AssetKey, Subset | None, Subset, Subset]] = []
         decided = not condition.operand.is_stateful  # without state, stop once the outcome is known
         plain = self._plain(key)  # every partition of each dependency maps to it
         operand = condition.operand
         shared = None if operand.is_stateful or operand.reads_evaluation_state else operand.fingerprint()
         token = self._token(root.key)
-        results, fulls = self._dep_results, self._full
-        for dep in deps:
-            # _parents and _children_matching, inline for an unpartitioned dependent
-            if plain:
-                parents = (fulls.get(dep) or self.full(dep)) if candidates else EMPTY
-            else:
+        if plain and candidates and shared is not None and self.fast_paths:
+            # An unpartitioned dependent: each dependency's operand on all of its partitions,
+            # whose result (once per evaluation) decides alone.
+            memo = self._dep_full_results(shared, token)
+            fulls = self._full
+            for dep in deps:
+                hit = memo.get(dep)
+                if hit is None:
+                    dep_true = self._dep_operand(operand, "", dep, fulls.get(dep) or self.full(dep), root)
+                else:
+                    if hit[1]:
+                        root.volatile = True
+                    dep_true = hit[0]
+                if dep_true:
+                    mapped = candidates
+                    if not is_all:
+                        true = candidates
+                else:
+                    mapped = EMPTY
+                    if is_all:
+                        true = EMPTY
+                outcomes.append((dep, None, dep_true, mapped))
+                if not true if is_all else true:
+                    break
+        else:
+            for dep in deps:
                 parents = self._parents(key, dep, candidates)
-            hit = None if shared is None else results.get((shared, dep, parents, token))
-            if hit is not None:  # _dep_operand's cache, inline
-                if hit[1]:
-                    root.volatile = True
-                dep_true = hit[0]
-            else:
                 dep_id = self._dep_node_id(node_id, dep) if operand.is_stateful else ""
                 dep_true = self._dep_operand(operand, dep_id, dep, parents, root)
-            if plain:
-                mapped = candidates if dep_true and candidates else EMPTY
-                if is_all:
-                    true = mapped if true else EMPTY
-                elif mapped:
-                    true = mapped
-            else:
-                mapped = self._children_matching(key, dep, dep_true, candidates)
-                true = true & mapped if is_all else true | mapped
-            outcomes.append((dep, parents, dep_true, mapped))
-            if decided and (not true if is_all else len(true) == len(candidates)):
-                break
+                if plain:  # _children_matching, inline for an unpartitioned dependent
+                    mapped = candidates if dep_true and candidates else EMPTY
+                    if is_all:
+                        true = mapped if true else EMPTY
+                    elif mapped:
+                        true = mapped
+                else:
+                    mapped = self._children_matching(key, dep, dep_true, candidates)
+                    true = true & mapped if is_all else true | mapped
+                outcomes.append((dep, parents, dep_true, mapped))
+                if decided and (not true if is_all else len(true) == len(candidates)):
+                    break
         if out is None:
             return true, None
         # The record keeps the subtrees that explain the outcome (the dependencies that
@@ -634,9 +601,9 @@ class _Evaluation:
         extra: dict[str, object] = {"w": self._deps_why(condition, key, deps, outcomes, true, is_all)}
         if shown:
             extra["d"] = [self.name(dep) for dep, _, _, _ in shown]
-        for dep, parents, _, _ in shown:
+        for dep, dep_parents, _, _ in shown:
             dep_id = self._dep_node_id(node_id, dep) if operand.is_stateful else ""
-            self._explained_dep(operand, dep_id, dep, parents, root, out)
+            self._explained_dep(operand, dep_id, dep, self.full(dep) if dep_parents is None else dep_parents, root, out)
         return true, extra
 
     def _deps_why(
@@ -644,7 +611,7 @@ class _Evaluation:
         condition: DepsAutomationCondition,
         key: AssetKey,
         deps: Sequence[AssetKey],
-        outcomes: Sequence[tuple[AssetKey, Subset, Subset, Subset]],
+        outcomes: Sequence[tuple[AssetKey, Subset | None, Subset, Subset]],
         true: Subset,
         is_all: bool,
     ) -> str:
@@ -683,18 +650,34 @@ class _Evaluation:
         assets is evaluated once)."""
         if operand.is_stateful or operand.reads_evaluation_state:
             return self.node(operand, node_id, dep, parents, root)
-        cache_key = (operand.fingerprint(), dep, parents, self._token(root.key))
-        hit = self._dep_results.get(cache_key)
+        table: dict[object, tuple[Subset, bool]]
+        cache_key: object
+        if parents is self.full(dep):  # the common case, keyed by the dependency alone
+            table, cache_key = (
+                cast(
+                    dict[object, tuple[Subset, bool]],
+                    self._dep_full_results(operand.fingerprint(), self._token(root.key)),
+                ),
+                dep,
+            )
+        else:
+            table, cache_key = self._dep_results, (operand.fingerprint(), dep, parents, self._token(root.key))
+        hit = table.get(cache_key)
         if hit is None:
             volatile, root.volatile = root.volatile, False
-            hit = self._dep_results[cache_key] = (
-                self.node(operand, node_id, dep, parents, root),
-                root.volatile,
-            )
+            hit = table[cache_key] = (self.node(operand, node_id, dep, parents, root), root.volatile)
             root.volatile = volatile
         if hit[1]:
             root.volatile = True
         return hit[0]
+
+    def _dep_full_results(self, fingerprint: str, token: int) -> dict[AssetKey, tuple[Subset, bool]]:
+        """The results (and volatility) of a dependency operand without state on each
+        dependency's every partition, for dependents of one partitions definition."""
+        found = self._dep_full.get((fingerprint, token))
+        if found is None:
+            found = self._dep_full[fingerprint, token] = {}
+        return found
 
     def _explained_dep(
         self,
@@ -718,11 +701,7 @@ class _Evaluation:
         if operand.is_stateful or operand.reads_evaluation_state or nested:
             self.node(operand, node_id, dep, parents, root, out)
             return
-        who = (
-            None
-            if runs_together(self.graph.assets[dep].partitions_def, self.graph.assets[root.key].partitions_def)
-            else root.key
-        )
+        who = None if self._runs_together(dep, root.key) else root.key
         cache_key = (operand.fingerprint(), dep, parents, self._token(root.key), who)
         hit = self._dep_records.get(cache_key)
         if hit is None:
@@ -735,10 +714,28 @@ class _Evaluation:
             root.volatile = True
         out.extend(hit[0])
 
-    def _token(self, key: AssetKey) -> object:
-        found = self._tokens.get(key, _MISSING)
-        if found is _MISSING:
-            found = self._tokens[key] = definition_token(self.graph.assets[key].partitions_def)
+    def _token(self, key: AssetKey) -> int:
+        """A number per distinct partitions definition (``definition_token``), hashed once per asset."""
+        found = self._tokens.get(key)
+        if found is None:
+            token = definition_token(self.graph.assets[key].partitions_def)
+            found = self._tokens[key] = self._token_ids.setdefault(token, len(self._token_ids))
+        return found
+
+    def _runs_together(self, a: AssetKey, b: AssetKey) -> bool:
+        """``runs_together`` of two assets' partitions definitions, once per pair of definitions."""
+        pair = (self._token(a), self._token(b))
+        found = self._together.get(pair)
+        if found is None:
+            found = self._together[pair] = runs_together(
+                self.graph.assets[a].partitions_def, self.graph.assets[b].partitions_def
+            )
+        return found
+
+    def _mapping(self, child: AssetKey, parent: AssetKey) -> PartitionMapping:
+        found = self._mappings.get((child, parent))
+        if found is None:
+            found = self._mappings[child, parent] = partition_mapping(self.graph, child, parent)
         return found
 
     def _dep_node_id(self, node_id: str, dep: AssetKey) -> str:
@@ -780,7 +777,7 @@ class _Evaluation:
         parent_def = self.graph.assets[parent].partitions_def
         if parent_def is None or child_def is None:
             return candidates  # one side unpartitioned: every partition depends on every partition
-        mapping = partition_mapping(self.graph, child, parent)
+        mapping = self._mapping(child, parent)
         if isinstance(mapping, IdentityPartitionMapping):
             return candidates if parents is candidates else candidates & parents
         if isinstance(mapping, AllPartitionMapping):
@@ -799,7 +796,7 @@ class _Evaluation:
         parent_def = self.graph.assets[parent].partitions_def
         if parent_def is None or child_def is None:
             return self.full(parent)
-        mapping = partition_mapping(self.graph, child, parent)
+        mapping = self._mapping(child, parent)
         if isinstance(mapping, IdentityPartitionMapping):
             every = self.full(parent)
             # the same object when the child's candidates are all of a shared partition sequence:
@@ -854,11 +851,7 @@ class _Evaluation:
 
     def _will_be_requested(self, key: AssetKey, candidates: Subset, root: _Root) -> tuple[Subset, str | None]:
         requested = self.requested.get(key, EMPTY) & candidates
-        if (
-            requested
-            and key != root.key
-            and not runs_together(self.graph.assets[key].partitions_def, self.graph.assets[root.key].partitions_def)
-        ):
+        if requested and key != root.key and not self._runs_together(key, root.key):
             return EMPTY, f"requested, but in a run '{root.key}' cannot join (other partitions)"
         return requested, self._fact(WillBeRequestedCondition, key, requested)
 
@@ -1023,7 +1016,6 @@ def _as_runs(runs: list[list[PartitionKey]]) -> tuple[tuple[PartitionKey, Partit
     return tuple((first, last) for first, last in runs)
 
 
-_OPERAND_TYPES = frozenset(OPERAND_KINDS)
 _SLICE_FACTS: dict[type, str] = {  # operand -> the AssetSlice set it reads
     MissingCondition: "materialized",
     RunInProgressCondition: "run_in_progress",
@@ -1033,6 +1025,3 @@ _SLICE_FACTS: dict[type, str] = {  # operand -> the AssetSlice set it reads
 }
 _NOT_EVALUATED: Values = (0, 0)
 _PLAIN_KEYS = (None,)  # the partition keys of an unpartitioned asset
-_PLAIN_RUN = (None, None)
-_PLAIN_TRUE = NodeCursor((_PLAIN_RUN,))  # a stateful node's memory on an unpartitioned asset
-_PLAIN_FALSE = NodeCursor(())  # a node left with no candidates (explain: "not evaluated")

@@ -116,7 +116,7 @@ class AssetCursor:
     def json_fragment(self) -> str:
         """``to_dict`` as compact JSON, computed once: an asset skipped on a tick keeps its
         AssetCursor, so the cursor's JSON re-serializes only the assets evaluated."""
-        return json.dumps(self.to_dict(), separators=(",", ":"))
+        return _COMPACT.encode(self.to_dict())
 
     @classmethod
     def from_dict(cls, value: Mapping[str, Any]) -> AssetCursor:
@@ -189,6 +189,18 @@ class AutomationCursor:
 
 
 _QUOTED: dict[AssetKey, str] = {}
+_COMPACT = json.JSONEncoder(separators=(",", ":"))  # one encoder: json.dumps with options builds one per call
+_TIMES: dict[datetime, str] = {}
+
+
+def _time_json(when: datetime) -> str:
+    """``when`` as a JSON string of its ISO form (every record of a tick has the same time)."""
+    found = _TIMES.get(when)
+    if found is None:
+        if len(_TIMES) > 64:
+            _TIMES.clear()
+        found = _TIMES[when] = json.dumps(when.isoformat())
+    return found
 
 
 def _quoted(key: AssetKey) -> str:
@@ -316,10 +328,10 @@ class EvaluationRecord:
             return json.dumps(self.explained_dict(), separators=(",", ":"))
         return (
             f'{{"v":2,"asset_key":{_quoted(self.asset_key)},'
-            f'"evaluation_time":{json.dumps(self.evaluation_time.isoformat())},'
-            f'"requested":{json.dumps(self.requested, separators=(",", ":"))},'
+            f'"evaluation_time":{_time_json(self.evaluation_time)},'
+            f'"requested":{_COMPACT.encode(self.requested)},'
             f'"condition":{self.condition.template()},'
-            f'"nodes":{json.dumps(self.nodes, separators=(",", ":"))}}}'
+            f'"nodes":{_COMPACT.encode(self.nodes)}}}'
         )
 
     @classmethod

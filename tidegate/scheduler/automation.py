@@ -338,9 +338,10 @@ class AutomationTicks:
                 runs_of.setdefault(key, []).append(len(runs))
             runs.append(PlannedRun(plan, None, tags))
         writes = []
+        time_text = f'"evaluation_time":{json.dumps(now.isoformat())}'
         for name, key, record in sorted((k.to_user_string(), k, r) for k, r in result.evaluations.items()):
             data = record.to_json()  # serialized once: the digest and the stored text
-            digest = _digest(data, record.evaluation_time.isoformat())
+            digest = _digest(data, time_text if record.evaluation_time is now else None, record.evaluation_time)
             if record.requested_count or stored.get(key) != digest:  # else the stored one still says it all
                 stored[key] = digest
                 writes.append(
@@ -402,11 +403,12 @@ class AutomationTicks:
         return outcome, conditions, next_seq
 
 
-def _digest(record: str, evaluation_time: str) -> str:
-    """What a record (its JSON text) says, its evaluation time left out: equal digests,
-    nothing new to store."""
-    said = record.replace(f'"evaluation_time":{json.dumps(evaluation_time)}', "", 1)
-    return hashlib.sha1(said.encode()).hexdigest()
+def _digest(record: str, time_text: str | None, evaluation_time: datetime) -> str:
+    """What a record (its JSON text) says, its evaluation time (``time_text``, its member in
+    the text, when known) left out: equal digests, nothing new to store."""
+    if time_text is None:
+        time_text = f'"evaluation_time":{json.dumps(evaluation_time.isoformat())}'
+    return hashlib.sha1(record.replace(time_text, "", 1).encode()).hexdigest()
 
 
 def _partitions_of(

@@ -268,8 +268,20 @@ class AutomationStorage:
             # (a JSON document of the rows: three times as long, PostgreSQL parsing it twice).
             driver: Any = conn.connection.driver_connection
             columns = "sensor, tick_id, asset_key, evaluated_at, requested, record, run_ids, backfill_ids"
+            # the runs' and backfills' id lists, once per distinct tuple of indices (most rows
+            # share a few: the tick's runs are few)
+            run_lists: dict[tuple[int, ...], str] = {}
+            backfill_lists: dict[tuple[int, ...], str] = {}
             with driver.cursor() as cursor, cursor.copy(f"COPY automation_evaluations ({columns}) FROM STDIN") as copy:
                 for w in writes:
+                    run_list = run_lists.get(w.runs)
+                    if run_list is None:
+                        run_list = run_lists[w.runs] = json.dumps(sorted({run_ids[i] for i in w.runs}))
+                    backfill_list = backfill_lists.get(w.backfills)
+                    if backfill_list is None:
+                        backfill_list = backfill_lists[w.backfills] = json.dumps(
+                            sorted({backfill_ids[i] for i in w.backfills})
+                        )
                     copy.write_row(
                         (
                             sensor,
@@ -278,8 +290,8 @@ class AutomationStorage:
                             evaluated_at,
                             w.requested,
                             w.record if isinstance(w.record, str) else json.dumps(w.record, default=str),
-                            json.dumps(sorted({run_ids[i] for i in w.runs})),
-                            json.dumps(sorted({backfill_ids[i] for i in w.backfills})),
+                            run_list,
+                            backfill_list,
                         )
                     )
             return
@@ -313,14 +325,17 @@ class AutomationStorage:
             conn.execute(delete(t).where(t.c.sensor == sensor, t.c.asset_key.in_(write.removed)))
         if not write.entries:
             return
-        if self.dialect == "postgresql":  # one statement, the rows as one JSON document (as above)
+        if self.dialect == "postgresql":
+            # one statement, the rows as two text arrays: the entries (JSON text already) are
+            # neither escaped into a JSON document nor parsed out of one again
             conn.execute(
                 text(
                     "INSERT INTO automation_cursor_entries (sensor, asset_key, seq, entry) "
-                    "SELECT :sensor, e->>0, :seq, e->>1 FROM json_array_elements(CAST(:rows AS json)) AS e "
+                    "SELECT :sensor, k, :seq, e "
+                    "FROM unnest(CAST(:keys AS text[]), CAST(:entries AS text[])) AS r(k, e) "
                     "ON CONFLICT (sensor, asset_key) DO UPDATE SET seq = excluded.seq, entry = excluded.entry"
                 ),
-                dict(sensor=sensor, seq=write.seq, rows=json.dumps(list(write.entries.items()))),
+                dict(sensor=sensor, seq=write.seq, keys=list(write.entries), entries=list(write.entries.values())),
             )
             return
         rows = [dict(sensor=sensor, asset_key=k, seq=write.seq, entry=v) for k, v in write.entries.items()]
