@@ -1,5 +1,6 @@
 """A scripted event log for automation tests: materializations, failures and runs per tick,
-evaluated by the pure evaluator against a fake clock, the cursor round-tripped through JSON."""
+evaluated by the pure evaluator against a fake clock, the cursor round-tripped through JSON;
+and ``commit_tick``, one automation tick evaluated and committed on a storage as the beat does."""
 
 from __future__ import annotations
 
@@ -13,8 +14,12 @@ from tidegate.definitions.automation_evaluator import (
     evaluate_automation,
     group_requests,
 )
+from tidegate.definitions.automation_sensor import AutomationConditionSensorDefinition
 from tidegate.definitions.defs import Definitions
 from tidegate.definitions.key import AssetKey
+from tidegate.scheduler.automation import AutomationTick, AutomationTicks
+from tidegate.storage.api import Storage
+from tidegate.storage.instigators import TickRecord
 
 Request = tuple[str, str | None]
 
@@ -107,3 +112,25 @@ class World:
 
 def names(pairs: Iterable[Request]) -> set[str]:
     return {a for a, _ in pairs}
+
+
+def commit_tick(
+    storage: Storage, ticks: AutomationTicks, sensor: AutomationConditionSensorDefinition, when: datetime
+) -> tuple[AutomationTick, TickRecord]:
+    """One automation tick of ``sensor`` at ``when``, evaluated and committed as the beat does
+    (the tick's state kept once committed): the evaluation and the tick record."""
+    state = storage.get_instigator(sensor.name) or storage.initialize_instigator(sensor.name, "sensor", when)
+    tick = ticks.evaluate(sensor, state.cursor, when)
+    record = storage.commit_tick(
+        sensor.name,
+        "sensor",
+        expected_version=state.version,
+        tick_time=when,
+        started_at=when,
+        outcome=tick.outcome,
+        origin=f"sensor:{sensor.name}",
+        next_tick_at=when + timedelta(seconds=30),
+    )
+    assert record is not None
+    tick.install()
+    return tick, record

@@ -23,6 +23,7 @@ from click.testing import CliRunner
 from sqlalchemy import event, select
 
 import tidegate as tg
+from tests.automation_world import commit_tick
 from tidegate.cli import main
 from tidegate.definitions.automation_sensor import DEFAULT_AUTOMATION_SENSOR
 from tidegate.definitions.job import IMPLICIT_ASSET_JOB
@@ -337,25 +338,6 @@ def test_an_unpartitioned_selection_plans_beside_partitioned_assets() -> None:
         defs.plan(IMPLICIT_ASSET_JOB, tg.AssetSelection.assets("daily"))  # daily still needs its key
 
 
-def _commit_one(storage: Storage, ticks: Any, sensor: Any, when: datetime) -> Any:
-    """Evaluate and commit one automation tick as the beat does; the AutomationTick."""
-    state = storage.get_instigator(sensor.name) or storage.initialize_instigator(sensor.name, "sensor", when)
-    tick = ticks.evaluate(sensor, state.cursor, when)
-    record = storage.commit_tick(
-        sensor.name,
-        "sensor",
-        expected_version=state.version,
-        tick_time=when,
-        started_at=when,
-        outcome=tick.outcome,
-        origin=f"sensor:{sensor.name}",
-        next_tick_at=when + timedelta(seconds=30),
-    )
-    assert record is not None
-    tick.install()
-    return tick
-
-
 def test_an_unchanged_cursor_is_not_written_again(storage: Storage) -> None:
     """A tick that evaluates nothing and sees no new event leaves the cursor as it was, so the
     commit does not store it again; the next tick that evaluates something writes it, and a
@@ -366,7 +348,7 @@ def test_an_unchanged_cursor_is_not_written_again(storage: Storage) -> None:
     when = START
     cursors = []
     for _ in range(4):
-        tick = _commit_one(storage, beat.automation, sensor, when)
+        tick, _ = commit_tick(storage, beat.automation, sensor, when)
         cursors.append((tick.outcome.cursor_set, storage.get_instigator(sensor.name).cursor))  # type: ignore[union-attr]
         when += timedelta(seconds=30)
     (first_set, first), (_, second), (third_set, third), (fourth_set, fourth) = cursors
@@ -399,24 +381,24 @@ def test_the_cursor_is_stored_per_asset(storage: Storage) -> None:
     sensor = defs.sensors[DEFAULT_AUTOMATION_SENSOR]
     ticks = Beat(defs, storage, lambda refs: None, clock=FakeClock(START), holder="rows").automation
     when = START
-    _commit_one(storage, ticks, sensor, when)
+    commit_tick(storage, ticks, sensor, when)
     head = storage.get_instigator(sensor.name).cursor  # type: ignore[union-attr]
     assert head is not None and '"assets"' not in head and '"seq":1' in head
     assert rows() == {f"a{i}": 1 for i in range(5)}
     for _ in range(3):  # settle
         when += timedelta(seconds=30)
-        _commit_one(storage, ticks, sensor, when)
+        commit_tick(storage, ticks, sensor, when)
     settled = rows()
     storage.report_materialization("source")
     when += timedelta(seconds=30)
-    tick = _commit_one(storage, ticks, sensor, when)
+    tick, _ = commit_tick(storage, ticks, sensor, when)
     assert len(tick.outcome.runs) == 1
     moved = {k for k, v in rows().items() if v != settled[k]}
     assert moved and len(moved) == 5  # the eager chain evaluated: its rows, and only those, rewritten
     # a new beat resumes from the rows: the requested run is not requested again
     when += timedelta(seconds=30)
     again = Beat(defs, storage, lambda refs: None, clock=FakeClock(when), holder="rows-2").automation
-    assert _commit_one(storage, again, sensor, when).outcome.runs == []
+    assert commit_tick(storage, again, sensor, when)[0].outcome.runs == []
     # a head older than its rows (an operator put back an old cursor) is refused
     state = storage.get_instigator(sensor.name)
     assert state is not None and state.cursor is not None
@@ -431,10 +413,10 @@ def test_the_cursor_is_stored_per_asset(storage: Storage) -> None:
     storage.set_cursor(sensor.name, "sensor", f"{materialization}:{event_id}:{inline.to_json()}")
     when += timedelta(seconds=60)
     older = Beat(defs, storage, lambda refs: None, clock=FakeClock(when), holder="rows-4").automation
-    tick = _commit_one(storage, older, sensor, when)
+    tick, _ = commit_tick(storage, older, sensor, when)
     assert tick.outcome.runs == [] and set(rows().values()) == {1}  # every row rewritten, sequence 1
     # a reset starts over: first evaluation, every row replaced
     storage.set_cursor(sensor.name, "sensor", None)
     when += timedelta(seconds=30)
-    _commit_one(storage, older, sensor, when)
+    commit_tick(storage, older, sensor, when)
     assert set(rows()) == {f"a{i}" for i in range(5)} and set(rows().values()) == {1}

@@ -17,7 +17,8 @@ import pytest
 from sqlalchemy.exc import IntegrityError
 
 import tidegate as tg
-from tidegate.definitions.automation_sensor import DEFAULT_AUTOMATION_SENSOR
+from tests.automation_world import commit_tick
+from tidegate.definitions.automation_sensor import DEFAULT_AUTOMATION_SENSOR, AutomationConditionSensorDefinition
 from tidegate.definitions.key import AssetKey
 from tidegate.names import AUTOMATION_TAG, PARTITION_TAG, RunStatus, StepStatus
 from tidegate.scheduler.beat import Beat
@@ -69,24 +70,10 @@ def _graph() -> tg.Definitions:
 
 
 def _tick(storage: Storage, beat: Beat, when: datetime) -> list[str]:
-    """One automation tick evaluated and committed as the beat does; the runs it created."""
+    """One automation tick of the default sensor, committed as the beat does; the runs it created."""
     sensor = beat.defs.sensors[DEFAULT_AUTOMATION_SENSOR]
-    ticks = beat.automation
-    state = storage.get_instigator(sensor.name) or storage.initialize_instigator(sensor.name, "sensor", when)
-    tick = ticks.evaluate(sensor, state.cursor, when)
-    record = storage.commit_tick(
-        sensor.name,
-        "sensor",
-        expected_version=state.version,
-        tick_time=when,
-        started_at=when,
-        outcome=tick.outcome,
-        origin=f"sensor:{sensor.name}",
-        next_tick_at=when + timedelta(seconds=30),
-    )
-    assert record is not None
-    tick.install()
-    return list(record.run_ids)
+    assert isinstance(sensor, AutomationConditionSensorDefinition)
+    return list(commit_tick(storage, beat.automation, sensor, when)[1].run_ids)
 
 
 def _drive(storage: Storage, run_id: str, parents: dict[str, set[str]]) -> list[str]:
