@@ -54,7 +54,7 @@ from tidegate.definitions.automation_explain import (
     describe,
     first_facts,
 )
-from tidegate.definitions.automation_plain import EVENT_OPERANDS, compile_plain
+from tidegate.definitions.automation_plain import EVENT_OPERANDS, compile_dep_operand, compile_plain
 from tidegate.definitions.automation_plan import (
     GraphPlan,
     definition_token,
@@ -475,6 +475,9 @@ class _Evaluation:
         """``full`` of an unpartitioned asset (what the compiled plain program asks)."""
         return self.full(key)
 
+    def joins(self, dep: AssetKey, key: AssetKey) -> bool:
+        return self._runs_together(dep, key)
+
     def previous_request(self, key: AssetKey) -> AssetCursor | None:
         """The previous evaluation's state of ``key`` (its ``requested``: newly_requested)."""
         return self.cursor.assets.get(key)
@@ -665,7 +668,13 @@ class _Evaluation:
         hit = table.get(cache_key)
         if hit is None:
             volatile, root.volatile = root.volatile, False
-            hit = table[cache_key] = (self.node(operand, node_id, dep, parents, root), root.volatile)
+            # an unpartitioned dependency: the operand's compiled program, where it has one
+            program = compile_dep_operand(operand) if self.fast_paths and parents and self._plain(dep) else None
+            if program is not None:
+                true = parents if program(self, dep, root) else EMPTY
+            else:
+                true = self.node(operand, node_id, dep, parents, root)
+            hit = table[cache_key] = (true, root.volatile)
             root.volatile = volatile
         if hit[1]:
             root.volatile = True

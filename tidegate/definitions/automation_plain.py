@@ -27,6 +27,7 @@ from tidegate.definitions.automation_condition import (
     CronTickPassedCondition,
     ExecutionFailedCondition,
     InitialEvaluationCondition,
+    InLatestTimeWindowCondition,
     MissingCondition,
     NewlyRequestedCondition,
     NewlyTrueCondition,
@@ -43,7 +44,16 @@ from tidegate.definitions.key import AssetKey
 if TYPE_CHECKING:
     Values = Sequence[object]
 
-__all__ = ["PLAIN_FALSE", "PLAIN_RUN", "PLAIN_TRUE", "PlainProgram", "compile_plain", "leaf_values"]
+__all__ = [
+    "PLAIN_FALSE",
+    "PLAIN_RUN",
+    "PLAIN_TRUE",
+    "DepProgram",
+    "PlainProgram",
+    "compile_dep_operand",
+    "compile_plain",
+    "leaf_values",
+]
 
 PLAIN_RUN = (None, None)
 PLAIN_TRUE = NodeCursor((PLAIN_RUN,))  # a stateful node's memory on an unpartitioned asset
@@ -91,6 +101,10 @@ class PlainEvaluation(Protocol):
     ) -> tuple[frozenset[PartitionKey], dict[str, object] | None]: ...
 
     def plain_full(self, key: AssetKey) -> frozenset[PartitionKey]: ...
+
+    def joins(self, dep: AssetKey, key: AssetKey) -> bool:
+        """Whether requests of ``dep`` and ``key`` can share a run (``runs_together``)."""
+        ...
 
 
 # A node: (evaluation, asset, candidates, root, stored values) -> whether it held.
@@ -308,3 +322,99 @@ def _fact(kind: type) -> PlainProgram | None:
         return true
 
     return run
+
+
+# -- a dependency operand on an unpartitioned dependency ---------------------------------------------
+
+# (evaluation, dependency, root) -> whether the operand held on the dependency's one partition
+DepProgram = Callable[[PlainEvaluation, AssetKey, PlainRoot], bool]
+_DEP_PROGRAMS: dict[int, tuple[AutomationCondition, DepProgram | None]] = {}
+
+
+def compile_dep_operand(condition: AutomationCondition) -> DepProgram | None:
+    """The program of a dependency condition's operand evaluated on an unpartitioned
+    dependency with nothing stored (``_Evaluation.node`` without stored values), or None
+    when the operand has a node without a shortcut (state, dependency conditions, crons,
+    the evaluated asset's history): the evaluator's general code then evaluates it."""
+    found = _DEP_PROGRAMS.get(id(condition))
+    if found is not None and found[0] is condition:
+        return found[1]
+    program = _dep(condition)
+    if len(_DEP_PROGRAMS) > 256:
+        _DEP_PROGRAMS.clear()
+    _DEP_PROGRAMS[id(condition)] = (condition, program)
+    return program
+
+
+def _dep(condition: AutomationCondition) -> DepProgram | None:
+    kind = type(condition)
+    if kind is AndAutomationCondition or kind is OrAutomationCondition:
+        operands = condition.operands  # type: ignore[attr-defined]
+        parts = [_dep(op) for op in operands]
+        if any(p is None for p in parts):
+            return None
+        programs = tuple(p for p in parts if p is not None)
+        if kind is AndAutomationCondition:
+
+            def all_of(ev: PlainEvaluation, dep: AssetKey, root: PlainRoot) -> bool:
+                true = True
+                for part in programs:  # after a false operand no candidate is left: not evaluated
+                    true = part(ev, dep, root) if true else False
+                return true
+
+            return all_of
+
+        def any_of(ev: PlainEvaluation, dep: AssetKey, root: PlainRoot) -> bool:
+            true = False
+            for part in programs:
+                if part(ev, dep, root):
+                    true = True
+            return true
+
+        return any_of
+    if kind is NotAutomationCondition:
+        inner = _dep(condition.operand)  # type: ignore[attr-defined]
+        if inner is None:
+            return None
+
+        def negated(ev: PlainEvaluation, dep: AssetKey, root: PlainRoot) -> bool:
+            return not inner(ev, dep, root)
+
+        return negated
+    if kind is InLatestTimeWindowCondition:
+        return _always
+    held = _dep_fact(kind)
+    if held is None:
+        return None
+    event = issubclass(kind, EVENT_OPERANDS)
+
+    def fact(ev: PlainEvaluation, dep: AssetKey, root: PlainRoot) -> bool:
+        true = held(ev, dep, root)
+        if true and event:
+            root.volatile = True
+        return true
+
+    return fact
+
+
+def _always(ev: PlainEvaluation, dep: AssetKey, root: PlainRoot) -> bool:
+    return True  # in_latest_time_window of an asset that is not time-partitioned
+
+
+def _dep_fact(kind: type) -> Callable[[PlainEvaluation, AssetKey, PlainRoot], bool] | None:
+    if kind is MissingCondition:
+        return lambda ev, dep, root: None not in ev.slice(dep).materialized
+    if kind in _SLICE_FACTS:
+        attribute = _SLICE_FACTS[kind]
+        return lambda ev, dep, root: None in getattr(ev.slice(dep), attribute)
+    if kind is NewlyRequestedCondition:
+
+        def requested(ev: PlainEvaluation, dep: AssetKey, root: PlainRoot) -> bool:
+            own = ev.previous_request(dep)
+            return own is not None and PLAIN_RUN in own.requested
+
+        return requested
+    if kind is WillBeRequestedCondition:
+        # requested now, and able to share a run with the evaluated asset (or is it)
+        return lambda ev, dep, root: bool(ev.requested.get(dep)) and (dep == root.key or ev.joins(dep, root.key))
+    return None
