@@ -325,17 +325,14 @@ class AutomationStorage:
             conn.execute(delete(t).where(t.c.sensor == sensor, t.c.asset_key.in_(write.removed)))
         if not write.entries:
             return
-        if self.dialect == "postgresql":
-            # one statement, the rows as two text arrays: the entries (JSON text already) are
-            # neither escaped into a JSON document nor parsed out of one again
+        if self.dialect == "postgresql":  # one statement, the rows as one JSON document (as above)
             conn.execute(
                 text(
                     "INSERT INTO automation_cursor_entries (sensor, asset_key, seq, entry) "
-                    "SELECT :sensor, k, :seq, e "
-                    "FROM unnest(CAST(:keys AS text[]), CAST(:entries AS text[])) AS r(k, e) "
+                    "SELECT :sensor, e->>0, :seq, e->>1 FROM json_array_elements(CAST(:rows AS json)) AS e "
                     "ON CONFLICT (sensor, asset_key) DO UPDATE SET seq = excluded.seq, entry = excluded.entry"
                 ),
-                dict(sensor=sensor, seq=write.seq, keys=list(write.entries), entries=list(write.entries.values())),
+                dict(sensor=sensor, seq=write.seq, rows=json.dumps(list(write.entries.items()))),
             )
             return
         rows = [dict(sensor=sensor, asset_key=k, seq=write.seq, entry=v) for k, v in write.entries.items()]
