@@ -190,6 +190,7 @@ class _Evaluation:
         self._token_ids: dict[object, int] = {}
         self._together: dict[tuple[int, int], bool] = {}
         self._mappings: dict[tuple[AssetKey, AssetKey], PartitionMapping] = {}
+        self._missing: dict[AssetKey, Subset] = {}  # per asset: its missing partitions, of all
         self._dep_records: dict[tuple[str, AssetKey, Subset, object, AssetKey | None], tuple[list[Values], bool]] = {}
         self._nested: dict[int, bool] = {}  # per operand (id): whether it has dependency conditions inside
         self._cron_cache: dict[tuple[str, str, float], bool] = {}
@@ -426,24 +427,24 @@ class _Evaluation:
             return EMPTY  # its values: _NOT_EVALUATED
         extra: dict[str, object] | None = None
         kind = type(condition)
+        # (the kind is known: no cast(), a function call per node)
         if kind is AndAutomationCondition:
             true = candidates
-            for i, operand in enumerate(cast(AndAutomationCondition, condition).operands):
+            operands: tuple[AutomationCondition, ...] = condition.operands  # type: ignore[attr-defined]
+            for i, operand in enumerate(operands):
                 # every operand runs, even on no candidates: stateful ones must stay current
                 true = true & self.node(operand, _child_id(node_id, i, operand), key, true, root, out)
         elif kind is OrAutomationCondition:
-            found = [
-                self.node(c, _child_id(node_id, i, c), key, candidates, root, out)
-                for i, c in enumerate(cast(OrAutomationCondition, condition).operands)
-            ]
+            operands = condition.operands  # type: ignore[attr-defined]
+            found = [self.node(c, _child_id(node_id, i, c), key, candidates, root, out) for i, c in enumerate(operands)]
             true = frozenset().union(*found) & candidates
         elif kind is NotAutomationCondition:
-            operand = cast(NotAutomationCondition, condition).operand
+            operand = condition.operand  # type: ignore[attr-defined]
             true = candidates - self.node(operand, _child_id(node_id, 0, operand), key, candidates, root, out)
         elif kind is SinceCondition:
-            true, extra = self._since(cast(SinceCondition, condition), node_id, key, candidates, root, out)
+            true, extra = self._since(condition, node_id, key, candidates, root, out)  # type: ignore[arg-type]
         elif kind is NewlyTrueCondition:
-            true, extra = self._newly_true(cast(NewlyTrueCondition, condition), node_id, key, candidates, root, out)
+            true, extra = self._newly_true(condition, node_id, key, candidates, root, out)  # type: ignore[arg-type]
         else:
             true, extra = self.leaf(condition, node_id, key, candidates, root, out)
         if out is not None:
@@ -835,7 +836,15 @@ class _Evaluation:
         attribute = _SLICE_FACTS.get(kind)
         if attribute is not None:  # a set of the snapshot's AssetSlice
             facts: Subset = getattr(self.slice(key), attribute)
-            true = candidates - facts if attribute == "materialized" else candidates & facts
+            if attribute != "materialized":
+                true = candidates & facts  # iterates the smaller set
+            elif candidates is self._full.get(key):
+                # every partition missing or not: a thousand keys, asked by the asset and by
+                # each of its dependents' conditions; once per evaluation
+                found = self._missing.get(key)
+                true = self._missing[key] = candidates - facts if found is None else found
+            else:
+                true = candidates - facts
             return true, self._fact(kind, key, true)
         if kind is NewlyRequestedCondition:
             own = self.cursor.assets.get(key)
