@@ -16,6 +16,10 @@ dependency was requested on this or the previous evaluation, no partitions defin
 a partition (for an asset with partitions on either side), and no tick of a cron in its
 condition passed since. A dependency condition without state is evaluated once per
 dependency per tick, whatever the number of dependents.
+
+Fast paths (``automation_plain``): an unpartitioned asset's own condition runs as a program
+compiled once per condition object (closures, every subset a bool), as does a dependency
+condition's operand on an unpartitioned dependency; ``fast_paths=False`` turns them off.
 """
 
 from __future__ import annotations
@@ -130,9 +134,10 @@ def evaluate_automation(
     ``changed``: the assets whose AssetSlice may differ from the previous evaluation's (any of
     its five sets); None treats every asset as changed. ``evaluations`` holds a record for
     each asset whose condition ran; an asset left out was skipped and its latest record stands.
-    ``fast_paths=False`` evaluates an unpartitioned asset's condition with the general code
-    (not its compiled program, see ``automation_plain``), with the same results: what the tests
-    compare the fast paths against.
+    ``fast_paths=False`` evaluates with the general code only: an unpartitioned asset's
+    condition and a dependency operand on an unpartitioned dependency not by their compiled
+    programs (``automation_plain``), an unpartitioned dependent's dependencies not by their
+    shortcut loop. The results are the same: what the tests compare the fast paths against.
     """
     evaluation = _Evaluation(graph, inputs, evaluation_time, cursor or AutomationCursor(), changed)
     evaluation.fast_paths = fast_paths
@@ -427,7 +432,7 @@ class _Evaluation:
             return EMPTY  # its values: _NOT_EVALUATED
         extra: dict[str, object] | None = None
         kind = type(condition)
-        # (the kind is known: no cast(), a function call per node)
+        # the kind is known: its attributes are read without cast() (a function call per node)
         if kind is AndAutomationCondition:
             true = candidates
             operands: tuple[AutomationCondition, ...] = condition.operands  # type: ignore[attr-defined]
@@ -477,6 +482,7 @@ class _Evaluation:
         return self.full(key)
 
     def joins(self, dep: AssetKey, key: AssetKey) -> bool:
+        """Whether requests of ``dep`` and ``key`` can share a run (what will_be_requested checks)."""
         return self._runs_together(dep, key)
 
     def previous_request(self, key: AssetKey) -> AssetCursor | None:
