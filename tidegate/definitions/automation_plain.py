@@ -209,7 +209,8 @@ def _not(condition: NotAutomationCondition, node_id: str) -> PlainProgram:
         out.append(NOT_EVALUATED)
         if not candidates and not stateful:
             return False
-        true = candidates and not part(ev, key, candidates, root, out)
+        held = part(ev, key, candidates, root, out)  # runs on no candidates too: its state stays current
+        true = candidates and not held
         out[slot] = _COUNTS[true, candidates]
         return true
 
