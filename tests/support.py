@@ -37,6 +37,13 @@ def require_service(name: str, reason: str) -> None:
 
 
 def truncate_all(url: str) -> None:
+    """Empty every table of tidegate's schema and restart its id sequences, as
+    ``TRUNCATE ... RESTART IDENTITY`` would, in one transaction.
+
+    DELETE instead of TRUNCATE: a TRUNCATE of the schema's tables costs ~0.25 s on this
+    machine (new files for each table and index, fsynced at commit) whether or not they hold
+    rows, and hundreds of tests start with it; deleting the few rows a test left costs a few
+    milliseconds. Children before parents, so that no foreign key is violated."""
     from sqlalchemy import text
 
     from tidegate.storage.api import Storage
@@ -44,8 +51,13 @@ def truncate_all(url: str) -> None:
 
     storage = Storage(url)
     with storage.engine.begin() as conn:
-        names = ", ".join(t.name for t in metadata.sorted_tables)
-        conn.execute(text(f"TRUNCATE {names} RESTART IDENTITY"))
+        for table in reversed(metadata.sorted_tables):
+            conn.execute(table.delete())
+        sequences = conn.execute(
+            text("SELECT sequencename FROM pg_sequences WHERE schemaname = current_schema()")
+        ).scalars()
+        for sequence in sequences.all():
+            conn.execute(text(f'ALTER SEQUENCE "{sequence}" RESTART'))
     storage.dispose()
 
 
