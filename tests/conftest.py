@@ -24,6 +24,7 @@ from tests.support import (
     WorkerProcess,
     require_service,
     start_worker,
+    stop_workers,
     truncate_all,
 )
 
@@ -167,8 +168,7 @@ def worker_factory(tmp_path: Path) -> Iterator[Callable[..., WorkerProcess]]:
         return worker
 
     yield factory
-    for worker in started:
-        worker.stop()
+    stop_workers(started)
 
 
 # -- secrets -----------------------------------------------------------------------------------

@@ -71,13 +71,23 @@ class WorkerProcess:
         return self.log_path.read_text(errors="replace")
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait(timeout=5)
+        stop_workers([self])
+
+
+def stop_workers(workers: list[WorkerProcess]) -> None:
+    """SIGTERM to every worker at once (Celery's warm shutdown), then wait for each, SIGKILL to
+    the group of one still alive after 15 s: a warm shutdown takes ~2.5 s here, paid once for
+    all the workers of a test instead of once per worker."""
+    running = [worker for worker in workers if worker.process.poll() is None]
+    for worker in running:
+        worker.process.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + 15
+    for worker in running:
+        try:
+            worker.process.wait(timeout=max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            os.killpg(worker.process.pid, signal.SIGKILL)
+            worker.process.wait(timeout=5)
 
 
 def start_worker(
