@@ -37,6 +37,13 @@ def require_service(name: str, reason: str) -> None:
 
 
 def truncate_all(url: str) -> None:
+    """Empty every table of tidegate's schema and restart its id sequences, as
+    ``TRUNCATE ... RESTART IDENTITY`` would, in one transaction.
+
+    DELETE instead of TRUNCATE: a TRUNCATE of the schema's tables costs ~0.25 s on this
+    machine (new files for each table and index, fsynced at commit) whether or not they hold
+    rows, and hundreds of tests start with it; deleting the few rows a test left costs a few
+    milliseconds. Children before parents, so that no foreign key is violated."""
     from sqlalchemy import text
 
     from tidegate.storage.api import Storage
@@ -44,8 +51,13 @@ def truncate_all(url: str) -> None:
 
     storage = Storage(url)
     with storage.engine.begin() as conn:
-        names = ", ".join(t.name for t in metadata.sorted_tables)
-        conn.execute(text(f"TRUNCATE {names} RESTART IDENTITY"))
+        for table in reversed(metadata.sorted_tables):
+            conn.execute(table.delete())
+        sequences = conn.execute(
+            text("SELECT sequencename FROM pg_sequences WHERE schemaname = current_schema()")
+        ).scalars()
+        for sequence in sequences.all():
+            conn.execute(text(f'ALTER SEQUENCE "{sequence}" RESTART'))
     storage.dispose()
 
 
@@ -59,13 +71,23 @@ class WorkerProcess:
         return self.log_path.read_text(errors="replace")
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait(timeout=5)
+        stop_workers([self])
+
+
+def stop_workers(workers: list[WorkerProcess]) -> None:
+    """SIGTERM to every worker at once (Celery's warm shutdown), then wait for each, SIGKILL to
+    the group of one still alive after 15 s: a warm shutdown takes ~2.5 s here, paid once for
+    all the workers of a test instead of once per worker."""
+    running = [worker for worker in workers if worker.process.poll() is None]
+    for worker in running:
+        worker.process.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + 15
+    for worker in running:
+        try:
+            worker.process.wait(timeout=max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            os.killpg(worker.process.pid, signal.SIGKILL)
+            worker.process.wait(timeout=5)
 
 
 def start_worker(

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import ROOT, TIDEGATE, WorkerProcess, start_worker, tidegate_env, truncate_all
+from tests.support import ROOT, TIDEGATE, WorkerProcess, start_worker, stop_workers, tidegate_env, truncate_all
 from tidegate.names import BackfillStatus, RunStatus
 from tidegate.storage.api import Storage
 
@@ -70,8 +70,7 @@ def processes(tmp_path: Path, pg_url: str, redis_url: str) -> Iterator[tuple[Pro
     finally:
         for beat in procs.beats:
             procs.kill(beat)
-        for worker in procs.workers:
-            worker.stop()
+        stop_workers(procs.workers)
         storage.dispose()
 
 

@@ -39,6 +39,7 @@ from tests.support import (
     dedicated_pg_database,
     require_service,
     start_worker,
+    stop_workers,
     tidegate_env,
     truncate_all,
 )
@@ -160,12 +161,10 @@ def cluster(
             except Exception as exc:
                 errors.append(exc)
     if errors:
-        for worker in workers:
-            worker.stop()
+        stop_workers(workers)
         raise errors[0]
     yield Cluster(backend, url, broker_url, tmp, env, workers)
-    for worker in workers:
-        worker.stop()
+    stop_workers(workers)
 
 
 # -- the harness: what the beat would do, driven by the test -----------------------------------
