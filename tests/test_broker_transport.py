@@ -5,9 +5,14 @@ unacked bookkeeping and acks, and a new pool gets a new client."""
 
 from __future__ import annotations
 
-import redis
+import threading
+import time
 
-from tidegate.broker import RedisTransport, make_celery_app
+import pytest
+import redis
+from celery.worker import state as worker_state
+
+from tidegate.broker import MemoryTransport, RedisTransport, make_celery_app
 
 
 def test_a_redis_app_uses_the_transport_and_reuses_one_client_per_pool(redis_url: str) -> None:
@@ -54,3 +59,34 @@ def test_messages_are_delivered_and_acked_through_the_reused_client(redis_url: s
                 queue.close()
     finally:
         client.close()
+
+
+def test_the_memory_transport_waits_its_timeout_unless_a_worker_shutdown_is_asked() -> None:
+    """Celery's loop for a transport without an event loop calls ``drain_events(timeout=2.0)``
+    and sees a shutdown only between calls; tidegate's in-memory transport waits in slices and
+    returns at once when Celery's worker state asks for a shutdown (the embedded worker's
+    ``job launch --wait`` used to exit 4 s after printing SUCCESS). Otherwise a wait lasts
+    the caller's timeout, as kombu's does, and a message put meanwhile is delivered."""
+    app = make_celery_app("memory://localhost/")
+    with app.connection_for_write() as conn:
+        assert isinstance(conn.transport, MemoryTransport)
+        queue = conn.SimpleQueue("tidegate-memory-slice-test")
+        start = time.monotonic()
+        with pytest.raises(queue.Empty):
+            queue.get(timeout=0.5)  # ten slices: the wait is the caller's, not one slice
+        assert time.monotonic() - start >= 0.5
+        sender = threading.Timer(0.3, lambda: queue.put({"n": 1}))
+        sender.start()
+        message = queue.get(timeout=30.0)
+        sender.join()
+        assert message.payload == {"n": 1}
+        message.ack()
+        worker_state.should_terminate = 0  # what celery's start_worker sets to stop its thread
+        try:
+            start = time.monotonic()
+            with pytest.raises(TimeoutError):
+                conn.drain_events(timeout=60.0)
+            assert time.monotonic() - start < 30.0  # not the 60 s asked for
+        finally:
+            worker_state.should_terminate = None
+        queue.close()

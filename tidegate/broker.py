@@ -16,6 +16,8 @@ from urllib.parse import urlsplit
 
 from celery import Celery
 from celery.app.amqp import AMQP
+from celery.worker import state as worker_state
+from kombu.transport import memory as kombu_memory
 from kombu.transport import redis as kombu_redis
 
 from tidegate.config import Settings
@@ -86,6 +88,31 @@ class RedisTransport(kombu_redis.Transport):  # type: ignore[misc]
     Channel = _ReusedClientChannel
 
 
+class MemoryTransport(kombu_memory.Transport):  # type: ignore[misc]
+    """kombu's in-memory transport, waiting in short slices that look for a worker shutdown.
+
+    Celery's loop for a transport without an event loop waits in ``drain_events(timeout=2.0)``
+    and sees a shutdown only between two calls, so an embedded worker took 2-4 s to stop after
+    its run had finished (``tidegate job launch --wait`` exited 4 s after printing SUCCESS).
+    Here a wait ends early only when Celery's worker state asks for a shutdown; otherwise it
+    lasts the caller's timeout, as kombu's does."""
+
+    DRAIN_SLICE = 0.05
+
+    def drain_events(self, connection: Any, timeout: Any = None) -> None:  # type: ignore[override]
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            if worker_state.should_stop is not None or worker_state.should_terminate is not None:
+                raise TimeoutError()  # Celery's loop catches it and then sees the shutdown
+            left = self.DRAIN_SLICE if deadline is None else deadline - time.monotonic()
+            try:
+                super().drain_events(connection, timeout=max(0.0, min(left, self.DRAIN_SLICE)))  # type: ignore[no-untyped-call]
+                return
+            except TimeoutError:
+                if deadline is not None and time.monotonic() >= deadline:
+                    raise
+
+
 def make_celery_app(broker_url: str, *, visibility_timeout: int = 21600) -> Celery:
     """A Celery app with the settings DESIGN.md relies on."""
     app = Celery("tidegate", broker=broker_url, set_as_current=False, amqp=_NamedSentEvents)
@@ -116,6 +143,7 @@ def make_celery_app(broker_url: str, *, visibility_timeout: int = 21600) -> Cele
     if urlsplit(broker_url).scheme == "redis":
         app.conf.broker_transport = f"{__name__}:RedisTransport"
     if broker_url.startswith("memory://"):
+        app.conf.broker_transport = f"{__name__}:MemoryTransport"
         # The in-memory transport polls; its 1 s default would dominate an embedded run.
         app.conf.broker_transport_options["polling_interval"] = 0.01
     return app
