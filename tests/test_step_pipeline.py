@@ -388,3 +388,34 @@ def test_a_success_finds_its_only_child_by_key_without_statistics(pg_url: str) -
         assert _count(storage, run_id, "STEP_SUCCESS") == 3 and storage.get_run(run_id).steps_remaining == 2
     finally:
         storage.dispose()
+
+
+def test_starting_a_run_once_its_roots_ready_and_pooled_roots_waiting(workers: tuple[Storage, Storage]) -> None:
+    """``start_run`` (one round trip on PostgreSQL): two launchers starting one run at once
+    start it once (one RUN_STARTED, its root READY once); a run whose root is in a full pool
+    takes the general path: STARTED, the root WAITING, nothing to publish."""
+    first, second = workers
+    for _ in range(3):
+        run_id = first.submit_run(DEFS.plan("diamond"), origin="test").run_id
+        outcomes = _race([lambda s=s, run_id=run_id: s.start_run(run_id) for s in (first, second)])
+        assert sorted(len(o) for o in outcomes) == [0, 1]
+        [ready] = [o for o in outcomes if o]
+        assert [(r.run_id, r.step_key, r.attempt) for r in ready] == [(run_id, "top", 1)]
+        run = first.get_run(run_id)
+        assert (run.status, run.steps_remaining) == (RunStatus.STARTED, 5) and run.started_at is not None
+        state = {s.step_key: s for s in first.get_steps(run_id)}
+        assert state["top"].status == StepStatus.READY and state["top"].ready_at is not None
+        assert {s.status for k, s in state.items() if k != "top"} == {StepStatus.PLANNED}
+        assert _count(first, run_id, "RUN_STARTED") == 1
+        assert first.start_run(run_id) == []
+
+    defs = _pooled_defs()
+    first.set_pool_limit("warehouse", 0)
+    pooled = tg.Definitions(
+        assets=list(defs.assets.values()), jobs=[tg.define_asset_job("load_only", tg.AssetSelection.assets("load"))]
+    )
+    run_id = first.submit_run(pooled.plan("load_only"), origin="test").run_id
+    assert first.start_run(run_id) == []
+    assert first.get_run(run_id).status == RunStatus.STARTED
+    assert [(s.step_key, s.status) for s in first.get_steps(run_id)] == [("load", StepStatus.WAITING)]
+    assert _count(first, run_id, "RUN_STARTED") == 1

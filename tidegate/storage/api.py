@@ -323,7 +323,19 @@ class Storage(
         """QUEUED -> STARTED and its root steps PLANNED -> READY, in one transaction.
 
         Returns the READY steps to publish; empty if the run was not QUEUED.
+
+        PostgreSQL through psycopg, for a run with steps and no pooled root: one statement
+        (``_start_statement``) sent with BEGIN and COMMIT in one round trip, the same writes,
+        instead of six round trips between the run's wake-up in the launcher and its first
+        step on the broker. Otherwise (nothing written by it) the general path below.
         """
+        if self._pipelined:
+            with self.engine.connect() as conn:
+                (outcome,) = run_pipelined(conn, [(_start_statement(self.engine.dialect), {"b_run_id": run_id})])
+            if outcome[0].started:
+                return [_ref(r) for r in outcome if r.step_key is not None]
+            if outcome[0].was_status != RunStatus.QUEUED:
+                return []
         with self.engine.begin() as conn:
             now = database_now(conn)
             started = conn.execute(
@@ -1309,6 +1321,60 @@ def _lock_run_statement(dialect: Any) -> DriverStatement:
         select(runs.c.run_id).where(runs.c.run_id == bindparam("b_run_id", type_=String())).with_for_update(),
         dialect,
     )
+
+
+@functools.lru_cache(maxsize=4)
+def _start_statement(dialect: Any) -> DriverStatement:
+    """``Storage.start_run`` in one statement (parameter b_run_id), for a QUEUED run with
+    steps and no pooled root (a pooled root needs ``_fill_pools``, a run without steps its
+    end): the run QUEUED -> STARTED, its roots PLANNED -> READY and RUN_STARTED, each only if
+    the run's compare-and-set matched, all at the transaction's ``now()``. Returns
+    ``started`` (1 if it matched), ``was_status`` (the run's status in the statement's
+    snapshot: QUEUED with ``started`` 0, it is for the general path) and each READY root's
+    ``_REF`` columns."""
+    run_id = bindparam("b_run_id", type_=String())
+    root = steps.alias("root")
+    pooled_root = exists().where(
+        root.c.run_id == run_id,
+        root.c.status == StepStatus.PLANNED,
+        root.c.pending_upstream == 0,
+        root.c.pool.is_not(None),
+    )
+    started = (
+        update(runs)
+        .where(runs.c.run_id == run_id, runs.c.status == RunStatus.QUEUED, runs.c.steps_remaining > 0, ~pooled_root)
+        .values(status=RunStatus.STARTED, started_at=func.now())
+        .returning(runs.c.run_id)
+        .cte("started")
+    )
+    readied = (
+        update(steps)
+        .where(
+            steps.c.run_id == run_id,
+            steps.c.status == StepStatus.PLANNED,
+            steps.c.pending_upstream == 0,
+            exists(select(literal(1)).select_from(started)),
+        )
+        .values(status=StepStatus.READY, ready_at=func.now())
+        .returning(*_REF)
+        .cte("readied")
+    )
+    logged = (
+        insert(events)
+        .from_select(
+            ["run_id", "step_key", "event_type", "timestamp", "message", "data"],
+            select(started.c.run_id, null(), literal("RUN_STARTED", String()), func.now(), null(), null()),
+        )
+        .cte("logged")
+    )
+    was = select(runs.c.status).where(runs.c.run_id == run_id).scalar_subquery()
+    outcome = select(func.count().label("started"), was.label("was_status")).select_from(started).subquery("outcome")
+    statement = (
+        select(outcome.c.started, outcome.c.was_status, *readied.c)
+        .select_from(outcome.outerjoin(readied, true()))
+        .add_cte(logged)
+    )
+    return DriverStatement(statement, dialect)
 
 
 @functools.lru_cache(maxsize=4)
