@@ -368,12 +368,15 @@ def test_a_success_finds_its_only_child_by_key_without_statistics(pg_url: str) -
             assert raw.execute("SELECT reltuples FROM pg_class WHERE relname = 'steps'").fetchone()[0] < 0
             explained = raw.execute("EXPLAIN (FORMAT JSON) " + statement.sql, statement.params(params)).fetchone()[0]
             raw.rollback()
-        [released] = [n for n in _plan_nodes(explained[0]["Plan"]) if n.get("Subplan Name") == "CTE released"]
-        [scan] = [
-            n for n in _plan_nodes(released) if n.get("Relation Name") == "steps" and n["Node Type"] != "ModifyTable"
-        ]
-        assert scan.get("Index Name") == "uq_steps_run_step"
-        assert "step_key" in scan["Index Cond"] and "run_id" in scan["Index Cond"]
+        for cte in ("CTE done", "CTE released"):  # the compare-and-set, the child's count-down
+            [node] = [n for n in _plan_nodes(explained[0]["Plan"]) if n.get("Subplan Name") == cte]
+            [scan] = [
+                n
+                for n in _plan_nodes(node)
+                if n.get("Relation Name") == "steps" and n["Node Type"] != "ModifyTable" and n.get("Alias") != "child"
+            ]
+            assert scan.get("Index Name") == "uq_steps_run_step", cte
+            assert "step_key" in scan["Index Cond"] and "run_id" in scan["Index Cond"], cte
 
         ready = storage.complete_step(run_id, "left", 1, asset_key="left", metadata={}, downstream=left.step.downstream)
         assert ready == []  # bottom waits for right

@@ -1460,7 +1460,10 @@ def _success_statement(
             steps.c.run_id == run_id,
             steps.c.step_key == step_key,
             steps.c.attempt == attempt,
-            steps.c.status == StepStatus.RUNNING,
+            # ``= ANY(ARRAY[...])``, not ``=``: without statistics PostgreSQL would look the
+            # step up in the status index's RUNNING entries (every step ever run there, until
+            # a vacuum) rather than by its unique key.
+            steps.c.status == any_(postgresql.array([literal(StepStatus.RUNNING, String())])),
             steps.c.pool.is_(None),
             ~pooled_child,
         )
