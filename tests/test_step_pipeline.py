@@ -5,17 +5,19 @@ own engines and connections)."""
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
-from sqlalchemy import create_engine, event, func, select, update
+from sqlalchemy import create_engine, event, func, select, text, update
 
 import tidegate as tg
+from tests.support import truncate_all
 from tests.test_storage_contract import DEFS
 from tidegate.names import RunStatus, StepStatus
-from tidegate.storage.api import Storage
+from tidegate.storage.api import Storage, _success_statement
 from tidegate.storage.engine import normalize_url
 from tidegate.storage.records import Continuation
 from tidegate.storage.schema import runs, steps
@@ -234,3 +236,189 @@ def test_a_pipelined_claim_after_postgresql_dropped_every_connection_invalidates
                 c.close()
     finally:
         storage.dispose()
+
+
+def test_sibling_successes_queued_behind_a_held_run_lock_lock_nothing_else_and_count_down_once(pg_url: str) -> None:
+    """PostgreSQL: the module's lock order (the run's row before its steps') in the pipelined
+    success, which SQLAlchemy's cursor events cannot pause. Another connection holds the run's
+    row lock, as ``fail_step`` and the run monitor do before they touch steps; two workers
+    complete the sibling steps ``left`` (one child known from its claim, continuing) and
+    ``right`` (the ``downstream`` comparison alone) meanwhile. Both queue on the run's row
+    holding no step row: the holder locks left, right and their child with NOWAIT (a success
+    that had taken a step row first would make it fail here, and make a real holder
+    deadlock). Once the holder commits, each success counts the child down exactly once: it
+    ends READY-and-claimed by the continuing worker or READY, once, and the run's counter
+    has lost exactly three."""
+    truncate_all(pg_url)
+    first, second = Storage.open(pg_url, upgrade=True), Storage.open(pg_url)
+    holder_engine = create_engine(normalize_url(pg_url))
+    try:
+        run_id, queue = _started_run(first)
+        assert first.claim_step(run_id, "top", 1, "w0") is not None
+        assert first.complete_step(run_id, "top", 1, asset_key="top", metadata={}) is not None
+        left = first.claim_step(run_id, "left", 1, "w0")
+        assert left is not None and left.step.downstream == ("bottom",)
+        assert second.claim_step(run_id, "right", 1, "w1") is not None
+        with holder_engine.connect() as holder:
+            holder.begin()
+            holder.execute(select(runs.c.run_id).where(runs.c.run_id == run_id).with_for_update())
+            holder_pid = holder.execute(select(func.pg_backend_pid())).scalar()
+            with ThreadPoolExecutor(2) as pool:
+                done_left = pool.submit(
+                    first.complete_step_and_claim,
+                    run_id,
+                    "left",
+                    1,
+                    continuation=Continuation("w0", queue, left.run),
+                    asset_key="left",
+                    metadata={},
+                    downstream=left.step.downstream,
+                )
+                done_right = pool.submit(second.complete_step, run_id, "right", 1, asset_key="right", metadata={})
+                _wait_blocked_by(holder_engine, holder_pid, 2, [done_left, done_right])
+                # Neither success holds a step row while it waits for the run's.
+                locked = holder.execute(
+                    select(steps.c.step_key)
+                    .where(steps.c.run_id == run_id, steps.c.step_key.in_(["left", "right", "bottom"]))
+                    .with_for_update(nowait=True)
+                ).all()
+                assert sorted(r.step_key for r in locked) == ["bottom", "left", "right"]
+                holder.commit()
+                left_outcome, right_outcome = done_left.result(timeout=60), done_right.result(timeout=60)
+        assert left_outcome is not None and right_outcome is not None
+        published, claimed = left_outcome
+        bottom = {s.step_key: s for s in first.get_steps(run_id)}["bottom"]
+        assert bottom.pending_upstream == 0
+        released = [r.step_key for r in [*published, *right_outcome]] + ([claimed.step.step_key] if claimed else [])
+        assert released == ["bottom"]  # by whichever success came second, once
+        assert bottom.status == (StepStatus.RUNNING if claimed else StepStatus.READY)
+        assert first.get_run(run_id).steps_remaining == 2  # five steps, three succeeded
+        assert _count(first, run_id, "STEP_SUCCESS") == 3
+        assert _count(first, run_id, "STEP_STARTED", "bottom") == (1 if claimed else 0)
+    finally:
+        holder_engine.dispose()
+        first.dispose()
+        second.dispose()
+
+
+def _wait_blocked_by(engine: Any, holder_pid: int, count: int, futures: list[Any]) -> None:
+    """Until ``count`` backends of this database wait for a lock, the first for one that
+    ``holder_pid`` holds (the others queue behind it: PostgreSQL reports them blocked by the
+    first waiter); fails if one of ``futures`` ends first (it did not wait). The test's
+    timeout ends a wait that never comes."""
+    while True:
+        for future in futures:
+            if future.done():
+                raise AssertionError(f"a success did not wait for the held run lock: {future.result()!r}")
+        with engine.connect() as conn:
+            blockers = conn.execute(
+                text(
+                    "SELECT pg_blocking_pids(pid) FROM pg_stat_activity"
+                    " WHERE datname = current_database() AND cardinality(pg_blocking_pids(pid)) > 0"
+                )
+            ).scalars()
+            blocked = list(blockers)
+        if len(blocked) >= count and any(holder_pid in pids for pids in blocked):
+            return
+        time.sleep(0.01)
+
+
+def _plan_nodes(node: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    yield node
+    for child in node.get("Plans", []):
+        yield from _plan_nodes(child)
+
+
+def test_a_success_finds_its_only_child_by_key_without_statistics(pg_url: str) -> None:
+    """PostgreSQL, a table never analyzed (TRUNCATE; a server with autovacuum off): a success
+    told its one child (``downstream``, from its claim) releases it through the unique
+    (run_id, step_key) index with both keys, not by reading every step of the run, which
+    made a fan-out's successes quadratic in its width; it counts the child down once, and
+    a step with several children (``top``) still releases them all."""
+    truncate_all(pg_url)
+    storage = Storage.open(pg_url, upgrade=True)
+    try:
+        run_id, _ = _started_run(storage)
+        assert (
+            sorted(r.step_key for r in storage.complete_step(run_id, "top", 1, asset_key="top", metadata={}) or [])
+            == []
+        )
+        top = storage.claim_step(run_id, "top", 1, "w")
+        assert top is not None and sorted(top.step.downstream) == ["left", "right"]
+        ready = storage.complete_step(run_id, "top", 1, asset_key="top", metadata={}, downstream=top.step.downstream)
+        assert ready is not None and sorted(r.step_key for r in ready) == ["left", "right"]
+        left = storage.claim_step(run_id, "left", 1, "w")
+        assert left is not None and left.step.downstream == ("bottom",)
+
+        statement = _success_statement(1, 3, False, 0, True, storage.engine.dialect)
+        params = {
+            "b_run_id": run_id,
+            "b_step_key": "left",
+            "b_attempt": 1,
+            "b_asset_key": "left",
+            "b_metadata": {},
+            "b_partition_0": None,
+            "b_only_child": "bottom",
+            **{f"b_{name}_{i}": None for name in ("message", "data") for i in range(3)},
+            **{f"b_type_{i}": "TEST" for i in range(3)},
+        }
+        with storage.engine.connect() as conn:
+            raw = conn.connection.driver_connection
+            assert raw is not None
+            assert raw.execute("SELECT reltuples FROM pg_class WHERE relname = 'steps'").fetchone()[0] < 0
+            explained = raw.execute("EXPLAIN (FORMAT JSON) " + statement.sql, statement.params(params)).fetchone()[0]
+            raw.rollback()
+        for cte in ("CTE done", "CTE released"):  # the compare-and-set, the child's count-down
+            [node] = [n for n in _plan_nodes(explained[0]["Plan"]) if n.get("Subplan Name") == cte]
+            [scan] = [
+                n
+                for n in _plan_nodes(node)
+                if n.get("Relation Name") == "steps" and n["Node Type"] != "ModifyTable" and n.get("Alias") != "child"
+            ]
+            assert scan.get("Index Name") == "uq_steps_run_step", cte
+            assert "step_key" in scan["Index Cond"] and "run_id" in scan["Index Cond"], cte
+
+        ready = storage.complete_step(run_id, "left", 1, asset_key="left", metadata={}, downstream=left.step.downstream)
+        assert ready == []  # bottom waits for right
+        bottom = {s.step_key: s for s in storage.get_steps(run_id)}["bottom"]
+        assert (bottom.status, bottom.pending_upstream) == (StepStatus.PLANNED, 1)
+        right = storage.claim_step(run_id, "right", 1, "w")
+        assert right is not None
+        ready = storage.complete_step(
+            run_id, "right", 1, asset_key="right", metadata={}, downstream=right.step.downstream
+        )
+        assert ready is not None and [r.step_key for r in ready] == ["bottom"]
+        assert _count(storage, run_id, "STEP_SUCCESS") == 3 and storage.get_run(run_id).steps_remaining == 2
+    finally:
+        storage.dispose()
+
+
+def test_starting_a_run_once_its_roots_ready_and_pooled_roots_waiting(workers: tuple[Storage, Storage]) -> None:
+    """``start_run`` (one round trip on PostgreSQL): two launchers starting one run at once
+    start it once (one RUN_STARTED, its root READY once); a run whose root is in a full pool
+    takes the general path: STARTED, the root WAITING, nothing to publish."""
+    first, second = workers
+    for _ in range(3):
+        run_id = first.submit_run(DEFS.plan("diamond"), origin="test").run_id
+        outcomes = _race([lambda s=s, run_id=run_id: s.start_run(run_id) for s in (first, second)])
+        assert sorted(len(o) for o in outcomes) == [0, 1]
+        [ready] = [o for o in outcomes if o]
+        assert [(r.run_id, r.step_key, r.attempt) for r in ready] == [(run_id, "top", 1)]
+        run = first.get_run(run_id)
+        assert (run.status, run.steps_remaining) == (RunStatus.STARTED, 5) and run.started_at is not None
+        state = {s.step_key: s for s in first.get_steps(run_id)}
+        assert state["top"].status == StepStatus.READY and state["top"].ready_at is not None
+        assert {s.status for k, s in state.items() if k != "top"} == {StepStatus.PLANNED}
+        assert _count(first, run_id, "RUN_STARTED") == 1
+        assert first.start_run(run_id) == []
+
+    defs = _pooled_defs()
+    first.set_pool_limit("warehouse", 0)
+    pooled = tg.Definitions(
+        assets=list(defs.assets.values()), jobs=[tg.define_asset_job("load_only", tg.AssetSelection.assets("load"))]
+    )
+    run_id = first.submit_run(pooled.plan("load_only"), origin="test").run_id
+    assert first.start_run(run_id) == []
+    assert first.get_run(run_id).status == RunStatus.STARTED
+    assert [(s.step_key, s.status) for s in first.get_steps(run_id)] == [("load", StepStatus.WAITING)]
+    assert _count(first, run_id, "RUN_STARTED") == 1

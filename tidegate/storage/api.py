@@ -323,7 +323,19 @@ class Storage(
         """QUEUED -> STARTED and its root steps PLANNED -> READY, in one transaction.
 
         Returns the READY steps to publish; empty if the run was not QUEUED.
+
+        PostgreSQL through psycopg, for a run with steps and no pooled root: one statement
+        (``_start_statement``) sent with BEGIN and COMMIT in one round trip, the same writes,
+        instead of six round trips between the run's wake-up in the launcher and its first
+        step on the broker. Otherwise (nothing written by it) the general path below.
         """
+        if self._pipelined:
+            with self.engine.connect() as conn:
+                (outcome,) = run_pipelined(conn, [(_start_statement(self.engine.dialect), {"b_run_id": run_id})])
+            if outcome[0].started:
+                return [_ref(r) for r in outcome if r.step_key is not None]
+            if outcome[0].was_status != RunStatus.QUEUED:
+                return []
         with self.engine.begin() as conn:
             now = database_now(conn)
             started = conn.execute(
@@ -574,6 +586,7 @@ class Storage(
         more_upstream: Mapping[str, int] | None = None,
         skip: Sequence[str] = (),
         skip_reason: str = "",
+        downstream: Sequence[str] | None = None,
     ) -> list[StepRef] | None:
         """Record success, in one transaction: see ``complete_step_and_claim``, which this is
         without claiming a child. Returns the children to publish, or None if this attempt no
@@ -591,6 +604,7 @@ class Storage(
             more_upstream=more_upstream,
             skip=skip,
             skip_reason=skip_reason,
+            downstream=downstream,
         )
         return None if done is None else done[0]
 
@@ -635,6 +649,7 @@ class Storage(
         more_upstream: Mapping[str, int] | None = None,
         skip: Sequence[str] = (),
         skip_reason: str = "",
+        downstream: Sequence[str] | None = None,
     ) -> tuple[list[StepRef], ClaimedStep | None] | None:
         """Record success, in one transaction: the materialization (unless ``metadata`` is
         None; one per partition of ``partition_keys``) and the partitions' status, those the
@@ -654,7 +669,10 @@ class Storage(
 
         PostgreSQL through psycopg, for an asset step (nothing planned or skipped, no reported
         materializations) with no pool: one round trip, the same writes
-        (``_complete_asset_step_pg``).
+        (``_complete_asset_step_pg``). ``downstream``: the step's children as its claim read
+        them (its row's ``downstream``, which never changes), if the caller has them: with one
+        child, that child is found by its key in the steps' unique index, whatever the
+        planner's statistics say (see ``_success_statement``); the row's own list still decides.
         """
         if (
             self._pipelined
@@ -676,6 +694,7 @@ class Storage(
                     metadata=metadata,
                     events_=events_,
                     partition_keys=partition_keys,
+                    downstream=downstream,
                 )
             except _NotOwned:
                 return None  # nothing written
@@ -735,6 +754,7 @@ class Storage(
         metadata: Mapping[str, Any] | None,
         events_: Sequence[NewEvent],
         partition_keys: Sequence[str],
+        downstream: Sequence[str] | None = None,
     ) -> tuple[list[StepRef], ClaimedStep | None]:
         """``_complete_step`` of an asset step on PostgreSQL: one transaction of three
         statements sent with its BEGIN and COMMIT in one round trip (``run_pipelined``; each
@@ -785,8 +805,12 @@ class Storage(
                 f" (continuing task {delivery})" if delivery else ""
             )
             params["b_started_data"] = {"attempt": 1, CONTINUED_IN: delivery} if delivery else {"attempt": 1}
+        only_child = downstream is not None and len(downstream) == 1
+        if only_child:
+            assert downstream is not None
+            params["b_only_child"] = downstream[0]
         dialect = self.engine.dialect
-        statement = _success_statement(len(made), len(new_events), runs_next, len(partition_keys), dialect)
+        statement = _success_statement(len(made), len(new_events), runs_next, len(partition_keys), only_child, dialect)
         by_run = {"b_run_id": run_id}
         with self.engine.connect() as conn:
             _, rows, _ = run_pipelined(
@@ -1300,6 +1324,60 @@ def _lock_run_statement(dialect: Any) -> DriverStatement:
 
 
 @functools.lru_cache(maxsize=4)
+def _start_statement(dialect: Any) -> DriverStatement:
+    """``Storage.start_run`` in one statement (parameter b_run_id), for a QUEUED run with
+    steps and no pooled root (a pooled root needs ``_fill_pools``, a run without steps its
+    end): the run QUEUED -> STARTED, its roots PLANNED -> READY and RUN_STARTED, each only if
+    the run's compare-and-set matched, all at the transaction's ``now()``. Returns
+    ``started`` (1 if it matched), ``was_status`` (the run's status in the statement's
+    snapshot: QUEUED with ``started`` 0, it is for the general path) and each READY root's
+    ``_REF`` columns."""
+    run_id = bindparam("b_run_id", type_=String())
+    root = steps.alias("root")
+    pooled_root = exists().where(
+        root.c.run_id == run_id,
+        root.c.status == StepStatus.PLANNED,
+        root.c.pending_upstream == 0,
+        root.c.pool.is_not(None),
+    )
+    started = (
+        update(runs)
+        .where(runs.c.run_id == run_id, runs.c.status == RunStatus.QUEUED, runs.c.steps_remaining > 0, ~pooled_root)
+        .values(status=RunStatus.STARTED, started_at=func.now())
+        .returning(runs.c.run_id)
+        .cte("started")
+    )
+    readied = (
+        update(steps)
+        .where(
+            steps.c.run_id == run_id,
+            steps.c.status == StepStatus.PLANNED,
+            steps.c.pending_upstream == 0,
+            exists(select(literal(1)).select_from(started)),
+        )
+        .values(status=StepStatus.READY, ready_at=func.now())
+        .returning(*_REF)
+        .cte("readied")
+    )
+    logged = (
+        insert(events)
+        .from_select(
+            ["run_id", "step_key", "event_type", "timestamp", "message", "data"],
+            select(started.c.run_id, null(), literal("RUN_STARTED", String()), func.now(), null(), null()),
+        )
+        .cte("logged")
+    )
+    was = select(runs.c.status).where(runs.c.run_id == run_id).scalar_subquery()
+    outcome = select(func.count().label("started"), was.label("was_status")).select_from(started).subquery("outcome")
+    statement = (
+        select(outcome.c.started, outcome.c.was_status, *readied.c)
+        .select_from(outcome.outerjoin(readied, true()))
+        .add_cte(logged)
+    )
+    return DriverStatement(statement, dialect)
+
+
+@functools.lru_cache(maxsize=4)
 def _close_statement(dialect: Any) -> DriverStatement:
     """Statement 3 of ``Storage._complete_asset_step_pg``: ``Storage._close_run`` in SQL, for
     a STARTED run whose counter is 0 (the statement before made it so; a run whose counter
@@ -1338,13 +1416,28 @@ def _keys(query: Any) -> Any:
 
 
 @functools.lru_cache(maxsize=512)
-def _success_statement(materialized: int, logged: int, runs_next: bool, partitioned: int, dialect: Any) -> Any:
+def _success_statement(
+    materialized: int, logged: int, runs_next: bool, partitioned: int, only_child: bool, dialect: Any
+) -> Any:
     """Statement 2 of ``Storage._complete_asset_step_pg`` for ``materialized`` partition rows
     (0: no materialization), ``logged`` events, ``partitioned`` partitions' status and, with
     ``runs_next``, the continuation's claim of one child (if the run is STARTED). Parameters
     (b_ and): run_id, step_key, attempt, asset_key, metadata, partition_<i>,
     status_partition_<i>, type_<i>, message_<i>, data_<i>; with ``runs_next`` queue, worker,
-    started_message, started_data. The time is the transaction's ``now()``.
+    started_message, started_data; with ``only_child`` only_child. The time is the
+    transaction's ``now()``.
+
+    The children are the keys of the step's ``downstream`` (read in SQL, from the row the
+    compare-and-set matched), compared with ``= ANY(ARRAY(...))``. PostgreSQL takes such a
+    comparison into the (run_id, step_key) index's lookup only when its statistics say that a
+    run has many steps; without them (a table never analyzed, as after a TRUNCATE with
+    autovacuum off, or lagging behind a fast-growing table) it reads every step of the run
+    and filters, per success: quadratic in a fan-out's width (a 400-wide fan-out read 402
+    rows, 189 buffers, per step). ``only_child`` (the caller knows the step has exactly one
+    child, ``b_only_child``, from its claim; a chain's or a fan-out's middle step) adds
+    ``step_key = b_only_child``: an equality on both columns of the unique index, one row
+    whatever the statistics; the ``downstream`` comparison stays, so the row's own list still
+    decides what is released.
 
     Returns ``owned`` (1 if the compare-and-set matched), ``was_status`` (the attempt's status
     when the statement began: RUNNING with ``owned`` 0, it has a pool to hand over),
@@ -1353,9 +1446,11 @@ def _success_statement(materialized: int, logged: int, runs_next: bool, partitio
     run_id = bindparam("b_run_id", type_=String())
     step_key = bindparam("b_step_key", type_=String())
     attempt = bindparam("b_attempt", type_=Integer())
+    only = (bindparam("b_only_child", type_=String()),) if only_child else ()
     child = steps.alias("child")
     pooled_child = exists().where(
         child.c.run_id == run_id,
+        *(child.c.step_key == key for key in only),
         child.c.pool.is_not(None),
         child.c.step_key == any_(_keys(select(func.json_array_elements_text(steps.c.downstream)).correlate(steps))),
     )
@@ -1365,7 +1460,10 @@ def _success_statement(materialized: int, logged: int, runs_next: bool, partitio
             steps.c.run_id == run_id,
             steps.c.step_key == step_key,
             steps.c.attempt == attempt,
-            steps.c.status == StepStatus.RUNNING,
+            # ``= ANY(ARRAY[...])``, not ``=``: without statistics PostgreSQL would look the
+            # step up in the status index's RUNNING entries (every step ever run there, until
+            # a vacuum) rather than by its unique key.
+            steps.c.status == any_(postgresql.array([literal(StepStatus.RUNNING, String())])),
             steps.c.pool.is_(None),
             ~pooled_child,
         )
@@ -1455,6 +1553,7 @@ def _success_statement(materialized: int, logged: int, runs_next: bool, partitio
             select(func.min(steps.c.step_key).label("step_key"))
             .where(
                 steps.c.run_id == run_id,
+                *(steps.c.step_key == key for key in only),
                 steps.c.step_key == children,
                 becomes_ready,
                 steps.c.attempt == 1,
@@ -1474,7 +1573,7 @@ def _success_statement(materialized: int, logged: int, runs_next: bool, partitio
         )
     released = (
         update(steps)
-        .where(steps.c.run_id == run_id, steps.c.step_key == children)
+        .where(steps.c.run_id == run_id, *(steps.c.step_key == key for key in only), steps.c.step_key == children)
         .values(status=status, **values)
         .returning(*steps.c)
         .cte("released")

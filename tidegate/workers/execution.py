@@ -233,7 +233,12 @@ class StepExecutor:
         step = claimed.step
         if queue is None:
             ready = self.storage.complete_step(
-                step.run_id, step.step_key, step.attempt, asset_key=step.asset_key, **outcome
+                step.run_id,
+                step.step_key,
+                step.attempt,
+                asset_key=step.asset_key,
+                downstream=step.downstream,
+                **outcome,
             )
             return None if ready is None else (ready, None)
         return self.storage.complete_step_and_claim(
@@ -243,6 +248,7 @@ class StepExecutor:
             continuation=Continuation(self.worker_name, queue, claimed.run),
             delivery=task_id,
             asset_key=step.asset_key,
+            downstream=step.downstream,
             **outcome,
         )
 
