@@ -4,9 +4,12 @@ and ``commit_tick``, one automation tick evaluated and committed on a storage as
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import random
+from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime, timedelta
 
+from tidegate.definitions.asset import asset
+from tidegate.definitions.automation_condition import AutomationCondition
 from tidegate.definitions.automation_evaluator import (
     AssetSlice,
     AutomationCursor,
@@ -17,6 +20,7 @@ from tidegate.definitions.automation_evaluator import (
 from tidegate.definitions.automation_sensor import AutomationConditionSensorDefinition
 from tidegate.definitions.defs import Definitions
 from tidegate.definitions.key import AssetKey
+from tidegate.definitions.partitions import PartitionsDefinition
 from tidegate.scheduler.automation import AutomationTick, AutomationTicks
 from tidegate.storage.api import Storage
 from tidegate.storage.instigators import TickRecord
@@ -134,3 +138,29 @@ def commit_tick(
     assert record is not None
     tick.install()
     return tick, record
+
+
+def layered_graph(
+    rng: random.Random,
+    conditions: Sequence[AutomationCondition | None],
+    partitions_def: Callable[[int, int], PartitionsDefinition | None],
+) -> tuple[Definitions, list[list[str]]]:
+    """Six layers of six assets ``l{layer}_{i}``, each depending on 1-3 random assets of the
+    layer before, with a condition drawn from ``conditions`` (none on the first layer) and
+    ``partitions_def(layer, i)``: the definitions and the layers' names."""
+    layers: list[list[str]] = []
+    assets = []
+    for layer in range(6):
+        names = []
+        for i in range(6):
+            name = f"l{layer}_{i}"
+            deps = rng.sample(layers[-1], rng.randint(1, 3)) if layers else []
+            condition = rng.choice(conditions) if layer else None
+
+            @asset(name=name, deps=deps, automation_condition=condition, partitions_def=partitions_def(layer, i))
+            def body() -> None: ...
+
+            assets.append(body)
+            names.append(name)
+        layers.append(names)
+    return Definitions(assets=assets), layers

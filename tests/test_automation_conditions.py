@@ -13,7 +13,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 import tidegate as tg
-from tests.automation_world import World
+from tests.automation_world import World, layered_graph
 from tidegate import AssetSelection
 from tidegate import AutomationCondition as AC
 from tidegate.definitions.automation_condition import from_template
@@ -551,28 +551,8 @@ def test_an_incremental_evaluation_matches_a_full_one_on_a_random_graph() -> Non
     after_request = AC.any_deps_match(AC.newly_requested())  # a dependency requested on the previous tick
     conditions = [AC.eager(), AC.eager(), AC.on_missing(), AC.on_cron("*/5 * * * *"), grandparents, after_request]
     conditions.append(None)
-    layers: list[list[str]] = []
-    assets = []
-    for layer in range(6):
-        names = []
-        for i in range(6):
-            name = f"l{layer}_{i}"
-            deps = rng.sample(layers[-1], rng.randint(1, 3)) if layers else []
-            condition = rng.choice(conditions) if layer else None
-            partitioned = layer in (2, 3)
-
-            @tg.asset(
-                name=name,
-                deps=deps,
-                automation_condition=condition,
-                partitions_def=daily if partitioned else None,
-            )
-            def body() -> None: ...
-
-            assets.append(body)
-            names.append(name)
-        layers.append(names)
-    w = World(tg.Definitions(assets=assets), T0)
+    defs, layers = layered_graph(rng, conditions, lambda layer, i: daily if layer in (2, 3) else None)
+    w = World(defs, T0)
     targets = [k for k, a in w.graph.assets.items() if a.automation_condition is not None]
     own: AutomationCursor | None = None  # the evaluator's own cursor object, never parsed
 

@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import tidegate as tg
-from tests.automation_world import World
+from tests.automation_world import World, layered_graph
 from tidegate import AutomationCondition as AC
 from tidegate.definitions.automation_evaluator import evaluate_automation
 from tidegate.definitions.automation_records import AutomationCursor, AutomationResult
@@ -131,26 +131,8 @@ def test_the_fast_paths_evaluate_as_the_general_code_on_a_layered_graph() -> Non
     rng = random.Random(17)
     conditions = [AC.eager(), AC.eager(), AC.eager(), AC.on_missing(), AC.on_cron(CRON)]
     conditions += [AC.any_deps_match(AC.any_deps_updated()), AC.eager().ignore(tg.AssetSelection.assets("l0_0")), None]
-    layers: list[list[str]] = []
-    assets = []
-    for layer in range(6):
-        names = []
-        for i in range(6):
-            name = f"l{layer}_{i}"
-            deps = rng.sample(layers[-1], rng.randint(1, 3)) if layers else []
-
-            @tg.asset(
-                name=name,
-                deps=deps,
-                automation_condition=rng.choice(conditions) if layer else None,
-                partitions_def=DAILY if layer == 2 and i < 2 else None,
-            )
-            def body() -> None: ...
-
-            assets.append(body)
-            names.append(name)
-        layers.append(names)
-    w = World(tg.Definitions(assets=assets), T0)
+    defs, layers = layered_graph(rng, conditions, lambda layer, i: DAILY if layer == 2 and i < 2 else None)
+    w = World(defs, T0)
     targets = [k for k, a in w.graph.assets.items() if a.automation_condition is not None]
     requested = 0
     for _ in range(40):
