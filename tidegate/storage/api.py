@@ -807,8 +807,7 @@ class Storage(
             params["b_started_data"] = {"attempt": 1, CONTINUED_IN: delivery} if delivery else {"attempt": 1}
         only_child = downstream is not None and len(downstream) == 1
         if only_child:
-            assert downstream is not None
-            params["b_only_child"] = downstream[0]
+            params["b_only_child"] = next(iter(downstream or ()))
         dialect = self.engine.dialect
         statement = _success_statement(len(made), len(new_events), runs_next, len(partition_keys), only_child, dialect)
         by_run = {"b_run_id": run_id}
