@@ -334,10 +334,30 @@ def test_a_success_finds_its_only_child_by_key_without_statistics(pg_url: str) -
     told its one child (``downstream``, from its claim) releases it through the unique
     (run_id, step_key) index with both keys, not by reading every step of the run, which
     made a fan-out's successes quadratic in its width; it counts the child down once, and
-    a step with several children (``top``) still releases them all."""
+    a step with several children (``top``) still releases them all.
+
+    The table is first made what a bench run leaves: TRUNCATE (no statistics, no pages),
+    then 300 steps run and deleted. At that size the planner once costed the status index
+    (its RUNNING entries) and the pool index as cheaply as the unique key and took them."""
     truncate_all(pg_url)
     storage = Storage.open(pg_url, upgrade=True)
     try:
+        with storage.engine.begin() as conn:
+            raw = conn.connection.driver_connection
+            assert raw is not None
+            raw.execute("TRUNCATE steps")
+            raw.execute(
+                "INSERT INTO runs (run_id, job_name, status, origin, priority, tags, steps_remaining, created_at)"
+                " VALUES ('bloat', 'j', 'SUCCEEDED', 'test', 0, '{}', 0, now())"
+            )
+            raw.execute(
+                "INSERT INTO steps (run_id, step_key, asset_key, display_name, status, attempt, queue,"
+                " downstream, pending_upstream) SELECT 'bloat', 's' || g, 'a', 'a', 'RUNNING', 1, 'q', '[]', 0"
+                " FROM generate_series(1, 300) AS g"
+            )
+            raw.execute("UPDATE steps SET status = 'SUCCEEDED'")
+            raw.execute("DELETE FROM steps")
+            raw.execute("DELETE FROM runs")
         run_id, _ = _started_run(storage)
         assert (
             sorted(r.step_key for r in storage.complete_step(run_id, "top", 1, asset_key="top", metadata={}) or [])

@@ -1459,11 +1459,13 @@ def _success_statement(
             steps.c.run_id == run_id,
             steps.c.step_key == step_key,
             steps.c.attempt == attempt,
-            # ``= ANY(ARRAY[...])``, not ``=``: without statistics PostgreSQL would look the
-            # step up in the status index's RUNNING entries (every step ever run there, until
-            # a vacuum) rather than by its unique key.
-            steps.c.status == any_(postgresql.array([literal(StepStatus.RUNNING, String())])),
-            steps.c.pool.is_(None),
+            # Both as ``(...) IS TRUE`` (the same truth: neither side is ever NULL), which
+            # no index can answer: without statistics the planner costs every index at about
+            # one row, and with a few hundred dead rows it chose the status index (walking
+            # its RUNNING entries: every step run since the last vacuum) or the pool index
+            # (every unpooled step) over the unique key. Now only the unique key can find it.
+            (steps.c.status == StepStatus.RUNNING).is_(true()),
+            steps.c.pool.is_(None).is_(true()),
             ~pooled_child,
         )
         .values(status=StepStatus.SUCCEEDED, ended_at=now, error=None)
