@@ -210,8 +210,8 @@ def test_a_not_on_no_candidates_keeps_its_stateful_operand_current() -> None:
 
 def test_partition_mappings_other_than_identity_on_partitions_of_other_definitions() -> None:
     """Subsets of partitions crossing a mapping between two partitions definitions: a daily
-    asset reading a weekly one (time windows: a week exists for the days of its last day
-    only, as ``TimeWindowPartitionMapping`` maps), a weekly one reading a daily one, a daily one
+    asset reading a weekly one (time windows: each day of a week reads it once it has
+    ended, as in Dagster), a weekly one reading a daily one, a daily one
     reading yesterday and today of a daily asset that starts earlier, a static asset reading
     another static one by identical keys (b and c shared, a and d not), a static asset reading
     every partition of another. Each requests where a partition it reads was updated and none
@@ -271,8 +271,8 @@ def test_partition_mappings_other_than_identity_on_partitions_of_other_definitio
     w.materialize("days", "2024-01-12", "2024-01-13", "2024-01-15")
     w.materialize("s1", "a", "b")
     assert tick() == {
-        # the week of 14 to 20 January, read by the day when it ends (see above)
-        ("days_of_weeks", "2024-01-20"),
+        # the week of 14 to 20 January (ended on the 21st), read by each of its days
+        *(("days_of_weeks", f"2024-01-{d}") for d in range(14, 21)),
         # 13 reads 12 and 13; 14 reads 13 and the missing 14; 12 reads the missing 11
         ("rolling", "2024-01-13"),
         ("s2_same", "b"),  # 'a' is not a partition of s2_same; its 'c' and 'd' read nothing updated

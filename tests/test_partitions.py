@@ -374,3 +374,23 @@ def test_a_mapping_onto_a_bounded_upstream_reads_only_windows_before_its_end() -
     assert rolling.upstream_keys("2024-02-01", downstream, upstream) == []
     assert upstream.last_ended_key(datetime(2030, 1, 1, tzinfo=UTC)) == "2024-01-09"
     assert upstream.get_partition_keys(datetime(2030, 1, 1, tzinfo=UTC))[-1] == "2024-01-09"
+
+
+def test_a_day_reads_its_week_once_the_week_has_ended() -> None:
+    """As in Dagster: a downstream window maps to every upstream window overlapping it that
+    exists at ``current_time``, not only those that had ended when the downstream one ended
+    (which left every day but a week's last reading no week at all, ever)."""
+    weekly = tg.WeeklyPartitionsDefinition(start_date="2024-01-07")
+    daily = tg.DailyPartitionsDefinition(start_date="2024-01-07")
+    mapping = tg.TimeWindowPartitionMapping()
+    during = datetime(2024, 1, 17, 12, tzinfo=UTC)  # the week of the 14th runs until the 21st
+    after = datetime(2024, 1, 21, 0, tzinfo=UTC)
+    assert mapping.upstream_keys("2024-01-15", daily, weekly, during) == []
+    assert [mapping.upstream_keys(f"2024-01-{d}", daily, weekly, after) for d in range(14, 21)] == [["2024-01-14"]] * 7
+    # the next day, read with end_offset=1, once it exists
+    tomorrow = tg.TimeWindowPartitionMapping(end_offset=1)
+    assert tomorrow.upstream_keys("2024-01-15", daily, daily, datetime(2024, 1, 16, 12, tzinfo=UTC)) == ["2024-01-15"]
+    assert tomorrow.upstream_keys("2024-01-15", daily, daily, datetime(2024, 1, 17, tzinfo=UTC)) == [
+        "2024-01-15",
+        "2024-01-16",
+    ]

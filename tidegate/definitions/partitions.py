@@ -543,9 +543,11 @@ class TimeWindowPartitionMapping(PartitionMapping):
         if downstream_key is None:
             return []
         window = downstream.time_window_for_key(downstream_key)
-        # Upstream windows that exist when the downstream window ends (all of them for a
-        # bounded definition), found by bisection over the upstream's tick instants.
-        count = upstream._count(datetime.max.replace(tzinfo=UTC) if upstream._end else window.end)
+        # Upstream windows that exist at ``current_time`` (now if not given; all of them for a
+        # bounded definition), found by bisection over the upstream's tick instants. As in
+        # Dagster, a window yet to end maps once it exists: a day maps to its week when the
+        # week has ended, not only if it ended with that day.
+        count = upstream._count(datetime.max.replace(tzinfo=UTC) if upstream._end else current_time)
         starts = upstream._ticks.instants  # window i is [starts[i], starts[i + 1])
         first = max(0, bisect.bisect_right(starts, window.start) - 1)  # the first ending after its start
         last = min(count, bisect.bisect_left(starts, window.end)) - 1  # the last starting before its end
