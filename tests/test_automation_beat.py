@@ -420,3 +420,28 @@ def test_the_cursor_is_stored_per_asset(storage: Storage) -> None:
     when += timedelta(seconds=30)
     commit_tick(storage, older, sensor, when)
     assert set(rows()) == {f"a{i}" for i in range(5)} and set(rows().values()) == {1}
+
+
+def test_partition_keys_read_from_the_log_are_the_definitions_own_strings(storage: Storage) -> None:
+    """The state a tick keeps holds each materialized partition as the string object its
+    partitions definition lists, whether read from the history (a beat's first tick) or from
+    the events after the cursor: the evaluator's ``missing`` then compares a thousand keys by
+    identity rather than by contents (a cache miss each, ~0.1 s of the bench's 1% tick)."""
+    days = tg.DailyPartitionsDefinition(start_date="2024-01-01", end_date="2024-03-01")
+
+    @tg.asset(partitions_def=days, automation_condition=EAGER)
+    def daily() -> int:
+        return 1
+
+    defs = tg.Definitions(assets=[daily])
+    sensor = defs.sensors[DEFAULT_AUTOMATION_SENSOR]
+    listed = {k: k for k in days.get_partition_keys(START)}
+    for key in ("2024-01-01", "2024-01-02"):
+        storage.report_materialization("daily", partition_key=key)
+    ticks = Beat(defs, storage, lambda refs: None, clock=FakeClock(START), holder="interned").automation
+    commit_tick(storage, ticks, sensor, START)  # the history
+    storage.report_materialization("daily", partition_key="2024-01-03")
+    commit_tick(storage, ticks, sensor, START + timedelta(seconds=30))  # an event after the cursor
+    materialized = ticks._state[sensor.name].materialized[tg.AssetKey("daily")]
+    assert materialized == {"2024-01-01", "2024-01-02", "2024-01-03"}
+    assert all(p is listed[p] for p in materialized)  # type: ignore[index]

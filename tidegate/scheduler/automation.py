@@ -269,9 +269,16 @@ class AutomationTicks:
         materialized_rows, failed_rows = self.storage.automation_history(materialization)
         latest: dict[tuple[AssetKey, Partition], datetime] = {}
         materialized: dict[AssetKey, set[Partition]] = {}
-        keys: dict[str, AssetKey] = {}
+        keys: dict[str, tuple[AssetKey, Mapping[str, str]]] = {}
+        canonical = _Canonical(self.defs, partition_keys)
         for name, partition, when in materialized_rows:
-            key = keys.get(name) or keys.setdefault(name, AssetKey.from_user_string(name))
+            found = keys.get(name)
+            if found is None:
+                key = AssetKey.from_user_string(name)
+                found = keys[name] = (key, canonical.of(key))
+            key = found[0]
+            if partition is not None:
+                partition = found[1].get(partition, partition)
             materialized.setdefault(key, set()).add(partition)
             latest[key, partition] = when
         failed: dict[AssetKey, set[Partition]] = {}
@@ -434,6 +441,32 @@ def _partitions_of(
         return []
 
 
+class _Canonical:
+    """Each asset's partition keys as its partitions definition's own string objects (the
+    ones ``partition_keys`` lists, tick after tick), for the keys read from the log.
+
+    The evaluator compares an asset's materialized partitions with all of its partitions
+    (``missing``): with equal strings that are other objects, scattered over the heap as the
+    history's rows were read, each of the thousand lookups per asset compares the strings'
+    contents, a cache miss each (measured: ~110 us per daily asset over 3 years, ~0.1 s of the
+    bench's 1%-updated tick); with the same objects, a set lookup matches on identity."""
+
+    def __init__(self, defs: Definitions, partition_keys: Callable[[PartitionsDefinition], list[str]]) -> None:
+        self.defs, self.partition_keys = defs, partition_keys
+        self._of: dict[PartitionsDefinition, Mapping[str, str]] = {}
+
+    def of(self, key: AssetKey) -> Mapping[str, str]:
+        """The canonical string of each partition key of ``key`` (nothing for an unknown or
+        unpartitioned asset)."""
+        asset = self.defs.graph.assets.get(key)
+        if asset is None or asset.partitions_def is None:
+            return {}
+        found = self._of.get(asset.partitions_def)
+        if found is None:
+            found = self._of[asset.partitions_def] = {k: k for k in self.partition_keys(asset.partitions_def)}
+        return found
+
+
 def _apply(
     defs: Definitions,
     state: AssetState,
@@ -443,8 +476,13 @@ def _apply(
     """``state`` moved on by ``changes`` (a new state; ``state`` is left as it was), the
     partitions updated per asset, and the assets whose facts changed."""
     events: list[tuple[datetime, int, AssetKey, Partition]] = []  # (time, 1 materialized / 0 failed, ...)
+    canonical = _Canonical(defs, partition_keys)
     for row in changes.materialized:
-        events.append((row.timestamp, 1, AssetKey.from_user_string(row.asset_key), row.partition_key))
+        key = AssetKey.from_user_string(row.asset_key)
+        partition = row.partition_key
+        if partition is not None:
+            partition = canonical.of(key).get(partition, partition)
+        events.append((row.timestamp, 1, key, partition))
     for row in changes.failed:
         key = AssetKey.from_user_string(row.asset_key)
         events += [(row.timestamp, 0, key, p) for p in _partitions_of(defs, key, row.tags or {}, partition_keys)]
