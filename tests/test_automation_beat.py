@@ -445,3 +445,75 @@ def test_partition_keys_read_from_the_log_are_the_definitions_own_strings(storag
     materialized = ticks._state[sensor.name].materialized[tg.AssetKey("daily")]
     assert materialized == {"2024-01-01", "2024-01-02", "2024-01-03"}
     assert all(p is listed[p] for p in materialized)  # type: ignore[index]
+
+
+def test_records_name_their_condition_template_stored_once(storage: Storage) -> None:
+    """A stored record names its condition's template by digest (the template, 0.74 of an
+    eager() record's 1.3 KB, is one row of automation_templates, written by the first tick that
+    needs it); reading gives the record with its template inline, as before; a record of the
+    earlier format reads as it is; a downgrade puts the templates back into the records."""
+    from alembic import command
+
+    from tidegate.definitions.automation_records import EvaluationRecord
+    from tidegate.storage import migrate
+    from tidegate.storage.automation import EvaluationWrite
+    from tidegate.storage.schema import automation_evaluations, automation_templates
+
+    def stored() -> tuple[list[dict[str, Any]], dict[str, str]]:
+        with storage.engine.connect() as conn:
+            records = list(conn.execute(select(automation_evaluations.c.record)).scalars())
+            templates = dict(conn.execute(select(automation_templates.c.digest, automation_templates.c.template)).all())
+        return [r if isinstance(r, dict) else json.loads(r) for r in records], templates
+
+    defs = _defs(5)
+    sensor = defs.sensors[DEFAULT_AUTOMATION_SENSOR]
+    ticks = Beat(defs, storage, lambda refs: None, clock=FakeClock(START), holder="templates").automation
+    tick, _ = commit_tick(storage, ticks, sensor, START)
+    digest = EAGER.template_digest()
+    assert tick.outcome.automation is not None and tick.outcome.automation.templates == {digest: EAGER.template()}
+    records, templates = stored()
+    assert len(records) == 5 and templates == {digest: EAGER.template()}
+    assert all(r["v"] == 3 and r["template"] == digest and "condition" not in r for r in records)
+    (row,) = storage.automation_evaluations("a2", limit=1)
+    raw = next(r for r in records if r["asset_key"] == "a2")
+    inline = {**{k: v for k, v in raw.items() if k != "template"}, "v": 2, "condition": json.loads(EAGER.template())}
+    assert row.record == inline
+    assert list(row.record) == [
+        "v",
+        "asset_key",
+        "evaluation_time",
+        "requested",
+        "condition",
+        "nodes",
+    ]  # to_json's order
+    assert "eager" in EvaluationRecord.from_dict(row.record).explain_lines()[0]  # it renders
+    # a later tick with records: the template is stored already
+    storage.report_materialization("source")
+    tick, _ = commit_tick(storage, ticks, sensor, START + timedelta(seconds=30))
+    assert tick.outcome.runs and tick.outcome.automation is not None and tick.outcome.automation.templates == {}
+    assert len(stored()[1]) == 1
+    # a record of the earlier format (the template inline) reads as it is
+    with storage.engine.begin() as conn:
+        storage.insert_automation_evaluations_in(
+            conn,
+            sensor=sensor.name,
+            tick_id=10**6,
+            evaluated_at=START,
+            writes=[EvaluationWrite("a2", 0, json.dumps(row.record))],
+            run_ids=[],
+            backfill_ids=[],
+        )
+    assert storage.automation_evaluations("a2", limit=1)[0].record == row.record
+    # downgraded, every record holds its template again (what the earlier code reads)
+    config = migrate._config()
+    with storage.engine.begin() as conn:
+        config.attributes["connection"] = conn
+        command.downgrade(config, "0011")
+    with storage.engine.connect() as conn:
+        records = [
+            r if isinstance(r, dict) else json.loads(r)
+            for r in conn.execute(select(automation_evaluations.c.record)).scalars()
+        ]
+    assert len(records) == 11 and all(r["v"] == 2 and r["condition"] == json.loads(EAGER.template()) for r in records)
+    assert all("template" not in r for r in records)
+    migrate.upgrade(storage.engine)

@@ -153,6 +153,7 @@ class AutomationTicks:
         # stored cursor is that text reuses it rather than parsing half a megabyte again)
         self._parsed: dict[str, tuple[str, AutomationCursor, int]] = {}  # (head text, cursor, sequence number)
         self._targets: dict[str, tuple[AutomationConditionSensorDefinition, list[AssetKey]]] = {}
+        self._templates: set[str] = set()  # digests of the condition templates a committed tick stored
 
     def evaluate(
         self, sensor: AutomationConditionSensorDefinition, cursor: str | None, now: datetime
@@ -224,6 +225,7 @@ class AutomationTicks:
                 gc.enable()
 
         def install() -> None:
+            self._templates.update(outcome.automation.templates if outcome.automation is not None else ())
             self._state[sensor.name] = fresh
             self._stored[sensor.name] = stored
             self._parsed[sensor.name] = (conditions_text, result.cursor, next_seq)
@@ -345,12 +347,16 @@ class AutomationTicks:
                 runs_of.setdefault(key, []).append(len(runs))
             runs.append(PlannedRun(plan, None, tags))
         writes = []
+        templates: dict[str, str] = {}
         time_text = f'"evaluation_time":{json.dumps(now.isoformat())}'
         for name, key, record in sorted((k.to_user_string(), k, r) for k, r in result.evaluations.items()):
-            data = record.to_json()  # serialized once: the digest and the stored text
+            data = record.to_stored_json()  # serialized once: the digest and the stored text
             digest = _digest(data, time_text if record.evaluation_time is now else None, record.evaluation_time)
             if record.requested_count or stored.get(key) != digest:  # else the stored one still says it all
                 stored[key] = digest
+                condition = record.condition
+                if condition is not None and condition.template_digest() not in self._templates:
+                    templates[condition.template_digest()] = condition.template()
                 writes.append(
                     EvaluationWrite(
                         name,
@@ -405,6 +411,7 @@ class AutomationTicks:
                 backfills,
                 writes,
                 CursorEntriesWrite(next_seq, entries, removed, whole) if write else None,
+                templates,
             ),
         )
         return outcome, conditions, next_seq
