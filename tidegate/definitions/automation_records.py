@@ -115,8 +115,17 @@ class AssetCursor:
     @cached_property
     def json_fragment(self) -> str:
         """``to_dict`` as compact JSON, computed once: an asset skipped on a tick keeps its
-        AssetCursor, so the cursor's JSON re-serializes only the assets evaluated."""
-        return _COMPACT.encode(self.to_dict())
+        AssetCursor, so the cursor's JSON re-serializes only the assets evaluated. The runs
+        are encoded as the tuples they are (a JSON array either way), not copied into lists."""
+        return _COMPACT.encode(
+            {
+                "hash": self.condition_hash,
+                "time": self.evaluation_time,
+                "requested": self.requested,
+                "nodes": {node: n.subset for node, n in self.nodes.items()},
+                "stable": self.stable,
+            }
+        )
 
     @classmethod
     def from_dict(cls, value: Mapping[str, Any]) -> AssetCursor:
