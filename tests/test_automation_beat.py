@@ -517,3 +517,59 @@ def test_records_name_their_condition_template_stored_once(storage: Storage) -> 
     assert len(records) == 11 and all(r["v"] == 2 and r["condition"] == json.loads(EAGER.template()) for r in records)
     assert all("template" not in r for r in records)
     migrate.upgrade(storage.engine)
+
+
+def test_the_beat_commits_an_automation_tick_with_the_collector_paused(
+    storage: Storage, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The beat's sensor thread keeps the cyclic garbage collector off from the evaluation
+    through the commit (the tick's writes are freed before any collection scans them), and on
+    again after; another sensor's commit runs with it on."""
+    import gc
+
+    seen: list[tuple[str, bool]] = []
+    commit = storage.commit_tick
+
+    def recording(name: str, *args: Any, **kwargs: Any) -> Any:
+        seen.append((name, gc.isenabled()))
+        return commit(name, *args, **kwargs)
+
+    monkeypatch.setattr(storage, "commit_tick", recording)
+    assert gc.isenabled()
+    h = Harness(_defs(3), storage, tmp_path)
+    h.at(START)
+    assert (DEFAULT_AUTOMATION_SENSOR, False) in seen and gc.isenabled()
+    assert all(enabled for name, enabled in seen if name != DEFAULT_AUTOMATION_SENSOR)  # the schedule's
+
+
+def test_the_collector_pause_lasts_until_the_last_holder_leaves() -> None:
+    """Sensor evaluations overlap in threads: the collector is on again only when the last
+    pause ends, and only if it was on before the first."""
+    import gc
+    import threading
+
+    from tidegate.scheduler.automation import collector_paused
+
+    assert gc.isenabled()
+    entered, leave = threading.Event(), threading.Event()
+
+    def other() -> None:
+        with collector_paused():
+            entered.set()
+            leave.wait(10)
+
+    thread = threading.Thread(target=other)
+    with collector_paused():
+        thread.start()
+        entered.wait(10)
+    assert not gc.isenabled()  # the other thread still holds it
+    leave.set()
+    thread.join(10)
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        with collector_paused():
+            pass
+        assert not gc.isenabled()  # it was off before: left off
+    finally:
+        gc.enable()
