@@ -18,7 +18,13 @@ from tidegate import AssetSelection
 from tidegate import AutomationCondition as AC
 from tidegate.definitions.automation_condition import from_template
 from tidegate.definitions.automation_evaluator import evaluate_automation
-from tidegate.definitions.automation_records import AutomationCursor, EvaluationRecord, explained
+from tidegate.definitions.automation_records import (
+    AssetCursor,
+    AutomationCursor,
+    EvaluationRecord,
+    NodeCursor,
+    explained,
+)
 from tidegate.errors import InvalidDefinitionError
 
 T0 = datetime(2024, 1, 22, 10, 0, tzinfo=UTC)
@@ -495,6 +501,11 @@ def test_cursor_round_trips_through_json() -> None:
     other = AutomationCursor(w.cursor.evaluation_time, moved, w.cursor.partitions_fingerprint)
     assert AutomationCursor.from_json(other.to_json(w.cursor)) == other
     assert AutomationCursor.from_json(None) == AutomationCursor()
+    # an entry's fragment (its runs encoded as tuples) is the JSON of its dict form
+    runs = (("2024-01-01", "2024-01-03"), ("2024-01-05", "2024-01-05"))
+    entry = AssetCursor("h", 2.5, runs, {"0.0": NodeCursor(runs), "0.1": NodeCursor(((None, None),))}, stable=True)
+    assert entry.json_fragment == json.dumps(entry.to_dict(), separators=(",", ":"))
+    assert AssetCursor.from_dict(json.loads(entry.json_fragment)) == entry
 
 
 def test_a_request_in_another_partitions_definition_is_not_joined() -> None:

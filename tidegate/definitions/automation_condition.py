@@ -97,6 +97,15 @@ class AutomationCondition:
     def _template(self) -> str:
         return json.dumps(self._template_value(), separators=(",", ":"))
 
+    def template_digest(self) -> str:
+        """A hash of ``template()`` (128 bits, hex), which a stored evaluation record names in
+        place of the template itself (stored once, see ``Storage.automation_evaluations``)."""
+        return self._template_digest
+
+    @cached_property
+    def _template_digest(self) -> str:
+        return hashlib.sha256(self._template.encode()).hexdigest()[:32]
+
     def _template_value(self) -> list[Any]:
         value: list[Any] = [self.name, self.label, self._template_args()]
         value.extend(c._template_value() for c in self.children)

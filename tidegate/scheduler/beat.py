@@ -47,6 +47,7 @@ import time
 import traceback
 import uuid
 from collections.abc import Callable, Collection, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -67,7 +68,7 @@ from tidegate.definitions.schedule import ScheduleDefinition, ScheduleEvaluation
 from tidegate.definitions.sensor import SensorDefinition, SensorEvaluationContext
 from tidegate.errors import TidegateError
 from tidegate.names import PRIORITY_TAG, SCHEDULE_TAG, SENSOR_TAG, TICK_TAG, InstigatorStatus, TickStatus
-from tidegate.scheduler.automation import AutomationTicks
+from tidegate.scheduler.automation import AutomationTicks, collector_paused
 from tidegate.scheduler.backfill import BackfillDaemon
 from tidegate.scheduler.clock import Clock, SystemClock
 from tidegate.scheduler.launcher import Launcher
@@ -462,7 +463,15 @@ class Beat:
         thread.start()
 
     def _evaluate_sensor(self, sensor: SensorDefinition, context: SensorEvaluationContext, flight: _Inflight) -> None:
-        """The thread of one evaluation: evaluate, then commit the tick unless timed out."""
+        """The thread of one evaluation: evaluate, then commit the tick unless timed out. An
+        automation tick runs with the cyclic garbage collector paused until it committed
+        (``collector_paused``: its writes are then freed before any collection scans them)."""
+        with collector_paused() if isinstance(sensor, AutomationConditionSensorDefinition) else nullcontext():
+            self._evaluate_and_commit(sensor, context, flight)
+
+    def _evaluate_and_commit(
+        self, sensor: SensorDefinition, context: SensorEvaluationContext, flight: _Inflight
+    ) -> None:
         on_commit: Callable[[], None] | None = None
         try:
             try:

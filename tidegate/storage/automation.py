@@ -32,12 +32,14 @@ from sqlalchemy import (
     text,
 )
 
+from tidegate.definitions.automation_records import expand_stored, stored_template
 from tidegate.names import ASSET_SELECTION_TAG, BackfillStatus, EventType, RunStatus, StepStatus
 from tidegate.storage.engine import dialect_insert
 from tidegate.storage.events import horizon
 from tidegate.storage.schema import (
     automation_cursor_entries,
     automation_evaluations,
+    automation_templates,
     backfills,
     events,
     materializations,
@@ -348,6 +350,17 @@ class AutomationStorage:
             rows,
         )
 
+    def insert_automation_templates_in(self, conn: Connection, templates: Mapping[str, str]) -> None:
+        """Store condition templates (digest -> template JSON) that evaluation records name,
+        within the tick's transaction (one statement); one stored already is left as it is."""
+        if not templates:
+            return
+        t = automation_templates
+        conn.execute(
+            dialect_insert(self.dialect)(t).on_conflict_do_nothing(index_elements=[t.c.digest]),
+            [dict(digest=d, template=template) for d, template in templates.items()],
+        )
+
     def automation_cursor_entries(self, sensor: str) -> list[tuple[str, int, str]]:
         """Every stored cursor entry of ``sensor``: (asset, seq, AssetCursor JSON)."""
         t = automation_cursor_entries
@@ -372,6 +385,13 @@ class AutomationStorage:
             query = query.where(e.c.requested > 0)
         query = query.order_by(e.c.tick_id.desc(), e.c.id.desc()).limit(limit)
         with self.engine.connect() as conn:
+            found = conn.execute(query).all()
+            # the templates the records name by digest, in one query, put back in their place
+            digests = {d for r in found if (d := stored_template(r.record)) is not None}
+            templates: dict[str, str] = {}
+            if digests:
+                t = automation_templates
+                templates = dict(conn.execute(select(t.c.digest, t.c.template).where(t.c.digest.in_(digests))).all())
             return [
                 EvaluationRow(
                     id=r.id,
@@ -380,11 +400,11 @@ class AutomationStorage:
                     asset_key=r.asset_key,
                     evaluated_at=_aware(r.evaluated_at),
                     requested=r.requested,
-                    record=r.record,
+                    record=expand_stored(r.record, templates),
                     run_ids=tuple(r.run_ids or ()),
                     backfill_ids=tuple(r.backfill_ids or ()),
                 )
-                for r in conn.execute(query)
+                for r in found
             ]
 
     def prune_automation_evaluations(self, *, before: datetime) -> int:

@@ -118,6 +118,8 @@ class AutomationWrites:
     backfills: Sequence[PlannedBackfill] = ()
     evaluations: Sequence[EvaluationWrite] = ()
     cursor_entries: CursorEntriesWrite | None = None  # the cursor's per-asset entries that changed
+    # digest -> template JSON: the templates the records name that may not be stored yet
+    templates: Mapping[str, str] = field(default_factory=dict)
 
 
 class _TickTaken(Exception):
@@ -194,6 +196,8 @@ class InstigatorStorage:
         ) -> None: ...
 
         def write_automation_cursor_in(self, conn: Connection, sensor: str, write: CursorEntriesWrite) -> None: ...
+
+        def insert_automation_templates_in(self, conn: Connection, templates: Mapping[str, str]) -> None: ...
 
     """The instigator half of the storage API (a mixin of Storage)."""
 
@@ -504,6 +508,7 @@ class InstigatorStorage:
         backfill_ids = [
             self.create_backfill_in(conn, b.job_name, b.partition_keys, tags=b.tags) for b in writes.backfills
         ]
+        self.insert_automation_templates_in(conn, writes.templates)
         self.insert_automation_evaluations_in(
             conn,
             sensor=writes.sensor,
