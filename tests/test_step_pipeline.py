@@ -11,14 +11,29 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
-from sqlalchemy import create_engine, event, func, select, text, update
+from sqlalchemy import (
+    Integer,
+    String,
+    bindparam,
+    create_engine,
+    event,
+    func,
+    literal,
+    literal_column,
+    select,
+    text,
+    update,
+)
+from sqlalchemy.dialects import postgresql as sa_postgresql
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.pool import NullPool
 
 import tidegate as tg
 from tests.support import truncate_all
 from tests.test_storage_contract import DEFS
 from tidegate.names import RunStatus, StepStatus
 from tidegate.storage.api import Storage, _success_statement
-from tidegate.storage.engine import normalize_url
+from tidegate.storage.engine import DriverStatement, normalize_url, run_pipelined
 from tidegate.storage.records import Continuation
 from tidegate.storage.schema import runs, steps
 
@@ -182,9 +197,9 @@ def test_successes_that_hand_pool_slots_over(storage: Storage) -> None:
 
 
 def test_a_claim_leaves_its_pooled_connection_as_it_came(pg_url: str) -> None:
-    """PostgreSQL: the pipelined claim (BEGIN, statement, COMMIT in one round trip on the
-    driver connection) returns its connection to the pool outside a transaction, out of
-    pipeline mode, with its settings unchanged (the claim commits durably)."""
+    """PostgreSQL: the claim (one statement sent alone, its own transaction, on the driver
+    connection) returns its connection to the pool outside a transaction, out of pipeline
+    and autocommit mode, with its settings unchanged (the claim commits durably)."""
     engine = create_engine(normalize_url(pg_url), pool_size=1, max_overflow=0)
     storage = Storage(pg_url, engine=engine)
     try:
@@ -197,6 +212,7 @@ def test_a_claim_leaves_its_pooled_connection_as_it_came(pg_url: str) -> None:
             assert isinstance(raw, psycopg.Connection)
             assert raw.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
             assert raw.info.pipeline_status == psycopg.pq.PipelineStatus.OFF
+            assert raw.autocommit is False
             assert conn.execute(select(func.current_setting("synchronous_commit"))).scalar() == "on"
             assert conn.execute(select(runs.c.status).where(runs.c.run_id == run_id)).scalar() == RunStatus.STARTED
     finally:
@@ -205,7 +221,7 @@ def test_a_claim_leaves_its_pooled_connection_as_it_came(pg_url: str) -> None:
 
 def test_a_pipelined_claim_after_postgresql_dropped_every_connection_invalidates_the_pool(pg_url: str) -> None:
     """PostgreSQL: every pooled connection of a worker died with its server session (here
-    ``pg_terminate_backend``). The first pipelined claim fails on its dead connection; as
+    ``pg_terminate_backend``). The first claim fails on its dead connection; as
     SQLAlchemy does on a disconnect, the whole pool is invalidated, so the retry opens a new
     connection and claims, and later calls meet no other dead connection."""
     engine = create_engine(normalize_url(pg_url), pool_size=3, max_overflow=0)
@@ -339,6 +355,8 @@ def test_a_success_finds_its_only_child_by_key_without_statistics(pg_url: str) -
     The table is first made what a bench run leaves: TRUNCATE (no statistics, no pages),
     then 300 steps run and deleted. At that size the planner once costed the status index
     (its RUNNING entries) and the pool index as cheaply as the unique key and took them."""
+    import psycopg
+
     truncate_all(pg_url)
     storage = Storage.open(pg_url, upgrade=True)
     try:
@@ -386,7 +404,10 @@ def test_a_success_finds_its_only_child_by_key_without_statistics(pg_url: str) -
             raw = conn.connection.driver_connection
             assert raw is not None
             assert raw.execute("SELECT reltuples FROM pg_class WHERE relname = 'steps'").fetchone()[0] < 0
-            explained = raw.execute("EXPLAIN (FORMAT JSON) " + statement.sql, statement.params(params)).fetchone()[0]
+            explain = psycopg.RawCursor(raw).execute(
+                b"EXPLAIN (FORMAT JSON) " + statement.numbered, statement.params(params)
+            )
+            explained = explain.fetchone()[0]  # type: ignore[index]
             raw.rollback()
         for cte in ("CTE done", "CTE released"):  # the compare-and-set, the child's count-down
             [node] = [n for n in _plan_nodes(explained[0]["Plan"]) if n.get("Subplan Name") == cte]
@@ -442,3 +463,100 @@ def test_starting_a_run_once_its_roots_ready_and_pooled_roots_waiting(workers: t
     assert first.get_run(run_id).status == RunStatus.STARTED
     assert [(s.step_key, s.status) for s in first.get_steps(run_id)] == [("load", StepStatus.WAITING)]
     assert _count(first, run_id, "RUN_STARTED") == 1
+
+
+def test_a_statement_sent_alone_is_one_transaction_and_leaves_its_connection_as_it_came(pg_url: str) -> None:
+    """PostgreSQL: ``run_pipelined`` sends a single statement alone, in autocommit mode (a
+    claim, ``start_run``): it is its own transaction, committed before the call returns
+    (another connection sees it), or, failing half-way, writes nothing; either way its
+    connection goes back to the pool out of autocommit mode, outside a transaction, and
+    usable (not invalidated)."""
+    import psycopg
+
+    truncate_all(pg_url)
+    engine = create_engine(normalize_url(pg_url), pool_size=1, max_overflow=0)
+    storage = Storage(pg_url, engine=engine)
+    try:
+        run_id, _ = _started_run(storage)
+        run_id_param = bindparam("b_run_id", type_=String())
+        # Two writes in one statement; the second fails (NOT NULL) with a bad ``b_status``.
+        marked = (
+            update(runs)
+            .where(runs.c.run_id == run_id_param)
+            .values(tags={"marked": "yes"})
+            .returning(runs.c.run_id)
+            .cte("marked")
+        )
+        statement = DriverStatement(
+            select(func.count())
+            .select_from(marked)
+            .add_cte(
+                update(steps)
+                .where(steps.c.run_id == select(marked.c.run_id).scalar_subquery())
+                .values(status=bindparam("b_status", type_=String()))
+                .cte("restated")
+            ),
+            engine.dialect,
+        )
+
+        def state(conn: Any) -> tuple[Any, set[str]]:
+            tags = conn.execute(select(runs.c.tags).where(runs.c.run_id == run_id)).scalar()
+            return tags, set(conn.execute(select(steps.c.status).where(steps.c.run_id == run_id)).scalars())
+
+        with engine.connect() as conn, pytest.raises(DBAPIError) as failed:
+            run_pipelined(conn, [(statement, {"b_run_id": run_id, "b_status": None})])
+        assert not failed.value.connection_invalidated
+        observer = create_engine(normalize_url(pg_url), poolclass=NullPool)
+        try:
+            with observer.connect() as other:
+                assert state(other) == ({}, {StepStatus.READY, StepStatus.PLANNED})
+            with engine.connect() as conn:
+                (rows,) = run_pipelined(conn, [(statement, {"b_run_id": run_id, "b_status": StepStatus.SKIPPED})])
+                assert rows[0].count_1 == 1
+                raw = conn.connection.driver_connection
+                assert isinstance(raw, psycopg.Connection)
+                assert raw.autocommit is False
+                assert raw.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+                with observer.connect() as other:  # committed before the call returned
+                    assert state(other) == ({"marked": "yes"}, {StepStatus.SKIPPED})
+        finally:
+            observer.dispose()
+    finally:
+        storage.dispose()
+
+
+def test_a_driver_statement_longer_than_psycopgs_parse_cache_is_bound_by_number(
+    pg_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """PostgreSQL: psycopg parses a text's ``%(name)s`` placeholders again on each call when
+    the text is longer than its cache takes (4,096 characters; a success statement with a
+    continuation is 5,300). A ``DriverStatement`` numbers them once (``$n``, a name used
+    twice one number, ``%%`` back to ``%``) and psycopg parses nothing per call; the values
+    arrive in their places, alone and in a pipeline."""
+    import psycopg._queries
+
+    def parsed(*args: object) -> None:
+        raise AssertionError("psycopg parsed a DriverStatement's placeholders")
+
+    padding = " + 0" * 1100  # past psycopg's 4,096 characters
+    statement = DriverStatement(
+        select(
+            (bindparam("b_n", type_=Integer()) + literal_column("0" + padding)).label("n"),
+            (bindparam("b_n", type_=Integer()) * 2).label("twice"),
+            (bindparam("b_word", type_=String()) + literal("%", String())).label("word"),
+            literal_column("'100%'").label("percent"),
+        ),
+        sa_postgresql.dialect(),  # type: ignore[no-untyped-call]
+    )
+    assert len(statement.sql) > psycopg._queries.MAX_CACHED_STATEMENT_LENGTH
+    assert statement.names.count("b_n") == 1 and b"%(" not in statement.numbered
+    engine = create_engine(normalize_url(pg_url), poolclass=NullPool)
+    try:
+        with engine.connect() as conn:  # SQLAlchemy's first connection sends its own queries
+            monkeypatch.setattr(psycopg._queries, "_query2pg_nocache", parsed)
+            monkeypatch.setattr(psycopg._queries, "_query2pg", parsed)
+            for count in (1, 2):
+                results = run_pipelined(conn, [(statement, {"b_n": 21, "b_word": "all"})] * count)
+                assert [(r.n, r.twice, r.word, r.percent) for (r,) in results] == [(21, 42, "all%", "100%")] * count
+    finally:
+        engine.dispose()
