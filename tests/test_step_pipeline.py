@@ -465,63 +465,67 @@ def test_starting_a_run_once_its_roots_ready_and_pooled_roots_waiting(workers: t
     assert _count(first, run_id, "RUN_STARTED") == 1
 
 
-def test_a_statement_sent_alone_is_one_transaction_and_leaves_its_connection_as_it_came(pg_url: str) -> None:
-    """PostgreSQL: ``run_pipelined`` sends a single statement alone, in autocommit mode (a
-    claim, ``start_run``): it is its own transaction, committed before the call returns
-    (another connection sees it), or, failing half-way, writes nothing; either way its
-    connection goes back to the pool out of autocommit mode, outside a transaction, and
-    usable (not invalidated)."""
+def test_statements_sent_alone_or_pipelined_are_one_transaction_and_leave_their_connection_as_it_came(
+    pg_url: str,
+) -> None:
+    """PostgreSQL: ``run_pipelined`` sends its statements in autocommit mode, one alone (a
+    claim, ``start_run``) or several in one pipeline with one Sync (a success): either way
+    one transaction, committed before the call returns (another connection sees all of it),
+    or, if a statement fails, nothing written, not even by the statements before it. The
+    connection goes back to its pool out of autocommit mode, outside a transaction, usable
+    (not invalidated)."""
     import psycopg
 
     truncate_all(pg_url)
     engine = create_engine(normalize_url(pg_url), pool_size=1, max_overflow=0)
     storage = Storage(pg_url, engine=engine)
+    observer = create_engine(normalize_url(pg_url), poolclass=NullPool)
     try:
         run_id, _ = _started_run(storage)
         run_id_param = bindparam("b_run_id", type_=String())
-        # Two writes in one statement; the second fails (NOT NULL) with a bad ``b_status``.
-        marked = (
-            update(runs)
-            .where(runs.c.run_id == run_id_param)
-            .values(tags={"marked": "yes"})
-            .returning(runs.c.run_id)
-            .cte("marked")
+        mark = DriverStatement(
+            update(runs).where(runs.c.run_id == run_id_param).values(tags={"marked": "yes"}).returning(runs.c.run_id),
+            engine.dialect,
         )
-        statement = DriverStatement(
-            select(func.count())
-            .select_from(marked)
-            .add_cte(
-                update(steps)
-                .where(steps.c.run_id == select(marked.c.run_id).scalar_subquery())
-                .values(status=bindparam("b_status", type_=String()))
-                .cte("restated")
-            ),
+        # A NULL ``b_status`` fails the statement (NOT NULL).
+        restate = DriverStatement(
+            update(steps).where(steps.c.run_id == run_id_param).values(status=bindparam("b_status", type_=String())),
             engine.dialect,
         )
 
-        def state(conn: Any) -> tuple[Any, set[str]]:
-            tags = conn.execute(select(runs.c.tags).where(runs.c.run_id == run_id)).scalar()
-            return tags, set(conn.execute(select(steps.c.status).where(steps.c.run_id == run_id)).scalars())
-
-        with engine.connect() as conn, pytest.raises(DBAPIError) as failed:
-            run_pipelined(conn, [(statement, {"b_run_id": run_id, "b_status": None})])
-        assert not failed.value.connection_invalidated
-        observer = create_engine(normalize_url(pg_url), poolclass=NullPool)
-        try:
+        def state() -> tuple[Any, set[str]]:
             with observer.connect() as other:
-                assert state(other) == ({}, {StepStatus.READY, StepStatus.PLANNED})
+                tags = other.execute(select(runs.c.tags).where(runs.c.run_id == run_id)).scalar()
+                statuses = other.execute(select(steps.c.status).where(steps.c.run_id == run_id)).scalars()
+                return tags, set(statuses)
+
+        def left_as_it_came(conn: Any) -> None:
+            raw = conn.connection.driver_connection
+            assert isinstance(raw, psycopg.Connection)
+            assert raw.autocommit is False
+            assert raw.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+            assert raw.info.pipeline_status == psycopg.pq.PipelineStatus.OFF
+
+        before = ({}, {StepStatus.READY, StepStatus.PLANNED})
+        by_run = {"b_run_id": run_id}
+        fails = {**by_run, "b_status": None}
+        for failing in ([(restate, fails)], [(mark, by_run), (restate, fails)]):
+            with engine.connect() as conn, pytest.raises(DBAPIError) as failed:
+                run_pipelined(conn, failing)
+            assert not failed.value.connection_invalidated
+            assert state() == before
             with engine.connect() as conn:
-                (rows,) = run_pipelined(conn, [(statement, {"b_run_id": run_id, "b_status": StepStatus.SKIPPED})])
-                assert rows[0].count_1 == 1
-                raw = conn.connection.driver_connection
-                assert isinstance(raw, psycopg.Connection)
-                assert raw.autocommit is False
-                assert raw.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
-                with observer.connect() as other:  # committed before the call returned
-                    assert state(other) == ({"marked": "yes"}, {StepStatus.SKIPPED})
-        finally:
-            observer.dispose()
+                left_as_it_came(conn)
+        with engine.connect() as conn:
+            (restated,) = run_pipelined(conn, [(restate, {**by_run, "b_status": StepStatus.SKIPPED})])
+            assert restated == [] and state() == ({}, {StepStatus.SKIPPED})
+            left_as_it_came(conn)
+            marked, _ = run_pipelined(conn, [(mark, by_run), (restate, {**by_run, "b_status": StepStatus.CANCELED})])
+            assert [r.run_id for r in marked] == [run_id]
+            assert state() == ({"marked": "yes"}, {StepStatus.CANCELED})
+            left_as_it_came(conn)
     finally:
+        observer.dispose()
         storage.dispose()
 
 

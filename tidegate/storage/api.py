@@ -757,8 +757,9 @@ class Storage(
         downstream: Sequence[str] | None = None,
     ) -> tuple[list[StepRef], ClaimedStep | None]:
         """``_complete_step`` of an asset step on PostgreSQL: one transaction of three
-        statements sent with its BEGIN and COMMIT in one round trip (``run_pipelined``; each
-        built once per shape and bound per call, ``_success_statement``):
+        statements sent together in one round trip (``run_pipelined``: one pipeline, one
+        implicit transaction; each built once per shape and bound per call,
+        ``_success_statement``):
 
         1. lock the run's row (the module's lock order: the run before its steps);
         2. RUNNING -> SUCCEEDED (the compare-and-set) and, through data-modifying CTEs that
@@ -769,8 +770,9 @@ class Storage(
            once, with its STEP_STARTED event;
         3. the run's end, if the counter reached 0 (it reads what 2 wrote).
 
-        The run's row is locked from the first statement to the COMMIT with no client round
-        trip in between, so completions of one run queue there for one transaction's time.
+        The run's row is locked from the first statement to the transaction's commit with no
+        client round trip in between, so completions of one run queue there for one
+        transaction's time.
 
         A step that holds a pool slot, or has a child in a pool, needs pools handed over
         (``_fill_pools``, reading and deciding in Python): the compare-and-set does not match
