@@ -11,14 +11,29 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
-from sqlalchemy import create_engine, event, func, select, text, update
+from sqlalchemy import (
+    Integer,
+    String,
+    bindparam,
+    create_engine,
+    event,
+    func,
+    literal,
+    literal_column,
+    select,
+    text,
+    update,
+)
+from sqlalchemy.dialects import postgresql as sa_postgresql
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.pool import NullPool
 
 import tidegate as tg
 from tests.support import truncate_all
 from tests.test_storage_contract import DEFS
 from tidegate.names import RunStatus, StepStatus
 from tidegate.storage.api import Storage, _success_statement
-from tidegate.storage.engine import normalize_url
+from tidegate.storage.engine import DriverStatement, normalize_url, run_pipelined
 from tidegate.storage.records import Continuation
 from tidegate.storage.schema import runs, steps
 
@@ -182,9 +197,9 @@ def test_successes_that_hand_pool_slots_over(storage: Storage) -> None:
 
 
 def test_a_claim_leaves_its_pooled_connection_as_it_came(pg_url: str) -> None:
-    """PostgreSQL: the pipelined claim (BEGIN, statement, COMMIT in one round trip on the
-    driver connection) returns its connection to the pool outside a transaction, out of
-    pipeline mode, with its settings unchanged (the claim commits durably)."""
+    """PostgreSQL: the claim (one statement sent alone, its own transaction, on the driver
+    connection) returns its connection to the pool outside a transaction, out of pipeline
+    and autocommit mode, with its settings unchanged (the claim commits durably)."""
     engine = create_engine(normalize_url(pg_url), pool_size=1, max_overflow=0)
     storage = Storage(pg_url, engine=engine)
     try:
@@ -197,6 +212,7 @@ def test_a_claim_leaves_its_pooled_connection_as_it_came(pg_url: str) -> None:
             assert isinstance(raw, psycopg.Connection)
             assert raw.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
             assert raw.info.pipeline_status == psycopg.pq.PipelineStatus.OFF
+            assert raw.autocommit is False
             assert conn.execute(select(func.current_setting("synchronous_commit"))).scalar() == "on"
             assert conn.execute(select(runs.c.status).where(runs.c.run_id == run_id)).scalar() == RunStatus.STARTED
     finally:
@@ -205,7 +221,7 @@ def test_a_claim_leaves_its_pooled_connection_as_it_came(pg_url: str) -> None:
 
 def test_a_pipelined_claim_after_postgresql_dropped_every_connection_invalidates_the_pool(pg_url: str) -> None:
     """PostgreSQL: every pooled connection of a worker died with its server session (here
-    ``pg_terminate_backend``). The first pipelined claim fails on its dead connection; as
+    ``pg_terminate_backend``). The first claim fails on its dead connection; as
     SQLAlchemy does on a disconnect, the whole pool is invalidated, so the retry opens a new
     connection and claims, and later calls meet no other dead connection."""
     engine = create_engine(normalize_url(pg_url), pool_size=3, max_overflow=0)
@@ -339,6 +355,8 @@ def test_a_success_finds_its_only_child_by_key_without_statistics(pg_url: str) -
     The table is first made what a bench run leaves: TRUNCATE (no statistics, no pages),
     then 300 steps run and deleted. At that size the planner once costed the status index
     (its RUNNING entries) and the pool index as cheaply as the unique key and took them."""
+    import psycopg
+
     truncate_all(pg_url)
     storage = Storage.open(pg_url, upgrade=True)
     try:
@@ -386,7 +404,10 @@ def test_a_success_finds_its_only_child_by_key_without_statistics(pg_url: str) -
             raw = conn.connection.driver_connection
             assert raw is not None
             assert raw.execute("SELECT reltuples FROM pg_class WHERE relname = 'steps'").fetchone()[0] < 0
-            explained = raw.execute("EXPLAIN (FORMAT JSON) " + statement.sql, statement.params(params)).fetchone()[0]
+            explain = psycopg.RawCursor(raw).execute(
+                b"EXPLAIN (FORMAT JSON) " + statement.numbered, statement.params(params)
+            )
+            explained = explain.fetchone()[0]  # type: ignore[index]
             raw.rollback()
         for cte in ("CTE done", "CTE released"):  # the compare-and-set, the child's count-down
             [node] = [n for n in _plan_nodes(explained[0]["Plan"]) if n.get("Subplan Name") == cte]
@@ -442,3 +463,104 @@ def test_starting_a_run_once_its_roots_ready_and_pooled_roots_waiting(workers: t
     assert first.get_run(run_id).status == RunStatus.STARTED
     assert [(s.step_key, s.status) for s in first.get_steps(run_id)] == [("load", StepStatus.WAITING)]
     assert _count(first, run_id, "RUN_STARTED") == 1
+
+
+def test_statements_sent_alone_or_pipelined_are_one_transaction_and_leave_their_connection_as_it_came(
+    pg_url: str,
+) -> None:
+    """PostgreSQL: ``run_pipelined`` sends its statements in autocommit mode, one alone (a
+    claim, ``start_run``) or several in one pipeline with one Sync (a success): either way
+    one transaction, committed before the call returns (another connection sees all of it),
+    or, if a statement fails, nothing written, not even by the statements before it. The
+    connection goes back to its pool out of autocommit mode, outside a transaction, usable
+    (not invalidated)."""
+    import psycopg
+
+    truncate_all(pg_url)
+    engine = create_engine(normalize_url(pg_url), pool_size=1, max_overflow=0)
+    storage = Storage(pg_url, engine=engine)
+    observer = create_engine(normalize_url(pg_url), poolclass=NullPool)
+    try:
+        run_id, _ = _started_run(storage)
+        run_id_param = bindparam("b_run_id", type_=String())
+        mark = DriverStatement(
+            update(runs).where(runs.c.run_id == run_id_param).values(tags={"marked": "yes"}).returning(runs.c.run_id),
+            engine.dialect,
+        )
+        # A NULL ``b_status`` fails the statement (NOT NULL).
+        restate = DriverStatement(
+            update(steps).where(steps.c.run_id == run_id_param).values(status=bindparam("b_status", type_=String())),
+            engine.dialect,
+        )
+
+        def state() -> tuple[Any, set[str]]:
+            with observer.connect() as other:
+                tags = other.execute(select(runs.c.tags).where(runs.c.run_id == run_id)).scalar()
+                statuses = other.execute(select(steps.c.status).where(steps.c.run_id == run_id)).scalars()
+                return tags, set(statuses)
+
+        def left_as_it_came(conn: Any) -> None:
+            raw = conn.connection.driver_connection
+            assert isinstance(raw, psycopg.Connection)
+            assert raw.autocommit is False
+            assert raw.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+            assert raw.info.pipeline_status == psycopg.pq.PipelineStatus.OFF
+
+        before = ({}, {StepStatus.READY, StepStatus.PLANNED})
+        by_run = {"b_run_id": run_id}
+        fails = {**by_run, "b_status": None}
+        for failing in ([(restate, fails)], [(mark, by_run), (restate, fails)]):
+            with engine.connect() as conn, pytest.raises(DBAPIError) as failed:
+                run_pipelined(conn, failing)
+            assert not failed.value.connection_invalidated
+            assert state() == before
+            with engine.connect() as conn:
+                left_as_it_came(conn)
+        with engine.connect() as conn:
+            (restated,) = run_pipelined(conn, [(restate, {**by_run, "b_status": StepStatus.SKIPPED})])
+            assert restated == [] and state() == ({}, {StepStatus.SKIPPED})
+            left_as_it_came(conn)
+            marked, _ = run_pipelined(conn, [(mark, by_run), (restate, {**by_run, "b_status": StepStatus.CANCELED})])
+            assert [r.run_id for r in marked] == [run_id]
+            assert state() == ({"marked": "yes"}, {StepStatus.CANCELED})
+            left_as_it_came(conn)
+    finally:
+        observer.dispose()
+        storage.dispose()
+
+
+def test_a_driver_statement_longer_than_psycopgs_parse_cache_is_bound_by_number(
+    pg_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """PostgreSQL: psycopg parses a text's ``%(name)s`` placeholders again on each call when
+    the text is longer than its cache takes (4,096 characters; a success statement with a
+    continuation is 5,300). A ``DriverStatement`` numbers them once (``$n``, a name used
+    twice one number, ``%%`` back to ``%``) and psycopg parses nothing per call; the values
+    arrive in their places, alone and in a pipeline."""
+    import psycopg._queries
+
+    def parsed(*args: object) -> None:
+        raise AssertionError("psycopg parsed a DriverStatement's placeholders")
+
+    padding = " + 0" * 1100  # past psycopg's 4,096 characters
+    statement = DriverStatement(
+        select(
+            (bindparam("b_n", type_=Integer()) + literal_column("0" + padding)).label("n"),
+            (bindparam("b_n", type_=Integer()) * 2).label("twice"),
+            (bindparam("b_word", type_=String()) + literal("%", String())).label("word"),
+            literal_column("'100%'").label("percent"),
+        ),
+        sa_postgresql.dialect(),  # type: ignore[no-untyped-call]
+    )
+    assert len(statement.sql) > psycopg._queries.MAX_CACHED_STATEMENT_LENGTH
+    assert statement.names.count("b_n") == 1 and b"%(" not in statement.numbered
+    engine = create_engine(normalize_url(pg_url), poolclass=NullPool)
+    try:
+        with engine.connect() as conn:  # SQLAlchemy's first connection sends its own queries
+            monkeypatch.setattr(psycopg._queries, "_query2pg_nocache", parsed)
+            monkeypatch.setattr(psycopg._queries, "_query2pg", parsed)
+            for count in (1, 2):
+                results = run_pipelined(conn, [(statement, {"b_n": 21, "b_word": "all"})] * count)
+                assert [(r.n, r.twice, r.word, r.percent) for (r,) in results] == [(21, 42, "all%", "100%")] * count
+    finally:
+        engine.dispose()

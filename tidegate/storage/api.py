@@ -139,7 +139,7 @@ class Storage(
     @property
     def _pipelined(self) -> bool:
         """PostgreSQL through psycopg 3, whose pipeline mode sends a transaction in one round
-        trip (``run_pipelined``)."""
+        trip, or a single statement alone as its own transaction (``run_pipelined``)."""
         return self.engine.dialect.name == "postgresql" and self.engine.dialect.driver == "psycopg"
 
     @classmethod
@@ -325,7 +325,7 @@ class Storage(
         Returns the READY steps to publish; empty if the run was not QUEUED.
 
         PostgreSQL through psycopg, for a run with steps and no pooled root: one statement
-        (``_start_statement``) sent with BEGIN and COMMIT in one round trip, the same writes,
+        (``_start_statement``), its own transaction, in one round trip, the same writes,
         instead of six round trips between the run's wake-up in the launcher and its first
         step on the broker. Otherwise (nothing written by it) the general path below.
         """
@@ -438,8 +438,8 @@ class Storage(
         finished or canceled run): the caller must then do nothing.
 
         PostgreSQL: one statement (the compare-and-set, the run's row and the STEP_STARTED
-        event in one ``UPDATE ... FROM runs`` with a data-modifying CTE) between BEGIN and
-        COMMIT, all in one round trip (``run_pipelined``).
+        event in one ``UPDATE ... FROM runs`` with a data-modifying CTE), sent alone as its own
+        transaction in one round trip (``run_pipelined``).
 
         The claim commits durably. A claim committed with ``synchronous_commit`` off was
         measured and dropped: a PostgreSQL crash in the next fraction of a second could lose
@@ -757,8 +757,9 @@ class Storage(
         downstream: Sequence[str] | None = None,
     ) -> tuple[list[StepRef], ClaimedStep | None]:
         """``_complete_step`` of an asset step on PostgreSQL: one transaction of three
-        statements sent with its BEGIN and COMMIT in one round trip (``run_pipelined``; each
-        built once per shape and bound per call, ``_success_statement``):
+        statements sent together in one round trip (``run_pipelined``: one pipeline, one
+        implicit transaction; each built once per shape and bound per call,
+        ``_success_statement``):
 
         1. lock the run's row (the module's lock order: the run before its steps);
         2. RUNNING -> SUCCEEDED (the compare-and-set) and, through data-modifying CTEs that
@@ -769,8 +770,9 @@ class Storage(
            once, with its STEP_STARTED event;
         3. the run's end, if the counter reached 0 (it reads what 2 wrote).
 
-        The run's row is locked from the first statement to the COMMIT with no client round
-        trip in between, so completions of one run queue there for one transaction's time.
+        The run's row is locked from the first statement to the transaction's commit with no
+        client round trip in between, so completions of one run queue there for one
+        transaction's time.
 
         A step that holds a pool slot, or has a child in a pool, needs pools handed over
         (``_fill_pools``, reading and deciding in Python): the compare-and-set does not match
