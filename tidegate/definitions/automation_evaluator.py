@@ -19,7 +19,8 @@ dependency per tick, whatever the number of dependents.
 
 Fast paths (``automation_plain``): an unpartitioned asset's own condition runs as a program
 compiled once per condition object (closures, every subset a bool), as does a dependency
-condition's operand on an unpartitioned dependency, and assets whose new states are equal share
+condition's operand on an unpartitioned dependency (its result, and the subtree of values a
+record shows under the dependency condition), and assets whose new states are equal share
 one AssetCursor; ``fast_paths=False`` turns them off.
 """
 
@@ -59,7 +60,7 @@ from tidegate.definitions.automation_explain import (
     describe,
     first_facts,
 )
-from tidegate.definitions.automation_plain import EVENT_OPERANDS, compile_dep_operand, compile_plain
+from tidegate.definitions.automation_plain import EVENT_OPERANDS, compile_dep_operand, compile_dep_values, compile_plain
 from tidegate.definitions.automation_plan import (
     GraphPlan,
     definition_token,
@@ -739,7 +740,12 @@ class _Evaluation:
         if hit is None:
             volatile, root.volatile = root.volatile, False
             values: list[Values] = []
-            self.node(operand, node_id, dep, parents, root, values)
+            # an unpartitioned dependency: the operand's compiled program, where it has one
+            program = compile_dep_values(operand) if self.fast_paths and self._plain(dep) else None
+            if program is not None:
+                program(self, dep, bool(parents), root, values)
+            else:
+                self.node(operand, node_id, dep, parents, root, values)
             hit = self._dep_records[cache_key] = (values, root.volatile)
             root.volatile = volatile
         if hit[1]:
