@@ -295,3 +295,32 @@ def test_partition_mappings_other_than_identity_on_partitions_of_other_definitio
     assert f"any_deps_updated: true — upstream 'days' 7 partitions: {days} updated" in weeks
     rolling = "\n".join(w.last.evaluations[tg.AssetKey("rolling")].explain_lines("2024-01-21"))
     assert "any_deps_missing: true — upstream 'days' partition 2024-01-21 missing" in rolling
+
+
+def test_a_dependency_requested_in_a_run_its_dependent_cannot_join_shows_why() -> None:
+    """An unpartitioned dependency requested on this tick, read by the will_be_requested of a
+    daily-partitioned dependent (which cannot join its run) and of an unpartitioned one (which
+    can): the record's subtree of the dependency says why it is false for the first, true for
+    the second; the same with the fast paths (the subtree from the operand's compiled program)
+    as without."""
+
+    @tg.asset(name="up", automation_condition=AC.missing())
+    def up() -> None: ...
+
+    def dependent(name: str, partitions: tg.DailyPartitionsDefinition | None) -> tg.AssetsDefinition:
+        condition = AC.any_deps_match(AC.will_be_requested() & ~AC.in_progress())
+
+        @tg.asset(name=name, deps=["up"], partitions_def=partitions, automation_condition=condition)
+        def body() -> None: ...
+
+        return body
+
+    w = World(tg.Definitions(assets=[up, dependent("daily", DAILY), dependent("plain", None)]), T0)
+    targets = list(w.graph.assets)
+    fast = evaluate_automation(w.graph, targets, w, w.now, None, None)
+    general = evaluate_automation(w.graph, targets, w, w.now, None, None, fast_paths=False)
+    assert _said(fast) == _said(general)
+    assert set(fast.requested) == {tg.AssetKey("up"), tg.AssetKey("plain")}
+    daily = fast.evaluations[tg.AssetKey("daily")].to_json()
+    assert "requested, but in a run 'daily' cannot join (other partitions)" in daily
+    assert "cannot join" not in fast.evaluations[tg.AssetKey("plain")].to_json()

@@ -19,7 +19,9 @@ dependency per tick, whatever the number of dependents.
 
 Fast paths (``automation_plain``): an unpartitioned asset's own condition runs as a program
 compiled once per condition object (closures, every subset a bool), as does a dependency
-condition's operand on an unpartitioned dependency; ``fast_paths=False`` turns them off.
+condition's operand on an unpartitioned dependency (its result, and the subtree of values a
+record shows under the dependency condition), and assets whose new states are equal share
+one AssetCursor; ``fast_paths=False`` turns them off.
 """
 
 from __future__ import annotations
@@ -58,7 +60,7 @@ from tidegate.definitions.automation_explain import (
     describe,
     first_facts,
 )
-from tidegate.definitions.automation_plain import EVENT_OPERANDS, compile_dep_operand, compile_plain
+from tidegate.definitions.automation_plain import EVENT_OPERANDS, compile_dep_operand, compile_dep_values, compile_plain
 from tidegate.definitions.automation_plan import (
     GraphPlan,
     definition_token,
@@ -203,6 +205,7 @@ class _Evaluation:
         self._plains: dict[AssetKey, bool] = {}
         self._verbs: dict[int, str] = {}  # per dependency condition (id): its verb in reasons
         self._kept: list[AutomationCondition] = []  # the conditions keyed by id above, kept alive
+        self._asset_cursors: dict[tuple[object, ...], AssetCursor] = {}  # by content: see _asset_cursor
 
     # -- inputs, memoized ----------------------------------------------------------------------
 
@@ -383,13 +386,7 @@ class _Evaluation:
         if requested:
             self.requested[key] = requested
         stable = previous is not None and not root.volatile and not requested and previous.nodes == root.nodes
-        cursor = AssetCursor(
-            condition_hash=condition.fingerprint(),
-            evaluation_time=self.now.timestamp(),
-            requested=_as_runs(self.encode(key, requested)),
-            nodes=root.nodes,
-            stable=stable,
-        )
+        cursor = self._asset_cursor(condition.fingerprint(), _as_runs(self.encode(key, requested)), root.nodes, stable)
         record = EvaluationRecord(
             asset_key=key,
             evaluation_time=self.now,
@@ -398,6 +395,26 @@ class _Evaluation:
             nodes=values,
         )
         return cursor, record
+
+    def _asset_cursor(
+        self,
+        condition_hash: str,
+        requested: tuple[tuple[PartitionKey, PartitionKey], ...],
+        nodes: dict[str, NodeCursor],
+        stable: bool,
+    ) -> AssetCursor:
+        """An asset's new state. Assets whose states are equal share one AssetCursor (it is
+        frozen), so its JSON (``json_fragment``) is serialized once: on the bench's 1%-updated
+        tick the 4,418 assets evaluated have 6 distinct states. ``fast_paths=False`` builds
+        one per asset, what the tests compare the shared ones against."""
+        time = self.now.timestamp()
+        if not self.fast_paths:
+            return AssetCursor(condition_hash, time, requested, nodes, stable)
+        shape = (condition_hash, requested, stable, *[(node_id, node.subset) for node_id, node in nodes.items()])
+        found = self._asset_cursors.get(shape)
+        if found is None:
+            found = self._asset_cursors[shape] = AssetCursor(condition_hash, time, requested, nodes, stable)
+        return found
 
     def _cron_due(self, condition: AutomationCondition, previous: AssetCursor) -> bool:
         """Whether a tick of a cron in ``condition`` passed since ``previous`` was evaluated."""
@@ -723,7 +740,12 @@ class _Evaluation:
         if hit is None:
             volatile, root.volatile = root.volatile, False
             values: list[Values] = []
-            self.node(operand, node_id, dep, parents, root, values)
+            # an unpartitioned dependency: the operand's compiled program, where it has one
+            program = compile_dep_values(operand) if self.fast_paths and self._plain(dep) else None
+            if program is not None:
+                program(self, dep, bool(parents), root, values)
+            else:
+                self.node(operand, node_id, dep, parents, root, values)
             hit = self._dep_records[cache_key] = (values, root.volatile)
             root.volatile = volatile
         if hit[1]:

@@ -9,7 +9,9 @@ same stored values (pre-order, as ``automation_explain`` reads them), the same `
 formatting child node ids or building a set per node on every asset. Facts of the snapshot
 (missing, in progress, failed, newly updated, newly requested, will be requested, initial
 evaluation) are read as one membership test; dependency conditions and the other operands
-go to the evaluator's general code.
+go to the evaluator's general code. A dependency condition's operand on an unpartitioned
+dependency compiles too: its result alone (``compile_dep_operand``), and with the values a
+record shows of it (``compile_dep_values``).
 
 ``tests/test_automation_plain.py`` compares it with the general evaluation on random graphs,
 conditions and histories.
@@ -51,6 +53,7 @@ __all__ = [
     "DepProgram",
     "PlainProgram",
     "compile_dep_operand",
+    "compile_dep_values",
     "compile_plain",
     "leaf_values",
 ]
@@ -165,8 +168,10 @@ def _compile(condition: AutomationCondition, node_id: str) -> PlainProgram:
 
 def _and(condition: AndAutomationCondition, node_id: str) -> PlainProgram:
     parts = tuple(_compile(op, _child_id(node_id, i, op)) for i, op in enumerate(condition.operands))
-    stateful = condition.is_stateful
+    return _all(parts, condition.is_stateful)
 
+
+def _all(parts: Sequence[PlainProgram], stateful: bool) -> PlainProgram:
     def run(ev: PlainEvaluation, key: AssetKey, candidates: bool, root: PlainRoot, out: list[Values]) -> bool:
         slot = len(out)
         out.append(NOT_EVALUATED)
@@ -183,8 +188,10 @@ def _and(condition: AndAutomationCondition, node_id: str) -> PlainProgram:
 
 def _or(condition: OrAutomationCondition, node_id: str) -> PlainProgram:
     parts = tuple(_compile(op, _child_id(node_id, i, op)) for i, op in enumerate(condition.operands))
-    stateful = condition.is_stateful
+    return _any(parts, condition.is_stateful)
 
+
+def _any(parts: Sequence[PlainProgram], stateful: bool) -> PlainProgram:
     def run(ev: PlainEvaluation, key: AssetKey, candidates: bool, root: PlainRoot, out: list[Values]) -> bool:
         slot = len(out)
         out.append(NOT_EVALUATED)
@@ -201,9 +208,10 @@ def _or(condition: OrAutomationCondition, node_id: str) -> PlainProgram:
 
 
 def _not(condition: NotAutomationCondition, node_id: str) -> PlainProgram:
-    part = _compile(condition.operand, _child_id(node_id, 0, condition.operand))
-    stateful = condition.is_stateful
+    return _negated(_compile(condition.operand, _child_id(node_id, 0, condition.operand)), condition.is_stateful)
 
+
+def _negated(part: PlainProgram, stateful: bool) -> PlainProgram:
     def run(ev: PlainEvaluation, key: AssetKey, candidates: bool, root: PlainRoot, out: list[Values]) -> bool:
         slot = len(out)
         out.append(NOT_EVALUATED)
@@ -323,6 +331,68 @@ def _fact(kind: type) -> PlainProgram | None:
         return true
 
     return run
+
+
+# -- a dependency operand on an unpartitioned dependency, with its stored values ---------------------
+
+_DEP_VALUE_PROGRAMS: dict[int, tuple[AutomationCondition, PlainProgram | None]] = {}
+
+
+def compile_dep_values(condition: AutomationCondition) -> PlainProgram | None:
+    """The program of a dependency condition's operand on an unpartitioned dependency with
+    its stored values (``_Evaluation.node`` with ``out``: the subtree a record shows under the
+    dependency condition), run with the dependency as its asset; None when the operand has a
+    node without a shortcut here (state, dependency conditions, crons, the evaluated asset's
+    history): the evaluator's general code then evaluates it."""
+    found = _DEP_VALUE_PROGRAMS.get(id(condition))
+    if found is not None and found[0] is condition:
+        return found[1]
+    program = _dep_values(condition)
+    if len(_DEP_VALUE_PROGRAMS) > 256:
+        _DEP_VALUE_PROGRAMS.clear()
+    _DEP_VALUE_PROGRAMS[id(condition)] = (condition, program)
+    return program
+
+
+def _dep_values(condition: AutomationCondition) -> PlainProgram | None:
+    kind = type(condition)
+    if condition.is_stateful:
+        return None
+    if kind is AndAutomationCondition or kind is OrAutomationCondition:
+        parts = [_dep_values(op) for op in condition.operands]  # type: ignore[attr-defined]
+        if any(p is None for p in parts):
+            return None
+        programs = tuple(p for p in parts if p is not None)
+        return _all(programs, False) if kind is AndAutomationCondition else _any(programs, False)
+    if kind is NotAutomationCondition:
+        inner = _dep_values(condition.operand)  # type: ignore[attr-defined]
+        return None if inner is None else _negated(inner, False)
+    if kind is WillBeRequestedCondition:
+        return _dep_will_be_requested
+    if kind is InLatestTimeWindowCondition:
+        return _leaf(condition, "")  # the evaluator's code: true, not time-partitioned
+    if kind is InitialEvaluationCondition:
+        return None  # the evaluated asset's history
+    return _fact(kind)
+
+
+def _dep_will_be_requested(
+    ev: PlainEvaluation, dep: AssetKey, candidates: bool, root: PlainRoot, out: list[Values]
+) -> bool:
+    """``will_be_requested`` of a dependency: requested now, in a run the evaluated asset can
+    join (or it is that asset); requested in a run it cannot join, false with the reason."""
+    if not candidates:
+        out.append(NOT_EVALUATED)
+        return False
+    if not ev.requested.get(dep):
+        out.append(_COUNTS[False, True])
+        return False
+    if dep != root.key and not ev.joins(dep, root.key):
+        out.append((0, 1, {"w": f"requested, but in a run '{root.key}' cannot join (other partitions)"}))
+        return False
+    root.volatile = True  # an event operand that held
+    out.append(_COUNTS[True, True])
+    return True
 
 
 # -- a dependency operand on an unpartitioned dependency ---------------------------------------------

@@ -252,4 +252,7 @@ automation_cursor_entries = Table(
     Column("asset_key", String(ASSET_KEY_COLUMN), primary_key=True),
     Column("seq", BigInteger, nullable=False),
     Column("entry", Text, nullable=False),  # the AssetCursor as JSON
+    # every tick rewrites the entries it evaluated: room on each page keeps the updates
+    # heap-only (migration 0013)
+    postgresql_with={"fillfactor": 40},
 )
