@@ -447,7 +447,7 @@ def test_partition_keys_read_from_the_log_are_the_definitions_own_strings(storag
     assert all(p is listed[p] for p in materialized)  # type: ignore[index]
 
 
-def test_rewritten_cursor_entries_stay_on_their_pages(storage: Storage) -> None:
+def test_rewritten_cursor_entries_stay_on_their_pages(pg_url: str) -> None:
     """On PostgreSQL the cursor entries' pages keep room (fillfactor 40, migration 0013): a
     tick rewriting a thousand entries updates them heap-only, no new index entries (full
     pages sent nearly every new version elsewhere, through the index too). Downgraded, the
@@ -455,40 +455,44 @@ def test_rewritten_cursor_entries_stay_on_their_pages(storage: Storage) -> None:
     from alembic import command
     from sqlalchemy import text
 
+    from tests.support import truncate_all
     from tidegate.storage import migrate
     from tidegate.storage.automation import CursorEntriesWrite
 
-    if storage.dialect != "postgresql":
-        pytest.skip("a PostgreSQL storage parameter")
-    entry = json.dumps({"hash": "0" * 32, "time": 1.5e9, "requested": [], "nodes": {}, "stable": True})
-    entries = {f"asset_{i:04d}": entry for i in range(1000)}
-    with storage.engine.begin() as conn:
-        storage.write_automation_cursor_in(conn, "pages", CursorEntriesWrite(1, entries))
-    with storage.engine.begin() as conn:  # the next tick: every entry rewritten
-        storage.write_automation_cursor_in(conn, "pages", CursorEntriesWrite(2, entries))
-        updated, heap_only = conn.execute(  # this transaction's own counts (not yet reported)
-            text(
-                "SELECT n_tup_upd, n_tup_hot_upd FROM pg_stat_xact_user_tables "
-                "WHERE relname = 'automation_cursor_entries'"
-            )
-        ).one()
-    assert updated == 1000 and heap_only >= 990
+    truncate_all(pg_url)
+    storage = Storage.open(pg_url)
+    try:
+        entry = json.dumps({"hash": "0" * 32, "time": 1.5e9, "requested": [], "nodes": {}, "stable": True})
+        entries = {f"asset_{i:04d}": entry for i in range(1000)}
+        with storage.engine.begin() as conn:
+            storage.write_automation_cursor_in(conn, "pages", CursorEntriesWrite(1, entries))
+        with storage.engine.begin() as conn:  # the next tick: every entry rewritten
+            storage.write_automation_cursor_in(conn, "pages", CursorEntriesWrite(2, entries))
+            updated, heap_only = conn.execute(  # this transaction's own counts (not yet reported)
+                text(
+                    "SELECT n_tup_upd, n_tup_hot_upd FROM pg_stat_xact_user_tables "
+                    "WHERE relname = 'automation_cursor_entries'"
+                )
+            ).one()
+        assert updated == 1000 and heap_only >= 990
 
-    def options() -> list[str]:
-        with storage.engine.connect() as conn:
-            found = conn.execute(
-                text("SELECT reloptions FROM pg_class WHERE relname = 'automation_cursor_entries'")
-            ).scalar()
-        return list(found or [])
+        def options() -> list[str]:
+            with storage.engine.connect() as conn:
+                found = conn.execute(
+                    text("SELECT reloptions FROM pg_class WHERE relname = 'automation_cursor_entries'")
+                ).scalar()
+            return list(found or [])
 
-    assert options() == ["fillfactor=40"]
-    config = migrate._config()
-    with storage.engine.begin() as conn:
-        config.attributes["connection"] = conn
-        command.downgrade(config, "0012")
-    assert options() == []
-    migrate.upgrade(storage.engine)
-    assert options() == ["fillfactor=40"]
+        assert options() == ["fillfactor=40"]
+        config = migrate._config()
+        with storage.engine.begin() as conn:
+            config.attributes["connection"] = conn
+            command.downgrade(config, "0012")
+        assert options() == []
+        migrate.upgrade(storage.engine)
+        assert options() == ["fillfactor=40"]
+    finally:
+        storage.dispose()
 
 
 def test_records_name_their_condition_template_stored_once(storage: Storage) -> None:
