@@ -1,9 +1,13 @@
 """The pure definitions layer: asset keys, retry policies, @asset, Definitions, jobs and plans."""
 
 import copy
+import gc
 import pickle
 import random
 import re
+import threading
+import weakref
+from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
 import pytest
@@ -123,6 +127,36 @@ class TestAssetKey:
             assert clone == key
             assert clone.path == ("sales", "orders")
             assert hash(clone) == hash(key)
+
+    def test_equal_keys_are_one_object_hashed_by_identity(self) -> None:
+        """Keys are interned (their hash is the C identity hash): however a key is made, an
+        equal key is the same object, also when threads make it at once."""
+        key = tg.AssetKey(["sales", "orders"])
+        made = [
+            tg.AssetKey(("sales", "orders")),
+            tg.AssetKey.from_user_string("sales/orders"),
+            tg.AssetKey("orders").with_prefix("sales"),
+            copy.deepcopy(key),
+            pickle.loads(pickle.dumps(key)),
+        ]
+        assert all(other is key and hash(other) == hash(key) for other in made)
+        assert len({key, *made}) == 1
+
+        name = f"fresh_{random.getrandbits(64)}"
+        start = threading.Barrier(8)
+
+        def make() -> tg.AssetKey:
+            start.wait()
+            return tg.AssetKey(["threads", name])
+
+        with ThreadPoolExecutor(8) as pool:
+            keys = list(pool.map(lambda _: make(), range(8)))
+        assert all(other is keys[0] for other in keys)
+
+    def test_an_unused_key_is_freed(self) -> None:
+        ref = weakref.ref(tg.AssetKey(f"gone_{random.getrandbits(64)}"))
+        gc.collect()
+        assert ref() is None
 
     def test_with_prefix(self) -> None:
         assert tg.AssetKey("orders").with_prefix("sales") == tg.AssetKey(["sales", "orders"])
