@@ -564,3 +564,35 @@ def test_a_driver_statement_longer_than_psycopgs_parse_cache_is_bound_by_number(
                 assert [(r.n, r.twice, r.word, r.percent) for (r,) in results] == [(21, 42, "all%", "100%")] * count
     finally:
         engine.dispose()
+
+
+def test_a_driver_statements_result_columns_are_read_once(pg_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """PostgreSQL: psycopg builds ``cursor.description`` anew on each reading (8 % of a pool
+    process's CPU on trivial steps); ``run_pipelined`` reads a statement's column names from
+    its first result only and keeps them on the statement, and later results still come back
+    by those names, a command's as no rows."""
+    import psycopg
+
+    reads: list[int] = []
+    description = psycopg.RawCursor.description
+
+    def counted(cursor: psycopg.RawCursor[Any]) -> Any:
+        reads.append(1)
+        return description.__get__(cursor)
+
+    rows = DriverStatement(
+        select(bindparam("b_n", type_=Integer()).label("n"), (bindparam("b_n", type_=Integer()) * 2).label("twice")),
+        sa_postgresql.dialect(),  # type: ignore[no-untyped-call]
+    )
+    command = DriverStatement(text("SET LOCAL statement_timeout = 0"), sa_postgresql.dialect())  # type: ignore[no-untyped-call]
+    engine = create_engine(normalize_url(pg_url), poolclass=NullPool)
+    try:
+        with engine.connect() as conn:
+            monkeypatch.setattr(psycopg.RawCursor, "description", property(counted))
+            for n in (1, 2, 3):
+                (got,) = run_pipelined(conn, [(rows, {"b_n": n})])
+                assert [(r.n, r.twice) for r in got] == [(n, 2 * n)]
+                assert run_pipelined(conn, [(command, {}), (rows, {"b_n": n})])[0] == []
+    finally:
+        engine.dispose()
+    assert len(reads) == 2  # once per statement
