@@ -7,12 +7,17 @@ from __future__ import annotations
 
 import threading
 import time
+from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
 from celery.worker import state as worker_state
+from kombu.entity import Queue
 
-from tidegate.broker import MemoryTransport, RedisTransport, make_celery_app
+from tidegate.broker import CeleryPublisher, MemoryTransport, RedisTransport, make_celery_app
+from tidegate.storage.api import Storage
+from tidegate.storage.records import StepRef
 
 
 def test_a_redis_app_uses_the_transport_and_reuses_one_client_per_pool(redis_url: str) -> None:
@@ -90,3 +95,38 @@ def test_the_memory_transport_waits_its_timeout_unless_a_worker_shutdown_is_aske
         finally:
             worker_state.should_terminate = None
         queue.close()
+
+
+def test_a_publisher_binds_a_steps_queue_once_and_still_declares_it_on_a_new_connection(
+    redis_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``CeleryPublisher`` declares each step's queue with a copy bound once (kombu bound a
+    new copy per message), batched or not; on a connection that has declared nothing (as a
+    new one) the messages still reach the queue."""
+    binds: list[str] = []
+    bind = Queue.bind
+
+    def counted(queue: Queue, channel: Any) -> Queue:
+        binds.append(queue.name)
+        return bind(queue, channel)
+
+    monkeypatch.setattr(Queue, "bind", counted)
+    app = make_celery_app(redis_url)
+    client = redis.Redis.from_url(redis_url)
+    storage = Storage.open(f"sqlite:///{tmp_path / 'tidegate.db'}", upgrade=True)
+    publisher = CeleryPublisher(app, storage)
+    refs = [StepRef("run", f"s{i}", 1, "tidegate-fresh-queue", f"s{i}", None) for i in range(5)]
+    try:
+        publisher(refs[:3])  # in a batch
+        publisher(refs[3:4])  # alone
+        assert client.llen("tidegate-fresh-queue") == 4
+        with app.producer_or_acquire() as producer:  # as on a new connection, which declared nothing
+            producer.channel.connection.client.declared_entities.clear()
+        client.delete("tidegate-fresh-queue", "_kombu.binding.tidegate-fresh-queue")
+        publisher(refs[4:])
+        assert client.llen("tidegate-fresh-queue") == 1
+        assert binds.count("tidegate-fresh-queue") == 1
+    finally:
+        client.delete("tidegate-fresh-queue", "_kombu.binding.tidegate-fresh-queue")
+        storage.dispose()
+        app.close()

@@ -4,6 +4,7 @@ own engines and connections)."""
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections.abc import Iterator
@@ -564,3 +565,74 @@ def test_a_driver_statement_longer_than_psycopgs_parse_cache_is_bound_by_number(
                 assert [(r.n, r.twice, r.word, r.percent) for (r,) in results] == [(21, 42, "all%", "100%")] * count
     finally:
         engine.dispose()
+
+
+def test_a_driver_statements_result_columns_are_read_once(pg_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """PostgreSQL: psycopg builds ``cursor.description`` anew on each reading (8 % of a pool
+    process's CPU on trivial steps); ``run_pipelined`` reads a statement's column names from
+    its first result only and keeps them on the statement, and later results still come back
+    by those names, a command's as no rows."""
+    import psycopg
+
+    reads: list[int] = []
+    description = psycopg.RawCursor.description
+
+    def counted(cursor: psycopg.RawCursor[Any]) -> Any:
+        reads.append(1)
+        return description.__get__(cursor)
+
+    rows = DriverStatement(
+        select(bindparam("b_n", type_=Integer()).label("n"), (bindparam("b_n", type_=Integer()) * 2).label("twice")),
+        sa_postgresql.dialect(),  # type: ignore[no-untyped-call]
+    )
+    command = DriverStatement(text("SET LOCAL statement_timeout = 0"), sa_postgresql.dialect())  # type: ignore[no-untyped-call]
+    engine = create_engine(normalize_url(pg_url), poolclass=NullPool)
+    try:
+        with engine.connect() as conn:
+            monkeypatch.setattr(psycopg.RawCursor, "description", property(counted))
+            for n in (1, 2, 3):
+                (got,) = run_pipelined(conn, [(rows, {"b_n": n})])
+                assert [(r.n, r.twice) for r in got] == [(n, 2 * n)]
+                assert run_pipelined(conn, [(command, {}), (rows, {"b_n": n})])[0] == []
+    finally:
+        engine.dispose()
+    assert len(reads) == 2  # once per statement
+
+
+def test_a_workers_thread_claims_and_records_on_the_connection_it_keeps_and_reconnects_it(pg_url: str) -> None:
+    """PostgreSQL, ``keep_connections`` (a worker): a thread's claims and successes check one
+    connection out of the pool once, not per transaction; when the server drops that
+    connection (a restart, a failover), the next claim retries on a new one and claims once;
+    a forked child never uses its parent's; ``dispose`` hands it back."""
+    truncate_all(pg_url)
+    storage = Storage.open(pg_url, keep_connections=True)
+    checkouts: list[int] = []
+    event.listen(storage.engine, "checkout", lambda *_: checkouts.append(1))
+    try:
+        run_id, _ = _started_run(storage)
+        start = len(checkouts)
+        assert storage.claim_step(run_id, "top", 1, "w") is not None
+        assert storage.complete_step(run_id, "top", 1, asset_key="top", metadata={}) is not None
+        assert storage.claim_step(run_id, "left", 1, "w") is not None
+        assert len(checkouts) - start == 1
+        with storage.engine.connect() as admin:  # the server ends the kept connection's session
+            ended = admin.execute(
+                text(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                    "WHERE datname = current_database() AND pid <> pg_backend_pid() AND state = 'idle'"
+                )
+            ).all()
+        assert ended
+        assert storage.claim_step(run_id, "right", 1, "w") is not None
+        assert storage.claim_step(run_id, "right", 1, "w") is None  # claimed once
+        assert _count(storage, run_id, "STEP_STARTED", "right") == 1
+        child = os.fork()
+        if child == 0:  # the child's claim on its own connection; the parent's stays usable
+            code = 0 if storage.claim_step(run_id, "left", 1, "w") is None else 1
+            os._exit(code)
+        _, status = os.waitpid(child, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+        assert storage.complete_step(run_id, "left", 1, asset_key="left", metadata={}) == []
+    finally:
+        storage.dispose()
+    assert storage.engine.pool.checkedout() == 0

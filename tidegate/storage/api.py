@@ -68,6 +68,7 @@ from tidegate.storage.backfills import BackfillStorage
 from tidegate.storage.control import RunControl
 from tidegate.storage.engine import (
     DriverStatement,
+    KeptConnections,
     as_database_now,
     database_now,
     dialect_insert,
@@ -131,10 +132,22 @@ class Storage(
 ):
     """Runs, steps, events and materializations in one SQL database."""
 
-    def __init__(self, url: str, *, engine: Engine | None = None, pre_ping: bool = True) -> None:
+    def __init__(
+        self, url: str, *, engine: Engine | None = None, pre_ping: bool = True, keep_connections: bool = False
+    ) -> None:
         self.url = normalize_url(url)
         self.engine = engine or make_engine(self.url, pre_ping=pre_ping)
         self.dialect = make_url(self.url).get_backend_name()
+        # A worker's claims and successes each on a connection its thread keeps (``KeptConnections``).
+        self._kept = KeptConnections(self.engine) if keep_connections and self._pipelined else None
+
+    def _run_pipelined(
+        self, statements: Sequence[tuple[DriverStatement, Mapping[str, Any]]]
+    ) -> list[list[SimpleNamespace]]:
+        if self._kept is not None:
+            return self._kept.run(statements)
+        with self.engine.connect() as conn:
+            return run_pipelined(conn, statements)
 
     @property
     def _pipelined(self) -> bool:
@@ -143,15 +156,18 @@ class Storage(
         return self.engine.dialect.name == "postgresql" and self.engine.dialect.driver == "psycopg"
 
     @classmethod
-    def open(cls, url: str, *, upgrade: bool | None = None, pre_ping: bool = True) -> Storage:
+    def open(
+        cls, url: str, *, upgrade: bool | None = None, pre_ping: bool = True, keep_connections: bool = False
+    ) -> Storage:
         """Open the database, checking that its schema is current.
 
         ``upgrade=None`` upgrades a SQLite database (the embedded default) automatically and
         asks for ``tidegate db upgrade`` elsewhere. ``pre_ping=False`` (workers, whose every
         write retries a lost connection) checks a pooled connection out without a round trip
-        (``make_engine``).
+        (``make_engine``). ``keep_connections`` (workers, whose threads live long): each thread
+        claims and records its steps on a connection it keeps (``KeptConnections``).
         """
-        storage = cls(url, pre_ping=pre_ping)
+        storage = cls(url, pre_ping=pre_ping, keep_connections=keep_connections)
         if upgrade is None:
             upgrade = storage.dialect == "sqlite"
         current = migrate.current_revision(storage.engine)
@@ -174,6 +190,8 @@ class Storage(
             return database_now(conn)
 
     def dispose(self) -> None:
+        if self._kept is not None:
+            self._kept.close()
         self.engine.dispose()
 
     # -- submission ------------------------------------------------------------------------
@@ -450,8 +468,7 @@ class Storage(
         if self._pipelined:
             params = self._claim_params(run_id, step_key, attempt, worker, None)
             dialect = self.engine.dialect
-            with self.engine.connect() as conn:
-                (rows,) = run_pipelined(conn, [(_claim_driver_statement(dialect), params)])
+            (rows,) = self._run_pipelined([(_claim_driver_statement(dialect), params)])
             return self._claimed(rows[0] if rows else None, None)
         with self.engine.begin() as conn:
             now = None if self.dialect == "postgresql" else database_now(conn)
@@ -813,10 +830,9 @@ class Storage(
         dialect = self.engine.dialect
         statement = _success_statement(len(made), len(new_events), runs_next, len(partition_keys), only_child, dialect)
         by_run = {"b_run_id": run_id}
-        with self.engine.connect() as conn:
-            _, rows, _ = run_pipelined(
-                conn, [(_lock_run_statement(dialect), by_run), (statement, params), (_close_statement(dialect), by_run)]
-            )
+        _, rows, _ = self._run_pipelined(
+            [(_lock_run_statement(dialect), by_run), (statement, params), (_close_statement(dialect), by_run)]
+        )
         outcome = rows[0]
         if not outcome.owned:
             raise _Pooled if outcome.was_status == StepStatus.RUNNING else _NotOwned

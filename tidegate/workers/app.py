@@ -126,8 +126,9 @@ def runtime(worker_name: str) -> StepExecutor:
     with _runtime_lock:
         if _runtime is None or _runtime.pid != os.getpid():
             settings = Settings.load()
-            # No pre-ping: the claim and the outcome retry a connection the server dropped.
-            storage = Storage.open(settings.database_url, pre_ping=False)
+            # No pre-ping: the claim and the outcome retry a connection the server dropped. The
+            # pool's threads each claim and record on a connection they keep.
+            storage = Storage.open(settings.database_url, pre_ping=False, keep_connections=True)
             executor = StepExecutor(
                 defs=load_definitions(),
                 storage=storage,
