@@ -1,8 +1,9 @@
 """Recording a step's outcome while the database is away, and the run monitor after an outage,
 on SQLite and PostgreSQL.
 
-The database "goes away" for a while: every COMMIT fails as a lost connection (PostgreSQL) or
-a lock held too long (SQLite) would, and the transaction is not committed. The worker must
+The database "goes away" for a while: every COMMIT (and on PostgreSQL every autocommitted
+round trip of the step path) fails as a lost connection (PostgreSQL) or a lock held too long
+(SQLite) would, and the transaction is not committed. The worker must
 keep the outcome it computed and record it when the database is back, without running the
 asset again; past its bound it leaves the step to the run monitor, which ends it.
 """
@@ -64,6 +65,21 @@ def database_away(storage: Storage, monkeypatch: pytest.MonkeyPatch) -> None:
         real_commit(dbapi_connection)
 
     monkeypatch.setattr(storage.engine.dialect, "do_commit", commit)
+    if storage.dialect == "postgresql":
+        # A claim or a success on PostgreSQL is not committed by COMMIT: it is sent in
+        # autocommit mode, one implicit transaction ending at the pipeline's Sync. Away, that
+        # round trip fails as a lost connection does, before anything is sent.
+        import psycopg
+
+        real_run = storage_engine._run_autocommitted
+
+        def run(raw: psycopg.Connection, statements: object) -> list[object]:
+            if time.monotonic() < away_until[0]:
+                raw.close()
+                raise psycopg.OperationalError("server closed the connection unexpectedly")
+            return real_run(raw, statements)  # type: ignore[arg-type]
+
+        monkeypatch.setattr(storage_engine, "_run_autocommitted", run)
     monkeypatch.setattr(storage_engine, "RECONNECT_SECONDS", 0.2, raising=False)  # let the executor's own loop show
 
 
