@@ -20,7 +20,7 @@ conditions and histories.
 from __future__ import annotations
 
 from collections.abc import Callable, Collection, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from tidegate.definitions.automation_condition import (
     AndAutomationCondition,
@@ -113,21 +113,33 @@ class PlainEvaluation(Protocol):
 # A node: (evaluation, asset, candidates, root, stored values) -> whether it held.
 PlainProgram = Callable[[PlainEvaluation, AssetKey, bool, PlainRoot, list["Values"]], bool]
 
+_Made = TypeVar("_Made")
 _PROGRAMS: dict[int, tuple[AutomationCondition, PlainProgram]] = {}
 _EMPTY: frozenset[PartitionKey] = frozenset()
+
+
+def _once(
+    cache: dict[int, tuple[AutomationCondition, _Made]],
+    condition: AutomationCondition,
+    build: Callable[[AutomationCondition], _Made],
+) -> _Made:
+    """``build(condition)``, once per condition object: ``cache`` holds it by the condition's
+    id beside the condition (kept alive, so that its id stays its own), and is emptied past
+    256 entries (definitions reloaded many times)."""
+    found = cache.get(id(condition))
+    if found is not None and found[0] is condition:
+        return found[1]
+    made = build(condition)
+    if len(cache) > 256:
+        cache.clear()
+    cache[id(condition)] = (condition, made)
+    return made
 
 
 def compile_plain(condition: AutomationCondition) -> PlainProgram:
     """The program of ``condition`` as an asset's own condition (its root node id ``0``),
     compiled once per condition object."""
-    found = _PROGRAMS.get(id(condition))
-    if found is not None and found[0] is condition:
-        return found[1]
-    program = _compile(condition, "0")
-    if len(_PROGRAMS) > 256:  # definitions reloaded many times
-        _PROGRAMS.clear()
-    _PROGRAMS[id(condition)] = (condition, program)  # the condition kept alive: its id stays its own
-    return program
+    return _once(_PROGRAMS, condition, lambda c: _compile(c, "0"))
 
 
 def leaf_values(true: bool, candidates: bool, extra: dict[str, object] | None) -> Values:
@@ -344,14 +356,7 @@ def compile_dep_values(condition: AutomationCondition) -> PlainProgram | None:
     dependency condition), run with the dependency as its asset; None when the operand has a
     node without a shortcut here (state, dependency conditions, crons, the evaluated asset's
     history): the evaluator's general code then evaluates it."""
-    found = _DEP_VALUE_PROGRAMS.get(id(condition))
-    if found is not None and found[0] is condition:
-        return found[1]
-    program = _dep_values(condition)
-    if len(_DEP_VALUE_PROGRAMS) > 256:
-        _DEP_VALUE_PROGRAMS.clear()
-    _DEP_VALUE_PROGRAMS[id(condition)] = (condition, program)
-    return program
+    return _once(_DEP_VALUE_PROGRAMS, condition, _dep_values)
 
 
 def _dep_values(condition: AutomationCondition) -> PlainProgram | None:
@@ -407,14 +412,7 @@ def compile_dep_operand(condition: AutomationCondition) -> DepProgram | None:
     dependency with nothing stored (``_Evaluation.node`` without stored values), or None
     when the operand has a node without a shortcut (state, dependency conditions, crons,
     the evaluated asset's history): the evaluator's general code then evaluates it."""
-    found = _DEP_PROGRAMS.get(id(condition))
-    if found is not None and found[0] is condition:
-        return found[1]
-    program = _dep(condition)
-    if len(_DEP_PROGRAMS) > 256:
-        _DEP_PROGRAMS.clear()
-    _DEP_PROGRAMS[id(condition)] = (condition, program)
-    return program
+    return _once(_DEP_PROGRAMS, condition, _dep)
 
 
 def _dep(condition: AutomationCondition) -> DepProgram | None:
