@@ -71,7 +71,7 @@ def database_away(storage: Storage, monkeypatch: pytest.MonkeyPatch) -> None:
         # round trip fails as a lost connection does, before anything is sent.
         import psycopg
 
-        real_run = storage_engine._run_autocommitted
+        real_run = storage_engine._exchange
 
         def run(raw: psycopg.Connection, statements: object) -> list[object]:
             if time.monotonic() < away_until[0]:
@@ -79,7 +79,7 @@ def database_away(storage: Storage, monkeypatch: pytest.MonkeyPatch) -> None:
                 raise psycopg.OperationalError("server closed the connection unexpectedly")
             return real_run(raw, statements)  # type: ignore[arg-type]
 
-        monkeypatch.setattr(storage_engine, "_run_autocommitted", run)
+        monkeypatch.setattr(storage_engine, "_exchange", run)
     monkeypatch.setattr(storage_engine, "RECONNECT_SECONDS", 0.2, raising=False)  # let the executor's own loop show
 
 

@@ -567,36 +567,30 @@ def test_a_driver_statement_longer_than_psycopgs_parse_cache_is_bound_by_number(
         engine.dispose()
 
 
-def test_a_driver_statements_result_columns_are_read_once(pg_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    """PostgreSQL: psycopg builds ``cursor.description`` anew on each reading (8 % of a pool
-    process's CPU on trivial steps); ``run_pipelined`` reads a statement's column names from
-    its first result only and keeps them on the statement, and later results still come back
-    by those names, a command's as no rows."""
-    import psycopg
-
-    reads: list[int] = []
-    description = psycopg.RawCursor.description
-
-    def counted(cursor: psycopg.RawCursor[Any]) -> Any:
-        reads.append(1)
-        return description.__get__(cursor)
-
+def test_a_driver_statements_result_columns_are_read_once(pg_url: str) -> None:
+    """PostgreSQL: a statement always returns the same columns, so ``run_pipelined`` reads
+    their names from its first result only (psycopg built ``cursor.description`` anew on
+    each reading: 8 % of a pool process's CPU on trivial steps) and keeps them on the
+    statement; later results come back by the kept names, a command's as no rows."""
     rows = DriverStatement(
         select(bindparam("b_n", type_=Integer()).label("n"), (bindparam("b_n", type_=Integer()) * 2).label("twice")),
         sa_postgresql.dialect(),  # type: ignore[no-untyped-call]
     )
     command = DriverStatement(text("SET LOCAL statement_timeout = 0"), sa_postgresql.dialect())  # type: ignore[no-untyped-call]
+    assert rows.columns is None and command.columns is None
     engine = create_engine(normalize_url(pg_url), poolclass=NullPool)
     try:
         with engine.connect() as conn:
-            monkeypatch.setattr(psycopg.RawCursor, "description", property(counted))
-            for n in (1, 2, 3):
+            (got,) = run_pipelined(conn, [(rows, {"b_n": 1})])
+            assert [(r.n, r.twice) for r in got] == [(1, 2)]
+            assert run_pipelined(conn, [(command, {}), (rows, {"b_n": 1})])[0] == []
+            assert (rows.columns, command.columns) == (("n", "twice"), ())
+            rows.columns = ("kept", "names")  # what a second reading of the result would undo
+            for n in (2, 3):
                 (got,) = run_pipelined(conn, [(rows, {"b_n": n})])
-                assert [(r.n, r.twice) for r in got] == [(n, 2 * n)]
-                assert run_pipelined(conn, [(command, {}), (rows, {"b_n": n})])[0] == []
+                assert [(r.kept, r.names) for r in got] == [(n, 2 * n)]
     finally:
         engine.dispose()
-    assert len(reads) == 2  # once per statement
 
 
 def test_a_workers_thread_claims_and_records_on_the_connection_it_keeps_and_reconnects_it(pg_url: str) -> None:
@@ -636,3 +630,136 @@ def test_a_workers_thread_claims_and_records_on_the_connection_it_keeps_and_reco
     finally:
         storage.dispose()
     assert storage.engine.pool.checkedout() == 0
+
+
+def test_driver_statements_bind_values_as_sqlalchemy_does(pg_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """PostgreSQL: a ``DriverStatement`` finds each placeholder's value, bound constant and
+    conversion once (``_binding_plan``), not through ``construct_params`` on every call; over
+    a whole run of claims and successes (with a continuation, events, metadata and none),
+    every call binds exactly what SQLAlchemy's own binding gives, and a value the caller
+    must give and did not is a typed error naming it."""
+    truncate_all(pg_url)
+    storage = Storage.open(pg_url, upgrade=True, keep_connections=True)
+    planned = DriverStatement.params
+    checked: list[str] = []
+
+    def compared(statement: DriverStatement, values: Any) -> list[Any]:
+        assert statement._plan is not None
+        bound = planned(statement, values)
+        by_sqlalchemy = statement.compiled.construct_params(values)
+        for name, process in statement.processors.items():
+            if name in by_sqlalchemy:
+                by_sqlalchemy[name] = process(by_sqlalchemy[name])
+        expected = [by_sqlalchemy[name] for name in statement.names]
+        assert [repr(v) for v in bound] == [repr(v) for v in expected], statement.sql[:200]
+        checked.append(statement.sql)
+        return bound
+
+    monkeypatch.setattr(DriverStatement, "params", compared)
+    try:
+        run_id, queue = _started_run(storage)
+        claimed = storage.claim_step(run_id, "top", 1, "w")
+        assert claimed is not None
+        published, child = storage.complete_step_and_claim(  # type: ignore[misc]
+            run_id, "top", 1, continuation=Continuation("w", queue, claimed.run), asset_key="top", metadata={"k": 1}
+        )
+        assert child is not None and [r.step_key for r in published] == ["right"]
+        assert storage.complete_step(run_id, "left", 1, asset_key="left", metadata=None) == []
+        assert storage.claim_step(run_id, "right", 1, "w") is not None
+        assert [r.step_key for r in storage.complete_step(run_id, "right", 1, asset_key="right", metadata={})] == [
+            "bottom"
+        ]
+        for key in ("bottom", "tail"):
+            assert storage.claim_step(run_id, key, 1, "w") is not None
+            storage.complete_step(run_id, key, 1, asset_key=key, metadata={"rows": [1, None], "k": "v"})
+        assert storage.get_run(run_id).status == RunStatus.SUCCESS
+    finally:
+        storage.dispose()
+    assert len(checked) >= 9 and len(set(checked)) >= 3  # claims, successes with and without a continuation, ...
+    statement = DriverStatement(
+        select(bindparam("b_n", type_=Integer()).label("n"), literal(7).label("seven")),
+        sa_postgresql.dialect(),  # type: ignore[no-untyped-call]
+    )
+    assert planned(statement, {"b_n": 3}) == [3, 7]
+    with pytest.raises(Exception, match="required for bind parameter 'b_n'"):
+        planned(statement, {})
+
+
+def _prepared_here(conn: Any) -> list[str]:
+    """The names of the prepared statements of ``conn``'s session, ours only."""
+    raw = conn.connection.driver_connection
+    rows = raw.execute("SELECT name FROM pg_prepared_statements WHERE name LIKE '\\_tidegate\\_%' ORDER BY name")
+    names = [name for (name,) in rows]
+    raw.rollback()
+    return names
+
+
+def test_pipelined_statements_are_prepared_once_and_again_after_psycopg_deallocates_them(pg_url: str) -> None:
+    """PostgreSQL: ``run_pipelined`` writes a transaction out at once, each statement prepared
+    on its connection in the same write as its first execution, and executed by name from
+    then on. psycopg's DEALLOCATE ALL (it sends one after a ROLLBACK on a connection where it
+    prepared statements of its own) takes ours too: the next call finds its statement gone,
+    has written nothing, prepares it again and goes on, once."""
+    engine = create_engine(normalize_url(pg_url), poolclass=NullPool)
+    statement = DriverStatement(
+        select((bindparam("b_n", type_=Integer()) + 1).label("next")),
+        sa_postgresql.dialect(),  # type: ignore[no-untyped-call]
+    )
+    try:
+        with engine.connect() as conn:
+            assert _prepared_here(conn) == []
+            for n in (1, 2):
+                assert [r.next for (r,) in [run_pipelined(conn, [(statement, {"b_n": n})])[0]]] == [n + 1]
+            [name] = _prepared_here(conn)
+            raw = conn.connection.driver_connection
+            raw.execute("DEALLOCATE ALL")
+            raw.commit()
+            assert _prepared_here(conn) == []
+            assert [r.next for r in run_pipelined(conn, [(statement, {"b_n": 5})])[0]] == [6]
+            [again] = _prepared_here(conn)
+            assert again != name  # a name is never reused
+            assert not conn.invalidated
+    finally:
+        engine.dispose()
+
+
+def test_pipelined_statements_go_unnamed_when_psycopg_prepares_nothing(pg_url: str) -> None:
+    """PostgreSQL: with psycopg's ``prepare_threshold`` None (a pooler such as pgbouncer in
+    transaction mode, which cannot keep prepared statements), ``run_pipelined`` prepares
+    nothing either: its statements are sent unnamed."""
+    engine = create_engine(normalize_url(pg_url), poolclass=NullPool, connect_args={"prepare_threshold": None})
+    statement = DriverStatement(
+        select((bindparam("b_n", type_=Integer()) * 3).label("thrice")),
+        sa_postgresql.dialect(),  # type: ignore[no-untyped-call]
+    )
+    try:
+        with engine.connect() as conn:
+            for n in (1, 2, 3):
+                assert [r.thrice for r in run_pipelined(conn, [(statement, {"b_n": n})] * 2)[1]] == [3 * n]
+            assert _prepared_here(conn) == []
+    finally:
+        engine.dispose()
+
+
+def test_a_value_that_cannot_be_sent_fails_before_anything_is_written(pg_url: str) -> None:
+    """PostgreSQL: a value psycopg cannot adapt fails the call before any statement of the
+    transaction is buffered: nothing written, the connection usable, not invalidated."""
+    truncate_all(pg_url)
+    storage = Storage.open(pg_url, upgrade=True)
+    try:
+        run_id, _ = _started_run(storage)
+        run_id_param = bindparam("b_run_id", type_=String())
+        mark = DriverStatement(
+            update(runs).where(runs.c.run_id == run_id_param).values(tags={"marked": "yes"}),
+            storage.engine.dialect,
+        )
+        odd = DriverStatement(select(bindparam("b_odd").label("odd")), storage.engine.dialect)
+        with storage.engine.connect() as conn:
+            with pytest.raises(DBAPIError) as failed:
+                run_pipelined(conn, [(mark, {"b_run_id": run_id}), (odd, {"b_odd": object()})])
+            assert not failed.value.connection_invalidated and not conn.invalidated
+            assert storage.get_run(run_id).tags == {}
+            run_pipelined(conn, [(mark, {"b_run_id": run_id})])
+        assert storage.get_run(run_id).tags == {"marked": "yes"}
+    finally:
+        storage.dispose()
