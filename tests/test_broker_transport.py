@@ -1,21 +1,27 @@
 """tidegate's Redis transport (``tidegate.broker.RedisTransport``): kombu's, with one
 ``redis.Redis`` object per channel and connection pool instead of one per command. On the
 real Redis: an app made by ``make_celery_app`` uses it, messages still go through with their
-unacked bookkeeping and acks, and a new pool gets a new client."""
+unacked bookkeeping and acks, and a new pool gets a new client. ``CeleryPublisher`` binds a
+step's queue and the task-sent event's exchange once, still declares them once per broker
+connection, and sends the task-sent event Celery itself would send."""
 
 from __future__ import annotations
 
+import base64
+import json
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import redis
 from celery.worker import state as worker_state
-from kombu.entity import Queue
+from kombu.entity import Exchange, Queue
 
-from tidegate.broker import CeleryPublisher, MemoryTransport, RedisTransport, make_celery_app
+from tidegate.broker import CeleryPublisher, MemoryTransport, RedisTransport, make_celery_app, step_task_name
+from tidegate.names import EXECUTE_STEP_TASK, step_task_id
 from tidegate.storage.api import Storage
 from tidegate.storage.records import StepRef
 
@@ -128,5 +134,127 @@ def test_a_publisher_binds_a_steps_queue_once_and_still_declares_it_on_a_new_con
         assert binds.count("tidegate-fresh-queue") == 1
     finally:
         client.delete("tidegate-fresh-queue", "_kombu.binding.tidegate-fresh-queue")
+        storage.dispose()
+        app.close()
+
+
+EVENT_TEST_QUEUE = "tidegate-sent-event-test"
+
+
+def _sent_events(events: Any) -> dict[str, tuple[bytes, dict[str, Any]]]:
+    """The task-sent events read off Redis's fanout so far, by task id: the pub/sub channel
+    (exchange and routing key) and kombu's message, its body decoded, without what differs
+    between any two messages (the delivery tag, the event's clock and timestamp)."""
+    sent = {}
+    while (message := events.get_message(timeout=1.0)) is not None:
+        if message["type"] != "pmessage":
+            continue
+        envelope = json.loads(message["data"])
+        body = envelope.pop("body")
+        if envelope["properties"].pop("body_encoding") == "base64":
+            body = base64.b64decode(body)
+        envelope["properties"].pop("delivery_tag")
+        event = json.loads(body)
+        del event["clock"], event["timestamp"]
+        envelope["event"] = event
+        sent[event["uuid"]] = (message["channel"], envelope)
+    return sent
+
+
+@pytest.fixture
+def fanout(redis_url: str) -> Iterator[Any]:
+    """A subscription to this database's event fanout, as Flower's receiver has on Redis."""
+    client = redis.Redis.from_url(redis_url)
+    events = client.pubsub()
+    # Pub/sub channels are server-wide: kombu prefixes this database's fanout topics with /<db>.
+    events.psubscribe(f"/{client.connection_pool.connection_kwargs.get('db', 0)}.celeryev*")
+    events.get_message(timeout=1.0)  # the subscription's confirmation
+    yield events
+    events.close()
+    client.delete(
+        EVENT_TEST_QUEUE, f"_kombu.binding.{EVENT_TEST_QUEUE}", f"_kombu.binding_permanent.{EVENT_TEST_QUEUE}"
+    )
+    client.close()
+
+
+def _bound_exchanges(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The names of the exchanges bound to a channel from now on (kombu binds a copy)."""
+    binds: list[str] = []
+    bind = Exchange.bind
+
+    def counted(exchange: Exchange, channel: Any) -> Exchange:
+        binds.append(exchange.name)
+        return bind(exchange, channel)
+
+    monkeypatch.setattr(Exchange, "bind", counted)
+    return binds
+
+
+def test_a_steps_sent_event_is_celerys_own_on_the_wire_with_its_exchange_bound_once(
+    redis_url: str, tmp_path: Path, fanout: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``CeleryPublisher`` sends each step's task-sent event (what Flower shows a step as sent
+    from) through a dispatcher whose event exchange is bound once, instead of kombu binding a
+    copy of it per event: batched or not, every event is the one Celery's own dispatcher
+    sends for the same step, field for field, on the same exchange and routing key."""
+    binds = _bound_exchanges(monkeypatch)
+    app = make_celery_app(redis_url)
+    storage = Storage.open(f"sqlite:///{tmp_path / 'tidegate.db'}", upgrade=True)
+    refs = [StepRef("run-events", f"s{i}", 1, EVENT_TEST_QUEUE, f"asset_{i}", None) for i in range(4)]
+    try:
+        for ref in refs:  # Celery's own task-sent event for the same message
+            app.send_task(
+                EXECUTE_STEP_TASK,
+                args=[ref.run_id, ref.step_key, ref.attempt],
+                task_id=step_task_id(ref.run_id, ref.step_key, ref.attempt),
+                queue=ref.queue,
+                shadow=step_task_name(ref),
+                ignore_result=True,
+                retry=False,
+            )
+        celerys = _sent_events(fanout)
+        del binds[:]
+        publisher = CeleryPublisher(app, storage)
+        publisher(refs[:1])  # alone
+        publisher(refs[1:])  # in a batch
+        ours = _sent_events(fanout)
+        assert len(ours) == len(refs)
+        assert ours == celerys
+        channel, envelope = ours[step_task_id(refs[0].run_id, refs[0].step_key, refs[0].attempt)]
+        assert channel.endswith(b".celeryev/task.sent")
+        assert envelope["event"]["type"] == "task-sent"
+        assert envelope["event"]["name"] == step_task_name(refs[0])
+        assert binds.count("celeryev") == 1
+    finally:
+        storage.dispose()
+        app.close()
+
+
+def test_the_sent_events_exchange_is_declared_again_on_a_new_broker_connection(
+    redis_url: str, tmp_path: Path, fanout: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The event exchange is bound once but declared once per broker connection, on the
+    producer's: on Redis a connection that has not declared it would send the event to a
+    direct exchange of that name, which nobody reads, and Flower would not see the step."""
+    binds = _bound_exchanges(monkeypatch)
+    app = make_celery_app(redis_url)
+    storage = Storage.open(f"sqlite:///{tmp_path / 'tidegate.db'}", upgrade=True)
+    publisher = CeleryPublisher(app, storage)
+    refs = [StepRef("run-events", f"s{i}", 1, EVENT_TEST_QUEUE, f"asset_{i}", None) for i in range(2)]
+    try:
+        publisher(refs[:1])
+        assert len(_sent_events(fanout)) == 1
+        with app.producer_or_acquire() as producer:
+            replaced = producer.connection
+            replaced.close()  # its next use opens a new one, which has declared nothing
+            assert not replaced.declared_entities
+        publisher(refs[1:])
+        sent = _sent_events(fanout)
+        assert list(sent) == [step_task_id(refs[1].run_id, refs[1].step_key, refs[1].attempt)]
+        with app.producer_or_acquire() as producer:
+            assert producer.connection is replaced  # the publish above went through it
+            assert hash(Exchange("celeryev")) in replaced.declared_entities
+        assert binds.count("celeryev") == 1
+    finally:
         storage.dispose()
         app.close()
