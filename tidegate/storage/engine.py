@@ -374,6 +374,8 @@ def _exchange(
     from psycopg.adapt import PyFormat, Transformer
 
     pgconn = raw.pgconn
+    if pgconn.status != pq.ConnStatus.OK:
+        raise psycopg.OperationalError("the connection is lost")  # as psycopg says it: transient
     if pgconn.transaction_status != pq.TransactionStatus.IDLE:
         raise psycopg.ProgrammingError("a pipelined transaction needs a connection outside a transaction")
     prepared = _Prepared.of(raw)
