@@ -155,8 +155,8 @@ def _sent_events(events: Any) -> dict[str, tuple[bytes, dict[str, Any]]]:
             body = base64.b64decode(body)
         envelope["properties"].pop("delivery_tag")
         event = json.loads(body)
-        if event.get("type") != "task-sent":
-            continue  # another process's event on this database (a worker's heartbeat)
+        if not isinstance(event, dict) or event.get("type") != "task-sent":
+            continue  # another process's message on this database (a worker's heartbeat)
         del event["clock"], event["timestamp"]
         envelope["event"] = event
         sent[event["uuid"]] = (message["channel"], envelope)
