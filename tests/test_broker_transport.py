@@ -141,10 +141,12 @@ def test_a_publisher_binds_a_steps_queue_once_and_still_declares_it_on_a_new_con
 EVENT_TEST_QUEUE = "tidegate-sent-event-test"
 
 
-def _sent_events(events: Any) -> dict[str, tuple[bytes, dict[str, Any]]]:
-    """The task-sent events read off Redis's fanout so far, by task id: the pub/sub channel
+def _sent_events(events: Any, refs: list[StepRef]) -> dict[str, tuple[bytes, dict[str, Any]]]:
+    """The task-sent events of ``refs`` read off Redis's fanout so far (the database may be
+    shared with another test run's workers), by task id: the pub/sub channel
     (exchange and routing key) and kombu's message, its body decoded, without what differs
     between any two messages (the delivery tag, the event's clock and timestamp)."""
+    wanted = {step_task_id(ref.run_id, ref.step_key, ref.attempt) for ref in refs}
     sent = {}
     while (message := events.get_message(timeout=1.0)) is not None:
         if message["type"] != "pmessage":
@@ -155,8 +157,8 @@ def _sent_events(events: Any) -> dict[str, tuple[bytes, dict[str, Any]]]:
             body = base64.b64decode(body)
         envelope["properties"].pop("delivery_tag")
         event = json.loads(body)
-        if not isinstance(event, dict) or event.get("type") != "task-sent":
-            continue  # another process's message on this database (a worker's heartbeat)
+        if not isinstance(event, dict) or event.get("type") != "task-sent" or event["uuid"] not in wanted:
+            continue
         del event["clock"], event["timestamp"]
         envelope["event"] = event
         sent[event["uuid"]] = (message["channel"], envelope)
@@ -214,12 +216,12 @@ def test_a_steps_sent_event_is_celerys_own_on_the_wire_with_its_exchange_bound_o
                 ignore_result=True,
                 retry=False,
             )
-        celerys = _sent_events(fanout)
+        celerys = _sent_events(fanout, refs)
         del binds[:]
         publisher = CeleryPublisher(app, storage)
         publisher(refs[:1])  # alone
         publisher(refs[1:])  # in a batch
-        ours = _sent_events(fanout)
+        ours = _sent_events(fanout, refs)
         assert len(ours) == len(refs)
         assert ours == celerys
         channel, envelope = ours[step_task_id(refs[0].run_id, refs[0].step_key, refs[0].attempt)]
@@ -245,13 +247,13 @@ def test_the_sent_events_exchange_is_declared_again_on_a_new_broker_connection(
     refs = [StepRef("run-events", f"s{i}", 1, EVENT_TEST_QUEUE, f"asset_{i}", None) for i in range(2)]
     try:
         publisher(refs[:1])
-        assert len(_sent_events(fanout)) == 1
+        assert len(_sent_events(fanout, refs)) == 1
         with app.producer_or_acquire() as producer:
             replaced = producer.connection
             replaced.close()  # its next use opens a new one, which has declared nothing
             assert not replaced.declared_entities
         publisher(refs[1:])
-        sent = _sent_events(fanout)
+        sent = _sent_events(fanout, refs)
         assert list(sent) == [step_task_id(refs[1].run_id, refs[1].step_key, refs[1].attempt)]
         with app.producer_or_acquire() as producer:
             assert producer.connection is replaced  # the publish above went through it
