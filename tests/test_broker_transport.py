@@ -103,20 +103,27 @@ def test_the_memory_transport_waits_its_timeout_unless_a_worker_shutdown_is_aske
         queue.close()
 
 
+def _counted_binds(monkeypatch: pytest.MonkeyPatch, entity: type[Queue] | type[Exchange]) -> list[str]:
+    """The names of the queues or exchanges (``entity``) bound to a channel from now on
+    (kombu binds a copy each time)."""
+    binds: list[str] = []
+    bind = entity.bind
+
+    def counted(self: Any, channel: Any) -> Any:
+        binds.append(self.name)
+        return bind(self, channel)
+
+    monkeypatch.setattr(entity, "bind", counted)
+    return binds
+
+
 def test_a_publisher_binds_a_steps_queue_once_and_still_declares_it_on_a_new_connection(
     redis_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """``CeleryPublisher`` declares each step's queue with a copy bound once (kombu bound a
     new copy per message), batched or not; on a connection that has declared nothing (as a
     new one) the messages still reach the queue."""
-    binds: list[str] = []
-    bind = Queue.bind
-
-    def counted(queue: Queue, channel: Any) -> Queue:
-        binds.append(queue.name)
-        return bind(queue, channel)
-
-    monkeypatch.setattr(Queue, "bind", counted)
+    binds = _counted_binds(monkeypatch, Queue)
     app = make_celery_app(redis_url)
     client = redis.Redis.from_url(redis_url)
     storage = Storage.open(f"sqlite:///{tmp_path / 'tidegate.db'}", upgrade=True)
@@ -181,19 +188,6 @@ def fanout(redis_url: str) -> Iterator[Any]:
     client.close()
 
 
-def _bound_exchanges(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """The names of the exchanges bound to a channel from now on (kombu binds a copy)."""
-    binds: list[str] = []
-    bind = Exchange.bind
-
-    def counted(exchange: Exchange, channel: Any) -> Exchange:
-        binds.append(exchange.name)
-        return bind(exchange, channel)
-
-    monkeypatch.setattr(Exchange, "bind", counted)
-    return binds
-
-
 def test_a_steps_sent_event_is_celerys_own_on_the_wire_with_its_exchange_bound_once(
     redis_url: str, tmp_path: Path, fanout: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -201,7 +195,7 @@ def test_a_steps_sent_event_is_celerys_own_on_the_wire_with_its_exchange_bound_o
     from) through a dispatcher whose event exchange is bound once, instead of kombu binding a
     copy of it per event: batched or not, every event is the one Celery's own dispatcher
     sends for the same step, field for field, on the same exchange and routing key."""
-    binds = _bound_exchanges(monkeypatch)
+    binds = _counted_binds(monkeypatch, Exchange)
     app = make_celery_app(redis_url)
     storage = Storage.open(f"sqlite:///{tmp_path / 'tidegate.db'}", upgrade=True)
     refs = [StepRef("run-events", f"s{i}", 1, EVENT_TEST_QUEUE, f"asset_{i}", None) for i in range(4)]
@@ -240,7 +234,7 @@ def test_the_sent_events_exchange_is_declared_again_on_a_new_broker_connection(
     """The event exchange is bound once but declared once per broker connection, on the
     producer's: on Redis a connection that has not declared it would send the event to a
     direct exchange of that name, which nobody reads, and Flower would not see the step."""
-    binds = _bound_exchanges(monkeypatch)
+    binds = _counted_binds(monkeypatch, Exchange)
     app = make_celery_app(redis_url)
     storage = Storage.open(f"sqlite:///{tmp_path / 'tidegate.db'}", upgrade=True)
     publisher = CeleryPublisher(app, storage)
